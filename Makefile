@@ -1,0 +1,30 @@
+# Two commands a new user needs: `make run` and `make test` (see README.md).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch: a bare `torch` requirement would pull a multi-GB CUDA build.
+# On a GPU machine: make run TORCH=torch
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed-$(shell echo "$(TORCH)" | tr -c 'a-zA-Z0-9.\n' '_')
+
+.PHONY: install run test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+run: install
+	MLFLOW_EXPERIMENT_NAME=$${MLFLOW_EXPERIMENT_NAME:-study} \
+	  $(VENV)/bin/mlflow run . -e study --env-manager local
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) mlflow.db optuna.db mlruns mlartifacts .pytest_cache

@@ -1,0 +1,41 @@
+"""Small checks that raise one-line :class:`~study.errors.ConfigError` messages.
+
+The message shape follows Optuna and scikit-learn: "`lr_min` must be > 0, but got lr_min=-1.0."
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from study.errors import ConfigError, StudyError
+
+
+def fail(field: str, value: Any, allowed: str, *, error: type[StudyError] = ConfigError) -> None:
+    """Raise ``error`` naming ``field``, its bad ``value`` and what is ``allowed``."""
+    raise error(f"`{field}` must be {allowed}, but got {field}={value!r}.")
+
+
+def check_positive(field: str, value: float, *, allow_zero: bool = False) -> None:
+    """Check ``value > 0`` (or ``>= 0`` with ``allow_zero``)."""
+    if allow_zero:
+        if not value >= 0:
+            fail(field, value, ">= 0")
+    elif not value > 0:
+        fail(field, value, "> 0")
+
+
+def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
+    """Check that ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        fail(field, value, "one of " + ", ".join(str(c) for c in choices))
+
+
+def check_range(field_min: str, low: float, field_max: str, high: float) -> None:
+    """Check that a ``(min, max)`` pair is ordered."""
+    if low > high:
+        raise ConfigError(
+            f"`{field_min}` must be <= `{field_max}`, but got "
+            f"{field_min}={low!r} and {field_max}={high!r}."
+        )

@@ -1,0 +1,181 @@
+"""The ``study`` command line: a click group over the library.
+
+Every :class:`~study.errors.StudyError` is caught once, in :func:`main`, and printed as one line
+with exit code 1; click's usage errors become one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from study.config import StudyConfig, resolve_config
+from study.errors import StudyError
+from study.redact import redact
+
+__all__ = ["cli", "main", "run_cli"]
+
+_FIELD_TYPES = typing.get_type_hints(StudyConfig)
+_SEARCH_FIELDS = ("width_min", "width_max", "lr_min", "lr_max", "batch_sizes",
+                  "weight_decay_min", "weight_decay_max")
+
+
+def _click_type(name: str) -> Any:
+    hint = _FIELD_TYPES[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if isinstance(hint, types.UnionType) and args else hint
+    if typing.get_origin(base) is tuple:
+        return str  # comma-separated list
+    return {int: int, float: float}.get(base, str)
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def config_options(exclude: Sequence[str] = ()) -> Callable[[Callable], Callable]:
+    """Add one option per :class:`StudyConfig` field, plus ``--config FILE``.
+
+    Options default to ``None`` so that only values the user gave count as explicit.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        for field in reversed(dataclasses.fields(StudyConfig)):
+            if field.name in exclude:
+                continue
+            fn = click.option(
+                "--" + field.name.replace("_", "-"), field.name,
+                type=_click_type(field.name), default=None,
+                envvar=field.metadata.get("envvar"),
+                help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
+            )(fn)
+        return click.option(
+            "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+            help="TOML or YAML file with the same keys (underscores); flags override it.",
+        )(fn)
+
+    return decorate
+
+
+def _resolve(options: dict[str, Any]) -> tuple[StudyConfig, dict[str, Any]]:
+    config_file = options.pop("config_file", None)
+    explicit = {k: v for k, v in options.items() if v is not None}
+    return resolve_config(explicit=explicit, config_file=config_file)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="study", prog_name="study")
+def cli() -> None:
+    """Hyperparameter studies of CNN width, learning rate, batch size and weight decay,
+    tracked in MLflow, that explain why bigger models start at a higher training loss."""
+
+
+@cli.command("run")
+@config_options()
+def run_command(**options: Any) -> None:
+    """Create or resume a study and run trials until --n-trials of them have finished."""
+    from study.session import run_session
+
+    config, given = _resolve(options)
+    result = run_session(config, given=given)
+    counts = result.counts
+    click.echo(
+        f"study {result.study_name!r}: {result.n_finished}/{result.n_trials} finished "
+        f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed); "
+        f"parent run {result.parent_run_id}"
+    )
+    if result.best_value is not None:
+        click.echo(f"best value {result.best_value:.6g} with {result.best_params}")
+
+
+@cli.command("trial")
+@config_options(exclude=(*_SEARCH_FIELDS, "n_trials", "timeout", "sampler", "pruner",
+                         "heartbeat_interval", "storage", "study_name"))
+@click.option("--width", type=int, default=16, show_default=True,
+              help="Filters in the first block.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Batch size.")
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True,
+              help="Weight decay (penalty coefficient in l2-in-loss mode).")
+def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
+                  **options: Any) -> None:
+    """Train one fixed configuration and log it as one MLflow run."""
+    from study.session import run_single_trial
+    from study.train import HParams
+
+    fixed = {"width_min": width, "width_max": width, "lr_min": lr, "lr_max": lr,
+             "batch_sizes": (batch_size,), "weight_decay_min": weight_decay,
+             "weight_decay_max": weight_decay}
+    config, _ = _resolve({**options, **fixed})
+    if len(config.penalty_mode) != 1:
+        raise click.UsageError("`penalty_mode` must be a single mode for `study trial`.")
+    hp = HParams(width=width, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                 penalty_mode=config.penalty_mode[0])
+    result = run_single_trial(config, hp)
+    if result.state == "FAIL":
+        raise StudyError(f"trial failed: {result.failure} (run {result.run_id})")
+    early = result.early or {}
+    click.echo(
+        f"run {result.run_id}: n_params={result.n_params} early loss="
+        f"{early.get('loss', float('nan')):.4f} (data {early.get('data_loss', float('nan')):.4f}"
+        f" + penalty {early.get('penalty', float('nan')):.4f}); final val_loss="
+        f"{result.final_val_loss:.4f} val_accuracy={result.final_val_accuracy:.3f}"
+    )
+
+
+@cli.command("status")
+@click.option("--study-name", default=StudyConfig.study_name, show_default=True,
+              help="Name of the Optuna study.")
+@click.option("--storage", envvar="STUDY_STORAGE", default="sqlite:///optuna.db",
+              show_default=True, help="Optuna storage URL.")
+def status_command(study_name: str, storage: str) -> None:
+    """Trials by state, the best trial, trials per hour and live workers."""
+    from study.status import study_status
+
+    config, _ = resolve_config(explicit={"study_name": study_name, "storage": storage})
+    click.echo(study_status(config))
+
+
+def _quiet_libraries() -> None:
+    """Our own progress lines replace Optuna's per-trial INFO logs and experimental notices."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (1 for domain errors, 2 for usage errors)."""
+    _quiet_libraries()
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="study",
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"error: {redact(exc.format_message())}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except StudyError as exc:
+        click.echo(f"error: {redact(str(exc))}", err=True)
+        return 1
+    return 0
+
+
+def run_cli() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""The study configuration: one frozen dataclass, validated field by field.
+
+A config is resolved once from defaults, an optional TOML/YAML file and explicit flags (flags win).
+Fields marked ``scope="study"`` define the study and are stored with it: a resumed run or a worker
+takes them from the storage, and an explicit value that differs is an error, not a silent change.
+Fields marked ``scope="session"`` (budget, storage, device, ...) may change from run to run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from study._validation import check_choice, check_positive, check_range, fail
+from study.errors import ConfigError
+from study.penalty import PenaltyMode
+from study.redact import one_line
+
+__all__ = [
+    "DEVICES",
+    "OBJECTIVES",
+    "PRUNERS",
+    "SAMPLERS",
+    "StudyConfig",
+    "load_config_file",
+    "resolve_config",
+]
+
+OBJECTIVES = ("val_loss", "val_error", "early_loss")
+SAMPLERS = ("tpe", "random", "gp")
+PRUNERS = ("median", "hyperband", "none")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _opt(default: Any, help: str, *, scope: str = "study", **kwargs: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, "scope": scope, **kwargs})
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """Everything that defines a study and one session of it. Field names are the CLI flags."""
+
+    study_name: str = _opt("cnn-width", "Name of the Optuna study (created or resumed).",
+                           scope="session")
+    storage: str = _opt(
+        "sqlite:///optuna.db",
+        "Optuna storage URL: sqlite:///FILE, journal:PATH or postgresql://...",
+        scope="session", envvar="STUDY_STORAGE",
+    )
+    tracking_uri: str | None = _opt(
+        None, "MLflow tracking URI (default: MLflow's own, sqlite:///mlflow.db).",
+        scope="session", envvar="MLFLOW_TRACKING_URI",
+    )
+    experiment: str = _opt("study", "MLflow experiment of the study's runs.",
+                           envvar="MLFLOW_EXPERIMENT_NAME")
+    dataset: str = _opt("digits", "digits, volumes3d or npz:PATH.")
+    model: str = _opt("cnn", "cnn or vgg.")
+    # Keras-style L2 in the loss is the default: it is the behaviour the product explains.
+    penalty_mode: tuple[str, ...] = _opt(
+        (PenaltyMode.L2_IN_LOSS.value,),
+        "l2-in-loss, coupled, decoupled or none; several (comma-separated) are searched.",
+    )
+    init: str = _opt("torch", "Weight initialization: torch, glorot or he.")
+    # Three epochs show the early-loss effect and keep the default study to minutes on 2 cores.
+    epochs: int = _opt(3, "Training epochs per trial.")
+    early_epochs: int = _opt(1, "Epochs averaged into the early training loss.")
+    objective: str = _opt("val_loss", "What Optuna minimizes: val_loss, val_error or early_loss.")
+    # 4..32 spans about two decades of parameters for the cnn, the range the question needs.
+    width_min: int = _opt(4, "Smallest width (filters in the first block).")
+    width_max: int = _opt(32, "Largest width.")
+    lr_min: float = _opt(1e-4, "Smallest learning rate (log scale).")
+    lr_max: float = _opt(1e-2, "Largest learning rate.")
+    batch_sizes: tuple[int, ...] = _opt((32, 64, 128), "Batch sizes to choose from.")
+    weight_decay_min: float = _opt(1e-5, "Smallest weight decay (log scale).")
+    weight_decay_max: float = _opt(1e-2, "Largest weight decay.")
+    sampler: str = _opt("tpe", "Optuna sampler: tpe, random or gp.")
+    pruner: str = _opt("median", "Optuna pruner: median, hyperband or none.")
+    seed: int = _opt(0, "Seed of the sampler, the data split and every trial's training.")
+    # Twenty trials fit a few minutes on a laptop CPU and give the regression enough rows.
+    n_trials: int = _opt(20, "Finished (complete + pruned) trials the study should reach.",
+                         scope="session")
+    timeout: float | None = _opt(None, "Stop this session after so many seconds.",
+                                 scope="session")
+    device: str = _opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N or mps.",
+                       scope="session")
+    heartbeat_interval: int = _opt(
+        60, "Seconds between trial heartbeats (RDB storages); stale trials are retried.",
+        scope="session",
+    )
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    # ----------------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        from study.data import check_dataset_spec
+        from study.models import INITS, MODELS
+        from study.storage import check_storage_url
+
+        if not self.study_name.strip():
+            fail("study_name", self.study_name, "a non-empty name")
+        check_storage_url(self.storage)
+        if not self.experiment.strip():
+            fail("experiment", self.experiment, "a non-empty name")
+        check_dataset_spec(self.dataset)
+        check_choice("model", self.model, MODELS)
+        check_choice("init", self.init, INITS)
+        if not self.penalty_mode:
+            fail("penalty_mode", ",".join(self.penalty_mode), "at least one mode")
+        for mode in self.penalty_mode:
+            check_choice("penalty_mode", mode, [m.value for m in PenaltyMode])
+        if len(set(self.penalty_mode)) != len(self.penalty_mode):
+            fail("penalty_mode", ",".join(self.penalty_mode), "a list without repeats")
+        check_positive("epochs", self.epochs)
+        check_positive("early_epochs", self.early_epochs)
+        if self.early_epochs > self.epochs:
+            fail("early_epochs", self.early_epochs, f"<= epochs ({self.epochs})")
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_positive("width_min", self.width_min)
+        check_range("width_min", self.width_min, "width_max", self.width_max)
+        check_positive("lr_min", self.lr_min)
+        check_range("lr_min", self.lr_min, "lr_max", self.lr_max)
+        if not self.batch_sizes:
+            fail("batch_sizes", "", "at least one batch size")
+        for size in self.batch_sizes:
+            check_positive("batch_sizes", size)
+        check_positive("weight_decay_min", self.weight_decay_min, allow_zero=True)
+        check_range("weight_decay_min", self.weight_decay_min,
+                    "weight_decay_max", self.weight_decay_max)
+        if self.weight_decay_min == 0 and self.weight_decay_max > 0:
+            fail("weight_decay_min", self.weight_decay_min,
+                 "> 0 when weight decay is searched on a log scale (or set both to 0)")
+        check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("pruner", self.pruner, PRUNERS)
+        check_positive("seed", self.seed, allow_zero=True)
+        check_positive("n_trials", self.n_trials)
+        if self.timeout is not None:
+            check_positive("timeout", self.timeout)
+        if not _DEVICE_RE.match(self.device):
+            fail("device", self.device, "one of " + ", ".join(DEVICES))
+        check_positive("heartbeat_interval", self.heartbeat_interval)
+
+    # ----------------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls, scope: str | None = None) -> tuple[str, ...]:
+        """Names of the fields, optionally only those of ``scope`` ("study" or "session")."""
+        return tuple(
+            f.name for f in dataclasses.fields(cls)
+            if scope is None or f.metadata["scope"] == scope
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    def study_settings(self) -> dict[str, Any]:
+        """The study-defining fields, as stored with the Optuna study."""
+        data = self.to_dict()
+        return {k: data[k] for k in self.field_names("study")}
+
+    def to_json(self) -> str:
+        """The study-defining settings as canonical JSON."""
+        return json.dumps(self.study_settings(), sort_keys=True)
+
+    def replace(self, **changes: Any) -> StudyConfig:
+        """A validated copy with ``changes`` coerced like any other input."""
+        return dataclasses.replace(self, **coerce_values(changes))
+
+    @property
+    def fixed_dimensions(self) -> dict[str, Any]:
+        """Search dimensions whose bounds collapse to one value (fixed, not searched)."""
+        fixed: dict[str, Any] = {}
+        if self.width_min == self.width_max:
+            fixed["width"] = self.width_min
+        if self.lr_min == self.lr_max:
+            fixed["lr"] = self.lr_min
+        if len(self.batch_sizes) == 1:
+            fixed["batch_size"] = self.batch_sizes[0]
+        if self.weight_decay_min == self.weight_decay_max:
+            fixed["weight_decay"] = self.weight_decay_min
+        if len(self.penalty_mode) == 1:
+            fixed["penalty_mode"] = self.penalty_mode[0]
+        return fixed
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
+_INT_FIELDS = {"epochs", "early_epochs", "width_min", "width_max", "seed", "n_trials",
+               "heartbeat_interval"}
+_FLOAT_FIELDS = {"lr_min", "lr_max", "weight_decay_min", "weight_decay_max", "timeout"}
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        fail(name, value, "an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    fail(name, value, "an integer")
+    raise AssertionError  # unreachable: fail() raises
+
+
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        fail(name, value, "a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        fail(name, value, "a number")
+    raise AssertionError
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, Iterable):
+        return list(value)
+    return [value]
+
+
+def coerce_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn raw values (strings from flags or MLproject, lists from files) into field types.
+
+    Raises:
+        ConfigError: A key is unknown or a value has the wrong type.
+    """
+    out: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = raw_key.replace("-", "_")
+        if key not in _FIELDS:
+            raise ConfigError(
+                f"unknown setting `{raw_key}`; allowed: {', '.join(sorted(_FIELDS))}."
+            )
+        if key in _INT_FIELDS:
+            out[key] = _as_int(key, value)
+        elif key == "timeout":
+            out[key] = None if value in (None, "", 0, "0") else _as_float(key, value)
+        elif key in _FLOAT_FIELDS:
+            out[key] = _as_float(key, value)
+        elif key == "batch_sizes":
+            out[key] = tuple(_as_int(key, v) for v in _as_list(value))
+        elif key == "penalty_mode":
+            out[key] = tuple(str(v) for v in _as_list(value))
+        elif key == "tracking_uri":
+            out[key] = str(value) if value not in (None, "") else None
+        else:
+            out[key] = str(value)
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file of flat settings.
+
+    Raises:
+        ConfigError: The file is missing, unparsable, not a mapping, or of another type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        fail("config", str(path), "an existing TOML or YAML file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(path.read_text()) or {}
+        else:
+            fail("config", str(path), "a file ending in .toml, .yaml or .yml")
+    except (ValueError, OSError) as exc:  # tomllib and yaml errors derive from ValueError
+        raise ConfigError(f"`config` could not be parsed: {path}: {one_line(exc)}") from None
+    except Exception as exc:  # yaml.YAMLError is not a ValueError
+        raise ConfigError(f"`config` could not be parsed: {path}: {one_line(exc)}") from None
+    if not isinstance(data, dict):
+        fail("config", str(path), "a mapping of settings at the top level")
+    if "study" in data and isinstance(data["study"], dict) and len(data) == 1:
+        data = data["study"]  # allow one [study] table
+    return coerce_values(data)
+
+
+def resolve_config(
+    *,
+    explicit: Mapping[str, Any],
+    config_file: str | Path | None = None,
+    base: StudyConfig | None = None,
+) -> tuple[StudyConfig, dict[str, Any]]:
+    """Resolve a config from ``base`` (defaults), a file and explicit flags, flags winning.
+
+    Args:
+        explicit: Values the user gave as flags (only those, not click's defaults).
+        config_file: Optional TOML or YAML file with the same keys.
+        base: The config to start from (defaults when ``None``).
+
+    Returns:
+        The validated config, and every value the user set explicitly (file or flag), coerced.
+    """
+    given: dict[str, Any] = {}
+    if config_file is not None:
+        given.update(load_config_file(config_file))
+    given.update(coerce_values(explicit))
+    base = base if base is not None else StudyConfig()
+    return dataclasses.replace(base, **given), given
+
+
+def config_from_stored(stored: Mapping[str, Any], session: StudyConfig) -> StudyConfig:
+    """Rebuild the config of a resumed study: stored study fields, this session's fields.
+
+    Raises:
+        ConfigError: The stored settings are not a config this version understands.
+    """
+    known = {k: v for k, v in stored.items() if k in _FIELDS}
+    values = coerce_values(known)
+    session_values = {k: getattr(session, k) for k in StudyConfig.field_names("session")}
+    return StudyConfig(**{**values, **session_values})
+
+
+def check_no_conflict(stored: StudyConfig, given: Mapping[str, Any], *, study_name: str) -> None:
+    """Refuse explicit study-defining values that differ from the stored ones.
+
+    Raises:
+        ConfigError: Names the first conflicting field with both values.
+    """
+    for key in StudyConfig.field_names("study"):
+        if key in given and given[key] != getattr(stored, key):
+            stored_value = getattr(stored, key)
+            raise ConfigError(
+                f"`{key}` conflicts with study '{study_name}': it was created with "
+                f"{key}={_show(stored_value)}, but got {key}={_show(given[key])}; drop the flag "
+                f"or use a new --study-name."
+            )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return repr(",".join(str(v) for v in value))
+    return repr(value)

@@ -1,0 +1,47 @@
+"""Glue between MLproject entry points and the CLI.
+
+MLflow passes every entry-point parameter, defaults included. A value equal to the built-in
+default is treated as not given, so resuming a study with ``mlflow run`` does not collide with
+the settings it was created with; a value that differs is passed on and checked as usual.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from study.cli import main
+from study.config import StudyConfig, coerce_values
+from study.errors import ConfigError
+
+__all__ = ["mlproject_main", "strip_defaults"]
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(StudyConfig)}
+
+
+def strip_defaults(argv: Sequence[str]) -> list[str]:
+    """Drop ``--flag value`` pairs whose value equals the config field's default."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        flag = args[i]
+        name = flag[2:].replace("-", "_") if flag.startswith("--") else None
+        if name in _DEFAULTS and i + 1 < len(args):
+            value = args[i + 1]
+            try:
+                is_default = coerce_values({name: value})[name] == _DEFAULTS[name]
+            except ConfigError:
+                is_default = False  # let the CLI report the bad value
+            if not is_default:
+                out += [flag, value]
+            i += 2
+            continue
+        out.append(flag)
+        i += 1
+    return out
+
+
+def mlproject_main(command: str, argv: Sequence[str]) -> int:
+    """Run ``study COMMAND`` with MLproject arguments; returns the exit code."""
+    return main([command, *strip_defaults(argv)])

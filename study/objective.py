@@ -1,0 +1,197 @@
+"""The Optuna objective: one call trains one trial and logs it as one nested MLflow run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import optuna
+
+from study.errors import NonFiniteLossError, TrialFailedError
+from study.redact import one_line
+from study.train import EpochReport, HParams, Trainer, early_losses
+
+if TYPE_CHECKING:
+    from study.config import StudyConfig
+    from study.data import TensorData
+    from study.tracking import Tracker
+
+__all__ = [
+    "Objective",
+    "failure_reason",
+    "objective_value",
+    "suggest_hparams",
+    "train_logged",
+    "trial_params",
+]
+
+
+def suggest_hparams(trial: optuna.Trial, config: StudyConfig) -> HParams:
+    """Sample one point of the search space; a dimension whose bounds meet is fixed."""
+    fixed = config.fixed_dimensions
+    width = fixed.get("width") or trial.suggest_int(
+        "width", config.width_min, config.width_max, log=True
+    )
+    lr = fixed.get("lr") or trial.suggest_float("lr", config.lr_min, config.lr_max, log=True)
+    batch_size = fixed.get("batch_size") or trial.suggest_categorical(
+        "batch_size", list(config.batch_sizes)
+    )
+    if "weight_decay" in fixed:
+        weight_decay = fixed["weight_decay"]
+    else:
+        weight_decay = trial.suggest_float(
+            "weight_decay", config.weight_decay_min, config.weight_decay_max, log=True
+        )
+    penalty_mode = fixed.get("penalty_mode") or trial.suggest_categorical(
+        "penalty_mode", list(config.penalty_mode)
+    )
+    return HParams(width=int(width), lr=float(lr), batch_size=int(batch_size),
+                   weight_decay=float(weight_decay), penalty_mode=str(penalty_mode))
+
+
+def trial_params(hp: HParams, config: StudyConfig, *, device: str, n_params: int) -> dict:
+    """The params of a trial run (SPEC section 5)."""
+    return {
+        "width": hp.width, "lr": hp.lr, "batch_size": hp.batch_size,
+        "weight_decay": hp.weight_decay, "penalty_mode": hp.penalty_mode,
+        "model": config.model, "dataset": config.dataset, "init": config.init,
+        "epochs": config.epochs, "seed": config.seed, "device": device, "n_params": n_params,
+    }
+
+
+def objective_value(objective: str, history: list[EpochReport], early_epochs: int) -> float:
+    """The value Optuna minimizes after the epochs in ``history``."""
+    last = history[-1]
+    if objective == "val_loss":
+        return last.val_loss
+    if objective == "val_error":
+        return 1.0 - last.val_accuracy
+    window = history[:early_epochs]
+    return sum(r.loss for r in window) / len(window)
+
+
+def summary_metrics(history: list[EpochReport], early_epochs: int) -> dict[str, float]:
+    """``early/*`` metrics once the early window is complete, else nothing."""
+    early = early_losses(history, early_epochs)
+    if early is None:
+        return {}
+    return {f"early/{k}": v for k, v in early.items()}
+
+
+EpochHook = Callable[[list[EpochReport], EpochReport], None]
+
+
+def train_logged(
+    hp: HParams, config: StudyConfig, data: TensorData, tracker: Tracker, run_id: str, *,
+    device: str, on_epoch: EpochHook | None = None, on_start: Callable[[int], None] | None = None,
+) -> list[EpochReport]:
+    """Train ``hp`` and log everything to the open run ``run_id``; the run is left open.
+
+    Per epoch one batched write (plus the ``early/*`` metrics when the window completes), then
+    ``on_epoch(history, report)`` (Optuna reporting and pruning). ``on_start(n_params)`` runs
+    once the model exists. Exceptions propagate; a non-finite epoch is logged before it does.
+    """
+    history: list[EpochReport] = []
+
+    def log_epoch(report: EpochReport) -> None:
+        history.append(report)
+        metrics = report.metrics()
+        if report.epoch == config.early_epochs:
+            metrics.update(summary_metrics(history, config.early_epochs))
+        tracker.log_metrics(run_id, metrics, step=report.epoch)
+        if on_epoch is not None:
+            on_epoch(history, report)
+
+    trainer = Trainer(hp, data, model_name=config.model, init=config.init,
+                      epochs=config.epochs, seed=config.seed, callbacks=[log_epoch])
+    tracker.log_params(run_id, trial_params(hp, config, device=device, n_params=trainer.n_params))
+    tracker.log_metrics(run_id, {"n_params": trainer.n_params})
+    if on_start is not None:
+        on_start(trainer.n_params)
+    try:
+        trainer.fit()
+    except NonFiniteLossError as exc:
+        report: EpochReport | None = getattr(exc, "report", None)
+        if report is not None:
+            tracker.log_metrics(run_id, report.metrics(), step=report.epoch)
+        raise
+    final = history[-1]
+    tracker.log_metrics(
+        run_id, {"final/val_loss": final.val_loss, "final/val_accuracy": final.val_accuracy},
+        step=final.epoch,
+    )
+    return history
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One redacted line saying why a trial failed."""
+    if isinstance(exc, TrialFailedError):
+        return one_line(exc)
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+class Objective:
+    """Callable passed to :meth:`optuna.Study.optimize`.
+
+    Args:
+        config: The resolved study config.
+        data: The dataset, loaded once per process and resident on ``device``.
+        tracker: MLflow access.
+        experiment_id: The experiment of the parent run.
+        parent_run_id: The study's parent run (every trial run nests under it).
+        device: The resolved device name, logged with each trial.
+    """
+
+    def __init__(
+        self, config: StudyConfig, data: TensorData, tracker: Tracker, *,
+        experiment_id: str, parent_run_id: str, device: str,
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.tracker = tracker
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.device = device
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config = self.config
+        hp = suggest_hparams(trial, config)
+        run_id = self.tracker.start_trial_run(
+            self.experiment_id, parent_run_id=self.parent_run_id,
+            study_name=trial.study.study_name, trial_number=trial.number,
+        )
+        trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr("hparams", dict(vars(hp)))
+
+        def on_epoch(history: list[EpochReport], report: EpochReport) -> None:
+            if report.epoch == config.early_epochs:
+                for key, value in summary_metrics(history, config.early_epochs).items():
+                    trial.set_user_attr(key.replace("/", "_"), value)
+            trial.report(objective_value(config.objective, history, config.early_epochs),
+                         report.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {report.epoch}")
+
+        try:
+            history = train_logged(
+                hp, config, self.data, self.tracker, run_id, device=self.device,
+                on_epoch=on_epoch, on_start=lambda n: trial.set_user_attr("n_params", n),
+            )
+            value = objective_value(config.objective, history, config.early_epochs)
+            if not math.isfinite(value):
+                raise TrialFailedError(f"objective {config.objective} is {value}")
+        except optuna.TrialPruned:
+            self.tracker.end_trial_run(run_id, state="PRUNED")
+            raise
+        except Exception as exc:  # one trial's crash must not end the study
+            reason = failure_reason(exc)
+            trial.set_user_attr("failure", reason)
+            self.tracker.end_trial_run(run_id, state="FAIL", failure=reason)
+            raise TrialFailedError(reason) from None
+        except BaseException:  # KeyboardInterrupt, SystemExit: Optuna marks the trial FAIL
+            trial.set_user_attr("failure", "interrupted")
+            self.tracker.end_trial_run(run_id, state="FAIL", failure="interrupted")
+            raise
+        self.tracker.end_trial_run(run_id, state="COMPLETE")
+        return value

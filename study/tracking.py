@@ -1,0 +1,180 @@
+"""MLflow tracking: the study's parent run, one nested run per trial, batched per-epoch writes.
+
+Everything goes through an explicit :class:`~mlflow.MlflowClient` and explicit run ids: MLflow's
+active-run stack is thread-local, so nothing here relies on ``mlflow.start_run``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from study.errors import TrackingError
+from study.redact import one_line, redact
+
+__all__ = ["TRIAL_STATUS", "Tracker", "trial_run_name"]
+
+# Optuna trial state -> MLflow run status (SPEC section 5).
+TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+# MLflow caps a param value at 6000 characters; config values are far below it.
+_PARAM_LIMIT = 6000
+
+
+def trial_run_name(number: int) -> str:
+    """The run name of trial ``number``: ``trial-0007``."""
+    return f"trial-{number:04d}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Tracker:
+    """A thin, explicit-id wrapper over :class:`MlflowClient` for the study's run layout.
+
+    Args:
+        tracking_uri: MLflow tracking URI; ``None`` uses ``MLFLOW_TRACKING_URI`` or MLflow's
+            default (``sqlite:///mlflow.db``).
+
+    Raises:
+        TrackingError: The tracking store cannot be reached.
+    """
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        try:
+            self.client = MlflowClient(tracking_uri)
+            self.tracking_uri = self.client.tracking_uri
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:  # MlflowException, driver errors, connection errors
+            shown = redact(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "default"))
+            raise TrackingError(
+                f"`tracking_uri` could not be opened: {shown}: {one_line(exc)}"
+            ) from None
+
+    # -- experiments and runs -----------------------------------------------------------------
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created when missing (restored when deleted)."""
+        experiment = self._call(self.client.get_experiment_by_name, name)
+        if experiment is None:
+            return self._call(self.client.create_experiment, name)
+        if experiment.lifecycle_stage == "deleted":
+            self._call(self.client.restore_experiment, experiment.experiment_id)
+        return experiment.experiment_id
+
+    def experiment_name(self, experiment_id: str) -> str:
+        """The name of experiment ``experiment_id``."""
+        return self._call(self.client.get_experiment, experiment_id).name
+
+    def get_run(self, run_id: str) -> Any | None:
+        """The run ``run_id``, or ``None`` when it does not exist or was deleted."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        return None if run.info.lifecycle_stage == "deleted" else run
+
+    def create_run(
+        self, experiment_id: str, *, name: str, tags: Mapping[str, str],
+        parent_run_id: str | None = None,
+    ) -> str:
+        """Create a run (RUNNING) and return its id; nest it when ``parent_run_id`` is given."""
+        all_tags = dict(tags)
+        if parent_run_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        run = self._call(
+            self.client.create_run, experiment_id, tags=all_tags, run_name=name
+        )
+        return run.info.run_id
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set several tags in one call."""
+        self._call(
+            self.client.log_batch, run_id,
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log params in one call, skipping keys the run already has (MLflow params are
+        write-once; ``mlflow run`` logs the entry point's own parameters first)."""
+        existing = self._call(self.client.get_run, run_id).data.params
+        fresh = [
+            Param(k, redact(str(v))[:_PARAM_LIMIT])
+            for k, v in params.items()
+            if k not in existing and v is not None
+        ]
+        if fresh:
+            self._call(self.client.log_batch, run_id, params=fresh)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int = 0) -> None:
+        """Log several metrics at ``step`` in one batched call."""
+        timestamp = _now_ms()
+        batch = [Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
+        if batch:
+            self._call(self.client.log_batch, run_id, metrics=batch)
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """Terminate ``run_id`` with an MLflow status (FINISHED, FAILED, KILLED)."""
+        self._call(self.client.set_terminated, run_id, status=status)
+
+    # -- trial runs ---------------------------------------------------------------------------
+    def start_trial_run(
+        self, experiment_id: str, *, parent_run_id: str, study_name: str, trial_number: int,
+    ) -> str:
+        """Open the nested run of one Optuna trial, before training starts."""
+        return self.create_run(
+            experiment_id,
+            name=trial_run_name(trial_number),
+            parent_run_id=parent_run_id,
+            tags={
+                "study.role": "trial",
+                "study.name": study_name,
+                "optuna.study_name": study_name,
+                "optuna.trial_number": str(trial_number),
+            },
+        )
+
+    def end_trial_run(self, run_id: str, *, state: str, failure: str | None = None) -> None:
+        """Record the trial's Optuna ``state`` and close the run with the mapped status."""
+        tags = {"optuna.trial_state": state}
+        if failure:
+            tags["study.failure"] = one_line(failure)[:5000]
+        self.set_tags(run_id, tags)
+        self.end_run(run_id, TRIAL_STATUS[state])
+
+    def find_runs(self, experiment_id: str, filter_string: str) -> list[Any]:
+        """All runs of ``experiment_id`` matching ``filter_string`` (every page)."""
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self._call(
+                self.client.search_runs, [experiment_id], filter_string,
+                max_results=1000, page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as exc:
+            raise TrackingError(f"MLflow {fn.__name__} failed: {one_line(exc)}") from None
+
+
+def run_status_of(run: Any) -> str:
+    """The status string of an MLflow run."""
+    return RunStatus.to_string(run.info.status) if isinstance(run.info.status, int) \
+        else str(run.info.status)
+
+
+def run_name_tag() -> str:
+    """The tag MLflow keeps the run name in."""
+    return MLFLOW_RUN_NAME
