@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `mlflow run --env-manager local` runs the entry point with the `python` first on PATH.
 run: install
-	MLFLOW_EXPERIMENT_NAME=$${MLFLOW_EXPERIMENT_NAME:-study} \
-	  $(VENV)/bin/mlflow run . -e study --env-manager local
+	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_EXPERIMENT_NAME=$${MLFLOW_EXPERIMENT_NAME:-study} \
+	  mlflow run . -e study --env-manager local
 
 test: install
 	$(PY) -m pytest

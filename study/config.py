@@ -159,6 +159,10 @@ class StudyConfig:
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items()}
 
+    def to_params(self) -> dict[str, str]:
+        """The config flattened for MLflow params: lists comma-joined, unset values omitted."""
+        return {k: _flat(v) for k, v in dataclasses.asdict(self).items() if v is not None}
+
     def study_settings(self) -> dict[str, Any]:
         """The study-defining fields, as stored with the Optuna study."""
         data = self.to_dict()
@@ -342,6 +346,10 @@ def check_no_conflict(stored: StudyConfig, given: Mapping[str, Any], *, study_na
                 f"{key}={_show(stored_value)}, but got {key}={_show(given[key])}; drop the flag "
                 f"or use a new --study-name."
             )
+
+
+def _flat(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
 
 
 def _show(value: Any) -> str:

@@ -85,7 +85,7 @@ def open_parent_run(
         "study.name": study.study_name,
         "study.storage": redact(config.storage),
     })
-    tracker.log_params(run_id, config.to_dict())
+    tracker.log_params(run_id, config.to_params())
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
     return run_id, experiment_id, created_here
 
@@ -129,6 +129,13 @@ def run_session(
     out = out or sys.stderr
     device = resolve_device(config.device)
     tracker = Tracker(config.tracking_uri)
+    entry = _entry_run_id()
+    if entry and "experiment" not in (given or {}):
+        entry_run = tracker.get_run(entry)
+        if entry_run is not None:  # `mlflow run` chose the experiment; the study records it
+            config = config.replace(
+                experiment=tracker.experiment_name(entry_run.info.experiment_id)
+            )
     prepared = prepare_study(config, given=given)
     config = prepared.config
     if data is None:
@@ -146,7 +153,6 @@ def run_session(
     finally:
         metrics = study_metrics(study)
         tracker.log_metrics(parent_run_id, metrics)
-        entry = _entry_run_id()
         if entry and entry != parent_run_id:
             tracker.log_metrics(entry, metrics)
         if owns_parent:

@@ -86,7 +86,7 @@ def create_storage(
             # Fail fast on an unreachable host instead of hanging for minutes.
             engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
         return RDBStorage(
-            url,
+            _with_driver(url),
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=_MAX_RETRY)
@@ -97,3 +97,21 @@ def create_storage(
         raise StorageError(
             f"`storage` could not be opened: {redact(url)}: {one_line(exc)}"
         ) from None
+
+
+def _with_driver(url: str) -> str:
+    """``url`` with an installed PostgreSQL driver named when it names none.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, 2.0 to psycopg2; the ``postgres``
+    extra installs psycopg2, so a bare URL uses it unless psycopg 3 is the one installed.
+    """
+    from importlib.util import find_spec
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername != "postgresql" or find_spec("psycopg2") is None:
+        return url
+    if find_spec("psycopg") is not None:
+        return url
+    return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)

@@ -1,0 +1,77 @@
+"""Shared fixtures: real stores in temporary directories, created cheaply.
+
+Creating an MLflow SQLite database runs every migration (~7 s), so one template database is
+made per test session and each test gets a byte copy of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database with its schema migrated, made once per session."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{path}")
+    client.search_experiments(max_results=1)
+    client._tracking_client.store.engine.dispose()
+    return path
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, mlflow_template_db: Path) -> str:
+    """A fresh MLflow tracking URI (a copy of the template database) for one test."""
+    path = tmp_path / "mlflow.db"
+    shutil.copyfile(mlflow_template_db, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def storage_url(tmp_path: Path) -> str:
+    """A fresh Optuna SQLite storage URL for one test."""
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+@pytest.fixture
+def mlflow_client(tracking_uri: str):
+    """An :class:`MlflowClient` on the test's tracking store."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No MLflow or study variables leak in from the developer's shell."""
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME",
+                 "MLFLOW_EXPERIMENT_ID", "STUDY_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def cli_env(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
+    """Environment for a ``study`` subprocess: no inherited MLflow run, our tracking store."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "STUDY_"))}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], *, cwd: Path, env: dict[str, str],
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real ``study`` console script in a subprocess."""
+    exe = Path(sys.executable).with_name("study")
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)

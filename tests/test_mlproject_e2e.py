@@ -1,0 +1,106 @@
+"""The real `mlflow run` command on this project, in a subprocess, checked through MlflowClient."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import REPO, cli_env
+
+pytestmark = pytest.mark.slow
+
+TRIAL_PARAMS = {"width", "lr", "batch_size", "weight_decay", "penalty_mode", "model", "dataset",
+                "seed", "device", "n_params"}
+TRIAL_TAGS = {"study.role", "optuna.study_name", "optuna.trial_number", "optuna.trial_state",
+              "mlflow.parentRunId"}
+EPOCH_METRICS = ("train/loss", "train/data_loss", "train/penalty", "train/weight_sq_norm",
+                 "val/loss", "val/accuracy", "train/samples_per_s")
+SUMMARY_METRICS = {"n_params", "early/loss", "early/data_loss", "early/penalty",
+                   "final/val_loss", "final/val_accuracy"}
+PARENT_METRICS = {"study/n_complete", "study/n_pruned", "study/n_failed", "study/best_value"}
+
+
+def mlflow_run(entry: str, params: dict[str, str], *, cwd: Path, tracking_uri: str,
+               experiment: str = "e2e") -> subprocess.CompletedProcess:
+    bin_dir = str(Path(sys.executable).parent)
+    env = cli_env(tracking_uri, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    cmd = [str(Path(bin_dir) / "mlflow"), "run", str(REPO), "-e", entry, "--env-manager",
+           "local", "--experiment-name", experiment]
+    for key, value in params.items():
+        cmd += ["-P", f"{key}={value}"]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_mlflow_run_study_then_resume(tmp_path, tracking_uri):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = mlflow_run("study", {"n_trials": "3", "epochs": "2", "storage": storage},
+                       cwd=tmp_path, tracking_uri=tracking_uri)
+    assert first.returncode == 0, first.stderr[-3000:]
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("study.role") == "parent"]
+    trials = sorted((r for r in runs if r.data.tags.get("study.role") == "trial"),
+                    key=lambda r: r.info.run_name)
+
+    assert len(runs) == 4
+    (parent,) = parents
+    assert parent.info.run_name == "cnn-width"
+    assert parent.info.status == "FINISHED"
+    assert {"study.name", "study.storage"} <= set(parent.data.tags)
+    assert PARENT_METRICS <= set(parent.data.metrics)
+    assert parent.data.metrics["study/n_complete"] + parent.data.metrics["study/n_pruned"] == 3
+    assert {"n_trials", "width_min", "lr_max", "penalty_mode", "seed"} <= set(parent.data.params)
+    assert [r.info.run_name for r in trials] == ["trial-0000", "trial-0001", "trial-0002"]
+    for run in trials:
+        assert TRIAL_TAGS <= set(run.data.tags)
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert TRIAL_PARAMS <= set(run.data.params)
+        assert run.data.params["penalty_mode"] == "l2-in-loss"
+        state = run.data.tags["optuna.trial_state"]
+        assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[state]
+        if state == "COMPLETE":
+            assert SUMMARY_METRICS <= set(run.data.metrics)
+        histories = {key: {m.step: m.value
+                           for m in client.get_metric_history(run.info.run_id, key)}
+                     for key in EPOCH_METRICS}
+        assert set(histories["train/loss"]) <= {1, 2} and 1 in histories["train/loss"]
+        for step, total in histories["train/loss"].items():
+            assert set(EPOCH_METRICS) == {k for k, h in histories.items() if step in h}
+            assert total == pytest.approx(
+                histories["train/data_loss"][step] + histories["train/penalty"][step],
+                rel=1e-12)
+
+    second = mlflow_run("study", {"n_trials": "5", "epochs": "2", "storage": storage},
+                        cwd=tmp_path, tracking_uri=tracking_uri)
+    assert second.returncode == 0, second.stderr[-3000:]
+    runs = client.search_runs([experiment.experiment_id])
+    by_role: dict[str, list] = {}
+    for run in runs:
+        by_role.setdefault(run.data.tags.get("study.role"), []).append(run)
+    assert len(by_role["parent"]) == 1
+    assert by_role["parent"][0].info.run_id == parent.info.run_id
+    assert sorted(r.info.run_name for r in by_role["trial"]) == [
+        f"trial-{n:04d}" for n in range(5)]
+    assert {r.data.tags["mlflow.parentRunId"] for r in by_role["trial"]} == {parent.info.run_id}
+    (session,) = by_role["session"]
+    assert session.data.tags["study.parent_run_id"] == parent.info.run_id
+    assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_mlflow_run_trial_logs_one_run(tmp_path, tracking_uri):
+    result = mlflow_run("trial", {"width": "4", "epochs": "1"}, cwd=tmp_path,
+                        tracking_uri=tracking_uri, experiment="single")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("single").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["study.role"] == "single"
+    assert run.data.params["width"] == "4"
+    assert run.data.metrics["train/loss"] == pytest.approx(
+        run.data.metrics["train/data_loss"] + run.data.metrics["train/penalty"], rel=1e-12)
