@@ -211,6 +211,13 @@ def _as_int(name: str, value: Any) -> int:
             return int(value.strip())
         except ValueError:
             pass
+        try:  # "3.0": MLproject numbers are typed float, and 3.0 itself is accepted above
+            number = float(value.strip())
+        except ValueError:
+            pass
+        else:
+            if number.is_integer():
+                return int(number)
     fail(name, value, "an integer")
     raise AssertionError  # unreachable: fail() raises
 
@@ -273,18 +280,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         fail("config", str(path), "an existing TOML or YAML file")
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        # Checked before the try: a ConfigError is a ValueError and would read as a parse error.
+        fail("config", str(path), "a file ending in .toml, .yaml or .yml")
     try:
         if suffix == ".toml":
             import tomllib
 
             with path.open("rb") as fh:
                 data = tomllib.load(fh)
-        elif suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
             data = yaml.safe_load(path.read_text()) or {}
-        else:
-            fail("config", str(path), "a file ending in .toml, .yaml or .yml")
     except (ValueError, OSError) as exc:  # tomllib and yaml errors derive from ValueError
         raise ConfigError(f"`config` could not be parsed: {path}: {one_line(exc)}") from None
     except Exception as exc:  # yaml.YAMLError is not a ValueError
