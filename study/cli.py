@@ -27,13 +27,33 @@ _SEARCH_FIELDS = ("width_min", "width_max", "lr_min", "lr_max", "batch_sizes",
                   "weight_decay_min", "weight_decay_max")
 
 
+class _WholeNumber(click.ParamType):
+    """An integer that also accepts "4.0": MLproject parameters are typed float."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not number.is_integer():
+            self.fail(f"{value!r} is not a whole number.", param, ctx)
+        return int(number)
+
+
+WHOLE_NUMBER = _WholeNumber()
+
+
 def _click_type(name: str) -> Any:
     hint = _FIELD_TYPES[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     base = args[0] if isinstance(hint, types.UnionType) and args else hint
     if typing.get_origin(base) is tuple:
         return str  # comma-separated list
-    return {int: int, float: float}.get(base, str)
+    return {int: WHOLE_NUMBER, float: float}.get(base, str)
 
 
 def _show_default(value: Any) -> str:
@@ -100,10 +120,10 @@ def run_command(**options: Any) -> None:
 @cli.command("trial")
 @config_options(exclude=(*_SEARCH_FIELDS, "n_trials", "timeout", "sampler", "pruner",
                          "heartbeat_interval", "storage", "study_name"))
-@click.option("--width", type=int, default=16, show_default=True,
+@click.option("--width", type=WHOLE_NUMBER, default=16, show_default=True,
               help="Filters in the first block.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Batch size.")
+@click.option("--batch-size", type=WHOLE_NUMBER, default=64, show_default=True, help="Batch size.")
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True,
               help="Weight decay (penalty coefficient in l2-in-loss mode).")
 def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,

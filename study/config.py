@@ -128,7 +128,8 @@ class StudyConfig:
         if not self.batch_sizes:
             fail("batch_sizes", "", "at least one batch size")
         for size in self.batch_sizes:
-            check_positive("batch_sizes", size)
+            if size < 2:  # BatchNorm cannot train on a batch of one sample
+                fail("batch_sizes", size, ">= 2")
         check_positive("weight_decay_min", self.weight_decay_min, allow_zero=True)
         check_range("weight_decay_min", self.weight_decay_min,
                     "weight_decay_max", self.weight_decay_max)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from study.tracking import Tracker
 
 __all__ = [
+    "CURVE_FIELDS",
     "Objective",
     "failure_reason",
     "objective_value",
@@ -25,6 +26,9 @@ __all__ = [
     "train_logged",
     "trial_params",
 ]
+
+# The per-epoch figures kept on the Optuna trial (user attr "curve"), one row per epoch.
+CURVE_FIELDS = ("loss", "data_loss", "penalty", "val_loss", "val_accuracy")
 
 
 def suggest_hparams(trial: optuna.Trial, config: StudyConfig) -> HParams:
@@ -165,6 +169,9 @@ class Objective:
         trial.set_user_attr("hparams", dict(vars(hp)))
 
         def on_epoch(history: list[EpochReport], report: EpochReport) -> None:
+            trial.set_user_attr(
+                "curve", [[getattr(r, f) for f in CURVE_FIELDS] for r in history]
+            )
             if report.epoch == config.early_epochs:
                 for key, value in summary_metrics(history, config.early_epochs).items():
                     trial.set_user_attr(key.replace("/", "_"), value)
@@ -179,6 +186,8 @@ class Objective:
                 on_epoch=on_epoch, on_start=lambda n: trial.set_user_attr("n_params", n),
             )
             value = objective_value(config.objective, history, config.early_epochs)
+            trial.set_user_attr("final_val_loss", history[-1].val_loss)
+            trial.set_user_attr("final_val_accuracy", history[-1].val_accuracy)
             if not math.isfinite(value):
                 raise TrialFailedError(f"objective {config.objective} is {value}")
         except optuna.TrialPruned:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -12,7 +13,7 @@ from optuna.trial import TrialState
 from study.config import StudyConfig, check_no_conflict, config_from_stored
 from study.errors import ConfigError, StorageError
 from study.redact import redact
-from study.storage import create_storage
+from study.storage import create_storage, storage_kind
 
 __all__ = [
     "CONFIG_ATTR",
@@ -100,6 +101,11 @@ def prepare_study(
             is false.
         ConfigError: An explicit value conflicts with the stored config.
     """
+    if not create and _missing_sqlite_file(config.storage):
+        raise StorageError(
+            f"`storage` must point to an existing study database, but got "
+            f"storage={redact(config.storage)!r}, which does not exist."
+        )
     storage = create_storage(config.storage, heartbeat_interval=config.heartbeat_interval)
     study_id = _study_id(storage, config.study_name)
     stored = None if study_id is None else storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
@@ -148,6 +154,14 @@ def open_study(config: StudyConfig) -> optuna.Study:
     """Open an existing study without changing it (status, analysis)."""
     prepared = prepare_study(config, create=False)
     return optuna.load_study(study_name=config.study_name, storage=prepared.storage)
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    if storage_kind(url) != "sqlite":
+        return False
+    from sqlalchemy.engine import make_url
+
+    return not Path(make_url(url).database).exists()
 
 
 def _known(storage: optuna.storages.BaseStorage) -> str:

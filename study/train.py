@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.data import TensorData
-from study.errors import ConfigError, NonFiniteLossError
+from study.errors import ConfigError, DataError, NonFiniteLossError
 from study.models import build_model, count_parameters
 from study.penalty import PenaltyMode, make_optimizer, penalized_parameters, penalty_term
 
@@ -130,8 +130,14 @@ class Trainer:
         callbacks: Sequence[EpochCallback] = (),
         amp: bool = True,
     ) -> None:
-        if hparams.batch_size < 1:
-            raise ConfigError(f"`batch_size` must be > 0, but got batch_size={hparams.batch_size}.")
+        # Batches of one sample are skipped (BatchNorm), so smaller sizes or sets would train on
+        # nothing and report a loss of 0.0, the best possible objective.
+        if hparams.batch_size < 2:
+            raise ConfigError(f"`batch_size` must be >= 2 (BatchNorm cannot train on one sample), "
+                              f"but got batch_size={hparams.batch_size}.")
+        if data.n_train < 2:
+            raise DataError(f"`data` must hold at least 2 training samples (BatchNorm cannot "
+                            f"train on one), but got n_train={data.n_train}.")
         self.hparams = hparams
         self.data = data
         self.epochs = epochs

@@ -1,0 +1,300 @@
+"""Tests of the ``study`` console script, run for real in subprocesses.
+
+Each subprocess pays ~4 s of imports, so the bad-input cases run concurrently in one module
+fixture and the tests only inspect their outcome; the resume scenario trains real (tiny) trials.
+"""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+
+from tests.conftest import cli_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished ``study`` subprocess and the stores it was pointed at."""
+
+    cwd: Path
+    storage: str
+    tracking_uri: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def _tracking_copy(template: Path, directory: Path) -> str:
+    path = directory / "mlflow.db"
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
+def _run(args: list[str], cwd: Path, storage: str, tracking_uri: str) -> Outcome:
+    proc = run_cli(args, cwd=cwd, env=cli_env(tracking_uri))
+    return Outcome(cwd, storage, tracking_uri, proc.returncode, proc.stdout, proc.stderr)
+
+
+def _study_names(storage: str) -> list[str]:
+    """Study names in an SQLite storage; none when its file does not exist (nothing created)."""
+    path = Path(storage.removeprefix("sqlite:///"))
+    if not path.exists():
+        return []
+    return optuna.study.get_all_study_names(storage=storage)
+
+
+def _all_runs(tracking_uri: str) -> list:
+    client = MlflowClient(tracking_uri)
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    assert experiments, "the tracking store should at least hold the Default experiment"
+    return client.search_runs([e.experiment_id for e in experiments],
+                              run_view_type=ViewType.ALL)
+
+
+def _stderr_lines(outcome: Outcome) -> list[str]:
+    return [line for line in outcome.stderr.splitlines() if line.strip()]
+
+
+def _finished_trials(storage: str, name: str = "cnn-width") -> list:
+    study = optuna.load_study(study_name=name, storage=storage)
+    return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,
+                                    optuna.trial.TrialState.PRUNED))
+
+
+# --- bad input: one line, exit 1 (2 for usage errors), nothing created ---------------------------
+
+
+def _npz_nan(d: Path) -> list[str]:
+    x = np.random.default_rng(0).normal(size=(40, 6, 6)).astype(np.float32)
+    x[3, 2, 1] = np.nan
+    np.savez(d / "nan.npz", X=x, y=np.arange(40) % 2)
+    return ["--dataset", f"npz:{d / 'nan.npz'}"]
+
+
+def _npz_short_y(d: Path) -> list[str]:
+    x = np.random.default_rng(0).normal(size=(40, 6, 6)).astype(np.float32)
+    np.savez(d / "short.npz", X=x, y=np.arange(39) % 2)
+    return ["--dataset", f"npz:{d / 'short.npz'}"]
+
+
+def _config_unknown_key(d: Path) -> list[str]:
+    (d / "study.toml").write_text("epochs = 1\nbogus_key = 7\n")
+    return ["--config", str(d / "study.toml")]
+
+
+SECRET = "s3cretpw"
+
+# id -> (extra args of `study run` given the case's directory, exit code, expected substrings)
+BAD_INPUTS = {
+    "lr_min_negative": (lambda d: ["--lr-min", "-1"], 1, ["`lr_min`", "lr_min=-1.0"]),
+    "lr_min_above_max": (lambda d: ["--lr-min", "0.1", "--lr-max", "0.01"], 1,
+                         ["`lr_min`", "lr_min=0.1", "lr_max=0.01"]),
+    "dataset_unknown": (lambda d: ["--dataset", "foo"], 1, ["`dataset`", "dataset='foo'"]),
+    "model_unknown": (lambda d: ["--model", "resnet"], 1, ["`model`", "model='resnet'"]),
+    "penalty_mode_unknown": (lambda d: ["--penalty-mode", "l2"], 1,
+                             ["`penalty_mode`", "penalty_mode='l2'"]),
+    "storage_not_a_url": (lambda d: ["--storage", "notaurl"], 1,
+                          ["`storage`", "storage='notaurl'"]),
+    "storage_malformed_with_password": (
+        lambda d: ["--storage", f"postgresql://u:{SECRET}@/x"], 1,
+        ["`storage`", "storage='postgresql://u:***@/x'"]),
+    "npz_with_nan": (_npz_nan, 1, ["`X`", "NaN"]),
+    "npz_length_mismatch": (_npz_short_y, 1, ["`y`", "`X` (40)", "len(y)=39"]),
+    "config_unknown_key": (_config_unknown_key, 1, ["unknown setting `bogus_key`"]),
+    "lr_min_not_a_number": (lambda d: ["--lr-min", "abc"], 2, ["--lr-min", "'abc'"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input_outcomes(tmp_path_factory, mlflow_template_db) -> dict[str, Outcome]:
+    """Every bad-input case run once, concurrently, each with its own stores."""
+    jobs = {}
+    for case, (make_args, _, _) in BAD_INPUTS.items():
+        d = tmp_path_factory.mktemp(f"bad-{case}")
+        storage = f"sqlite:///{d / 'optuna.db'}"
+        # Our storage first: a case's own --storage comes later and wins.
+        args = ["run", "--storage", storage, "--n-trials", "1", "--epochs", "1", *make_args(d)]
+        jobs[case] = (args, d, storage, _tracking_copy(mlflow_template_db, d))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {case: pool.submit(_run, *job) for case, job in jobs.items()}
+        return {case: future.result() for case, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_exit_code(bad_input_outcomes, case):
+    assert bad_input_outcomes[case].returncode == BAD_INPUTS[case][1], (
+        bad_input_outcomes[case].output)
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_naming_field_and_value(bad_input_outcomes, case):
+    outcome = bad_input_outcomes[case]
+    lines = _stderr_lines(outcome)
+    assert len(lines) == 1, outcome.stderr
+    assert lines[0].startswith("error: ")
+    for expected in BAD_INPUTS[case][2]:
+        assert expected in lines[0]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_prints_nothing_on_stdout(bad_input_outcomes, case):
+    assert bad_input_outcomes[case].stdout == ""
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_prints_no_traceback(bad_input_outcomes, case):
+    assert "Traceback" not in bad_input_outcomes[case].output
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_creates_no_study(bad_input_outcomes, case):
+    outcome = bad_input_outcomes[case]
+    # The explicit storage, which is also where the default sqlite:///optuna.db would point.
+    assert _study_names(outcome.storage) == []
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_creates_no_mlflow_run(bad_input_outcomes, case):
+    assert _all_runs(bad_input_outcomes[case].tracking_uri) == []
+
+
+def test_bad_input_never_prints_the_password(bad_input_outcomes):
+    assert SECRET not in bad_input_outcomes["storage_malformed_with_password"].output
+
+
+# --- help and status ----------------------------------------------------------------------------
+
+
+def test_help_lists_the_commands(tmp_path):
+    proc = run_cli(["--help"], cwd=tmp_path, env=cli_env())
+    assert proc.returncode == 0
+    assert {"run", "trial", "status"} <= set(proc.stdout.split())
+
+
+def test_run_help_lists_the_flags(tmp_path):
+    proc = run_cli(["run", "--help"], cwd=tmp_path, env=cli_env())
+    assert proc.returncode == 0
+    assert "--n-trials" in proc.stdout
+    assert "--penalty-mode" in proc.stdout
+
+
+def test_status_of_missing_study_is_one_line(tmp_path, tracking_uri):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    outcome = _run(["status", "--storage", storage, "--study-name", "nope"], tmp_path, storage,
+                   tracking_uri)
+    assert outcome.returncode == 1
+    lines = _stderr_lines(outcome)
+    assert len(lines) == 1, outcome.stderr
+    assert "`study_name`" in lines[0]
+    assert "study_name='nope'" in lines[0]
+    assert "Traceback" not in outcome.output
+
+
+# --- create, conflict, resume -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def created_study(tmp_path_factory, mlflow_template_db) -> Outcome:
+    """A study of one real (tiny) trial."""
+    d = tmp_path_factory.mktemp("resume")
+    storage = f"sqlite:///{d / 'optuna.db'}"
+    return _run(["run", "--storage", storage, "--n-trials", "1", "--epochs", "1",
+                 "--width-max", "8"], d, storage, _tracking_copy(mlflow_template_db, d))
+
+
+@pytest.fixture(scope="module")
+def resumed_study(created_study) -> Outcome:
+    """The same study resumed to two trials without a conflicting flag."""
+    assert created_study.returncode == 0, created_study.output
+    return _run(["run", "--storage", created_study.storage, "--n-trials", "2"],
+                created_study.cwd, created_study.storage, created_study.tracking_uri)
+
+
+def test_run_creates_a_study_with_one_finished_trial(created_study):
+    assert created_study.returncode == 0, created_study.output
+    assert len(_finished_trials(created_study.storage)) == 1
+
+
+def test_resume_with_conflicting_flag_is_one_line_naming_both_values(created_study):
+    assert created_study.returncode == 0, created_study.output
+    outcome = _run(["run", "--storage", created_study.storage, "--n-trials", "1",
+                    "--epochs", "2"], created_study.cwd, created_study.storage,
+                   created_study.tracking_uri)
+    assert outcome.returncode == 1
+    lines = _stderr_lines(outcome)
+    assert len(lines) == 1, outcome.stderr
+    assert "`epochs` conflicts with study 'cnn-width'" in lines[0]
+    assert "epochs=1" in lines[0]
+    assert "epochs=2" in lines[0]
+    assert "Traceback" not in outcome.output
+
+
+def test_resume_without_conflict_succeeds(resumed_study):
+    assert resumed_study.returncode == 0, resumed_study.output
+    assert "2/2 finished" in resumed_study.stdout
+
+
+def test_resume_reaches_two_finished_trials(resumed_study):
+    assert len(_finished_trials(resumed_study.storage)) == 2
+
+
+def test_resume_keeps_the_stored_settings(resumed_study):
+    trials = _finished_trials(resumed_study.storage)
+    assert [t.user_attrs["hparams"]["width"] <= 8 for t in trials] == [True, True]
+
+
+def test_resume_logs_one_parent_and_two_trial_runs(resumed_study):
+    roles = sorted(r.data.tags.get("study.role", "") for r in
+                   _all_runs(resumed_study.tracking_uri))
+    assert roles.count("parent") == 1
+    assert len(roles) == 3
+
+
+def test_status_prints_the_counts(resumed_study):
+    outcome = _run(["status", "--storage", resumed_study.storage], resumed_study.cwd,
+                   resumed_study.storage, resumed_study.tracking_uri)
+    assert outcome.returncode == 0, outcome.output
+    assert "study 'cnn-width'" in outcome.stdout
+    assert "2 complete" in outcome.stdout
+    assert "0 fail" in outcome.stdout
+
+
+# --- a single trial -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def single_trial(tmp_path_factory, mlflow_template_db) -> Outcome:
+    d = tmp_path_factory.mktemp("trial")
+    return _run(["trial", "--epochs", "1", "--width", "4"], d, "",
+                _tracking_copy(mlflow_template_db, d))
+
+
+def test_trial_succeeds(single_trial):
+    assert single_trial.returncode == 0, single_trial.output
+    assert single_trial.stdout.startswith("run ")
+
+
+def test_trial_creates_exactly_one_finished_single_run(single_trial):
+    runs = _all_runs(single_trial.tracking_uri)
+    assert [(r.data.tags.get("study.role"), r.info.status) for r in runs] == [
+        ("single", "FINISHED")]
+
+
+def test_trial_run_records_the_width(single_trial):
+    (run,) = _all_runs(single_trial.tracking_uri)
+    assert run.data.params["width"] == "4"
+    assert run.data.params["epochs"] == "1"
