@@ -12,6 +12,7 @@ import types
 import typing
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -163,6 +164,62 @@ def status_command(study_name: str, storage: str) -> None:
 
     config, _ = resolve_config(explicit={"study_name": study_name, "storage": storage})
     click.echo(study_status(config))
+
+
+def _store_options(fn: Callable) -> Callable:
+    """The options that locate an existing study in its stores."""
+    for name in reversed(("study_name", "storage", "tracking_uri", "experiment")):
+        field = StudyConfig.__dataclass_fields__[name]
+        fn = click.option(
+            "--" + name.replace("_", "-"), name, default=None,
+            envvar=field.metadata.get("envvar"),
+            help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
+        )(fn)
+    return click.option(
+        "--output-dir", type=click.Path(file_okay=False), default=None,
+        help="Where to write the files.  [default: reports/STUDY_NAME]",
+    )(fn)
+
+
+def _output_dir(config: StudyConfig, output_dir: str | None) -> Path:
+    return Path(output_dir) if output_dir else Path("reports") / config.study_name
+
+
+@cli.command("analyze")
+@_store_options
+def analyze_command(output_dir: str | None, **options: Any) -> None:
+    """Fit the early-loss regressions, print the verdict, write and log analysis.json."""
+    from study.publish import publish_analysis
+
+    config, _ = _resolve(options)
+    document, path, logged = publish_analysis(config, output_dir=_output_dir(config, output_dir))
+    verdict = document["verdict"]
+    click.echo(f"verdict: {verdict['code']}\n{verdict['text']}")
+    click.echo(f"wrote {path}; logged to {logged}")
+
+
+@cli.command("report")
+@_store_options
+@click.option("--evaluators", default="fanova,ped-anova", show_default=True,
+              help="Importance evaluators (fanova, ped-anova, mdi), comma-separated.")
+@click.option("--importance-seed", type=WHOLE_NUMBER, default=0, show_default=True,
+              help="Seed of the evaluators' forests and of the bootstrap.")
+@click.option("--n-bootstrap", type=WHOLE_NUMBER, default=30, show_default=True,
+              help="Bootstrap resamples for the importance intervals.")
+def report_command(output_dir: str | None, evaluators: str, importance_seed: int,
+                   n_bootstrap: int, **options: Any) -> None:
+    """Write report.html, report.md, report.json and trials.csv and log them to MLflow."""
+    from study.publish import publish_report
+
+    config, _ = _resolve(options)
+    names = [name.strip() for name in evaluators.split(",") if name.strip()]
+    out = _output_dir(config, output_dir)
+    document, files, logged = publish_report(
+        config, output_dir=out, evaluators=names, seed=importance_seed, n_bootstrap=n_bootstrap,
+    )
+    click.echo(f"verdict: {document['verdict']['code']}\n{document['verdict']['text']}")
+    click.echo(f"wrote {len(files)} files to {out} (open {out / 'report.html'}); "
+               f"logged to {logged}")
 
 
 def _quiet_libraries() -> None:

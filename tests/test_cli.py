@@ -192,8 +192,21 @@ def test_run_help_lists_the_flags(tmp_path):
     assert "--penalty-mode" in proc.stdout
 
 
+def test_status_of_missing_database_is_one_line_and_creates_nothing(tmp_path, tracking_uri):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    outcome = _run(["status", "--storage", storage, "--study-name", "nope"], tmp_path, storage,
+                   tracking_uri)
+    assert outcome.returncode == 1
+    lines = _stderr_lines(outcome)
+    assert len(lines) == 1, outcome.stderr
+    assert "`storage`" in lines[0]
+    assert "does not exist" in lines[0]
+    assert not (tmp_path / "optuna.db").exists()
+
+
 def test_status_of_missing_study_is_one_line(tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="other", storage=storage)
     outcome = _run(["status", "--storage", storage, "--study-name", "nope"], tmp_path, storage,
                    tracking_uri)
     assert outcome.returncode == 1
