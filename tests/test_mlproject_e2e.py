@@ -53,19 +53,19 @@ def test_mlflow_run_study_then_resume(tmp_path, tracking_uri):
     assert parent.info.run_name == "cnn-width"
     assert parent.info.status == "FINISHED"
     assert {"study.name", "study.storage"} <= set(parent.data.tags)
-    assert PARENT_METRICS <= set(parent.data.metrics)
+    assert set(parent.data.metrics) >= PARENT_METRICS
     assert parent.data.metrics["study/n_complete"] + parent.data.metrics["study/n_pruned"] == 3
     assert {"n_trials", "width_min", "lr_max", "penalty_mode", "seed"} <= set(parent.data.params)
     assert [r.info.run_name for r in trials] == ["trial-0000", "trial-0001", "trial-0002"]
     for run in trials:
-        assert TRIAL_TAGS <= set(run.data.tags)
+        assert set(run.data.tags) >= TRIAL_TAGS
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert TRIAL_PARAMS <= set(run.data.params)
+        assert set(run.data.params) >= TRIAL_PARAMS
         assert run.data.params["penalty_mode"] == "l2-in-loss"
         state = run.data.tags["optuna.trial_state"]
         assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[state]
         if state == "COMPLETE":
-            assert SUMMARY_METRICS <= set(run.data.metrics)
+            assert set(run.data.metrics) >= SUMMARY_METRICS
         histories = {key: {m.step: m.value
                            for m in client.get_metric_history(run.info.run_id, key)}
                      for key in EPOCH_METRICS}
