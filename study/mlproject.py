@@ -45,3 +45,46 @@ def strip_defaults(argv: Sequence[str]) -> list[str]:
 def mlproject_main(command: str, argv: Sequence[str]) -> int:
     """Run ``study COMMAND`` with MLproject arguments; returns the exit code."""
     return main([command, *strip_defaults(argv)])
+
+
+_REPORT_FLAGS = ("--evaluators", "--importance-seed", "--n-bootstrap")
+_STORE_FLAGS = ("--study-name", "--storage", "--output-dir")
+
+
+def _pairs(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    args = list(argv)
+    for i, flag in enumerate(args[:-1]):
+        if flag in flags:
+            out += [flag, args[i + 1]]
+    return out
+
+
+def _without(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] in flags and i + 1 < len(args):
+            i += 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
+def main_pipeline(argv: Sequence[str]) -> int:
+    """The ``main`` entry point: ``study run``, then ``study analyze``, then ``study report``.
+
+    Study flags go to ``run``; the store flags to all three; the importance flags to ``report``.
+    Stops at the first step that fails and returns its exit code.
+    """
+    run_args = _without(argv, (*_REPORT_FLAGS, "--output-dir"))
+    code = mlproject_main("run", run_args)
+    if code:
+        return code
+    store = _pairs(argv, _STORE_FLAGS)
+    code = main(["analyze", *store])
+    if code:
+        return code
+    return main(["report", *store, *_pairs(argv, _REPORT_FLAGS)])

@@ -104,3 +104,24 @@ def test_mlflow_run_trial_logs_one_run(tmp_path, tracking_uri):
     assert run.data.params["width"] == "4"
     assert run.data.metrics["train/loss"] == pytest.approx(
         run.data.metrics["train/data_loss"] + run.data.metrics["train/penalty"], rel=1e-12)
+
+
+def test_mlflow_run_main_leaves_analysis_and_report_on_the_parent(tmp_path, tracking_uri):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = mlflow_run(
+        "main",
+        {"n_trials": "4", "epochs": "1", "storage": storage, "n_bootstrap": "3",
+         "output_dir": str(tmp_path / "out")},
+        cwd=tmp_path, tracking_uri=tracking_uri, experiment="main",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("main").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("study.role") == "parent"]
+    assert len([r for r in runs if r.data.tags.get("study.role") == "trial"]) == 4
+    analysis = {a.path for a in client.list_artifacts(parent.info.run_id, "analysis")}
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert analysis == {"analysis/analysis.json"}
+    assert {"report/report.html", "report/report.md", "report/report.json",
+            "report/trials.csv"} <= report
+    assert "verdict:" in result.stdout

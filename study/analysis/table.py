@@ -1,0 +1,288 @@
+"""The trial table: one row per trial, rebuilt from Optuna or from MLflow, and its usable rows.
+
+Both stores give the same columns (:data:`TABLE_COLUMNS`), so the analysis runs on either. The
+table is built column-wise from plain lists (one DataFrame at the end): 10,000 trials take a
+fraction of a second.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from study.errors import ConfigError
+from study.search import CONFIG_ATTR
+
+__all__ = [
+    "EARLY_COLUMNS",
+    "HPARAM_COLUMNS",
+    "TABLE_COLUMNS",
+    "USABLE_STATES",
+    "fixed_dimensions",
+    "numeric",
+    "trial_table",
+    "trial_table_from_mlflow",
+    "usable_trials",
+]
+
+TABLE_COLUMNS = (
+    "number", "state", "width", "lr", "batch_size", "weight_decay", "penalty_mode", "n_params",
+    "early_loss", "early_data_loss", "early_penalty", "final_val_loss", "final_val_accuracy",
+    "value", "mlflow_run_id", "curve",
+)
+HPARAM_COLUMNS = ("width", "lr", "batch_size", "weight_decay", "penalty_mode")
+EARLY_COLUMNS = ("early_loss", "early_data_loss", "early_penalty")
+# Pruned trials count only with early values: the pruners never stop a trial inside the window.
+USABLE_STATES = ("COMPLETE", "PRUNED")
+
+_INT_COLUMNS = ("number", "width", "batch_size", "n_params")
+_FLOAT_COLUMNS = ("lr", "weight_decay", *EARLY_COLUMNS, "final_val_loss",
+                  "final_val_accuracy", "value")
+# user attr / MLflow metric holding each summary column.
+_SUMMARY_ATTRS = ("early_loss", "early_data_loss", "early_penalty", "final_val_loss",
+                  "final_val_accuracy")
+_SUMMARY_METRICS = {
+    "early_loss": "early/loss", "early_data_loss": "early/data_loss",
+    "early_penalty": "early/penalty", "final_val_loss": "final/val_loss",
+    "final_val_accuracy": "final/val_accuracy",
+}
+# MLflow run status -> Optuna state, for a trial run that never got its state tag.
+_STATUS_STATE = {"RUNNING": "RUNNING", "SCHEDULED": "WAITING", "FINISHED": "COMPLETE",
+                 "KILLED": "PRUNED", "FAILED": "FAIL"}
+# objective -> metric holding the value of a (COMPLETE, PRUNED) trial; val_error is 1 - it.
+_VALUE_METRICS = {
+    "val_loss": ("final/val_loss", "val/loss"),
+    "val_error": ("final/val_accuracy", "val/accuracy"),
+    "early_loss": ("early/loss", "early/loss"),
+}
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_PAGE_SIZE = 1000
+
+
+def fixed_dimensions(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The search dimensions a stored study config fixes (min == max, or a single choice).
+
+    Args:
+        config: The study's stored ``study_config`` user attr (``None`` or empty: nothing fixed).
+
+    Returns:
+        ``{column: value}`` for each fixed dimension among :data:`HPARAM_COLUMNS`.
+    """
+    if not config:
+        return {}
+    fixed: dict[str, Any] = {}
+    for name, low, high in (("width", "width_min", "width_max"), ("lr", "lr_min", "lr_max"),
+                            ("weight_decay", "weight_decay_min", "weight_decay_max")):
+        if low in config and config[low] == config.get(high):
+            fixed[name] = config[low]
+    for name, key in (("batch_size", "batch_sizes"), ("penalty_mode", "penalty_mode")):
+        choices = config.get(key)
+        if isinstance(choices, (str, int)):
+            choices = [choices]
+        if isinstance(choices, (list, tuple)) and len(choices) == 1:
+            fixed[name] = choices[0]
+    return fixed
+
+
+def trial_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial of ``study``, of any state, in trial-number order.
+
+    Hyperparameters come from the user attr ``hparams`` the objective writes; a trial without
+    it falls back to ``trial.params`` plus the dimensions the stored ``study_config`` fixes.
+
+    Args:
+        study: The Optuna study.
+
+    Returns:
+        A DataFrame with :data:`TABLE_COLUMNS`.
+    """
+    fixed = fixed_dimensions(study.user_attrs.get(CONFIG_ATTR))
+    columns: dict[str, list[Any]] = {name: [] for name in TABLE_COLUMNS}
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        hparams = attrs.get("hparams")
+        if not isinstance(hparams, Mapping):
+            hparams = {**fixed, **trial.params}
+        columns["number"].append(trial.number)
+        columns["state"].append(trial.state.name)
+        for name in HPARAM_COLUMNS:
+            columns[name].append(hparams.get(name, fixed.get(name)))
+        columns["n_params"].append(attrs.get("n_params"))
+        for name in _SUMMARY_ATTRS:
+            columns[name].append(attrs.get(name))
+        values = trial.values
+        columns["value"].append(values[0] if values else None)
+        columns["mlflow_run_id"].append(attrs.get("mlflow_run_id"))
+        curve = attrs.get("curve")
+        columns["curve"].append(curve if isinstance(curve, list) else None)
+    return _frame(columns)
+
+
+def trial_table_from_mlflow(
+    client: Any, experiment_id: str, *, parent_run_id: str | None = None
+) -> pd.DataFrame:
+    """The trial table rebuilt from the trial runs of an MLflow experiment.
+
+    ``state`` comes from the tag ``optuna.trial_state`` (else from the run status), ``curve``
+    is ``None``. ``value`` is derived as Optuna holds it (COMPLETE: from the ``final/*``
+    metrics; PRUNED: from the last epoch's ``val/*`` metrics, the last reported value) when the
+    parent run records the study's ``objective`` param, else ``None``.
+
+    Args:
+        client: An :class:`mlflow.MlflowClient` on the tracking store.
+        experiment_id: The experiment holding the runs.
+        parent_run_id: Only the trials nested under this parent run (one study).
+
+    Returns:
+        A DataFrame with :data:`TABLE_COLUMNS`, in trial-number order.
+
+    Raises:
+        ConfigError: ``parent_run_id`` is not a run id.
+    """
+    filters = ["tags.`study.role` = 'trial'"]
+    if parent_run_id is not None:
+        if not _RUN_ID_RE.match(parent_run_id):
+            raise ConfigError(f"`parent_run_id` must be an MLflow run id, but got "
+                              f"parent_run_id={parent_run_id!r}.")
+        filters.append(f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    runs = _all_runs(client, experiment_id, " and ".join(filters))
+    objectives = _parent_objectives(client, runs)
+    rows = sorted(
+        (_run_row(run, objectives) for run in runs),
+        key=lambda row: (row["number"] is None, row["number"] or 0),
+    )
+    return _frame({name: [row[name] for row in rows] for name in TABLE_COLUMNS})
+
+
+def usable_trials(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows the early-loss analysis may use.
+
+    A row is usable when its state is COMPLETE or PRUNED, its three early losses are finite,
+    ``n_params > 0``, ``lr`` and ``batch_size`` are finite and > 0, ``weight_decay`` is finite
+    and >= 0, and its penalty mode is known. Failed trials never count; pruned trials count only
+    when they finished the early window (they have early values).
+
+    Args:
+        table: A trial table (:func:`trial_table` or :func:`trial_table_from_mlflow`).
+
+    Returns:
+        The usable rows (a copy, original index kept).
+    """
+    keep = np.array(table["state"].isin(USABLE_STATES), dtype=bool)
+    for name in EARLY_COLUMNS:
+        keep &= np.isfinite(numeric(table[name]))
+    for name in ("n_params", "lr", "batch_size"):
+        values = numeric(table[name])
+        keep &= np.isfinite(values) & (values > 0)
+    decay = numeric(table["weight_decay"])
+    keep &= np.isfinite(decay) & (decay >= 0)
+    keep &= table["penalty_mode"].notna().to_numpy(dtype=bool)
+    return table.loc[keep].copy()
+
+
+def numeric(column: pd.Series | Iterable[Any]) -> np.ndarray:
+    """A column as float64, with anything missing or non-numeric as NaN."""
+    series = column if isinstance(column, pd.Series) else pd.Series(list(column), dtype=object)
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+# -- internals --------------------------------------------------------------------------------
+def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
+    data: dict[str, Any] = {}
+    for name in TABLE_COLUMNS:
+        values = columns[name]
+        if name in _INT_COLUMNS:
+            data[name] = pd.array([_as_int(v) for v in values], dtype="Int64")
+        elif name in _FLOAT_COLUMNS:
+            data[name] = np.array([_as_float(v) for v in values], dtype=float)
+        elif name == "curve":
+            data[name] = pd.Series(values, dtype=object)
+        else:
+            data[name] = pd.array([None if v is None else str(v) for v in values],
+                                  dtype=object)
+    return pd.DataFrame(data, columns=list(TABLE_COLUMNS))
+
+
+def _as_float(value: Any) -> float:
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _as_int(value: Any) -> int | None:
+    number = _as_float(value)
+    if not math.isfinite(number) or number != int(number):
+        return None
+    return int(number)
+
+
+def _all_runs(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=_PAGE_SIZE,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _parent_objectives(client: Any, runs: list[Any]) -> dict[str, str | None]:
+    """``{parent run id: objective param}`` for the parents of ``runs`` (usually one)."""
+    objectives: dict[str, str | None] = {}
+    for run in runs:
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if parent and parent not in objectives:
+            try:
+                objectives[parent] = client.get_run(parent).data.params.get("objective")
+            except Exception:  # a deleted or foreign parent: values stay unknown
+                objectives[parent] = None
+    return objectives
+
+
+def _objective_value(objective: str | None, metrics: Mapping[str, float],
+                     state: str) -> float | None:
+    """The value Optuna holds: the objective after the last epoch. A pruned trial keeps its
+    last reported value, and MLflow's latest per-epoch metric is the last epoch's."""
+    names = _VALUE_METRICS.get(objective or "")
+    if names is None:
+        return None
+    value = metrics.get(names[0] if state == "COMPLETE" else names[1])
+    if value is None:
+        return None
+    return 1.0 - value if objective == "val_error" else value
+
+
+def _run_row(run: Any, objectives: Mapping[str, str | None]) -> dict[str, Any]:
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    status = run.info.status if isinstance(run.info.status, str) else str(run.info.status)
+    state = tags.get("optuna.trial_state") or _STATUS_STATE.get(status, status)
+    row: dict[str, Any] = {
+        "number": _as_int(tags.get("optuna.trial_number")),
+        "state": state,
+        "width": params.get("width"),
+        "lr": params.get("lr"),
+        "batch_size": params.get("batch_size"),
+        "weight_decay": params.get("weight_decay"),
+        "penalty_mode": params.get("penalty_mode"),
+        "n_params": metrics.get("n_params", params.get("n_params")),
+        "mlflow_run_id": run.info.run_id,
+        "curve": None,
+        "value": None,
+    }
+    for name, metric in _SUMMARY_METRICS.items():
+        row[name] = metrics.get(metric)
+    if state in USABLE_STATES:
+        objective = objectives.get(tags.get("mlflow.parentRunId", ""))
+        row["value"] = _objective_value(objective, metrics, state)
+    return row

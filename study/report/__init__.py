@@ -1,0 +1,12 @@
+"""Report writers: the HTML, Markdown, JSON and CSV outputs of ``study report`` (SPEC section 7)."""
+
+from study.report.figures import curves_figure, early_loss_figure, importance_figure
+from study.report.writers import REPORT_SCHEMA, write_report
+
+__all__ = [
+    "REPORT_SCHEMA",
+    "curves_figure",
+    "early_loss_figure",
+    "importance_figure",
+    "write_report",
+]

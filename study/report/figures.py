@@ -1,0 +1,398 @@
+"""The report's figures, as PNG bytes.
+
+Drawn on :class:`matplotlib.figure.Figure` objects with the Agg renderer, so no pyplot (global)
+state is touched and any thread or process may call them. Each figure is about 100 dpi and a
+few tens of kilobytes; 10,000 trials render in well under a second per figure (scatter plots;
+the curve plot draws at most ``max_trials`` trials).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from study.report._format import effect, is_missing, numeric, text
+
+__all__ = ["DPI", "curves_figure", "early_loss_figure", "importance_figure", "message_figure"]
+
+DPI = 100
+# (table column, decomposition key, panel title)
+_PANELS = (
+    ("early_loss", "width_effect_total", "Early total loss (optimized)"),
+    ("early_data_loss", "width_effect_data", "Early data loss"),
+    ("early_penalty", "width_effect_penalty", "Early L2 penalty"),
+)
+_MODE_COLORS = {"l2-in-loss": "tab:red", "coupled": "tab:blue", "decoupled": "tab:green",
+                "none": "tab:gray"}
+_SPARE_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+_EVALUATOR_ORDER = ("fanova", "ped-anova", "mdi")
+_EVALUATOR_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
+_TARGET_ORDER = ("objective", "early_loss")
+_MAX_POINTS = 3000  # drawn per panel; fits and medians use every trial
+
+
+def early_loss_figure(table: pd.DataFrame | None, analysis: Mapping[str, Any] | None) -> bytes:
+    """Early total, data and penalty loss against parameter count, coloured by penalty mode.
+
+    Each panel carries the size effect of the decomposition (``width_effect_*``: change per
+    decade of parameters at the median lr and batch size) as a line through the median point
+    of the cloud, with its 95% interval as a fan and in the panel title.
+    """
+    analysis = analysis if isinstance(analysis, Mapping) else {}
+    decomposition = analysis.get("decomposition")
+    decomposition = decomposition if isinstance(decomposition, Mapping) else {}
+    frame = _frame(table)
+    n_params = numeric(frame, "n_params")
+    if not any((np.isfinite(numeric(frame, c)) & (n_params > 0)).any() for c, _, _ in _PANELS):
+        return message_figure("no trial has an early loss and a parameter count yet",
+                              title="Early loss against parameter count")
+    modes = _modes(frame)
+    colors = _mode_colors(modes)
+    many = len(frame) > 500
+    size, alpha = (6, 0.35) if many else (22, 0.8)
+
+    fig = Figure(figsize=(12.5, 4.8))
+    _margins(fig, left=0.75, right=0.2, top=0.85, bottom=1.0, wspace=0.22)
+    axes = fig.subplots(1, 3)
+    plotted: set[str] = set()
+    fitted = False
+    for ax, (column, key, title) in zip(axes, _PANELS, strict=True):
+        y = numeric(frame, column)
+        ok = np.isfinite(y) & np.isfinite(n_params) & (n_params > 0)
+        ax.set_xlabel("parameters (log scale)")
+        ax.grid(True, which="major", alpha=0.3)
+        if not ok.any():
+            ax.set_title(f"{title}\nno trials with this value", fontsize=10)
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
+                    color="0.4")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        shown = ok & _sample_mask(ok, _MAX_POINTS)
+        for mode, color in colors.items():
+            mask = shown & (modes == mode)
+            if mask.any():
+                ax.scatter(n_params[mask], y[mask], s=size, alpha=alpha, color=color,
+                           linewidths=0)
+                plotted.add(mode)
+        ax.set_xscale("log")
+        lo_y, hi_y = float(np.min(y[ok])), float(np.max(y[ok]))
+        pad = 0.08 * (hi_y - lo_y) or 0.05 * max(abs(hi_y), 1e-3)
+        size_effect = effect(decomposition.get(key))
+        if size_effect is None:
+            subtitle = "no size effect fitted"
+        else:
+            fitted = True
+            subtitle = _draw_fit(ax, np.log10(n_params[ok]), y[ok], size_effect)
+        ax.set_ylim(lo_y - pad, hi_y + pad)
+        if shown.sum() < ok.sum():
+            ax.text(0.99, 0.01, f"{shown.sum():,} of {ok.sum():,} trials drawn", fontsize=8,
+                    ha="right", va="bottom", color="0.35", transform=ax.transAxes)
+        ax.set_title(f"{title}\n{subtitle}", fontsize=10)
+    axes[0].set_ylabel("early loss (epoch mean)")
+
+    handles: list[Any] = [Line2D([], [], ls="", marker="o", color=colors[m],
+                                 label=f"penalty mode: {m}")
+                          for m in colors if m in plotted]
+    if fitted:
+        handles.append(Line2D([], [], color="black", lw=2,
+                              label="size effect per decade (at median lr, batch size)"))
+        handles.append(Patch(color="black", alpha=0.12, label="95% CI"))
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncols=min(len(handles), 3),
+                   frameon=False, fontsize=9)
+    epochs = analysis.get("early_epochs")
+    window = "early window"
+    if isinstance(epochs, int) and not isinstance(epochs, bool):
+        window = "first epoch" if epochs == 1 else f"first {epochs} epochs"
+    fig.suptitle(f"Early training loss ({window}) against parameter count, by penalty mode",
+                 fontsize=12)
+    return _png(fig)
+
+
+def curves_figure(table: pd.DataFrame | None, *, max_trials: int = 30) -> bytes:
+    """Training loss per epoch (total solid, data dashed), coloured by log10 parameter count.
+
+    At most ``max_trials`` trials with a curve are drawn, evenly spread over parameter count.
+    """
+    frame = _frame(table)
+    if "curve" not in frame.columns:
+        return message_figure("no training curves available", title="Training curves")
+    n_params = numeric(frame, "n_params")
+    entries: list[tuple[float, np.ndarray]] = []
+    for count, curve in zip(n_params, frame["curve"], strict=True):
+        values = _curve(curve)
+        if values is not None:
+            entries.append((float(count) if count > 0 else math.nan, values))
+    if not entries:
+        return message_figure("no training curves available", title="Training curves")
+    entries.sort(key=lambda e: (math.isnan(e[0]), e[0]))
+    total = len(entries)
+    if total > max(1, max_trials):
+        picks = np.unique(np.round(np.linspace(0, total - 1, max(1, max_trials))).astype(int))
+        entries = [entries[i] for i in picks]
+    logs = np.log10([e[0] for e in entries])
+    finite = logs[np.isfinite(logs)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    norm, cmap = Normalize(lo, hi), colormaps["viridis"]
+
+    fig = Figure(figsize=(9, 4.8))
+    _margins(fig, left=0.75, right=0.7, top=0.45, bottom=0.6)
+    ax = fig.subplots()
+    for log_count, (_, curve) in zip(logs, entries, strict=True):
+        color = cmap(norm(log_count)) if np.isfinite(log_count) else "0.6"
+        epochs, marker = np.arange(1, len(curve) + 1), "o" if len(curve) == 1 else None
+        ax.plot(epochs, curve[:, 0], color=color, lw=1.4, alpha=0.85, marker=marker)
+        ax.plot(epochs, curve[:, 1], color=color, lw=1.1, alpha=0.85, ls="--", marker=marker)
+    ys = np.concatenate([curve.ravel() for _, curve in entries])
+    ys = ys[np.isfinite(ys)]
+    if ys.size and ys.min() > 0 and ys.max() / ys.min() > 30:
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (epoch mean)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(handles=[Line2D([], [], color="0.2", lw=1.4, label="total (optimized)"),
+                       Line2D([], [], color="0.2", lw=1.1, ls="--", label="data loss")],
+              loc="upper right", fontsize=9)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="log10(parameters)",
+                 fraction=0.05, pad=0.02)
+    shown_text = f"{len(entries)} of {total:,}" if len(entries) < total else f"all {total}"
+    ax.set_title(f"Training loss curves ({shown_text} trials with curves, spread over size)",
+                 fontsize=11)
+    return _png(fig)
+
+
+def importance_figure(importance: pd.DataFrame | None) -> bytes:
+    """Hyperparameter importance with bootstrap 95% intervals, one panel per target.
+
+    Bars are grouped by evaluator (legend names the evaluator and its seeds); derived
+    parameters (``n_params``, a function of the searched width) are hatched and labelled.
+    """
+    frame = _frame(importance)
+    needed = {"target", "evaluator", "param", "importance"}
+    if frame.empty or not needed <= set(frame.columns):
+        return message_figure("no importance available", title="Hyperparameter importance")
+    frame = frame.assign(_value=numeric(frame, "importance"), _lo=numeric(frame, "ci_lo"),
+                         _hi=numeric(frame, "ci_hi"),
+                         target=frame["target"].map(text), evaluator=frame["evaluator"].map(text),
+                         param=frame["param"].map(text))
+    if not np.isfinite(frame["_value"]).any():
+        return message_figure("no importance available (every evaluator failed)",
+                              title="Hyperparameter importance")
+    targets = _ordered(frame["target"], _TARGET_ORDER)
+    evaluators = _ordered(frame["evaluator"], _EVALUATOR_ORDER)
+    colors = {ev: _EVALUATOR_COLORS[i % len(_EVALUATOR_COLORS)] for i, ev in enumerate(evaluators)}
+    n_rows = max(frame[frame["target"] == t]["param"].nunique() for t in targets)
+    group = 0.17 * len(evaluators) + 0.2
+    fig = Figure()
+    axes = fig.subplots(1, len(targets), squeeze=False)[0]
+    labels: dict[tuple[str, str], str] = {}  # (target, evaluator) -> legend label
+    any_derived = False
+    for ax, target in zip(axes, targets, strict=True):
+        any_derived |= _importance_panel(ax, frame[frame["target"] == target], evaluators,
+                                         colors, labels)
+    # one legend; an evaluator with the same seeds on every panel gets one entry
+    handles: list[Any] = []
+    for ev in evaluators:
+        texts = {t: label for (t, e), label in labels.items() if e == ev}
+        if len(set(texts.values())) == 1:
+            handles.append(Patch(color=colors[ev], label=next(iter(texts.values()))))
+        else:
+            handles += [Patch(color=colors[ev], label=f"{t}: {label}")
+                        for t, label in texts.items()]
+    if any_derived:
+        handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="///",
+                             label="derived from width (not searched)"))
+    ncols = 1 if len(targets) == 1 or len(handles) < 4 else 2
+    bottom = 0.75 + 0.22 * math.ceil(len(handles) / ncols)
+    fig.set_size_inches(5.6 * len(targets) + 0.8, 0.6 + group * n_rows + bottom)
+    _margins(fig, left=1.25, right=0.25, top=0.6, bottom=bottom, wspace=0.45)
+    fig.legend(handles=handles, loc="lower center", frameon=False, fontsize=9, ncols=ncols)
+    fig.suptitle("Hyperparameter importance (bootstrap 95% intervals)", fontsize=12)
+    return _png(fig)
+
+
+def message_figure(message: str, *, title: str | None = None) -> bytes:
+    """A small figure that only says ``message`` (for absent inputs)."""
+    fig = Figure(figsize=(6, 1.6))
+    fig.text(0.5, 0.42, message, ha="center", va="center", fontsize=12, color="0.3", wrap=True)
+    if title:
+        fig.text(0.5, 0.85, title, ha="center", va="center", fontsize=12)
+    return _png(fig)
+
+
+# -- internals --------------------------------------------------------------------------------
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _margins(fig: Figure, *, left: float, right: float, top: float, bottom: float,
+             wspace: float = 0.2) -> None:
+    """Fixed margins in inches (faster than constrained layout, which draws twice)."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height,
+                        bottom=bottom / height, wspace=wspace)
+
+
+def _sample_mask(ok: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` of the True entries of ``ok`` (a fixed random subset; PNG size)."""
+    index = np.flatnonzero(ok)
+    if index.size <= limit:
+        return ok
+    keep = np.zeros_like(ok)
+    keep[np.random.default_rng(0).choice(index, size=limit, replace=False)] = True
+    return keep
+
+
+def _frame(frame: Any) -> pd.DataFrame:
+    return frame if isinstance(frame, pd.DataFrame) else pd.DataFrame()
+
+
+def _modes(frame: pd.DataFrame) -> np.ndarray:
+    if "penalty_mode" not in frame.columns:
+        return np.full(len(frame), "unknown", dtype=object)
+    return np.array([text(m) or "unknown" for m in frame["penalty_mode"]], dtype=object)
+
+
+def _mode_colors(modes: np.ndarray) -> dict[str, str]:
+    colors: dict[str, str] = {}
+    spare = iter(_SPARE_COLORS * (len(set(modes)) // len(_SPARE_COLORS) + 1))
+    for mode in sorted(set(modes), key=lambda m: (m not in _MODE_COLORS, m)):
+        colors[mode] = _MODE_COLORS.get(mode) or next(spare)
+    return colors
+
+
+def _draw_fit(ax: Any, log_x: np.ndarray, y: np.ndarray,
+              size_effect: tuple[float, float, float]) -> str:
+    """The size-effect line (and CI fan) through the median point; returns the panel subtitle."""
+    estimate, lo, hi = size_effect
+    x0, y0 = float(np.median(log_x)), float(np.median(y))
+    xs = np.linspace(float(log_x.min()), float(log_x.max()), 50)
+    if xs[-1] - xs[0] < 1e-9:
+        xs = np.linspace(x0 - 0.25, x0 + 0.25, 50)
+    if math.isfinite(lo) and math.isfinite(hi):
+        band = np.vstack([y0 + lo * (xs - x0), y0 + hi * (xs - x0)])
+        ax.fill_between(10 ** xs, band.min(axis=0), band.max(axis=0), color="black",
+                        alpha=0.12, linewidth=0)
+        ci = f"95% CI [{lo:+.3g}, {hi:+.3g}]"
+    else:
+        ci = "no CI"
+    ax.plot(10 ** xs, y0 + estimate * (xs - x0), color="black", lw=2)
+    return f"slope {estimate:+.3g} per decade, {ci}"
+
+
+def _curve(value: Any) -> np.ndarray | None:
+    """A per-epoch curve as an (epochs, 2) float array [total, data]; None when absent."""
+    if value is None or (not isinstance(value, (list, tuple, np.ndarray, str))
+                         and is_missing(value)):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    rows = []
+    try:
+        for row in value:
+            if isinstance(row, Mapping):
+                items = [row.get("loss"), row.get("data_loss")]
+            else:
+                items = list(row) if isinstance(row, (list, tuple, np.ndarray)) else [row]
+            first = [float(v) if not is_missing(v) else math.nan for v in items[:2]]
+            rows.append([*first, math.nan, math.nan][:2])
+    except (TypeError, ValueError):
+        return None
+    if not rows:
+        return None
+    array = np.asarray(rows, dtype=float)
+    return array if np.isfinite(array[:, 0]).any() else None
+
+
+def _ordered(values: pd.Series, preferred: tuple[str, ...]) -> list[str]:
+    present = list(dict.fromkeys(v for v in values if v))
+    return [v for v in preferred if v in present] + [v for v in present if v not in preferred]
+
+
+def _seed_label(rows: pd.DataFrame, evaluator: str) -> str:
+    def seeds(column: str) -> str:
+        if column not in rows.columns:
+            return "?"
+        found = sorted({str(int(v)) for v in rows[column] if not is_missing(v)})
+        return ",".join(found) if found else ""
+
+    seed = seeds("evaluator_seed")
+    label = f"{evaluator} ({f'seed {seed}' if seed else 'no seed'}"
+    if "n_bootstrap" in rows.columns:
+        label += f"; {seeds('n_bootstrap') or 0} bootstrap resamples, seed "
+        label += seeds("bootstrap_seed") or "?"
+    label += ")"
+    if not np.isfinite(rows["_value"]).any():
+        label += ": failed"
+    return label
+
+
+def _importance_panel(ax: Any, rows: pd.DataFrame, evaluators: list[str],
+                      colors: dict[str, str], labels: dict[tuple[str, str], str]) -> bool:
+    """One target's grouped horizontal bars; returns whether a derived param was drawn.
+
+    Records the legend label of each (target, evaluator) in ``labels``.
+    """
+    target = rows["target"].iloc[0]
+    flags = rows["derived"] if "derived" in rows.columns else [False] * len(rows)
+    derived = {p for p, d in zip(rows["param"], flags, strict=True)
+               if not is_missing(d) and bool(d)}
+    means = rows.groupby("param")["_value"].mean()
+    params = sorted(means.index, key=lambda p: (p in derived, -np.nan_to_num(means[p], nan=-1)))
+    params = params[::-1]  # most important at the top, derived at the bottom
+    position = {p: i for i, p in enumerate(params)}
+    present = [ev for ev in evaluators if (rows["evaluator"] == ev).any()]
+    height = 0.8 / max(1, len(present))
+    top = float(np.nanmax(np.r_[rows["_hi"].to_numpy(float), rows["_value"].to_numpy(float),
+                                0.05]))
+    for j, ev in enumerate(present):
+        sub = rows[rows["evaluator"] == ev].drop_duplicates("param").set_index("param")
+        offset = ((len(present) - 1) / 2 - j) * height
+        value = sub["_value"].to_numpy(dtype=float)
+        err = np.vstack([np.clip(np.nan_to_num(value - sub["_lo"].to_numpy(float)), 0, None),
+                         np.clip(np.nan_to_num(sub["_hi"].to_numpy(float) - value), 0, None)])
+        ys = np.array([position[p] for p in sub.index]) + offset
+        hatched = np.array([p in derived for p in sub.index])
+        bars = ax.barh(ys, np.nan_to_num(value), height=height * 0.92, color=colors[ev],
+                       xerr=err, error_kw={"elinewidth": 1, "capsize": 2, "ecolor": "0.2"})
+        for bar, flag in zip(bars, hatched, strict=True):
+            if flag:
+                bar.set_hatch("///")
+                bar.set_edgecolor("0.25")
+        for y, v in zip(ys, value, strict=True):
+            if not np.isfinite(v):
+                ax.text(0.01 * top, y, "error (see table)", va="center", fontsize=7,
+                        color="0.35")
+        labels[(target, ev)] = _seed_label(sub.reset_index(), ev)
+    ax.set_yticks(range(len(params)),
+                  [f"{p}\n(derived)" if p in derived else p for p in params], fontsize=9)
+    ax.set_ylim(-0.6, len(params) - 0.4)
+    ax.set_xlim(0, top * 1.05)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_xlabel("importance (normalized)")
+    n_trials = sorted({str(int(v)) for v in rows.get("n_trials", []) if not is_missing(v)})
+    ax.set_title(f"target: {target}" + (f" (n = {', '.join(n_trials)} trials)"
+                                         if n_trials else ""), fontsize=11)
+    return bool(derived)
