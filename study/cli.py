@@ -6,7 +6,10 @@ with exit code 1; click's usage errors become one line with exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import signal
 import sys
 import types
 import typing
@@ -100,22 +103,42 @@ def cli() -> None:
     tracked in MLflow, that explain why bigger models start at a higher training loss."""
 
 
-@cli.command("run")
-@config_options()
-def run_command(**options: Any) -> None:
-    """Create or resume a study and run trials until --n-trials of them have finished."""
-    from study.session import run_session
-
-    config, given = _resolve(options)
-    result = run_session(config, given=given)
+def _print_result(result: Any, *, who: str = "study") -> None:
     counts = result.counts
     click.echo(
-        f"study {result.study_name!r}: {result.n_finished}/{result.n_trials} finished "
+        f"{who} {result.study_name!r}: {result.n_finished}/{result.n_trials} finished "
         f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed); "
         f"parent run {result.parent_run_id}"
     )
     if result.best_value is not None:
         click.echo(f"best value {result.best_value:.6g} with {result.best_params}")
+
+
+@cli.command("run")
+@config_options()
+@click.option("--workers", type=WHOLE_NUMBER, default=1, show_default=True,
+              help="Local worker processes (journal: or postgresql:// storage; not SQLite).")
+def run_command(workers: int, **options: Any) -> None:
+    """Create or resume a study and run trials until --n-trials of them have finished."""
+    from study.session import run_session, run_with_workers
+    from study.workers import check_workers
+
+    config, given = _resolve(options)
+    check_workers(config, workers)
+    if workers > 1:
+        _print_result(run_with_workers(config, workers, given=given))
+    else:
+        _print_result(run_session(config, given=given))
+
+
+@cli.command("worker")
+@config_options()
+def worker_command(**options: Any) -> None:
+    """Join an existing study (same --storage) and run trials until its budget is met."""
+    from study.session import run_session
+
+    config, given = _resolve(options)
+    _print_result(run_session(config, given=given, worker=True), who="worker done, study")
 
 
 @cli.command("trial")
@@ -222,6 +245,26 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
                f"logged to {logged}")
 
 
+def _mlflow_http_defaults() -> None:
+    """Bound MLflow's own HTTP retries (7 by default, minutes of backoff): our tracker retries
+    with its own --tracking-timeout. A user's explicit setting wins."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (preemption, `docker stop`, a scheduler) ends a trial like Ctrl-C: its run is
+    closed and its parameters are queued again."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # Outside the main thread (an embedding application) the handler is left alone.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def _quiet_libraries() -> None:
     """Our own progress lines replace Optuna's per-trial INFO logs and experimental notices."""
     import optuna
@@ -233,6 +276,8 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (1 for domain errors, 2 for usage errors)."""
     _quiet_libraries()
+    _mlflow_http_defaults()
+    _sigterm_as_interrupt()
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="study",
                  standalone_mode=False)

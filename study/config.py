@@ -92,6 +92,11 @@ class StudyConfig:
         60, "Seconds between trial heartbeats (RDB storages); stale trials are retried.",
         scope="session",
     )
+    # Two minutes ride out a tracking-server restart; longer would train trials blind.
+    tracking_timeout: float = _opt(
+        120.0, "Seconds to keep retrying an unreachable MLflow server before stopping.",
+        scope="session",
+    )
 
     def __post_init__(self) -> None:
         self._validate()
@@ -145,6 +150,7 @@ class StudyConfig:
         if not _DEVICE_RE.match(self.device):
             fail("device", self.device, "one of " + ", ".join(DEVICES))
         check_positive("heartbeat_interval", self.heartbeat_interval)
+        check_positive("tracking_timeout", self.tracking_timeout, allow_zero=True)
 
     # ----------------------------------------------------------------------------------------
     @classmethod
@@ -197,7 +203,8 @@ class StudyConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
 _INT_FIELDS = {"epochs", "early_epochs", "width_min", "width_max", "seed", "n_trials",
                "heartbeat_interval"}
-_FLOAT_FIELDS = {"lr_min", "lr_max", "weight_decay_min", "weight_decay_max", "timeout"}
+_FLOAT_FIELDS = {"lr_min", "lr_max", "weight_decay_min", "weight_decay_max", "timeout",
+                 "tracking_timeout"}
 
 
 def _as_int(name: str, value: Any) -> int:

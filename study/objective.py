@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import optuna
 
-from study.errors import NonFiniteLossError, TrialFailedError
+from study.errors import NonFiniteLossError, TrackingError, TrialFailedError
+from study.recovery import WORKER_ATTR, retry_trial, worker_stamp
 from study.redact import one_line
 from study.train import EpochReport, HParams, Trainer, early_losses
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CURVE_FIELDS",
+    "WEIGHTS_ARTIFACT",
     "Objective",
     "failure_reason",
     "objective_value",
@@ -27,6 +29,8 @@ __all__ = [
     "trial_params",
 ]
 
+# Final weights of every finished trial, for the loss-landscape probe (loaded weights_only).
+WEIGHTS_ARTIFACT = "weights/final.pt"
 # The per-epoch figures kept on the Optuna trial (user attr "curve"), one row per epoch.
 CURVE_FIELDS = ("loss", "data_loss", "penalty", "val_loss", "val_accuracy")
 
@@ -89,12 +93,14 @@ EpochHook = Callable[[list[EpochReport], EpochReport], None]
 def train_logged(
     hp: HParams, config: StudyConfig, data: TensorData, tracker: Tracker, run_id: str, *,
     device: str, on_epoch: EpochHook | None = None, on_start: Callable[[int], None] | None = None,
+    hooks: Sequence[EpochHook] = (), save_weights: bool = True,
 ) -> list[EpochReport]:
     """Train ``hp`` and log everything to the open run ``run_id``; the run is left open.
 
     Per epoch one batched write (plus the ``early/*`` metrics when the window completes), then
-    ``on_epoch(history, report)`` (Optuna reporting and pruning). ``on_start(n_params)`` runs
-    once the model exists. Exceptions propagate; a non-finite epoch is logged before it does.
+    ``on_epoch(history, report)`` (Optuna reporting and pruning), then each of ``hooks``.
+    ``on_start(n_params)`` runs once the model exists. Exceptions propagate; a non-finite
+    epoch is logged before it does. The final weights are logged as ``weights/final.pt``.
     """
     history: list[EpochReport] = []
 
@@ -106,6 +112,8 @@ def train_logged(
         tracker.log_metrics(run_id, metrics, step=report.epoch)
         if on_epoch is not None:
             on_epoch(history, report)
+        for hook in hooks:
+            hook(history, report)
 
     trainer = Trainer(hp, data, model_name=config.model, init=config.init,
                       epochs=config.epochs, seed=config.seed, callbacks=[log_epoch])
@@ -125,13 +133,34 @@ def train_logged(
         run_id, {"final/val_loss": final.val_loss, "final/val_accuracy": final.val_accuracy},
         step=final.epoch,
     )
+    if save_weights:
+        tracker.log_state_dict(run_id, trainer.model.state_dict(), WEIGHTS_ARTIFACT)
     return history
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _release_cuda_memory() -> None:
+    """Free the failed trial's cached blocks so the next trial starts with the whole GPU."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def failure_reason(exc: BaseException) -> str:
     """One redacted line saying why a trial failed."""
     if isinstance(exc, TrialFailedError):
         return one_line(exc)
+    if _is_out_of_memory(exc):
+        return one_line(f"out of memory ({type(exc).__name__}): {exc}")
     return one_line(f"{type(exc).__name__}: {exc}")
 
 
@@ -145,12 +174,15 @@ class Objective:
         experiment_id: The experiment of the parent run.
         parent_run_id: The study's parent run (every trial run nests under it).
         device: The resolved device name, logged with each trial.
+        hooks: Extra per-epoch callbacks ``hook(history, report)`` (custom stopping rules);
+            an exception they raise fails the trial like any other.
     """
 
     def __init__(
         self, config: StudyConfig, data: TensorData, tracker: Tracker, *,
-        experiment_id: str, parent_run_id: str, device: str,
+        experiment_id: str, parent_run_id: str, device: str, hooks: Sequence[EpochHook] = (),
     ) -> None:
+        self.hooks = tuple(hooks)
         self.config = config
         self.data = data
         self.tracker = tracker
@@ -160,6 +192,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = self.config
+        trial.set_user_attr(WORKER_ATTR, worker_stamp())
         hp = suggest_hparams(trial, config)
         run_id = self.tracker.start_trial_run(
             self.experiment_id, parent_run_id=self.parent_run_id,
@@ -184,6 +217,7 @@ class Objective:
             history = train_logged(
                 hp, config, self.data, self.tracker, run_id, device=self.device,
                 on_epoch=on_epoch, on_start=lambda n: trial.set_user_attr("n_params", n),
+                hooks=self.hooks,
             )
             value = objective_value(config.objective, history, config.early_epochs)
             trial.set_user_attr("final_val_loss", history[-1].val_loss)
@@ -193,13 +227,22 @@ class Objective:
         except optuna.TrialPruned:
             self.tracker.end_trial_run(run_id, state="PRUNED")
             raise
+        except TrackingError as exc:
+            # Logs would be lost: the session stops; Optuna fails the trial, the run is closed
+            # on resume, and the same parameters are queued again so nothing is lost.
+            trial.set_user_attr("failure", f"MLflow tracking unavailable: {exc}")
+            retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
+            raise
         except Exception as exc:  # one trial's crash must not end the study
+            if _is_out_of_memory(exc):
+                _release_cuda_memory()
             reason = failure_reason(exc)
             trial.set_user_attr("failure", reason)
             self.tracker.end_trial_run(run_id, state="FAIL", failure=reason)
             raise TrialFailedError(reason) from None
-        except BaseException:  # KeyboardInterrupt, SystemExit: Optuna marks the trial FAIL
+        except BaseException:  # KeyboardInterrupt, SIGTERM, SystemExit: Optuna marks it FAIL
             trial.set_user_attr("failure", "interrupted")
+            retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
             self.tracker.end_trial_run(run_id, state="FAIL", failure="interrupted")
             raise
         self.tracker.end_trial_run(run_id, state="COMPLETE")

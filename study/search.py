@@ -12,10 +12,12 @@ from optuna.trial import TrialState
 
 from study.config import StudyConfig, check_no_conflict, config_from_stored
 from study.errors import ConfigError, StorageError
+from study.recovery import StaleTrialHandler
 from study.redact import redact
 from study.storage import create_storage, storage_kind
 
 __all__ = [
+    "BUDGET_ATTR",
     "CONFIG_ATTR",
     "FINISHED_STATES",
     "PARENT_RUN_ATTR",
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 CONFIG_ATTR = "study_config"
+BUDGET_ATTR = "n_trials"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -43,10 +46,13 @@ class LoadedStudy:
     created: bool
 
 
-def make_sampler(config: StudyConfig, *, n_existing: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    config: StudyConfig, *, n_existing: int = 0, salt: int = 0
+) -> optuna.samplers.BaseSampler:
     """The seeded sampler. The seed is offset by the trials already run, so a resumed session
-    does not replay the first session's random start-up points."""
-    seed = config.seed + n_existing
+    does not replay the first session's random start-up points, and by ``salt`` (a worker's
+    process id), so concurrent workers do not propose the same points."""
+    seed = (config.seed + n_existing + salt) % 2**32
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.sampler == "gp":
@@ -81,6 +87,7 @@ class PreparedStudy:
     config: StudyConfig
     study_id: int | None
     stored: bool
+    stale_handler: StaleTrialHandler
 
 
 def prepare_study(
@@ -106,7 +113,9 @@ def prepare_study(
             f"`storage` must point to an existing study database, but got "
             f"storage={redact(config.storage)!r}, which does not exist."
         )
-    storage = create_storage(config.storage, heartbeat_interval=config.heartbeat_interval)
+    handler = StaleTrialHandler()
+    storage = create_storage(config.storage, heartbeat_interval=config.heartbeat_interval,
+                             stale_callback=handler)
     study_id = _study_id(storage, config.study_name)
     stored = None if study_id is None else storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
     if study_id is None and not create:
@@ -124,11 +133,13 @@ def prepare_study(
             f"study_name={config.study_name!r}, which has trials and no stored config."
         )
     return PreparedStudy(storage=storage, config=config, study_id=study_id,
-                         stored=stored is not None)
+                         stored=stored is not None, stale_handler=handler)
 
 
-def load_study(prepared: PreparedStudy) -> LoadedStudy:
+def load_study(prepared: PreparedStudy, *, salt: int = 0) -> LoadedStudy:
     """Create or load the prepared study; a new one stores its config first thing.
+
+    ``salt`` varies the sampler's seed between concurrent workers (see :func:`make_sampler`).
 
     Raises:
         StorageError: The storage refused the study.
@@ -140,7 +151,8 @@ def load_study(prepared: PreparedStudy) -> LoadedStudy:
     try:
         study = optuna.create_study(
             study_name=config.study_name, storage=storage, direction="minimize",
-            sampler=make_sampler(config, n_existing=n_existing), pruner=make_pruner(config),
+            sampler=make_sampler(config, n_existing=n_existing, salt=salt),
+            pruner=make_pruner(config),
             load_if_exists=True,
         )
     except (optuna.exceptions.OptunaError, ValueError) as exc:

@@ -9,7 +9,7 @@ import dataclasses
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 import optuna
@@ -17,15 +17,29 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.config import StudyConfig
 from study.data import TensorData, load_dataset
-from study.errors import StudyError, TrialFailedError
-from study.objective import Objective, failure_reason, train_logged
+from study.errors import StudyError, TrackingError, TrialFailedError
+from study.objective import EpochHook, Objective, failure_reason, train_logged
 from study.progress import Progress
+from study.recovery import StaleTrialHandler, close_orphan_runs, fail_dead_trials
 from study.redact import redact
-from study.search import PARENT_RUN_ATTR, count_states, load_study, n_finished, prepare_study
+from study.search import (
+    BUDGET_ATTR,
+    PARENT_RUN_ATTR,
+    count_states,
+    load_study,
+    n_finished,
+    prepare_study,
+)
 from study.tracking import Tracker
 from study.train import HParams, early_losses, resolve_device
 
-__all__ = ["SessionResult", "SingleTrialResult", "run_session", "run_single_trial"]
+__all__ = [
+    "SessionResult",
+    "SingleTrialResult",
+    "run_session",
+    "run_single_trial",
+    "run_with_workers",
+]
 
 # A study whose trials keep failing is broken (bad data, bad bounds): stop instead of looping.
 MAX_CONSECUTIVE_FAILURES = 5
@@ -50,7 +64,7 @@ def _entry_run_id() -> str | None:
 
 
 def open_parent_run(
-    tracker: Tracker, study: optuna.Study, config: StudyConfig
+    tracker: Tracker, study: optuna.Study, config: StudyConfig, *, create: bool = True
 ) -> tuple[str, str, bool]:
     """Find or create the study's parent run.
 
@@ -69,6 +83,11 @@ def open_parent_run(
             tracker.set_tags(entry, {"study.role": "session", "study.name": study.study_name,
                                      "study.parent_run_id": parent.info.run_id})
         return parent.info.run_id, parent.info.experiment_id, False
+    if not create:
+        raise TrackingError(
+            f"study {study.study_name!r} has no parent run in {redact(tracker.tracking_uri)}"
+            f" yet; start it with `study run` (workers join a running study)."
+        )
     if stored_id:
         print(f"warning: parent run {stored_id} of study {study.study_name!r} is not in "
               f"{redact(tracker.tracking_uri)}; starting a new parent run.", file=sys.stderr)
@@ -113,7 +132,7 @@ def _best(study: optuna.Study) -> FrozenTrial | None:
 
 def run_session(
     config: StudyConfig, *, given: Mapping[str, Any] | None = None, out: TextIO | None = None,
-    data: TensorData | None = None,
+    data: TensorData | None = None, worker: bool = False, hooks: Sequence[EpochHook] = (),
 ) -> SessionResult:
     """Create or resume the study and run trials until ``n_trials`` of them have finished.
 
@@ -122,53 +141,145 @@ def run_session(
         given: The values the user set explicitly (checked against a stored config).
         out: Where progress goes (stderr by default).
         data: A dataset already loaded for this process (loaded here when ``None``).
+        worker: Join an existing study only (``study worker``): never create it, and take the
+            budget stored by ``study run`` unless ``n_trials`` is given explicitly.
+        hooks: Extra per-epoch callbacks for every trial (see :class:`Objective`).
 
     Raises:
         StudyError: Bad input, an unreachable store, or a study whose trials keep failing.
     """
     out = out or sys.stderr
-    device = resolve_device(config.device)
-    tracker = Tracker(config.tracking_uri)
-    entry = _entry_run_id()
-    if entry and "experiment" not in (given or {}):
-        entry_run = tracker.get_run(entry)
-        if entry_run is not None:  # `mlflow run` chose the experiment; the study records it
-            config = config.replace(
-                experiment=tracker.experiment_name(entry_run.info.experiment_id)
-            )
-    prepared = prepare_study(config, given=given)
-    config = prepared.config
-    if data is None:
-        data = load_dataset(config.dataset, seed=config.seed, device=device)
-    study = load_study(prepared).study
-    parent_run_id, experiment_id, owns_parent = open_parent_run(tracker, study, config)
+    ctx = _open_session(config, given=dict(given or {}), data=data, worker=worker, out=out)
+    study, config = ctx.study, ctx.config
     status = "FAILED"
     try:
-        _optimize(study, config, data, tracker, experiment_id=experiment_id,
-                  parent_run_id=parent_run_id, device=str(device), out=out)
+        _optimize(study, config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
+                  parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        metrics = study_metrics(study)
-        tracker.log_metrics(parent_run_id, metrics)
-        if entry and entry != parent_run_id:
-            tracker.log_metrics(entry, metrics)
-        if owns_parent:
-            tracker.end_run(parent_run_id, status)
+        _summarize(ctx, status)
+    return _result(ctx)
+
+
+def run_with_workers(
+    config: StudyConfig, workers: int, *, given: Mapping[str, Any] | None = None,
+    out: TextIO | None = None,
+) -> SessionResult:
+    """Like :func:`run_session`, with ``workers`` local ``study worker`` processes doing the
+    trials (journal or PostgreSQL storage); this process only prepares, waits and sums up.
+
+    Raises:
+        ConfigError: SQLite storage, or fewer than one worker.
+        StudyError: As :func:`run_session`; or every worker failed.
+    """
+    from study.workers import MAX_ROUNDS, check_workers, start_workers
+
+    check_workers(config, workers)
+    out = out or sys.stderr
+    ctx = _open_session(config, given=dict(given or {}), data=None, worker=False, out=out)
+    status = "FAILED"
+    try:
+        for _ in range(MAX_ROUNDS):
+            codes = start_workers(ctx.config, workers, tracking_uri=ctx.tracker.tracking_uri)
+            if n_finished(ctx.study) >= ctx.config.n_trials or all(codes):
+                break
+        if all(codes) and n_finished(ctx.study) < ctx.config.n_trials:
+            raise StudyError(f"all {workers} workers failed (exit codes {codes}); see above.")
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        _summarize(ctx, status)
+    return _result(ctx)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Session:
+    config: StudyConfig
+    study: optuna.Study
+    tracker: Tracker
+    data: TensorData
+    device: Any
+    parent_run_id: str
+    experiment_id: str
+    owns_parent: bool
+    entry: str | None
+
+
+def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorData | None,
+                  worker: bool, out: TextIO) -> _Session:
+    """Validate everything, then open (or create) the study and its parent run, recovered."""
+    device = resolve_device(config.device)
+    tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout)
+    entry = _entry_run_id()
+    if entry and "experiment" not in given and not worker:
+        entry_run = tracker.get_run(entry)
+        if entry_run is not None:  # `mlflow run` chose the experiment; the study records it
+            config = config.replace(
+                experiment=tracker.experiment_name(entry_run.info.experiment_id)
+            )
+    prepared = prepare_study(config, given=given, create=not worker)
+    config = prepared.config
+    if data is None:
+        data = load_dataset(config.dataset, seed=config.seed, device=device)
+    study = load_study(prepared, salt=os.getpid() if worker else 0).study
+    if worker and "n_trials" not in given and BUDGET_ATTR in study.user_attrs:
+        config = config.replace(n_trials=study.user_attrs[BUDGET_ATTR])
+    elif not worker:
+        study.set_user_attr(BUDGET_ATTR, config.n_trials)
+    parent_run_id, experiment_id, owns_parent = open_parent_run(
+        tracker, study, config, create=not worker)
+    prepared.stale_handler.tracker = tracker
+    _recover(study, prepared.stale_handler, tracker, experiment_id, out)
+    return _Session(config, study, tracker, data, device, parent_run_id, experiment_id,
+                    owns_parent, entry)
+
+
+def _result(ctx: _Session) -> SessionResult:
+    study = ctx.study
     best = _best(study)
     return SessionResult(
-        study_name=study.study_name, parent_run_id=parent_run_id, counts=count_states(study),
-        n_finished=n_finished(study), n_trials=config.n_trials,
+        study_name=study.study_name, parent_run_id=ctx.parent_run_id,
+        counts=count_states(study), n_finished=n_finished(study), n_trials=ctx.config.n_trials,
         best_value=None if best is None else best.value,
         best_params=None if best is None else dict(best.user_attrs.get("hparams", best.params)),
     )
 
 
+def _recover(study: optuna.Study, handler: StaleTrialHandler, tracker: Tracker,
+             experiment_id: str, out: TextIO) -> None:
+    """Fail trials whose worker died (and retry them); close runs left RUNNING."""
+    dead = fail_dead_trials(study, handler)
+    optuna.storages.fail_stale_trials(study)
+    closed = close_orphan_runs(study, tracker, experiment_id)
+    if dead or closed:
+        print(f"recovered: {len(dead)} trial(s) of dead workers failed and queued again "
+              f"{dead}; {closed} run(s) left RUNNING closed.", file=out, flush=True)
+
+
+def _summarize(ctx: _Session, status: str) -> None:
+    """Write the summary metrics; during an outage they are skipped (the next session
+    writes them), so the error that ended the session is the one the user sees."""
+    tracker = ctx.tracker
+    try:
+        metrics = study_metrics(ctx.study)
+        tracker.log_metrics(ctx.parent_run_id, metrics)
+        if ctx.entry and ctx.entry != ctx.parent_run_id:
+            tracker.log_metrics(ctx.entry, metrics)
+        if ctx.owns_parent:
+            tracker.end_run(ctx.parent_run_id, status)
+    except TrackingError as exc:
+        print(f"warning: study summary not logged: {exc}", file=sys.stderr)
+
+
 def _optimize(
     study: optuna.Study, config: StudyConfig, data: TensorData, tracker: Tracker, *,
     experiment_id: str, parent_run_id: str, device: str, out: TextIO,
+    hooks: Sequence[EpochHook] = (),
 ) -> None:
     done = n_finished(study)
     if done >= config.n_trials:
@@ -176,7 +287,7 @@ def _optimize(
               f"trials); nothing to run.", file=out)
         return
     objective = Objective(config, data, tracker, experiment_id=experiment_id,
-                          parent_run_id=parent_run_id, device=device)
+                          parent_run_id=parent_run_id, device=device, hooks=hooks)
     failures: list[str] = []
     with Progress(total=config.n_trials, initial=done, out=out,
                   label=study.study_name) as progress:
@@ -188,7 +299,9 @@ def _optimize(
                 failures.append(str(trial.user_attrs.get("failure", "unknown error")))
             elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 failures.clear()
-            if finished >= config.n_trials or len(failures) >= MAX_CONSECUTIVE_FAILURES:
+            # Trials other workers are running count: stopping here keeps the budget exact.
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if finished + running >= config.n_trials or len(failures) >= MAX_CONSECUTIVE_FAILURES:
                 study.stop()
 
         study.optimize(objective, timeout=config.timeout, catch=(TrialFailedError,),
@@ -224,7 +337,7 @@ def run_single_trial(config: StudyConfig, hp: HParams) -> SingleTrialResult:
             returned, with the run closed as FAILED).
     """
     device = resolve_device(config.device)
-    tracker = Tracker(config.tracking_uri)
+    tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout)
     data = load_dataset(config.dataset, seed=config.seed, device=device)
     entry = _entry_run_id()
     name = (f"single-w{hp.width}-lr{hp.lr:g}-bs{hp.batch_size}-wd{hp.weight_decay:g}"

@@ -10,7 +10,10 @@ from study.errors import StorageError
 from study.redact import one_line, redact
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
+    from optuna.trial import FrozenTrial
 
 __all__ = ["JOURNAL_PREFIX", "check_storage_url", "create_storage", "storage_kind"]
 
@@ -59,14 +62,17 @@ def check_storage_url(url: str) -> None:
 
 
 def create_storage(
-    url: str, *, heartbeat_interval: int | None = None
+    url: str, *, heartbeat_interval: int | None = None,
+    stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> optuna.storages.BaseStorage:
     """Open (and for RDB storages create the tables of) the storage at ``url``.
 
     Args:
         url: A storage URL accepted by :func:`check_storage_url`.
         heartbeat_interval: Seconds between heartbeats of running trials (RDB storages only);
-            a trial whose heartbeat goes stale is failed and retried.
+            a trial whose heartbeat goes stale is failed and handed to ``stale_callback``.
+        stale_callback: Called with each trial failed for a stale heartbeat (closes its run
+            and retries it); Optuna's own retry callback when ``None``.
 
     Raises:
         StorageError: The storage cannot be reached or opened.
@@ -89,9 +95,9 @@ def create_storage(
             _with_driver(url),
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=_MAX_RETRY)
-            if heartbeat_interval
-            else None,
+            heartbeat_stale_trial_callback=(
+                stale_callback or RetryHeartbeatStaleTrialCallback(max_retry=_MAX_RETRY)
+            ) if heartbeat_interval else None,
         )
     except Exception as exc:  # drivers raise many types; all mean "cannot open"
         raise StorageError(

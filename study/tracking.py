@@ -7,6 +7,7 @@ active-run stack is thread-local, so nothing here relies on ``mlflow.start_run``
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +26,24 @@ __all__ = ["TRIAL_STATUS", "Tracker", "trial_run_name"]
 TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 # MLflow caps a param value at 6000 characters; config values are far below it.
 _PARAM_LIMIT = 6000
+_FIRST_DELAY, _MAX_DELAY = 1.0, 30.0
+_TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR"}
+_TRANSIENT_MARKERS = ("Max retries exceeded", "Connection refused", "ConnectionError",
+                      "database is locked", "Read timed out", "Connection aborted",
+                      "503", "502", "504")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth retrying: the store is down or busy, not the request wrong."""
+    if isinstance(exc, MlflowException):
+        code = getattr(exc, "error_code", "")
+        if code in _TRANSIENT_CODES:
+            return True
+        text = str(exc)
+        return any(marker in text for marker in _TRANSIENT_MARKERS)
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) or any(
+        marker in str(exc) for marker in _TRANSIENT_MARKERS
+    )
 
 
 def trial_run_name(number: int) -> str:
@@ -39,24 +58,33 @@ def _now_ms() -> int:
 class Tracker:
     """A thin, explicit-id wrapper over :class:`MlflowClient` for the study's run layout.
 
+    Transient failures (connection refused, a server error, a locked database) are retried with
+    exponential backoff for up to ``retry_seconds``; then :class:`TrackingError` says the
+    store is unreachable, so a worker stops instead of training trials whose logs would be lost.
+
     Args:
         tracking_uri: MLflow tracking URI; ``None`` uses ``MLFLOW_TRACKING_URI`` or MLflow's
             default (``sqlite:///mlflow.db``).
+        retry_seconds: How long to keep retrying a transient failure.
 
     Raises:
         TrackingError: The tracking store cannot be reached.
     """
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
+    def __init__(self, tracking_uri: str | None = None, *, retry_seconds: float = 120.0) -> None:
+        self.retry_seconds = retry_seconds
+        shown = redact(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "default"))
         try:
             self.client = MlflowClient(tracking_uri)
             self.tracking_uri = self.client.tracking_uri
-            self.client.search_experiments(max_results=1)
-        except Exception as exc:  # MlflowException, driver errors, connection errors
-            shown = redact(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "default"))
+        except Exception as exc:  # MlflowException for unsupported schemes, driver errors
             raise TrackingError(
                 f"`tracking_uri` could not be opened: {shown}: {one_line(exc)}"
             ) from None
+        try:
+            self._call(self.client.search_experiments, max_results=1)
+        except TrackingError as exc:
+            raise TrackingError(f"`tracking_uri` could not be opened: {shown}: {exc}") from None
 
     # -- experiments and runs -----------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
@@ -119,6 +147,18 @@ class Tracker:
         if batch:
             self._call(self.client.log_batch, run_id, metrics=batch)
 
+    def log_state_dict(self, run_id: str, state_dict: Mapping[str, Any], path: str) -> None:
+        """Save a model's ``state_dict`` with ``torch.save`` and log it as artifact ``path``."""
+        import tempfile
+
+        import torch
+
+        folder, _, name = path.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, name)
+            torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, local)
+            self._call(self.client.log_artifact, run_id, local, artifact_path=folder or None)
+
     def end_run(self, run_id: str, status: str) -> None:
         """Terminate ``run_id`` with an MLflow status (FINISHED, FAILED, KILLED)."""
         self._call(self.client.set_terminated, run_id, status=status)
@@ -163,10 +203,24 @@ class Tracker:
                 return runs
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MlflowException as exc:
-            raise TrackingError(f"MLflow {fn.__name__} failed: {one_line(exc)}") from None
+        deadline = time.monotonic() + self.retry_seconds
+        delay = _FIRST_DELAY
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # MlflowException, requests and driver errors
+                if not _transient(exc):
+                    raise TrackingError(f"MLflow {fn.__name__} failed: {one_line(exc)}") from None
+                if time.monotonic() + delay > deadline:
+                    raise TrackingError(
+                        f"MLflow tracking store {redact(self.tracking_uri)} unreachable for "
+                        f"{self.retry_seconds:g} s ({one_line(exc)}); stopping. Run the same "
+                        f"command again when it is back: the study resumes."
+                    ) from None
+                print(f"warning: MLflow {fn.__name__} failed ({one_line(exc)[:160]}); "
+                      f"retrying in {delay:g} s", file=sys.stderr, flush=True)
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_DELAY)
 
 
 def run_status_of(run: Any) -> str:
