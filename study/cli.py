@@ -76,6 +76,12 @@ def config_options(exclude: Sequence[str] = ()) -> Callable[[Callable], Callable
         for field in reversed(dataclasses.fields(StudyConfig)):
             if field.name in exclude:
                 continue
+            if field.type in (bool, "bool"):
+                fn = click.option(
+                    f"--{field.name}/--no-{field.name}", field.name, default=None,
+                    help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
+                )(fn)
+                continue
             fn = click.option(
                 "--" + field.name.replace("_", "-"), field.name,
                 type=_click_type(field.name), default=None,
@@ -118,15 +124,18 @@ def _print_result(result: Any, *, who: str = "study") -> None:
 @config_options()
 @click.option("--workers", type=WHOLE_NUMBER, default=1, show_default=True,
               help="Local worker processes (journal: or postgresql:// storage; not SQLite).")
-def run_command(workers: int, **options: Any) -> None:
+@click.option("--trials-per-gpu", type=WHOLE_NUMBER, default=None,
+              help="Concurrent trials (worker processes) per GPU; needs CUDA.")
+def run_command(workers: int, trials_per_gpu: int | None, **options: Any) -> None:
     """Create or resume a study and run trials until --n-trials of them have finished."""
     from study.session import run_session, run_with_workers
     from study.workers import check_workers
 
     config, given = _resolve(options)
     check_workers(config, workers)
-    if workers > 1:
-        _print_result(run_with_workers(config, workers, given=given))
+    if workers > 1 or trials_per_gpu is not None:
+        _print_result(run_with_workers(config, workers, given=given,
+                                       trials_per_gpu=trials_per_gpu))
     else:
         _print_result(run_session(config, given=given))
 

@@ -92,6 +92,9 @@ class StudyConfig:
         60, "Seconds between trial heartbeats (RDB storages); stale trials are retried.",
         scope="session",
     )
+    # Off by default: compiling costs tens of seconds per trial, repaid only by long GPU trials.
+    compile: bool = _opt(False, "torch.compile each trial's model (GPU trials of minutes).",
+                         scope="session")
     # Two minutes ride out a tracking-server restart; longer would train trials blind.
     tracking_timeout: float = _opt(
         120.0, "Seconds to keep retrying an unreachable MLflow server before stopping.",
@@ -230,6 +233,18 @@ def _as_int(name: str, value: Any) -> int:
     raise AssertionError  # unreachable: fail() raises
 
 
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    fail(name, value, "true or false")
+    raise AssertionError
+
+
 def _as_float(name: str, value: Any) -> float:
     if isinstance(value, bool):
         fail(name, value, "a number")
@@ -261,7 +276,9 @@ def coerce_values(values: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 f"unknown setting `{raw_key}`; allowed: {', '.join(sorted(_FIELDS))}."
             )
-        if key in _INT_FIELDS:
+        if key == "compile":
+            out[key] = _as_bool(key, value)
+        elif key in _INT_FIELDS:
             out[key] = _as_int(key, value)
         elif key == "timeout":
             out[key] = None if value in (None, "", 0, "0") else _as_float(key, value)

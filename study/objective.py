@@ -116,7 +116,8 @@ def train_logged(
             hook(history, report)
 
     trainer = Trainer(hp, data, model_name=config.model, init=config.init,
-                      epochs=config.epochs, seed=config.seed, callbacks=[log_epoch])
+                      epochs=config.epochs, seed=config.seed, callbacks=[log_epoch],
+                      compile=config.compile)
     tracker.log_params(run_id, trial_params(hp, config, device=device, n_params=trainer.n_params))
     tracker.log_metrics(run_id, {"n_params": trainer.n_params})
     if on_start is not None:

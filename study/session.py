@@ -166,7 +166,7 @@ def run_session(
 
 def run_with_workers(
     config: StudyConfig, workers: int, *, given: Mapping[str, Any] | None = None,
-    out: TextIO | None = None,
+    out: TextIO | None = None, trials_per_gpu: int | None = None,
 ) -> SessionResult:
     """Like :func:`run_session`, with ``workers`` local ``study worker`` processes doing the
     trials (journal or PostgreSQL storage); this process only prepares, waits and sums up.
@@ -175,19 +175,21 @@ def run_with_workers(
         ConfigError: SQLite storage, or fewer than one worker.
         StudyError: As :func:`run_session`; or every worker failed.
     """
-    from study.workers import MAX_ROUNDS, check_workers, start_workers
+    from study.workers import MAX_ROUNDS, check_workers, start_workers, worker_devices
 
-    check_workers(config, workers)
+    devices = worker_devices(config.device, workers, trials_per_gpu)
+    check_workers(config, len(devices))
     out = out or sys.stderr
     ctx = _open_session(config, given=dict(given or {}), data=None, worker=False, out=out)
     status = "FAILED"
     try:
         for _ in range(MAX_ROUNDS):
-            codes = start_workers(ctx.config, workers, tracking_uri=ctx.tracker.tracking_uri)
+            codes = start_workers(ctx.config, devices, tracking_uri=ctx.tracker.tracking_uri)
             if n_finished(ctx.study) >= ctx.config.n_trials or all(codes):
                 break
         if all(codes) and n_finished(ctx.study) < ctx.config.n_trials:
-            raise StudyError(f"all {workers} workers failed (exit codes {codes}); see above.")
+            raise StudyError(f"all {len(devices)} workers failed (exit codes {codes}); "
+                             f"see above.")
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from study.data import TensorData
 from study.errors import ConfigError, DataError, NonFiniteLossError
@@ -116,6 +115,8 @@ class Trainer:
         callbacks: Called with each :class:`EpochReport`; an exception raised by a callback
             (for instance Optuna's ``TrialPruned``) stops training and propagates.
         amp: Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling).
+        compile: Run the forward pass through ``torch.compile`` (the uncompiled module stays
+            ``self.model``, so weights and parameter counts are unchanged).
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class Trainer:
         seed: int = 0,
         callbacks: Sequence[EpochCallback] = (),
         amp: bool = True,
+        compile: bool = False,
     ) -> None:
         # Batches of one sample are skipped (BatchNorm), so smaller sizes or sets would train on
         # nothing and report a loss of 0.0, the best possible objective.
@@ -166,6 +168,7 @@ class Trainer:
         )
         if self._memory_format is torch.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self._net = torch.compile(self.model) if compile else self.model
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(seed)
         self.history: list[EpochReport] = []
@@ -194,7 +197,7 @@ class Trainer:
     def _forward_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self._amp_dtype,
                             enabled=self._amp_dtype is not None):
-            logits = self.model(xb)
+            logits = self._net(xb)
         return F.cross_entropy(logits.float(), yb)
 
     def _run_epoch(self, epoch: int) -> EpochReport:
@@ -255,7 +258,7 @@ class Trainer:
             yb = data.y_val[lo:lo + _EVAL_BATCH]
             with torch.autocast(self.device.type, dtype=self._amp_dtype,
                                 enabled=self._amp_dtype is not None):
-                logits = self.model(xb)
+                logits = self._net(xb)
             loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
             correct += (logits.argmax(dim=1) == yb).sum().double()
         return loss_sum, correct
@@ -274,8 +277,3 @@ def early_losses(history: Sequence[EpochReport], early_epochs: int) -> dict[str,
         "data_loss": sum(r.data_loss for r in window) / early_epochs,
         "penalty": sum(r.penalty for r in window) / early_epochs,
     }
-
-
-def as_module(trainer: Trainer) -> nn.Module:
-    """The trained network (for saving weights or probing the loss landscape)."""
-    return trainer.model

@@ -11,12 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from study.config import StudyConfig
 from study.errors import ConfigError
 from study.storage import storage_kind
 
-__all__ = ["check_workers", "start_workers", "worker_command", "worker_devices"]
+__all__ = ["check_workers", "plan_devices", "start_workers", "worker_command", "worker_devices"]
 
 # If a round of workers ends short of the budget (trials failed while others stopped), a few
 # more rounds finish it; a study that keeps failing is stopped by the workers themselves.
@@ -38,13 +39,37 @@ def check_workers(config: StudyConfig, workers: int) -> None:
         )
 
 
-def worker_devices(device: str, workers: int) -> list[str]:
-    """One device per worker: with several GPUs and ``auto``, spread workers round-robin."""
+def plan_devices(device: str, *, workers: int, trials_per_gpu: int | None,
+                 n_gpus: int) -> list[str]:
+    """One device per worker process.
+
+    ``trials_per_gpu`` K gives K workers on each of ``n_gpus`` GPUs (small CNNs leave a GPU
+    mostly idle, so concurrent trials raise its use); otherwise ``workers`` processes, spread
+    round-robin over the GPUs when ``device`` is ``auto`` and there are several.
+
+    Raises:
+        ConfigError: ``trials_per_gpu`` without a GPU, or below 1.
+    """
+    if trials_per_gpu is not None:
+        if trials_per_gpu < 1:
+            raise ConfigError(f"`trials_per_gpu` must be >= 1, but got "
+                              f"trials_per_gpu={trials_per_gpu}.")
+        if n_gpus == 0 or device not in ("auto", "cuda"):
+            raise ConfigError(f"`trials_per_gpu` must be used with CUDA devices, but got "
+                              f"trials_per_gpu={trials_per_gpu} with device={device!r} and "
+                              f"{n_gpus} GPU(s); use --workers instead.")
+        return [f"cuda:{gpu}" for gpu in range(n_gpus) for _ in range(trials_per_gpu)]
+    if device == "auto" and n_gpus > 1:
+        return [f"cuda:{i % n_gpus}" for i in range(workers)]
+    return [device] * workers
+
+
+def worker_devices(device: str, workers: int, trials_per_gpu: int | None = None) -> list[str]:
+    """:func:`plan_devices` for the GPUs of this machine."""
     import torch
 
-    if device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
-        return [f"cuda:{i % torch.cuda.device_count()}" for i in range(workers)]
-    return [device] * workers
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return plan_devices(device, workers=workers, trials_per_gpu=trials_per_gpu, n_gpus=n_gpus)
 
 
 def worker_command(config: StudyConfig, device: str, tracking_uri: str) -> list[str]:
@@ -54,20 +79,20 @@ def worker_command(config: StudyConfig, device: str, tracking_uri: str) -> list[
         "--storage", config.storage, "--tracking-uri", tracking_uri, "--device", device,
         "--heartbeat-interval", str(config.heartbeat_interval),
         "--tracking-timeout", str(config.tracking_timeout), "--n-trials", str(config.n_trials),
+        "--compile" if config.compile else "--no-compile",
     ]
 
 
-def start_workers(config: StudyConfig, workers: int, *, tracking_uri: str) -> list[int]:
+def start_workers(config: StudyConfig, devices: Sequence[str], *,
+                  tracking_uri: str) -> list[int]:
     """Run ``workers`` worker processes to completion; returns their exit codes.
 
     Ctrl-C or SIGTERM is passed on to every worker, each of which fails its current trial
     cleanly (closing its run) before exiting.
     """
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
-    procs = [
-        subprocess.Popen(worker_command(config, device, tracking_uri), env=env)
-        for device in worker_devices(config.device, workers)
-    ]
+    procs = [subprocess.Popen(worker_command(config, device, tracking_uri), env=env)
+             for device in devices]
 
     def forward(signum: int, _frame: object) -> None:
         for proc in procs:

@@ -669,10 +669,10 @@ def entry_points():
 
 
 def test_mlproject_has_the_spec_entry_points(entry_points):
-    assert {"main", "study", "trial", "analyze", "report"} <= set(entry_points)
+    assert {"main", "study", "trial", "analyze", "report", "worker"} <= set(entry_points)
 
 
-@pytest.mark.parametrize("entry", ["main", "study", "trial", "analyze", "report"])
+@pytest.mark.parametrize("entry", ["main", "study", "trial", "analyze", "report", "worker"])
 def test_mlproject_defaults_equal_config_defaults(entry_points, entry):
     params = entry_points[entry]["parameters"]
     fields = [name for name in params if name in StudyConfig.field_names()]
@@ -695,7 +695,7 @@ def test_mlproject_trial_defaults_equal_cli_trial_defaults(entry_points):
     assert own == {name: cli_defaults[name] for name in own}
 
 
-@pytest.mark.parametrize("entry", ["main", "study", "trial", "analyze", "report"])
+@pytest.mark.parametrize("entry", ["main", "study", "trial", "analyze", "report", "worker"])
 def test_mlproject_placeholders_are_the_declared_parameters(entry_points, entry):
     spec = entry_points[entry]
     placeholders = re.findall(r"\{(\w+)\}", spec["command"])
