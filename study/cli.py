@@ -254,6 +254,37 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
                f"logged to {logged}")
 
 
+@cli.command("landscape")
+@_store_options
+@click.option("--trials", default="best", show_default=True,
+              help="best, or comma-separated numbers of COMPLETE trials (e.g. 3,7).")
+@click.option("--dim", type=WHOLE_NUMBER, default=1, show_default=True,
+              help="1 (curves) or 2 (contour).")
+@click.option("--radius", type=float, default=1.0, show_default=True,
+              help="Grid half-width, in filter-normalized units.")
+@click.option("--n-points", type=WHOLE_NUMBER, default=21, show_default=True,
+              help="Grid points per axis.")
+@click.option("--directions", type=WHOLE_NUMBER, default=1, show_default=True,
+              help="Random directions (1D).")
+@click.option("--seed", type=WHOLE_NUMBER, default=0, show_default=True,
+              help="Seed of the random directions.")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps.  [default: auto]")
+def landscape_command(output_dir: str | None, trials: str, dim: int, radius: float,
+                      n_points: int, directions: int, seed: int, **options: Any) -> None:
+    """Loss-landscape probe of chosen trials (filter-normalized directions), logged to their
+    runs as landscape/ plots and the metrics landscape/sharpness and landscape/flatness_radius."""
+    from study.probe import probe_trials
+
+    config, _ = _resolve(options)
+    results = probe_trials(config, trials=trials, dim=dim, radius=radius, n_points=n_points,
+                           seed=seed, n_directions=directions,
+                           output_dir=_output_dir(config, output_dir) / "landscape")
+    for r in results:
+        click.echo(f"trial {r.trial_number}: sharpness={r.sharpness:.4g} "
+                   f"flatness_radius={r.flatness_radius:.3g} (weights {r.weights_source}); "
+                   f"wrote {r.plot_path}; logged to run {r.run_id}")
+
+
 def _mlflow_http_defaults() -> None:
     """Bound MLflow's own HTTP retries (7 by default, minutes of backoff): our tracker retries
     with its own --tracking-timeout. A user's explicit setting wins."""

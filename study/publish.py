@@ -164,10 +164,26 @@ def publish_report(
         "counts": data.counts,
     }
     files = write_report(out, analysis=document, table=data.table, importance=importance,
-                         meta=meta)
+                         meta=meta, extra_figures=_landscape_figure(data))
     write_analysis(document, out / "analysis.json")
     logged = _log_dir(tracker, data, out, "report")
     return document, files, logged
+
+
+def _landscape_figure(data: StudyData) -> dict[str, tuple[str, str, bytes]]:
+    """Sharpness against batch size and weight decay, when `study landscape` probed trials."""
+    from study.probe import sharpness_figure
+
+    probed = data.table[data.table["landscape_sharpness"].notna()]
+    if probed.empty:
+        return {}
+    rows = probed.rename(columns={"landscape_sharpness": "sharpness"})
+    return {"landscape": (
+        "Loss-landscape sharpness",
+        f"Sharpness (training-loss rise at a filter-normalized distance) of the {len(rows)} "
+        f"probed trial(s), against batch size and weight decay.",
+        sharpness_figure(rows),
+    )}
 
 
 def trials_from_table(table: pd.DataFrame) -> list[optuna.trial.FrozenTrial]:

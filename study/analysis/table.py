@@ -34,7 +34,8 @@ __all__ = [
 TABLE_COLUMNS = (
     "number", "state", "width", "lr", "batch_size", "weight_decay", "penalty_mode", "n_params",
     "early_loss", "early_data_loss", "early_penalty", "final_val_loss", "final_val_accuracy",
-    "value", "mlflow_run_id", "curve",
+    "value", "mlflow_run_id", "curve", "failure", "diagnosis", "diagnosis_detail",
+    "landscape_sharpness", "landscape_flatness_radius",
 )
 HPARAM_COLUMNS = ("width", "lr", "batch_size", "weight_decay", "penalty_mode")
 EARLY_COLUMNS = ("early_loss", "early_data_loss", "early_penalty")
@@ -43,7 +44,13 @@ USABLE_STATES = ("COMPLETE", "PRUNED")
 
 _INT_COLUMNS = ("number", "width", "batch_size", "n_params")
 _FLOAT_COLUMNS = ("lr", "weight_decay", *EARLY_COLUMNS, "final_val_loss",
-                  "final_val_accuracy", "value")
+                  "final_val_accuracy", "value", "landscape_sharpness",
+                  "landscape_flatness_radius")
+# Optional per-trial findings: user attr on the Optuna trial <-> tag or metric on its run.
+_FINDING_ATTRS = {"failure": "study.failure", "diagnosis": "study.diagnosis",
+                  "diagnosis_detail": "study.diagnosis.detail"}
+_FINDING_METRICS = {"landscape_sharpness": "landscape/sharpness",
+                    "landscape_flatness_radius": "landscape/flatness_radius"}
 # user attr / MLflow metric holding each summary column.
 _SUMMARY_ATTRS = ("early_loss", "early_data_loss", "early_penalty", "final_val_loss",
                   "final_val_accuracy")
@@ -121,6 +128,8 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
         columns["mlflow_run_id"].append(attrs.get("mlflow_run_id"))
         curve = attrs.get("curve")
         columns["curve"].append(curve if isinstance(curve, list) else None)
+        for name in (*_FINDING_ATTRS, *_FINDING_METRICS):
+            columns[name].append(attrs.get(name) or None)
     return _frame(columns)
 
 
@@ -280,8 +289,10 @@ def _run_row(run: Any, objectives: Mapping[str, str | None]) -> dict[str, Any]:
         "curve": None,
         "value": None,
     }
-    for name, metric in _SUMMARY_METRICS.items():
+    for name, metric in {**_SUMMARY_METRICS, **_FINDING_METRICS}.items():
         row[name] = metrics.get(metric)
+    for name, tag in _FINDING_ATTRS.items():
+        row[name] = tags.get(tag) or None
     if state in USABLE_STATES:
         objective = objectives.get(tags.get("mlflow.parentRunId", ""))
         row["value"] = _objective_value(objective, metrics, state)

@@ -115,8 +115,11 @@ class Details:
 
 
 def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance: pd.DataFrame,
-                 meta: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    """``(title, blocks)`` of the whole report."""
+                 meta: Mapping[str, Any],
+                 extra_figures: Mapping[str, tuple[str, str]] | None = None,
+                 ) -> tuple[str, list[Any]]:
+    """``(title, blocks)`` of the whole report; ``extra_figures`` maps name -> (title,
+    caption) of figures shown after the standard ones."""
     study_name = text(meta.get("study_name")) or text(analysis.get("study_name")) or "study"
     title = f"Study report: {study_name}"
     blocks: list[Any] = [Heading(1, title)]
@@ -126,6 +129,8 @@ def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance
                Verdict(text(verdict.get("code")) or "none",
                        text(verdict.get("text")) or "No verdict: the analysis is missing.")]
     blocks += _figure_blocks(analysis)
+    for name, (heading, caption) in (extra_figures or {}).items():
+        blocks += [Heading(2, heading, name), FigureRef(name, heading, caption)]
     blocks += _decomposition_blocks(analysis)
     blocks += _model_blocks(analysis)
     blocks += _importance_blocks(importance)

@@ -37,7 +37,9 @@ _log = logging.getLogger(__name__)
 
 def write_report(out_dir: Path | str, *, analysis: Mapping[str, Any] | None,
                  table: pd.DataFrame | None, importance: pd.DataFrame | None,
-                 meta: Mapping[str, Any] | None) -> dict[str, Path]:
+                 meta: Mapping[str, Any] | None,
+                 extra_figures: Mapping[str, tuple[str, str, bytes]] | None = None,
+                 ) -> dict[str, Path]:
     """Write every report file into ``out_dir`` (created if needed).
 
     Args:
@@ -47,6 +49,8 @@ def write_report(out_dir: Path | str, *, analysis: Mapping[str, Any] | None,
         importance: The importance table (may be empty).
         meta: ``study_name``, ``storage``, ``tracking_uri``, ``parent_run_id``,
             ``generated_at``, ``config``, ``counts``; URL passwords are redacted again.
+        extra_figures: More figures, ``{name: (title, caption, png)}``, shown after the
+            standard ones (e.g. the loss-landscape sharpness of probed trials).
 
     Returns:
         ``{relative name: path}`` for ``report.html``, ``report.md``, ``report.json``,
@@ -65,6 +69,8 @@ def write_report(out_dir: Path | str, *, analysis: Mapping[str, Any] | None,
         "curves": _safe_figure("curves", lambda: curves_figure(table)),
         "importance": _safe_figure("importance", lambda: importance_figure(importance)),
     }
+    extras = dict(extra_figures or {})
+    pngs.update({name: png for name, (_, _, png) in extras.items()})
     paths: dict[str, Path] = {}
     figure_names: dict[str, str] = {}
     for name, png in pngs.items():
@@ -72,8 +78,10 @@ def write_report(out_dir: Path | str, *, analysis: Mapping[str, Any] | None,
         paths[relative] = _write(out / relative, png)
         figure_names[name] = relative
 
-    title, blocks = build_blocks(analysis=analysis, table=table, importance=importance,
-                                 meta=meta)
+    title, blocks = build_blocks(
+        analysis=analysis, table=table, importance=importance, meta=meta,
+        extra_figures={name: (title, caption) for name, (title, caption, _) in extras.items()},
+    )
     paths["report.html"] = _write(out / "report.html", render_html(title, blocks, pngs))
     paths["report.md"] = _write(out / "report.md",
                                 render_markdown(title, blocks, figure_names))
