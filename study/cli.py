@@ -175,7 +175,8 @@ def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
                  penalty_mode=config.penalty_mode[0])
     result = run_single_trial(config, hp)
     if result.state == "FAIL":
-        raise StudyError(f"trial failed: {result.failure} (run {result.run_id})")
+        found = f"; diagnosis: {result.diagnosis.tag_value()}" if result.diagnosis.codes else ""
+        raise StudyError(f"trial failed: {result.failure}{found} (run {result.run_id})")
     early = result.early or {}
     click.echo(
         f"run {result.run_id}: n_params={result.n_params} early loss="
@@ -183,6 +184,8 @@ def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
         f" + penalty {early.get('penalty', float('nan')):.4f}); final val_loss="
         f"{result.final_val_loss:.4f} val_accuracy={result.final_val_accuracy:.3f}"
     )
+    if result.diagnosis.codes:
+        click.echo(f"diagnosis: {result.diagnosis.detail}")
 
 
 @cli.command("status")

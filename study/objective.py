@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from study.diagnostics import Diagnosis, diagnose
 from study.errors import NonFiniteLossError, TrackingError, TrialFailedError
 from study.recovery import WORKER_ATTR, retry_trial, worker_stamp
 from study.redact import one_line
@@ -139,6 +140,13 @@ def train_logged(
     return history
 
 
+def diagnosis_tags(found: Diagnosis) -> dict[str, str]:
+    """The run tags of a diagnosis (none for a healthy trial)."""
+    if not found.codes:
+        return {}
+    return {"study.diagnosis": found.tag_value(), "study.diagnosis.detail": found.detail}
+
+
 def _is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
@@ -201,8 +209,15 @@ class Objective:
         )
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr("hparams", dict(vars(hp)))
+        seen: list[EpochReport] = []
+
+        def end(state: str, failure: str | None = None, exc: BaseException | None = None) -> None:
+            curve = [*seen, *([exc.report] if hasattr(exc, "report") else [])]
+            tags = self._diagnosis(trial, curve, non_finite=isinstance(exc, NonFiniteLossError))
+            self.tracker.end_trial_run(run_id, state=state, failure=failure, tags=tags)
 
         def on_epoch(history: list[EpochReport], report: EpochReport) -> None:
+            seen.append(report)
             trial.set_user_attr(
                 "curve", [[getattr(r, f) for f in CURVE_FIELDS] for r in history]
             )
@@ -226,7 +241,7 @@ class Objective:
             if not math.isfinite(value):
                 raise TrialFailedError(f"objective {config.objective} is {value}")
         except optuna.TrialPruned:
-            self.tracker.end_trial_run(run_id, state="PRUNED")
+            end("PRUNED")
             raise
         except TrackingError as exc:
             # Logs would be lost: the session stops; Optuna fails the trial, the run is closed
@@ -239,12 +254,21 @@ class Objective:
                 _release_cuda_memory()
             reason = failure_reason(exc)
             trial.set_user_attr("failure", reason)
-            self.tracker.end_trial_run(run_id, state="FAIL", failure=reason)
+            end("FAIL", reason, exc)
             raise TrialFailedError(reason) from None
         except BaseException:  # KeyboardInterrupt, SIGTERM, SystemExit: Optuna marks it FAIL
             trial.set_user_attr("failure", "interrupted")
             retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
             self.tracker.end_trial_run(run_id, state="FAIL", failure="interrupted")
             raise
-        self.tracker.end_trial_run(run_id, state="COMPLETE")
+        end("COMPLETE")
         return value
+
+    def _diagnosis(self, trial: optuna.Trial, curve: list[EpochReport], *,
+                   non_finite: bool) -> dict[str, str]:
+        """Diagnose the training curve; the codes go on the trial and, as tags, on its run."""
+        found = diagnose(curve, non_finite=non_finite, n_classes=self.data.n_classes)
+        if found.codes:
+            trial.set_user_attr("diagnosis", found.tag_value())
+            trial.set_user_attr("diagnosis_detail", found.detail)
+        return diagnosis_tags(found)

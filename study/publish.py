@@ -114,18 +114,25 @@ def _open_tracker(config: StudyConfig) -> Tracker | None:
         return None
 
 
+def _analyzed(config: StudyConfig) -> tuple[Tracker | None, StudyData, dict]:
+    from study.analysis.analyze import analyze
+
+    tracker = _open_tracker(config)
+    data = load_study_data(config, tracker)
+    document = analyze(data.table, study_name=data.study_name,
+                       early_epochs=_early_epochs(data))
+    return tracker, data, document
+
+
 def publish_analysis(config: StudyConfig, *, output_dir: Path) -> tuple[dict, Path, str]:
     """Analyze the study, write ``analysis.json`` and log it to the parent run.
 
     Returns:
         The analysis document, the file written, and where it was logged.
     """
-    from study.analysis.analyze import analyze, write_analysis
+    from study.analysis.analyze import write_analysis
 
-    tracker = _open_tracker(config)
-    data = load_study_data(config, tracker)
-    document = analyze(data.table, study_name=data.study_name,
-                       early_epochs=_early_epochs(data))
+    tracker, data, document = _analyzed(config)
     path = write_analysis(document, Path(output_dir) / "analysis.json")
     logged = _log_dir(tracker, data, path, "analysis")
     return document, path, logged
@@ -141,14 +148,11 @@ def publish_report(
     Returns:
         The analysis document, the files written, and where they were logged.
     """
-    from study.analysis.analyze import analyze, write_analysis
+    from study.analysis.analyze import write_analysis
     from study.analysis.importance import importance_table
     from study.report import write_report
 
-    tracker = _open_tracker(config)
-    data = load_study_data(config, tracker)
-    document = analyze(data.table, study_name=data.study_name,
-                       early_epochs=_early_epochs(data))
+    tracker, data, document = _analyzed(config)
     trials = data.trials if data.trials is not None else trials_from_table(data.table)
     importance = importance_table(trials, evaluators=evaluators, seed=seed,
                                   n_bootstrap=n_bootstrap)

@@ -5,11 +5,12 @@ This is the one way through (ARCHITECTURE.md): config -> data -> stores -> optim
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import optuna
@@ -17,8 +18,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.config import StudyConfig
 from study.data import TensorData, load_dataset
-from study.errors import StudyError, TrackingError, TrialFailedError
-from study.objective import EpochHook, Objective, failure_reason, train_logged
+from study.diagnostics import Diagnosis, diagnose
+from study.errors import NonFiniteLossError, StudyError, TrackingError, TrialFailedError
+from study.objective import (
+    EpochHook,
+    Objective,
+    diagnosis_tags,
+    failure_reason,
+    train_logged,
+)
 from study.progress import Progress
 from study.recovery import StaleTrialHandler, close_orphan_runs, fail_dead_trials
 from study.redact import redact
@@ -150,17 +158,9 @@ def run_session(
     """
     out = out or sys.stderr
     ctx = _open_session(config, given=dict(given or {}), data=data, worker=worker, out=out)
-    study, config = ctx.study, ctx.config
-    status = "FAILED"
-    try:
-        _optimize(study, config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
+    with _summarized(ctx):
+        _optimize(ctx.study, ctx.config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
                   parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        _summarize(ctx, status)
     return _result(ctx)
 
 
@@ -181,8 +181,7 @@ def run_with_workers(
     check_workers(config, len(devices))
     out = out or sys.stderr
     ctx = _open_session(config, given=dict(given or {}), data=None, worker=False, out=out)
-    status = "FAILED"
-    try:
+    with _summarized(ctx):
         for _ in range(MAX_ROUNDS):
             codes = start_workers(ctx.config, devices, tracking_uri=ctx.tracker.tracking_uri)
             if n_finished(ctx.study) >= ctx.config.n_trials or all(codes):
@@ -190,13 +189,22 @@ def run_with_workers(
         if all(codes) and n_finished(ctx.study) < ctx.config.n_trials:
             raise StudyError(f"all {len(devices)} workers failed (exit codes {codes}); "
                              f"see above.")
+    return _result(ctx)
+
+
+@contextlib.contextmanager
+def _summarized(ctx: _Session) -> Iterator[None]:
+    """Log the study summary however the session ends; close a parent run we own with the
+    matching status (FINISHED, KILLED on Ctrl-C/SIGTERM, FAILED otherwise)."""
+    status = "FAILED"
+    try:
+        yield
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         _summarize(ctx, status)
-    return _result(ctx)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,6 +334,7 @@ class SingleTrialResult:
     final_val_accuracy: float | None
     early: dict[str, float] | None
     failure: str | None
+    diagnosis: Diagnosis = dataclasses.field(default_factory=Diagnosis)
 
 
 def run_single_trial(config: StudyConfig, hp: HParams) -> SingleTrialResult:
@@ -352,21 +361,28 @@ def run_single_trial(config: StudyConfig, hp: HParams) -> SingleTrialResult:
         run_id = tracker.create_run(tracker.experiment_id(config.experiment), name=name,
                                     tags=tags)
     n_params: list[int] = []
+    seen: list[Any] = []
     try:
         history = train_logged(hp, config, data, tracker, run_id, device=str(device),
-                               on_start=n_params.append)
+                               on_start=n_params.append,
+                               hooks=[lambda _, report: seen.append(report)])
     except Exception as exc:
         reason = failure_reason(exc)
-        tracker.end_trial_run(run_id, state="FAIL", failure=reason)
+        found = diagnose([*seen, *([exc.report] if hasattr(exc, "report") else [])],
+                         non_finite=isinstance(exc, NonFiniteLossError),
+                         n_classes=data.n_classes)
+        tracker.end_trial_run(run_id, state="FAIL", failure=reason, tags=diagnosis_tags(found))
         return SingleTrialResult(run_id, "FAIL", n_params[0] if n_params else None,
-                                 None, None, None, reason)
+                                 None, None, None, reason, found)
     except BaseException:
         tracker.end_trial_run(run_id, state="FAIL", failure="interrupted")
         raise
-    tracker.set_tags(run_id, {"optuna.trial_state": "COMPLETE"})
+    found = diagnose(history, n_classes=data.n_classes)
+    tracker.set_tags(run_id, {"optuna.trial_state": "COMPLETE", **diagnosis_tags(found)})
     if not entry:
         tracker.end_run(run_id, "FINISHED")
     return SingleTrialResult(
         run_id, "COMPLETE", n_params[0], history[-1].val_loss, history[-1].val_accuracy,
-        early_losses(history, config.early_epochs), None,
+        early_losses(history, config.early_epochs), None, found,
     )
+

@@ -180,9 +180,11 @@ class Tracker:
             },
         )
 
-    def end_trial_run(self, run_id: str, *, state: str, failure: str | None = None) -> None:
-        """Record the trial's Optuna ``state`` and close the run with the mapped status."""
-        tags = {"optuna.trial_state": state}
+    def end_trial_run(self, run_id: str, *, state: str, failure: str | None = None,
+                      tags: Mapping[str, str] | None = None) -> None:
+        """Record the trial's Optuna ``state`` (and ``tags``) and close the run with the
+        mapped status."""
+        tags = {**(tags or {}), "optuna.trial_state": state}
         if failure:
             tags["study.failure"] = one_line(failure)[:5000]
         self.set_tags(run_id, tags)
