@@ -91,6 +91,9 @@ def start_workers(config: StudyConfig, devices: Sequence[str], *,
     cleanly (closing its run) before exiting.
     """
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    if not any(d.startswith("cuda") for d in devices) and "OMP_NUM_THREADS" not in env:
+        # CPU workers share the cores: oversubscribed intra-op threads would slow all of them.
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
     procs = [subprocess.Popen(worker_command(config, device, tracking_uri), env=env)
              for device in devices]
 
