@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from study.errors import TrackingError
 from study.redact import one_line, redact
@@ -223,14 +223,3 @@ class Tracker:
                       f"retrying in {delay:g} s", file=sys.stderr, flush=True)
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)
-
-
-def run_status_of(run: Any) -> str:
-    """The status string of an MLflow run."""
-    return RunStatus.to_string(run.info.status) if isinstance(run.info.status, int) \
-        else str(run.info.status)
-
-
-def run_name_tag() -> str:
-    """The tag MLflow keeps the run name in."""
-    return MLFLOW_RUN_NAME
