@@ -94,7 +94,7 @@ EpochHook = Callable[[list[EpochReport], EpochReport], None]
 def train_logged(
     hp: HParams, config: StudyConfig, data: TensorData, tracker: Tracker, run_id: str, *,
     device: str, on_epoch: EpochHook | None = None, on_start: Callable[[int], None] | None = None,
-    hooks: Sequence[EpochHook] = (), save_weights: bool = True,
+    hooks: Sequence[EpochHook] = (), save_weights: bool = True, new_run: bool = False,
 ) -> list[EpochReport]:
     """Train ``hp`` and log everything to the open run ``run_id``; the run is left open.
 
@@ -102,6 +102,7 @@ def train_logged(
     ``on_epoch(history, report)`` (Optuna reporting and pruning), then each of ``hooks``.
     ``on_start(n_params)`` runs once the model exists. Exceptions propagate; a non-finite
     epoch is logged before it does. The final weights are logged as ``weights/final.pt``.
+    ``new_run``: ``run_id`` was just created by this process (it has no params yet).
     """
     history: list[EpochReport] = []
 
@@ -119,8 +120,8 @@ def train_logged(
     trainer = Trainer(hp, data, model_name=config.model, init=config.init,
                       epochs=config.epochs, seed=config.seed, callbacks=[log_epoch],
                       compile=config.compile)
-    tracker.log_params(run_id, trial_params(hp, config, device=device, n_params=trainer.n_params))
-    tracker.log_metrics(run_id, {"n_params": trainer.n_params})
+    tracker.log_params(run_id, trial_params(hp, config, device=device, n_params=trainer.n_params),
+                       metrics={"n_params": trainer.n_params}, new_run=new_run)
     if on_start is not None:
         on_start(trainer.n_params)
     try:
@@ -200,24 +201,33 @@ class Objective:
         self.device = device
 
     def __call__(self, trial: optuna.Trial) -> float:
-        config = self.config
         trial.set_user_attr(WORKER_ATTR, worker_stamp())
-        hp = suggest_hparams(trial, config)
+        hp = suggest_hparams(trial, self.config)
+        try:
+            return self._train(trial, hp)
+        except TrackingError as exc:
+            # Anywhere in the trial (opening, logging or closing its run) logs would be lost:
+            # the session stops; Optuna fails the trial, its run is closed on resume, and the
+            # same parameters are queued again so nothing is lost. A trial that had already
+            # failed on its own (and recorded why) keeps its reason and is not retried.
+            if "failure" not in trial.user_attrs:
+                trial.set_user_attr("failure", f"MLflow tracking unavailable: {exc}")
+                retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
+            raise
+
+    def _train(self, trial: optuna.Trial, hp: HParams) -> float:
+        config = self.config
         run_id = self.tracker.start_trial_run(
             self.experiment_id, parent_run_id=self.parent_run_id,
             study_name=trial.study.study_name, trial_number=trial.number,
         )
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr("hparams", dict(vars(hp)))
-        seen: list[EpochReport] = []
 
-        def end(state: str, failure: str | None = None, exc: BaseException | None = None) -> None:
-            curve = [*seen, *([exc.report] if hasattr(exc, "report") else [])]
-            tags = self._diagnosis(trial, curve, non_finite=isinstance(exc, NonFiniteLossError))
-            self.tracker.end_trial_run(run_id, state=state, failure=failure, tags=tags)
+        seen: list[EpochReport] = []  # the epochs so far, for a failed trial's diagnosis
 
         def on_epoch(history: list[EpochReport], report: EpochReport) -> None:
-            seen.append(report)
+            seen[:] = history
             trial.set_user_attr(
                 "curve", [[getattr(r, f) for f in CURVE_FIELDS] for r in history]
             )
@@ -233,7 +243,7 @@ class Objective:
             history = train_logged(
                 hp, config, self.data, self.tracker, run_id, device=self.device,
                 on_epoch=on_epoch, on_start=lambda n: trial.set_user_attr("n_params", n),
-                hooks=self.hooks,
+                hooks=self.hooks, new_run=True,
             )
             value = objective_value(config.objective, history, config.early_epochs)
             trial.set_user_attr("final_val_loss", history[-1].val_loss)
@@ -241,34 +251,37 @@ class Objective:
             if not math.isfinite(value):
                 raise TrialFailedError(f"objective {config.objective} is {value}")
         except optuna.TrialPruned:
-            end("PRUNED")
+            found = self._diagnose(trial, seen)
+            self.tracker.end_trial_run(run_id, state="PRUNED", tags=diagnosis_tags(found))
             raise
-        except TrackingError as exc:
-            # Logs would be lost: the session stops; Optuna fails the trial, the run is closed
-            # on resume, and the same parameters are queued again so nothing is lost.
-            trial.set_user_attr("failure", f"MLflow tracking unavailable: {exc}")
-            retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
-            raise
+        except TrackingError:
+            raise  # handled in __call__
         except Exception as exc:  # one trial's crash must not end the study
             if _is_out_of_memory(exc):
                 _release_cuda_memory()
             reason = failure_reason(exc)
             trial.set_user_attr("failure", reason)
-            end("FAIL", reason, exc)
+            report = getattr(exc, "report", None)
+            found = self._diagnose(trial, [*seen, *([report] if report is not None else [])],
+                                   non_finite=isinstance(exc, NonFiniteLossError))
+            self.tracker.end_trial_run(run_id, state="FAIL", failure=reason,
+                                       tags=diagnosis_tags(found))
             raise TrialFailedError(reason) from None
         except BaseException:  # KeyboardInterrupt, SIGTERM, SystemExit: Optuna marks it FAIL
             trial.set_user_attr("failure", "interrupted")
             retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
             self.tracker.end_trial_run(run_id, state="FAIL", failure="interrupted")
             raise
-        end("COMPLETE")
+        found = self._diagnose(trial, history)
+        self.tracker.end_trial_run(run_id, state="COMPLETE", tags=diagnosis_tags(found))
         return value
 
-    def _diagnosis(self, trial: optuna.Trial, curve: list[EpochReport], *,
-                   non_finite: bool) -> dict[str, str]:
-        """Diagnose the training curve; the codes go on the trial and, as tags, on its run."""
+    def _diagnose(self, trial: optuna.Trial, curve: list[EpochReport], *,
+                  non_finite: bool = False) -> Diagnosis:
+        """Diagnose the trial's curve; a finding is kept on the trial (``diagnosis``,
+        ``diagnosis_detail``) and returned for the run's tags."""
         found = diagnose(curve, non_finite=non_finite, n_classes=self.data.n_classes)
         if found.codes:
             trial.set_user_attr("diagnosis", found.tag_value())
             trial.set_user_attr("diagnosis_detail", found.detail)
-        return diagnosis_tags(found)
+        return found

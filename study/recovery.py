@@ -3,7 +3,9 @@
 Two detectors feed one handler:
 
 - Optuna's heartbeat (RDB storages): a RUNNING trial whose heartbeat is older than the grace
-  period is failed by Optuna, which then calls :class:`StaleTrialHandler`.
+  period is failed by Optuna, which then calls :class:`StaleTrialHandler`; the storage of
+  :func:`study.storage.create_storage` (:class:`study.rdb.StudyRDBStorage`) records the reason
+  on the trial just before.
 - The worker stamp (every storage): each trial records ``host:pid`` of its worker; a RUNNING
   trial stamped by a process of *this* host that no longer exists is dead at once, with no
   grace period (SQLite and journal storages have no heartbeat at all).
@@ -15,6 +17,7 @@ finished, so no run stays RUNNING after a resume.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from typing import TYPE_CHECKING, Any
@@ -28,16 +31,25 @@ if TYPE_CHECKING:
     from study.tracking import Tracker
 
 __all__ = [
+    "DEAD_PROCESS_REASON",
+    "HEARTBEAT_REASON",
     "MAX_RETRY",
     "WORKER_ATTR",
     "StaleTrialHandler",
     "close_orphan_runs",
+    "dead_here",
+    "dead_reason",
     "fail_dead_trials",
+    "mark_dead",
     "retry_trial",
     "worker_stamp",
 ]
 
 WORKER_ATTR = "worker"
+# Why Optuna's heartbeat check fails a trial (another host's worker, or any RDB storage).
+HEARTBEAT_REASON = "worker stopped sending heartbeats"
+# Why a trial stamped by a process of this host that no longer exists is failed.
+DEAD_PROCESS_REASON = "its worker process died"
 # A trial whose worker died is re-run at most this many times (then left failed).
 MAX_RETRY = 3
 
@@ -57,7 +69,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _dead_here(stamp: Any) -> bool:
+def dead_here(stamp: Any) -> bool:
+    """Whether ``stamp`` (``host:pid``, see :func:`worker_stamp`) names a process of this host
+    that no longer exists (other hosts' processes cannot be judged: ``False``)."""
     if not isinstance(stamp, str) or ":" not in stamp:
         return False
     host, _, pid = stamp.rpartition(":")
@@ -69,24 +83,42 @@ def _dead_here(stamp: Any) -> bool:
 class StaleTrialHandler:
     """Called with each trial failed because its worker died: close its run, retry it.
 
+    The failure reason is recorded on the trial by :func:`mark_dead` while it is still RUNNING
+    (Optuna refuses to annotate a finished trial); this handler only reads it back.
+
     Args:
         reason: Why the trial is considered dead (recorded as ``study.failure``).
         tracker: MLflow access; ``None`` until a session attaches it (the storage is created
             before the tracker, and Optuna takes the callback at storage creation).
     """
 
-    def __init__(self, reason: str = "worker stopped sending heartbeats",
+    def __init__(self, reason: str = HEARTBEAT_REASON,
                  tracker: Tracker | None = None) -> None:
         self.reason = reason
         self.tracker = tracker
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        worker = trial.user_attrs.get(WORKER_ATTR, "?")
-        reason = f"{self.reason} (trial {trial.number}, worker {worker})"
-        study._storage.set_trial_user_attr(trial._trial_id, "failure", reason)
+        reason = trial.user_attrs.get("failure") or dead_reason(trial, self.reason)
         if self.tracker is not None:
             _close_trial_run(self.tracker, study, trial, "FAIL", reason)
         retry_trial(study, trial)
+
+
+def dead_reason(trial: FrozenTrial, reason: str) -> str:
+    """The one-line failure of a trial whose worker died."""
+    return f"{reason} (trial {trial.number}, worker {trial.user_attrs.get(WORKER_ATTR, '?')})"
+
+
+def mark_dead(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> None:
+    """Record why a RUNNING trial is about to be failed as dead (user attr ``failure``).
+
+    A trial another process has failed meanwhile is left as it is (that process marked it).
+    """
+    trial = storage.get_trial(trial_id)
+    if trial.state.is_finished():
+        return
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_user_attr(trial_id, "failure", dead_reason(trial, reason))
 
 
 def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -131,15 +163,16 @@ def fail_dead_trials(study: optuna.Study, handler: StaleTrialHandler) -> list[in
     """Fail RUNNING trials whose worker process on this host is gone; returns their numbers."""
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _dead_here(trial.user_attrs.get(WORKER_ATTR)):
+        if not dead_here(trial.user_attrs.get(WORKER_ATTR)):
             continue
+        mark_dead(study._storage, trial._trial_id, DEAD_PROCESS_REASON)
         try:
             if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process got there first
         dead = study._storage.get_trial(trial._trial_id)
-        StaleTrialHandler("its worker process died", handler.tracker)(study, dead)
+        StaleTrialHandler(DEAD_PROCESS_REASON, handler.tracker)(study, dead)
         failed.append(trial.number)
     return failed
 

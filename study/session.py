@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import sys
@@ -28,7 +29,16 @@ from study.objective import (
     train_logged,
 )
 from study.progress import Progress
-from study.recovery import StaleTrialHandler, close_orphan_runs, fail_dead_trials
+from study.recovery import (
+    DEAD_PROCESS_REASON,
+    HEARTBEAT_REASON,
+    WORKER_ATTR,
+    StaleTrialHandler,
+    close_orphan_runs,
+    dead_here,
+    fail_dead_trials,
+    worker_stamp,
+)
 from study.redact import redact
 from study.search import (
     BUDGET_ATTR,
@@ -49,6 +59,8 @@ __all__ = [
     "run_with_workers",
 ]
 
+# The parent run's tag naming the process (host:pid) that must close it.
+OWNER_TAG = "study.owner"
 # A study whose trials keep failing is broken (bad data, bad bounds): stop instead of looping.
 MAX_CONSECUTIVE_FAILURES = 5
 
@@ -111,10 +123,31 @@ def open_parent_run(
         "study.role": "parent",
         "study.name": study.study_name,
         "study.storage": redact(config.storage),
+        **({OWNER_TAG: worker_stamp()} if created_here else {}),
     })
     tracker.log_params(run_id, config.to_params())
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
     return run_id, experiment_id, created_here
+
+
+def _adopt_orphaned_parent(tracker: Tracker, study: optuna.Study, run_id: str) -> bool:
+    """Take over a parent run left RUNNING by a session whose process is gone (killed, or
+    stopped by a tracking outage before it could close the run), so that this session closes
+    it. Gone means: a process of this host that no longer exists, or one whose trial was
+    failed as dead (its heartbeat went stale). A live owner, or ``mlflow run``, keeps it."""
+    parent = tracker.get_run(run_id)
+    owner = parent.data.tags.get(OWNER_TAG) if parent is not None else None
+    if parent is None or parent.info.status != "RUNNING" or not owner:
+        return False
+    died = dead_here(owner) or any(
+        t.user_attrs.get(WORKER_ATTR) == owner
+        and str(t.user_attrs.get("failure", "")).startswith((HEARTBEAT_REASON,
+                                                              DEAD_PROCESS_REASON))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    )
+    if died:
+        tracker.set_tags(run_id, {OWNER_TAG: worker_stamp()})
+    return died
 
 
 def study_metrics(study: optuna.Study) -> dict[str, float]:
@@ -245,6 +278,8 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
         tracker, study, config, create=not worker)
     prepared.stale_handler.tracker = tracker
     _recover(study, prepared.stale_handler, tracker, experiment_id, out)
+    if not worker and not owns_parent:
+        owns_parent = _adopt_orphaned_parent(tracker, study, parent_run_id)
     return _Session(config, study, tracker, data, device, parent_run_id, experiment_id,
                     owns_parent, entry)
 
@@ -264,7 +299,11 @@ def _recover(study: optuna.Study, handler: StaleTrialHandler, tracker: Tracker,
              experiment_id: str, out: TextIO) -> None:
     """Fail trials whose worker died (and retry them); close runs left RUNNING."""
     dead = fail_dead_trials(study, handler)
+    running = {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     optuna.storages.fail_stale_trials(study)
+    dead += [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+             if t._trial_id in running
+             and str(t.user_attrs.get("failure", "")).startswith(HEARTBEAT_REASON)]
     closed = close_orphan_runs(study, tracker, experiment_id)
     if dead or closed:
         print(f"recovered: {len(dead)} trial(s) of dead workers failed and queued again "
@@ -284,6 +323,27 @@ def _summarize(ctx: _Session, status: str) -> None:
             tracker.end_run(ctx.parent_run_id, status)
     except TrackingError as exc:
         print(f"warning: study summary not logged: {exc}", file=sys.stderr)
+
+
+class _NoStudyErrorTraceback(logging.Filter):
+    """Drop the traceback Optuna logs with a trial failed by one of our errors: its message
+    (a trial's one-line failure, an unreachable tracking store) is the whole story."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], StudyError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def _one_line_trial_failures() -> Iterator[None]:
+    logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs failed trials
+    only_lines = _NoStudyErrorTraceback()
+    logger.addFilter(only_lines)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only_lines)
 
 
 def _optimize(
@@ -314,8 +374,9 @@ def _optimize(
             if finished + running >= config.n_trials or len(failures) >= MAX_CONSECUTIVE_FAILURES:
                 study.stop()
 
-        study.optimize(objective, timeout=config.timeout, catch=(TrialFailedError,),
-                       callbacks=[after_trial])
+        with _one_line_trial_failures():
+            study.optimize(objective, timeout=config.timeout, catch=(TrialFailedError,),
+                           callbacks=[after_trial])
     if len(failures) >= MAX_CONSECUTIVE_FAILURES:
         raise StudyError(
             f"{len(failures)} trials failed in a row (last: {failures[-1]}); the study stopped "

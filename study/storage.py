@@ -78,7 +78,9 @@ def create_storage(
         StorageError: The storage cannot be reached or opened.
     """
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from study.rdb import StudyRDBStorage
 
     check_storage_url(url)
     try:
@@ -91,7 +93,7 @@ def create_storage(
         if storage_kind(url) == "postgresql":
             # Fail fast on an unreachable host instead of hanging for minutes.
             engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
-        return RDBStorage(
+        return StudyRDBStorage(
             _with_driver(url),
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,

@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from study._sqlite import tune_sqlite_engine
 from study.errors import TrackingError
 from study.redact import one_line, redact
 
@@ -81,10 +82,16 @@ class Tracker:
             raise TrackingError(
                 f"`tracking_uri` could not be opened: {shown}: {one_line(exc)}"
             ) from None
+        if redact(self.tracking_uri) != self.tracking_uri:
+            # MLflow prints "View run <URI>/#/..." links with the URI as given, password and all.
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         try:
             self._call(self.client.search_experiments, max_results=1)
         except TrackingError as exc:
             raise TrackingError(f"`tracking_uri` could not be opened: {shown}: {exc}") from None
+        engine = getattr(getattr(self.client._tracking_client, "store", None), "engine", None)
+        if engine is not None:  # a database store in this process (not a tracking server)
+            tune_sqlite_engine(engine)
 
     # -- experiments and runs -----------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
@@ -128,17 +135,21 @@ class Tracker:
             tags=[RunTag(k, str(v)) for k, v in tags.items()],
         )
 
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        """Log params in one call, skipping keys the run already has (MLflow params are
-        write-once; ``mlflow run`` logs the entry point's own parameters first)."""
-        existing = self._call(self.client.get_run, run_id).data.params
+    def log_params(self, run_id: str, params: Mapping[str, Any], *,
+                   metrics: Mapping[str, float] | None = None, new_run: bool = False) -> None:
+        """Log params (and ``metrics`` at step 0) in one call, skipping keys the run already
+        has (MLflow params are write-once; ``mlflow run`` logs the entry point's own parameters
+        first). ``new_run``: the run was just created here and has none, so skip the look-up."""
+        existing = {} if new_run else self._call(self.client.get_run, run_id).data.params
         fresh = [
             Param(k, redact(str(v))[:_PARAM_LIMIT])
             for k, v in params.items()
             if k not in existing and v is not None
         ]
-        if fresh:
-            self._call(self.client.log_batch, run_id, params=fresh)
+        timestamp = _now_ms()
+        batch = [Metric(k, float(v), timestamp, 0) for k, v in (metrics or {}).items()]
+        if fresh or batch:
+            self._call(self.client.log_batch, run_id, params=fresh, metrics=batch)
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int = 0) -> None:
         """Log several metrics at ``step`` in one batched call."""
