@@ -28,4 +28,4 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) mlflow.db optuna.db mlruns mlartifacts .pytest_cache
+	rm -rf $(VENV) mlflow.db* optuna.db* mlruns mlartifacts .pytest_cache

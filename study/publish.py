@@ -176,7 +176,7 @@ def publish_report(
 
 def _landscape_figure(data: StudyData) -> dict[str, tuple[str, str, bytes]]:
     """Sharpness against batch size and weight decay, when `study landscape` probed trials."""
-    from study.probe import sharpness_figure
+    from study.landscape_results import sharpness_figure
 
     probed = data.table[data.table["landscape_sharpness"].notna()]
     if probed.empty:

@@ -59,6 +59,27 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path):
+    """One real ``mlflow server`` on loopback per test module; each test uses its own
+    experiments."""
+    from tests.servers import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server"), mlflow_template_db) as s:
+        yield s
+
+
+@pytest.fixture
+def new_postgres_database():
+    """Make fresh PostgreSQL databases on demand (names returned), all dropped afterwards."""
+    import contextlib
+
+    from tests.servers import postgres_database
+
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(postgres_database())
+
+
 def cli_env(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
     """Environment for a ``study`` subprocess: no inherited MLflow run, our tracking store."""
     env = {k: v for k, v in os.environ.items()

@@ -31,10 +31,8 @@ from tests.servers import (
     STUDY_EXE,
     MlflowServer,
     experiment_runs,
-    mlflow_server,
     n_finished,
     poll_trials,
-    postgres_database,
     postgres_url,
     runs_per_trial,
     stderr_lines,
@@ -47,18 +45,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_env")]
 SECRET = "S3cr3tPw"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, mlflow_template_db):
-    """One ``mlflow server`` for the tests that do not stop it; each uses its own experiment."""
-    with mlflow_server(tmp_path_factory.mktemp("mlflow-server"), mlflow_template_db) as s:
-        yield s
-
-
-@pytest.fixture
-def new_postgres_database():
-    """Make fresh PostgreSQL databases on demand (names returned), all dropped afterwards."""
-    with contextlib.ExitStack() as stack:
-        yield lambda: stack.enter_context(postgres_database())
 
 
 @contextlib.contextmanager

@@ -3,9 +3,7 @@ study.redact (no password ever reaches a message)."""
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 
 import optuna
 import pytest
@@ -13,9 +11,8 @@ import pytest
 from study.errors import ConfigError, StorageError
 from study.redact import one_line, redact, redact_url
 from study.storage import check_storage_url, create_storage, storage_kind
-
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
+from tests.servers import postgres_database
+from tests.servers import postgres_url as servers_postgres_url
 
 # --- check_storage_url --------------------------------------------------------------------------
 
@@ -180,36 +177,11 @@ def test_one_line_of_text():
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 
-def _postgres_unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"PostgreSQL is required on CI: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def postgres_url():
     """A fresh PostgreSQL database, dropped afterwards."""
-    try:
-        import psycopg2
-    except ImportError as exc:
-        _postgres_unavailable(f"psycopg2 is not installed: {exc}")
-    try:
-        admin = psycopg2.connect(POSTGRES_ADMIN_URL, connect_timeout=5)
-    except psycopg2.Error as exc:
-        _postgres_unavailable(f"PostgreSQL is unreachable at {POSTGRES_ADMIN_URL}: "
-                              f"{one_line(exc)}")
-    admin.autocommit = True
-    name = f"study_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
+    with postgres_database() as name:
+        yield servers_postgres_url(name)
 
 
 def _dispose(storage) -> None:

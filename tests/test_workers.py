@@ -7,7 +7,6 @@ subprocesses, real (tiny) training on digits. Each study is read back from both 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +20,7 @@ from study.search import BUDGET_ATTR, PARENT_RUN_ATTR
 from tests.conftest import cli_env, run_cli
 from tests.servers import (
     experiment_runs,
-    mlflow_server,
     n_finished,
-    postgres_database,
     postgres_url,
     runs_per_trial,
     stderr_lines,
@@ -39,18 +36,6 @@ TINY = ["--epochs", "1", "--width-min", "4", "--width-max", "8", "--batch-sizes"
 BUDGET = 6
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, mlflow_template_db):
-    """One ``mlflow server`` for the module; each test uses its own experiments."""
-    with mlflow_server(tmp_path_factory.mktemp("mlflow-server"), mlflow_template_db) as s:
-        yield s
-
-
-@pytest.fixture
-def new_postgres_database():
-    """Make fresh PostgreSQL databases on demand (names returned), all dropped afterwards."""
-    with contextlib.ExitStack() as stack:
-        yield lambda: stack.enter_context(postgres_database())
 
 
 def _study(args: list[str], cwd: Path, timeout: float = 300) -> tuple[object, float]:
