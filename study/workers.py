@@ -17,7 +17,14 @@ from study.config import StudyConfig
 from study.errors import ConfigError
 from study.storage import storage_kind
 
-__all__ = ["check_workers", "plan_devices", "start_workers", "worker_command", "worker_devices"]
+__all__ = [
+    "check_workers",
+    "plan_devices",
+    "start_workers",
+    "worker_command",
+    "worker_devices",
+    "worker_env",
+]
 
 # If a round of workers ends short of the budget (trials failed while others stopped), a few
 # more rounds finish it; a study that keeps failing is stopped by the workers themselves.
@@ -72,15 +79,32 @@ def worker_devices(device: str, workers: int, trials_per_gpu: int | None = None)
     return plan_devices(device, workers=workers, trials_per_gpu=trials_per_gpu, n_gpus=n_gpus)
 
 
-def worker_command(config: StudyConfig, device: str, tracking_uri: str) -> list[str]:
-    """The ``study worker`` command line for one local worker."""
+def worker_command(config: StudyConfig, device: str) -> list[str]:
+    """The ``study worker`` command line for one local worker.
+
+    The storage and tracking URLs are not on it (a command line is visible to every user of
+    the machine in ``ps``, passwords included): :func:`worker_env` passes them.
+    """
     return [
         sys.executable, "-m", "study", "worker", "--study-name", config.study_name,
-        "--storage", config.storage, "--tracking-uri", tracking_uri, "--device", device,
-        "--heartbeat-interval", str(config.heartbeat_interval),
+        "--device", device, "--heartbeat-interval", str(config.heartbeat_interval),
         "--tracking-timeout", str(config.tracking_timeout), "--n-trials", str(config.n_trials),
         "--compile" if config.compile else "--no-compile",
     ]
+
+
+def worker_env(config: StudyConfig, devices: Sequence[str], *,
+               tracking_uri: str) -> dict[str, str]:
+    """The environment of the local workers: this one, with the storage and tracking URLs
+    (``STUDY_STORAGE``, ``MLFLOW_TRACKING_URI``), no inherited ``mlflow run`` run, and CPU
+    threads split between CPU workers."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    env["STUDY_STORAGE"] = config.storage
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    if not any(d.startswith("cuda") for d in devices) and "OMP_NUM_THREADS" not in env:
+        # CPU workers share the cores: oversubscribed intra-op threads would slow all of them.
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
+    return env
 
 
 def start_workers(config: StudyConfig, devices: Sequence[str], *,
@@ -90,11 +114,8 @@ def start_workers(config: StudyConfig, devices: Sequence[str], *,
     Ctrl-C or SIGTERM is passed on to every worker, each of which fails its current trial
     cleanly (closing its run) before exiting.
     """
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
-    if not any(d.startswith("cuda") for d in devices) and "OMP_NUM_THREADS" not in env:
-        # CPU workers share the cores: oversubscribed intra-op threads would slow all of them.
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
-    procs = [subprocess.Popen(worker_command(config, device, tracking_uri), env=env)
+    env = worker_env(config, devices, tracking_uri=tracking_uri)
+    procs = [subprocess.Popen(worker_command(config, device), env=env)
              for device in devices]
 
     def forward(signum: int, _frame: object) -> None:

@@ -10,7 +10,7 @@ from study.config import StudyConfig
 from study.data import load_dataset
 from study.errors import ConfigError
 from study.train import HParams, Trainer, _amp_dtype, resolve_device
-from study.workers import plan_devices, worker_command
+from study.workers import plan_devices, worker_command, worker_env
 
 HP = HParams(width=4, lr=1e-2, batch_size=64, weight_decay=1e-4)
 
@@ -57,8 +57,8 @@ def test_compile_flag_rejects_non_booleans():
 
 
 def test_worker_command_passes_compile_on():
-    assert "--compile" in worker_command(StudyConfig(compile=True), "cpu", "sqlite:///m.db")
-    assert "--no-compile" in worker_command(StudyConfig(), "cpu", "sqlite:///m.db")
+    assert "--compile" in worker_command(StudyConfig(compile=True), "cpu")
+    assert "--no-compile" in worker_command(StudyConfig(), "cpu")
 
 
 @pytest.mark.parametrize(("k", "gpus", "expected"), [
@@ -94,3 +94,15 @@ def test_amp_request_changes_nothing_on_cpu(digits):
     with_amp = Trainer(HP, digits, epochs=1, amp=True).fit()
     without = Trainer(HP, digits, epochs=1, amp=False).fit()
     assert [r.loss for r in with_amp] == [r.loss for r in without]
+
+
+def test_worker_urls_travel_in_the_environment_not_on_the_command_line(monkeypatch):
+    monkeypatch.setenv("MLFLOW_RUN_ID", "the-entry-point-run")  # workers must not log into it
+    storage = "postgresql://user:S3cret@db.example/optuna"
+    tracking = "http://user:S3cret@mlflow.example:5000"
+    config = StudyConfig(storage=storage)
+    command = worker_command(config, "cpu")
+    assert not any("S3cret" in part or "example" in part for part in command)  # `ps` shows it
+    env = worker_env(config, ["cpu", "cpu"], tracking_uri=tracking)
+    assert (env["STUDY_STORAGE"], env["MLFLOW_TRACKING_URI"]) == (storage, tracking)
+    assert "MLFLOW_RUN_ID" not in env
