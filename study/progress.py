@@ -36,6 +36,11 @@ class Progress:
         detail = f"trial {trial.number} {trial.state.name}{value}" + (
             f" ({reason})" if reason else ""
         )
+        if trial.state.name == "FAIL" and trial.params:  # what to re-run or avoid
+            detail += " with " + " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in trial.params.items()
+            )
         if self._bar is not None:
             self._bar.n = min(finished, self.total)
             self._bar.set_postfix_str(detail, refresh=True)

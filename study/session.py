@@ -325,20 +325,31 @@ def _summarize(ctx: _Session, status: str) -> None:
         print(f"warning: study summary not logged: {exc}", file=sys.stderr)
 
 
-class _NoStudyErrorTraceback(logging.Filter):
-    """Drop the traceback Optuna logs with a trial failed by one of our errors: its message
-    (a trial's one-line failure, an unreachable tracking store) is the whole story."""
+class _StudyErrorsSaidOnce(logging.Filter):
+    """Drop what Optuna logs about a trial failed by one of our errors (the parameters, the
+    error with its traceback, then "failed with value None"): the progress line or the
+    session's one-line error already says why, with the trial number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._said: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
         if record.exc_info and isinstance(record.exc_info[1], StudyError):
-            record.exc_info, record.exc_text = None, None
+            self._said.add(message.split(" failed with parameters", 1)[0])  # "Trial 7"
+            return False
+        head, sep, _ = message.partition(" failed with value ")
+        if sep and head in self._said:
+            self._said.discard(head)
+            return False
         return True
 
 
 @contextlib.contextmanager
 def _one_line_trial_failures() -> Iterator[None]:
     logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs failed trials
-    only_lines = _NoStudyErrorTraceback()
+    only_lines = _StudyErrorsSaidOnce()
     logger.addFilter(only_lines)
     try:
         yield

@@ -3,6 +3,8 @@ SQLite store, real training on digits. MLflow is checked through MlflowClient.""
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 
 import optuna
@@ -11,7 +13,7 @@ import pytest
 from study.config import StudyConfig
 from study.errors import StudyError
 from study.search import CONFIG_ATTR, PARENT_RUN_ATTR, load_study, prepare_study
-from study.session import run_session
+from study.session import _one_line_trial_failures, run_session
 
 TRIAL_PARAMS = {"width", "lr", "batch_size", "weight_decay", "penalty_mode", "model", "dataset",
                 "seed", "device", "n_params"}
@@ -164,6 +166,37 @@ def test_non_finite_trial_fails_in_both_stores_and_study_continues(storage_url, 
     assert "training loss became" in run.data.tags["study.failure"]
     assert result.n_finished == 2
     assert result.counts["FAIL"] == 1
+
+
+def test_a_failed_trial_is_said_once_with_its_params(storage_url, tracking_uri, caplog):
+    config = small_config(storage_url, tracking_uri, n_trials=1, pruner="none",
+                          lr_min=1e-3, lr_max=1e20)
+    create_with_queue(config, [{"width": 4, "lr": 1e20, "weight_decay": 1e-2},
+                               {"width": 4, "lr": 1e-2, "weight_decay": 1e-4}])
+    out = io.StringIO()
+
+    with caplog.at_level(logging.WARNING, logger="optuna"):
+        run_session(config, out=out)
+
+    (line,) = [x for x in out.getvalue().splitlines() if "FAIL" in x]
+    assert "trial 0 FAIL (training loss became" in line
+    assert "with width=4 lr=1e+20 weight_decay=0.01" in line
+    assert "trial 1 COMPLETE" in out.getvalue()
+    optuna_said = [r.getMessage() for r in caplog.records if r.name.startswith("optuna")]
+    assert not [m for m in optuna_said if m.startswith("Trial 0 failed")], optuna_said
+
+
+def test_failures_that_are_not_the_studys_are_still_logged_by_optuna(caplog):
+    study = optuna.create_study()
+
+    def broken(trial):
+        raise ValueError("not ours")
+
+    with caplog.at_level(logging.WARNING, logger="optuna"), _one_line_trial_failures():
+        study.optimize(broken, n_trials=1, catch=(ValueError,))
+    said = [r.getMessage() for r in caplog.records]
+    assert any("Trial 0 failed with parameters" in m and "not ours" in m for m in said), said
+    assert "Trial 0 failed with value None." in said
 
 
 def test_repeated_failures_stop_the_session_with_one_error(storage_url, tracking_uri):
