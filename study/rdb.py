@@ -48,6 +48,10 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
         super().__init__(url, **kwargs)
         tune_sqlite_engine(self.engine)
 
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)  # an unpickled storage gets a new engine
+        tune_sqlite_engine(self.engine)
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         for trial_id in stale:

@@ -124,3 +124,25 @@ def test_study_through_the_cache_sees_new_trials(tmp_path):
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert trials[0].value == 0.5
     assert study.best_trial.number in (0, 1, 2)
+
+
+def test_a_pickled_storage_keeps_fast_reads_and_wal(tmp_path):
+    import pickle
+
+    from study import _sqlite
+
+    storage = create_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    optuna.create_study(study_name="s", storage=storage).add_trial(
+        create_trial(state=TrialState.COMPLETE, value=1.0))
+    copy = pickle.loads(pickle.dumps(storage))
+    assert isinstance(copy, StudyRDBStorage)
+    assert copy.engine is not storage.engine
+    assert sqlalchemy_event_contains(copy.engine, _sqlite._pragmas)
+    (trial,) = copy.get_all_trials(copy.get_study_id_from_name("s"))
+    assert trial.value == 1.0
+
+
+def sqlalchemy_event_contains(engine, fn) -> bool:
+    import sqlalchemy
+
+    return sqlalchemy.event.contains(engine, "connect", fn)
