@@ -141,6 +141,12 @@ def train_logged(
     return history
 
 
+def _keep_curve(trial: optuna.Trial, history: Sequence[EpochReport]) -> None:
+    """The trial's per-epoch figures as user attr ``curve`` (one row per epoch)."""
+    if history:
+        trial.set_user_attr("curve", [[getattr(r, f) for f in CURVE_FIELDS] for r in history])
+
+
 def diagnosis_tags(found: Diagnosis) -> dict[str, str]:
     """The run tags of a diagnosis (none for a healthy trial)."""
     if not found.codes:
@@ -224,13 +230,12 @@ class Objective:
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr("hparams", dict(vars(hp)))
 
-        seen: list[EpochReport] = []  # the epochs so far, for a failed trial's diagnosis
+        # The epochs so far: kept on the trial as its curve once it ends (written every epoch,
+        # a growing list would cost O(epochs^2) storage, in a journal file for good).
+        seen: list[EpochReport] = []
 
         def on_epoch(history: list[EpochReport], report: EpochReport) -> None:
             seen[:] = history
-            trial.set_user_attr(
-                "curve", [[getattr(r, f) for f in CURVE_FIELDS] for r in history]
-            )
             if report.epoch == config.early_epochs:
                 for key, value in summary_metrics(history, config.early_epochs).items():
                     trial.set_user_attr(key.replace("/", "_"), value)
@@ -251,6 +256,7 @@ class Objective:
             if not math.isfinite(value):
                 raise TrialFailedError(f"objective {config.objective} is {value}")
         except optuna.TrialPruned:
+            _keep_curve(trial, seen)
             found = self._diagnose(trial, seen)
             self.tracker.end_trial_run(run_id, state="PRUNED", tags=diagnosis_tags(found))
             raise
@@ -261,6 +267,7 @@ class Objective:
                 _release_cuda_memory()
             reason = failure_reason(exc)
             trial.set_user_attr("failure", reason)
+            _keep_curve(trial, seen)
             report = getattr(exc, "report", None)
             found = self._diagnose(trial, [*seen, *([report] if report is not None else [])],
                                    non_finite=isinstance(exc, NonFiniteLossError))
@@ -269,9 +276,11 @@ class Objective:
             raise TrialFailedError(reason) from None
         except BaseException:  # KeyboardInterrupt, SIGTERM, SystemExit: Optuna marks it FAIL
             trial.set_user_attr("failure", "interrupted")
+            _keep_curve(trial, seen)
             retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
             self.tracker.end_trial_run(run_id, state="FAIL", failure="interrupted")
             raise
+        _keep_curve(trial, history)
         found = self._diagnose(trial, history)
         self.tracker.end_trial_run(run_id, state="COMPLETE", tags=diagnosis_tags(found))
         return value

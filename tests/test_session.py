@@ -14,6 +14,7 @@ from study.config import StudyConfig
 from study.errors import StudyError
 from study.search import CONFIG_ATTR, PARENT_RUN_ATTR, load_study, prepare_study
 from study.session import _one_line_trial_failures, run_session
+from study.storage import create_storage
 
 TRIAL_PARAMS = {"width", "lr", "batch_size", "weight_decay", "penalty_mode", "model", "dataset",
                 "seed", "device", "n_params"}
@@ -166,6 +167,35 @@ def test_non_finite_trial_fails_in_both_stores_and_study_continues(storage_url, 
     assert "training loss became" in run.data.tags["study.failure"]
     assert result.n_finished == 2
     assert result.counts["FAIL"] == 1
+
+
+def test_each_trial_keeps_its_curve_written_once_when_it_ends(tmp_path, tracking_uri):
+    journal = tmp_path / "optuna.journal"  # a log of every storage write, so writes count
+    config = small_config(f"journal:{journal}", tracking_uri, epochs=3, n_trials=2,
+                          pruner="none", lr_min=1e-3, lr_max=1e20)
+    create_with_queue(config, [{"width": 4, "lr": 1e-2, "weight_decay": 1e-4},
+                               {"width": 4, "lr": 1e20, "weight_decay": 1e-2},
+                               {"width": 5, "lr": 1e-2, "weight_decay": 1e-4}])
+
+    second_epochs: list[int] = []
+
+    def prune_the_second_to_reach_epoch_two(history, report):  # the third trial
+        if report.epoch == 2:
+            second_epochs.append(report.epoch)
+            if len(second_epochs) == 2:
+                raise optuna.TrialPruned("custom rule")
+
+    run_session(config, hooks=[prune_the_second_to_reach_epoch_two])
+
+    trials = optuna.load_study(study_name="s", storage=create_storage(config.storage)).trials
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "FAIL", "PRUNED"], states
+    complete, failed, pruned = trials
+    assert len(complete.user_attrs["curve"]) == 3
+    assert len(pruned.user_attrs["curve"]) == 2
+    assert "curve" not in failed.user_attrs  # diverged in its first epoch: no epoch to keep
+    assert complete.user_attrs["curve"][0][0] == complete.user_attrs["early_loss"]
+    assert journal.read_text().count('"curve"') == 2  # once per trial that has one
 
 
 def test_a_failed_trial_is_said_once_with_its_params(storage_url, tracking_uri, caplog):
