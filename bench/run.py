@@ -1140,6 +1140,8 @@ def write_results(path: Path, r: dict[str, Any]) -> None:
         ]
         if o["ratio"] > OVERHEAD_TARGET:
             per_epoch, per_trial = d["per_epoch"], d["per_trial_fixed"]
+            store_calls = sum(count for key, count in d["trial_calls"].items()
+                              if key.startswith(("MLflow", "Optuna: storage"))) / n
             need = (fixed + sess / 20) / (OVERHEAD_TARGET - 1)
 
             def predicted(t: float, epochs: int) -> float:
@@ -1151,8 +1153,8 @@ def write_results(path: Path, r: dict[str, Any]) -> None:
                 "trial trains: MLflow writes (create the nested run, its params and `n_params` "
                 "in one batch, one batched write per epoch, the final metrics, the weights "
                 "artifact, the closing tags and status) and Optuna's storage calls (create the "
-                "trial, its params, one report and the `curve` user attr per epoch, the "
-                "summary attrs, the final state and values), each a committed SQLite "
+                "trial, its params, one report per epoch, the `curve` and summary attrs, the "
+                "final state and values), each a committed SQLite "
                 "transaction. The tables above give each cost. Both SQLite stores already run "
                 "in write-ahead-log mode with `synchronous=NORMAL` (`study/_sqlite.py`: a "
                 "commit costs about a third of SQLite's default) and trials are read with "
@@ -1160,7 +1162,7 @@ def write_results(path: Path, r: dict[str, Any]) -> None:
                 "get longer. The cost splits into "
                 f"{per_epoch * 1000:.1f} ms per epoch (the calls made from the epoch "
                 f"callbacks while `Trainer.fit` runs: one MLflow metrics batch, Optuna's "
-                f"report, pruning check and `curve` attr) and {per_trial * 1000:.0f} ms per "
+                f"report and pruning check) and {per_trial * 1000:.0f} ms per "
                 f"trial, plus the session cost, spread here over 20 trials:",
                 "",
                 "| bare trial duration T | epochs | predicted overhead ratio |",
@@ -1176,13 +1178,14 @@ def write_results(path: Path, r: dict[str, Any]) -> None:
                 f"writes, {per_epoch * 1000:.0f} ms per epoch, are negligible next to epochs "
                 f"of seconds; a larger "
                 f"model makes the weights artifact bigger, a one-off upload per trial). On "
-                f"tiny CPU trials the remaining fixed cost is some 35 committed transactions "
-                f"per trial in two databases; removing it would take writing them from a "
-                f"background thread (which on 2 busy cores competes with training for the "
-                f"same CPU), dropping per-trial records the product promises (the weights "
-                f"artifact the landscape probe reloads, the Optuna user attrs the analysis "
-                f"reads), or batching Optuna's attribute writes, which its storage API does "
-                f"not offer. None of this is a slowdown of training itself: trainer/bare = "
+                f"tiny CPU trials the remaining fixed cost is {store_calls:.0f} store calls "
+                f"per trial (most of them a committed transaction) in two databases; "
+                f"removing it would take writing them from a background thread (which on "
+                f"2 busy cores competes with training for the same CPU), dropping "
+                f"per-trial records the product promises (the weights artifact the "
+                f"landscape probe reloads, the Optuna user attrs the analysis reads), or "
+                f"batching Optuna's attribute writes, which its storage API does not offer. "
+                f"None of this is a slowdown of training itself: trainer/bare = "
                 f"{o['trainer_ratio']:.3f}.",
                 "",
             ]
