@@ -209,8 +209,11 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, worker_stamp())
         hp = suggest_hparams(trial, self.config)
+        # The epochs so far, kept on the trial as its curve once it ends, however it ends
+        # (written every epoch, the growing list would cost O(epochs^2) storage).
+        seen: list[EpochReport] = []
         try:
-            return self._train(trial, hp)
+            return self._train(trial, hp, seen)
         except TrackingError as exc:
             # Anywhere in the trial (opening, logging or closing its run) logs would be lost:
             # the session stops; Optuna fails the trial, its run is closed on resume, and the
@@ -220,8 +223,10 @@ class Objective:
                 trial.set_user_attr("failure", f"MLflow tracking unavailable: {exc}")
                 retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
             raise
+        finally:
+            _keep_curve(trial, seen)
 
-    def _train(self, trial: optuna.Trial, hp: HParams) -> float:
+    def _train(self, trial: optuna.Trial, hp: HParams, seen: list[EpochReport]) -> float:
         config = self.config
         run_id = self.tracker.start_trial_run(
             self.experiment_id, parent_run_id=self.parent_run_id,
@@ -229,10 +234,6 @@ class Objective:
         )
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr("hparams", dict(vars(hp)))
-
-        # The epochs so far: kept on the trial as its curve once it ends (written every epoch,
-        # a growing list would cost O(epochs^2) storage, in a journal file for good).
-        seen: list[EpochReport] = []
 
         def on_epoch(history: list[EpochReport], report: EpochReport) -> None:
             seen[:] = history
@@ -256,7 +257,6 @@ class Objective:
             if not math.isfinite(value):
                 raise TrialFailedError(f"objective {config.objective} is {value}")
         except optuna.TrialPruned:
-            _keep_curve(trial, seen)
             found = self._diagnose(trial, seen)
             self.tracker.end_trial_run(run_id, state="PRUNED", tags=diagnosis_tags(found))
             raise
@@ -267,7 +267,6 @@ class Objective:
                 _release_cuda_memory()
             reason = failure_reason(exc)
             trial.set_user_attr("failure", reason)
-            _keep_curve(trial, seen)
             report = getattr(exc, "report", None)
             found = self._diagnose(trial, [*seen, *([report] if report is not None else [])],
                                    non_finite=isinstance(exc, NonFiniteLossError))
@@ -276,11 +275,9 @@ class Objective:
             raise TrialFailedError(reason) from None
         except BaseException:  # KeyboardInterrupt, SIGTERM, SystemExit: Optuna marks it FAIL
             trial.set_user_attr("failure", "interrupted")
-            _keep_curve(trial, seen)
             retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
             self.tracker.end_trial_run(run_id, state="FAIL", failure="interrupted")
             raise
-        _keep_curve(trial, history)
         found = self._diagnose(trial, history)
         self.tracker.end_trial_run(run_id, state="COMPLETE", tags=diagnosis_tags(found))
         return value

@@ -12,6 +12,7 @@ objects from them.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from collections import defaultdict
@@ -19,7 +20,7 @@ from collections.abc import Container, Iterable
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, json_to_distribution
+from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
 from study._sqlite import tune_sqlite_engine
@@ -135,41 +136,37 @@ def read_trials(
         user = rows(models.TrialUserAttributeModel, "key", "value_json")
         system = rows(models.TrialSystemAttributeModel, "key", "value_json")
 
-    dists: dict[str, BaseDistribution] = {}
-    by_trial: dict[str, dict[int, Any]] = {k: defaultdict(dict) for k in
-                                           ("params", "dists", "inter", "user", "system")}
-    for trial_id, name, internal, dist_json in params:
-        dist = dists.get(dist_json)
-        if dist is None:
-            dist = dists[dist_json] = json_to_distribution(dist_json)
-        by_trial["params"][trial_id][name] = dist.to_external_repr(internal)
-        by_trial["dists"][trial_id][name] = dist
-    objective_values: dict[int, dict[int, float]] = defaultdict(dict)
+    distribution = functools.lru_cache(maxsize=None)(json_to_distribution)  # few distinct
     to_value = models.TrialValueModel.stored_repr_to_value
-    for trial_id, objective, value, kind in values:
-        objective_values[trial_id][objective] = to_value(value, kind)
     to_inter = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
-    for trial_id, step, value, kind in inter:
-        by_trial["inter"][trial_id][step] = to_inter(value, kind)
-    for key, found in (("user", user), ("system", system)):
-        for trial_id, name, value_json in found:
-            by_trial[key][trial_id][name] = json.loads(value_json)
+    dists = _grouped((t, name, distribution(j)) for t, name, _, j in params)
+    param_values = _grouped((t, name, distribution(j).to_external_repr(v))
+                            for t, name, v, j in params)
+    objectives = _grouped((t, objective, to_value(v, kind)) for t, objective, v, kind in values)
+    steps = _grouped((t, step, to_inter(v, kind)) for t, step, v, kind in inter)
+    user_attrs = _grouped((t, key, json.loads(v)) for t, key, v in user)
+    system_attrs = _grouped((t, key, json.loads(v)) for t, key, v in system)
 
     trials = []
     for trial_id, number, state, start, complete in heads:
-        objectives = objective_values.get(trial_id)
+        trial_values = objectives.get(trial_id)
         trials.append(FrozenTrial(
             number=number, state=state, value=None,
-            values=([objectives[i] for i in range(len(objectives))] if objectives else None),
+            values=[trial_values[i] for i in range(len(trial_values))] if trial_values else None,
             datetime_start=_local(start), datetime_complete=_local(complete),
-            params=by_trial["params"].get(trial_id, {}),
-            distributions=by_trial["dists"].get(trial_id, {}),
-            user_attrs=by_trial["user"].get(trial_id, {}),
-            system_attrs=by_trial["system"].get(trial_id, {}),
-            intermediate_values=by_trial["inter"].get(trial_id, {}),
-            trial_id=trial_id,
+            params=param_values.get(trial_id, {}), distributions=dists.get(trial_id, {}),
+            user_attrs=user_attrs.get(trial_id, {}), system_attrs=system_attrs.get(trial_id, {}),
+            intermediate_values=steps.get(trial_id, {}), trial_id=trial_id,
         ))
     return trials
+
+
+def _grouped(rows: Iterable[tuple[int, Any, Any]]) -> dict[int, dict[Any, Any]]:
+    """``(trial_id, key, value)`` rows as ``{trial_id: {key: value}}``, in row order."""
+    grouped: dict[int, dict[Any, Any]] = defaultdict(dict)
+    for trial_id, key, value in rows:
+        grouped[trial_id][key] = value
+    return grouped
 
 
 def _local(stamp: dt.datetime | None) -> dt.datetime | None:
