@@ -128,8 +128,7 @@ def _print_result(result: Any, *, who: str = "study") -> None:
               help="Concurrent trials (worker processes) per GPU; needs CUDA.")
 def run_command(workers: int, trials_per_gpu: int | None, **options: Any) -> None:
     """Create or resume a study and run trials until --n-trials of them have finished."""
-    from study.session import run_session, run_with_workers
-    from study.workers import check_workers
+    from study.runtime import check_workers, run_session, run_with_workers
 
     config, given = _resolve(options)
     check_workers(config, workers)
@@ -144,7 +143,7 @@ def run_command(workers: int, trials_per_gpu: int | None, **options: Any) -> Non
 @config_options()
 def worker_command(**options: Any) -> None:
     """Join an existing study (same --storage) and run trials until its budget is met."""
-    from study.session import run_session
+    from study.runtime import run_session
 
     config, given = _resolve(options)
     _print_result(run_session(config, given=given, worker=True), who="worker done, study")
@@ -162,8 +161,8 @@ def worker_command(**options: Any) -> None:
 def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
                   **options: Any) -> None:
     """Train one fixed configuration and log it as one MLflow run."""
-    from study.session import run_single_trial
-    from study.train import HParams
+    from study.runtime import run_single_trial
+    from study.training import HParams
 
     fixed = {"width_min": width, "width_max": width, "lr_min": lr, "lr_max": lr,
              "batch_sizes": (batch_size,), "weight_decay_min": weight_decay,
@@ -195,7 +194,7 @@ def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
               show_default=True, help="Optuna storage URL.")
 def status_command(study_name: str, storage: str) -> None:
     """Trials by state, the best trial, trials per hour and live workers."""
-    from study.status import study_status
+    from study.runtime import study_status
 
     config, _ = resolve_config(explicit={"study_name": study_name, "storage": storage})
     click.echo(study_status(config))
@@ -224,10 +223,10 @@ def _output_dir(config: StudyConfig, output_dir: str | None) -> Path:
 @_store_options
 def analyze_command(output_dir: str | None, **options: Any) -> None:
     """Fit the early-loss regressions, print the verdict, write and log analysis.json."""
-    from study.publish import publish_analysis
+    from study.analysis import analyze_study
 
     config, _ = _resolve(options)
-    document, path, logged = publish_analysis(config, output_dir=_output_dir(config, output_dir))
+    document, path, logged = analyze_study(config, output_dir=_output_dir(config, output_dir))
     verdict = document["verdict"]
     click.echo(f"verdict: {verdict['code']}\n{verdict['text']}")
     click.echo(f"wrote {path}; logged to {logged}")
@@ -244,12 +243,12 @@ def analyze_command(output_dir: str | None, **options: Any) -> None:
 def report_command(output_dir: str | None, evaluators: str, importance_seed: int,
                    n_bootstrap: int, **options: Any) -> None:
     """Write report.html, report.md, report.json and trials.csv and log them to MLflow."""
-    from study.publish import publish_report
+    from study.report import report_study
 
     config, _ = _resolve(options)
     names = [name.strip() for name in evaluators.split(",") if name.strip()]
     out = _output_dir(config, output_dir)
-    document, files, logged = publish_report(
+    document, files, logged = report_study(
         config, output_dir=out, evaluators=names, seed=importance_seed, n_bootstrap=n_bootstrap,
     )
     click.echo(f"verdict: {document['verdict']['code']}\n{document['verdict']['text']}")
@@ -276,7 +275,7 @@ def landscape_command(output_dir: str | None, trials: str, dim: int, radius: flo
                       n_points: int, directions: int, seed: int, **options: Any) -> None:
     """Loss-landscape probe of chosen trials (filter-normalized directions), logged to their
     runs as landscape/ plots and the metrics landscape/sharpness and landscape/flatness_radius."""
-    from study.probe import probe_trials
+    from study.landscape.command import probe_trials
 
     config, _ = _resolve(options)
     results = probe_trials(config, trials=trials, dim=dim, radius=radius, n_points=n_points,

@@ -17,8 +17,8 @@ from typing import Any
 
 from study._validation import check_choice, check_positive, check_range, fail
 from study.errors import ConfigError
-from study.penalty import PenaltyMode
 from study.redact import one_line
+from study.training import PenaltyMode
 
 __all__ = [
     "DEVICES",
@@ -106,9 +106,8 @@ class StudyConfig:
 
     # ----------------------------------------------------------------------------------------
     def _validate(self) -> None:
-        from study.data import check_dataset_spec
-        from study.models import INITS, MODELS
-        from study.storage import check_storage_url
+        from study.storages import check_storage_url
+        from study.training import INITS, MODELS, check_dataset_spec
 
         if not self.study_name.strip():
             fail("study_name", self.study_name, "a non-empty name")

@@ -199,7 +199,7 @@ def postgres_database() -> Iterator[str]:
 def opened_study(storage: str, study_name: str) -> Iterator[optuna.Study]:
     """The study in ``storage`` (PostgreSQL through the project's driver choice); the
     storage's connections are closed afterwards so its database can be dropped."""
-    from study.storage import create_storage
+    from study.storages import create_storage
 
     storage_obj = create_storage(storage)
     try:
@@ -251,7 +251,7 @@ def study_exists(storage: str, study_name: str) -> bool:
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import SQLAlchemyError
 
-    from study.storage import _with_driver
+    from study.storages._urls import _with_driver
 
     if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
         return False

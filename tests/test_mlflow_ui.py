@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 
 from study.config import StudyConfig
-from study.session import run_session
+from study.runtime.session import run_session
 from tests.conftest import cli_env
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 
 from study.errors import ConfigError
-from study.search import CONFIG_ATTR
+from study.keys import CONFIG_ATTR
 
 __all__ = [
     "EARLY_COLUMNS",

@@ -1,5 +1,6 @@
 """Report writers: the HTML, Markdown, JSON and CSV outputs of ``study report`` (SPEC section 7)."""
 
+from study.report.command import report_study
 from study.report.figures import curves_figure, early_loss_figure, importance_figure
 from study.report.writers import REPORT_SCHEMA, write_report
 
@@ -8,5 +9,6 @@ __all__ = [
     "curves_figure",
     "early_loss_figure",
     "importance_figure",
+    "report_study",
     "write_report",
 ]

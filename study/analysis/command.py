@@ -1,0 +1,69 @@
+"""``study analyze``: analyze a study read from either store, write ``analysis.json`` and log it
+to the study's parent run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from study.analysis.analyze import analyze, write_analysis
+from study.analysis.sources import StudyData, early_epochs, load_study_data
+from study.config import StudyConfig
+from study.errors import TrackingError
+from study.redact import redact
+from study.runtime.parent import entry_run_id
+from study.tracking import Tracker, tag_session
+
+__all__ = ["analyze_study", "analyzed_study", "log_to_parent", "open_tracker"]
+
+
+def log_to_parent(tracker: Tracker | None, data: StudyData, local: Path,
+                  artifact_path: str) -> str:
+    """Log ``local`` (a file or folder) to the study's parent run under ``artifact_path``;
+    returns where, for the user. Under ``mlflow run`` the entry point's run is tagged as a
+    session of the study.
+
+    Raises:
+        TrackingError: The artifact store refused the files.
+    """
+    if tracker is None:
+        return "not logged (no tracking store)"
+    run_id = data.parent_run_id
+    if not run_id or tracker.get_run(run_id) is None:
+        return f"not logged: the parent run {run_id} is not in {redact(tracker.tracking_uri)}"
+    tracker.log_artifacts(run_id, local, artifact_path)
+    entry = entry_run_id()
+    if entry and entry != run_id:
+        tag_session(tracker, entry, study_name=data.study_name, parent_run_id=run_id)
+    return f"run {run_id}, artifacts {artifact_path}/"
+
+
+def open_tracker(config: StudyConfig) -> Tracker | None:
+    """The study's tracking store, or ``None`` (with a warning) when it cannot be opened:
+    results are then written locally only."""
+    try:
+        return Tracker(config.tracking_uri)
+    except TrackingError as exc:
+        print(f"warning: {exc}; results are written locally only.", file=sys.stderr)
+        return None
+
+
+def analyzed_study(config: StudyConfig) -> tuple[Tracker | None, StudyData, dict]:
+    """The tracking store, the study's trials and their analysis document."""
+    tracker = open_tracker(config)
+    data = load_study_data(config, tracker)
+    document = analyze(data.table, study_name=data.study_name,
+                       early_epochs=early_epochs(data))
+    return tracker, data, document
+
+
+def analyze_study(config: StudyConfig, *, output_dir: Path) -> tuple[dict, Path, str]:
+    """Analyze the study, write ``analysis.json`` and log it to the parent run.
+
+    Returns:
+        The analysis document, the file written, and where it was logged.
+    """
+    tracker, data, document = analyzed_study(config)
+    path = write_analysis(document, Path(output_dir) / "analysis.json")
+    logged = log_to_parent(tracker, data, path, "analysis")
+    return document, path, logged

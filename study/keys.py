@@ -1,0 +1,43 @@
+"""Names every layer shares: attributes kept in the Optuna storage, MLflow tags and artifacts,
+and the layout of a trial's per-epoch curve.
+
+Plain constants, no imports: the training loop, the storages, tracking, the runtime and the
+analysis all read and write these names, so each is defined here once.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BUDGET_ATTR",
+    "CONFIG_ATTR",
+    "CURVE_ATTR",
+    "CURVE_FIELDS",
+    "FAILURE_ATTR",
+    "HPARAMS_ATTR",
+    "PARENT_RUN_ATTR",
+    "RUN_ID_ATTR",
+    "WEIGHTS_ARTIFACT",
+    "WORKER_ATTR",
+]
+
+# -- study user attrs (Optuna) -----------------------------------------------------------------
+CONFIG_ATTR = "study_config"
+"""The study-defining settings, stored when the study is created."""
+BUDGET_ATTR = "n_trials"
+"""The budget of finished trials set by the last ``study run`` (workers take it)."""
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+"""The MLflow run every trial run nests under."""
+
+# -- trial user attrs (Optuna) -----------------------------------------------------------------
+RUN_ID_ATTR = "mlflow_run_id"
+HPARAMS_ATTR = "hparams"
+FAILURE_ATTR = "failure"
+WORKER_ATTR = "worker"
+"""``host:pid`` of the process that runs the trial (crash recovery reads it)."""
+CURVE_ATTR = "curve"
+"""One row per epoch, the values of :data:`CURVE_FIELDS` in that order."""
+CURVE_FIELDS = ("loss", "data_loss", "penalty", "val_loss", "val_accuracy")
+
+# -- MLflow artifacts --------------------------------------------------------------------------
+WEIGHTS_ARTIFACT = "weights/final.pt"
+"""Final weights of every finished trial (a ``state_dict``, loaded with ``weights_only``)."""

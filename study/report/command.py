@@ -1,0 +1,79 @@
+"""``study report``: the analysis, hyperparameter importance, figures and the trial table as
+HTML, Markdown, JSON and CSV, logged to the study's parent run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+from study.analysis.analyze import write_analysis
+from study.analysis.command import analyzed_study, log_to_parent
+from study.analysis.importance import importance_table
+from study.analysis.sources import StudyData, trials_from_table
+from study.config import StudyConfig
+from study.landscape import sharpness_figure
+from study.redact import redact
+from study.report.writers import write_report
+
+__all__ = ["report_study"]
+
+
+def report_study(
+    config: StudyConfig, *, output_dir: Path, evaluators: Sequence[str], seed: int,
+    n_bootstrap: int,
+) -> tuple[dict, dict[str, Path], str]:
+    """Write ``report.html``, ``report.md``, ``report.json`` and ``trials.csv`` (plus figures
+    and ``analysis.json``) and log them to the parent run under ``report/``.
+
+    Returns:
+        The analysis document, the files written, and where they were logged.
+    """
+    tracker, data, document = analyzed_study(config)
+    trials = data.trials if data.trials is not None else trials_from_table(data.table)
+    importance = importance_table(trials, evaluators=evaluators, seed=seed,
+                                  n_bootstrap=n_bootstrap)
+    out = Path(output_dir)
+    meta = {
+        "study_name": data.study_name,
+        "storage": redact(config.storage),
+        "tracking_uri": redact(tracker.tracking_uri) if tracker else None,
+        "parent_run_id": data.parent_run_id,
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": data.source,
+        "config": data.settings,
+        "counts": data.counts,
+    }
+    files = write_report(out, analysis=document, table=data.table, importance=importance,
+                         meta=meta, extra_figures=_landscape_figure(data))
+    write_analysis(document, out / "analysis.json")
+    logged = log_to_parent(tracker, data, out, "report")
+    return document, files, logged
+
+
+def _landscape_figure(data: StudyData) -> dict[str, tuple[str, str, bytes]]:
+    """Sharpness against batch size and weight decay, when `study landscape` probed trials."""
+    probed = data.table[data.table["landscape_sharpness"].notna()]
+    if probed.empty:
+        return {}
+    rows = probed.rename(columns={"landscape_sharpness": "sharpness"})
+    return {"landscape": (
+        "Loss-landscape sharpness",
+        f"Sharpness (training-loss rise at a filter-normalized distance) of the {len(rows)} "
+        f"probed trial(s), against batch size and weight decay.",
+        sharpness_figure(rows),
+    )}
+
+
+def _landscape_figure(data: StudyData) -> dict[str, tuple[str, str, bytes]]:
+    """Sharpness against batch size and weight decay, when `study landscape` probed trials."""
+    probed = data.table[data.table["landscape_sharpness"].notna()]
+    if probed.empty:
+        return {}
+    rows = probed.rename(columns={"landscape_sharpness": "sharpness"})
+    return {"landscape": (
+        "Loss-landscape sharpness",
+        f"Sharpness (training-loss rise at a filter-normalized distance) of the {len(rows)} "
+        f"probed trial(s), against batch size and weight decay.",
+        sharpness_figure(rows),
+    )}

@@ -1,0 +1,191 @@
+"""The study's lifecycle in Optuna: create or resume it with its stored config, sampler, pruner
+and budget; open it for reading; count its trials."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from study.config import StudyConfig, check_no_conflict, config_from_stored
+from study.errors import ConfigError, StorageError
+from study.keys import CONFIG_ATTR
+from study.redact import redact
+from study.runtime.recovery import StaleTrialHandler, mark_heartbeat_dead
+from study.storages import create_storage, storage_kind
+
+__all__ = [
+    "FINISHED_STATES",
+    "LoadedStudy",
+    "PreparedStudy",
+    "count_states",
+    "load_study",
+    "make_pruner",
+    "make_sampler",
+    "n_finished",
+    "open_study",
+    "prepare_study",
+]
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedStudy:
+    """An Optuna study together with the config it runs under."""
+
+    study: optuna.Study
+    config: StudyConfig
+    created: bool
+
+
+def make_sampler(
+    config: StudyConfig, *, n_existing: int = 0, salt: int = 0
+) -> optuna.samplers.BaseSampler:
+    """The seeded sampler. The seed is offset by the trials already run, so a resumed session
+    does not replay the first session's random start-up points, and by ``salt`` (a worker's
+    process id), so concurrent workers do not propose the same points."""
+    seed = (config.seed + n_existing + salt) % 2**32
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if config.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    """The pruner; it never prunes before the early window is complete, so every pruned trial
+    still contributes its early loss to the analysis."""
+    if config.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=config.early_epochs, max_resource=config.epochs, reduction_factor=3
+        )
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=config.early_epochs)
+
+
+def _study_id(storage: optuna.storages.BaseStorage, name: str) -> int | None:
+    try:
+        return storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedStudy:
+    """A study looked up but not yet created: its storage and the config it will run under."""
+
+    storage: optuna.storages.BaseStorage
+    config: StudyConfig
+    study_id: int | None
+    stored: bool
+    stale_handler: StaleTrialHandler
+
+
+def prepare_study(
+    config: StudyConfig, *, given: Mapping[str, Any] | None = None, create: bool = True
+) -> PreparedStudy:
+    """Open the storage and resolve the config of the study named in ``config``.
+
+    Nothing is created: callers validate the rest of the input (the data file) first.
+
+    Args:
+        config: The resolved config of this session.
+        given: Values the user set explicitly; a study-defining one that differs from the
+            stored config is an error.
+        create: Whether a missing study may be created later; otherwise it is an error.
+
+    Raises:
+        StorageError: The storage cannot be opened, or the study is missing and ``create``
+            is false.
+        ConfigError: An explicit value conflicts with the stored config.
+    """
+    if not create and _missing_sqlite_file(config.storage):
+        raise StorageError(
+            f"`storage` must point to an existing study database, but got "
+            f"storage={redact(config.storage)!r}, which does not exist."
+        )
+    handler = StaleTrialHandler()
+    storage = create_storage(config.storage, heartbeat_interval=config.heartbeat_interval,
+                             stale_callback=handler, on_stale=mark_heartbeat_dead)
+    study_id = _study_id(storage, config.study_name)
+    stored = None if study_id is None else storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+    if study_id is None and not create:
+        raise StorageError(
+            f"`study_name` must name an existing study in {redact(config.storage)}, but got "
+            f"study_name={config.study_name!r}; known: {_known(storage)}."
+        )
+    if stored is not None:
+        resumed = config_from_stored(stored, config)
+        check_no_conflict(resumed, given or {}, study_name=config.study_name)
+        config = resumed
+    elif study_id is not None and storage.get_all_trials(study_id, deepcopy=False):
+        raise ConfigError(
+            f"`study_name` must name a study created by this tool, but got "
+            f"study_name={config.study_name!r}, which has trials and no stored config."
+        )
+    return PreparedStudy(storage=storage, config=config, study_id=study_id,
+                         stored=stored is not None, stale_handler=handler)
+
+
+def load_study(prepared: PreparedStudy, *, salt: int = 0) -> LoadedStudy:
+    """Create or load the prepared study; a new one stores its config first thing.
+
+    ``salt`` varies the sampler's seed between concurrent workers (see :func:`make_sampler`).
+
+    Raises:
+        StorageError: The storage refused the study.
+    """
+    config, storage = prepared.config, prepared.storage
+    n_existing = 0
+    if prepared.study_id is not None:
+        n_existing = len(storage.get_all_trials(prepared.study_id, deepcopy=False))
+    try:
+        study = optuna.create_study(
+            study_name=config.study_name, storage=storage, direction="minimize",
+            sampler=make_sampler(config, n_existing=n_existing, salt=salt),
+            pruner=make_pruner(config),
+            load_if_exists=True,
+        )
+    except (optuna.exceptions.OptunaError, ValueError) as exc:
+        raise StorageError(f"study {config.study_name!r} could not be opened: {exc}") from None
+    if not prepared.stored:
+        study.set_user_attr(CONFIG_ATTR, config.study_settings())
+    return LoadedStudy(study=study, config=config, created=not prepared.stored)
+
+
+def open_study(config: StudyConfig) -> optuna.Study:
+    """Open an existing study without changing it (status, analysis)."""
+    prepared = prepare_study(config, create=False)
+    return optuna.load_study(study_name=config.study_name, storage=prepared.storage)
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    if storage_kind(url) != "sqlite":
+        return False
+    from sqlalchemy.engine import make_url
+
+    return not Path(make_url(url).database).exists()
+
+
+def _known(storage: optuna.storages.BaseStorage) -> str:
+    names = sorted(s.study_name for s in storage.get_all_studies())
+    return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "") if names else "none"
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    """Number of trials per state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    return counts
+
+
+def n_finished(study: optuna.Study) -> int:
+    """COMPLETE + PRUNED trials: what the budget counts."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))

@@ -1,0 +1,263 @@
+"""The Optuna objective: one call trains one trial and logs it as one nested MLflow run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import optuna
+
+from study.errors import NonFiniteLossError, TrackingError, TrialFailedError
+from study.keys import (
+    CURVE_ATTR,
+    CURVE_FIELDS,
+    FAILURE_ATTR,
+    HPARAMS_ATTR,
+    RUN_ID_ATTR,
+    WEIGHTS_ARTIFACT,
+    WORKER_ATTR,
+)
+from study.redact import one_line
+from study.runtime.recovery import retry_trial, worker_stamp
+from study.runtime.space import suggest_hparams, trial_params
+from study.tracking import end_trial_run, start_trial_run
+from study.training import Diagnosis, EpochReport, HParams, Trainer, diagnose, early_losses
+
+if TYPE_CHECKING:
+    from study.config import StudyConfig
+    from study.tracking import Tracker
+    from study.training import TensorData
+
+__all__ = [
+    "EpochHook",
+    "Objective",
+    "diagnosis_tags",
+    "failure_reason",
+    "objective_value",
+    "summary_metrics",
+    "train_logged",
+]
+
+def objective_value(objective: str, history: list[EpochReport], early_epochs: int) -> float:
+    """The value Optuna minimizes after the epochs in ``history``."""
+    last = history[-1]
+    if objective == "val_loss":
+        return last.val_loss
+    if objective == "val_error":
+        return 1.0 - last.val_accuracy
+    window = history[:early_epochs]
+    return sum(r.loss for r in window) / len(window)
+
+
+def summary_metrics(history: list[EpochReport], early_epochs: int) -> dict[str, float]:
+    """``early/*`` metrics once the early window is complete, else nothing."""
+    early = early_losses(history, early_epochs)
+    if early is None:
+        return {}
+    return {f"early/{k}": v for k, v in early.items()}
+
+
+EpochHook = Callable[[list[EpochReport], EpochReport], None]
+
+
+def train_logged(
+    hp: HParams, config: StudyConfig, data: TensorData, tracker: Tracker, run_id: str, *,
+    device: str, on_epoch: EpochHook | None = None, on_start: Callable[[int], None] | None = None,
+    hooks: Sequence[EpochHook] = (), save_weights: bool = True, new_run: bool = False,
+) -> list[EpochReport]:
+    """Train ``hp`` and log everything to the open run ``run_id``; the run is left open.
+
+    Per epoch one batched write (plus the ``early/*`` metrics when the window completes), then
+    ``on_epoch(history, report)`` (Optuna reporting and pruning), then each of ``hooks``.
+    ``on_start(n_params)`` runs once the model exists. Exceptions propagate; a non-finite
+    epoch is logged before it does. The final weights are logged as ``weights/final.pt``.
+    ``new_run``: ``run_id`` was just created by this process (it has no params yet).
+    """
+    history: list[EpochReport] = []
+
+    def log_epoch(report: EpochReport) -> None:
+        history.append(report)
+        metrics = report.metrics()
+        if report.epoch == config.early_epochs:
+            metrics.update(summary_metrics(history, config.early_epochs))
+        tracker.log_metrics(run_id, metrics, step=report.epoch)
+        if on_epoch is not None:
+            on_epoch(history, report)
+        for hook in hooks:
+            hook(history, report)
+
+    trainer = Trainer(hp, data, model_name=config.model, init=config.init,
+                      epochs=config.epochs, seed=config.seed, callbacks=[log_epoch],
+                      compile=config.compile)
+    tracker.log_params(run_id, trial_params(hp, config, device=device, n_params=trainer.n_params),
+                       metrics={"n_params": trainer.n_params}, new_run=new_run)
+    if on_start is not None:
+        on_start(trainer.n_params)
+    try:
+        trainer.fit()
+    except NonFiniteLossError as exc:
+        report: EpochReport | None = getattr(exc, "report", None)
+        if report is not None:
+            tracker.log_metrics(run_id, report.metrics(), step=report.epoch)
+        raise
+    final = history[-1]
+    tracker.log_metrics(
+        run_id, {"final/val_loss": final.val_loss, "final/val_accuracy": final.val_accuracy},
+        step=final.epoch,
+    )
+    if save_weights:
+        tracker.log_state_dict(run_id, trainer.model.state_dict(), WEIGHTS_ARTIFACT)
+    return history
+
+
+def _keep_curve(trial: optuna.Trial, history: Sequence[EpochReport]) -> None:
+    """The trial's per-epoch figures as user attr ``curve`` (one row per epoch)."""
+    if history:
+        trial.set_user_attr(CURVE_ATTR, [[getattr(r, f) for f in CURVE_FIELDS] for r in history])
+
+
+def diagnosis_tags(found: Diagnosis) -> dict[str, str]:
+    """The run tags of a diagnosis (none for a healthy trial)."""
+    if not found.codes:
+        return {}
+    return {"study.diagnosis": found.tag_value(), "study.diagnosis.detail": found.detail}
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _release_cuda_memory() -> None:
+    """Free the failed trial's cached blocks so the next trial starts with the whole GPU."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One redacted line saying why a trial failed."""
+    if isinstance(exc, TrialFailedError):
+        return one_line(exc)
+    if _is_out_of_memory(exc):
+        return one_line(f"out of memory ({type(exc).__name__}): {exc}")
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+class Objective:
+    """Callable passed to :meth:`optuna.Study.optimize`.
+
+    Args:
+        config: The resolved study config.
+        data: The dataset, loaded once per process and resident on ``device``.
+        tracker: MLflow access.
+        experiment_id: The experiment of the parent run.
+        parent_run_id: The study's parent run (every trial run nests under it).
+        device: The resolved device name, logged with each trial.
+        hooks: Extra per-epoch callbacks ``hook(history, report)`` (custom stopping rules);
+            an exception they raise fails the trial like any other.
+    """
+
+    def __init__(
+        self, config: StudyConfig, data: TensorData, tracker: Tracker, *,
+        experiment_id: str, parent_run_id: str, device: str, hooks: Sequence[EpochHook] = (),
+    ) -> None:
+        self.hooks = tuple(hooks)
+        self.config = config
+        self.data = data
+        self.tracker = tracker
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.device = device
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, worker_stamp())
+        hp = suggest_hparams(trial, self.config)
+        # The epochs so far, kept on the trial as its curve once it ends, however it ends
+        # (written every epoch, the growing list would cost O(epochs^2) storage).
+        seen: list[EpochReport] = []
+        try:
+            return self._train(trial, hp, seen)
+        except TrackingError as exc:
+            # Anywhere in the trial (opening, logging or closing its run) logs would be lost:
+            # the session stops; Optuna fails the trial, its run is closed on resume, and the
+            # same parameters are queued again so nothing is lost. A trial that had already
+            # failed on its own (and recorded why) keeps its reason and is not retried.
+            if FAILURE_ATTR not in trial.user_attrs:
+                trial.set_user_attr(FAILURE_ATTR, f"MLflow tracking unavailable: {exc}")
+                retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
+            raise
+        finally:
+            _keep_curve(trial, seen)
+
+    def _train(self, trial: optuna.Trial, hp: HParams, seen: list[EpochReport]) -> float:
+        config = self.config
+        run_id = start_trial_run(
+            self.tracker, self.experiment_id, parent_run_id=self.parent_run_id,
+            study_name=trial.study.study_name, trial_number=trial.number,
+        )
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        trial.set_user_attr(HPARAMS_ATTR, dict(vars(hp)))
+
+        def on_epoch(history: list[EpochReport], report: EpochReport) -> None:
+            seen[:] = history
+            if report.epoch == config.early_epochs:
+                for key, value in summary_metrics(history, config.early_epochs).items():
+                    trial.set_user_attr(key.replace("/", "_"), value)
+            trial.report(objective_value(config.objective, history, config.early_epochs),
+                         report.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {report.epoch}")
+
+        try:
+            history = train_logged(
+                hp, config, self.data, self.tracker, run_id, device=self.device,
+                on_epoch=on_epoch, on_start=lambda n: trial.set_user_attr("n_params", n),
+                hooks=self.hooks, new_run=True,
+            )
+            value = objective_value(config.objective, history, config.early_epochs)
+            trial.set_user_attr("final_val_loss", history[-1].val_loss)
+            trial.set_user_attr("final_val_accuracy", history[-1].val_accuracy)
+            if not math.isfinite(value):
+                raise TrialFailedError(f"objective {config.objective} is {value}")
+        except optuna.TrialPruned:
+            found = self._diagnose(trial, seen)
+            end_trial_run(self.tracker, run_id, state="PRUNED", tags=diagnosis_tags(found))
+            raise
+        except TrackingError:
+            raise  # handled in __call__
+        except Exception as exc:  # one trial's crash must not end the study
+            if _is_out_of_memory(exc):
+                _release_cuda_memory()
+            reason = failure_reason(exc)
+            trial.set_user_attr(FAILURE_ATTR, reason)
+            report = getattr(exc, "report", None)
+            found = self._diagnose(trial, [*seen, *([report] if report is not None else [])],
+                                   non_finite=isinstance(exc, NonFiniteLossError))
+            end_trial_run(self.tracker, run_id, state="FAIL", failure=reason,
+                                       tags=diagnosis_tags(found))
+            raise TrialFailedError(reason) from None
+        except BaseException:  # KeyboardInterrupt, SIGTERM, SystemExit: Optuna marks it FAIL
+            trial.set_user_attr(FAILURE_ATTR, "interrupted")
+            retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
+            end_trial_run(self.tracker, run_id, state="FAIL", failure="interrupted")
+            raise
+        found = self._diagnose(trial, history)
+        end_trial_run(self.tracker, run_id, state="COMPLETE", tags=diagnosis_tags(found))
+        return value
+
+    def _diagnose(self, trial: optuna.Trial, curve: list[EpochReport], *,
+                  non_finite: bool = False) -> Diagnosis:
+        """Diagnose the trial's curve; a finding is kept on the trial (``diagnosis``,
+        ``diagnosis_detail``) and returned for the run's tags."""
+        found = diagnose(curve, non_finite=non_finite, n_classes=self.data.n_classes)
+        if found.codes:
+            trial.set_user_attr("diagnosis", found.tag_value())
+            trial.set_user_attr("diagnosis_detail", found.detail)
+        return found

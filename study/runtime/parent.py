@@ -1,0 +1,110 @@
+"""The study's parent run for one session: found, created, or adopted from a dead session;
+and the summary metrics written to it when the session ends."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from study.config import StudyConfig
+from study.errors import TrackingError
+from study.keys import FAILURE_ATTR, PARENT_RUN_ATTR, WORKER_ATTR
+from study.redact import redact
+from study.runtime.lifecycle import count_states
+from study.runtime.recovery import DEAD_PROCESS_REASON, HEARTBEAT_REASON, dead_here, worker_stamp
+from study.tracking import OWNER_TAG, Tracker, claim_parent_run, tag_session
+
+__all__ = ["adopt_orphaned_parent", "best_trial", "entry_run_id", "open_parent_run",
+           "study_metrics"]
+
+
+def entry_run_id() -> str | None:
+    """The run ``mlflow run`` opened for this entry point, if it launched us."""
+    return os.environ.get("MLFLOW_RUN_ID") or None
+
+
+def open_parent_run(
+    tracker: Tracker, study: optuna.Study, config: StudyConfig, *, create: bool = True
+) -> tuple[str, str, bool]:
+    """Find or create the study's parent run.
+
+    The first ``mlflow run`` entry-point run of a new study becomes its parent; a later one is
+    tagged as a session of the study. Outside ``mlflow run`` the parent is created here.
+
+    Returns:
+        ``(parent_run_id, experiment_id, created_here)``; ``created_here`` means this process
+        owns the run's lifecycle and must terminate it.
+    """
+    entry = entry_run_id()
+    stored_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    parent = tracker.get_run(stored_id) if stored_id else None
+    if parent is not None:
+        if entry and entry != parent.info.run_id:
+            tag_session(tracker, entry, study_name=study.study_name,
+                        parent_run_id=parent.info.run_id)
+        return parent.info.run_id, parent.info.experiment_id, False
+    if not create:
+        raise TrackingError(
+            f"study {study.study_name!r} has no parent run in {redact(tracker.tracking_uri)}"
+            f" yet; start it with `study run` (workers join a running study)."
+        )
+    if stored_id:
+        print(f"warning: parent run {stored_id} of study {study.study_name!r} is not in "
+              f"{redact(tracker.tracking_uri)}; starting a new parent run.", file=sys.stderr)
+    created_here = entry is None
+    if entry:
+        run = tracker.get_run(entry)
+        run_id, experiment_id = entry, run.info.experiment_id
+    else:
+        experiment_id = tracker.experiment_id(config.experiment)
+        run_id = tracker.create_run(experiment_id, name=study.study_name, tags={})
+    claim_parent_run(tracker, run_id, study_name=study.study_name,
+                     storage=redact(config.storage), params=config.to_params(),
+                     owner=worker_stamp() if created_here else None)
+    study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    return run_id, experiment_id, created_here
+
+
+def adopt_orphaned_parent(tracker: Tracker, study: optuna.Study, run_id: str) -> bool:
+    """Take over a parent run left RUNNING by a session whose process is gone (killed, or
+    stopped by a tracking outage before it could close the run), so that this session closes
+    it. Gone means: a process of this host that no longer exists, or one whose trial was
+    failed as dead (its heartbeat went stale). A live owner, or ``mlflow run``, keeps it."""
+    parent = tracker.get_run(run_id)
+    owner = parent.data.tags.get(OWNER_TAG) if parent is not None else None
+    if parent is None or parent.info.status != "RUNNING" or not owner:
+        return False
+    died = dead_here(owner) or any(
+        t.user_attrs.get(WORKER_ATTR) == owner
+        and str(t.user_attrs.get(FAILURE_ATTR, "")).startswith((HEARTBEAT_REASON,
+                                                              DEAD_PROCESS_REASON))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    )
+    if died:
+        tracker.set_tags(run_id, {OWNER_TAG: worker_stamp()})
+    return died
+
+
+def study_metrics(study: optuna.Study) -> dict[str, float]:
+    """The parent run's summary metrics."""
+    counts = count_states(study)
+    metrics = {
+        "study/n_complete": counts["COMPLETE"],
+        "study/n_pruned": counts["PRUNED"],
+        "study/n_failed": counts["FAIL"],
+    }
+    best = best_trial(study)
+    if best is not None and best.value is not None and math.isfinite(best.value):
+        metrics["study/best_value"] = best.value
+    return metrics
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None

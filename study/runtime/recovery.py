@@ -1,0 +1,205 @@
+"""Crash safety: trials whose worker died are failed, closed in MLflow and retried.
+
+Two detectors feed one handler:
+
+- Optuna's heartbeat (RDB storages): a RUNNING trial whose heartbeat is older than the grace
+  period is failed by Optuna, which then calls :class:`StaleTrialHandler`; the storage of
+  :func:`study.storage.create_storage` (:class:`study.rdb.StudyRDBStorage`) records the reason
+  on the trial just before.
+- The worker stamp (every storage): each trial records ``host:pid`` of its worker; a RUNNING
+  trial stamped by a process of *this* host that no longer exists is dead at once, with no
+  grace period (SQLite and journal storages have no heartbeat at all).
+
+The handler closes the trial's MLflow run as FAILED with ``study.failure`` and enqueues a retry
+with the same parameters. A session also closes any trial run left RUNNING whose trial is
+finished, so no run stays RUNNING after a resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from study.keys import FAILURE_ATTR, RUN_ID_ATTR, WORKER_ATTR
+from study.tracking import end_trial_run
+
+if TYPE_CHECKING:
+    from study.tracking import Tracker
+
+__all__ = [
+    "DEAD_PROCESS_REASON",
+    "HEARTBEAT_REASON",
+    "MAX_RETRY",
+    "StaleTrialHandler",
+    "close_orphan_runs",
+    "dead_here",
+    "dead_reason",
+    "fail_dead_trials",
+    "mark_dead",
+    "mark_heartbeat_dead",
+    "retry_trial",
+    "worker_stamp",
+]
+
+# Why Optuna's heartbeat check fails a trial (another host's worker, or any RDB storage).
+HEARTBEAT_REASON = "worker stopped sending heartbeats"
+# Why a trial stamped by a process of this host that no longer exists is failed.
+DEAD_PROCESS_REASON = "its worker process died"
+# A trial whose worker died is re-run at most this many times (then left failed).
+MAX_RETRY = 3
+
+
+def worker_stamp() -> str:
+    """``host:pid`` of this process, stored on each trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def dead_here(stamp: Any) -> bool:
+    """Whether ``stamp`` (``host:pid``, see :func:`worker_stamp`) names a process of this host
+    that no longer exists (other hosts' processes cannot be judged: ``False``)."""
+    if not isinstance(stamp, str) or ":" not in stamp:
+        return False
+    host, _, pid = stamp.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return int(pid) != os.getpid() and not _pid_alive(int(pid))
+
+
+class StaleTrialHandler:
+    """Called with each trial failed because its worker died: close its run, retry it.
+
+    The failure reason is recorded on the trial by :func:`mark_dead` while it is still RUNNING
+    (Optuna refuses to annotate a finished trial); this handler only reads it back.
+
+    Args:
+        reason: Why the trial is considered dead (recorded as ``study.failure``).
+        tracker: MLflow access; ``None`` until a session attaches it (the storage is created
+            before the tracker, and Optuna takes the callback at storage creation).
+    """
+
+    def __init__(self, reason: str = HEARTBEAT_REASON,
+                 tracker: Tracker | None = None) -> None:
+        self.reason = reason
+        self.tracker = tracker
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        reason = trial.user_attrs.get(FAILURE_ATTR) or dead_reason(trial, self.reason)
+        if self.tracker is not None:
+            _close_trial_run(self.tracker, study, trial, "FAIL", reason)
+        retry_trial(study, trial)
+
+
+def dead_reason(trial: FrozenTrial, reason: str) -> str:
+    """The one-line failure of a trial whose worker died."""
+    return f"{reason} (trial {trial.number}, worker {trial.user_attrs.get(WORKER_ATTR, '?')})"
+
+
+def mark_dead(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> None:
+    """Record why a RUNNING trial is about to be failed as dead (user attr ``failure``).
+
+    A trial another process has failed meanwhile is left as it is (that process marked it).
+    """
+    trial = storage.get_trial(trial_id)
+    if trial.state.is_finished():
+        return
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_user_attr(trial_id, FAILURE_ATTR, dead_reason(trial, reason))
+
+
+def mark_heartbeat_dead(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    """:func:`mark_dead` for a trial whose heartbeat went stale (the storage's ``on_stale``)."""
+    mark_dead(storage, trial_id, HEARTBEAT_REASON)
+
+
+def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Enqueue the same parameters again, at most :data:`MAX_RETRY` times per original."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > MAX_RETRY:
+        return
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={"retried_from": trial.number},
+        system_attrs={"failed_trial": history[0], "retry_history": history},
+    ))
+
+
+def _trial_run(tracker: Tracker, study: optuna.Study, trial: FrozenTrial,
+               experiment_id: str | None = None) -> str | None:
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if run_id:
+        return run_id
+    if experiment_id is None:
+        return None
+    # The worker may have died between creating the run and linking it to the trial.
+    runs = tracker.find_runs(
+        experiment_id,
+        f"tags.`optuna.study_name` = '{study.study_name}' and "
+        f"tags.`optuna.trial_number` = '{trial.number}'",
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _close_trial_run(tracker: Tracker, study: optuna.Study, trial: FrozenTrial, state: str,
+                     reason: str | None, experiment_id: str | None = None) -> None:
+    run_id = _trial_run(tracker, study, trial, experiment_id)
+    if run_id is None:
+        return
+    run = tracker.get_run(run_id)
+    if run is not None and run.info.status == "RUNNING":
+        end_trial_run(tracker, run_id, state=state, failure=reason)
+
+
+def fail_dead_trials(study: optuna.Study, handler: StaleTrialHandler) -> list[int]:
+    """Fail RUNNING trials whose worker process on this host is gone; returns their numbers."""
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not dead_here(trial.user_attrs.get(WORKER_ATTR)):
+            continue
+        mark_dead(study._storage, trial._trial_id, DEAD_PROCESS_REASON)
+        try:
+            if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process got there first
+        dead = study._storage.get_trial(trial._trial_id)
+        StaleTrialHandler(DEAD_PROCESS_REASON, handler.tracker)(study, dead)
+        failed.append(trial.number)
+    return failed
+
+
+def close_orphan_runs(study: optuna.Study, tracker: Tracker, experiment_id: str) -> int:
+    """Close trial runs left RUNNING whose Optuna trial has finished; returns how many."""
+    runs = tracker.find_runs(
+        experiment_id,
+        f"tags.`optuna.study_name` = '{study.study_name}' and attributes.status = 'RUNNING'",
+    )
+    if not runs:
+        return 0
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    closed = 0
+    for run in runs:
+        number = run.data.tags.get("optuna.trial_number", "")
+        trial = by_number.get(int(number)) if number.isdigit() else None
+        if trial is None or trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        state = trial.state.name if trial.state.name in ("COMPLETE", "PRUNED") else "FAIL"
+        reason = trial.user_attrs.get(FAILURE_ATTR) or (
+            "the run was left open when its worker stopped" if state == "FAIL" else None)
+        end_trial_run(tracker, run.info.run_id, state=state, failure=reason)
+        closed += 1
+    return closed

@@ -1,0 +1,251 @@
+"""One session of a study: open both stores, run trials until the budget is met, summarize.
+
+This is the one way through (ARCHITECTURE.md): config -> data -> stores -> optimize -> summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TextIO
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from study.config import StudyConfig
+from study.errors import StudyError, TrackingError, TrialFailedError
+from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR
+from study.runtime._optuna_logs import one_line_trial_failures
+from study.runtime.lifecycle import count_states, load_study, n_finished, prepare_study
+from study.runtime.objective import EpochHook, Objective
+from study.runtime.parent import (
+    adopt_orphaned_parent,
+    best_trial,
+    entry_run_id,
+    open_parent_run,
+    study_metrics,
+)
+from study.runtime.progress import Progress
+from study.runtime.recovery import (
+    HEARTBEAT_REASON,
+    StaleTrialHandler,
+    close_orphan_runs,
+    fail_dead_trials,
+)
+from study.tracking import Tracker
+from study.training import TensorData, load_dataset, resolve_device
+
+__all__ = ["SessionResult", "run_session", "run_with_workers"]
+
+# A study whose trials keep failing is broken (bad data, bad bounds): stop instead of looping.
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionResult:
+    """What one session did and where the study stands."""
+
+    study_name: str
+    parent_run_id: str
+    counts: dict[str, int]
+    n_finished: int
+    n_trials: int
+    best_value: float | None
+    best_params: dict[str, Any] | None
+
+
+def run_session(
+    config: StudyConfig, *, given: Mapping[str, Any] | None = None, out: TextIO | None = None,
+    data: TensorData | None = None, worker: bool = False, hooks: Sequence[EpochHook] = (),
+) -> SessionResult:
+    """Create or resume the study and run trials until ``n_trials`` of them have finished.
+
+    Args:
+        config: The resolved config (flags and file over defaults).
+        given: The values the user set explicitly (checked against a stored config).
+        out: Where progress goes (stderr by default).
+        data: A dataset already loaded for this process (loaded here when ``None``).
+        worker: Join an existing study only (``study worker``): never create it, and take the
+            budget stored by ``study run`` unless ``n_trials`` is given explicitly.
+        hooks: Extra per-epoch callbacks for every trial (see :class:`Objective`).
+
+    Raises:
+        StudyError: Bad input, an unreachable store, or a study whose trials keep failing.
+    """
+    out = out or sys.stderr
+    ctx = _open_session(config, given=dict(given or {}), data=data, worker=worker, out=out)
+    with _summarized(ctx):
+        _optimize(ctx.study, ctx.config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
+                  parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks)
+    return _result(ctx)
+
+
+def run_with_workers(
+    config: StudyConfig, workers: int, *, given: Mapping[str, Any] | None = None,
+    out: TextIO | None = None, trials_per_gpu: int | None = None,
+) -> SessionResult:
+    """Like :func:`run_session`, with ``workers`` local ``study worker`` processes doing the
+    trials (journal or PostgreSQL storage); this process only prepares, waits and sums up.
+
+    Raises:
+        ConfigError: SQLite storage, or fewer than one worker.
+        StudyError: As :func:`run_session`; or every worker failed.
+    """
+    from study.runtime.workers import MAX_ROUNDS, check_workers, start_workers, worker_devices
+
+    devices = worker_devices(config.device, workers, trials_per_gpu)
+    check_workers(config, len(devices))
+    out = out or sys.stderr
+    ctx = _open_session(config, given=dict(given or {}), data=None, worker=False, out=out)
+    with _summarized(ctx):
+        for _ in range(MAX_ROUNDS):
+            codes = start_workers(ctx.config, devices, tracking_uri=ctx.tracker.tracking_uri)
+            if n_finished(ctx.study) >= ctx.config.n_trials or all(codes):
+                break
+        if all(codes) and n_finished(ctx.study) < ctx.config.n_trials:
+            raise StudyError(f"all {len(devices)} workers failed (exit codes {codes}); "
+                             f"see above.")
+    return _result(ctx)
+
+
+@contextlib.contextmanager
+def _summarized(ctx: _Session) -> Iterator[None]:
+    """Log the study summary however the session ends; close a parent run we own with the
+    matching status (FINISHED, KILLED on Ctrl-C/SIGTERM, FAILED otherwise)."""
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        _summarize(ctx, status)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Session:
+    config: StudyConfig
+    study: optuna.Study
+    tracker: Tracker
+    data: TensorData
+    device: Any
+    parent_run_id: str
+    experiment_id: str
+    owns_parent: bool
+    entry: str | None
+
+
+def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorData | None,
+                  worker: bool, out: TextIO) -> _Session:
+    """Validate everything, then open (or create) the study and its parent run, recovered."""
+    device = resolve_device(config.device)
+    tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout)
+    entry = entry_run_id()
+    if entry and "experiment" not in given and not worker:
+        entry_run = tracker.get_run(entry)
+        if entry_run is not None:  # `mlflow run` chose the experiment; the study records it
+            config = config.replace(
+                experiment=tracker.experiment_name(entry_run.info.experiment_id)
+            )
+    prepared = prepare_study(config, given=given, create=not worker)
+    config = prepared.config
+    if data is None:
+        data = load_dataset(config.dataset, seed=config.seed, device=device)
+    study = load_study(prepared, salt=os.getpid() if worker else 0).study
+    if worker and "n_trials" not in given and BUDGET_ATTR in study.user_attrs:
+        config = config.replace(n_trials=study.user_attrs[BUDGET_ATTR])
+    elif not worker:
+        study.set_user_attr(BUDGET_ATTR, config.n_trials)
+    parent_run_id, experiment_id, owns_parent = open_parent_run(
+        tracker, study, config, create=not worker)
+    prepared.stale_handler.tracker = tracker
+    _recover(study, prepared.stale_handler, tracker, experiment_id, out)
+    if not worker and not owns_parent:
+        owns_parent = adopt_orphaned_parent(tracker, study, parent_run_id)
+    return _Session(config, study, tracker, data, device, parent_run_id, experiment_id,
+                    owns_parent, entry)
+
+
+def _result(ctx: _Session) -> SessionResult:
+    study = ctx.study
+    best = best_trial(study)
+    return SessionResult(
+        study_name=study.study_name, parent_run_id=ctx.parent_run_id,
+        counts=count_states(study), n_finished=n_finished(study), n_trials=ctx.config.n_trials,
+        best_value=None if best is None else best.value,
+        best_params=None if best is None else dict(best.user_attrs.get(HPARAMS_ATTR, best.params)),
+    )
+
+
+def _recover(study: optuna.Study, handler: StaleTrialHandler, tracker: Tracker,
+             experiment_id: str, out: TextIO) -> None:
+    """Fail trials whose worker died (and retry them); close runs left RUNNING."""
+    dead = fail_dead_trials(study, handler)
+    running = {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    optuna.storages.fail_stale_trials(study)
+    dead += [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+             if t._trial_id in running
+             and str(t.user_attrs.get(FAILURE_ATTR, "")).startswith(HEARTBEAT_REASON)]
+    closed = close_orphan_runs(study, tracker, experiment_id)
+    if dead or closed:
+        print(f"recovered: {len(dead)} trial(s) of dead workers failed and queued again "
+              f"{dead}; {closed} run(s) left RUNNING closed.", file=out, flush=True)
+
+
+def _summarize(ctx: _Session, status: str) -> None:
+    """Write the summary metrics; during an outage they are skipped (the next session
+    writes them), so the error that ended the session is the one the user sees."""
+    tracker = ctx.tracker
+    try:
+        metrics = study_metrics(ctx.study)
+        tracker.log_metrics(ctx.parent_run_id, metrics)
+        if ctx.entry and ctx.entry != ctx.parent_run_id:
+            tracker.log_metrics(ctx.entry, metrics)
+        if ctx.owns_parent:
+            tracker.end_run(ctx.parent_run_id, status)
+    except TrackingError as exc:
+        print(f"warning: study summary not logged: {exc}", file=sys.stderr)
+
+
+def _optimize(
+    study: optuna.Study, config: StudyConfig, data: TensorData, tracker: Tracker, *,
+    experiment_id: str, parent_run_id: str, device: str, out: TextIO,
+    hooks: Sequence[EpochHook] = (),
+) -> None:
+    done = n_finished(study)
+    if done >= config.n_trials:
+        print(f"study {study.study_name!r}: budget met ({done}/{config.n_trials} finished "
+              f"trials); nothing to run.", file=out)
+        return
+    objective = Objective(config, data, tracker, experiment_id=experiment_id,
+                          parent_run_id=parent_run_id, device=device, hooks=hooks)
+    failures: list[str] = []
+    with Progress(total=config.n_trials, initial=done, out=out,
+                  label=study.study_name) as progress:
+
+        def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+            finished = n_finished(study)
+            progress.trial_done(trial, finished)
+            if trial.state is TrialState.FAIL:
+                failures.append(str(trial.user_attrs.get(FAILURE_ATTR, "unknown error")))
+            elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                failures.clear()
+            # Trials other workers are running count: stopping here keeps the budget exact.
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if finished + running >= config.n_trials or len(failures) >= MAX_CONSECUTIVE_FAILURES:
+                study.stop()
+
+        with one_line_trial_failures():
+            study.optimize(objective, timeout=config.timeout, catch=(TrialFailedError,),
+                           callbacks=[after_trial])
+    if len(failures) >= MAX_CONSECUTIVE_FAILURES:
+        raise StudyError(
+            f"{len(failures)} trials failed in a row (last: {failures[-1]}); the study stopped "
+            f"at {n_finished(study)}/{config.n_trials} finished trials."
+        )
+
+

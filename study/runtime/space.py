@@ -1,0 +1,47 @@
+"""The search space: what Optuna samples for one trial, and what a trial run logs as params."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from study.training import HParams
+
+if TYPE_CHECKING:
+    import optuna
+
+    from study.config import StudyConfig
+
+__all__ = ["suggest_hparams", "trial_params"]
+
+
+def suggest_hparams(trial: optuna.Trial, config: StudyConfig) -> HParams:
+    """Sample one point of the search space; a dimension whose bounds meet is fixed."""
+    fixed = config.fixed_dimensions
+    width = fixed.get("width") or trial.suggest_int(
+        "width", config.width_min, config.width_max, log=True
+    )
+    lr = fixed.get("lr") or trial.suggest_float("lr", config.lr_min, config.lr_max, log=True)
+    batch_size = fixed.get("batch_size") or trial.suggest_categorical(
+        "batch_size", list(config.batch_sizes)
+    )
+    if "weight_decay" in fixed:
+        weight_decay = fixed["weight_decay"]
+    else:
+        weight_decay = trial.suggest_float(
+            "weight_decay", config.weight_decay_min, config.weight_decay_max, log=True
+        )
+    penalty_mode = fixed.get("penalty_mode") or trial.suggest_categorical(
+        "penalty_mode", list(config.penalty_mode)
+    )
+    return HParams(width=int(width), lr=float(lr), batch_size=int(batch_size),
+                   weight_decay=float(weight_decay), penalty_mode=str(penalty_mode))
+
+
+def trial_params(hp: HParams, config: StudyConfig, *, device: str, n_params: int) -> dict:
+    """The params of a trial run (SPEC section 5)."""
+    return {
+        "width": hp.width, "lr": hp.lr, "batch_size": hp.batch_size,
+        "weight_decay": hp.weight_decay, "penalty_mode": hp.penalty_mode,
+        "model": config.model, "dataset": config.dataset, "init": config.init,
+        "epochs": config.epochs, "seed": config.seed, "device": device, "n_params": n_params,
+    }

@@ -1,0 +1,47 @@
+"""``study status``: where a study stands, read from its Optuna storage."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from optuna.trial import TrialState
+
+from study.config import StudyConfig
+from study.keys import CONFIG_ATTR, HPARAMS_ATTR
+from study.redact import redact
+from study.runtime.lifecycle import count_states, open_study
+
+__all__ = ["study_status"]
+
+
+def study_status(config: StudyConfig) -> str:
+    """A short multi-line summary of the study named in ``config``.
+
+    Raises:
+        StorageError: The storage or the study does not exist.
+    """
+    study = open_study(config)
+    counts = count_states(study)
+    stored = study.user_attrs.get(CONFIG_ATTR, {})
+    trials = study.get_trials(deepcopy=False)
+    lines = [
+        f"study {study.study_name!r} in {redact(config.storage)}",
+        "trials: " + ", ".join(f"{counts[s.name]} {s.name.lower()}" for s in TrialState),
+    ]
+    finished = [t for t in trials if t.state.is_finished() and t.datetime_complete]
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    if finished and starts:
+        hours = (max(t.datetime_complete for t in finished) - min(starts)) / dt.timedelta(hours=1)
+        if hours > 0:
+            lines.append(f"throughput: {len(finished) / hours:.1f} trials per hour")
+    try:
+        best = study.best_trial
+        lines.append(f"best: trial {best.number} value={best.value:.6g} "
+                     f"params={best.user_attrs.get(HPARAMS_ATTR, best.params)}")
+    except ValueError:
+        lines.append("best: none yet")
+    lines.append(f"live workers: {counts['RUNNING']} running trial(s)")
+    if stored:
+        lines.append(f"objective: {stored.get('objective')} | model {stored.get('model')} on "
+                     f"{stored.get('dataset')} | {stored.get('epochs')} epochs")
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""Optuna storages from a URL: SQLite (one process), a journal file (several processes on one
+machine) and PostgreSQL or MySQL (many machines)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from study._validation import fail
+from study.errors import StorageError
+from study.redact import one_line, redact
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import optuna
+    from optuna.trial import FrozenTrial
+
+__all__ = ["JOURNAL_PREFIX", "check_storage_url", "create_storage", "storage_kind"]
+
+JOURNAL_PREFIX = "journal:"
+_ALLOWED = "sqlite:///FILE, journal:PATH or postgresql://USER@HOST[:PORT]/DB"
+_RDB_BACKENDS = ("sqlite", "postgresql", "mysql")
+# Optuna retries a trial whose worker died this many times before leaving it failed.
+_MAX_RETRY = 3
+
+
+def storage_kind(url: str) -> str:
+    """``"journal"``, ``"sqlite"``, ``"postgresql"`` or ``"mysql"`` (the URL must be valid)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return "journal"
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).get_backend_name()
+
+
+def check_storage_url(url: str) -> None:
+    """Validate the syntax of a storage URL without connecting.
+
+    Raises:
+        ConfigError: The URL is malformed or names an unsupported backend.
+    """
+    if not isinstance(url, str) or not url.strip():
+        fail("storage", url, _ALLOWED)
+    if url.startswith(JOURNAL_PREFIX):
+        if not url[len(JOURNAL_PREFIX):].strip():
+            fail("storage", url, _ALLOWED)
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        fail("storage", redact(url), _ALLOWED)
+    backend = parsed.get_backend_name()
+    if backend not in _RDB_BACKENDS:
+        fail("storage", redact(url), _ALLOWED)
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        fail("storage", url, _ALLOWED + " (an in-memory SQLite database would lose the study)")
+    if backend != "sqlite" and not parsed.host:
+        fail("storage", redact(url), _ALLOWED)
+
+
+def create_storage(
+    url: str, *, heartbeat_interval: int | None = None,
+    stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    on_stale: Callable[[optuna.storages.BaseStorage, int], None] | None = None,
+) -> optuna.storages.BaseStorage:
+    """Open (and for RDB storages create the tables of) the storage at ``url``.
+
+    Args:
+        url: A storage URL accepted by :func:`check_storage_url`.
+        heartbeat_interval: Seconds between heartbeats of running trials (RDB storages only);
+            a trial whose heartbeat goes stale is failed and handed to ``stale_callback``.
+        stale_callback: Called with each trial failed for a stale heartbeat (closes its run
+            and retries it); Optuna's own retry callback when ``None``.
+        on_stale: Called with ``(storage, trial_id)`` for each such trial just before it is
+            failed, while it can still be annotated (RDB storages only).
+
+    Raises:
+        StorageError: The storage cannot be reached or opened.
+    """
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from study.storages._rdb import StudyRDBStorage
+
+    check_storage_url(url)
+    try:
+        if url.startswith(JOURNAL_PREFIX):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = url[len(JOURNAL_PREFIX):]
+            return optuna.storages.JournalStorage(JournalFileBackend(path))
+        engine_kwargs = {}
+        if storage_kind(url) == "postgresql":
+            # Fail fast on an unreachable host instead of hanging for minutes.
+            engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+        return StudyRDBStorage(
+            _with_driver(url),
+            on_stale=on_stale,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_stale_trial_callback=(
+                stale_callback or RetryHeartbeatStaleTrialCallback(max_retry=_MAX_RETRY)
+            ) if heartbeat_interval else None,
+        )
+    except Exception as exc:  # drivers raise many types; all mean "cannot open"
+        raise StorageError(
+            f"`storage` could not be opened: {redact(url)}: {one_line(exc)}"
+        ) from None
+
+
+def _with_driver(url: str) -> str:
+    """``url`` with an installed PostgreSQL driver named when it names none.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, 2.0 to psycopg2; the ``postgres``
+    extra installs psycopg2, so a bare URL uses it unless psycopg 3 is the one installed.
+    """
+    from importlib.util import find_spec
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername != "postgresql" or find_spec("psycopg2") is None:
+        return url
+    if find_spec("psycopg") is not None:
+        return url
+    return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)

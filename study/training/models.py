@@ -1,0 +1,169 @@
+"""The two model families of the study: a plain 4-block CNN and the Keras-style VGG.
+
+Both work on 2D images ``(N, C, H, W)`` and 3D volumes ``(N, C, D, H, W)``; the number of spatial
+dimensions is ``len(input_size)``. Pooling is skipped once the feature map is too small, so 8x8
+digits and 16^3 volumes both fit. Both end in global average pooling and a linear classifier, so
+the parameter count depends on ``width`` but not on ``input_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from study._validation import check_choice, fail
+from study.training.penalty import KERNEL_MODULES
+
+__all__ = ["CNN_WIDTH_MULTIPLIERS", "INITS", "MODELS", "build_model", "count_parameters"]
+
+MODELS = ("cnn", "vgg")
+INITS = ("torch", "glorot", "he")
+
+CNN_WIDTH_MULTIPLIERS = (1, 1, 2, 2)
+"""Channel multipliers of the ``cnn`` blocks; one entry per Conv-BN-LeakyReLU block."""
+
+_VGG_STAGE_MULTIPLIERS = (1, 2, 4, 8)
+_LEAKY_SLOPE = 0.01
+
+_LAYERS: dict[int, tuple[type[nn.Module], ...]] = {
+    2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d),
+    3: (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.AdaptiveAvgPool3d),
+}
+
+
+def build_model(
+    name: str,
+    *,
+    width: int,
+    in_channels: int,
+    n_classes: int,
+    input_size: tuple[int, ...],
+    init: str = "torch",
+    seed: int | None = None,
+) -> nn.Module:
+    """Build a freshly initialized classifier.
+
+    Args:
+        name: One of :data:`MODELS`.
+        width: Base channel count ``w``; ``cnn`` uses ``w, w, 2w, 2w``, ``vgg`` ``w, 2w, 4w, 8w``.
+        in_channels: Channels of the input.
+        n_classes: Number of classes (at least 2); the model returns that many logits.
+        input_size: Spatial size of one input, ``(H, W)`` or ``(D, H, W)``.
+        init: One of :data:`INITS`: PyTorch defaults, Glorot uniform (Keras) or He normal.
+        seed: When given, the weights depend only on it and the global RNG state is left
+            untouched; when ``None``, the global RNG is used as usual.
+
+    Returns:
+        A module mapping float32 ``(N, in_channels, *input_size)`` to logits ``(N, n_classes)``.
+
+    Raises:
+        ConfigError: If any argument is invalid.
+    """
+    check_choice("model", name, MODELS)
+    check_choice("init", init, INITS)
+    _check_int("width", width, 1)
+    _check_int("in_channels", in_channels, 1)
+    _check_int("n_classes", n_classes, 2)
+    size = _check_input_size(input_size)
+    layers = _LAYERS[len(size)]
+    with _seeded(seed):
+        if name == "cnn":
+            model = _cnn(width, in_channels, n_classes, min(size), layers)
+        else:
+            model = _vgg(width, in_channels, n_classes, min(size), layers)
+        _initialize(model, init)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Return the number of trainable parameter entries of ``model`` (buffers excluded).
+
+    Args:
+        model: Any module.
+
+    Returns:
+        The sum of ``numel()`` over the parameters that require gradients.
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _check_int(field: str, value: object, minimum: int) -> None:
+    # bool is an int subclass; True must not silently mean width=1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        fail(field, value, f"an integer >= {minimum}")
+
+
+def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
+    size = tuple(input_size) if isinstance(input_size, Sequence) else ()
+    if len(size) not in _LAYERS:
+        fail("input_size", input_size, "2 (H, W) or 3 (D, H, W) spatial sizes")
+    for s in size:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+            fail("input_size", input_size, "positive integers")
+    return size
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    if seed is None:
+        yield
+        return
+    # devices=[]: models are built on the CPU, so no CUDA RNG state needs to be saved.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _conv_bn(conv, bn, cin: int, cout: int, act: nn.Module) -> list[nn.Module]:
+    return [conv(cin, cout, kernel_size=3, padding=1, bias=False), bn(cout), act]
+
+
+def _head(gap, cin: int, n_classes: int) -> list[nn.Module]:
+    return [gap(1), nn.Flatten(), nn.Linear(cin, n_classes)]
+
+
+def _cnn(width: int, cin: int, n_classes: int, size: int, layers) -> nn.Sequential:
+    conv, bn, pool, gap = layers
+    modules: list[nn.Module] = []
+    last = len(CNN_WIDTH_MULTIPLIERS) - 1
+    for i, mult in enumerate(CNN_WIDTH_MULTIPLIERS):
+        cout = mult * width
+        modules += _conv_bn(conv, bn, cin, cout, nn.LeakyReLU(_LEAKY_SLOPE))
+        cin = cout
+        # Pooling below 4 would leave a 1-voxel map for the remaining blocks to convolve.
+        if i % 2 == 1 and i != last and size >= 4:
+            modules.append(pool(2))
+            size //= 2
+    return nn.Sequential(*modules, *_head(gap, cin, n_classes))
+
+
+def _vgg(width: int, cin: int, n_classes: int, size: int, layers) -> nn.Sequential:
+    conv, bn, pool, gap = layers
+    modules: list[nn.Module] = []
+    for mult in _VGG_STAGE_MULTIPLIERS:
+        cout = mult * width
+        modules += _conv_bn(conv, bn, cin, cout, nn.ReLU())
+        modules += _conv_bn(conv, bn, cout, cout, nn.ReLU())
+        cin = cout
+        # Keras would fail on a 1x1 map; 8x8 digits skip the 4th pool instead.
+        if size >= 2:
+            modules.append(pool(2))
+            size //= 2
+    return nn.Sequential(*modules, *_head(gap, cin, n_classes))
+
+
+def _initialize(model: nn.Module, init: str) -> None:
+    if init == "torch":
+        return
+    for m in model.modules():
+        if not isinstance(m, KERNEL_MODULES):
+            continue
+        if init == "glorot":
+            nn.init.xavier_uniform_(m.weight)
+        else:
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

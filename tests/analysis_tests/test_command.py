@@ -1,0 +1,113 @@
+"""`study analyze` and `study report` on real small studies: the product's headline answer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from mlflow import MlflowClient
+
+from study.analysis import analyze_study
+from study.config import StudyConfig
+from study.errors import StorageError
+from study.report import report_study
+from study.runtime.session import run_session
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+def penalty_study(tmp, mode: str, tracking_uri: str) -> StudyConfig:
+    """Digits, a large fixed weight decay, a tiny fixed lr, widths over two decades of params."""
+    return StudyConfig(
+        study_name=f"p-{mode}", storage=f"sqlite:///{tmp / 'optuna.db'}",
+        tracking_uri=tracking_uri, experiment="explain", penalty_mode=(mode,), n_trials=10,
+        epochs=1, width_min=4, width_max=40, lr_min=1e-4, lr_max=1e-4, weight_decay_min=1e-2,
+        weight_decay_max=1e-2, batch_sizes=(64,), sampler="random", pruner="none", device="cpu",
+    )
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory, mlflow_template_db):
+    """Two real studies that differ only in the penalty mode, in one pair of stores."""
+    tmp = tmp_path_factory.mktemp("explain")
+    shutil.copyfile(mlflow_template_db, tmp / "mlflow.db")
+    tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    configs = {mode: penalty_study(tmp, mode, tracking_uri) for mode in ("l2-in-loss", "none")}
+    results = {mode: run_session(config) for mode, config in configs.items()}
+    return tmp, configs, results
+
+
+def test_l2_in_loss_study_is_explained_by_the_penalty(studies):
+    tmp, configs, _ = studies
+    document, path, _ = analyze_study(configs["l2-in-loss"], output_dir=tmp / "a-l2")
+
+    assert document["verdict"]["code"] == "penalty"
+    assert document["decomposition"]["width_effect_penalty"]["ci95"][0] > 0
+    assert json.loads(path.read_text())["verdict"]["code"] == "penalty"
+
+
+def test_same_study_without_penalty_is_not_explained_by_it(studies):
+    tmp, configs, _ = studies
+    document, _, _ = analyze_study(configs["none"], output_dir=tmp / "a-none")
+
+    assert document["verdict"]["code"] != "penalty"
+    assert document["decomposition"]["width_effect_penalty"]["estimate"] == pytest.approx(0)
+
+
+def test_analysis_is_logged_to_the_parent_run(studies):
+    tmp, configs, results = studies
+    analyze_study(configs["l2-in-loss"], output_dir=tmp / "a-log")
+
+    client = MlflowClient(configs["l2-in-loss"].tracking_uri)
+    parent = results["l2-in-loss"].parent_run_id
+    logged = [a.path for a in client.list_artifacts(parent, "analysis")]
+    assert logged == ["analysis/analysis.json"]
+    local = client.download_artifacts(parent, "analysis/analysis.json", str(tmp / "dl"))
+    with open(local) as fh:
+        assert json.load(fh)["schema"] == "study.analysis/1"
+
+
+def test_analysis_from_mlflow_alone_matches_optuna(studies):
+    tmp, configs, _ = studies
+    from_optuna, _, _ = analyze_study(configs["l2-in-loss"], output_dir=tmp / "a-opt")
+    only_mlflow = configs["l2-in-loss"].replace(storage=f"sqlite:///{tmp / 'absent.db'}")
+
+    from_mlflow, _, _ = analyze_study(only_mlflow, output_dir=tmp / "a-mlf")
+
+    assert from_mlflow["verdict"]["code"] == from_optuna["verdict"]["code"]
+    assert from_mlflow["n_trials_used"] == from_optuna["n_trials_used"]
+    assert from_mlflow["decomposition"]["width_effect_total"]["estimate"] == pytest.approx(
+        from_optuna["decomposition"]["width_effect_total"]["estimate"], rel=1e-9)
+
+
+def test_unknown_study_in_both_stores_is_one_storage_error(studies):
+    tmp, configs, _ = studies
+    missing = configs["none"].replace(study_name="nope",
+                                      storage=f"sqlite:///{tmp / 'absent2.db'}")
+
+    with pytest.raises(StorageError, match="nope"):
+        analyze_study(missing, output_dir=tmp / "a-missing")
+    assert not (tmp / "a-missing").exists()
+
+
+def test_report_writes_every_file_and_logs_them(studies):
+    tmp, configs, results = studies
+    out = tmp / "r-l2"
+    document, _, _ = report_study(configs["l2-in-loss"], output_dir=out,
+                                        evaluators=["fanova", "ped-anova"], seed=3,
+                                        n_bootstrap=5)
+
+    for name in ("report.html", "report.md", "report.json", "trials.csv", "analysis.json"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["analysis"]["verdict"]["code"] == document["verdict"]["code"]
+    evaluators = {row["evaluator"] for row in report["importance"]}
+    assert {"fanova", "ped-anova"} <= evaluators
+    html = (out / "report.html").read_text()
+    assert "fanova" in html and "ped-anova" in html and "seed" in html
+    client = MlflowClient(configs["l2-in-loss"].tracking_uri)
+    logged = {a.path for a in client.list_artifacts(results["l2-in-loss"].parent_run_id,
+                                                    "report")}
+    assert {"report/report.html", "report/report.md", "report/report.json",
+            "report/trials.csv"} <= logged

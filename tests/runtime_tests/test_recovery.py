@@ -1,0 +1,308 @@
+"""Crash safety: a worker killed mid-trial, trials that raise, diverge or run out of memory, a
+tracking server that goes away mid-study, and passwords that must never be written anywhere.
+
+Real parts only: the ``study`` command in subprocesses (killed with a real SIGKILL), an
+``mlflow server`` process stopped and restarted on the same port, PostgreSQL databases made and
+dropped per test, real (tiny) training on digits. Both stores are read back afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from study.config import StudyConfig
+from study.runtime.lifecycle import load_study, prepare_study
+from study.runtime.session import run_session
+from tests.conftest import cli_env, run_cli
+from tests.servers import (
+    STUDY_EXE,
+    MlflowServer,
+    experiment_runs,
+    n_finished,
+    poll_trials,
+    postgres_url,
+    runs_per_trial,
+    stderr_lines,
+    study_trials,
+    study_user_attrs,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_env")]
+
+SECRET = "S3cr3tPw"
+
+
+
+
+@contextlib.contextmanager
+def study_process(args: list[str], cwd: Path, *, host: str | None = None) -> subprocess.Popen:
+    """``study ARGS`` running in the background (output in files under ``cwd``); killed on
+    the way out if the test left it running. With ``host``, it runs in a UTS namespace of its
+    own under that host name: to the study it is a worker on another machine (its pid means
+    nothing here), while still being a process the test can SIGKILL (``exec`` keeps the pid)."""
+    command = [str(STUDY_EXE), *args]
+    if host is not None:
+        command = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host, *command]
+    with (cwd / "first.out").open("w") as out, (cwd / "first.err").open("w") as err:
+        proc = subprocess.Popen(command, cwd=cwd, env=cli_env(), stdout=out, stderr=err)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+def _timeline(trials: list[optuna.trial.FrozenTrial]) -> str:
+    return json.dumps([(t.number, t.state.name, t.params, t.user_attrs.get("failure"),
+                        t.user_attrs.get("retried_from")) for t in trials], indent=1)
+
+
+def _retries_of(trials: list, number: int) -> list:
+    return [t for t in trials if t.user_attrs.get("retried_from") == number]
+
+
+# --- SIGKILL mid-trial --------------------------------------------------------------------------
+
+
+def _other_hosts_supported() -> bool:
+    try:
+        return subprocess.run(["unshare", "--uts", "sh", "-c", "hostname other-machine"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+# sqlite: the default storage; the dead-pid stamp finds the trial at once (same host).
+# postgresql: the killed worker runs as another machine, so its pid cannot be judged here and
+#   only the heartbeat (1 s, stale after 2 s) finds it: Optuna's stale-trial path, for real.
+@pytest.mark.parametrize(("kind", "cause"), [("sqlite", "its worker process died"),
+                                             ("postgresql", "worker stopped sending heartbeats")])
+def test_sigkilled_trial_is_failed_closed_and_retried_on_resume(kind, cause, server, tmp_path,
+                                                                new_postgres_database):
+    host = None
+    if kind == "postgresql":
+        if not _other_hosts_supported():
+            pytest.skip("`unshare --uts` is not permitted here: no second host to kill")
+        storage, extra = postgres_url(new_postgres_database()), ["--heartbeat-interval", "1"]
+        host = "other-machine"
+    else:
+        storage, extra = f"sqlite:///{tmp_path / 'optuna.db'}", []
+    experiment = f"sigkill-{kind}"
+    # 8 epochs of a width-8 CNN: a second or more per trial (three of them), time enough for
+    # the 0.1 s poll to catch one mid-way.
+    args = ["run", "--storage", storage, "--study-name", "k", "--tracking-uri", server.uri,
+            "--experiment", experiment, "--n-trials", "3", "--epochs", "8", "--width-min", "8",
+            "--width-max", "8", "--batch-sizes", "64", "--device", "cpu", "--pruner", "none",
+            *extra]
+
+    with study_process(args, tmp_path, host=host) as proc:
+        running = poll_trials(
+            storage, "k", lambda ts: [t for t in ts if t.state == TrialState.RUNNING
+                                      and "mlflow_run_id" in t.user_attrs],
+            proc=proc, timeout=120, what="a RUNNING trial linked to its MLflow run")
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    (killed,) = running
+    assert killed.user_attrs["worker"] == f"{host or socket.gethostname()}:{proc.pid}"
+
+    resumed = run_cli(args, cwd=tmp_path, env=cli_env(), timeout=300)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert "recovered: 1 trial(s) of dead workers failed and queued again" in resumed.stderr
+    trials = study_trials(storage, "k")
+    assert n_finished(trials) == 3, _timeline(trials)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    dead = trials[killed.number]
+    assert dead.state == TrialState.FAIL
+    assert dead.user_attrs["failure"] == f"{cause} (trial {killed.number}, worker " \
+                                         f"{killed.user_attrs['worker']})"
+    (retry,) = _retries_of(trials, killed.number)
+    assert retry.number > killed.number
+    assert retry.params == killed.params and retry.params  # lr and weight decay are searched
+    assert retry.state == TrialState.COMPLETE
+
+    runs = experiment_runs(server.uri, experiment)
+    assert runs_per_trial(runs, "k") == {t.number: 1 for t in trials}
+    assert [(r.info.run_name, r.data.tags.get("study.role")) for r in runs
+            if r.info.status == "RUNNING"] == []
+    killed_run = next(r for r in runs if r.info.run_id == killed.user_attrs["mlflow_run_id"])
+    assert killed_run.info.status == "FAILED"
+    assert killed_run.data.tags["optuna.trial_state"] == "FAIL"
+    assert killed_run.data.tags["study.failure"] == dead.user_attrs["failure"]
+
+
+# --- exceptions, NaN, out of memory -------------------------------------------------------------
+
+
+def test_raising_diverging_and_out_of_memory_trials_fail_and_the_study_goes_on(
+        storage_url, tracking_uri, mlflow_client):
+    config = StudyConfig(study_name="faults", storage=storage_url, tracking_uri=tracking_uri,
+                         experiment="faults", epochs=1, width_min=4, width_max=8,
+                         batch_sizes=(64,), lr_min=1e-3, lr_max=1e20, n_trials=3, device="cpu",
+                         pruner="none")
+    study = load_study(prepare_study(config)).study
+    good = {"width": 4, "lr": 1e-2, "weight_decay": 1e-4}
+    for params in [{**good, "lr": 1e20, "weight_decay": 1e-2}, *[good] * 5]:
+        study.enqueue_trial(params)
+    faults = {1: RuntimeError("a custom stopping rule broke"),
+              3: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")}
+
+    def faulty(history, report) -> None:
+        (trial,) = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if trial.number in faults:
+            raise faults[trial.number]
+
+    result = run_session(config, hooks=[faulty])
+
+    trials = study_trials(storage_url, "faults")
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "COMPLETE", "FAIL", "COMPLETE",
+                                              "COMPLETE"], _timeline(trials)
+    assert result.n_finished == 3 and result.counts["FAIL"] == 3
+    expected = {0: r"^training loss became (nan|inf|-inf)",
+                1: r"^RuntimeError: a custom stopping rule broke$",
+                3: r"^out of memory \(OutOfMemoryError\): CUDA out of memory\. Tried to allocate"}
+    for number, pattern in expected.items():
+        trial = trials[number]
+        assert re.search(pattern, trial.user_attrs["failure"]), trial.user_attrs["failure"]
+        run = mlflow_client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FAILED"
+        assert run.data.tags["optuna.trial_state"] == "FAIL"
+        assert run.data.tags["study.failure"] == trial.user_attrs["failure"]
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE:
+            assert mlflow_client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == \
+                "FINISHED"
+
+
+# --- the tracking server goes away mid-study ----------------------------------------------------
+
+
+def test_tracking_outage_stops_the_study_in_one_line_and_a_rerun_completes_it(
+        tmp_path, mlflow_template_db, capsys):
+    timeout = 6
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    server = MlflowServer(tmp_path / "mlflow", mlflow_template_db)
+    try:
+        server.start()
+        args = ["run", "--storage", storage, "--study-name", "o", "--tracking-uri", server.uri,
+                "--experiment", "outage", "--tracking-timeout", str(timeout), "--n-trials", "6",
+                "--epochs", "3", "--width-min", "4", "--width-max", "8", "--batch-sizes", "64",
+                "--device", "cpu", "--pruner", "none"]
+        with study_process(args, tmp_path) as proc:
+            poll_trials(storage, "o",
+                        lambda ts: any(t.state == TrialState.COMPLETE for t in ts),
+                        proc=proc, timeout=120, what="a COMPLETE trial")
+            server.stop()
+            stopped = time.monotonic()
+            try:
+                code = proc.wait(timeout=timeout + 30)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the study still ran {timeout + 30} s after the server stopped")
+            waited = time.monotonic() - stopped
+        stderr = (tmp_path / "first.err").read_text()
+        assert code == 1, stderr
+        last = stderr_lines(stderr)[-1]
+        assert last.startswith("error: MLflow tracking store "), stderr
+        assert "unreachable" in last
+        assert "Traceback" not in stderr
+        first = study_trials(storage, "o")
+        assert n_finished(first) < 6, "the study finished before the outage"
+
+        server.start()  # same port, same backend
+        rerun = run_cli(args, cwd=tmp_path, env=cli_env(), timeout=300)
+        runs = experiment_runs(server.uri, "outage")
+    finally:
+        server.stop()
+
+    assert rerun.returncode == 0, rerun.stderr
+    trials = study_trials(storage, "o")
+    assert n_finished(trials) == 6, _timeline(trials)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    (cut,) = [t for t in trials if t.user_attrs.get("failure", "").startswith(
+        "MLflow tracking unavailable")]
+    assert cut.state == TrialState.FAIL
+    (retry,) = _retries_of(trials, cut.number)
+    assert retry.params == cut.params and retry.state == TrialState.COMPLETE
+
+    per_trial = runs_per_trial(runs, "o")
+    assert max(per_trial.values()) == 1, per_trial  # no trial logged twice
+    for trial in trials:
+        if trial.state != TrialState.FAIL:
+            assert per_trial[trial.number] == 1, (trial.number, per_trial)
+    assert [(r.info.run_name, r.data.tags.get("study.role")) for r in runs
+            if r.info.status == "RUNNING"] == []
+    cut_runs = [r for r in runs if r.data.tags.get("optuna.trial_number") == str(cut.number)]
+    for run in cut_runs:
+        assert run.info.status == "FAILED"
+        assert run.data.tags["study.failure"].startswith("MLflow tracking unavailable")
+    assert waited < timeout + 30
+    with capsys.disabled():
+        print(f"\n[recovery] the study exited {waited:.1f} s after the tracking server stopped "
+              f"(--tracking-timeout {timeout})")
+
+
+# --- passwords ----------------------------------------------------------------------------------
+
+
+def test_passwords_reach_no_param_tag_output_report_or_stored_config(server, tmp_path,
+                                                                     new_postgres_database):
+    database = new_postgres_database()
+    storage = postgres_url(database, password=SECRET)
+    tracking = server.uri.replace("http://", f"http://user:{SECRET}@")
+    where = ["--storage", storage, "--study-name", "p", "--tracking-uri", tracking,
+             "--experiment", "passwords"]
+
+    run = run_cli(["run", *where, "--n-trials", "2", "--epochs", "1", "--width-min", "4",
+                   "--width-max", "8", "--batch-sizes", "64", "--device", "cpu"],
+                  cwd=tmp_path, env=cli_env(), timeout=300)
+    report = run_cli(["report", *where, "--output-dir", str(tmp_path / "rep"),
+                      "--n-bootstrap", "5"], cwd=tmp_path, env=cli_env(), timeout=300)
+
+    assert run.returncode == 0, run.stderr
+    assert report.returncode == 0, report.stderr
+    for proc in (run, report):
+        assert SECRET not in proc.stdout + proc.stderr
+    runs = experiment_runs(server.uri, "passwords")
+    assert len(runs) == 3
+    for r in runs:
+        for key, value in {**r.data.params, **r.data.tags}.items():
+            assert SECRET not in value, (r.info.run_name, key)
+    (parent,) = [r for r in runs if r.data.tags.get("study.role") == "parent"]
+    assert parent.data.tags["study.storage"] == storage.replace(SECRET, "***")
+    written = [p for p in (tmp_path / "rep").rglob("*") if p.is_file()]
+    assert any(p.name == "report.html" for p in written)
+    uploaded = [p for p in server.artifacts.rglob("*") if p.is_file()]
+    assert any(p.name == "report.html" for p in uploaded)
+    for path in written + uploaded:
+        assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in json.dumps(study_user_attrs(postgres_url(database), "p"))
+    trials = study_trials(postgres_url(database), "p")
+    assert SECRET not in json.dumps([(t.user_attrs, t.system_attrs) for t in trials])
+
+
+def test_tracking_uri_password_is_redacted_from_the_error(tmp_path):
+    proc = run_cli(["run", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
+                    "--tracking-uri", f"http://user:{SECRET}@127.0.0.1:1",
+                    "--tracking-timeout", "0", "--n-trials", "1", "--device", "cpu"],
+                   cwd=tmp_path, env=cli_env(), timeout=120)
+
+    assert proc.returncode == 1, proc.stderr
+    (line,) = stderr_lines(proc.stderr)
+    assert line.startswith("error: `tracking_uri` could not be opened: "
+                           "http://user:***@127.0.0.1:1")
+    assert SECRET not in proc.stdout + proc.stderr
+    assert not (tmp_path / "optuna.db").exists()

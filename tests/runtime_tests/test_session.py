@@ -1,0 +1,294 @@
+"""A study session end to end through the library: real Optuna SQLite storage, real MLflow
+SQLite store, real training on digits. MLflow is checked through MlflowClient."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+
+import optuna
+import pytest
+
+from study.config import StudyConfig
+from study.errors import StudyError
+from study.keys import CONFIG_ATTR, PARENT_RUN_ATTR
+from study.runtime._optuna_logs import one_line_trial_failures
+from study.runtime.lifecycle import load_study, prepare_study
+from study.runtime.session import run_session
+from study.storages import create_storage
+
+TRIAL_PARAMS = {"width", "lr", "batch_size", "weight_decay", "penalty_mode", "model", "dataset",
+                "seed", "device", "n_params"}
+EPOCH_METRICS = {"train/loss", "train/data_loss", "train/penalty", "train/weight_sq_norm",
+                 "val/loss", "val/accuracy", "train/samples_per_s"}
+SUMMARY_METRICS = {"n_params", "early/loss", "early/data_loss", "early/penalty",
+                   "final/val_loss", "final/val_accuracy"}
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+def small_config(storage_url: str, tracking_uri: str, **overrides) -> StudyConfig:
+    """A study that trains in about a second per trial on 2 CPU cores."""
+    values = dict(study_name="s", storage=storage_url, tracking_uri=tracking_uri,
+                  experiment="exp", epochs=2, width_min=4, width_max=8, batch_sizes=(64,),
+                  lr_min=1e-3, lr_max=1e-2, n_trials=3, device="cpu")
+    values.update(overrides)
+    return StudyConfig(**values)
+
+
+def runs_by_role(client, role: str) -> list:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, f"tags.`study.role` = '{role}'")
+
+
+def create_with_queue(config: StudyConfig, queued: list[dict]) -> optuna.Study:
+    """Create the study as `study run` would, then enqueue fixed trials (Optuna's own API)."""
+    study = load_study(prepare_study(config)).study
+    for params in queued:
+        study.enqueue_trial(params)
+    return study
+
+
+def test_session_logs_one_parent_and_one_nested_run_per_trial(storage_url, tracking_uri,
+                                                              mlflow_client):
+    result = run_session(small_config(storage_url, tracking_uri))
+
+    (parent,) = runs_by_role(mlflow_client, "parent")
+    trials = sorted(runs_by_role(mlflow_client, "trial"), key=lambda r: r.info.run_name)
+    assert result.parent_run_id == parent.info.run_id
+    assert parent.info.run_name == "s"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["study.name"] == "s"
+    assert parent.data.tags["study.storage"] == storage_url
+    assert parent.data.params["epochs"] == "2"
+    assert parent.data.params["batch_sizes"] == "64"
+    assert parent.data.metrics["study/n_complete"] == 3
+    assert parent.data.metrics["study/n_failed"] == 0
+    assert math.isfinite(parent.data.metrics["study/best_value"])
+    assert [r.info.run_name for r in trials] == ["trial-0000", "trial-0001", "trial-0002"]
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["optuna.study_name"] == "s"
+        assert run.data.tags["optuna.trial_state"] == "COMPLETE"
+        assert run.info.status == "FINISHED"
+        assert set(run.data.params) >= TRIAL_PARAMS
+        assert set(run.data.metrics) >= EPOCH_METRICS | SUMMARY_METRICS
+
+
+def test_trials_and_runs_link_both_ways(storage_url, tracking_uri, mlflow_client):
+    config = small_config(storage_url, tracking_uri, n_trials=2)
+    run_session(config)
+
+    study = optuna.load_study(study_name="s", storage=storage_url)
+    for trial in study.trials:
+        run = mlflow_client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags["optuna.trial_number"] == str(trial.number)
+        assert int(run.data.params["n_params"]) == trial.user_attrs["n_params"]
+        assert run.data.metrics["early/loss"] == pytest.approx(trial.user_attrs["early_loss"])
+        assert run.data.metrics["early/penalty"] == pytest.approx(
+            trial.user_attrs["early_penalty"])
+        assert "early_data_loss" in trial.user_attrs
+    assert study.user_attrs[CONFIG_ATTR]["epochs"] == 2
+    assert study.user_attrs[PARENT_RUN_ATTR] == runs_by_role(mlflow_client, "parent")[0].info.run_id
+
+
+def test_l2_in_loss_total_is_data_plus_penalty_every_epoch(storage_url, tracking_uri,
+                                                           mlflow_client):
+    run_session(small_config(storage_url, tracking_uri, n_trials=1, epochs=3))
+
+    (run,) = runs_by_role(mlflow_client, "trial")
+    history = {
+        key: {m.step: m.value for m in mlflow_client.get_metric_history(run.info.run_id, key)}
+        for key in ("train/loss", "train/data_loss", "train/penalty")
+    }
+    assert sorted(history["train/loss"]) == [1, 2, 3]
+    for step, total in history["train/loss"].items():
+        assert history["train/penalty"][step] > 0
+        assert total == pytest.approx(
+            history["train/data_loss"][step] + history["train/penalty"][step], rel=1e-12)
+
+
+def test_resume_reuses_parent_and_adds_only_missing_trials(storage_url, tracking_uri,
+                                                           mlflow_client):
+    first = run_session(small_config(storage_url, tracking_uri, n_trials=2))
+    second = run_session(small_config(storage_url, tracking_uri, n_trials=4))
+
+    assert second.parent_run_id == first.parent_run_id
+    assert len(runs_by_role(mlflow_client, "parent")) == 1
+    names = sorted(r.info.run_name for r in runs_by_role(mlflow_client, "trial"))
+    assert names == ["trial-0000", "trial-0001", "trial-0002", "trial-0003"]
+    assert second.n_finished == 4
+
+
+def test_met_budget_runs_no_trial(storage_url, tracking_uri, mlflow_client):
+    run_session(small_config(storage_url, tracking_uri, n_trials=1))
+    again = run_session(small_config(storage_url, tracking_uri, n_trials=1))
+
+    assert again.n_finished == 1
+    assert len(runs_by_role(mlflow_client, "trial")) == 1
+
+
+def test_pruned_trial_is_killed_run_and_study_continues(storage_url, tracking_uri,
+                                                        mlflow_client):
+    config = small_config(storage_url, tracking_uri, n_trials=7, pruner="median",
+                          lr_min=1e-7, lr_max=1e-2)
+    good = {"width": 4, "lr": 1e-2, "weight_decay": 1e-4}
+    create_with_queue(config, [good] * 5 + [{**good, "lr": 1e-7}, good])
+
+    result = run_session(config)
+
+    study = optuna.load_study(study_name="s", storage=storage_url)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert [t.number for t in pruned] == [5]
+    run = mlflow_client.get_run(pruned[0].user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["optuna.trial_state"] == "PRUNED"
+    assert "early/loss" in run.data.metrics  # pruned after the early window, still usable
+    assert "final/val_loss" not in run.data.metrics
+    assert result.n_finished == 7
+    assert study.trials[6].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_non_finite_trial_fails_in_both_stores_and_study_continues(storage_url, tracking_uri,
+                                                                   mlflow_client):
+    config = small_config(storage_url, tracking_uri, n_trials=2, pruner="none",
+                          lr_min=1e-3, lr_max=1e20)
+    create_with_queue(config, [{"width": 4, "lr": 1e20, "weight_decay": 1e-2},
+                               {"width": 4, "lr": 1e-2, "weight_decay": 1e-4}])
+
+    result = run_session(config)
+
+    study = optuna.load_study(study_name="s", storage=storage_url)
+    failed = study.trials[0]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert "training loss became" in failed.user_attrs["failure"]
+    run = mlflow_client.get_run(failed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["optuna.trial_state"] == "FAIL"
+    assert "training loss became" in run.data.tags["study.failure"]
+    assert result.n_finished == 2
+    assert result.counts["FAIL"] == 1
+
+
+def test_each_trial_keeps_its_curve_written_once_when_it_ends(tmp_path, tracking_uri):
+    journal = tmp_path / "optuna.journal"  # a log of every storage write, so writes count
+    config = small_config(f"journal:{journal}", tracking_uri, epochs=3, n_trials=2,
+                          pruner="none", lr_min=1e-3, lr_max=1e20)
+    create_with_queue(config, [{"width": 4, "lr": 1e-2, "weight_decay": 1e-4},
+                               {"width": 4, "lr": 1e20, "weight_decay": 1e-2},
+                               {"width": 5, "lr": 1e-2, "weight_decay": 1e-4}])
+
+    second_epochs: list[int] = []
+
+    def prune_the_second_to_reach_epoch_two(history, report):  # the third trial
+        if report.epoch == 2:
+            second_epochs.append(report.epoch)
+            if len(second_epochs) == 2:
+                raise optuna.TrialPruned("custom rule")
+
+    run_session(config, hooks=[prune_the_second_to_reach_epoch_two])
+
+    trials = optuna.load_study(study_name="s", storage=create_storage(config.storage)).trials
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "FAIL", "PRUNED"], states
+    complete, failed, pruned = trials
+    assert len(complete.user_attrs["curve"]) == 3
+    assert len(pruned.user_attrs["curve"]) == 2
+    assert "curve" not in failed.user_attrs  # diverged in its first epoch: no epoch to keep
+    assert complete.user_attrs["curve"][0][0] == complete.user_attrs["early_loss"]
+    assert journal.read_text().count('"curve"') == 2  # once per trial that has one
+
+
+def test_a_failed_trial_is_said_once_with_its_params(storage_url, tracking_uri, caplog):
+    config = small_config(storage_url, tracking_uri, n_trials=1, pruner="none",
+                          lr_min=1e-3, lr_max=1e20)
+    create_with_queue(config, [{"width": 4, "lr": 1e20, "weight_decay": 1e-2},
+                               {"width": 4, "lr": 1e-2, "weight_decay": 1e-4}])
+    out = io.StringIO()
+
+    with caplog.at_level(logging.WARNING, logger="optuna"):
+        run_session(config, out=out)
+
+    (line,) = [x for x in out.getvalue().splitlines() if "FAIL" in x]
+    assert "trial 0 FAIL (training loss became" in line
+    assert "with width=4 lr=1e+20 weight_decay=0.01" in line
+    assert "trial 1 COMPLETE" in out.getvalue()
+    optuna_said = [r.getMessage() for r in caplog.records if r.name.startswith("optuna")]
+    assert not [m for m in optuna_said if m.startswith("Trial 0 failed")], optuna_said
+
+
+def test_failures_that_are_not_the_studys_are_still_logged_by_optuna(caplog):
+    study = optuna.create_study()
+
+    def broken(trial):
+        raise ValueError("not ours")
+
+    with caplog.at_level(logging.WARNING, logger="optuna"), one_line_trial_failures():
+        study.optimize(broken, n_trials=1, catch=(ValueError,))
+    said = [r.getMessage() for r in caplog.records]
+    assert any("Trial 0 failed with parameters" in m and "not ours" in m for m in said), said
+    assert "Trial 0 failed with value None." in said
+
+
+def test_repeated_failures_stop_the_session_with_one_error(storage_url, tracking_uri):
+    config = small_config(storage_url, tracking_uri, n_trials=20, pruner="none",
+                          lr_min=1e19, lr_max=1e20, weight_decay_min=1e-2,
+                          weight_decay_max=1e-2)
+
+    with pytest.raises(StudyError, match="5 trials failed in a row"):
+        run_session(config)
+
+    study = optuna.load_study(study_name="s", storage=storage_url)
+    assert len(study.trials) == 5
+
+
+@pytest.mark.parametrize("mode", ["coupled", "decoupled", "none"])
+def test_modes_without_penalty_in_loss_log_zero_penalty(storage_url, tracking_uri,
+                                                        mlflow_client, mode):
+    run_session(small_config(storage_url, tracking_uri, n_trials=1, penalty_mode=(mode,)))
+
+    (run,) = runs_by_role(mlflow_client, "trial")
+    assert run.data.params["penalty_mode"] == mode
+    for step in mlflow_client.get_metric_history(run.info.run_id, "train/penalty"):
+        assert step.value == 0.0
+    assert run.data.metrics["train/weight_sq_norm"] > 0
+    assert run.data.metrics["train/loss"] == run.data.metrics["train/data_loss"]
+
+
+def test_several_penalty_modes_are_a_searched_dimension(storage_url, tracking_uri):
+    config = small_config(storage_url, tracking_uri, n_trials=2,
+                          penalty_mode=("l2-in-loss", "none"))
+    create_with_queue(config, [{"penalty_mode": "l2-in-loss"}, {"penalty_mode": "none"}])
+
+    run_session(config)
+
+    study = optuna.load_study(study_name="s", storage=storage_url)
+    assert [t.params["penalty_mode"] for t in study.trials] == ["l2-in-loss", "none"]
+    assert study.trials[0].user_attrs["early_penalty"] > 0
+    assert study.trials[1].user_attrs["early_penalty"] == 0
+
+
+def test_entry_point_run_becomes_parent_then_later_ones_are_sessions(
+        storage_url, tracking_uri, mlflow_client, monkeypatch):
+    experiment_id = mlflow_client.create_experiment("launched")
+    entry = mlflow_client.create_run(experiment_id).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", entry)
+    run_session(small_config(storage_url, tracking_uri, n_trials=1))
+    later = mlflow_client.create_run(experiment_id).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", later)
+
+    run_session(small_config(storage_url, tracking_uri, n_trials=2))
+
+    parent = mlflow_client.get_run(entry)
+    session = mlflow_client.get_run(later)
+    assert parent.data.tags["study.role"] == "parent"
+    assert parent.info.run_name == "s"
+    assert session.data.tags["study.role"] == "session"
+    assert session.data.tags["study.parent_run_id"] == entry
+    assert session.data.metrics["study/n_complete"] == 2
+    trials = mlflow_client.search_runs([experiment_id], "tags.`study.role` = 'trial'")
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {entry}
+    assert len(trials) == 2
+    stored = optuna.load_study(study_name="s", storage=storage_url).user_attrs[CONFIG_ATTR]
+    assert stored["experiment"] == "launched"
