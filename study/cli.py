@@ -7,100 +7,29 @@ with exit code 1; click's usage errors become one line with exit code 2.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import sys
-import types
-import typing
 import warnings
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
+from study._cli_options import (
+    SEARCH_FIELDS,
+    WHOLE_NUMBER,
+    config_options,
+    output_folder,
+    report_options,
+    resolve,
+    store_options,
+)
 from study.config import StudyConfig, resolve_config
 from study.errors import StudyError
 from study.redact import redact
 
 __all__ = ["cli", "main", "run_cli"]
-
-_FIELD_TYPES = typing.get_type_hints(StudyConfig)
-_SEARCH_FIELDS = ("width_min", "width_max", "lr_min", "lr_max", "batch_sizes",
-                  "weight_decay_min", "weight_decay_max")
-
-
-class _WholeNumber(click.ParamType):
-    """An integer that also accepts "4.0": MLproject parameters are typed float."""
-
-    name = "integer"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = float("nan")
-        if not number.is_integer():
-            self.fail(f"{value!r} is not a whole number.", param, ctx)
-        return int(number)
-
-
-WHOLE_NUMBER = _WholeNumber()
-
-
-def _click_type(name: str) -> Any:
-    hint = _FIELD_TYPES[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if isinstance(hint, types.UnionType) and args else hint
-    if typing.get_origin(base) is tuple:
-        return str  # comma-separated list
-    return {int: WHOLE_NUMBER, float: float}.get(base, str)
-
-
-def _show_default(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    return "none" if value is None else str(value)
-
-
-def config_options(exclude: Sequence[str] = ()) -> Callable[[Callable], Callable]:
-    """Add one option per :class:`StudyConfig` field, plus ``--config FILE``.
-
-    Options default to ``None`` so that only values the user gave count as explicit.
-    """
-
-    def decorate(fn: Callable) -> Callable:
-        for field in reversed(dataclasses.fields(StudyConfig)):
-            if field.name in exclude:
-                continue
-            if field.type in (bool, "bool"):
-                fn = click.option(
-                    f"--{field.name}/--no-{field.name}", field.name, default=None,
-                    help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
-                )(fn)
-                continue
-            fn = click.option(
-                "--" + field.name.replace("_", "-"), field.name,
-                type=_click_type(field.name), default=None,
-                envvar=field.metadata.get("envvar"),
-                help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
-            )(fn)
-        return click.option(
-            "--config", "config_file", type=click.Path(dir_okay=False), default=None,
-            help="TOML or YAML file with the same keys (underscores); flags override it.",
-        )(fn)
-
-    return decorate
-
-
-def _resolve(options: dict[str, Any]) -> tuple[StudyConfig, dict[str, Any]]:
-    config_file = options.pop("config_file", None)
-    explicit = {k: v for k, v in options.items() if v is not None}
-    return resolve_config(explicit=explicit, config_file=config_file)
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="study", prog_name="study")
@@ -130,7 +59,7 @@ def run_command(workers: int, trials_per_gpu: int | None, **options: Any) -> Non
     """Create or resume a study and run trials until --n-trials of them have finished."""
     from study.runtime import check_workers, run_session, run_with_workers
 
-    config, given = _resolve(options)
+    config, given = resolve(options)
     check_workers(config, workers)
     if workers > 1 or trials_per_gpu is not None:
         _print_result(run_with_workers(config, workers, given=given,
@@ -145,12 +74,12 @@ def worker_command(**options: Any) -> None:
     """Join an existing study (same --storage) and run trials until its budget is met."""
     from study.runtime import run_session
 
-    config, given = _resolve(options)
+    config, given = resolve(options)
     _print_result(run_session(config, given=given, worker=True), who="worker done, study")
 
 
 @cli.command("trial")
-@config_options(exclude=(*_SEARCH_FIELDS, "n_trials", "timeout", "sampler", "pruner",
+@config_options(exclude=(*SEARCH_FIELDS, "n_trials", "timeout", "sampler", "pruner",
                          "heartbeat_interval", "storage", "study_name"))
 @click.option("--width", type=WHOLE_NUMBER, default=16, show_default=True,
               help="Filters in the first block.")
@@ -167,7 +96,7 @@ def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
     fixed = {"width_min": width, "width_max": width, "lr_min": lr, "lr_max": lr,
              "batch_sizes": (batch_size,), "weight_decay_min": weight_decay,
              "weight_decay_max": weight_decay}
-    config, _ = _resolve({**options, **fixed})
+    config, _ = resolve({**options, **fixed})
     if len(config.penalty_mode) != 1:
         raise click.UsageError("`penalty_mode` must be a single mode for `study trial`.")
     hp = HParams(width=width, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
@@ -200,54 +129,30 @@ def status_command(study_name: str, storage: str) -> None:
     click.echo(study_status(config))
 
 
-def _store_options(fn: Callable) -> Callable:
-    """The options that locate an existing study in its stores."""
-    for name in reversed(("study_name", "storage", "tracking_uri", "experiment")):
-        field = StudyConfig.__dataclass_fields__[name]
-        fn = click.option(
-            "--" + name.replace("_", "-"), name, default=None,
-            envvar=field.metadata.get("envvar"),
-            help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
-        )(fn)
-    return click.option(
-        "--output-dir", type=click.Path(file_okay=False), default=None,
-        help="Where to write the files.  [default: reports/STUDY_NAME]",
-    )(fn)
-
-
-def _output_dir(config: StudyConfig, output_dir: str | None) -> Path:
-    return Path(output_dir) if output_dir else Path("reports") / config.study_name
-
-
 @cli.command("analyze")
-@_store_options
+@store_options
 def analyze_command(output_dir: str | None, **options: Any) -> None:
     """Fit the early-loss regressions, print the verdict, write and log analysis.json."""
     from study.analysis import analyze_study
 
-    config, _ = _resolve(options)
-    document, path, logged = analyze_study(config, output_dir=_output_dir(config, output_dir))
+    config, _ = resolve(options)
+    document, path, logged = analyze_study(config, output_dir=output_folder(config, output_dir))
     verdict = document["verdict"]
     click.echo(f"verdict: {verdict['code']}\n{verdict['text']}")
     click.echo(f"wrote {path}; logged to {logged}")
 
 
 @cli.command("report")
-@_store_options
-@click.option("--evaluators", default="fanova,ped-anova", show_default=True,
-              help="Importance evaluators (fanova, ped-anova, mdi), comma-separated.")
-@click.option("--importance-seed", type=WHOLE_NUMBER, default=0, show_default=True,
-              help="Seed of the evaluators' forests and of the bootstrap.")
-@click.option("--n-bootstrap", type=WHOLE_NUMBER, default=30, show_default=True,
-              help="Bootstrap resamples for the importance intervals.")
+@store_options
+@report_options
 def report_command(output_dir: str | None, evaluators: str, importance_seed: int,
                    n_bootstrap: int, **options: Any) -> None:
     """Write report.html, report.md, report.json and trials.csv and log them to MLflow."""
     from study.report import report_study
 
-    config, _ = _resolve(options)
+    config, _ = resolve(options)
     names = [name.strip() for name in evaluators.split(",") if name.strip()]
-    out = _output_dir(config, output_dir)
+    out = output_folder(config, output_dir)
     document, files, logged = report_study(
         config, output_dir=out, evaluators=names, seed=importance_seed, n_bootstrap=n_bootstrap,
     )
@@ -256,8 +161,43 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
                f"logged to {logged}")
 
 
+@cli.command("explain")
+@config_options(exclude=("lr_min", "lr_max", "batch_sizes", "weight_decay_min",
+                         "weight_decay_max", "n_trials", "sampler", "pruner"))
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              help="Learning rate, fixed (Adam's usual default).")
+@click.option("--batch-size", type=WHOLE_NUMBER, default=32, show_default=True,
+              help="Batch size, fixed (Keras's default).")
+@click.option("--weight-decay", type=float, default=1e-2, show_default=True,
+              help="Weight decay, fixed (Keras's l2() default factor).")
+@click.option("--n-widths", type=WHOLE_NUMBER, default=6, show_default=True,
+              help="Widths on a log grid from --width-min to --width-max.")
+@click.option("--replicates", type=WHOLE_NUMBER, default=2, show_default=True,
+              help="Training seeds per width (each paired with a penalty-mode none control).")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=None,
+              help="Where to write the analysis and report.  [default: reports/STUDY_NAME]")
+@report_options
+def explain_command(lr: float, batch_size: int, weight_decay: float, n_widths: int,
+                    replicates: int, output_dir: str | None, evaluators: str,
+                    importance_seed: int, n_bootstrap: int, **options: Any) -> None:
+    """Answer the question for one setting with a controlled experiment: widths on a log grid
+    x seeds, each paired with a penalty-mode none control; then analyze and report it."""
+    from study.explain import explain_study
+
+    config, given = resolve(options)
+    report = {"evaluators": [e.strip() for e in evaluators.split(",") if e.strip()],
+              "seed": importance_seed, "n_bootstrap": n_bootstrap}
+    outcome = explain_study(config, given, lr=lr, batch_size=batch_size,
+                            weight_decay=weight_decay, n_widths=n_widths, replicates=replicates,
+                            output_dir=output_dir, report=report)
+    verdict = outcome.document["verdict"]
+    click.echo(f"verdict: {verdict['code']}\n{verdict['text']}")
+    click.echo(f"wrote {outcome.report_dir} (open {outcome.report_dir / 'report.html'}); "
+               f"logged to {outcome.logged}")
+
+
 @cli.command("landscape")
-@_store_options
+@store_options
 @click.option("--trials", default="best", show_default=True,
               help="best, or comma-separated numbers of COMPLETE trials (e.g. 3,7).")
 @click.option("--dim", type=WHOLE_NUMBER, default=1, show_default=True,
@@ -277,10 +217,10 @@ def landscape_command(output_dir: str | None, trials: str, dim: int, radius: flo
     runs as landscape/ plots and the metrics landscape/sharpness and landscape/flatness_radius."""
     from study.landscape.command import probe_trials
 
-    config, _ = _resolve(options)
+    config, _ = resolve(options)
     results = probe_trials(config, trials=trials, dim=dim, radius=radius, n_points=n_points,
                            seed=seed, n_directions=directions,
-                           output_dir=_output_dir(config, output_dir) / "landscape")
+                           output_dir=output_folder(config, output_dir) / "landscape")
     for r in results:
         click.echo(f"trial {r.trial_number}: sharpness={r.sharpness:.4g} "
                    f"flatness_radius={r.flatness_radius:.3g} (weights {r.weights_source}); "

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 OBJECTIVES = ("val_loss", "val_error", "early_loss")
-SAMPLERS = ("tpe", "random", "gp")
+SAMPLERS = ("tpe", "random", "gp", "qmc")
 PRUNERS = ("median", "hyperband", "none")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -78,7 +78,7 @@ class StudyConfig:
     batch_sizes: tuple[int, ...] = _opt((32, 64, 128), "Batch sizes to choose from.")
     weight_decay_min: float = _opt(1e-5, "Smallest weight decay (log scale).")
     weight_decay_max: float = _opt(1e-2, "Largest weight decay.")
-    sampler: str = _opt("tpe", "Optuna sampler: tpe, random or gp.")
+    sampler: str = _opt("tpe", "Optuna sampler: tpe, random, gp or qmc (space-filling).")
     pruner: str = _opt("median", "Optuna pruner: median, hyperband or none.")
     seed: int = _opt(0, "Seed of the sampler, the data split and every trial's training.")
     # Twenty trials fit a few minutes on a laptop CPU and give the regression enough rows.

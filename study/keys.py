@@ -16,6 +16,7 @@ __all__ = [
     "HPARAMS_ATTR",
     "PARENT_RUN_ATTR",
     "RUN_ID_ATTR",
+    "TRAIN_SEED_ATTR",
     "WEIGHTS_ARTIFACT",
     "WORKER_ATTR",
 ]
@@ -32,6 +33,8 @@ PARENT_RUN_ATTR = "mlflow_parent_run_id"
 RUN_ID_ATTR = "mlflow_run_id"
 HPARAMS_ATTR = "hparams"
 FAILURE_ATTR = "failure"
+TRAIN_SEED_ATTR = "train_seed"
+"""The trial's own training seed (weights and batch order); a retried trial keeps it."""
 WORKER_ATTR = "worker"
 """``host:pid`` of the process that runs the trial (crash recovery reads it)."""
 CURVE_ATTR = "curve"

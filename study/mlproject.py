@@ -19,15 +19,19 @@ __all__ = ["mlproject_main", "strip_defaults"]
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(StudyConfig)}
 
 
-def strip_defaults(argv: Sequence[str]) -> list[str]:
-    """Drop ``--flag value`` pairs whose value equals the config field's default."""
+def strip_defaults(argv: Sequence[str], *, keep: Sequence[str] = ()) -> list[str]:
+    """Drop ``--flag value`` pairs whose value equals the config field's default (unless the
+    field is in ``keep``), and pairs with an empty value (an MLproject string left unset)."""
     out: list[str] = []
     args = list(argv)
     i = 0
     while i < len(args):
         flag = args[i]
         name = flag[2:].replace("-", "_") if flag.startswith("--") else None
-        if name in _DEFAULTS and i + 1 < len(args):
+        if name is not None and i + 1 < len(args) and args[i + 1] == "":
+            i += 2
+            continue
+        if name in _DEFAULTS and name not in keep and i + 1 < len(args):
             value = args[i + 1]
             try:
                 is_default = coerce_values({name: value})[name] == _DEFAULTS[name]
@@ -42,9 +46,9 @@ def strip_defaults(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def mlproject_main(command: str, argv: Sequence[str]) -> int:
+def mlproject_main(command: str, argv: Sequence[str], *, keep: Sequence[str] = ()) -> int:
     """Run ``study COMMAND`` with MLproject arguments; returns the exit code."""
-    return main([command, *strip_defaults(argv)])
+    return main([command, *strip_defaults(argv, keep=keep)])
 
 
 _REPORT_FLAGS = ("--evaluators", "--importance-seed", "--n-bootstrap")

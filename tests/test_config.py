@@ -132,6 +132,17 @@ def test_sampler_random_is_accepted():
     assert _make(sampler="random").sampler == "random"
 
 
+def test_sampler_qmc_is_a_scrambled_sobol_sequence_with_the_study_seed():
+    import optuna
+
+    from study.runtime.lifecycle import make_sampler
+
+    config = _make(sampler="qmc", seed=3)
+    sampler = make_sampler(config, n_existing=7, salt=11)
+    assert isinstance(sampler, optuna.samplers.QMCSampler)
+    assert sampler._seed == 3 and sampler._scramble  # the same sequence in every session
+
+
 def test_pruner_unknown_is_rejected():
     with pytest.raises(ConfigError, match=r"`pruner` must be one of .*pruner='asha'"):
         _make(pruner="asha")
@@ -660,6 +671,12 @@ def test_strip_defaults_keeps_order_of_mixed_arguments():
     assert strip_defaults(argv) == ["--seed", "1", "--model", "vgg"]
 
 
+def test_strip_defaults_drops_empty_values_and_keeps_what_it_is_told():
+    argv = ["--study-name", "", "--epochs", "3", "--lr", "0.01"]
+    assert strip_defaults(argv) == ["--lr", "0.01"]
+    assert strip_defaults(argv, keep=("epochs",)) == ["--epochs", "3", "--lr", "0.01"]
+
+
 # --- the MLproject file and the CLI never drift -------------------------------------------------
 
 
@@ -669,7 +686,8 @@ def entry_points():
 
 
 def test_mlproject_has_the_spec_entry_points(entry_points):
-    assert {"main", "study", "trial", "analyze", "report", "worker"} <= set(entry_points)
+    assert {"main", "study", "trial", "analyze", "report", "worker", "explain"} <= \
+        set(entry_points)
 
 
 @pytest.mark.parametrize("entry", ["main", "study", "trial", "analyze", "report", "worker"])
@@ -695,14 +713,29 @@ def test_mlproject_trial_defaults_equal_cli_trial_defaults(entry_points):
     assert own == {name: cli_defaults[name] for name in own}
 
 
-@pytest.mark.parametrize("entry", ["main", "study", "trial", "analyze", "report", "worker"])
+def test_mlproject_explain_defaults_equal_cli_explain_defaults(entry_points):
+    from study.cli import explain_command
+    from study.explain import EXPLAIN_EPOCHS
+
+    cli_defaults = {p.name: p.default for p in explain_command.params}
+    params = entry_points["explain"]["parameters"]
+    own = ("lr", "batch_size", "weight_decay", "n_widths", "replicates")
+    assert {n: params[n]["default"] for n in own} == {n: cli_defaults[n] for n in own}
+    assert params["epochs"]["default"] == EXPLAIN_EPOCHS
+    for name in ("width_min", "width_max", "penalty_mode", "dataset", "seed"):
+        assert coerce_values({name: str(params[name]["default"])})[name] == \
+            getattr(DEFAULTS, name)
+
+
+@pytest.mark.parametrize("entry", ["main", "study", "trial", "analyze", "report", "worker",
+                                   "explain"])
 def test_mlproject_placeholders_are_the_declared_parameters(entry_points, entry):
     spec = entry_points[entry]
     placeholders = re.findall(r"\{(\w+)\}", spec["command"])
     assert sorted(placeholders) == sorted(spec["parameters"])
 
 
-@pytest.mark.parametrize("entry", ["study", "trial"])
+@pytest.mark.parametrize("entry", ["study", "trial", "explain"])
 def test_mlproject_placeholders_follow_their_own_flag(entry_points, entry):
     command = entry_points[entry]["command"]
     pairs = re.findall(r"--([\w-]+) \{(\w+)\}", command)
@@ -710,11 +743,11 @@ def test_mlproject_placeholders_follow_their_own_flag(entry_points, entry):
     assert [flag for flag, _ in pairs] == [name.replace("_", "-") for _, name in pairs]
 
 
-@pytest.mark.parametrize("entry", ["study", "trial"])
+@pytest.mark.parametrize("entry", ["study", "trial", "explain"])
 def test_mlproject_flags_are_cli_options(entry_points, entry):
-    from study.cli import run_command, trial_command
+    from study.cli import explain_command, run_command, trial_command
 
-    command = {"study": run_command, "trial": trial_command}[entry]
+    command = {"study": run_command, "trial": trial_command, "explain": explain_command}[entry]
     options = {opt for p in command.params for opt in p.opts}
     flags = re.findall(r"(--[\w-]+) \{", entry_points[entry]["command"])
     assert [f for f in flags if f not in options] == []

@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("study.runtime",),
     ("study.analysis", "study.landscape"),
     ("study.report",),
+    ("study.explain", "study._cli_options"),
     ("study.cli",),
     ("study.mlproject", "study.__main__", "study"),
 )

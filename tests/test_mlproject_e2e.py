@@ -125,3 +125,25 @@ def test_mlflow_run_main_leaves_analysis_and_report_on_the_parent(tmp_path, trac
     assert {"report/report.html", "report/report.md", "report/report.json",
             "report/trials.csv"} <= report
     assert "verdict:" in result.stdout
+
+
+def test_mlflow_run_explain_leaves_the_verdict_on_its_parent_run(tmp_path, tracking_uri):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = mlflow_run(
+        "explain",
+        {"storage": storage, "width_min": "2", "width_max": "8", "n_widths": "3",
+         "replicates": "1", "lr": "1e-5", "weight_decay": "0.01"},
+        cwd=tmp_path, tracking_uri=tracking_uri, experiment="explain",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("explain").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("study.role") == "parent"]
+    trials = [r for r in runs if r.data.tags.get("study.role") == "trial"]
+    assert len(trials) == 3 * 2  # three widths, each paired with its none control
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+    assert parent.data.tags["study.verdict"] in ("penalty", "inconclusive", "no-increase",
+                                                 "both", "optimization")
+    assert parent.data.tags["mlflow.note.content"].startswith("Does a bigger model start")
+    assert parent.data.tags["mlflow.note.content"] in result.stdout
+    assert {r.data.params["epochs"] for r in trials} == {"1"}  # explain's own default

@@ -1,28 +1,36 @@
-"""Analysis of a study: the trial table, the early-loss decomposition and the verdict."""
+"""Analysis of a study: the trial table, the size effect of each question split into its data
+and penalty parts, the threshold weight decay, the verdict, importance, ``study analyze``."""
 
-from study.analysis.analyze import SCHEMA, analyze, write_analysis
+from study.analysis.analyze import SCHEMA, SCHEMAS, analyze, write_analysis
 from study.analysis.command import analyze_study
-from study.analysis.regression import ModelFit, design_matrix, fit, fit_decomposition
+from study.analysis.estimate import Estimate
+from study.analysis.regression import ModelFit, fit
+from study.analysis.sizeeffect import QUESTIONS, SizeModel, fit_size_model
 from study.analysis.sources import StudyData, load_study_data
 from study.analysis.table import TABLE_COLUMNS, trial_table, trial_table_from_mlflow, usable_trials
-from study.analysis.verdict import CODES, MIN_TRIALS, verdict
+from study.analysis.threshold import threshold
+from study.analysis.verdict import CODES, MIN_TRIALS, decide
 
 __all__ = [
     "CODES",
     "MIN_TRIALS",
+    "QUESTIONS",
     "SCHEMA",
+    "SCHEMAS",
     "TABLE_COLUMNS",
+    "Estimate",
     "ModelFit",
+    "SizeModel",
     "StudyData",
     "analyze",
     "analyze_study",
-    "design_matrix",
+    "decide",
     "fit",
-    "fit_decomposition",
+    "fit_size_model",
     "load_study_data",
+    "threshold",
     "trial_table",
     "trial_table_from_mlflow",
     "usable_trials",
-    "verdict",
     "write_analysis",
 ]

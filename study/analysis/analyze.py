@@ -1,4 +1,9 @@
-"""The ``analysis.json`` document (SPEC section 6, schema ``study.analysis/1``) of a trial table."""
+"""The ``analysis.json`` document (schema ``study.analysis/2``, SPEC sections 6 and 9).
+
+Top level, as in ``study.analysis/1``: the early window (``models``, ``decomposition``,
+``verdict``), plus its ``by_weight_decay``, ``by_mode``, ``threshold`` and ``reference``. Under
+``init``: the same block for the loss at initialization. ``verdict.text`` answers both.
+"""
 
 from __future__ import annotations
 
@@ -11,96 +16,132 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.analysis.regression import (
-    CI_LEVEL,
-    CONST,
+from study.analysis.answer import ADAPTIVE_SAMPLERS, design_note, paragraph
+from study.analysis.curves import effect_curve, size_curves
+from study.analysis.estimate import CI_LEVEL
+from study.analysis.regression import CONST, fit, varies
+from study.analysis.sizeeffect import (
+    L2,
+    QUESTIONS,
     RESPONSES,
     SIZE,
-    ModelFit,
-    decomposition_block,
-    fit_decomposition,
+    SizeModel,
+    fit_part,
+    fit_size_model,
+    reference_mode,
 )
 from study.analysis.table import numeric, usable_trials
+from study.analysis.threshold import threshold
 from study.analysis.verdict import (
     MIN_TRIALS,
     MORE_TRIALS_CAP,
     NO_INCREASE_FRACTION,
+    decide,
     no_increase_tolerance,
-    verdict,
 )
 
-__all__ = ["MODEL_NAMES", "SCHEMA", "analyze", "write_analysis"]
+__all__ = ["QUESTION_KEYS", "SCHEMA", "SCHEMAS", "analyze", "question_block", "write_analysis"]
 
-SCHEMA = "study.analysis/1"
-MODEL_NAMES = ("total", "data", "penalty", "explain")
+SCHEMA = "study.analysis/2"
+SCHEMAS = ("study.analysis/1", SCHEMA)  # what `study report` reads
+QUESTION_KEYS = ("question", "n_trials_used", "reference", "models", "decomposition",
+                 "by_weight_decay", "by_mode", "threshold", "verdict", "curves", "effect_curve")
 
 
-def analyze(table: pd.DataFrame, *, study_name: str, early_epochs: int) -> dict[str, Any]:
-    """Fit the early-loss decomposition of a trial table and draw the verdict.
+def analyze(table: pd.DataFrame, *, study_name: str, early_epochs: int,
+            sampler: str | None = None) -> dict[str, Any]:
+    """Answer both questions for a trial table and draw the verdict.
 
     Args:
         table: The trial table (:func:`~study.analysis.table.trial_table` or
             :func:`~study.analysis.table.trial_table_from_mlflow`); unusable rows are skipped.
         study_name: The study's name, recorded in the document.
-        early_epochs: Epochs averaged into the early losses, recorded in the document.
+        early_epochs: Epochs averaged into the early losses.
+        sampler: The study's sampler; an adaptive one (TPE, GP) is named in the verdict.
 
     Returns:
-        The ``analysis.json`` document: the SPEC keys (``schema``, ``study_name``,
-        ``n_trials_used``, ``early_epochs``, ``models``, ``decomposition``, ``verdict``) plus
-        ``n_trials_total``, ``n_trials_by_state``, ``medians``, ``centers``, ``dropped``,
-        ``mode_reference``, ``fits`` (covariance type, usability and note of each model) and
-        ``thresholds``. JSON-ready: plain Python types, ``None`` for anything undefined.
+        The ``analysis.json`` document, JSON-ready (``None`` for anything undefined).
     """
-    usable = usable_trials(table)
-    n = len(usable)
-    fitted = fit_decomposition(usable) if n else _no_fits()
-    models: dict[str, ModelFit] = fitted["models"]
-    typical = _median(numeric(usable["early_loss"]))
-    medians = {
-        "lr": _unlog(fitted["centers"].get("log10_lr")),
-        "batch_size": _unlog(fitted["centers"].get("log10_batch_size")),
-        "weight_decay": _unlog(fitted["centers"].get("log10_weight_decay")),
-        "n_params": _unlog(fitted["centers"].get(SIZE)),
-        "early_loss": typical,
-    }
+    blocks = {q: question_block(table, q) for q in QUESTIONS}
+    design = {"sampler": sampler, "adaptive": str(sampler) in ADAPTIVE_SAMPLERS,
+              "note": design_note(sampler)}
+    early = blocks["early"]
+    medians = {k: early["reference"].get(k) for k in ("lr", "batch_size", "weight_decay")}
+    medians["n_params"] = _geometric_mid(early["reference"].get("n_params"))
+    medians["early_loss"] = early.pop("typical_loss")
+    blocks["init"].pop("typical_loss")
     document = {
         "schema": SCHEMA,
         "study_name": study_name,
-        "n_trials_used": n,
+        "n_trials_used": early["n_trials_used"],
         "early_epochs": int(early_epochs),
-        "models": {name: models[name].to_dict() for name in MODEL_NAMES},
-        "decomposition": fitted["decomposition"],
-        "verdict": verdict(fitted["decomposition"], n=n, typical_loss=typical, at=medians,
-                           reason=_reason(models["total"], fitted["dropped"])),
+        "models": {**early["models"], "explain": _explain_model(table)},
+        "decomposition": early["decomposition"],
+        "verdict": {"code": early["verdict"]["code"], "why": early["verdict"]["why"],
+                    "text": paragraph(blocks, early_epochs=early_epochs, design=design),
+                    "init_code": blocks["init"]["verdict"]["code"]},
+        **{k: early[k] for k in ("by_weight_decay", "by_mode", "threshold", "reference",
+                                 "curves", "effect_curve")},
+        "init": blocks["init"],
+        "design": design,
         "n_trials_total": len(table),
         "n_trials_by_state": {str(k): int(v) for k, v in
                               table["state"].value_counts(sort=False).items()},
         "medians": medians,
-        "centers": fitted["centers"],
-        "dropped": list(fitted["dropped"]),
-        "mode_reference": fitted["mode_reference"],
-        "fits": {name: {"usable": m.usable, "cov_type": m.cov_type, "note": m.note,
-                        "dropped": list(m.dropped)} for name, m in models.items()},
-        "thresholds": {
-            "ci_level": CI_LEVEL, "min_trials": MIN_TRIALS,
-            "no_increase_fraction": NO_INCREASE_FRACTION,
-            "no_increase_tolerance": no_increase_tolerance(typical),
-            "more_trials_cap": MORE_TRIALS_CAP,
-        },
+        "thresholds": {"ci_level": CI_LEVEL, "min_trials": MIN_TRIALS,
+                       "no_increase_fraction": NO_INCREASE_FRACTION,
+                       "no_increase_tolerance": early["tolerance"],
+                       "more_trials_cap": MORE_TRIALS_CAP},
     }
+    for block in blocks.values():
+        block.pop("tolerance")
     return _jsonable(document)
 
 
+def question_block(table: pd.DataFrame, question: str) -> dict[str, Any]:
+    """Everything ``analysis.json`` says about one question (``init`` or ``early``)."""
+    usable = usable_trials(table, question)
+    n = len(usable)
+    model = fit_size_model(usable, question) if n else None
+    typical = _median(numeric(usable[RESPONSES[question]["total"]])) if n else None
+    tolerance = no_increase_tolerance(typical)
+    block: dict[str, Any] = {"question": question, "n_trials_used": n,
+                             "typical_loss": typical, "tolerance": tolerance}
+    if model is None:
+        why = "the trials span no range of parameter counts" if n else "no usable trials"
+        verdict = decide(None, n=n, tolerance=tolerance)
+        if n >= MIN_TRIALS:
+            verdict["why"] = why
+        return {**block, "reference": {}, "models": {}, "decomposition": None,
+                "by_weight_decay": [], "by_mode": {}, "threshold": None, "verdict": verdict,
+                "curves": None, "effect_curve": None}
+    mode = reference_mode(usable["penalty_mode"])
+    studied = _studied(usable)
+    wd = _reference_decay(usable, mode)
+    effects = model.effects(wd, mode) if wd is not None else None
+    parts = None if effects is None else {"total": effects.total, "data": effects.data,
+                                          "penalty": effects.penalty}
+    found = threshold(model, studied=studied, varied=bool(studied) and studied[0] < studied[1])
+    return {
+        **block,
+        "reference": {"penalty_mode": mode, "weight_decay": wd,
+                      "lr": model.reference.median("lr"),
+                      "batch_size": model.reference.median("batch_size"),
+                      "n_params": [10**model.reference.x_lo, 10**model.reference.x_hi]},
+        "models": _models(usable, model, mode, question),
+        "decomposition": _decomposition(effects),
+        "by_weight_decay": _by_weight_decay(model, studied) if studied else [],
+        "by_mode": {m: e.to_dict() for m in model.modes
+                    if wd is not None and (e := model.effects(wd, m)) is not None},
+        "threshold": found,
+        "verdict": decide(parts, n=n, tolerance=tolerance),
+        "curves": size_curves(model, usable),
+        "effect_curve": effect_curve(model, _effect_span(found)) if studied else None,
+    }
+
+
 def write_analysis(document: Mapping[str, Any], path: str | Path) -> Path:
-    """Write ``document`` as JSON (indent 2), creating parent folders.
-
-    Args:
-        document: An :func:`analyze` document.
-        path: Target file.
-
-    Returns:
-        The path written.
-    """
+    """Write ``document`` as JSON (indent 2), creating parent folders; returns the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(_jsonable(document), indent=2, allow_nan=False) + "\n",
@@ -109,32 +150,93 @@ def write_analysis(document: Mapping[str, Any], path: str | Path) -> Path:
 
 
 # -- internals --------------------------------------------------------------------------------
-def _no_fits() -> dict[str, Any]:
-    note = "no usable trials"
-    models = {
-        name: ModelFit(name=name, formula=_empty_formula(name), n=0, r2=None, coefficients={},
-                       usable=False, note=note)
-        for name in MODEL_NAMES
-    }
-    return {"models": models, "decomposition": decomposition_block(models), "dropped": [],
-            "centers": {}, "mode_reference": None}
+def _studied(usable: pd.DataFrame) -> tuple[float, float] | None:
+    """The lowest and highest weight decay of the ``l2-in-loss`` trials."""
+    decay = numeric(usable.loc[usable["penalty_mode"].astype(str) == L2, "weight_decay"])
+    decay = decay[decay > 0]
+    return (float(decay.min()), float(decay.max())) if decay.size else None
 
 
-def _empty_formula(name: str) -> str:
-    response = RESPONSES.get(name, "early_loss")
-    return f"{response} ~ {SIZE} + controls"
+def _reference_decay(usable: pd.DataFrame, mode: str | None) -> float | None:
+    """The median weight decay (geometric) of the reference mode's trials."""
+    decay = numeric(usable.loc[usable["penalty_mode"].astype(str) == str(mode), "weight_decay"])
+    positive = decay[decay > 0]
+    if positive.size:
+        return float(10 ** np.median(np.log10(positive)))
+    return 0.0 if decay.size and mode != L2 else None
 
 
-def _reason(total: ModelFit, dropped: list[str]) -> str | None:
-    if total.n == 0:
-        return None  # too few trials: the verdict says so itself
-    if SIZE in dropped:
-        return "the parameter count is the same in every usable trial (width is fixed)"
-    if not total.usable:
-        return total.note
-    if set(total.coefficients) <= {CONST}:
-        return "the design has no size term"
-    return None
+def _effect_span(found: Mapping[str, Any]) -> tuple[float, float]:
+    """The weight decays the effect-against-weight-decay figure spans: the searched range
+    when it is the studied one; else the studied range widened to show the threshold."""
+    lo, hi = found["searched_range"]
+    studied = found["studied_range"]
+    if (lo, hi) == tuple(studied):
+        return lo, hi
+    marks = [v for v in (*studied, found["estimate"], *found["ci95"]) if v]
+    return max(lo, min(marks) / 10), min(hi, max(marks) * 10)
+
+
+def _decomposition(effects: Any) -> dict[str, Any] | None:
+    if effects is None:
+        return None
+    total, penalty = effects.total.estimate, effects.penalty.estimate
+    return {"width_effect_total": effects.total.to_dict(),
+            "width_effect_data": effects.data.to_dict(),
+            "width_effect_penalty": effects.penalty.to_dict(),
+            "penalty_share": penalty / total if total > 0 else None}
+
+
+def _named_decays(studied: tuple[float, float]) -> list[float]:
+    """The studied ends, their geometric middle and every power of ten between them."""
+    lo, hi = studied
+    decades = [10.0**k for k in range(math.ceil(math.log10(lo) - 1e-9),
+                                      math.floor(math.log10(hi) + 1e-9) + 1)]
+    named = {lo, hi, math.sqrt(lo * hi), *decades}
+    return sorted(named)
+
+
+def _by_weight_decay(model: SizeModel, studied: tuple[float, float]) -> list[dict[str, Any]]:
+    rows = []
+    for wd in _named_decays(studied):
+        effects = model.effects(wd, L2)
+        if effects is not None:
+            rows.append({"weight_decay": wd, **effects.to_dict()})
+    return rows
+
+
+def _models(usable: pd.DataFrame, model: SizeModel, mode: str,
+            question: str) -> dict[str, Any]:
+    """The fitted regressions behind the answer (the descriptive ``total`` is the same design
+    fitted to the total loss: its size term is not the answer, data + penalty is)."""
+    rows = usable[usable["penalty_mode"].astype(str) == mode]
+    total = fit_part(rows, question, "data", RESPONSES[question]["total"], model.reference)
+    out = {"total": total.to_dict(), "data": model.data[mode].to_dict()}
+    out["penalty"] = model.penalty.to_dict() if model.penalty is not None else None
+    return out
+
+
+def _explain_model(table: pd.DataFrame) -> dict[str, Any] | None:
+    """The pooled ``early_loss ~ log10_n_params + early_penalty + controls`` (kept for
+    reference; misspecified where the size effect depends on lr)."""
+    usable = usable_trials(table, "early")
+    if len(usable) == 0:
+        return None
+    columns = {CONST: np.ones(len(usable)),
+               SIZE: np.log10(numeric(usable["n_params"])),
+               "early_penalty": numeric(usable["early_penalty"])}
+    for name in ("lr", "batch_size", "weight_decay"):
+        values = numeric(usable[name])
+        if np.all(values > 0):
+            columns[f"log10_{name}"] = np.log10(values)
+    modes = usable["penalty_mode"].astype(str).to_numpy()
+    for m in sorted(set(modes))[1:]:
+        columns[f"mode[{m}]"] = (modes == m).astype(float)
+    kept = {k: v for k, v in columns.items() if k == CONST or varies(v)}
+    X = pd.DataFrame(kept, index=usable.index)
+    rhs = " + ".join(c for c in X.columns if c != CONST) or "1"
+    return fit(usable["early_loss"], X, name="explain", formula=f"early_loss ~ {rhs}",
+               dropped=[k for k in columns if k not in kept]).to_dict()
 
 
 def _median(values: np.ndarray) -> float | None:
@@ -142,10 +244,10 @@ def _median(values: np.ndarray) -> float | None:
     return float(np.median(finite)) if finite.size else None
 
 
-def _unlog(center: float | None) -> float | None:
-    if center is None or not math.isfinite(center):
+def _geometric_mid(bounds: Any) -> float | None:
+    if not bounds or None in bounds:
         return None
-    return float(10.0 ** center)
+    return float(math.sqrt(bounds[0] * bounds[1]))
 
 
 def _jsonable(value: Any) -> Any:

@@ -53,12 +53,13 @@ def analyzed_study(config: StudyConfig) -> tuple[Tracker | None, StudyData, dict
     tracker = open_tracker(config)
     data = load_study_data(config, tracker)
     document = analyze(data.table, study_name=data.study_name,
-                       early_epochs=early_epochs(data))
+                       early_epochs=early_epochs(data), sampler=data.settings.get("sampler"))
     return tracker, data, document
 
 
 def analyze_study(config: StudyConfig, *, output_dir: Path) -> tuple[dict, Path, str]:
-    """Analyze the study, write ``analysis.json`` and log it to the parent run.
+    """Analyze the study, write ``analysis.json`` and log it to the parent run, whose
+    description (``mlflow.note.content``) becomes the verdict and tag ``study.verdict`` its code.
 
     Returns:
         The analysis document, the file written, and where it was logged.
@@ -66,4 +67,9 @@ def analyze_study(config: StudyConfig, *, output_dir: Path) -> tuple[dict, Path,
     tracker, data, document = analyzed_study(config)
     path = write_analysis(document, Path(output_dir) / "analysis.json")
     logged = log_to_parent(tracker, data, path, "analysis")
+    if tracker is not None and data.parent_run_id and not logged.startswith("not logged"):
+        # The run's description in the MLflow UI: the answer, without downloading a file.
+        verdict = document["verdict"]
+        tracker.set_tags(data.parent_run_id, {"mlflow.note.content": verdict["text"],
+                                              "study.verdict": verdict["code"]})
     return document, path, logged

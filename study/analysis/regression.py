@@ -1,66 +1,95 @@
-"""Early-loss regressions: OLS with HC3 robust standard errors and 95% t intervals.
+"""Ordinary least squares with robust standard errors and small-sample t intervals.
 
-The early total, data and penalty losses are each regressed on one design::
-
-    y ~ log10_n_params + log10_lr + log10_batch_size + log10_weight_decay
-        + mode[...] + log10_n_params:log10_lr
-
-The controls are centred at the study's medians (on the log scale) and the interaction uses a
-centred ``log10_n_params`` too, so the ``log10_n_params`` coefficient is the change of the early
-loss per decade of parameters *at the median lr and batch size* (SPEC section 6: the size effect
-on the data loss depends strongly on lr). OLS is linear in the response, so with one design the
-three size coefficients add up exactly: total = data + penalty.
-
-A dimension the study fixed gives a constant column; it is dropped (listed in ``dropped``),
-never fatal. A fit that cannot be made (too few rows, a singular design) comes back marked
-``usable=False`` with a one-line ``note`` instead of raising.
+Trials are independent (each trains with its own seed); trials that share a training seed
+(``study explain`` pairs a trial with its control) are not, and form one cluster. Every
+estimate -- a coefficient or a linear combination such as a size effect -- gets the
+cluster-robust CR2 variance (HC2 when every cluster is one trial) with Bell-McCaffrey degrees of
+freedom (Imbens and Kolesar 2016): studies have 10-100 trials, and a size effect read at the
+smallest and largest model leans on the few trials there, so its variance is itself estimated
+from few residuals; the Bell-McCaffrey df widen the interval accordingly, where the residual df
+n - k would claim far more certainty. Above :data:`SMALL_SAMPLE_ROWS` trials the asymptotics
+hold and HC3 on n - k df is used (it needs no n x n matrix). A fit that cannot be made (too few
+rows, a singular design) comes back marked ``usable=False`` with a one-line ``note``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
+from scipy import stats
 
+from study.analysis.estimate import Estimate, Estimates
 from study.analysis.table import numeric
 
-__all__ = [
-    "CI_LEVEL",
-    "CONST",
-    "CONTROLS",
-    "COV_TYPE",
-    "INTERACTION",
-    "REFERENCE_MODE",
-    "RESPONSES",
-    "SIZE",
-    "ModelFit",
-    "decomposition_block",
-    "design_matrix",
-    "fit",
-    "fit_decomposition",
-    "reference_mode",
-]
+__all__ = ["CONST", "SMALL_SAMPLE_ROWS", "ModelFit", "fit", "fit_modelled", "unusable",
+           "varies"]
 
 CONST = "const"
-SIZE = "log10_n_params"
-CONTROLS = ("log10_lr", "log10_batch_size", "log10_weight_decay")
-INTERACTION = "log10_n_params:log10_lr"
-# Treatment coding: effects of the other modes are shifts against "no penalty at all".
-REFERENCE_MODE = "none"
-CI_LEVEL = 0.95
-# HC3 (MacKinnon-White) behaves best of the HC family in small samples; studies are 10-100 rows.
-COV_TYPE = "HC3"
-# Response of each decomposition model (SPEC section 6).
-RESPONSES = {"total": "early_loss", "data": "early_data_loss", "penalty": "early_penalty"}
+# Up to this many rows the n x n residual-maker matrix is cheap (2 MB) and small-sample
+# corrections matter; beyond it HC3 on n - k df is accurate and needs no such matrix.
+SMALL_SAMPLE_ROWS = 500
 # A column whose spread is below this (relative to its magnitude) is a fixed dimension.
 _CONSTANT_RTOL = 1e-12
-# A leverage this close to 1 makes HC3's 1/(1 - h)^2 weight a ratio of rounding errors.
-_LEVERAGE_ONE = 1e-8
+_VARIANCE_FLOOR = 0.05
+
+
+class SmallSample:
+    """CR2 variances and Bell-McCaffrey degrees of freedom of linear combinations of one fit.
+
+    Args:
+        X: The design (n x k).
+        resid: The OLS residuals.
+        groups: A cluster label per row (each row its own cluster for HC2).
+    """
+
+    def __init__(self, X: np.ndarray, resid: np.ndarray, groups: np.ndarray) -> None:
+        self.bread = np.linalg.inv(X.T @ X)
+        self.X = X
+        self.M = np.eye(len(X)) - X @ self.bread @ X.T  # the residual maker I - H
+        self.clusters = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+        self.singletons = len(self.clusters) == len(X)
+        if self.singletons:  # HC2: each adjustment is 1 / sqrt(1 - h_ii)
+            self.scale = 1 / np.sqrt(np.clip(np.diag(self.M), 1e-10, None))
+            self.M2 = self.M * self.M
+        else:
+            self.adjust = [_inverse_sqrt(self.M[np.ix_(i, i)]) for i in self.clusters]
+        self.resid = resid
+
+    def estimates(self, params: np.ndarray, C: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(C @ params, se, df)`` of the combinations in the rows of ``C``."""
+        A = self.X @ (self.bread @ C.T)  # column j: the weights a with c_j . beta_hat = a . y
+        if self.singletons:
+            D = self.scale[:, None] * A
+            variance = np.sum((D * self.resid[:, None]) ** 2, axis=0)
+            D2 = D * D
+            trace = np.einsum("i,ij->j", np.diag(self.M), D2)
+            square = np.sum(D2 * (self.M2 @ D2), axis=0)
+        else:
+            variance, trace, square = (np.empty(len(C)) for _ in range(3))
+            for j in range(len(C)):
+                D = np.zeros((len(A), len(self.clusters)))
+                for g, (rows, adjust) in enumerate(zip(self.clusters, self.adjust,
+                                                       strict=True)):
+                    D[rows, g] = adjust @ A[rows, j]
+                GtG = D.T @ self.M @ D
+                variance[j] = np.sum((D.T @ self.resid) ** 2)
+                trace[j], square[j] = np.trace(GtG), np.sum(GtG * GtG)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df = np.where(square > 0, trace**2 / np.where(square > 0, square, 1.0), np.inf)
+        return C @ params, np.sqrt(np.clip(variance, 0.0, None)), df
+
+
+def _inverse_sqrt(block: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(block)
+    # A trial with leverage 1 has nothing left to estimate its variance from: weigh it as 1.
+    values = np.where(values > 1e-10, values, 1.0)
+    return (vectors / np.sqrt(values)) @ vectors.T
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,15 +97,18 @@ class ModelFit:
     """One fitted regression.
 
     Attributes:
-        name: ``total``, ``data``, ``penalty`` or ``explain``.
+        name: What the model explains (e.g. ``early_data``).
         formula: The model in formula notation.
         n: Rows used.
-        r2: Coefficient of determination (``None`` when undefined: a constant response).
+        r2: Coefficient of determination (``None`` when undefined).
         coefficients: ``{term: {"estimate", "ci95": [lo, hi], "p_value"}}``; empty when unusable.
         dropped: Terms left out because the study held them constant.
-        cov_type: ``HC3``, or ``HC1`` when HC3 was not finite (a trial with leverage 1).
+        cov_type: ``CR2`` (clusters of trials sharing a seed), ``HC2`` or ``HC3`` (large n).
         usable: Whether the fit could be made.
-        note: One line on a fallback or on why the fit is unusable.
+        note: One line on why the fit is unusable, or on its clusters.
+        columns: The design's columns, in the order of ``params``.
+        params: The coefficient vector.
+        resid: The residuals.
     """
 
     name: str
@@ -85,208 +117,190 @@ class ModelFit:
     r2: float | None
     coefficients: dict[str, dict[str, Any]]
     dropped: tuple[str, ...] = ()
-    cov_type: str = COV_TYPE
+    cov_type: str = "HC2"
     usable: bool = True
     note: str | None = None
+    columns: tuple[str, ...] = ()
+    params: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    resid: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    cov: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    df: float = math.inf
+    small: SmallSample | None = dataclasses.field(default=None, repr=False, compare=False)
+    variance: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
-    def effect(self, term: str = SIZE) -> dict[str, Any] | None:
-        """``{"estimate", "ci95"}`` of ``term``, or ``None`` when the fit has no such term."""
-        coefficient = self.coefficients.get(term) if self.usable else None
-        if coefficient is None:
-            return None
-        return {"estimate": coefficient["estimate"], "ci95": list(coefficient["ci95"])}
+    def residual_variance(self, rows: np.ndarray) -> np.ndarray:
+        """The residual variance at each design row of ``rows``: modelled (see
+        :func:`fit_modelled`), else the mean squared residual."""
+        if self.variance is not None:
+            return np.exp(rows[:, : len(self.variance)] @ self.variance)
+        return np.full(len(rows), float(np.mean(self.resid**2)))
+
+    def combine(self, weights: Mapping[str, float] | Sequence[float]) -> Estimate:
+        """The linear combination ``w . params`` with its robust standard error and df.
+
+        Args:
+            weights: ``{column: weight}`` (missing columns weigh 0) or one weight per column.
+        """
+        return self.combine_many(self.vector(weights)[None, :]).at(0)
+
+    def combine_many(self, C: np.ndarray) -> Estimates:
+        """The combinations in the rows of ``C`` at once."""
+        if self.small is not None:
+            return Estimates(*self.small.estimates(self.params, C))
+        se = np.sqrt(np.clip(np.einsum("ij,jk,ik->i", C, self.cov, C), 0.0, None))
+        return Estimates(C @ self.params, se, np.full(len(C), self.df))
+
+    def vector(self, weights: Mapping[str, float] | Sequence[float]) -> np.ndarray:
+        """``weights`` as a vector over :attr:`columns`."""
+        if isinstance(weights, Mapping):
+            return np.array([float(weights.get(c, 0.0)) for c in self.columns])
+        return np.asarray(weights, dtype=float)
 
     def to_dict(self) -> dict[str, Any]:
-        """The SPEC section 6 model block: formula, n, r2, coefficients."""
+        """The model block of ``analysis.json``: formula, n, r2, coefficients, cov_type, note."""
         return {
             "formula": self.formula, "n": self.n, "r2": self.r2,
             "coefficients": {k: {"estimate": v["estimate"], "ci95": list(v["ci95"]),
                                  "p_value": v["p_value"]} for k, v in self.coefficients.items()},
+            "cov_type": self.cov_type, "note": self.note, "dropped": list(self.dropped),
         }
 
 
-def reference_mode(modes: Iterable[str]) -> str | None:
-    """The reference penalty mode: ``none`` if present, else the alphabetically first."""
-    present = sorted({str(m) for m in modes})
-    if not present:
-        return None
-    return REFERENCE_MODE if REFERENCE_MODE in present else present[0]
-
-
-def design_matrix(
-    table: pd.DataFrame, *, interaction: bool = True
-) -> tuple[pd.DataFrame, list[str], dict[str, float]]:
-    """The regression design of the usable trials in ``table``.
-
-    Args:
-        table: Usable trials (:func:`~study.analysis.table.usable_trials`).
-        interaction: Include ``log10_n_params:log10_lr`` when both vary.
-
-    Returns:
-        ``(X, dropped, centers)``: ``X`` has a ``const`` column and the varying terms (index of
-        ``table``); ``dropped`` names the terms left out because the study held them constant;
-        ``centers`` maps each log10 term to its median (the point the controls are centred at).
-    """
-    log_size = np.log10(numeric(table["n_params"]))
-    columns: dict[str, np.ndarray] = {CONST: np.ones(len(table))}
-    dropped: list[str] = []
-    centers = {SIZE: _median(log_size)}
-    if _varies(log_size):
-        columns[SIZE] = log_size
-    else:
-        dropped.append(SIZE)
-    decay = numeric(table["weight_decay"])
-    raw = {"log10_lr": numeric(table["lr"]), "log10_batch_size": numeric(table["batch_size"]),
-           "log10_weight_decay": decay if np.all(decay > 0) else None}
-    for name, values in raw.items():
-        if values is None:
-            dropped.append(name)
-            continue
-        logged = np.log10(values)
-        centers[name] = _median(logged)
-        if _varies(logged):
-            columns[name] = logged - centers[name]
-        else:
-            dropped.append(name)
-    modes = table["penalty_mode"].astype(str).to_numpy()
-    present = sorted(set(modes))
-    if len(present) > 1:
-        reference = reference_mode(present)
-        for mode in present:
-            if mode != reference:
-                columns[f"mode[{mode}]"] = (modes == mode).astype(float)
-    else:
-        dropped.append("penalty_mode")
-    if interaction:
-        if SIZE in columns and "log10_lr" in columns:
-            columns[INTERACTION] = (log_size - centers[SIZE]) * columns["log10_lr"]
-        else:
-            dropped.append(INTERACTION)
-    return pd.DataFrame(columns, index=table.index), dropped, centers
+def unusable(*, name: str, formula: str, n: int, note: str,
+             dropped: Iterable[str] = ()) -> ModelFit:
+    """A fit that could not be made, saying why."""
+    return ModelFit(name=name, formula=formula, n=n, r2=None, coefficients={},
+                    dropped=tuple(dropped), usable=False, note=note)
 
 
 def fit(
-    y: pd.Series, X: pd.DataFrame, *, name: str, formula: str, dropped: Iterable[str] = (),
+    y: pd.Series | np.ndarray, X: pd.DataFrame, *, name: str, formula: str,
+    dropped: Iterable[str] = (), clusters: np.ndarray | None = None,
 ) -> ModelFit:
-    """OLS of ``y`` on ``X`` with HC3 standard errors and 95% t intervals (df = n - k).
-
-    Degenerate inputs (n <= number of columns, non-finite values, a singular design) give a
-    fit marked ``usable=False`` with a one-line ``note``. When HC3 is undefined or not finite (a
-    trial with leverage 1, e.g. the only trial of a penalty mode) the fit falls back to HC1 and
-    says so in ``cov_type`` and ``note``.
+    """OLS of ``y`` on ``X`` with robust standard errors and 95% t intervals (module docs).
 
     Args:
         y: The response, aligned with ``X``.
-        X: The design (:func:`design_matrix`), including ``const``.
+        X: The design, including ``const``.
         name: The model's name.
         formula: The model in formula notation.
         dropped: Terms the design left out.
-
-    Returns:
-        The :class:`ModelFit`.
+        clusters: One label per row (rows sharing a label are one cluster), or ``None``.
     """
-    response = numeric(y)
+    response = numeric(pd.Series(np.asarray(y, dtype=float)))
     design = X.to_numpy(dtype=float)
     n, k = design.shape
     base = {"name": name, "formula": formula, "n": n, "dropped": tuple(dropped)}
-    if n <= k:
-        return _unusable(base, f"{n} usable trials for {k} coefficients; need more than {k}")
-    if not (np.all(np.isfinite(response)) and np.all(np.isfinite(design))):
-        return _unusable(base, "the response or the design has non-finite values")
-    if np.linalg.matrix_rank(design) < k:
-        return _unusable(base, "singular design: the varying hyperparameters are collinear "
-                               f"({', '.join(c for c in X.columns if c != CONST)})")
-    cov_type, note = COV_TYPE, None
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        plain = sm.OLS(response, design).fit()
-        leverage = np.einsum("ij,jk,ik->i", design, plain.normalized_cov_params, design)
-        if np.max(leverage) > 1 - _LEVERAGE_ONE:
-            cov_type = "HC1"
-            note = ("HC3 is undefined (a trial with leverage 1, e.g. the only trial of a "
-                    "penalty mode); HC1 used")
-        result = plain.get_robustcov_results(cov_type=cov_type, use_t=True)
-        if not np.all(np.isfinite(result.bse)) and cov_type == COV_TYPE:
-            cov_type, note = "HC1", "HC3 standard errors were not finite; HC1 used"
-            result = plain.get_robustcov_results(cov_type=cov_type, use_t=True)
-        if not np.all(np.isfinite(result.bse)):
-            return _unusable(base, "robust standard errors are not finite")
-        interval = np.asarray(result.conf_int(alpha=1 - CI_LEVEL))
-        p_values = np.asarray(result.pvalues)
-        r2 = float(result.rsquared)
-    coefficients = {
-        term: {"estimate": float(result.params[i]),
-               "ci95": [float(interval[i, 0]), float(interval[i, 1])],
-               "p_value": _finite_or_none(p_values[i])}
-        for i, term in enumerate(X.columns)
-    }
-    return ModelFit(**base, r2=_finite_or_none(r2), coefficients=coefficients,
-                    cov_type=cov_type, note=note)
-
-
-def fit_decomposition(usable: pd.DataFrame) -> dict[str, Any]:
-    """Fit the early total, data and penalty losses on one design, plus the ``explain`` model.
-
-    The ``explain`` model is the pooled ``early_loss ~ log10_n_params + early_penalty +
-    controls`` without the size x lr interaction (SPEC section 6: kept for reference; it is
-    misspecified where the size effect depends on lr).
-
-    Args:
-        usable: Usable trials (:func:`~study.analysis.table.usable_trials`).
-
-    Returns:
-        ``{"models": {total, data, penalty, explain: ModelFit}, "decomposition": block,
-        "dropped": [...], "centers": {...}, "mode_reference": str | None}``.
-    """
-    X, dropped, centers = design_matrix(usable)
-    rhs = " + ".join(c for c in X.columns if c != CONST) or "1"
-    models = {
-        key: fit(usable[column], X, name=key, formula=f"{column} ~ {rhs}", dropped=dropped)
-        for key, column in RESPONSES.items()
-    }
-    pooled, pooled_dropped, _ = design_matrix(usable, interaction=False)
-    penalty = numeric(usable["early_penalty"])
-    if _varies(penalty):
-        at = list(pooled.columns).index(SIZE) + 1 if SIZE in pooled.columns else 1
-        pooled.insert(at, "early_penalty", penalty)
+    problem = _problem(response, design, X)
+    if problem:
+        return unusable(**base, note=problem)
+    params, *_ = np.linalg.lstsq(design, response, rcond=None)
+    resid = response - design @ params
+    groups = _groups(clusters, n)
+    spread = float(np.sum((response - response.mean()) ** 2))
+    r2 = 1 - float(resid @ resid) / spread if spread > 0 else None
+    fields: dict[str, Any] = {"params": params, "resid": resid, "columns": tuple(X.columns),
+                              "r2": r2}
+    if n <= SMALL_SAMPLE_ROWS:
+        fields["small"] = SmallSample(design, resid, groups)
+        shared = len(np.unique(groups)) < n
+        fields["cov_type"] = "CR2" if shared else "HC2"
+        if shared:
+            fields["note"] = (f"trials that share a training seed are clustered "
+                              f"({len(np.unique(groups))} seeds)")
     else:
-        pooled_dropped.append("early_penalty")
-    pooled_rhs = " + ".join(c for c in pooled.columns if c != CONST) or "1"
-    models["explain"] = fit(usable["early_loss"], pooled, name="explain",
-                            formula=f"early_loss ~ {pooled_rhs}", dropped=pooled_dropped)
-    return {
-        "models": models,
-        "decomposition": decomposition_block(models),
-        "dropped": dropped,
-        "centers": centers,
-        "mode_reference": None if "penalty_mode" in dropped
-        else reference_mode(usable["penalty_mode"].astype(str)),
-    }
+        fields.update(cov=_hc3(design, resid), df=float(n - k), cov_type="HC3")
+    model = ModelFit(**base, coefficients={}, **fields)
+    return dataclasses.replace(model, coefficients=_table(model))
 
 
-def decomposition_block(models: Mapping[str, ModelFit]) -> dict[str, Any]:
-    """The SPEC ``decomposition`` block from the ``total``, ``data`` and ``penalty`` fits.
+def fit_modelled(
+    y: pd.Series | np.ndarray, X: pd.DataFrame, *, name: str, formula: str,
+    variance_columns: int, dropped: Iterable[str] = (),
+) -> ModelFit:
+    """Weighted least squares with the residual variance modelled as ``exp(V . gamma)``, ``V``
+    the first ``variance_columns`` columns of ``X`` (the constant and the size).
 
-    Each ``width_effect_*`` is ``{"estimate", "ci95"}`` of the ``log10_n_params`` coefficient
-    (change of the early loss per decade of parameters at the median lr and batch size), or
-    ``None`` when it could not be estimated. ``penalty_share`` is the penalty effect over the
-    total effect, ``None`` unless the total effect is > 0.
+    For responses measured with little noise whose spread changes smoothly with size (the
+    squared weight norm: a few percent of seed noise in the smallest model, under one in the
+    largest), a robust variance leans on the two or three trials at each end of the size range;
+    a variance model borrows strength from every trial instead. The intervals use the weighted
+    residual variance on n - k df.
     """
-    total, data, penalty = (models[k].effect(SIZE) for k in ("total", "data", "penalty"))
-    share = None
-    if total is not None and penalty is not None and total["estimate"] > 0:
-        share = penalty["estimate"] / total["estimate"]
-    return {"width_effect_total": total, "width_effect_data": data,
-            "width_effect_penalty": penalty, "penalty_share": share}
+    response = np.asarray(y, dtype=float)
+    design = X.to_numpy(dtype=float)
+    n, k = design.shape
+    base = {"name": name, "formula": formula, "n": n, "dropped": tuple(dropped)}
+    problem = _problem(response, design, X)
+    if problem:
+        return unusable(**base, note=problem)
+    params, *_ = np.linalg.lstsq(design, response, rcond=None)
+    resid = response - design @ params
+    leverage = np.einsum("ij,jk,ik->i", design, np.linalg.pinv(design.T @ design), design)
+    scaled = resid**2 / np.clip(1 - leverage, 1e-6, None)
+    # A residual near zero has a log near minus infinity and would drag the variance model
+    # down; floored at a twentieth of the mean, it still says "small".
+    scaled = np.maximum(scaled, _VARIANCE_FLOOR * float(np.mean(scaled)) + 1e-300)
+    V = design[:, :variance_columns]
+    gamma, *_ = np.linalg.lstsq(V, np.log(scaled), rcond=None)
+    weights = np.exp(-(V @ gamma))
+    root = np.sqrt(weights)
+    params, *_ = np.linalg.lstsq(design * root[:, None], response * root, rcond=None)
+    resid = response - design @ params
+    s2 = float(np.sum(weights * resid**2)) / (n - k)
+    cov = s2 * np.linalg.inv(design.T @ (design * weights[:, None]))
+    gamma = gamma.copy()
+    gamma[0] += math.log(s2)  # variance_i = s2 / weights_i
+    spread = float(np.sum((response - response.mean()) ** 2))
+    model = ModelFit(**base, r2=1 - float(resid @ resid) / spread if spread > 0 else None,
+                     coefficients={}, cov_type="WLS", columns=tuple(X.columns), params=params,
+                     resid=resid, cov=cov, df=float(n - k), variance=gamma,
+                     note="residual variance modelled as log-linear in size")
+    return dataclasses.replace(model, coefficients=_table(model))
 
 
-# -- internals --------------------------------------------------------------------------------
-def _median(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else float("nan")
+def _problem(response: np.ndarray, design: np.ndarray, X: pd.DataFrame) -> str | None:
+    n, k = design.shape
+    if n <= k:
+        return f"{n} usable trials for {k} coefficients; need more than {k}"
+    if not (np.all(np.isfinite(response)) and np.all(np.isfinite(design))):
+        return "the response or the design has non-finite values"
+    if np.linalg.matrix_rank(design.T @ design) < k:  # k x k: cheap for 10,000 rows too
+        return ("singular design: the varying terms are collinear "
+                f"({', '.join(c for c in X.columns if c != CONST)})")
+    return None
 
 
-def _varies(values: np.ndarray) -> bool:
+def _hc3(design: np.ndarray, resid: np.ndarray) -> np.ndarray:
+    """MacKinnon-White HC3: each squared residual inflated by its leverage, 1 / (1 - h)^2."""
+    bread = np.linalg.inv(design.T @ design)
+    leverage = np.einsum("ij,jk,ik->i", design, bread, design)
+    weights = (resid / np.clip(1 - leverage, 1e-10, None)) ** 2
+    return bread @ (design.T @ (design * weights[:, None])) @ bread
+
+
+def _groups(clusters: np.ndarray | None, n: int) -> np.ndarray:
+    if clusters is None:
+        return np.arange(n)
+    return pd.factorize(pd.Series(np.asarray(clusters)).astype(str))[0]
+
+
+def _table(model: ModelFit) -> dict[str, dict[str, Any]]:
+    """Each coefficient's estimate, 95% interval and two-sided p-value."""
+    table = {}
+    for j, term in enumerate(model.columns):
+        unit = np.zeros(len(model.columns))
+        unit[j] = 1.0
+        est = model.combine(unit)
+        lo, hi = est.ci95
+        p = 2 * stats.t.sf(abs(est.estimate) / est.se, est.df) if est.se > 0 else None
+        table[term] = {"estimate": est.estimate, "ci95": [lo, hi],
+                       "p_value": _finite_or_none(p) if p is not None else None}
+    return table
+
+
+def varies(values: np.ndarray) -> bool:
+    """Whether ``values`` (finite ones) take more than one value."""
     finite = values[np.isfinite(values)]
     if finite.size < 2:
         return False
@@ -297,7 +311,3 @@ def _varies(values: np.ndarray) -> bool:
 def _finite_or_none(value: Any) -> float | None:
     value = float(value)
     return value if np.isfinite(value) else None
-
-
-def _unusable(base: Mapping[str, Any], note: str) -> ModelFit:
-    return ModelFit(**base, r2=None, coefficients={}, usable=False, note=note)

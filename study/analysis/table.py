@@ -17,11 +17,12 @@ import optuna
 import pandas as pd
 
 from study.errors import ConfigError
-from study.keys import CONFIG_ATTR
+from study.keys import CONFIG_ATTR, TRAIN_SEED_ATTR
 
 __all__ = [
     "EARLY_COLUMNS",
     "HPARAM_COLUMNS",
+    "INIT_COLUMNS",
     "TABLE_COLUMNS",
     "USABLE_STATES",
     "fixed_dimensions",
@@ -33,17 +34,23 @@ __all__ = [
 
 TABLE_COLUMNS = (
     "number", "state", "width", "lr", "batch_size", "weight_decay", "penalty_mode", "n_params",
+    "train_seed", "init_loss", "init_data_loss", "init_penalty", "init_weight_sq_norm",
     "early_loss", "early_data_loss", "early_penalty", "final_val_loss", "final_val_accuracy",
     "value", "mlflow_run_id", "curve", "failure", "diagnosis", "diagnosis_detail",
     "landscape_sharpness", "landscape_flatness_radius",
 )
 HPARAM_COLUMNS = ("width", "lr", "batch_size", "weight_decay", "penalty_mode")
 EARLY_COLUMNS = ("early_loss", "early_data_loss", "early_penalty")
+INIT_COLUMNS = ("init_loss", "init_data_loss", "init_penalty")
 # Pruned trials count only with early values: the pruners never stop a trial inside the window.
 USABLE_STATES = ("COMPLETE", "PRUNED")
+# The loss at initialization is measured before the first update, so how the trial ended later
+# does not matter: a trial that diverged or failed still measured its start.
+INIT_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
-_INT_COLUMNS = ("number", "width", "batch_size", "n_params")
-_FLOAT_COLUMNS = ("lr", "weight_decay", *EARLY_COLUMNS, "final_val_loss",
+_INT_COLUMNS = ("number", "width", "batch_size", "n_params", "train_seed")
+_FLOAT_COLUMNS = ("lr", "weight_decay", *INIT_COLUMNS, "init_weight_sq_norm", *EARLY_COLUMNS,
+                  "final_val_loss",
                   "final_val_accuracy", "value", "landscape_sharpness",
                   "landscape_flatness_radius")
 # Optional per-trial findings: user attr on the Optuna trial <-> tag or metric on its run.
@@ -52,9 +59,12 @@ _FINDING_ATTRS = {"failure": "study.failure", "diagnosis": "study.diagnosis",
 _FINDING_METRICS = {"landscape_sharpness": "landscape/sharpness",
                     "landscape_flatness_radius": "landscape/flatness_radius"}
 # user attr / MLflow metric holding each summary column.
-_SUMMARY_ATTRS = ("early_loss", "early_data_loss", "early_penalty", "final_val_loss",
+_SUMMARY_ATTRS = ("init_loss", "init_data_loss", "init_penalty", "init_weight_sq_norm",
+                  "early_loss", "early_data_loss", "early_penalty", "final_val_loss",
                   "final_val_accuracy")
 _SUMMARY_METRICS = {
+    "init_loss": "init/loss", "init_data_loss": "init/data_loss",
+    "init_penalty": "init/penalty", "init_weight_sq_norm": "init/weight_sq_norm",
     "early_loss": "early/loss", "early_data_loss": "early/data_loss",
     "early_penalty": "early/penalty", "final_val_loss": "final/val_loss",
     "final_val_accuracy": "final/val_accuracy",
@@ -121,6 +131,7 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
         for name in HPARAM_COLUMNS:
             columns[name].append(hparams.get(name, fixed.get(name)))
         columns["n_params"].append(attrs.get("n_params"))
+        columns["train_seed"].append(attrs.get(TRAIN_SEED_ATTR))
         for name in _SUMMARY_ATTRS:
             columns[name].append(attrs.get(name))
         values = trial.values
@@ -169,22 +180,26 @@ def trial_table_from_mlflow(
     return _frame({name: [row[name] for row in rows] for name in TABLE_COLUMNS})
 
 
-def usable_trials(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows the early-loss analysis may use.
+def usable_trials(table: pd.DataFrame, question: str = "early") -> pd.DataFrame:
+    """The rows the analysis of ``question`` (``early`` or ``init``) may use.
 
-    A row is usable when its state is COMPLETE or PRUNED, its three early losses are finite,
-    ``n_params > 0``, ``lr`` and ``batch_size`` are finite and > 0, ``weight_decay`` is finite
-    and >= 0, and its penalty mode is known. Failed trials never count; pruned trials count only
-    when they finished the early window (they have early values).
+    A row is usable when its losses of that question are finite, ``n_params > 0``, ``lr`` and
+    ``batch_size`` are finite and > 0, ``weight_decay`` is finite and >= 0, and its penalty mode
+    is known; for ``early`` its state is COMPLETE or PRUNED (pruned trials count only when they
+    finished the early window: they have early values), for ``init`` any state that measured
+    its start (COMPLETE, PRUNED or FAIL: the start is measured before anything can fail).
 
     Args:
         table: A trial table (:func:`trial_table` or :func:`trial_table_from_mlflow`).
+        question: ``early`` or ``init``.
 
     Returns:
         The usable rows (a copy, original index kept).
     """
-    keep = np.array(table["state"].isin(USABLE_STATES), dtype=bool)
-    for name in EARLY_COLUMNS:
+    states, columns = (INIT_STATES, INIT_COLUMNS) if question == "init" \
+        else (USABLE_STATES, EARLY_COLUMNS)
+    keep = np.array(table["state"].isin(states), dtype=bool)
+    for name in columns:
         keep &= np.isfinite(numeric(table[name]))
     for name in ("n_params", "lr", "batch_size"):
         values = numeric(table[name])
@@ -285,6 +300,7 @@ def _run_row(run: Any, objectives: Mapping[str, str | None]) -> dict[str, Any]:
         "weight_decay": params.get("weight_decay"),
         "penalty_mode": params.get("penalty_mode"),
         "n_params": metrics.get("n_params", params.get("n_params")),
+        "train_seed": params.get("train_seed"),
         "mlflow_run_id": run.info.run_id,
         "curve": None,
         "value": None,

@@ -18,7 +18,7 @@ from torch import nn
 
 from study.config import StudyConfig
 from study.errors import TrackingError
-from study.keys import CURVE_ATTR, WEIGHTS_ARTIFACT
+from study.keys import CURVE_ATTR, TRAIN_SEED_ATTR, WEIGHTS_ARTIFACT
 from study.redact import one_line
 from study.tracking import Tracker
 from study.training import (
@@ -122,7 +122,8 @@ def trained_model(
         return model, "artifact", local, {}
     # No weights were logged (runs from before weights were saved): train the trial again.
     trainer = Trainer(hp, data, model_name=settings.model, init=settings.init,
-                      epochs=settings.epochs, seed=settings.seed)
+                      epochs=settings.epochs,
+                      seed=int(trial.user_attrs.get(TRAIN_SEED_ATTR, settings.seed)))
     history = trainer.fit()
     model = trainer.model.to(memory_format=torch.contiguous_format)
     local = trial_dir / WEIGHTS_ARTIFACT

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.config import StudyConfig, config_from_stored
 from study.errors import ConfigError, TrackingError
-from study.keys import CONFIG_ATTR, HPARAMS_ATTR, RUN_ID_ATTR
+from study.keys import CONFIG_ATTR, HPARAMS_ATTR, RUN_ID_ATTR, TRAIN_SEED_ATTR
 from study.landscape import plots, probes
 from study.landscape._weights import trained_model, training_loss_fn
 from study.landscape.results import ATTR_FLATNESS, ATTR_SHARPNESS, set_finished_trial_user_attrs
@@ -262,7 +262,7 @@ def _probe_one(
         "dataset": settings.dataset,
         "init": settings.init,
         "epochs": settings.epochs,
-        "train_seed": settings.seed,
+        "train_seed": int(trial.user_attrs.get(TRAIN_SEED_ATTR, settings.seed)),
         "n_params": count_parameters(model),
         "weights_source": source,
         **check,

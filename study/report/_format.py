@@ -28,10 +28,11 @@ __all__ = [
 
 MISSING = "—"
 # The trial-table columns every report output carries (SPEC section 5 / study.analysis.table).
+# The trials table of the report: what fits a 1280-pixel page (trials.csv holds every column).
 TRIAL_COLUMNS = (
     "number", "state", "width", "lr", "batch_size", "weight_decay", "penalty_mode", "n_params",
-    "early_loss", "early_data_loss", "early_penalty", "final_val_loss", "final_val_accuracy",
-    "value", "mlflow_run_id",
+    "init_loss", "early_loss", "early_data_loss", "early_penalty", "final_val_loss",
+    "final_val_accuracy",
 )
 INT_COLUMNS = ("number", "width", "batch_size", "n_params")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -16,13 +15,23 @@ from study.report._format import (
     MISSING,
     TRIAL_COLUMNS,
     as_float,
-    effect,
     fmt_ci,
     fmt_num,
-    fmt_p,
     is_missing,
     jsonable,
     text,
+)
+from study.report.answer_blocks import answer_blocks, figure_blocks, model_blocks
+from study.report.blocks import (
+    Code,
+    Details,
+    FigureRef,
+    Heading,
+    Inline,
+    KeyValues,
+    Para,
+    Table,
+    Verdict,
 )
 
 __all__ = [
@@ -39,79 +48,14 @@ __all__ = [
 ]
 
 MAX_TABLE_ROWS = 200
-MODEL_ORDER = ("total", "data", "penalty", "explain")
 EVALUATOR_ORDER = ("fanova", "ped-anova", "mdi")
-MODEL_TITLES = {
-    "total": "early total loss (what was optimized)",
-    "data": "early data loss",
-    "penalty": "early L2 penalty",
-    "explain": "early total loss explained by size and penalty (pooled; see SPEC 6)",
-}
-SIZE_TERM = "log10_n_params"
-_KNOWN_ANALYSIS_KEYS = {"schema", "study_name", "n_trials_used", "early_epochs", "models",
-                        "decomposition", "verdict"}
 _TRIAL_HEADERS = {"number": "#", "batch_size": "batch", "weight_decay": "weight decay",
                   "penalty_mode": "penalty mode", "n_params": "params",
+                  "init_loss": "init total",
                   "early_loss": "early total", "early_data_loss": "early data",
                   "early_penalty": "early penalty", "final_val_loss": "final val loss",
                   "final_val_accuracy": "final val acc", "mlflow_run_id": "MLflow run"}
 _TEXT_COLUMNS = {"state", "penalty_mode", "mlflow_run_id", "diagnosis", "failure"}
-
-
-@dataclass(frozen=True)
-class Code:
-    """Inline code (formulas, coefficient and parameter names)."""
-
-    text: str
-
-
-Inline = str | Code
-
-
-@dataclass
-class Heading:
-    level: int
-    text: str
-    anchor: str | None = None
-
-
-@dataclass
-class Para:
-    parts: list[Inline]
-    css: str | None = None  # "note" for small print
-
-
-@dataclass
-class Verdict:
-    code: str
-    text: str
-
-
-@dataclass
-class KeyValues:
-    items: list[tuple[str, Inline]]
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[Inline]]
-    numeric: frozenset[int] = frozenset()
-    highlight: frozenset[int] = frozenset()
-    wrap: frozenset[int] = frozenset()  # long free-text columns (others do not wrap)
-
-
-@dataclass
-class FigureRef:
-    name: str  # key of the figure (file figures/<name>.png)
-    alt: str
-    caption: str
-
-
-@dataclass
-class Details:
-    summary: str
-    blocks: list[Any] = field(default_factory=list)
 
 
 def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance: pd.DataFrame,
@@ -128,14 +72,16 @@ def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance
     blocks += [Heading(2, "Verdict", "verdict"),
                Verdict(text(verdict.get("code")) or "none",
                        text(verdict.get("text")) or "No verdict: the analysis is missing.")]
-    blocks += _figure_blocks(analysis)
+    blocks += answer_blocks(analysis)
+    blocks += figure_blocks()
+    blocks += _figure_blocks()
     for name, (heading, caption) in (extra_figures or {}).items():
         blocks += [Heading(2, heading, name), FigureRef(name, heading, caption)]
-    blocks += _decomposition_blocks(analysis)
-    blocks += _model_blocks(analysis)
+    blocks += model_blocks(analysis)
     blocks += _importance_blocks(importance)
     blocks += _trial_blocks(table)
     blocks += _failed_blocks(table)
+    blocks += _diagnosed_blocks(table)
     return title, blocks
 
 
@@ -167,13 +113,8 @@ def _meta_blocks(meta: Mapping[str, Any], analysis: Mapping[str, Any],
     return blocks
 
 
-def _figure_blocks(analysis: Mapping[str, Any]) -> list[Any]:
+def _figure_blocks() -> list[Any]:
     return [
-        Heading(2, "Early loss against parameter count", "early-loss"),
-        FigureRef("early_loss", "Early total, data and penalty loss against parameter count",
-                  "Each point is a trial. Lines: the size effect of the decomposition (change "
-                  "per decade of parameters at the median learning rate and batch size), drawn "
-                  "through the median trial; shaded: its 95% confidence interval."),
         Heading(2, "Training curves", "curves"),
         FigureRef("curves", "Training loss curves coloured by parameter count",
                   "Training loss per epoch: total (what was optimized) solid, data loss "
@@ -183,76 +124,6 @@ def _figure_blocks(analysis: Mapping[str, Any]) -> list[Any]:
                   "Importance per evaluator (seeds named in the legend), with bootstrap 95% "
                   "intervals; the table below lists every number."),
     ]
-
-
-def _decomposition_blocks(analysis: Mapping[str, Any]) -> list[Any]:
-    blocks: list[Any] = [Heading(2, "Size-effect decomposition", "decomposition")]
-    decomposition = analysis.get("decomposition")
-    if not isinstance(decomposition, Mapping):
-        return [*blocks, Para(["No decomposition: the analysis could not fit it."], "note")]
-    rows, estimates = [], {}
-    for key, label in (("total", "total (optimized)"), ("data", "data loss"),
-                       ("penalty", "L2 penalty")):
-        value = effect(decomposition.get(f"width_effect_{key}"))
-        estimates[key] = value[0] if value else None
-        rows.append([label, fmt_num(value[0]) if value else MISSING,
-                     fmt_ci(value[1:]) if value else MISSING])
-    blocks += [Para(["Change of the early training loss per decade (10x) of parameters, at the "
-                     "study's median learning rate and batch size."]),
-               Table(["component", "size effect per decade", "95% CI"], rows,
-                     numeric=frozenset({1}))]
-    share = decomposition.get("penalty_share")
-    share_effect = effect(share)
-    blocks.append(Para([
-        "Penalty share of the total size effect: ",
-        (f"{share_effect[0]:.1%}" if share_effect else
-         "not defined (the total size effect is not positive)"),
-    ]))
-    if all(estimates[k] is not None for k in ("total", "data", "penalty")):
-        blocks.append(Para([f"Check: data + penalty = "
-                            f"{fmt_num(estimates['data'] + estimates['penalty'])}; total = "
-                            f"{fmt_num(estimates['total'])}."], "note"))
-    extra = [(text(k), _compact(v)) for k, v in decomposition.items()
-             if not str(k).startswith("width_effect_") and k != "penalty_share"]
-    extra += [(text(k), _compact(v)) for k, v in analysis.items()
-              if k not in _KNOWN_ANALYSIS_KEYS]
-    if extra:
-        blocks.append(Details("Analysis details", [KeyValues(list(extra))]))
-    return blocks
-
-
-def _model_blocks(analysis: Mapping[str, Any]) -> list[Any]:
-    blocks: list[Any] = [Heading(2, "Regression models", "regressions")]
-    models = analysis.get("models")
-    models = models if isinstance(models, Mapping) else {}
-    names = [n for n in MODEL_ORDER if n in models] + [n for n in models if n not in MODEL_ORDER]
-    for name in names or list(MODEL_ORDER):
-        model = models.get(name)
-        title = MODEL_TITLES.get(name, str(name))
-        blocks.append(Heading(3, f"Model {name}: {title}", f"model-{_slug(name)}"))
-        if not isinstance(model, Mapping):
-            blocks.append(Para(["Not fitted (too few usable trials or no variation)."], "note"))
-            continue
-        blocks.append(Para(["Formula: ", Code(text(model.get("formula")) or MISSING),
-                            f"; n = {fmt_num(model.get('n'))}; "
-                            f"R² = {fmt_num(model.get('r2'), 3)}"]))
-        if model.get("note"):
-            blocks.append(Para([text(model.get("note"))], "note"))
-        coefficients = model.get("coefficients")
-        coefficients = coefficients if isinstance(coefficients, Mapping) else {}
-        if not coefficients:
-            blocks.append(Para(["No coefficients."], "note"))
-            continue
-        rows, highlight = [], set()
-        for i, (term, c) in enumerate(coefficients.items()):
-            c = c if isinstance(c, Mapping) else {"estimate": c}
-            rows.append([Code(text(term)), fmt_num(c.get("estimate")), fmt_ci(c.get("ci95")),
-                         fmt_p(c.get("p_value"))])
-            if term == SIZE_TERM:
-                highlight.add(i)
-        blocks.append(Table(["coefficient", "estimate", "95% CI", "p-value"], rows,
-                            numeric=frozenset({1, 3}), highlight=frozenset(highlight)))
-    return blocks
 
 
 def _importance_blocks(importance: pd.DataFrame) -> list[Any]:
@@ -296,33 +167,43 @@ def _trial_blocks(table: pd.DataFrame) -> list[Any]:
     blocks: list[Any] = [Heading(2, "Trials", "trials")]
     if table.empty:
         return [*blocks, Para(["No trials."], "note")]
-    order = [c for c in TRIAL_COLUMNS if c != "mlflow_run_id"]
-    columns = [c for c in (*order, "diagnosis", "mlflow_run_id") if c in table.columns]
+    columns = [c for c in TRIAL_COLUMNS if c in table.columns]
     shown = table.head(MAX_TABLE_ROWS)
+    note = "Every column of every trial (its MLflow run, objective value, seeds) is in " \
+           "trials.csv and report.json."
     if len(table) > MAX_TABLE_ROWS:
-        blocks.append(Para([f"First {MAX_TABLE_ROWS} of {len(table)} trials; every trial is "
-                            "in trials.csv and report.json."], "note"))
+        note = f"First {MAX_TABLE_ROWS} of {len(table)} trials. " + note
+    blocks.append(Para([note], "note"))
     blocks.append(_frame_table(shown, columns))
     return blocks
 
 
 def _failed_blocks(table: pd.DataFrame) -> list[Any]:
     blocks: list[Any] = [Heading(2, "Failed trials", "failed")]
-    if table.empty or "state" not in table.columns:
-        return [*blocks, Para(["No failed trials."], "note")]
-    failed = table["state"].map(text).str.upper() == "FAIL"
-    if "diagnosis" in table.columns:
-        failed |= table["diagnosis"].map(text) != ""
+    failed = (table["state"].map(text).str.upper() == "FAIL") if "state" in table.columns \
+        else pd.Series(False, index=table.index)
     rows = table[failed]
     if rows.empty:
         return [*blocks, Para(["No failed trials."], "note")]
+    columns = [c for c in ("number", "width", "lr", "batch_size", "weight_decay",
+                           "penalty_mode", "failure", "diagnosis") if c in table.columns]
+    blocks.append(Para([f"{len(rows)} trial(s) failed; the study went on without them."]))
+    blocks.append(_frame_table(rows.head(MAX_TABLE_ROWS), columns))
+    return blocks
+
+
+def _diagnosed_blocks(table: pd.DataFrame) -> list[Any]:
+    blocks: list[Any] = [Heading(2, "Diagnosed trials", "diagnosed")]
+    if "diagnosis" not in table.columns:
+        return [*blocks, Para(["No trial carries a diagnosis."], "note")]
+    state = table["state"].map(text).str.upper() if "state" in table.columns else ""
+    rows = table[(table["diagnosis"].map(text) != "") & (state != "FAIL")]
+    if rows.empty:
+        return [*blocks, Para(["No finished trial carries a diagnosis."], "note")]
     columns = [c for c in ("number", "state", "width", "lr", "batch_size", "weight_decay",
-                           "penalty_mode", "failure", "diagnosis", "mlflow_run_id")
-               if c in table.columns]
-    if len(rows) > MAX_TABLE_ROWS:
-        blocks.append(Para([f"First {MAX_TABLE_ROWS} of {len(rows)} failed or diagnosed "
-                            "trials."], "note"))
-    blocks.append(Para([f"{len(rows)} trial(s) failed or carry a diagnosis."]))
+                           "penalty_mode", "diagnosis", "diagnosis_detail") if c in table.columns]
+    blocks.append(Para([f"{len(rows)} finished trial(s) carry a diagnosis (codes in the "
+                        "README's Diagnostics section)."]))
     blocks.append(_frame_table(rows.head(MAX_TABLE_ROWS), columns))
     return blocks
 
@@ -343,7 +224,8 @@ def _frame_table(frame: pd.DataFrame, columns: Sequence[str]) -> Table:
                 row.append(fmt_num(value))
         rows.append(row)
     numeric = frozenset(i for i, c in enumerate(columns) if c not in _TEXT_COLUMNS)
-    wrap = frozenset(i for i, c in enumerate(columns) if c in ("diagnosis", "failure"))
+    wrap = frozenset(i for i, c in enumerate(columns)
+                     if c in ("diagnosis", "failure", "diagnosis_detail"))
     return Table(headers, rows, numeric=numeric, wrap=wrap)
 
 
@@ -377,7 +259,3 @@ def _window(epochs: Any) -> str:
 def _rank(value: Any, order: Sequence[str]) -> int:
     name = text(value)
     return order.index(name) if name in order else len(order)
-
-
-def _slug(name: Any) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in str(name).lower()) or "model"

@@ -24,17 +24,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from study.report._format import effect, is_missing, numeric, text
+from study.report._format import is_missing, numeric, text
 
-__all__ = ["DPI", "curves_figure", "early_loss_figure", "importance_figure", "message_figure"]
+__all__ = ["DPI", "curves_figure", "importance_figure", "message_figure", "to_png"]
 
 DPI = 100
-# (table column, decomposition key, panel title)
-_PANELS = (
-    ("early_loss", "width_effect_total", "Early total loss (optimized)"),
-    ("early_data_loss", "width_effect_data", "Early data loss"),
-    ("early_penalty", "width_effect_penalty", "Early L2 penalty"),
-)
 _MODE_COLORS = {"l2-in-loss": "tab:red", "coupled": "tab:blue", "decoupled": "tab:green",
                 "none": "tab:gray"}
 _SPARE_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
@@ -42,85 +36,6 @@ _EVALUATOR_ORDER = ("fanova", "ped-anova", "mdi")
 _EVALUATOR_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
 _TARGET_ORDER = ("objective", "early_loss")
 _MAX_POINTS = 3000  # drawn per panel; fits and medians use every trial
-
-
-def early_loss_figure(table: pd.DataFrame | None, analysis: Mapping[str, Any] | None) -> bytes:
-    """Early total, data and penalty loss against parameter count, coloured by penalty mode.
-
-    Each panel carries the size effect of the decomposition (``width_effect_*``: change per
-    decade of parameters at the median lr and batch size) as a line through the median point
-    of the cloud, with its 95% interval as a fan and in the panel title.
-    """
-    analysis = analysis if isinstance(analysis, Mapping) else {}
-    decomposition = analysis.get("decomposition")
-    decomposition = decomposition if isinstance(decomposition, Mapping) else {}
-    frame = _frame(table)
-    n_params = numeric(frame, "n_params")
-    if not any((np.isfinite(numeric(frame, c)) & (n_params > 0)).any() for c, _, _ in _PANELS):
-        return message_figure("no trial has an early loss and a parameter count yet",
-                              title="Early loss against parameter count")
-    modes = _modes(frame)
-    colors = _mode_colors(modes)
-    many = len(frame) > 500
-    size, alpha = (6, 0.35) if many else (22, 0.8)
-
-    fig = Figure(figsize=(12.5, 4.8))
-    _margins(fig, left=0.75, right=0.2, top=0.85, bottom=1.0, wspace=0.22)
-    axes = fig.subplots(1, 3)
-    plotted: set[str] = set()
-    fitted = False
-    for ax, (column, key, title) in zip(axes, _PANELS, strict=True):
-        y = numeric(frame, column)
-        ok = np.isfinite(y) & np.isfinite(n_params) & (n_params > 0)
-        ax.set_xlabel("parameters (log scale)")
-        ax.grid(True, which="major", alpha=0.3)
-        if not ok.any():
-            ax.set_title(f"{title}\nno trials with this value", fontsize=10)
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
-                    color="0.4")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            continue
-        shown = ok & _sample_mask(ok, _MAX_POINTS)
-        for mode, color in colors.items():
-            mask = shown & (modes == mode)
-            if mask.any():
-                ax.scatter(n_params[mask], y[mask], s=size, alpha=alpha, color=color,
-                           linewidths=0)
-                plotted.add(mode)
-        ax.set_xscale("log")
-        lo_y, hi_y = float(np.min(y[ok])), float(np.max(y[ok]))
-        pad = 0.08 * (hi_y - lo_y) or 0.05 * max(abs(hi_y), 1e-3)
-        size_effect = effect(decomposition.get(key))
-        if size_effect is None:
-            subtitle = "no size effect fitted"
-        else:
-            fitted = True
-            subtitle = _draw_fit(ax, np.log10(n_params[ok]), y[ok], size_effect)
-        ax.set_ylim(lo_y - pad, hi_y + pad)
-        if shown.sum() < ok.sum():
-            ax.text(0.99, 0.01, f"{shown.sum():,} of {ok.sum():,} trials drawn", fontsize=8,
-                    ha="right", va="bottom", color="0.35", transform=ax.transAxes)
-        ax.set_title(f"{title}\n{subtitle}", fontsize=10)
-    axes[0].set_ylabel("early loss (epoch mean)")
-
-    handles: list[Any] = [Line2D([], [], ls="", marker="o", color=colors[m],
-                                 label=f"penalty mode: {m}")
-                          for m in colors if m in plotted]
-    if fitted:
-        handles.append(Line2D([], [], color="black", lw=2,
-                              label="size effect per decade (at median lr, batch size)"))
-        handles.append(Patch(color="black", alpha=0.12, label="95% CI"))
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncols=min(len(handles), 3),
-                   frameon=False, fontsize=9)
-    epochs = analysis.get("early_epochs")
-    window = "early window"
-    if isinstance(epochs, int) and not isinstance(epochs, bool):
-        window = "first epoch" if epochs == 1 else f"first {epochs} epochs"
-    fig.suptitle(f"Early training loss ({window}) against parameter count, by penalty mode",
-                 fontsize=12)
-    return _png(fig)
 
 
 def curves_figure(table: pd.DataFrame | None, *, max_trials: int = 30) -> bytes:
@@ -164,6 +79,7 @@ def curves_figure(table: pd.DataFrame | None, *, max_trials: int = 30) -> bytes:
     if ys.size and ys.min() > 0 and ys.max() / ys.min() > 30:
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0.5, max(len(curve) for _, curve in entries) + 0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (epoch mean)")
     ax.grid(True, alpha=0.3)
@@ -175,7 +91,7 @@ def curves_figure(table: pd.DataFrame | None, *, max_trials: int = 30) -> bytes:
     shown_text = f"{len(entries)} of {total:,}" if len(entries) < total else f"all {total}"
     ax.set_title(f"Training loss curves ({shown_text} trials with curves, spread over size)",
                  fontsize=11)
-    return _png(fig)
+    return to_png(fig)
 
 
 def importance_figure(importance: pd.DataFrame | None) -> bytes:
@@ -225,7 +141,7 @@ def importance_figure(importance: pd.DataFrame | None) -> bytes:
     _margins(fig, left=1.25, right=0.25, top=0.6, bottom=bottom, wspace=0.45)
     fig.legend(handles=handles, loc="lower center", frameon=False, fontsize=9, ncols=ncols)
     fig.suptitle("Hyperparameter importance (bootstrap 95% intervals)", fontsize=12)
-    return _png(fig)
+    return to_png(fig)
 
 
 def message_figure(message: str, *, title: str | None = None) -> bytes:
@@ -234,11 +150,12 @@ def message_figure(message: str, *, title: str | None = None) -> bytes:
     fig.text(0.5, 0.42, message, ha="center", va="center", fontsize=12, color="0.3", wrap=True)
     if title:
         fig.text(0.5, 0.85, title, ha="center", va="center", fontsize=12)
-    return _png(fig)
+    return to_png(fig)
 
 
 # -- internals --------------------------------------------------------------------------------
-def _png(fig: Figure) -> bytes:
+def to_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (no timestamp or software in its metadata)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     return buffer.getvalue()
@@ -278,25 +195,6 @@ def _mode_colors(modes: np.ndarray) -> dict[str, str]:
     for mode in sorted(set(modes), key=lambda m: (m not in _MODE_COLORS, m)):
         colors[mode] = _MODE_COLORS.get(mode) or next(spare)
     return colors
-
-
-def _draw_fit(ax: Any, log_x: np.ndarray, y: np.ndarray,
-              size_effect: tuple[float, float, float]) -> str:
-    """The size-effect line (and CI fan) through the median point; returns the panel subtitle."""
-    estimate, lo, hi = size_effect
-    x0, y0 = float(np.median(log_x)), float(np.median(y))
-    xs = np.linspace(float(log_x.min()), float(log_x.max()), 50)
-    if xs[-1] - xs[0] < 1e-9:
-        xs = np.linspace(x0 - 0.25, x0 + 0.25, 50)
-    if math.isfinite(lo) and math.isfinite(hi):
-        band = np.vstack([y0 + lo * (xs - x0), y0 + hi * (xs - x0)])
-        ax.fill_between(10 ** xs, band.min(axis=0), band.max(axis=0), color="black",
-                        alpha=0.12, linewidth=0)
-        ci = f"95% CI [{lo:+.3g}, {hi:+.3g}]"
-    else:
-        ci = "no CI"
-    ax.plot(10 ** xs, y0 + estimate * (xs - x0), color="black", lw=2)
-    return f"slope {estimate:+.3g} per decade, {ci}"
 
 
 def _curve(value: Any) -> np.ndarray | None:

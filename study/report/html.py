@@ -14,7 +14,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-from study.report.content import (
+from study.report.blocks import (
     Code,
     Details,
     FigureRef,

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from study.report.content import (
+from study.report.blocks import (
     Code,
     Details,
     FigureRef,

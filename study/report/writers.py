@@ -19,19 +19,15 @@ import pandas as pd
 from study.redact import one_line, redact
 from study.report._format import INT_COLUMNS, TRIAL_COLUMNS, jsonable
 from study.report.content import build_blocks
-from study.report.figures import (
-    curves_figure,
-    early_loss_figure,
-    importance_figure,
-    message_figure,
-)
+from study.report.figures import curves_figure, importance_figure, message_figure
 from study.report.html import render_html
 from study.report.markdown import render_markdown
+from study.report.size_figures import size_effect_figure, threshold_figure
 
 __all__ = ["FIGURES", "REPORT_SCHEMA", "report_document", "trial_frame", "write_report"]
 
 REPORT_SCHEMA = "study.report/1"
-FIGURES = ("early_loss", "curves", "importance")
+FIGURES = ("size_effect", "threshold", "curves", "importance")
 _log = logging.getLogger(__name__)
 
 
@@ -54,8 +50,8 @@ def write_report(out_dir: Path | str, *, analysis: Mapping[str, Any] | None,
 
     Returns:
         ``{relative name: path}`` for ``report.html``, ``report.md``, ``report.json``,
-        ``trials.csv`` and ``figures/early_loss.png``, ``figures/curves.png``,
-        ``figures/importance.png``.
+        ``trials.csv`` and ``figures/size_effect.png``, ``figures/threshold.png``,
+        ``figures/curves.png``, ``figures/importance.png``.
     """
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -65,7 +61,8 @@ def write_report(out_dir: Path | str, *, analysis: Mapping[str, Any] | None,
     meta = _clean_meta(meta)
 
     pngs = {
-        "early_loss": _safe_figure("early loss", lambda: early_loss_figure(table, analysis)),
+        "size_effect": _safe_figure("size effect", lambda: size_effect_figure(analysis)),
+        "threshold": _safe_figure("threshold", lambda: threshold_figure(analysis)),
         "curves": _safe_figure("curves", lambda: curves_figure(table)),
         "importance": _safe_figure("importance", lambda: importance_figure(importance)),
     }

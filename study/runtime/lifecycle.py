@@ -48,7 +48,13 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     """The seeded sampler. The seed is offset by the trials already run, so a resumed session
     does not replay the first session's random start-up points, and by ``salt`` (a worker's
-    process id), so concurrent workers do not propose the same points."""
+    process id), so concurrent workers do not propose the same points. ``qmc`` (a scrambled
+    Sobol sequence, space-filling) keeps one seed: Optuna numbers its points study-wide."""
+    if config.sampler == "qmc":
+        # One scrambled Sobol sequence for the whole study, whoever draws from it: the points
+        # of later sessions and other workers continue it instead of restarting it.
+        return optuna.samplers.QMCSampler(seed=config.seed, scramble=True,
+                                          warn_independent_sampling=False)
     seed = (config.seed + n_existing + salt) % 2**32
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -156,6 +162,7 @@ def load_study(prepared: PreparedStudy, *, salt: int = 0) -> LoadedStudy:
         raise StorageError(f"study {config.study_name!r} could not be opened: {exc}") from None
     if not prepared.stored:
         study.set_user_attr(CONFIG_ATTR, config.study_settings())
+        study.set_metric_names([config.objective])  # named in optuna-dashboard, not "Objective 0"
     return LoadedStudy(study=study, config=config, created=not prepared.stored)
 
 

@@ -15,14 +15,23 @@ from study.keys import (
     FAILURE_ATTR,
     HPARAMS_ATTR,
     RUN_ID_ATTR,
+    TRAIN_SEED_ATTR,
     WEIGHTS_ARTIFACT,
     WORKER_ATTR,
 )
 from study.redact import one_line
 from study.runtime.recovery import retry_trial, worker_stamp
-from study.runtime.space import suggest_hparams, trial_params
+from study.runtime.space import suggest_hparams, train_seed, trial_params
 from study.tracking import end_trial_run, start_trial_run
-from study.training import Diagnosis, EpochReport, HParams, Trainer, diagnose, early_losses
+from study.training import (
+    Diagnosis,
+    EpochReport,
+    HParams,
+    InitReport,
+    Trainer,
+    diagnose,
+    early_losses,
+)
 
 if TYPE_CHECKING:
     from study.config import StudyConfig
@@ -63,16 +72,20 @@ EpochHook = Callable[[list[EpochReport], EpochReport], None]
 
 def train_logged(
     hp: HParams, config: StudyConfig, data: TensorData, tracker: Tracker, run_id: str, *,
-    device: str, on_epoch: EpochHook | None = None, on_start: Callable[[int], None] | None = None,
-    hooks: Sequence[EpochHook] = (), save_weights: bool = True, new_run: bool = False,
+    device: str, seed: int, on_epoch: EpochHook | None = None,
+    on_start: Callable[[int, InitReport], None] | None = None, hooks: Sequence[EpochHook] = (),
+    save_weights: bool = True, new_run: bool = False,
 ) -> list[EpochReport]:
-    """Train ``hp`` and log everything to the open run ``run_id``; the run is left open.
+    """Train ``hp`` with training seed ``seed`` and log everything to the open run ``run_id``;
+    the run is left open.
 
-    Per epoch one batched write (plus the ``early/*`` metrics when the window completes), then
+    Before the first update, the params, ``n_params`` and the loss at initialization
+    (``init/*``) go in one batched write and ``on_start(n_params, init)`` runs. Per epoch one
+    batched write (plus the ``early/*`` metrics when the window completes), then
     ``on_epoch(history, report)`` (Optuna reporting and pruning), then each of ``hooks``.
-    ``on_start(n_params)`` runs once the model exists. Exceptions propagate; a non-finite
-    epoch is logged before it does. The final weights are logged as ``weights/final.pt``.
-    ``new_run``: ``run_id`` was just created by this process (it has no params yet).
+    Exceptions propagate; a non-finite epoch is logged before it does. The final weights are
+    logged as ``weights/final.pt``. ``new_run``: ``run_id`` was just created by this process
+    (it has no params yet).
     """
     history: list[EpochReport] = []
 
@@ -88,12 +101,14 @@ def train_logged(
             hook(history, report)
 
     trainer = Trainer(hp, data, model_name=config.model, init=config.init,
-                      epochs=config.epochs, seed=config.seed, callbacks=[log_epoch],
+                      epochs=config.epochs, seed=seed, callbacks=[log_epoch],
                       compile=config.compile)
-    tracker.log_params(run_id, trial_params(hp, config, device=device, n_params=trainer.n_params),
-                       metrics={"n_params": trainer.n_params}, new_run=new_run)
+    init = trainer.initial_losses()
+    tracker.log_params(
+        run_id, trial_params(hp, config, device=device, n_params=trainer.n_params, seed=seed),
+        metrics={"n_params": trainer.n_params, **init.metrics()}, new_run=new_run)
     if on_start is not None:
-        on_start(trainer.n_params)
+        on_start(trainer.n_params, init)
     try:
         trainer.fit()
     except NonFiniteLossError as exc:
@@ -115,6 +130,13 @@ def _keep_curve(trial: optuna.Trial, history: Sequence[EpochReport]) -> None:
     """The trial's per-epoch figures as user attr ``curve`` (one row per epoch)."""
     if history:
         trial.set_user_attr(CURVE_ATTR, [[getattr(r, f) for f in CURVE_FIELDS] for r in history])
+
+
+def _keep_start(trial: optuna.Trial, n_params: int, init: InitReport) -> None:
+    """The parameter count and the loss at initialization as user attrs (``init_*``)."""
+    trial.set_user_attr("n_params", n_params)
+    for key, value in init.metrics().items():
+        trial.set_user_attr(key.replace("/", "_"), value)
 
 
 def diagnosis_tags(found: Diagnosis) -> dict[str, str]:
@@ -198,6 +220,7 @@ class Objective:
 
     def _train(self, trial: optuna.Trial, hp: HParams, seen: list[EpochReport]) -> float:
         config = self.config
+        seed = self._train_seed(trial)
         run_id = start_trial_run(
             self.tracker, self.experiment_id, parent_run_id=self.parent_run_id,
             study_name=trial.study.study_name, trial_number=trial.number,
@@ -217,8 +240,8 @@ class Objective:
 
         try:
             history = train_logged(
-                hp, config, self.data, self.tracker, run_id, device=self.device,
-                on_epoch=on_epoch, on_start=lambda n: trial.set_user_attr("n_params", n),
+                hp, config, self.data, self.tracker, run_id, device=self.device, seed=seed,
+                on_epoch=on_epoch, on_start=lambda n, init: _keep_start(trial, n, init),
                 hooks=self.hooks, new_run=True,
             )
             value = objective_value(config.objective, history, config.early_epochs)
@@ -251,6 +274,18 @@ class Objective:
         found = self._diagnose(trial, history)
         end_trial_run(self.tracker, run_id, state="COMPLETE", tags=diagnosis_tags(found))
         return value
+
+    def _train_seed(self, trial: optuna.Trial) -> int:
+        """The trial's own training seed: carried by an enqueued trial (a retry keeps its
+        original's; ``study explain`` pairs its trials), else derived from the study seed and
+        the trial number."""
+        seed = trial.user_attrs.get(TRAIN_SEED_ATTR)
+        if seed is None:  # a retry of a trial that died before recording it: the original's
+            frozen = trial.study._storage.get_trial(trial._trial_id)
+            seed = train_seed(self.config.seed, frozen.system_attrs.get("failed_trial",
+                                                                        trial.number))
+            trial.set_user_attr(TRAIN_SEED_ATTR, seed)
+        return int(seed)
 
     def _diagnose(self, trial: optuna.Trial, curve: list[EpochReport], *,
                   non_finite: bool = False) -> Diagnosis:

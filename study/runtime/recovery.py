@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from study.keys import FAILURE_ATTR, RUN_ID_ATTR, WORKER_ATTR
+from study.keys import FAILURE_ATTR, RUN_ID_ATTR, TRAIN_SEED_ATTR, WORKER_ATTR
 from study.tracking import end_trial_run
 
 if TYPE_CHECKING:
@@ -127,13 +127,16 @@ def mark_heartbeat_dead(storage: optuna.storages.BaseStorage, trial_id: int) -> 
 
 
 def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Enqueue the same parameters again, at most :data:`MAX_RETRY` times per original."""
+    """Enqueue the same parameters (and training seed) again, at most :data:`MAX_RETRY` times
+    per original."""
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
     if len(history) > MAX_RETRY:
         return
+    seed = trial.user_attrs.get(TRAIN_SEED_ATTR)
     study.add_trial(optuna.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={"retried_from": trial.number},
+        user_attrs={"retried_from": trial.number,
+                    **({TRAIN_SEED_ATTR: seed} if seed is not None else {})},
         system_attrs={"failed_trial": history[0], "retry_history": history},
     ))
 

@@ -19,6 +19,7 @@ from study.config import StudyConfig
 from study.errors import StudyError, TrackingError, TrialFailedError
 from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR
 from study.runtime._optuna_logs import one_line_trial_failures
+from study.runtime.explain import QueuedTrial, missing
 from study.runtime.lifecycle import count_states, load_study, n_finished, prepare_study
 from study.runtime.objective import EpochHook, Objective
 from study.runtime.parent import (
@@ -60,6 +61,7 @@ class SessionResult:
 def run_session(
     config: StudyConfig, *, given: Mapping[str, Any] | None = None, out: TextIO | None = None,
     data: TensorData | None = None, worker: bool = False, hooks: Sequence[EpochHook] = (),
+    queue: Sequence[QueuedTrial] = (),
 ) -> SessionResult:
     """Create or resume the study and run trials until ``n_trials`` of them have finished.
 
@@ -71,15 +73,22 @@ def run_session(
         worker: Join an existing study only (``study worker``): never create it, and take the
             budget stored by ``study run`` unless ``n_trials`` is given explicitly.
         hooks: Extra per-epoch callbacks for every trial (see :class:`Objective`).
+        queue: A designed experiment (``study explain``): these trials are enqueued where the
+            study lacks them, and the session runs the queue only, nothing sampled.
 
     Raises:
         StudyError: Bad input, an unreachable store, or a study whose trials keep failing.
     """
     out = out or sys.stderr
     ctx = _open_session(config, given=dict(given or {}), data=data, worker=worker, out=out)
+    if queue:
+        existing = [t.user_attrs for t in ctx.study.get_trials(deepcopy=False)]
+        for trial in missing(queue, existing):
+            ctx.study.enqueue_trial(trial.params, user_attrs=trial.user_attrs)
     with _summarized(ctx):
         _optimize(ctx.study, ctx.config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
-                  parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks)
+                  parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks,
+                  queue_only=bool(queue))
     return _result(ctx)
 
 
@@ -124,6 +133,10 @@ def _summarized(ctx: _Session) -> Iterator[None]:
         raise
     finally:
         _summarize(ctx, status)
+
+
+def _waiting(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,9 +227,13 @@ def _summarize(ctx: _Session, status: str) -> None:
 def _optimize(
     study: optuna.Study, config: StudyConfig, data: TensorData, tracker: Tracker, *,
     experiment_id: str, parent_run_id: str, device: str, out: TextIO,
-    hooks: Sequence[EpochHook] = (),
+    hooks: Sequence[EpochHook] = (), queue_only: bool = False,
 ) -> None:
     done = n_finished(study)
+    if queue_only and not _waiting(study):
+        print(f"study {study.study_name!r}: every designed trial has run; nothing to run.",
+              file=out)
+        return
     if done >= config.n_trials:
         print(f"study {study.study_name!r}: budget met ({done}/{config.n_trials} finished "
               f"trials); nothing to run.", file=out)
@@ -236,7 +253,9 @@ def _optimize(
                 failures.clear()
             # Trials other workers are running count: stopping here keeps the budget exact.
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if finished + running >= config.n_trials or len(failures) >= MAX_CONSECUTIVE_FAILURES:
+            drained = queue_only and not _waiting(study)
+            if (finished + running >= config.n_trials or drained
+                    or len(failures) >= MAX_CONSECUTIVE_FAILURES):
                 study.stop()
 
         with one_line_trial_failures():

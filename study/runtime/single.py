@@ -56,7 +56,7 @@ def run_single_trial(config: StudyConfig, hp: HParams) -> SingleTrialResult:
     seen: list[Any] = []
     try:
         history = train_logged(hp, config, data, tracker, run_id, device=str(device),
-                               on_start=n_params.append,
+                               seed=config.seed, on_start=lambda n, _: n_params.append(n),
                                hooks=[lambda _, report: seen.append(report)])
     except Exception as exc:
         reason = failure_reason(exc)

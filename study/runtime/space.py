@@ -1,8 +1,11 @@
-"""The search space: what Optuna samples for one trial, and what a trial run logs as params."""
+"""The search space: what Optuna samples for one trial, its training seed, and what a trial run
+logs as params."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from study.training import HParams
 
@@ -11,7 +14,7 @@ if TYPE_CHECKING:
 
     from study.config import StudyConfig
 
-__all__ = ["suggest_hparams", "trial_params"]
+__all__ = ["suggest_hparams", "train_seed", "trial_params"]
 
 
 def suggest_hparams(trial: optuna.Trial, config: StudyConfig) -> HParams:
@@ -37,11 +40,23 @@ def suggest_hparams(trial: optuna.Trial, config: StudyConfig) -> HParams:
                    weight_decay=float(weight_decay), penalty_mode=str(penalty_mode))
 
 
-def trial_params(hp: HParams, config: StudyConfig, *, device: str, n_params: int) -> dict:
-    """The params of a trial run (SPEC section 5)."""
+def train_seed(study_seed: int, trial_number: int) -> int:
+    """The training seed of trial ``trial_number``: independent streams for different trials
+    (and studies), the same for the same pair, so a retry or a re-run trains identically.
+
+    The data split stays the study's (``study_seed``): trials differ in their weights and batch
+    order, not in what they are evaluated on.
+    """
+    return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0])
+
+
+def trial_params(hp: HParams, config: StudyConfig, *, device: str, n_params: int,
+                 seed: int) -> dict:
+    """The params of a trial run (SPEC sections 5 and 9); ``seed`` is its training seed."""
     return {
         "width": hp.width, "lr": hp.lr, "batch_size": hp.batch_size,
         "weight_decay": hp.weight_decay, "penalty_mode": hp.penalty_mode,
         "model": config.model, "dataset": config.dataset, "init": config.init,
-        "epochs": config.epochs, "seed": config.seed, "device": device, "n_params": n_params,
+        "epochs": config.epochs, "seed": config.seed, "train_seed": seed, "device": device,
+        "n_params": n_params,
     }

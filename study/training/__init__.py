@@ -16,16 +16,26 @@ from study.training.penalty import (
     penalty_term,
     weight_sq_norm,
 )
-from study.training.trainer import EpochReport, HParams, Trainer, early_losses, resolve_device
+from study.training.trainer import (
+    INIT_SAMPLES,
+    EpochReport,
+    HParams,
+    InitReport,
+    Trainer,
+    early_losses,
+    resolve_device,
+)
 
 __all__ = [
     "DATASETS",
     "INITS",
+    "INIT_SAMPLES",
     "KERNEL_MODULES",
     "MODELS",
     "Diagnosis",
     "EpochReport",
     "HParams",
+    "InitReport",
     "PenaltyMode",
     "TensorData",
     "Trainer",

@@ -1,4 +1,5 @@
-"""The analysis.json document: SPEC section 6 schema, JSON-clean, fast on 10,000 trials."""
+"""The analysis.json document, schema study.analysis/2: the keys of /1 for the early window,
+the same block for initialization, the threshold; JSON-clean; 10,000 trials."""
 
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from study.analysis import analyze, trial_table, write_analysis
-from tests.analysis_tests.synth import synthetic_table
+from study.analysis.analyze import QUESTION_KEYS
+from study.analysis.simulation import SCENARIOS, Scenario, simulate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SPEC_KEYS = {"schema", "study_name", "n_trials_used", "early_epochs", "models",
              "decomposition", "verdict"}
-MODEL_KEYS = {"formula", "n", "r2", "coefficients"}
+V2_KEYS = {"init", "threshold", "by_weight_decay", "by_mode", "reference", "design"}
+DECOMPOSITION_KEYS = {"width_effect_total", "width_effect_data", "width_effect_penalty",
+                      "penalty_share"}
 
 
 def _floats(value: Any) -> list[float]:
@@ -34,113 +38,115 @@ def _floats(value: Any) -> list[float]:
 
 @pytest.fixture(scope="module")
 def document() -> dict:
-    table = synthetic_table(50, seed=1, data_size=-0.1, penalty_size=0.3,
-                            modes=("l2-in-loss", "none"))
-    return analyze(table, study_name="cnn-width", early_epochs=2)
+    return analyze(simulate(SCENARIOS[2], 1), study_name="cnn-width", early_epochs=2,
+                   sampler="tpe")
 
 
-def test_document_has_every_spec_key(document: dict) -> None:
-    assert set(document) >= SPEC_KEYS
-    assert document["schema"] == "study.analysis/1"
+def test_document_has_the_keys_of_both_schemas(document):
+    assert set(document) >= SPEC_KEYS | V2_KEYS
+    assert document["schema"] == "study.analysis/2"
     assert (document["study_name"], document["early_epochs"]) == ("cnn-width", 2)
-    assert document["n_trials_used"] == 50
 
 
-def test_models_are_exactly_the_four_spec_models(document: dict) -> None:
-    assert set(document["models"]) == {"total", "data", "penalty", "explain"}
-    for model in document["models"].values():
-        assert set(model) == MODEL_KEYS
-        for coefficient in model["coefficients"].values():
-            assert set(coefficient) == {"estimate", "ci95", "p_value"}
-            assert len(coefficient["ci95"]) == 2
+def test_the_init_block_answers_the_same_way_as_the_early_window(document):
+    assert set(document["init"]) == set(QUESTION_KEYS)
+    for block in (document, document["init"]):
+        assert set(block["decomposition"]) == DECOMPOSITION_KEYS
+        assert set(block["models"]) >= {"data", "penalty", "total"}
 
 
-def test_decomposition_and_verdict_have_exactly_the_spec_keys(document: dict) -> None:
-    assert set(document["decomposition"]) == {
-        "width_effect_total", "width_effect_data", "width_effect_penalty", "penalty_share"}
-    for key in ("width_effect_total", "width_effect_data", "width_effect_penalty"):
-        assert set(document["decomposition"][key]) == {"estimate", "ci95"}
-    assert set(document["verdict"]) == {"code", "text"}
+def test_decomposition_effects_add_up(document):
+    for block in (document, document["init"]):
+        d = block["decomposition"]
+        assert d["width_effect_total"]["estimate"] == pytest.approx(
+            d["width_effect_data"]["estimate"] + d["width_effect_penalty"]["estimate"])
 
 
-def test_decomposition_models_share_one_design(document: dict) -> None:
-    terms = [list(document["models"][k]["coefficients"]) for k in ("total", "data", "penalty")]
-    assert terms[0] == terms[1] == terms[2]
-    assert "mode[l2-in-loss]" in terms[0]
+def test_by_weight_decay_spans_the_studied_range_with_its_decades(document):
+    decays = [row["weight_decay"] for row in document["by_weight_decay"]]
+    low, high = document["threshold"]["studied_range"]
+    assert decays[0] == low and decays[-1] == high
+    assert {1e-4, 1e-3} <= set(decays)
+    penalties = [row["penalty"]["estimate"] for row in document["by_weight_decay"]]
+    assert penalties == sorted(penalties)  # the penalty part grows with weight decay
 
 
-def test_extras_name_the_medians_and_dropped_terms(document: dict) -> None:
-    assert document["n_trials_total"] == 50
-    assert document["medians"]["lr"] > 0 and document["medians"]["batch_size"] > 0
-    assert "penalty_mode" not in document["dropped"]
-    assert document["mode_reference"] == "none"
+def test_each_mode_is_answered_at_the_reference_weight_decay(document):
+    assert set(document["by_mode"]) == {"l2-in-loss", "none"}
+    assert document["by_mode"]["none"]["penalty"]["estimate"] == 0.0
+    assert document["reference"]["penalty_mode"] == "l2-in-loss"
 
 
-def test_document_survives_a_json_round_trip(document: dict) -> None:
+def test_the_threshold_block_has_an_interval_and_says_how_it_was_found(document):
+    found = document["threshold"]
+    assert set(found) == {"estimate", "ci95", "status", "reason", "studied_range",
+                          "searched_range", "basis", "extrapolated"}
+    assert found["status"] in ("inside", "outside", "always", "never", "none")
+
+
+def test_the_verdict_names_the_code_of_both_questions(document):
+    verdict = document["verdict"]
+    assert {"code", "text", "why", "init_code"} <= set(verdict)
+    assert verdict["init_code"] == document["init"]["verdict"]["code"]
+
+
+def test_document_survives_a_json_round_trip_without_nan(document):
     assert json.loads(json.dumps(document, allow_nan=False)) == document
+    assert all(math.isfinite(f) for f in _floats(document))
 
 
-def test_write_analysis_writes_indented_json(document: dict, tmp_path: Path) -> None:
-    path = write_analysis(document, tmp_path / "analysis" / "analysis.json")
+def test_write_analysis_writes_indented_json(document, tmp_path: Path):
+    path = write_analysis(document, tmp_path / "sub" / "analysis.json")
     text = path.read_text(encoding="utf-8")
     assert json.loads(text) == document and text.startswith('{\n  "schema"')
 
 
-def test_degenerate_numbers_become_none_not_nan() -> None:
-    # Penalty identically 0: its r2 and p-values are undefined.
-    table = synthetic_table(30, seed=2, data_size=0.1, penalty_noise=0.0, modes=("none",))
+def test_no_usable_trials_still_gives_a_schema_valid_document():
+    table = simulate(SCENARIOS[0], 2).head(5).copy()
+    table["state"] = "RUNNING"
     document = analyze(table, study_name="s", early_epochs=1)
-    json.dumps(document, allow_nan=False)
-    assert document["models"]["penalty"]["r2"] is None
-    assert not [f for f in _floats(document) if not math.isfinite(f)]
-
-
-def test_no_usable_trials_still_gives_a_schema_valid_document() -> None:
-    table = synthetic_table(5, seed=2)
-    table["state"] = "FAIL"
-    document = analyze(table, study_name="s", early_epochs=1)
-    assert set(document) >= SPEC_KEYS and set(document["models"]["total"]) == MODEL_KEYS
+    assert set(document) >= SPEC_KEYS | V2_KEYS
     assert document["n_trials_used"] == 0 and document["n_trials_total"] == 5
-    assert document["verdict"]["code"] == "inconclusive"
-    assert document["decomposition"]["width_effect_total"] is None
+    assert document["verdict"]["code"] == document["verdict"]["init_code"] == "inconclusive"
+    assert document["decomposition"] is None
     json.dumps(document, allow_nan=False)
 
 
-def test_only_usable_trials_are_counted() -> None:
-    table = synthetic_table(30, seed=3, penalty_size=0.2)
+def test_failed_trials_count_at_initialization_but_not_in_the_early_window():
+    table = simulate(SCENARIOS[0], 3)
     table.loc[:4, "state"] = "FAIL"
-    table.loc[5:7, "state"] = "PRUNED"
-    table.loc[5, "early_loss"] = np.nan  # pruned before the early window
+    table.loc[:4, ["early_loss", "early_data_loss", "early_penalty"]] = np.nan
     document = analyze(table, study_name="s", early_epochs=1)
-    assert document["n_trials_used"] == 24  # 30 - 5 failed - 1 pruned early
-    assert document["n_trials_by_state"] == {"FAIL": 5, "PRUNED": 3, "COMPLETE": 22}
+    assert document["n_trials_used"] == len(table) - 5
+    assert document["init"]["n_trials_used"] == len(table)
 
 
-def test_analyze_reads_a_real_optuna_trial_table() -> None:
+def test_analyze_reads_a_real_optuna_trial_table():
     study = optuna.create_study()
-    table = synthetic_table(20, seed=4, data_size=-0.1, penalty_size=0.3)
+    table = simulate(SCENARIOS[1], 4)
+    columns = ("init_loss", "init_data_loss", "init_penalty", "early_loss", "early_data_loss",
+               "early_penalty")
     for row in table.to_dict("records"):
         hparams = {k: row[k] for k in ("width", "lr", "batch_size", "weight_decay",
                                        "penalty_mode")}
-        attrs = {"hparams": {k: v.item() if hasattr(v, "item") else v
-                             for k, v in hparams.items()},
-                 "n_params": int(row["n_params"]),
-                 **{k: float(row[k]) for k in ("early_loss", "early_data_loss",
-                                               "early_penalty")}}
-        study.add_trial(create_trial(state=TrialState.COMPLETE, value=float(row["value"]),
+        attrs = {"hparams": hparams, "n_params": int(row["n_params"]),
+                 "train_seed": int(row["train_seed"]), **{k: float(row[k]) for k in columns}}
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=1.0,
                                      params={"lr": float(row["lr"])}, user_attrs=attrs,
-                                     distributions={"lr": FloatDistribution(1e-5, 1.0)}))
+                                     distributions={"lr": FloatDistribution(1e-6, 1.0)}))
     from_study = analyze(trial_table(study), study_name="s", early_epochs=1)
     direct = analyze(table, study_name="s", early_epochs=1)
     assert from_study["decomposition"] == direct["decomposition"]
-    assert from_study["verdict"]["code"] == "penalty"
+    assert from_study["init"]["threshold"] == direct["init"]["threshold"]
 
 
-def test_ten_thousand_trials_are_analysed() -> None:
-    table = synthetic_table(10_000, seed=5, data_size=0.05, size_x_lr=-0.2, penalty_size=0.2,
-                            modes=("l2-in-loss", "coupled", "none"))
+def test_ten_thousand_trials_are_analysed():
+    big = Scenario("big", 10_000, (2, 64), (1e-4, 1e-2), (1e-5, 1e-2),
+                   modes=("l2-in-loss", "coupled", "none"))
+    table = simulate(big, 5)
     start = time.perf_counter()
     document = analyze(table, study_name="s", early_epochs=1)
     print(f"analyze() of 10,000 trials: {time.perf_counter() - start:.3f} s")
     assert document["n_trials_used"] == 10_000
+    assert document["models"]["data"]["cov_type"] == "HC3"
     json.dumps(document, allow_nan=False)

@@ -65,7 +65,11 @@ def test_analysis_is_logged_to_the_parent_run(studies):
     assert logged == ["analysis/analysis.json"]
     local = client.download_artifacts(parent, "analysis/analysis.json", str(tmp / "dl"))
     with open(local) as fh:
-        assert json.load(fh)["schema"] == "study.analysis/1"
+        document = json.load(fh)
+    assert document["schema"] == "study.analysis/2"
+    tags = client.get_run(parent).data.tags
+    assert tags["mlflow.note.content"] == document["verdict"]["text"]
+    assert tags["study.verdict"] == document["verdict"]["code"]
 
 
 def test_analysis_from_mlflow_alone_matches_optuna(studies):
@@ -111,3 +115,31 @@ def test_report_writes_every_file_and_logs_them(studies):
                                                     "report")}
     assert {"report/report.html", "report/report.md", "report/report.json",
             "report/trials.csv"} <= logged
+
+
+@pytest.fixture(scope="module")
+def spread(tmp_path_factory, mlflow_template_db):
+    """Digits, l2-in-loss, lr 1e-5, widths 2-64, weight decays spread over 1e-5..3e-2."""
+    tmp = tmp_path_factory.mktemp("spread")
+    shutil.copyfile(mlflow_template_db, tmp / "mlflow.db")
+    config = StudyConfig(
+        study_name="spread", storage=f"sqlite:///{tmp / 'optuna.db'}",
+        tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", experiment="spread", n_trials=24,
+        epochs=1, width_min=2, width_max=64, lr_min=1e-5, lr_max=1e-5, batch_sizes=(64,),
+        weight_decay_min=1e-5, weight_decay_max=3e-2, sampler="random", pruner="none",
+        device="cpu")
+    run_session(config)
+    document, _, _ = analyze_study(config, output_dir=tmp / "out")
+    return document
+
+
+def test_a_spread_of_weight_decays_finds_the_threshold_inside_it(spread):
+    for block in (spread, spread["init"]):
+        found = block["threshold"]
+        assert found["status"] == "inside", found
+        low, high = found["studied_range"]
+        assert low < found["estimate"] < high
+        lo, hi = found["ci95"]
+        assert (lo is None or lo < found["estimate"]) and hi is not None
+        assert hi < high
+    assert "start higher once the weight decay exceeds" in spread["verdict"]["text"]

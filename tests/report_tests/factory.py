@@ -69,8 +69,22 @@ def _coef(estimate: float, half: float, p: float | None) -> dict[str, Any]:
     return {"estimate": estimate, "ci95": [estimate - half, estimate + half], "p_value": p}
 
 
-def make_analysis(study_name: str = "demo", *, verdict: str = "both") -> dict[str, Any]:
-    """A SPEC section 6 document whose size effects add up (total = data + penalty)."""
+def make_analysis(study_name: str = "demo", *, verdict: str | None = None) -> dict[str, Any]:
+    """A ``study.analysis/2`` document of a simulated two-mode study (``verdict`` overrides
+    its code, to exercise the badge)."""
+    from study.analysis import analyze
+    from study.analysis.simulation import SCENARIOS, simulate
+
+    document = analyze(simulate(SCENARIOS[2], 0), study_name=study_name, early_epochs=1,
+                       sampler="random")
+    if verdict is not None:
+        document["verdict"]["code"] = verdict
+    return document
+
+
+def make_analysis_v1(study_name: str = "demo", *, verdict: str = "both") -> dict[str, Any]:
+    """A ``study.analysis/1`` document (as older versions wrote it) whose size effects add
+    up (total = data + penalty)."""
     design = "log10_n_params * log10_lr + log10_batch_size + C(penalty_mode)"
 
     def model(response: str, size: float, half: float) -> dict[str, Any]:

@@ -16,13 +16,26 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from study.report import curves_figure, early_loss_figure, importance_figure, write_report
+from study.report import (
+    curves_figure,
+    importance_figure,
+    size_effect_figure,
+    threshold_figure,
+    write_report,
+)
 from study.report._format import TRIAL_COLUMNS
-from tests.report_tests.factory import make_analysis, make_importance, make_meta, make_table
+from tests.report_tests.factory import (
+    make_analysis,
+    make_analysis_v1,
+    make_importance,
+    make_meta,
+    make_table,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FILES = {"report.html", "report.md", "report.json", "trials.csv",
-                  "figures/early_loss.png", "figures/curves.png", "figures/importance.png"}
+                  "figures/size_effect.png", "figures/threshold.png", "figures/curves.png",
+                  "figures/importance.png"}
 
 
 class _Collector(HTMLParser):
@@ -69,7 +82,7 @@ def _check_complete(paths: dict[str, Path], out: Path) -> str:
     assert html_text.lower().startswith("<!doctype html>")
     parsed = _parse(html_text)
     images = [attrs for tag, attrs in parsed.tags if tag == "img"]
-    assert len(images) == 3
+    assert len(images) == 4
     for attrs in images:
         src = attrs.get("src") or ""
         assert src.startswith("data:image/png;base64,")
@@ -96,19 +109,24 @@ def test_writes_every_file(written: tuple[dict[str, Any], dict[str, Path], Path]
     assert any(tag == "meta" and (attrs.get("charset") or "").lower() == "utf-8"
                for tag, attrs in parsed.tags)
     text = " ".join(parsed.text)
-    # the verdict (badge + text), the decomposition, every model, importance with seeds
-    assert "both" in text and inputs["analysis"]["verdict"]["text"] in text
-    for name in ("total", "data", "penalty", "explain"):
-        assert f"Model {name}" in text
-    assert "log10_n_params" in text and "[0.15, 0.35]" in text
+    # the verdict (badge + text), both questions part by part, every model, importance
+    analysis = inputs["analysis"]
+    assert analysis["verdict"]["code"] in text and analysis["verdict"]["text"] in text
+    for question in ("At initialization (before the first update)",
+                     "Over the first epoch (the loss Keras reports)"):
+        for model in ("data loss", "log of the squared weight norm", "total loss on the data"):
+            assert f"{question}: {model}" in text
+    assert "log10_n_params" in text and "Threshold weight decay" in text
+    total = analysis["decomposition"]["width_effect_total"]["estimate"]
+    assert f"{total:+.4g}" in text
     assert "fanova" in text and "ped-anova" in text and "constant column" in text
     assert "non-finite loss (nan) at epoch 2" in text  # failed trials with their diagnosis
     assert "***" in text and "alice" in text  # storage shown, redacted
+    assert "SPEC" not in html_text  # no reference to documents outside the repository
     markdown = paths["report.md"].read_text(encoding="utf-8")
-    assert "figures/early_loss.png" in markdown and "figures/curves.png" in markdown
-    assert "figures/importance.png" in markdown
-    assert "Penalty share of the total size effect: 60.0%" in markdown
-    assert "| **`log10_n_params`** | **0.25** |" in markdown
+    for figure in ("size_effect", "threshold", "curves", "importance"):
+        assert f"figures/{figure}.png" in markdown
+    assert "| **`log10_n_params`** |" in markdown
 
 
 def test_data_text_is_escaped(tmp_path: Path) -> None:
@@ -119,7 +137,7 @@ def test_data_text_is_escaped(tmp_path: Path) -> None:
     table.loc[10, "diagnosis"] = f"boom {evil} | pipe"
     analysis = make_analysis(study_name=evil)
     analysis["verdict"]["text"] = f"verdict {evil}"
-    analysis["models"]["total"]["formula"] = f"early_loss ~ {evil}"
+    analysis["models"]["data"]["formula"] = f"early_loss ~ {evil}"
     importance = make_importance()
     importance.loc[0, "param"] = evil
     meta = make_meta(study_name=f"study {evil}", table=table)
@@ -182,8 +200,8 @@ def test_none_model_and_empty_importance(tmp_path: Path, inputs: dict[str, Any],
                                          empty_importance: pd.DataFrame) -> None:
     analysis = inputs["analysis"]
     analysis["models"]["explain"] = None
+    analysis["init"]["models"]["penalty"] = None
     analysis["decomposition"]["width_effect_data"] = None
-    analysis["decomposition"]["penalty_share"] = None
     paths = write_report(tmp_path, analysis=analysis, table=inputs["table"],
                          importance=empty_importance, meta=inputs["meta"])
     text = " ".join(_parse(_check_complete(paths, tmp_path)).text)
@@ -239,9 +257,10 @@ def test_degenerate_inputs_still_report(tmp_path: Path, case: str,
 
 def test_figures_alone() -> None:
     table = make_table(40)
-    for png in (early_loss_figure(table, make_analysis()), curves_figure(table, max_trials=5),
-                importance_figure(make_importance()), importance_figure(pd.DataFrame()),
-                early_loss_figure(pd.DataFrame(), None), curves_figure(None)):
+    for png in (size_effect_figure(make_analysis()), threshold_figure(make_analysis()),
+                curves_figure(table, max_trials=5), importance_figure(make_importance()),
+                importance_figure(pd.DataFrame()), size_effect_figure(None),
+                threshold_figure(make_analysis_v1()), curves_figure(None)):
         assert png.startswith(PNG_SIGNATURE)
     # a NaN-only importance table (every evaluator failed) and odd curve encodings
     failed = make_importance().assign(importance=math.nan, ci_lo=math.nan, ci_hi=math.nan)

@@ -1,0 +1,129 @@
+"""The options the ``study`` commands share: one per :class:`StudyConfig` field, the store
+options of the commands that read a study, and how they resolve into a config."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from study.config import StudyConfig, resolve_config
+
+__all__ = ["REPORT_OPTIONS", "SEARCH_FIELDS", "WHOLE_NUMBER", "config_options", "output_folder",
+           "report_options", "resolve", "store_options"]
+
+_FIELD_TYPES = typing.get_type_hints(StudyConfig)
+SEARCH_FIELDS = ("width_min", "width_max", "lr_min", "lr_max", "batch_sizes",
+                  "weight_decay_min", "weight_decay_max")
+
+
+class _WholeNumber(click.ParamType):
+    """An integer that also accepts "4.0": MLproject parameters are typed float."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not number.is_integer():
+            self.fail(f"{value!r} is not a whole number.", param, ctx)
+        return int(number)
+
+
+WHOLE_NUMBER = _WholeNumber()
+
+
+def _click_type(name: str) -> Any:
+    hint = _FIELD_TYPES[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if isinstance(hint, types.UnionType) and args else hint
+    if typing.get_origin(base) is tuple:
+        return str  # comma-separated list
+    return {int: WHOLE_NUMBER, float: float}.get(base, str)
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def config_options(exclude: Sequence[str] = ()) -> Callable[[Callable], Callable]:
+    """Add one option per :class:`StudyConfig` field, plus ``--config FILE``.
+
+    Options default to ``None`` so that only values the user gave count as explicit.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        for field in reversed(dataclasses.fields(StudyConfig)):
+            if field.name in exclude:
+                continue
+            if field.type in (bool, "bool"):
+                fn = click.option(
+                    f"--{field.name}/--no-{field.name}", field.name, default=None,
+                    help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
+                )(fn)
+                continue
+            fn = click.option(
+                "--" + field.name.replace("_", "-"), field.name,
+                type=_click_type(field.name), default=None,
+                envvar=field.metadata.get("envvar"),
+                help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
+            )(fn)
+        return click.option(
+            "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+            help="TOML or YAML file with the same keys (underscores); flags override it.",
+        )(fn)
+
+    return decorate
+
+
+def resolve(options: dict[str, Any]) -> tuple[StudyConfig, dict[str, Any]]:
+    """The config from defaults, ``--config`` and the options given, and the values given."""
+    config_file = options.pop("config_file", None)
+    explicit = {k: v for k, v in options.items() if v is not None}
+    return resolve_config(explicit=explicit, config_file=config_file)
+
+
+def store_options(fn: Callable) -> Callable:
+    """The options that locate an existing study in its stores."""
+    for name in reversed(("study_name", "storage", "tracking_uri", "experiment")):
+        field = StudyConfig.__dataclass_fields__[name]
+        fn = click.option(
+            "--" + name.replace("_", "-"), name, default=None,
+            envvar=field.metadata.get("envvar"),
+            help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
+        )(fn)
+    return click.option(
+        "--output-dir", type=click.Path(file_okay=False), default=None,
+        help="Where to write the files.  [default: reports/STUDY_NAME]",
+    )(fn)
+
+
+def output_folder(config: StudyConfig, given: str | None) -> Path:
+    """``--output-dir``, else ``reports/STUDY_NAME``."""
+    return Path(given) if given else Path("reports") / config.study_name
+
+
+
+def report_options(fn: Callable) -> Callable:
+    """The importance options of ``study report`` (and of the commands that end in a report)."""
+    fn = click.option("--n-bootstrap", type=WHOLE_NUMBER, default=30, show_default=True,
+                      help="Bootstrap resamples for the importance intervals.")(fn)
+    fn = click.option("--importance-seed", type=WHOLE_NUMBER, default=0, show_default=True,
+                      help="Seed of the evaluators' forests and of the bootstrap.")(fn)
+    return click.option("--evaluators", default="fanova,ped-anova", show_default=True,
+                        help="Importance evaluators (fanova, ped-anova, mdi), "
+                             "comma-separated.")(fn)
+
+
+REPORT_OPTIONS = ("evaluators", "importance_seed", "n_bootstrap")

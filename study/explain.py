@@ -1,0 +1,83 @@
+"""``study explain`` end to end: run the designed experiment of
+:mod:`study.runtime.explain` as a study, then analyze and report it like any study."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from study.analysis import analyze_study
+from study.config import StudyConfig
+from study.errors import ConfigError
+from study.report import report_study
+from study.runtime import SessionResult, run_session
+from study.runtime.explain import ExplainDesign, explain_config, width_grid
+
+__all__ = ["EXPLAIN_EPOCHS", "ExplainOutcome", "explain_study"]
+
+# The question is about the start: the loss at initialization and over the first epoch. One
+# epoch answers it and keeps the default experiment to a minute or two on a laptop CPU.
+EXPLAIN_EPOCHS = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainOutcome:
+    """What ``study explain`` ran and concluded."""
+
+    session: SessionResult
+    document: dict[str, Any]
+    report_dir: Path
+    logged: str
+
+
+def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,
+                  batch_size: int, weight_decay: float, n_widths: int, replicates: int,
+                  output_dir: str | Path | None, report: Mapping[str, Any]) -> ExplainOutcome:
+    """Run (or resume) the experiment, then write and log its analysis and report.
+
+    Args:
+        config: The resolved flags; its ``penalty_mode`` (one mode), width range, data, model,
+            epochs and stores are used, its search space is replaced by the design's.
+        given: The values the user set explicitly.
+        lr: Learning rate, fixed.
+        batch_size: Batch size, fixed.
+        weight_decay: Weight decay, fixed.
+        n_widths: Widths on the log grid.
+        replicates: Training seeds per width.
+        output_dir: Where the analysis and report go (default ``reports/STUDY_NAME``).
+        report: ``evaluators``, ``seed`` and ``n_bootstrap`` of the importance in the report.
+
+    Raises:
+        ConfigError: A bad setting (one line naming it); nothing is created then.
+    """
+    if len(config.penalty_mode) != 1:
+        raise ConfigError(f"`penalty_mode` must be a single mode for `study explain` (the "
+                          f"control runs under none), but got "
+                          f"penalty_mode={','.join(config.penalty_mode)!r}.")
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise ConfigError(f"`replicates` must be an integer >= 1, but got "
+                          f"replicates={replicates!r}.")
+    if "epochs" not in given:
+        config = config.replace(epochs=max(EXPLAIN_EPOCHS, config.early_epochs))
+    design = ExplainDesign(width_grid(config.width_min, config.width_max, n_widths),
+                           replicates, config.penalty_mode[0], config.seed)
+    config = explain_config(config, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                            design=design)
+    if "study_name" not in given:
+        config = config.replace(study_name=_name(config, lr, weight_decay))
+    defining = {k: getattr(config, k) for k in StudyConfig.field_names("study")}
+    session = run_session(config, given={**given, **defining}, queue=design.trials())
+    out = Path(output_dir) if output_dir else Path("reports") / config.study_name
+    document, _, logged = analyze_study(config, output_dir=out)
+    report_study(config, output_dir=out, evaluators=report["evaluators"], seed=report["seed"],
+                 n_bootstrap=report["n_bootstrap"])
+    return ExplainOutcome(session, document, out, logged)
+
+
+def _name(config: StudyConfig, lr: float, weight_decay: float) -> str:
+    """A name that is the same for the same experiment, so running it again resumes it."""
+    digest = hashlib.sha256(config.to_json().encode()).hexdigest()[:8]
+    return f"explain-{config.penalty_mode[0]}-lr{lr:g}-wd{weight_decay:g}-{digest}"

@@ -1,0 +1,66 @@
+"""The renderer-neutral blocks a report is made of; the HTML and Markdown renderers draw the
+same blocks, so both say the same thing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Code", "Details", "FigureRef", "Heading", "Inline", "KeyValues", "Para", "Table",
+           "Verdict"]
+
+
+@dataclass(frozen=True)
+class Code:
+    """Inline code (formulas, coefficient and parameter names)."""
+
+    text: str
+
+
+Inline = str | Code
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+    anchor: str | None = None
+
+
+@dataclass
+class Para:
+    parts: list[Inline]
+    css: str | None = None  # "note" for small print
+
+
+@dataclass
+class Verdict:
+    code: str
+    text: str
+
+
+@dataclass
+class KeyValues:
+    items: list[tuple[str, Inline]]
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[Inline]]
+    numeric: frozenset[int] = frozenset()
+    highlight: frozenset[int] = frozenset()
+    wrap: frozenset[int] = frozenset()  # long free-text columns (others do not wrap)
+
+
+@dataclass
+class FigureRef:
+    name: str  # key of the figure (file figures/<name>.png)
+    alt: str
+    caption: str
+
+
+@dataclass
+class Details:
+    summary: str
+    blocks: list[Any] = field(default_factory=list)

@@ -1,0 +1,234 @@
+"""The two figures of the answer, drawn from ``analysis.json`` alone.
+
+- :func:`size_effect_figure`: the loss at initialization (top row) and over the early window
+  (bottom row) against parameter count, split into total, data and L2 penalty; one curve per
+  group of trials (a penalty mode at a weight decay level) through its own trials, which are
+  adjusted to the reference lr and batch size.
+- :func:`threshold_figure`: the size effect of each part against weight decay, with the
+  threshold at which the total's turns positive and its 95% interval.
+
+``build_*`` return the :class:`~matplotlib.figure.Figure` (tests read its axes, lines and
+labels); the plain names return PNG bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+
+from study.report.figures import message_figure, to_png
+
+__all__ = ["build_size_effect_figure", "build_threshold_figure", "size_effect_figure",
+           "threshold_figure"]
+
+_PARTS = (("total", "Total loss (what is reported)"), ("data", "Data loss"),
+          ("penalty", "L2 penalty in the loss"))
+_MODE_COLORS = {"none": "0.45", "coupled": "tab:blue", "decoupled": "tab:green"}
+_ROW_LABELS = {"init": "at initialization", "early": "over the early window"}
+
+
+def size_effect_figure(analysis: Mapping[str, Any] | None) -> bytes:
+    """PNG of :func:`build_size_effect_figure`."""
+    figure = build_size_effect_figure(analysis)
+    return to_png(figure) if figure is not None else message_figure(
+        "no size effect could be estimated yet", title="Loss against parameter count")
+
+
+def threshold_figure(analysis: Mapping[str, Any] | None) -> bytes:
+    """PNG of :func:`build_threshold_figure`."""
+    figure = build_threshold_figure(analysis)
+    return to_png(figure) if figure is not None else message_figure(
+        "no l2-in-loss trials: no weight decay makes the reported loss rise",
+        title="Size effect against weight decay")
+
+
+def build_size_effect_figure(analysis: Mapping[str, Any] | None) -> Figure | None:
+    """Two rows (initialization, early window) of three panels (total, data, penalty)."""
+    blocks = _questions(analysis)
+    if not any(b.get("curves") for b in blocks.values()):
+        return None
+    fig = Figure(figsize=(12.8, 8.4))
+    fig.subplots_adjust(left=0.07, right=0.985, top=0.9, bottom=0.17, hspace=0.62, wspace=0.26)
+    axes = fig.subplots(2, 3)
+    handles: dict[str, Any] = {}
+    for row, question in enumerate(("init", "early")):
+        block = blocks.get(question) or {}
+        for col, (part, title) in enumerate(_PARTS):
+            ax = axes[row, col]
+            _size_panel(ax, block, part, handles)
+            effect = (block.get("decomposition") or {}).get(f"width_effect_{part}")
+            ax.set_title(f"{title}, {_row_label(question, analysis)}\n{_effect_text(effect)}",
+                         fontsize=9.5)
+        axes[row, 0].set_ylabel("loss (nats)")
+    ref = (blocks.get("early") or {}).get("reference") or {}
+    note = "Points: trials, adjusted to " + _settings(ref) + " and their group's weight decay."
+    fig.legend(handles=list(handles.values()), loc="lower center", ncols=min(4, len(handles)),
+               frameon=False, fontsize=9, bbox_to_anchor=(0.5, 0.035))
+    fig.text(0.5, 0.008, note, ha="center", fontsize=8.5, color="0.3")
+    fig.suptitle("Loss against parameter count: total = data + L2 penalty, per group of trials",
+                 fontsize=12)
+    return fig
+
+
+def build_threshold_figure(analysis: Mapping[str, Any] | None) -> Figure | None:
+    """Per question, the size effect of each part against weight decay and the threshold."""
+    blocks = _questions(analysis)
+    if not any(b.get("effect_curve") for b in blocks.values()):
+        return None
+    fig = Figure(figsize=(12.8, 4.9))
+    fig.subplots_adjust(left=0.075, right=0.985, top=0.84, bottom=0.27, wspace=0.22)
+    axes = fig.subplots(1, 2)
+    for ax, question in zip(axes, ("init", "early"), strict=True):
+        block = blocks.get(question) or {}
+        _threshold_panel(ax, block)
+        ax.set_title(f"Size effect {_row_label(question, analysis)}", fontsize=10.5)
+    axes[0].set_ylabel("change per decade of parameters")
+    handles = [Line2D([], [], color="black", lw=2, label="total, with 95% CI"),
+               Line2D([], [], color="tab:blue", ls="--", label="data part"),
+               Line2D([], [], color="tab:red", ls=":", lw=2, label="L2 penalty part"),
+               Line2D([], [], color="tab:green", lw=6, alpha=0.3,
+                      label="threshold: total turns positive (95% CI)"),
+               Line2D([], [], color="0.5", lw=6, alpha=0.15, label="weight decays studied")]
+    fig.legend(handles=handles, loc="lower center", ncols=3, frameon=False, fontsize=9)
+    fig.suptitle("At which weight decay do bigger models start higher? (l2-in-loss)",
+                 fontsize=12)
+    return fig
+
+
+# -- panels -----------------------------------------------------------------------------------
+def _size_panel(ax: Any, block: Mapping[str, Any], part: str, handles: dict[str, Any]) -> None:
+    curves = block.get("curves") or {}
+    groups = curves.get("groups") or []
+    points = curves.get("points") or {}
+    _log_x(ax)
+    ax.set_xlabel("parameters")
+    ax.grid(True, which="major", alpha=0.3)
+    if not groups:
+        ax.text(0.5, 0.5, "no usable trials", ha="center", va="center", transform=ax.transAxes,
+                color="0.4")
+        return
+    colors = _group_colors(groups)
+    member = np.asarray(points.get("group", []), dtype=float)
+    xs = np.asarray(points.get("n_params", []), dtype=float)
+    ys = np.asarray(points.get(part, []), dtype=float)
+    for g, group in enumerate(groups):
+        mask = (member == g) & np.isfinite(ys) & (xs > 0)
+        color = colors[g]
+        if mask.any():
+            ax.scatter(xs[mask], ys[mask], s=16, color=color, alpha=0.7, linewidths=0)
+        line = ax.plot(group["n_params"], group[part], color=color, lw=2,
+                       label=group["label"])[0]
+        handles.setdefault(group["label"], line)
+    if part == "penalty":
+        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+
+
+def _threshold_panel(ax: Any, block: Mapping[str, Any]) -> None:
+    curve = block.get("effect_curve")
+    _log_x(ax)
+    ax.set_xlabel("weight decay")
+    ax.grid(True, which="major", alpha=0.3)
+    if not curve:
+        ax.text(0.5, 0.5, "no l2-in-loss trials", ha="center", va="center",
+                transform=ax.transAxes, color="0.4")
+        return
+    wd = np.asarray(curve["weight_decay"], dtype=float)
+    total = curve["total"]
+    ax.fill_between(wd, total["lo"], total["hi"], color="black", alpha=0.12, linewidth=0)
+    ax.plot(wd, total["estimate"], color="black", lw=2, label="total")
+    ax.plot(wd, curve["data"]["estimate"], color="tab:blue", ls="--", label="data part")
+    ax.plot(wd, curve["penalty"]["estimate"], color="tab:red", ls=":", lw=2,
+            label="L2 penalty part")
+    ax.axhline(0.0, color="0.2", lw=0.8)
+    found = block.get("threshold") or {}
+    studied = found.get("studied_range")
+    if studied and studied[0] is not None:
+        lo, hi = studied
+        if hi > lo:
+            ax.axvspan(lo, hi, color="0.5", alpha=0.12, lw=0)
+        else:
+            ax.axvline(lo, color="0.5", lw=4, alpha=0.3)
+    ax.set_xlim(wd[0], wd[-1])
+    ax.set_ylim(*_focus(curve))
+    if found.get("estimate"):
+        estimate = found["estimate"]
+        lo, hi = found.get("ci95") or (None, None)
+        if lo is None and hi is None:  # any weight decay shown is as likely: no band
+            ax.axvline(estimate, color="tab:green", lw=1.5, ls="--")
+            label = f"threshold {estimate:.1e} (95% CI open)"
+        else:
+            ax.axvspan(lo or wd[0], hi or wd[-1], color="tab:green", alpha=0.18, lw=0)
+            ax.axvline(estimate, color="tab:green", lw=1.5)
+            label = f"threshold {estimate:.1e}"
+        right = np.log10(estimate) > np.mean(np.log10([wd[0], wd[-1]]))
+        ax.annotate(label, (estimate, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(-4 if right else 4, -14), textcoords="offset points",
+                    ha="right" if right else "left", fontsize=9, color="tab:green")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _focus(curve: Mapping[str, Any]) -> tuple[float, float]:
+    """Y limits that show where the total crosses zero: three times the larger of the data
+    part and the total's interval; the penalty part, growing with weight decay, leaves the top."""
+    data = np.abs(np.asarray(curve["data"]["estimate"], dtype=float))
+    half = (np.asarray(curve["total"]["hi"], dtype=float)
+            - np.asarray(curve["total"]["lo"], dtype=float)) / 2
+    scale = float(np.nanmax(np.concatenate([data, half, [1e-6]])))
+    return -3 * scale, 3 * scale
+
+
+
+def _questions(analysis: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    analysis = analysis if isinstance(analysis, Mapping) else {}
+    init = analysis.get("init") if isinstance(analysis.get("init"), Mapping) else {}
+    return {"init": init, "early": analysis}
+
+
+def _row_label(question: str, analysis: Mapping[str, Any] | None) -> str:
+    if question == "init":
+        return _ROW_LABELS["init"]
+    epochs = (analysis or {}).get("early_epochs")
+    if isinstance(epochs, int) and not isinstance(epochs, bool):
+        return "over the first epoch" if epochs == 1 else f"over the first {epochs} epochs"
+    return _ROW_LABELS["early"]
+
+
+def _effect_text(effect: Any) -> str:
+    if not isinstance(effect, Mapping) or effect.get("estimate") is None:
+        return "no size effect estimated"
+    lo, hi = effect.get("ci95") or (math.nan, math.nan)
+    return (f"{effect['estimate']:+.3g} per decade (95% CI {lo:+.3g} to {hi:+.3g})")
+
+
+def _settings(ref: Mapping[str, Any]) -> str:
+    bits = []
+    if ref.get("lr") is not None:
+        bits.append(f"lr {ref['lr']:.1e}")
+    if ref.get("batch_size") is not None:
+        bits.append(f"batch size {ref['batch_size']:.3g}")
+    return " and ".join(bits) or "the reference settings"
+
+
+def _group_colors(groups: list[Mapping[str, Any]]) -> list[Any]:
+    """A red ramp over the l2-in-loss levels (darker = more decay), fixed colours elsewhere."""
+    l2 = [g for g in groups if g.get("penalty_mode") == "l2-in-loss"]
+    ramp = colormaps["Reds"]
+    shades = {id(g): ramp(0.45 + 0.5 * i / max(len(l2) - 1, 1)) for i, g in enumerate(l2)}
+    spare = iter(("tab:purple", "tab:brown", "tab:olive", "tab:cyan"))
+    return [shades.get(id(g)) or _MODE_COLORS.get(str(g.get("penalty_mode"))) or next(spare)
+            for g in groups]
+
+
+def _log_x(ax: Any) -> None:
+    """A log x axis labelled at powers of ten only, so labels never crowd."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=7))
+    ax.xaxis.set_major_formatter(LogFormatterSciNotation(base=10))
+    ax.xaxis.set_minor_formatter(NullFormatter())

@@ -1,0 +1,123 @@
+"""The answer's figures, read as data: their axes, lines, labels and where their text lands."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from study.report.size_figures import build_size_effect_figure, build_threshold_figure
+from tests.report_tests.factory import make_analysis, make_analysis_v1
+
+
+@pytest.fixture(scope="module")
+def analysis() -> dict:
+    return make_analysis()
+
+
+@pytest.fixture(scope="module")
+def size_figure(analysis):
+    return build_size_effect_figure(analysis)
+
+
+@pytest.fixture(scope="module")
+def threshold_fig(analysis):
+    return build_threshold_figure(analysis)
+
+
+def _texts_inside(figure) -> list[str]:
+    """The parts of the figure (each axes with its drawn titles, labels and tick labels; the
+    legends; the title) that stick out of it."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = figure.bbox
+    parts = {f"axes {i} ({ax.get_title()[:30]})": ax.get_tightbbox(renderer)
+             for i, ax in enumerate(figure.axes)}
+    parts.update({f"legend {i}": legend.get_window_extent(renderer)
+                  for i, legend in enumerate(figure.legends)})
+    parts.update({f"text {t.get_text()[:30]}": t.get_window_extent(renderer)
+                  for t in figure.texts if t.get_text()})
+    if figure._suptitle is not None:
+        parts["title"] = figure._suptitle.get_window_extent(renderer)
+    return [name for name, extent in parts.items()
+            if extent.x0 < box.x0 - 1 or extent.x1 > box.x1 + 1 or extent.y0 < box.y0 - 1
+            or extent.y1 > box.y1 + 1]
+
+
+def test_two_questions_by_three_parts_on_log_axes(size_figure):
+    axes = size_figure.axes
+    assert len(axes) == 6
+    assert all(ax.get_xscale() == "log" for ax in axes)
+    titles = [ax.get_title() for ax in axes]
+    for title in titles[:3]:
+        assert "at initialization" in title and "per decade (95% CI" in title
+    for title in titles[3:]:
+        assert "over the first epoch" in title
+    assert [t.split(",")[0] for t in titles[:3]] == ["Total loss (what is reported)",
+                                                    "Data loss", "L2 penalty in the loss"]
+
+
+def test_every_group_has_its_curve_in_every_panel(size_figure, analysis):
+    labels = [g["label"] for g in analysis["curves"]["groups"]]
+    for ax in size_figure.axes[3:]:
+        assert [line.get_label() for line in ax.get_lines()] == labels
+    legend = [t.get_text() for t in size_figure.legends[0].get_texts()]
+    assert set(labels) <= set(legend)
+
+
+def test_the_penalty_curves_never_go_below_zero(size_figure):
+    for ax in (size_figure.axes[2], size_figure.axes[5]):
+        for line in ax.get_lines():
+            assert np.all(np.asarray(line.get_ydata()) >= 0), line.get_label()
+
+
+def test_a_curve_runs_through_its_own_trials(size_figure, analysis):
+    # the data panel of the early window: each group's adjusted trials sit around its curve
+    points = analysis["curves"]["points"]
+    ax = size_figure.axes[4]
+    for g, line in enumerate(ax.get_lines()):
+        xs = np.asarray(points["n_params"])[np.asarray(points["group"]) == g]
+        ys = np.asarray(points["data"])[np.asarray(points["group"]) == g]
+        curve = np.interp(np.log10(xs), np.log10(line.get_xdata()), line.get_ydata())
+        assert abs(np.median(ys - curve)) < 0.5 * np.std(ys) + 1e-9, line.get_label()
+
+
+def test_log_axis_labels_are_powers_of_ten_that_do_not_crowd(size_figure):
+    canvas = FigureCanvasAgg(size_figure)
+    canvas.draw()
+    for ax in size_figure.axes:
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        shown = [t for t in labels if t]
+        assert 1 <= len(shown) <= 7
+        assert all(re.fullmatch(r"\$\\mathdefault\{10\^\{\d+\}\}\$", t) for t in shown), shown
+
+
+def test_no_text_is_clipped(size_figure, threshold_fig):
+    assert _texts_inside(size_figure) == []
+    assert _texts_inside(threshold_fig) == []
+
+
+def test_the_threshold_is_marked_where_the_analysis_found_it(threshold_fig, analysis):
+    for ax, block in zip(threshold_fig.axes, (analysis["init"], analysis), strict=True):
+        found = block["threshold"]
+        verticals = [line.get_xdata()[0] for line in ax.get_lines()
+                     if len(set(np.atleast_1d(line.get_xdata()))) == 1]
+        if found["estimate"] is not None:
+            assert any(np.isclose(v, found["estimate"]) for v in verticals)
+            assert any("threshold" in t.get_text() for t in ax.texts)
+        assert ax.get_xscale() == "log"
+        total = ax.get_lines()[0]
+        assert np.allclose(total.get_xdata(), block["effect_curve"]["weight_decay"])
+
+
+def test_the_threshold_figure_names_every_part_in_its_legend(threshold_fig):
+    legend = [t.get_text() for t in threshold_fig.legends[0].get_texts()]
+    assert {"total, with 95% CI", "data part", "L2 penalty part"} <= set(legend)
+
+
+def test_an_old_analysis_has_no_answer_figures():
+    assert build_size_effect_figure(make_analysis_v1()) is None
+    assert build_threshold_figure(make_analysis_v1()) is None

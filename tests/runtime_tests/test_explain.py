@@ -1,0 +1,66 @@
+"""The design of `study explain` (study.runtime.explain): the width grid, the paired trials,
+and what a resumed experiment still lacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from study.config import StudyConfig
+from study.errors import ConfigError
+from study.keys import TRAIN_SEED_ATTR
+from study.runtime.explain import CELL_ATTR, ExplainDesign, explain_config, missing, width_grid
+
+
+def test_widths_lie_on_a_log_grid_between_the_bounds():
+    assert width_grid(2, 64, 6) == (2, 4, 8, 16, 32, 64)
+
+
+@pytest.mark.parametrize(("n", "ok"), [(2, False), (3, True)])
+def test_at_least_three_widths(n, ok):
+    if ok:
+        assert len(width_grid(4, 32, n)) == n
+    else:
+        with pytest.raises(ConfigError, match=r"`n_widths` must be an integer >= 3"):
+            width_grid(4, 32, n)
+
+
+@pytest.mark.parametrize(("n", "ok"), [(5, True), (6, False)])
+def test_no_more_widths_than_integers_in_the_range(n, ok):
+    if ok:
+        assert width_grid(4, 8, n) == (4, 5, 6, 7, 8)
+    else:
+        with pytest.raises(ConfigError, match=r"`n_widths` must fit between width_min=4"):
+            width_grid(4, 8, n)
+
+
+def test_each_trial_is_paired_with_a_control_of_the_same_seed():
+    design = ExplainDesign((4, 8, 16), replicates=2, mode="l2-in-loss", seed=0)
+    trials = design.trials()
+    assert len(trials) == 3 * 2 * 2
+    by_seed: dict[int, list[str]] = {}
+    for t in trials:
+        by_seed.setdefault(t.user_attrs[TRAIN_SEED_ATTR], []).append(t.params["penalty_mode"])
+    assert len(by_seed) == 6 and all(sorted(m) == ["l2-in-loss", "none"]
+                                     for m in by_seed.values())
+    assert len({t.cell for t in trials}) == len(trials)
+
+
+def test_an_experiment_in_mode_none_has_no_control():
+    trials = ExplainDesign((4, 8, 16), replicates=1, mode="none", seed=0).trials()
+    assert len(trials) == 3 and all("penalty_mode" not in t.params for t in trials)
+
+
+def test_a_resumed_experiment_enqueues_only_the_cells_it_lacks():
+    trials = ExplainDesign((4, 8, 16), replicates=1, mode="l2-in-loss", seed=0).trials()
+    done = [{CELL_ATTR: t.cell} for t in trials[:4]]
+    assert missing(trials, done) == trials[4:]
+
+
+def test_the_design_fixes_everything_but_size_and_mode():
+    design = ExplainDesign((4, 8, 16), replicates=2, mode="l2-in-loss", seed=0)
+    config = explain_config(StudyConfig(), lr=1e-5, batch_size=32, weight_decay=1e-2,
+                            design=design)
+    assert config.fixed_dimensions == {"lr": 1e-5, "batch_size": 32, "weight_decay": 1e-2}
+    assert config.penalty_mode == ("l2-in-loss", "none")
+    assert (config.width_min, config.width_max, config.n_trials) == (4, 16, 12)
+    assert (config.pruner, config.sampler) == ("none", "random")
