@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from study.report.figures import message_figure, to_png
 
@@ -226,9 +226,19 @@ def _group_colors(groups: list[Mapping[str, Any]]) -> list[Any]:
             for g in groups]
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _power_of_ten(value: float, _position: int) -> str:
+    """``10³`` for 1000: plain text (no mathtext to parse), exact at powers of ten."""
+    exponent = round(math.log10(value)) if value > 0 else 0
+    return f"10{str(exponent).translate(_SUPERSCRIPT)}"
+
+
 def _log_x(ax: Any) -> None:
-    """A log x axis labelled at powers of ten only, so labels never crowd."""
+    """A log x axis labelled at powers of ten only, so labels never crowd (no minor ticks:
+    they cost more to draw than they tell)."""
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, numticks=7))
-    ax.xaxis.set_major_formatter(LogFormatterSciNotation(base=10))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(_power_of_ten))
+    ax.xaxis.set_minor_locator(NullLocator())
