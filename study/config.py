@@ -58,8 +58,20 @@ class StudyConfig:
     )
     experiment: str = _opt("study", "MLflow experiment of the study's runs.",
                            envvar="MLFLOW_EXPERIMENT_NAME")
-    dataset: str = _opt("digits", "digits, volumes3d or npz:PATH.")
-    model: str = _opt("cnn", "cnn or vgg.")
+    dataset: str = _opt(
+        "digits", "digits, volumes3d, npz:PATH, imagefolder:PATH, or a loader "
+        "pkg.module:callable / path/file.py:callable returning (X, y).",
+    )
+    image_size: str | None = _opt(
+        None, "imagefolder only: resize to S or HxW pixels (default: the most common size).",
+    )
+    model: str = _opt(
+        "cnn", "cnn, vgg, resnet, resnet-noskip, or a factory pkg.module:callable / "
+        "path/file.py:callable called as f(width, *, input_shape, n_classes).",
+    )
+    depth: int | None = _opt(
+        None, "resnet and resnet-noskip only: basic blocks per stage (default: 2).",
+    )
     # Keras-style L2 in the loss is the default: it is the behaviour the product explains.
     penalty_mode: tuple[str, ...] = _opt(
         (PenaltyMode.L2_IN_LOSS.value,),
@@ -107,7 +119,7 @@ class StudyConfig:
     # ----------------------------------------------------------------------------------------
     def _validate(self) -> None:
         from study.storages import check_storage_url
-        from study.training import INITS, MODELS, check_dataset_spec
+        from study.training import INITS, check_dataset_spec, check_image_size, check_model_spec
 
         if not self.study_name.strip():
             fail("study_name", self.study_name, "a non-empty name")
@@ -115,7 +127,8 @@ class StudyConfig:
         if not self.experiment.strip():
             fail("experiment", self.experiment, "a non-empty name")
         check_dataset_spec(self.dataset)
-        check_choice("model", self.model, MODELS)
+        check_image_size(self.dataset, self.image_size)
+        check_model_spec(self.model, depth=self.depth)
         check_choice("init", self.init, INITS)
         if not self.penalty_mode:
             fail("penalty_mode", ",".join(self.penalty_mode), "at least one mode")
@@ -281,14 +294,16 @@ def coerce_values(values: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = _as_int(key, value)
         elif key == "timeout":
             out[key] = None if value in (None, "", 0, "0") else _as_float(key, value)
+        elif key == "depth":
+            out[key] = None if value in (None, "") else _as_int(key, value)
+        elif key in ("tracking_uri", "image_size"):
+            out[key] = str(value).strip() if value not in (None, "") else None
         elif key in _FLOAT_FIELDS:
             out[key] = _as_float(key, value)
         elif key == "batch_sizes":
             out[key] = tuple(_as_int(key, v) for v in _as_list(value))
         elif key == "penalty_mode":
             out[key] = tuple(str(v) for v in _as_list(value))
-        elif key == "tracking_uri":
-            out[key] = str(value) if value not in (None, "") else None
         else:
             out[key] = str(value)
     return out

@@ -14,6 +14,8 @@ __all__ = [
     "CURVE_FIELDS",
     "FAILURE_ATTR",
     "HPARAMS_ATTR",
+    "MODEL_SHA_ATTR",
+    "MODEL_SHA_TAG",
     "PARENT_RUN_ATTR",
     "RUN_ID_ATTR",
     "TRAIN_SEED_ATTR",
@@ -28,6 +30,8 @@ BUDGET_ATTR = "n_trials"
 """The budget of finished trials set by the last ``study run`` (workers take it)."""
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 """The MLflow run every trial run nests under."""
+MODEL_SHA_ATTR = "model_sha256"
+"""SHA-256 of a model factory's source file when the study was created (built-ins: absent)."""
 
 # -- trial user attrs (Optuna) -----------------------------------------------------------------
 RUN_ID_ATTR = "mlflow_run_id"
@@ -40,6 +44,10 @@ WORKER_ATTR = "worker"
 CURVE_ATTR = "curve"
 """One row per epoch, the values of :data:`CURVE_FIELDS` in that order."""
 CURVE_FIELDS = ("loss", "data_loss", "penalty", "val_loss", "val_accuracy")
+
+# -- MLflow tags -------------------------------------------------------------------------------
+MODEL_SHA_TAG = "study.model_sha256"
+"""On the parent run: SHA-256 of the model factory's source file this session trains."""
 
 # -- MLflow artifacts --------------------------------------------------------------------------
 WEIGHTS_ARTIFACT = "weights/final.pt"

@@ -104,7 +104,7 @@ BAD_INPUTS = {
     "lr_min_above_max": (lambda d: ["--lr-min", "0.1", "--lr-max", "0.01"], 1,
                          ["`lr_min`", "lr_min=0.1", "lr_max=0.01"]),
     "dataset_unknown": (lambda d: ["--dataset", "foo"], 1, ["`dataset`", "dataset='foo'"]),
-    "model_unknown": (lambda d: ["--model", "resnet"], 1, ["`model`", "model='resnet'"]),
+    "model_unknown": (lambda d: ["--model", "resnet50"], 1, ["`model`", "model='resnet50'"]),
     "penalty_mode_unknown": (lambda d: ["--penalty-mode", "l2"], 1,
                              ["`penalty_mode`", "penalty_mode='l2'"]),
     "storage_not_a_url": (lambda d: ["--storage", "notaurl"], 1,

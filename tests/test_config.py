@@ -70,12 +70,45 @@ def test_dataset_known_forms_are_accepted(spec):
 
 
 def test_model_unknown_is_rejected():
-    with pytest.raises(ConfigError, match=r"`model` must be one of cnn, vgg.*model='resnet'"):
-        _make(model="resnet")
+    with pytest.raises(ConfigError, match=r"`model` must be one of cnn, vgg, resnet, "
+                                          r"resnet-noskip, or a factory .*model='resnet50'"):
+        _make(model="resnet50")
 
 
-def test_model_vgg_is_accepted():
-    assert _make(model="vgg").model == "vgg"
+@pytest.mark.parametrize("model", ["vgg", "resnet", "resnet-noskip", "pkg.nets:build",
+                                   "nets/mine.py:build", "examples/question_cnn.py:Net.build"])
+def test_model_known_forms_and_factories_are_accepted(model):
+    assert _make(model=model).model == model
+
+
+@pytest.mark.parametrize("model", ["pkg.nets:", "nets/mine.txt/x:build", "my net:build", ":b"])
+def test_malformed_factory_is_rejected_without_importing(model):
+    with pytest.raises(ConfigError, match=r"`model` must be one of .* or a factory "
+                                          r"pkg.module:callable or path/to/file.py:callable"):
+        _make(model=model)
+
+
+def test_depth_is_stored_for_resnets_and_coerced_from_mlproject_text():
+    config = StudyConfig().replace(model="resnet", depth="3.0")
+    assert config.depth == 3
+    assert config.study_settings()["depth"] == 3
+
+
+def test_depth_without_a_resnet_is_rejected():
+    with pytest.raises(ConfigError, match=r"`depth` must be unset for model='cnn'.*depth=3"):
+        _make(depth=3)
+
+
+@pytest.mark.parametrize("depth", [0, -2])
+def test_depth_below_one_is_rejected(depth):
+    with pytest.raises(ConfigError, match=r"`depth` must be an integer >= 1"):
+        _make(model="resnet", depth=depth)
+
+
+def test_image_size_needs_an_image_folder():
+    with pytest.raises(ConfigError, match=r"`image_size` must be unset for dataset='digits'"):
+        _make(image_size="32")
+    assert _make(dataset="imagefolder:/x", image_size="50x55").image_size == "50x55"
 
 
 def test_init_unknown_is_rejected():

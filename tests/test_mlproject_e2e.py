@@ -147,3 +147,30 @@ def test_mlflow_run_explain_leaves_the_verdict_on_its_parent_run(tmp_path, track
     assert parent.data.tags["mlflow.note.content"].startswith("Does a bigger model start")
     assert parent.data.tags["mlflow.note.content"] in result.stdout
     assert {r.data.params["epochs"] for r in trials} == {"1"}  # explain's own default
+
+
+def test_mlflow_run_study_on_a_users_factory_and_image_folder(tmp_path, tracking_uri):
+    from tests.test_own_model import FACTORY, write_images
+
+    (tmp_path / "net.py").write_text(FACTORY)
+    images = write_images(tmp_path / "shapes")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    model = f"{tmp_path / 'net.py'}:build"
+    result = mlflow_run(
+        "study",
+        {"storage": storage, "model": model, "dataset": f"imagefolder:{images}",
+         "image_size": "10x12", "n_trials": "2", "epochs": "1", "width_min": "2",
+         "width_max": "8", "batch_sizes": "8", "device": "cpu"},
+        cwd=tmp_path, tracking_uri=tracking_uri, experiment="own",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("own").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("study.role") == "parent"]
+    trials = [r for r in runs if r.data.tags.get("study.role") == "trial"]
+    assert len(trials) == 2
+    assert {r.info.status for r in trials} <= {"FINISHED", "KILLED"}
+    assert parent.data.params["model"] == model
+    assert parent.data.params["image_size"] == "10x12"
+    assert "study.model_sha256" in parent.data.tags
+    assert {r.data.params["dataset"] for r in trials} == {f"imagefolder:{images}"}

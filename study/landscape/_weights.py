@@ -83,7 +83,8 @@ def _strip_prefix(key: str) -> str:
 
 def _fresh_model(settings: StudyConfig, hp: HParams, data: TensorData) -> nn.Module:
     return build_model(settings.model, width=hp.width, in_channels=data.in_channels,
-                       n_classes=data.n_classes, input_size=data.input_size, init=settings.init)
+                       n_classes=data.n_classes, input_size=data.input_size, init=settings.init,
+                       depth=settings.depth)
 
 
 def _artifact_exists(tracker: Tracker, run_id: str, path: str) -> bool:
@@ -122,7 +123,7 @@ def trained_model(
         return model, "artifact", local, {}
     # No weights were logged (runs from before weights were saved): train the trial again.
     trainer = Trainer(hp, data, model_name=settings.model, init=settings.init,
-                      epochs=settings.epochs,
+                      depth=settings.depth, epochs=settings.epochs,
                       seed=int(trial.user_attrs.get(TRAIN_SEED_ATTR, settings.seed)))
     history = trainer.fit()
     model = trainer.model.to(memory_format=torch.contiguous_format)

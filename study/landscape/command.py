@@ -213,7 +213,8 @@ def probe_trials(
             )
         runs[trial.number] = run_id
     device = resolve_device(config.device)
-    data = load_dataset(settings.dataset, seed=settings.seed, device=device)
+    data = load_dataset(settings.dataset, seed=settings.seed, device=device,
+                        image_size=settings.image_size)
     output_dir = Path(output_dir)
     results = []
     for trial in chosen:

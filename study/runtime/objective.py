@@ -100,7 +100,7 @@ def train_logged(
         for hook in hooks:
             hook(history, report)
 
-    trainer = Trainer(hp, data, model_name=config.model, init=config.init,
+    trainer = Trainer(hp, data, model_name=config.model, init=config.init, depth=config.depth,
                       epochs=config.epochs, seed=seed, callbacks=[log_epoch],
                       compile=config.compile)
     init = trainer.initial_losses()

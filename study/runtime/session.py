@@ -20,6 +20,7 @@ from study.errors import StudyError, TrackingError, TrialFailedError
 from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR
 from study.runtime._optuna_logs import one_line_trial_failures
 from study.runtime.explain import QueuedTrial, missing
+from study.runtime.inputs import check_factory, load_data, record_model_source
 from study.runtime.lifecycle import count_states, load_study, n_finished, prepare_study
 from study.runtime.objective import EpochHook, Objective
 from study.runtime.parent import (
@@ -37,7 +38,7 @@ from study.runtime.recovery import (
     fail_dead_trials,
 )
 from study.tracking import Tracker
-from study.training import TensorData, load_dataset, resolve_device
+from study.training import TensorData, resolve_device
 
 __all__ = ["SessionResult", "run_session", "run_with_workers"]
 
@@ -167,7 +168,8 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
     prepared = prepare_study(config, given=given, create=not worker)
     config = prepared.config
     if data is None:
-        data = load_dataset(config.dataset, seed=config.seed, device=device)
+        data = load_data(config, device=device, out=out)
+    model_sha = check_factory(config, data)  # before the study and its run exist
     study = load_study(prepared, salt=os.getpid() if worker else 0).study
     if worker and "n_trials" not in given and BUDGET_ATTR in study.user_attrs:
         config = config.replace(n_trials=study.user_attrs[BUDGET_ATTR])
@@ -175,6 +177,8 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
         study.set_user_attr(BUDGET_ATTR, config.n_trials)
     parent_run_id, experiment_id, owns_parent = open_parent_run(
         tracker, study, config, create=not worker)
+    record_model_source(study, tracker, parent_run_id, spec=config.model, sha256=model_sha,
+                        out=out)
     prepared.stale_handler.tracker = tracker
     _recover(study, prepared.stale_handler, tracker, experiment_id, out)
     if not worker and not owns_parent:

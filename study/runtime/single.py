@@ -7,10 +7,11 @@ from typing import Any
 
 from study.config import StudyConfig
 from study.errors import NonFiniteLossError
+from study.runtime.inputs import check_factory, load_data
 from study.runtime.objective import diagnosis_tags, failure_reason, train_logged
 from study.runtime.parent import entry_run_id
 from study.tracking import Tracker, end_trial_run
-from study.training import Diagnosis, HParams, diagnose, early_losses, load_dataset, resolve_device
+from study.training import Diagnosis, HParams, diagnose, early_losses, resolve_device
 
 __all__ = ["SingleTrialResult", "run_single_trial"]
 
@@ -41,7 +42,8 @@ def run_single_trial(config: StudyConfig, hp: HParams) -> SingleTrialResult:
     """
     device = resolve_device(config.device)
     tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout)
-    data = load_dataset(config.dataset, seed=config.seed, device=device)
+    data = load_data(config, device=device)
+    check_factory(config, data, widths=(hp.width,))  # before the run exists
     entry = entry_run_id()
     name = (f"single-w{hp.width}-lr{hp.lr:g}-bs{hp.batch_size}-wd{hp.weight_decay:g}"
             f"-{hp.penalty_mode}")

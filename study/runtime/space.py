@@ -59,4 +59,6 @@ def trial_params(hp: HParams, config: StudyConfig, *, device: str, n_params: int
         "model": config.model, "dataset": config.dataset, "init": config.init,
         "epochs": config.epochs, "seed": config.seed, "train_seed": seed, "device": device,
         "n_params": n_params,
+        **{k: v for k, v in (("depth", config.depth), ("image_size", config.image_size))
+           if v is not None},
     }

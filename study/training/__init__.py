@@ -5,9 +5,24 @@ so the same loop serves a study's trials, ``study trial``, the benchmark's basel
 landscape probe.
 """
 
-from study.training.data import DATASETS, TensorData, check_dataset_spec, load_dataset
+from study.training.data import (
+    DATASETS,
+    TensorData,
+    check_dataset_spec,
+    check_image_size,
+    load_dataset,
+)
 from study.training.diagnostics import Diagnosis, diagnose
-from study.training.models import INITS, MODELS, build_model, count_parameters
+from study.training.factory import ModelCheck, check_model, is_factory, model_sha256
+from study.training.models import (
+    DEFAULT_DEPTH,
+    INITS,
+    MODELS,
+    RESNETS,
+    build_model,
+    check_model_spec,
+    count_parameters,
+)
 from study.training.penalty import (
     KERNEL_MODULES,
     PenaltyMode,
@@ -28,24 +43,32 @@ from study.training.trainer import (
 
 __all__ = [
     "DATASETS",
+    "DEFAULT_DEPTH",
     "INITS",
     "INIT_SAMPLES",
     "KERNEL_MODULES",
     "MODELS",
+    "RESNETS",
     "Diagnosis",
     "EpochReport",
     "HParams",
     "InitReport",
+    "ModelCheck",
     "PenaltyMode",
     "TensorData",
     "Trainer",
     "build_model",
     "check_dataset_spec",
+    "check_image_size",
+    "check_model",
+    "check_model_spec",
     "count_parameters",
     "diagnose",
     "early_losses",
+    "is_factory",
     "load_dataset",
     "make_optimizer",
+    "model_sha256",
     "penalized_parameters",
     "penalty_term",
     "resolve_device",

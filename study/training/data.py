@@ -1,7 +1,10 @@
 """Datasets as ready-to-train tensors: split, standardized and moved to the device once.
 
 A dataset is named by a spec string: ``digits`` (scikit-learn's bundled 8x8 digits), ``volumes3d``
-(a seeded synthetic 3D shape task) or ``npz:PATH`` (a user's file with arrays ``X`` and ``y``).
+(a seeded synthetic 3D shape task), ``npz:PATH`` (a user's file with arrays ``X`` and ``y``),
+``imagefolder:PATH`` (one sub-folder of images per class, :mod:`study.training.images`) or a
+loader ``pkg.module:callable`` / ``path/to/file.py:callable`` called without arguments and
+returning ``(X, y)`` in the ``npz`` shapes.
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ import torch
 
 from study._validation import fail
 from study.errors import DataError
+from study.redact import one_line
+from study.training._imports import is_callable_spec, load_callable
+from study.training.images import Progress, load_image_folder, parse_image_size
 
-__all__ = ["DATASETS", "TensorData", "check_dataset_spec", "load_dataset"]
+__all__ = ["DATASETS", "TensorData", "check_dataset_spec", "check_image_size", "load_dataset"]
 
-DATASETS = ("digits", "volumes3d", "npz:PATH")
+DATASETS = ("digits", "volumes3d", "npz:PATH", "imagefolder:PATH", "pkg.module:callable")
+_ALLOWED = ("one of digits, volumes3d, npz:PATH, imagefolder:PATH or a loader "
+            "pkg.module:callable / path/to/file.py:callable")
 
 # Enough for a 3D CNN to learn the task within a few epochs on a CPU, small enough to stay fast.
 _VOLUMES_N = 512
@@ -72,24 +80,45 @@ def check_dataset_spec(spec: str) -> None:
     """Validate the syntax of a dataset spec without loading anything.
 
     Args:
-        spec: ``digits``, ``volumes3d`` or ``npz:PATH`` with a non-empty ``PATH``.
+        spec: ``digits``, ``volumes3d``, ``npz:PATH`` or ``imagefolder:PATH`` with a non-empty
+            ``PATH``, or a loader ``module:callable`` / ``file.py:callable``.
 
     Raises:
         ConfigError: The spec has none of these forms.
     """
     if not isinstance(spec, str):
-        fail("dataset", spec, "one of digits, volumes3d or npz:PATH")
+        fail("dataset", spec, _ALLOWED)
     if spec in ("digits", "volumes3d"):
         return
-    if spec.startswith("npz:"):
-        if not spec[4:].strip():
-            fail("dataset", spec, "npz:PATH with a non-empty PATH")
-        return
-    fail("dataset", spec, "one of digits, volumes3d or npz:PATH")
+    for prefix in ("npz:", "imagefolder:"):
+        if spec.startswith(prefix):
+            if not spec[len(prefix):].strip():
+                fail("dataset", spec, f"{prefix}PATH with a non-empty PATH")
+            return
+    if not is_callable_spec(spec):
+        fail("dataset", spec, _ALLOWED)
+
+
+def check_image_size(dataset: str, image_size: str | None) -> tuple[int, int] | None:
+    """Parse ``image_size`` (``"32"`` or ``"HxW"``); it applies to ``imagefolder:`` only.
+
+    Raises:
+        ConfigError: It does not parse, or it is set for another kind of dataset.
+    """
+    if image_size is None:
+        return None
+    size = parse_image_size(image_size)
+    if size is None:
+        fail("image_size", image_size, "one positive number or HxW, e.g. 32 or 50x55")
+    if not dataset.startswith("imagefolder:"):
+        fail("image_size", image_size, f"unset for dataset={dataset!r} (it resizes the images of "
+                                       "imagefolder:PATH)")
+    return size
 
 
 def load_dataset(
-    spec: str, *, seed: int, val_fraction: float = 0.2, device: str | torch.device = "cpu"
+    spec: str, *, seed: int, val_fraction: float = 0.2, device: str | torch.device = "cpu",
+    image_size: str | None = None, progress: Progress | None = None,
 ) -> TensorData:
     """Load a dataset, split it, standardize it and move it to ``device``.
 
@@ -101,15 +130,20 @@ def load_dataset(
         seed: Seed of the split (and of the synthetic data of ``volumes3d``).
         val_fraction: Fraction of the samples held out for validation, in (0, 1).
         device: Torch device of the returned tensors.
+        image_size: ``imagefolder:`` only: ``"S"`` or ``"HxW"``; default the most common size.
+        progress: ``imagefolder:`` only: called as ``progress(done, total)`` while a large
+            folder is decoded.
 
     Returns:
         The split as float32 inputs and int64 labels on ``device``.
 
     Raises:
         ConfigError: ``spec``, ``seed`` or ``val_fraction`` is invalid.
-        DataError: A ``npz:PATH`` file is missing, unreadable or malformed, or too small to split.
+        DataError: A file, folder or loader is missing, unreadable or malformed, or the data is
+            too small to split.
     """
     check_dataset_spec(spec)
+    size = check_image_size(spec, image_size)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         fail("seed", seed, "an integer >= 0")
     if not 0 < val_fraction < 1:
@@ -118,8 +152,14 @@ def load_dataset(
         x, y = _digits()
     elif spec == "volumes3d":
         x, y = _volumes3d(seed)
-    else:
+    elif spec.startswith("npz:"):
         x, y = _load_npz(Path(spec[4:]).expanduser())
+    elif spec.startswith("imagefolder:"):
+        root = Path(spec[len("imagefolder:"):]).expanduser()
+        x, y, _ = load_image_folder(root, image_size=size, progress=progress)
+        x = x.astype(np.float32)
+    else:
+        x, y = _from_loader(spec)
     n_classes = int(y.max()) + 1
     x_train, x_val, y_train, y_val = _split(x, y, n_classes, seed=seed, val_fraction=val_fraction)
     axes = (0, *range(2, x.ndim))
@@ -184,6 +224,25 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 f"without {' and '.join(missing)} (arrays: {', '.join(archive.files) or 'none'})."
             )
         x, y = (_read_array(archive, key) for key in ("X", "y"))
+    return _check_x(x), _check_y(y, n=len(x))
+
+
+def _from_loader(spec: str) -> tuple[np.ndarray, np.ndarray]:
+    loader = load_callable(spec, field="dataset")
+    try:
+        result = loader()
+    except Exception as exc:  # user code may raise anything
+        raise DataError(f"`dataset` {spec!r} raised: {type(exc).__name__}: {one_line(exc)}") \
+            from None
+    if not isinstance(result, tuple | list) or len(result) != 2:
+        length = f" of length {len(result)}" if isinstance(result, tuple | list) else ""
+        raise DataError(f"`dataset` {spec!r} must return a pair (X, y), but returned "
+                        f"{type(result).__name__}{length}.")
+    try:
+        x, y = (np.asarray(a) for a in result)
+    except Exception as exc:  # e.g. a CUDA tensor or ragged lists
+        raise DataError(f"`dataset` {spec!r} must return arrays, but X or y could not be "
+                        f"converted: {one_line(exc)}") from None
     return _check_x(x), _check_y(y, n=len(x))
 
 

@@ -1,9 +1,16 @@
-"""The two model families of the study: a plain 4-block CNN and the Keras-style VGG.
+"""The models of a study: a plain 4-block CNN, the Keras-style VGG, the pre-activation ResNet with
+and without skips (:mod:`study.training.resnet`), or the user's own factory.
 
-Both work on 2D images ``(N, C, H, W)`` and 3D volumes ``(N, C, D, H, W)``; the number of spatial
-dimensions is ``len(input_size)``. Pooling is skipped once the feature map is too small, so 8x8
-digits and 16^3 volumes both fit. Both end in global average pooling and a linear classifier, so
-the parameter count depends on ``width`` but not on ``input_size``.
+A factory is named ``pkg.module:callable`` or ``path/to/file.py:callable`` and called as
+``callable(width, *, input_shape=(C, H, W) or (C, D, H, W), n_classes=K)``; it returns a
+``torch.nn.Module`` mapping a float32 batch to ``(N, K)`` logits. Whatever its layers, the
+penalty, ``--init`` and the landscape probe treat the ``weight`` of every convolution and linear
+layer as its kernels (:data:`~study.training.penalty.KERNEL_MODULES`).
+
+The built-in families work on 2D images ``(N, C, H, W)`` and 3D volumes ``(N, C, D, H, W)``;
+the number of spatial dimensions is ``len(input_size)``. Pooling is skipped once the feature map
+is too small, so 8x8 digits and 16^3 volumes both fit. All end in global average pooling and a
+linear classifier, so the parameter count depends on ``width`` but not on ``input_size``.
 """
 
 from __future__ import annotations
@@ -15,12 +22,28 @@ import torch
 from torch import nn
 
 from study._validation import check_choice, fail
+from study.errors import ConfigError
+from study.redact import one_line
+from study.training._imports import is_callable_spec, load_callable
 from study.training.penalty import KERNEL_MODULES
+from study.training.resnet import resnet
 
-__all__ = ["CNN_WIDTH_MULTIPLIERS", "INITS", "MODELS", "build_model", "count_parameters"]
+__all__ = [
+    "CNN_WIDTH_MULTIPLIERS",
+    "DEFAULT_DEPTH",
+    "INITS",
+    "MODELS",
+    "RESNETS",
+    "build_model",
+    "check_model_spec",
+    "count_parameters",
+]
 
-MODELS = ("cnn", "vgg")
+RESNETS = ("resnet", "resnet-noskip")
+MODELS = ("cnn", "vgg", *RESNETS)
 INITS = ("torch", "glorot", "he")
+# Two blocks per stage: a 14-layer network, deep enough for skips to matter, fast on a CPU.
+DEFAULT_DEPTH = 2
 
 CNN_WIDTH_MULTIPLIERS = (1, 1, 2, 2)
 """Channel multipliers of the ``cnn`` blocks; one entry per Conv-BN-LeakyReLU block."""
@@ -43,26 +66,31 @@ def build_model(
     input_size: tuple[int, ...],
     init: str = "torch",
     seed: int | None = None,
+    depth: int | None = None,
 ) -> nn.Module:
     """Build a freshly initialized classifier.
 
     Args:
-        name: One of :data:`MODELS`.
-        width: Base channel count ``w``; ``cnn`` uses ``w, w, 2w, 2w``, ``vgg`` ``w, 2w, 4w, 8w``.
+        name: One of :data:`MODELS` or a factory spec (see the module docstring).
+        width: Base channel count ``w``; ``cnn`` uses ``w, w, 2w, 2w``, ``vgg`` ``w, 2w, 4w, 8w``,
+            the ResNets ``w, 2w, 4w``; a factory gets it as its first argument.
         in_channels: Channels of the input.
         n_classes: Number of classes (at least 2); the model returns that many logits.
         input_size: Spatial size of one input, ``(H, W)`` or ``(D, H, W)``.
         init: One of :data:`INITS`: PyTorch defaults, Glorot uniform (Keras) or He normal.
         seed: When given, the weights depend only on it and the global RNG state is left
             untouched; when ``None``, the global RNG is used as usual.
+        depth: Blocks per stage of the ResNets (default :data:`DEFAULT_DEPTH`); only for them.
 
     Returns:
-        A module mapping float32 ``(N, in_channels, *input_size)`` to logits ``(N, n_classes)``.
+        A module mapping float32 ``(N, in_channels, *input_size)`` to logits ``(N, n_classes)``
+        (a factory's output is checked once per study by :func:`study.training.check_model`).
 
     Raises:
-        ConfigError: If any argument is invalid.
+        ConfigError: If any argument is invalid, or a factory fails to load, raises or returns
+            something other than a module.
     """
-    check_choice("model", name, MODELS)
+    check_model_spec(name, depth=depth)
     check_choice("init", init, INITS)
     _check_int("width", width, 1)
     _check_int("in_channels", in_channels, 1)
@@ -72,9 +100,47 @@ def build_model(
     with _seeded(seed):
         if name == "cnn":
             model = _cnn(width, in_channels, n_classes, min(size), layers)
-        else:
+        elif name == "vgg":
             model = _vgg(width, in_channels, n_classes, min(size), layers)
+        elif name in RESNETS:
+            model = resnet(width, in_channels=in_channels, n_classes=n_classes, size=min(size),
+                           dims=len(size), depth=depth or DEFAULT_DEPTH,
+                           skip=name == "resnet")
+        else:
+            model = _from_factory(name, width, (in_channels, *size), n_classes)
         _initialize(model, init)
+    return model
+
+
+def check_model_spec(name: object, *, depth: object = None) -> None:
+    """Validate a model name or factory spec (syntax only, nothing is imported) and its depth.
+
+    Raises:
+        ConfigError: ``name`` is neither a built-in model nor ``module:callable`` /
+            ``file.py:callable``, or ``depth`` is set for a model without stages.
+    """
+    if not isinstance(name, str) or (name not in MODELS and not is_callable_spec(name)):
+        fail("model", name, f"one of {', '.join(MODELS)}, or a factory pkg.module:callable or "
+                            "path/to/file.py:callable")
+    if depth is None:
+        return
+    if name not in RESNETS:
+        fail("depth", depth, f"unset for model={name!r} (it sets the blocks per stage of "
+                             f"{' and '.join(RESNETS)})")
+    _check_int("depth", depth, 1)
+
+
+def _from_factory(spec: str, width: int, input_shape: tuple[int, ...],
+                  n_classes: int) -> nn.Module:
+    factory = load_callable(spec, field="model")
+    try:
+        model = factory(width, input_shape=input_shape, n_classes=n_classes)
+    except Exception as exc:  # user code may raise anything
+        raise ConfigError(f"`model` {spec!r} raised at width={width}: "
+                          f"{type(exc).__name__}: {one_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"`model` {spec!r} must return a torch.nn.Module, but returned a "
+                          f"{type(model).__name__} at width={width}.")
     return model
 
 

@@ -134,13 +134,14 @@ class Trainer:
     Args:
         hparams: Width, learning rate, batch size, weight decay and penalty mode.
         data: Train and validation tensors (already on the training device).
-        model_name: ``cnn`` or ``vgg``.
+        model_name: A built-in model or a factory spec (:func:`build_model`).
         init: ``torch``, ``glorot`` or ``he``.
         epochs: Number of epochs.
         seed: Seeds the weights and the batch order.
         callbacks: Called with each :class:`EpochReport`; an exception raised by a callback
             (for instance Optuna's ``TrialPruned``) stops training and propagates.
         amp: Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling).
+        depth: Blocks per stage of the ResNets.
         compile: Run the forward pass through ``torch.compile`` (the uncompiled module stays
             ``self.model``, so weights and parameter counts are unchanged).
     """
@@ -152,6 +153,7 @@ class Trainer:
         *,
         model_name: str = "cnn",
         init: str = "torch",
+        depth: int | None = None,
         epochs: int,
         seed: int = 0,
         callbacks: Sequence[EpochCallback] = (),
@@ -175,6 +177,7 @@ class Trainer:
         self.model = build_model(
             model_name, width=hparams.width, in_channels=data.in_channels,
             n_classes=data.n_classes, input_size=data.input_size, init=init, seed=seed,
+            depth=depth,
         ).to(self.device)
         self.n_params = count_parameters(self.model)
         self.mode = PenaltyMode(hparams.penalty_mode)

@@ -37,21 +37,31 @@ def _blobs(n=40, shape=(6, 6), n_classes=2, seed=0):
 # --- specs ---------------------------------------------------------------------------------------
 
 
-def test_datasets_lists_the_three_forms():
-    assert DATASETS == ("digits", "volumes3d", "npz:PATH")
+def test_datasets_lists_the_five_forms():
+    assert DATASETS == ("digits", "volumes3d", "npz:PATH", "imagefolder:PATH",
+                        "pkg.module:callable")
 
 
-@pytest.mark.parametrize("spec", ["digits", "volumes3d", "npz:/some/file.npz"])
+@pytest.mark.parametrize("spec", ["digits", "volumes3d", "npz:/some/file.npz",
+                                  "imagefolder:/some/folder", "pkg.data:load",
+                                  "loaders/mine.py:load", "mod:Cls.load"])
 def test_check_dataset_spec_accepts_valid_forms(spec):
     assert check_dataset_spec(spec) is None
 
 
 def test_check_dataset_spec_rejects_unknown_name():
-    with pytest.raises(ConfigError, match=r"one of digits, volumes3d or npz:PATH.*dataset='foo'"):
+    with pytest.raises(ConfigError, match=r"one of digits, volumes3d, npz:PATH, imagefolder:PATH "
+                                          r"or a loader .*dataset='foo'"):
         check_dataset_spec("foo")
 
 
-@pytest.mark.parametrize("spec", ["npz:", "npz:  "])
+@pytest.mark.parametrize("spec", ["pkg.data:", "pkg data:load", "some/dir:load", ":load"])
+def test_check_dataset_spec_rejects_malformed_loaders(spec):
+    with pytest.raises(ConfigError, match=r"`dataset` must be one of"):
+        check_dataset_spec(spec)
+
+
+@pytest.mark.parametrize("spec", ["npz:", "npz:  ", "imagefolder:", "imagefolder: "])
 def test_check_dataset_spec_rejects_empty_npz_path(spec):
     with pytest.raises(ConfigError, match=r"non-empty PATH"):
         check_dataset_spec(spec)

@@ -32,7 +32,7 @@ def _state(model: nn.Module) -> list[torch.Tensor]:
 
 
 def test_public_choices():
-    assert MODELS == ("cnn", "vgg")
+    assert MODELS == ("cnn", "vgg", "resnet", "resnet-noskip")
     assert INITS == ("torch", "glorot", "he")
 
 
@@ -155,9 +155,10 @@ def test_unseeded_build_uses_global_rng():
 
 def test_unknown_model_is_rejected():
     with pytest.raises(
-        ConfigError, match=r"`model` must be one of cnn, vgg, but got model='resnet'"
+        ConfigError, match=r"`model` must be one of cnn, vgg, resnet, resnet-noskip, or a "
+                           r"factory .*, but got model='resnet50'"
     ):
-        build_model("resnet", width=4, **DIGITS)
+        build_model("resnet50", width=4, **DIGITS)
 
 
 def test_unknown_init_is_rejected():

@@ -1,0 +1,58 @@
+"""The study's inputs, checked before anything is created: the data (with progress while a
+large image folder decodes) and a user's model factory (built, run once, its source hashed)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import optuna
+
+from study.config import StudyConfig
+from study.keys import MODEL_SHA_ATTR, MODEL_SHA_TAG
+from study.tracking import Tracker
+from study.training import TensorData, check_model, is_factory, load_dataset
+
+__all__ = ["check_factory", "load_data", "record_model_source"]
+
+
+def load_data(config: StudyConfig, *, device: object, out: TextIO | None = None) -> TensorData:
+    """Load the config's dataset onto ``device``; a large image folder reports its decoding."""
+    stream = out if out is not None else sys.stderr
+
+    def progress(done: int, total: int) -> None:
+        print(f"decoding {config.dataset}: {done}/{total} images", file=stream, flush=True)
+
+    return load_dataset(config.dataset, seed=config.seed, device=device,  # type: ignore[arg-type]
+                        image_size=config.image_size, progress=progress)
+
+
+def check_factory(config: StudyConfig, data: TensorData, *,
+                  widths: tuple[int, ...] | None = None) -> str | None:
+    """Check a factory model once at the study's smallest and largest width (built-in models
+    need no check) and return its source hash.
+
+    Raises:
+        ConfigError: One line naming the factory and what went wrong.
+    """
+    if not is_factory(config.model):
+        return None
+    widths = widths if widths is not None else (config.width_min, config.width_max)
+    return check_model(config.model, widths=widths, data=data, depth=config.depth).sha256
+
+
+def record_model_source(study: optuna.Study, tracker: Tracker, parent_run_id: str, *,
+                        spec: str, sha256: str | None, out: TextIO | None = None) -> None:
+    """Keep the factory's source hash with a new study and on the parent run; when a resumed
+    study's factory has changed since it was created, say so (its trials then mix models)."""
+    if sha256 is None:
+        return
+    stored = study.user_attrs.get(MODEL_SHA_ATTR)
+    if stored is None:
+        study.set_user_attr(MODEL_SHA_ATTR, sha256)
+    elif stored != sha256:
+        print(f"warning: model factory {spec!r} "
+              f"changed since study {study.study_name!r} was created (source sha256 "
+              f"{stored[:12]} -> {sha256[:12]}); its trials before and after train different "
+              f"models.", file=out if out is not None else sys.stderr, flush=True)
+    tracker.set_tags(parent_run_id, {MODEL_SHA_TAG: sha256})

@@ -1,0 +1,179 @@
+"""Image folders: ``ROOT/<class>/<image>.png|.jpg|.jpeg``, torchvision's ImageFolder layout.
+
+Classes are the sub-folders in sorted order (labels 0..K-1); hidden entries and files of other
+types are skipped. Every image is decoded with Pillow (EXIF orientation applied), resized to one
+size (bilinear) and stacked into one ``uint8`` array: RGB unless every image is grayscale. The
+array is cached on disk (keyed by the files' names, sizes and modification times and the target
+size), so workers and later sessions decode a folder once.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from study.errors import DataError
+
+__all__ = ["IMAGE_SUFFIXES", "cache_dir", "load_image_folder", "parse_image_size"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Below this many files decoding takes a second or two: no progress lines.
+PROGRESS_MIN_FILES = 500
+_GRAY_MODES = ("1", "L", "LA", "I", "F")
+_CACHE_VERSION = 1
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?$")
+
+Progress = Callable[[int, int], None]
+
+
+def parse_image_size(text: str) -> tuple[int, int] | None:
+    """``"32"`` -> ``(32, 32)``, ``"50x55"`` -> ``(50, 55)`` (height x width); else ``None``."""
+    match = _SIZE_RE.match(text) if isinstance(text, str) else None
+    if match is None:
+        return None
+    h = int(match.group(1))
+    w = int(match.group(2)) if match.group(2) else h
+    return (h, w) if h >= 1 and w >= 1 else None
+
+
+def cache_dir() -> Path:
+    """``$STUDY_CACHE_DIR``, else ``$XDG_CACHE_HOME/study``, else ``~/.cache/study``."""
+    if os.environ.get("STUDY_CACHE_DIR"):
+        return Path(os.environ["STUDY_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "study"
+
+
+def load_image_folder(
+    root: Path, *, image_size: tuple[int, int] | None = None, progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode a folder of class sub-folders into ``X (N, C, H, W) uint8`` and ``y (N,) int64``.
+
+    Args:
+        root: The folder holding one sub-folder per class.
+        image_size: ``(H, W)`` to resize to; ``None`` takes the most common size.
+        progress: Called as ``progress(done, total)`` while decoding folders of
+            :data:`PROGRESS_MIN_FILES` or more images.
+
+    Returns:
+        The images, their labels and the class names (label ``i`` is ``classes[i]``).
+
+    Raises:
+        DataError: The folder is missing, has fewer than two classes, a class has fewer than
+            two images, or an image cannot be read; the message names the folder or file.
+    """
+    files, labels, classes = _list(root)
+    headers = [_header(path) for path in files]
+    size = image_size or collections.Counter((h, w) for h, w, _ in headers).most_common(1)[0][0]
+    gray = all(mode in _GRAY_MODES or mode.startswith("I;16") for _, _, mode in headers)
+    key = _cache_key(root, files, size, gray)
+    cached = _read_cache(key)
+    if cached is not None and len(cached) == len(files):
+        return cached, np.asarray(labels, dtype=np.int64), classes
+    x = np.empty((len(files), 1 if gray else 3, *size), dtype=np.uint8)
+    report = progress if progress is not None and len(files) >= PROGRESS_MIN_FILES else None
+    step = max(1, len(files) // 20)
+    for i, path in enumerate(files):
+        pixels = _decode(path, size, "L" if gray else "RGB")
+        x[i] = pixels[None] if gray else pixels.transpose(2, 0, 1)
+        if report is not None and ((i + 1) % step == 0 or i + 1 == len(files)):
+            report(i + 1, len(files))
+    _write_cache(key, x)
+    return x, np.asarray(labels, dtype=np.int64), classes
+
+
+def _list(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    if not root.is_dir():
+        raise DataError(f"`dataset` must name a folder of class sub-folders, but got "
+                        f"imagefolder:{root}, which is not a folder.")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files: list[Path] = []
+    labels: list[int] = []
+    classes: list[str] = []
+    for folder in folders:
+        images = sorted(p for p in folder.iterdir() if p.is_file() and not
+                        p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            continue  # torchvision skips empty class folders too
+        if len(images) < 2:
+            raise DataError(f"class {folder.name!r} must hold at least 2 images (for a "
+                            f"stratified split), but {folder} holds {len(images)}.")
+        files += images
+        labels += [len(classes)] * len(images)
+        classes.append(folder.name)
+    if len(classes) < 2:
+        found = ", ".join(repr(c) for c in classes) or "none"
+        raise DataError(f"`dataset` imagefolder:{root} must hold at least 2 class sub-folders "
+                        f"of {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images, but got "
+                        f"{len(classes)} ({found}).")
+    return files, labels, classes
+
+
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    return DataError(f"image {path} could not be read: {type(exc).__name__}: {exc}")
+
+
+def _header(path: Path) -> tuple[int, int, str]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            orientation = im.getexif().get(0x0112, 1)  # EXIF 5..8 rotate by 90 degrees
+            w, h = im.size
+            mode = im.mode
+    except Exception as exc:  # Pillow raises many types for a bad file
+        raise _unreadable(path, exc) from None
+    return (w, h, mode) if orientation in (5, 6, 7, 8) else (h, w, mode)
+
+
+def _decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im).convert(mode)
+            if im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except Exception as exc:  # truncated data surfaces only here
+        raise _unreadable(path, exc) from None
+
+
+def _cache_key(root: Path, files: list[Path], size: tuple[int, int], gray: bool) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([_CACHE_VERSION, str(root.resolve()), list(size), gray]).encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def _read_cache(key: str) -> np.ndarray | None:
+    path = cache_dir() / f"imagefolder-{key}.npy"
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_cache(key: str, x: np.ndarray) -> None:
+    folder = cache_dir()
+    tmp: str | None = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Write then rename: concurrent workers never read a half-written file.
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".npy.tmp", delete=False) as fh:
+            tmp = fh.name
+            np.save(fh, x, allow_pickle=False)
+        os.replace(tmp, folder / f"imagefolder-{key}.npy")
+    except OSError:  # a read-only or full cache costs a second decode, never the study
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
