@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from study._coerce import as_bool, as_float, as_int, as_list
 from study._validation import check_choice, check_positive, check_range, fail
 from study.errors import ConfigError
 from study.redact import one_line
@@ -222,59 +223,6 @@ _FLOAT_FIELDS = {"lr_min", "lr_max", "weight_decay_min", "weight_decay_max", "ti
                  "tracking_timeout"}
 
 
-def _as_int(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        fail(name, value, "an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-        try:  # "3.0": MLproject numbers are typed float, and 3.0 itself is accepted above
-            number = float(value.strip())
-        except ValueError:
-            pass
-        else:
-            if number.is_integer():
-                return int(number)
-    fail(name, value, "an integer")
-    raise AssertionError  # unreachable: fail() raises
-
-
-def _as_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    fail(name, value, "true or false")
-    raise AssertionError
-
-
-def _as_float(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        fail(name, value, "a number")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        fail(name, value, "a number")
-    raise AssertionError
-
-
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if isinstance(value, Iterable):
-        return list(value)
-    return [value]
-
-
 def coerce_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """Turn raw values (strings from flags or MLproject, lists from files) into field types.
 
@@ -289,21 +237,21 @@ def coerce_values(values: Mapping[str, Any]) -> dict[str, Any]:
                 f"unknown setting `{raw_key}`; allowed: {', '.join(sorted(_FIELDS))}."
             )
         if key == "compile":
-            out[key] = _as_bool(key, value)
+            out[key] = as_bool(key, value)
         elif key in _INT_FIELDS:
-            out[key] = _as_int(key, value)
+            out[key] = as_int(key, value)
         elif key == "timeout":
-            out[key] = None if value in (None, "", 0, "0") else _as_float(key, value)
+            out[key] = None if value in (None, "", 0, "0") else as_float(key, value)
         elif key == "depth":
-            out[key] = None if value in (None, "") else _as_int(key, value)
+            out[key] = None if value in (None, "") else as_int(key, value)
         elif key in ("tracking_uri", "image_size"):
             out[key] = str(value).strip() if value not in (None, "") else None
         elif key in _FLOAT_FIELDS:
-            out[key] = _as_float(key, value)
+            out[key] = as_float(key, value)
         elif key == "batch_sizes":
-            out[key] = tuple(_as_int(key, v) for v in _as_list(value))
+            out[key] = tuple(as_int(key, v) for v in as_list(value))
         elif key == "penalty_mode":
-            out[key] = tuple(str(v) for v in _as_list(value))
+            out[key] = tuple(str(v) for v in as_list(value))
         else:
             out[key] = str(value)
     return out

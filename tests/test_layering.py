@@ -20,6 +20,7 @@ from tests.conftest import REPO
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("study.errors", "study.keys"),
     ("study._validation", "study.redact"),
+    ("study._coerce",),
     ("study.training",),
     ("study.storages",),
     ("study.tracking",),
@@ -142,3 +143,39 @@ def test_checker_accepts_imports_that_run_down_or_stay_home(tmp_path, text):
                             "study/runtime/__init__.py": "", "study/runtime/lifecycle.py": "",
                             "study/runtime/m.py": text})
     assert violations(root) == []
+
+
+# --- sizes: modules under 400 lines, functions under 80 (README "Development") ---------------
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def oversized(root: Path) -> list[str]:
+    """Modules over :data:`MAX_MODULE_LINES` and functions over :data:`MAX_FUNCTION_LINES`."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        source = path.read_text()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            found.append(f"{path.relative_to(root)}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {node.name}: "
+                                 f"{length} lines")
+    return found
+
+
+@pytest.mark.parametrize("folder", ["study", "bench"])
+def test_modules_and_functions_stay_small(folder):
+    assert oversized(REPO / folder) == []
+
+
+def test_the_size_check_finds_a_long_module_and_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "long_function.py").write_text(f"def f():\n{body}\n")
+    (tmp_path / "long_module.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    (tmp_path / "fine.py").write_text("def g():\n" + "    pass\n" * (MAX_FUNCTION_LINES - 1))
+    assert oversized(tmp_path) == ["long_function.py:1 f: 81 lines",
+                                   "long_module.py: 401 lines"]

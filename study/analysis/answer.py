@@ -113,10 +113,15 @@ def _threshold(block: Mapping[str, Any], question: str) -> str | None:
             return text + "; at initialization this holds at any weight decay, which changes " \
                           "only the penalty's factor."
         return text + ("." if status == "inside" else f"; {block.get('basis')}.")
+    unsure = "" if block.get("significant", True) else \
+        ", though its 95% CI includes no change at some of them"
     if status == "always":
+        if unsure:
+            return f"The estimated total rises at every weight decay studied ({span}){unsure}."
         return f"The total rises at every weight decay studied ({span})."
     if status == "never":
-        text = f"At no weight decay studied ({span}) does the total rise"
+        text = f"At no weight decay studied ({span}) does the {'estimated ' * bool(unsure)}" \
+               f"total rise{unsure}"
         if block.get("extrapolated"):
             text += (f"; if the data part stayed as at {weight_decay_text(studied[1])}, it "
                      f"would from about {weight_decay_text(block['extrapolated'])} "

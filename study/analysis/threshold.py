@@ -44,9 +44,11 @@ def threshold(model: SizeModel, *, studied: tuple[float, float] | None,
 
     Returns:
         ``{"estimate", "ci95", "status", "reason", "studied_range", "searched_range",
-        "basis", "extrapolated"}``; ``status`` is ``inside`` (the estimate lies in the studied
-        range), ``outside`` (in the searched range but not the studied one), ``always`` (the
-        effect is positive at every searched weight decay), ``never`` or ``none``.
+        "basis", "extrapolated", "significant"}``; ``status`` is ``inside`` (the estimate lies
+        in the studied range), ``outside`` (in the searched range but not the studied one),
+        ``always`` (the effect is positive at every searched weight decay), ``never`` or
+        ``none``; for
+        ``always`` and ``never``, ``significant`` says whether every 95% interval excludes zero.
     """
     search = studied if (varied and model.question == "early" and studied) else SEARCH
     block: dict[str, Any] = {"estimate": None, "ci95": [None, None], "status": "none",
@@ -73,12 +75,16 @@ def threshold(model: SizeModel, *, studied: tuple[float, float] | None,
         block["status"] = "inside" if inside else "outside"
         return block
     where = "in the studied range" if search == studied else "at any weight decay"
+    # Whether every weight decay's 95% interval excludes zero: "always" from estimates alone
+    # would overstate an inconclusive study.
+    block["significant"] = bool(np.all(total.margin() > 0))
+    estimated = "" if block["significant"] else "estimated "
     if np.all(est > 0):
         block["status"], edge = "always", 0
-        block["reason"] = f"the total's size effect is positive {where}"
+        block["reason"] = f"the total's {estimated}size effect is positive {where}"
     elif np.all(est <= 0):
         block["status"], edge = "never", len(grid) - 1
-        block["reason"] = f"the total's size effect is not positive {where}"
+        block["reason"] = f"the total's {estimated}size effect is not positive {where}"
     else:
         block["reason"] = "the total's size effect falls as weight decay grows"
         return block

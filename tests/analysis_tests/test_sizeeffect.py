@@ -102,6 +102,7 @@ def test_a_data_part_that_rises_makes_the_total_rise_at_every_weight_decay():
     table = truth_table(data_shift=lambda x: 0.1 * x)
     found = threshold(model_of(table, "early"), studied=(1e-5, 1e-2), varied=True)
     assert found["status"] == "always" and found["estimate"] is None
+    assert found["significant"] is True
 
 
 def test_a_threshold_above_the_studied_range_is_extrapolated_not_invented():

@@ -127,3 +127,15 @@ def test_an_adaptive_sampler_is_named_with_what_to_run_instead(sampler, named):
                        sampler=sampler)
     assert ("study explain" in document["verdict"]["text"]) is named
     assert document["design"]["adaptive"] is named
+
+
+@pytest.mark.parametrize(("significant", "expected"), [
+    (True, "The total rises at every weight decay studied (1.0e-05 to 1.0e-02)."),
+    (False, "The estimated total rises at every weight decay studied (1.0e-05 to 1.0e-02), though "
+            "its 95% CI includes no change at some of them."),
+])
+def test_always_says_estimated_unless_every_interval_excludes_zero(significant, expected):
+    from study.analysis.answer import _threshold
+
+    block = {"status": "always", "studied_range": [1e-5, 1e-2], "significant": significant}
+    assert _threshold(block, "early") == expected
