@@ -57,6 +57,14 @@ def _show_default(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _help(field: dataclasses.Field) -> str:
+    """The field's help with its default, unless the help already says it (unset defaults)."""
+    text = field.metadata["help"]
+    if field.default is None and "(default:" in text:
+        return text
+    return f"{text}  [default: {_show_default(field.default)}]"
+
+
 def config_options(exclude: Sequence[str] = ()) -> Callable[[Callable], Callable]:
     """Add one option per :class:`StudyConfig` field, plus ``--config FILE``.
 
@@ -76,8 +84,7 @@ def config_options(exclude: Sequence[str] = ()) -> Callable[[Callable], Callable
             fn = click.option(
                 "--" + field.name.replace("_", "-"), field.name,
                 type=_click_type(field.name), default=None,
-                envvar=field.metadata.get("envvar"),
-                help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
+                envvar=field.metadata.get("envvar"), help=_help(field),
             )(fn)
         return click.option(
             "--config", "config_file", type=click.Path(dir_okay=False), default=None,

@@ -348,6 +348,8 @@ def _flat(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
+    if value is None:
+        return "unset"
     if isinstance(value, tuple):
         return repr(",".join(str(v) for v in value))
     return repr(value)

@@ -46,7 +46,7 @@ BROKEN = {
                            "to logits of shape (2, 3), but returned (2, 7)"),
     "raises": ("def build(width, *, input_shape, n_classes):\n"
                "    raise NotImplementedError('3D only')\n",
-               "raised at width=2: NotImplementedError: 3D only"),
+               "raised at width=2 (net.py:2): NotImplementedError: 3D only"),
 }
 
 
@@ -137,7 +137,9 @@ def test_the_model_string_and_source_hash_are_kept(own_study):
     study = optuna.load_study(study_name="cnn-width", storage=storage)
     assert study.user_attrs["study_config"]["model"] == spec
     assert study.user_attrs["model_sha256"] == digest
-    assert all(r.data.params["model"] == spec for r in _runs(tracking, "trial"))
+    for run in _runs(tracking, "trial"):
+        assert run.data.params["model"] == spec
+        assert run.data.params["input_shape"] == "3x12x14"  # the size the folder resolved to
 
 
 def test_the_landscape_probe_works_on_the_users_model(own_study):

@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from study.report.figures import message_figure, to_png
 
@@ -74,6 +74,7 @@ def build_size_effect_figure(analysis: Mapping[str, Any] | None) -> Figure | Non
     fig.text(0.5, 0.008, note, ha="center", fontsize=8.5, color="0.3")
     fig.suptitle("Loss against parameter count: total = data + L2 penalty, per group of trials",
                  fontsize=12)
+    _place_log_ticks(fig)
     return fig
 
 
@@ -93,12 +94,15 @@ def build_threshold_figure(analysis: Mapping[str, Any] | None) -> Figure | None:
     handles = [Line2D([], [], color="black", lw=2, label="total, with 95% CI"),
                Line2D([], [], color="tab:blue", ls="--", label="data part"),
                Line2D([], [], color="tab:red", ls=":", lw=2, label="L2 penalty part"),
-               Line2D([], [], color="tab:green", lw=6, alpha=0.3,
-                      label="threshold: total turns positive (95% CI)"),
                Line2D([], [], color="0.5", lw=6, alpha=0.15, label="weight decays studied")]
+    if any((b.get("threshold") or {}).get("estimate") and b.get("effect_curve")
+           for b in blocks.values()):
+        handles.insert(3, Line2D([], [], color="tab:green", lw=6, alpha=0.3,
+                                 label="threshold: total turns positive (95% CI)"))
     fig.legend(handles=handles, loc="lower center", ncols=3, frameon=False, fontsize=9)
     fig.suptitle("At which weight decay do bigger models start higher? (l2-in-loss)",
                  fontsize=12)
+    _place_log_ticks(fig)
     return fig
 
 
@@ -111,8 +115,7 @@ def _size_panel(ax: Any, block: Mapping[str, Any], part: str, handles: dict[str,
     ax.set_xlabel("parameters")
     ax.grid(True, which="major", alpha=0.3)
     if not groups:
-        ax.text(0.5, 0.5, "no usable trials", ha="center", va="center", transform=ax.transAxes,
-                color="0.4")
+        _empty(ax, _too_few(block))
         return
     colors = _group_colors(groups)
     member = np.asarray(points.get("group", []), dtype=float)
@@ -136,8 +139,8 @@ def _threshold_panel(ax: Any, block: Mapping[str, Any]) -> None:
     ax.set_xlabel("weight decay")
     ax.grid(True, which="major", alpha=0.3)
     if not curve:
-        ax.text(0.5, 0.5, "no l2-in-loss trials", ha="center", va="center",
-                transform=ax.transAxes, color="0.4")
+        reason = (block.get("threshold") or {}).get("reason")
+        _empty(ax, reason.split(":")[0] if reason else _too_few(block))
         return
     wd = np.asarray(curve["weight_decay"], dtype=float)
     total = curve["total"]
@@ -174,6 +177,18 @@ def _threshold_panel(ax: Any, block: Mapping[str, Any]) -> None:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+def _too_few(block: Mapping[str, Any]) -> str:
+    n = int(block.get("n_trials_used") or 0)
+    return f"{n} usable trial{'s' * (n != 1)}: too few to fit" if n else "no usable trials"
+
+
+def _empty(ax: Any, text: str) -> None:
+    """A panel with nothing to draw says why, on bare axes (no made-up scale)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("")
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4",
+            wrap=True)
 def _focus(curve: Mapping[str, Any]) -> tuple[float, float]:
     """Y limits that show where the total crosses zero: three times the larger of the data
     part and the total's interval; the penalty part, growing with weight decay, leaves the top."""
@@ -227,18 +242,46 @@ def _group_colors(groups: list[Mapping[str, Any]]) -> list[Any]:
 
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+# Ticks at 1, 2 and 5 times powers of ten when fewer than two powers of ten are in view.
+_SUBS = ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7))
+_MAX_TICKS = 7
 
 
-def _power_of_ten(value: float, _position: int) -> str:
-    """``10³`` for 1000: plain text (no mathtext to parse), exact at powers of ten."""
-    exponent = round(math.log10(value)) if value > 0 else 0
-    return f"10{str(exponent).translate(_SUPERSCRIPT)}"
+def _tick_label(value: float, _position: int = 0) -> str:
+    """``10³`` or ``2×10³``: plain text (no mathtext to parse), exact at the chosen ticks."""
+    if value <= 0:
+        return ""
+    exponent = math.floor(math.log10(value) + 1e-9)
+    mantissa = round(value / 10**exponent, 2)
+    power = f"10{str(exponent).translate(_SUPERSCRIPT)}"
+    return power if mantissa == 1 else f"{mantissa:g}×{power}"
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """At most seven ticks in ``[lo, hi]``: powers of ten when two or more are in view, else
+    1-2-5 multiples of them (a finer set for under half a decade)."""
+    if not (0 < lo < hi and math.isfinite(hi)):
+        return []
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    ticks: list[float] = []
+    for subs in _SUBS:
+        ticks = [m * 10.0**e for e in range(first, last + 1) for m in subs
+                 if lo * (1 - 1e-9) <= m * 10.0**e <= hi * (1 + 1e-9)]
+        if len(ticks) >= 2:
+            break
+    return ticks[:: math.ceil(len(ticks) / _MAX_TICKS)] if ticks else ticks
 
 
 def _log_x(ax: Any) -> None:
-    """A log x axis labelled at powers of ten only, so labels never crowd (no minor ticks:
-    they cost more to draw than they tell)."""
+    """A log x axis without minor ticks (they cost more to draw than they tell); its ticks are
+    placed by :func:`_place_log_ticks` once the limits are known."""
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=7))
-    ax.xaxis.set_major_formatter(FuncFormatter(_power_of_ten))
     ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
+
+
+def _place_log_ticks(fig: Figure) -> None:
+    for ax in fig.axes:
+        if ax.get_xscale() == "log" and ax.get_xticks().size:
+            ax.set_xticks(log_ticks(*ax.get_xlim()))
+            ax.xaxis.set_minor_locator(NullLocator())

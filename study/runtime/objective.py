@@ -105,7 +105,8 @@ def train_logged(
                       compile=config.compile)
     init = trainer.initial_losses()
     tracker.log_params(
-        run_id, trial_params(hp, config, device=device, n_params=trainer.n_params, seed=seed),
+        run_id, trial_params(hp, config, device=device, n_params=trainer.n_params, seed=seed,
+                             input_shape=(data.in_channels, *data.input_size)),
         metrics={"n_params": trainer.n_params, **init.metrics()}, new_run=new_run)
     if on_start is not None:
         on_start(trainer.n_params, init)

@@ -51,9 +51,12 @@ def train_seed(study_seed: int, trial_number: int) -> int:
 
 
 def trial_params(hp: HParams, config: StudyConfig, *, device: str, n_params: int,
-                 seed: int) -> dict:
-    """The params of a trial run (SPEC sections 5 and 9); ``seed`` is its training seed."""
-    return {
+                 seed: int, input_shape: tuple[int, ...] | None = None) -> dict:
+    """The params of a trial run (SPEC sections 5 and 9); ``seed`` is its training seed and
+    ``input_shape`` the ``(C, H, W)`` the model was built for (an image folder's resolved
+    size)."""
+    shape = {"input_shape": "x".join(str(s) for s in input_shape)} if input_shape else {}
+    return {**shape,
         "width": hp.width, "lr": hp.lr, "batch_size": hp.batch_size,
         "weight_decay": hp.weight_decay, "penalty_mode": hp.penalty_mode,
         "model": config.model, "dataset": config.dataset, "init": config.init,

@@ -20,7 +20,7 @@ from typing import Any
 from study.errors import ConfigError
 from study.redact import one_line
 
-__all__ = ["is_callable_spec", "load_callable", "source_file", "source_sha256"]
+__all__ = ["is_callable_spec", "load_callable", "source_file", "source_sha256", "where_raised"]
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _MODULE_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*$")
@@ -85,9 +85,24 @@ def load_callable(spec: str, *, field: str) -> Callable[..., Any]:
                               f"attribute {part!r}.")
         target = getattr(target, part)
     if not callable(target):
-        raise ConfigError(f"`{field}` {spec!r} must name a callable, but {name} is a "
-                          f"{type(target).__name__}.")
+        kind = type(target).__name__
+        raise ConfigError(f"`{field}` {spec!r} must name a callable, but {name} is "
+                          f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}.")
     return target
+
+
+def where_raised(exc: BaseException) -> str:
+    """`` (file.py:12)``: the innermost frame of a user's code that raised (empty if none), so a
+    one-line error still points at the line to fix."""
+    import traceback
+
+    ours = Path(__file__).resolve().parents[1]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "site-packages" not in f.filename and "dist-packages" not in f.filename
+              and not Path(f.filename).resolve().is_relative_to(ours)]
+    if not frames:
+        return ""
+    return f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})"
 
 
 def _import(module: str, spec: str, field: str) -> Any:

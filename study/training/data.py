@@ -20,7 +20,7 @@ import torch
 from study._validation import fail
 from study.errors import DataError
 from study.redact import one_line
-from study.training._imports import is_callable_spec, load_callable
+from study.training._imports import is_callable_spec, load_callable, where_raised
 from study.training.images import Progress, load_image_folder, parse_image_size
 
 __all__ = ["DATASETS", "TensorData", "check_dataset_spec", "check_image_size", "load_dataset"]
@@ -232,8 +232,8 @@ def _from_loader(spec: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         result = loader()
     except Exception as exc:  # user code may raise anything
-        raise DataError(f"`dataset` {spec!r} raised: {type(exc).__name__}: {one_line(exc)}") \
-            from None
+        raise DataError(f"`dataset` {spec!r} raised{where_raised(exc)}: {type(exc).__name__}: "
+                        f"{one_line(exc)}") from None
     if not isinstance(result, tuple | list) or len(result) != 2:
         length = f" of length {len(result)}" if isinstance(result, tuple | list) else ""
         raise DataError(f"`dataset` {spec!r} must return a pair (X, y), but returned "

@@ -9,7 +9,7 @@ import torch
 
 from study.errors import ConfigError
 from study.redact import one_line
-from study.training._imports import is_callable_spec, source_sha256
+from study.training._imports import is_callable_spec, source_sha256, where_raised
 from study.training.data import TensorData
 from study.training.models import MODELS, build_model, count_parameters
 from study.training.penalty import penalized_parameters
@@ -86,7 +86,8 @@ def _check_forward(spec: str, model: torch.nn.Module, batch: torch.Tensor, *, n_
             out = model(batch)
     except Exception as exc:  # user code may raise anything
         raise ConfigError(f"`model` {spec!r} failed on a batch of shape {shape} at "
-                          f"width={width}: {type(exc).__name__}: {one_line(exc)}") from None
+                          f"width={width}{where_raised(exc)}: {type(exc).__name__}: "
+                          f"{one_line(exc)}") from None
     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if got != expected:
         raise ConfigError(f"`model` {spec!r} must map a batch of shape {shape} to logits of "

@@ -24,7 +24,7 @@ from torch import nn
 from study._validation import check_choice, fail
 from study.errors import ConfigError
 from study.redact import one_line
-from study.training._imports import is_callable_spec, load_callable
+from study.training._imports import is_callable_spec, load_callable, where_raised
 from study.training.penalty import KERNEL_MODULES
 from study.training.resnet import resnet
 
@@ -136,7 +136,7 @@ def _from_factory(spec: str, width: int, input_shape: tuple[int, ...],
     try:
         model = factory(width, input_shape=input_shape, n_classes=n_classes)
     except Exception as exc:  # user code may raise anything
-        raise ConfigError(f"`model` {spec!r} raised at width={width}: "
+        raise ConfigError(f"`model` {spec!r} raised at width={width}{where_raised(exc)}: "
                           f"{type(exc).__name__}: {one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"`model` {spec!r} must return a torch.nn.Module, but returned a "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from study.report.size_figures import build_size_effect_figure, build_threshold_figure
+from study.report.size_figures import build_size_effect_figure, build_threshold_figure, log_ticks
 from tests.report_tests.factory import make_analysis, make_analysis_v1
 
 
@@ -85,14 +85,71 @@ def test_a_curve_runs_through_its_own_trials(size_figure, analysis):
         assert abs(np.median(ys - curve)) < 0.5 * np.std(ys) + 1e-9, line.get_label()
 
 
+TICK = re.compile(r"(\d(\.\d+)?×)?10[⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+
+
 def test_log_axis_labels_are_powers_of_ten_that_do_not_crowd(size_figure):
     canvas = FigureCanvasAgg(size_figure)
     canvas.draw()
     for ax in size_figure.axes:
-        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
-        shown = [t for t in labels if t]
-        assert 1 <= len(shown) <= 7
-        assert all(re.fullmatch("10[⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+", t) for t in shown), shown
+        shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        lo, hi = ax.get_xlim()
+        assert 2 <= len(shown) <= 7, shown
+        assert all(TICK.fullmatch(t) for t in shown), shown
+        assert all(lo <= x <= hi for x in ax.get_xticks())
+
+
+@pytest.mark.parametrize(("lo", "hi", "expected"), [
+    (1.5e3, 7e5, [1e4, 1e5]),                       # two powers of ten in view: only those
+    (1.79e3, 6.18e4, [2e3, 5e3, 1e4, 2e4, 5e4]),    # one: 1-2-5 multiples
+    (282, 885, [300, 500, 700]),                    # none, under half a decade: finer
+    (1e-5, 1e-2, [1e-5, 1e-4, 1e-3, 1e-2]),         # the ends themselves count
+])
+def test_log_ticks_show_at_least_two_labels_at_any_range(lo, hi, expected):
+    assert np.allclose(log_ticks(lo, hi), expected)
+
+
+def test_log_ticks_never_crowd_over_many_decades():
+    ticks = log_ticks(1e-12, 1e12)
+    assert 2 <= len(ticks) <= 7 and all(np.isclose(np.log10(t) % 1, 0) for t in ticks)
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0, 10), (5, 5), (10, 1)])
+def test_log_ticks_of_an_empty_or_invalid_range_are_none(lo, hi):
+    assert log_ticks(lo, hi) == []
+
+
+@pytest.fixture(scope="module")
+def small_analysis() -> dict:
+    from study.analysis import analyze
+    from study.analysis.simulation import SCENARIOS, simulate
+
+    return analyze(simulate(SCENARIOS[0], 0).head(4), study_name="small", early_epochs=1,
+                   sampler="random")
+
+
+def test_panels_without_a_fit_say_why_on_bare_axes(small_analysis):
+    figure = build_size_effect_figure(small_analysis)
+    assert figure is not None
+    empty = [ax for ax in figure.axes if not ax.get_lines()]
+    assert empty
+    for ax in empty:
+        assert [t.get_text() for t in ax.texts] == ["4 usable trials: too few to fit"]
+        assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+
+
+def test_a_threshold_legend_entry_only_when_a_threshold_is_drawn(analysis, threshold_fig):
+    import copy
+
+    entry = "threshold: total turns positive (95% CI)"
+    drawn = [t.get_text() for t in threshold_fig.legends[0].get_texts()]
+    assert (entry in drawn) == any(ax.texts for ax in threshold_fig.axes)
+    none_found = copy.deepcopy(analysis)
+    for block in (none_found, none_found["init"]):
+        block["threshold"]["estimate"] = None
+    figure = build_threshold_figure(none_found)
+    assert entry not in [t.get_text() for t in figure.legends[0].get_texts()]
+    assert not any(ax.texts for ax in figure.axes)
 
 
 def test_no_text_is_clipped(size_figure, threshold_fig):

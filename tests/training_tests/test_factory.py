@@ -142,11 +142,11 @@ BROKEN = {
                          r"could not be imported: RuntimeError: no GPU here"),
     "missing_attribute": ("{file}:make", GOOD, r"could not be loaded: .* has no attribute "
                                                 r"'make'"),
-    "not_callable": ("{file}:VALUE", "VALUE = 3\n", r"must name a callable, but VALUE is a int"),
+    "not_callable": ("{file}:VALUE", "VALUE = 3\n", r"must name a callable, but VALUE is an int"),
     "missing_file": ("{dir}/nope.py:build", None, r"could not be imported: no file at"),
     "raises": ("{file}:build", "def build(width, *, input_shape, n_classes):\n"
                                "    raise ValueError(f'bad width {width}')\n",
-               r"raised at width=2: ValueError: bad width 2"),
+               r"raised at width=2 \(raises.py:2\): ValueError: bad width 2"),
     "returns_no_module": ("{file}:build", "def build(width, **kw):\n    return [width]\n",
                           r"must return a torch.nn.Module, but returned a list at width=2"),
     "wrong_output_shape": ("{file}:build", GOOD.replace("nn.Linear(width, n_classes)",

@@ -241,7 +241,7 @@ def test_a_loader_returns_x_and_y(tmp_path):
     ("bad_shape", r"`X` must have shape \(N, H, W\), \(N, C, H, W\) or \(N, C, D, H, W\)"),
     ("not_a_pair", r"`dataset` '.*loader.py:not_a_pair' must return a pair \(X, y\), but "
                    r"returned ndarray"),
-    ("raises", r"`dataset` '.*loader.py:raises' raised: OSError: disk gone"),
+    ("raises", r"`dataset` '.*loader.py:raises' raised \(loader.py:11\): OSError: disk gone"),
 ])
 def test_a_bad_loader_is_one_line(tmp_path, name, message):
     (tmp_path / "loader.py").write_text(textwrap.dedent(LOADER))
