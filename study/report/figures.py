@@ -26,7 +26,8 @@ from matplotlib.ticker import MaxNLocator
 
 from study.report._format import is_missing, numeric, text
 
-__all__ = ["DPI", "curves_figure", "importance_figure", "message_figure", "to_png"]
+__all__ = ["DPI", "curves_figure", "importance_figure", "importance_gap", "message_figure",
+           "to_png"]
 
 DPI = 100
 _MODE_COLORS = {"l2-in-loss": "tab:red", "coupled": "tab:blue", "decoupled": "tab:green",
@@ -94,23 +95,32 @@ def curves_figure(table: pd.DataFrame | None, *, max_trials: int = 30) -> bytes:
     return to_png(fig)
 
 
+def importance_gap(importance: pd.DataFrame | None) -> str | None:
+    """Why no importance can be drawn (the evaluators' own reasons), or ``None``."""
+    frame = _frame(importance)
+    if frame.empty or not {"target", "evaluator", "param", "importance"} <= set(frame.columns):
+        return "no importance available"
+    if np.isfinite(numeric(frame, "importance")).any():
+        return None
+    reasons = frame["error"].dropna().map(text).unique() if "error" in frame else []
+    why = "; ".join(reasons[:3]) if len(reasons) else "every evaluator failed"
+    return f"no importance available: {why}"
+
+
 def importance_figure(importance: pd.DataFrame | None) -> bytes:
     """Hyperparameter importance with bootstrap 95% intervals, one panel per target.
 
     Bars are grouped by evaluator (legend names the evaluator and its seeds); derived
     parameters (``n_params``, a function of the searched width) are hatched and labelled.
     """
+    gap = importance_gap(importance)
+    if gap is not None:
+        return message_figure(gap, title="Hyperparameter importance")
     frame = _frame(importance)
-    needed = {"target", "evaluator", "param", "importance"}
-    if frame.empty or not needed <= set(frame.columns):
-        return message_figure("no importance available", title="Hyperparameter importance")
     frame = frame.assign(_value=numeric(frame, "importance"), _lo=numeric(frame, "ci_lo"),
                          _hi=numeric(frame, "ci_hi"),
                          target=frame["target"].map(text), evaluator=frame["evaluator"].map(text),
                          param=frame["param"].map(text))
-    if not np.isfinite(frame["_value"]).any():
-        return message_figure("no importance available (every evaluator failed)",
-                              title="Hyperparameter importance")
     targets = _ordered(frame["target"], _TARGET_ORDER)
     evaluators = _ordered(frame["evaluator"], _EVALUATOR_ORDER)
     colors = {ev: _EVALUATOR_COLORS[i % len(_EVALUATOR_COLORS)] for i, ev in enumerate(evaluators)}
@@ -146,7 +156,7 @@ def importance_figure(importance: pd.DataFrame | None) -> bytes:
 
 def message_figure(message: str, *, title: str | None = None) -> bytes:
     """A small figure that only says ``message`` (for absent inputs)."""
-    fig = Figure(figsize=(6, 1.6))
+    fig = Figure(figsize=(6 if len(message) < 70 else 9, 1.6))
     fig.text(0.5, 0.42, message, ha="center", va="center", fontsize=12, color="0.3", wrap=True)
     if title:
         fig.text(0.5, 0.85, title, ha="center", va="center", fontsize=12)

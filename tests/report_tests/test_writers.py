@@ -270,6 +270,20 @@ def test_figures_alone() -> None:
     assert curves_figure(table).startswith(PNG_SIGNATURE)
 
 
+def test_without_importance_the_figure_gives_the_evaluators_reasons() -> None:
+    from study.report.figures import importance_gap
+
+    reasons = {"fanova": "4 usable trials for val_loss, fanova needs at least 5",
+               "ped-anova": "4 usable trials for val_loss, ped-anova needs at least 10"}
+    failed = pd.DataFrame([{"target": "val_loss", "evaluator": ev, "param": None,
+                            "importance": math.nan, "error": why} for ev, why in reasons.items()])
+    assert importance_gap(failed) == "no importance available: " + "; ".join(reasons.values())
+    assert importance_gap(pd.DataFrame()) == "no importance available"
+    assert importance_gap(make_importance()) is None
+    nan_only = make_importance().assign(importance=math.nan, error=None)
+    assert importance_gap(nan_only) == "no importance available: every evaluator failed"
+
+
 def test_overwrites_previous_report(tmp_path: Path, inputs: dict[str, Any]) -> None:
     write_report(tmp_path, **inputs)
     paths = write_report(tmp_path, **{**inputs, "table": make_table(5)})
