@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from study._validation import folder_name
 from study.config import StudyConfig, resolve_config
 
 __all__ = ["REPORT_OPTIONS", "SEARCH_FIELDS", "WHOLE_NUMBER", "config_options", "output_folder",
@@ -117,8 +118,15 @@ def store_options(fn: Callable) -> Callable:
 
 
 def output_folder(config: StudyConfig, given: str | None) -> Path:
-    """``--output-dir``, else ``reports/STUDY_NAME``."""
-    return Path(given) if given else Path("reports") / config.study_name
+    """``--output-dir``, else ``reports/STUDY_NAME`` (a name that is not a safe folder name
+    gets one derived from it, and a note says so)."""
+    if given:
+        return Path(given)
+    folder = folder_name(config.study_name)
+    if folder != config.study_name:
+        click.echo(f"note: study name {config.study_name!r} is not a safe folder name; "
+                   f"writing to reports/{folder}", err=True)
+    return Path("reports") / folder
 
 
 

@@ -5,6 +5,7 @@ The message shape follows Optuna and scikit-learn: "`lr_min` must be > 0, but go
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,3 +40,25 @@ def check_range(field_min: str, low: float, field_max: str, high: float) -> None
             f"`{field_min}` must be <= `{field_max}`, but got "
             f"{field_min}={low!r} and {field_max}={high!r}."
         )
+
+
+# Path separators, control characters and "..": a study name becomes a folder under reports/.
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]|\.\.")
+
+
+def check_new_study_name(name: str) -> None:
+    """Refuse a name for a new study that could not be a folder name of its own.
+
+    Raises:
+        ConfigError: The name holds a path separator, ``..`` or a control character.
+    """
+    if _UNSAFE_NAME.search(name):
+        fail("study_name", name, "a name without '/', '\\', '..' or control characters (it "
+                                 "names the study's report folder)")
+
+
+def folder_name(name: str) -> str:
+    """A folder name derived from a study name: unsafe parts become ``_``, leading dots go, so
+    ``reports/<folder_name>`` never points outside ``reports/``."""
+    safe = _UNSAFE_NAME.sub("_", name).lstrip(". ")
+    return safe or "study"

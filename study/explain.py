@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from study._validation import folder_name
 from study.analysis import analyze_study
 from study.config import StudyConfig
 from study.errors import ConfigError
@@ -70,7 +71,7 @@ def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,
         config = config.replace(study_name=_name(config, lr, weight_decay))
     defining = {k: getattr(config, k) for k in StudyConfig.field_names("study")}
     session = run_session(config, given={**given, **defining}, queue=design.trials())
-    out = Path(output_dir) if output_dir else Path("reports") / config.study_name
+    out = Path(output_dir) if output_dir else Path("reports") / folder_name(config.study_name)
     document, _, logged = analyze_study(config, output_dir=out)
     report_study(config, output_dir=out, evaluators=report["evaluators"], seed=report["seed"],
                  n_bootstrap=report["n_bootstrap"])

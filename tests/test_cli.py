@@ -115,6 +115,8 @@ BAD_INPUTS = {
     "npz_with_nan": (_npz_nan, 1, ["`X`", "NaN"]),
     "npz_length_mismatch": (_npz_short_y, 1, ["`y`", "`X` (40)", "len(y)=39"]),
     "config_unknown_key": (_config_unknown_key, 1, ["unknown setting `bogus_key`"]),
+    "study_name_is_a_path": (lambda d: ["--study-name", "../x"], 1,
+                             ["`study_name`", "study_name='../x'"]),
     "lr_min_not_a_number": (lambda d: ["--lr-min", "abc"], 2, ["--lr-min", "'abc'"]),
 }
 

@@ -28,7 +28,9 @@ PARENT_METRICS = {"study/n_complete", "study/n_pruned", "study/n_failed", "study
 def mlflow_run(entry: str, params: dict[str, str], *, cwd: Path, tracking_uri: str,
                experiment: str = "e2e") -> subprocess.CompletedProcess:
     bin_dir = str(Path(sys.executable).parent)
-    env = cli_env(tracking_uri, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    # The image cache stays in the test's folder, not the user's home.
+    env = cli_env(tracking_uri, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                  STUDY_CACHE_DIR=str(cwd / "cache"))
     cmd = [str(Path(bin_dir) / "mlflow"), "run", str(REPO), "-e", entry, "--env-manager",
            "local", "--experiment-name", experiment]
     for key, value in params.items():

@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from study._validation import check_new_study_name
 from study.config import StudyConfig, check_no_conflict, config_from_stored
 from study.errors import ConfigError, StorageError
 from study.keys import CONFIG_ATTR
@@ -121,6 +122,8 @@ def prepare_study(
                              stale_callback=handler, on_stale=mark_heartbeat_dead)
     study_id = _study_id(storage, config.study_name)
     stored = None if study_id is None else storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+    if study_id is None and create:
+        check_new_study_name(config.study_name)
     if study_id is None and not create:
         raise StorageError(
             f"`study_name` must name an existing study in {redact(config.storage)}, but got "

@@ -20,31 +20,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from study.errors import TrackingError
 from study.redact import one_line, redact
 from study.storages._sqlite import tune_sqlite_engine
+from study.tracking._errors import is_transient
 
 __all__ = ["Tracker"]
 
 # MLflow caps a param value at 6000 characters; config values are far below it.
 _PARAM_LIMIT = 6000
 _FIRST_DELAY, _MAX_DELAY = 1.0, 30.0
-_TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR"}
-_TRANSIENT_MARKERS = ("Max retries exceeded", "Connection refused", "ConnectionError",
-                      "database is locked", "Read timed out", "Connection aborted",
-                      "503", "502", "504")
-
-
-def _transient(exc: BaseException) -> bool:
-    """Worth retrying: the store is down or busy, not the request wrong."""
-    if isinstance(exc, MlflowException):
-        code = getattr(exc, "error_code", "")
-        if code in _TRANSIENT_CODES:
-            return True
-        text = str(exc)
-        return any(marker in text for marker in _TRANSIENT_MARKERS)
-    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) or any(
-        marker in str(exc) for marker in _TRANSIENT_MARKERS
-    )
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -101,12 +83,19 @@ class Tracker:
         return self._call(self.client.get_experiment, experiment_id).name
 
     def get_run(self, run_id: str) -> Any | None:
-        """The run ``run_id``, or ``None`` when it does not exist or was deleted."""
-        try:
-            run = self.client.get_run(run_id)
-        except MlflowException:
-            return None
-        return None if run.info.lifecycle_stage == "deleted" else run
+        """The run ``run_id``, or ``None`` when it does not exist or was deleted (an
+        unreachable store is retried, then an error, never taken for a missing run)."""
+
+        def get_run(run_id: str) -> Any | None:
+            try:
+                return self.client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    return None
+                raise
+
+        run = self._call(get_run, run_id)
+        return None if run is None or run.info.lifecycle_stage == "deleted" else run
 
     def create_run(
         self, experiment_id: str, *, name: str, tags: Mapping[str, str],
@@ -204,7 +193,7 @@ class Tracker:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:  # MlflowException, requests and driver errors
-                if not _transient(exc):
+                if not is_transient(exc):
                     raise TrackingError(f"MLflow {fn.__name__} failed: {one_line(exc)}") from None
                 if time.monotonic() + delay > deadline:
                     raise TrackingError(

@@ -1,0 +1,62 @@
+"""Which tracking-store failures are worth retrying, decided by exception type and status code,
+never by the message text (a run id may contain "503"; a path may contain "refused")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from mlflow.exceptions import MlflowException, RestException
+
+__all__ = ["is_transient"]
+
+# MLflow error codes that mean "the server is there but cannot answer now".
+_TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED",
+                    "DEADLINE_EXCEEDED"}
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    import requests
+    import sqlalchemy.exc
+    import urllib3.exceptions
+
+    return (
+        ConnectionError, TimeoutError,  # builtins: refused, reset, broken pipe, timed out
+        requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+        requests.exceptions.RetryError, requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.ProtocolError, urllib3.exceptions.NewConnectionError,
+        urllib3.exceptions.MaxRetryError, urllib3.exceptions.TimeoutError,
+        sqlalchemy.exc.OperationalError, sqlalchemy.exc.DisconnectionError,
+        sqlalchemy.exc.TimeoutError,
+    )
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` means the store is down or busy (retry) rather than the request wrong.
+
+    Transient: a connection or timeout error anywhere in the exception's chain (MLflow wraps
+    ``requests`` and SQLAlchemy errors), an MLflow code saying "unavailable" (503, 429, 504, a
+    database error of a SQL store), or a server's own 500 (a tracking server whose database
+    restarts). Everything else is permanent and reported at once: permission, not-found and
+    bad-request errors, and any ``OSError`` that is not a connection error.
+    """
+    transient_types = _transient_types()
+    if any(isinstance(err, transient_types) for err in _chain(exc)):
+        return True
+    if not isinstance(exc, MlflowException):
+        return False
+    if exc.error_code in _TRANSIENT_CODES:
+        return True
+    # A 500 or 502 the server sent (JSON or a proxy's page) has no cause; a client-side
+    # MlflowException wrapping a non-transient error has one and is permanent.
+    server_said = isinstance(exc, RestException) or (exc.__cause__ is None
+                                                     and exc.__context__ is None)
+    return exc.error_code == "INTERNAL_ERROR" and server_said

@@ -1,0 +1,101 @@
+"""Transient vs permanent tracking failures, by type and status code: real MLflow stores, a real
+refused connection, and the exceptions MLflow and the libraries below it really raise."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+import requests
+import sqlalchemy.exc
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.protos.databricks_pb2 import (
+    BAD_REQUEST,
+    INTERNAL_ERROR,
+    PERMISSION_DENIED,
+    RESOURCE_DOES_NOT_EXIST,
+    TEMPORARILY_UNAVAILABLE,
+)
+
+from study.errors import TrackingError
+from study.tracking import Tracker
+from study.tracking._errors import is_transient
+
+
+def _wrapped(inner: BaseException) -> MlflowException:
+    """What MLflow's REST client raises once requests gives up: the error as its context."""
+    try:
+        raise inner
+    except BaseException as exc:
+        try:
+            raise MlflowException(f"API request to http://x/api failed with exception {exc}")
+        except MlflowException as wrapped:
+            return wrapped
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed on exit: connecting is refused
+
+
+@pytest.mark.parametrize("exc", [
+    ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
+    TimeoutError("timed out"),
+    _wrapped(requests.exceptions.ConnectionError("Max retries exceeded")),
+    _wrapped(requests.exceptions.RetryError("too many 503 error responses")),
+    MlflowException("database is locked", error_code=TEMPORARILY_UNAVAILABLE),
+    RestException({"error_code": "INTERNAL_ERROR", "message": "db connection lost"}),
+    MlflowException("API request to endpoint /x failed with error code 502 != 200",
+                    error_code=INTERNAL_ERROR),
+], ids=["refused", "timeout", "requests-connection", "requests-retry", "unavailable",
+        "server-500", "proxy-502"])
+def test_transient_failures_are_retried(exc):
+    assert is_transient(exc)
+
+
+@pytest.mark.parametrize("exc", [
+    PermissionError(errno.EACCES, "Permission denied", "/artifacts/run"),
+    FileNotFoundError(errno.ENOENT, "No such file or directory", "/nope"),
+    OSError(errno.ENOSPC, "No space left on device"),
+    MlflowException("Run with id=a503b not found", error_code=RESOURCE_DOES_NOT_EXIST),
+    MlflowException("Connection refused is not a valid tag", error_code=BAD_REQUEST),
+    RestException({"error_code": "PERMISSION_DENIED", "message": "no access to 503"}),
+    MlflowException("no access", error_code=PERMISSION_DENIED),
+    _wrapped(ValueError("bad header 504")),
+], ids=["permission", "not-found", "disk-full", "run-id-503", "text-says-refused", "rest-403",
+        "denied", "client-bug"])
+def test_permanent_failures_are_not_retried_whatever_their_text(exc):
+    assert not is_transient(exc)
+
+
+def test_a_locked_sqlite_store_is_transient():
+    inner = sqlalchemy.exc.OperationalError("INSERT ...", {}, Exception("database is locked"))
+    try:
+        raise inner
+    except sqlalchemy.exc.OperationalError as exc:
+        try:
+            raise MlflowException(str(exc), error_code=INTERNAL_ERROR) from exc
+        except MlflowException as wrapped:
+            assert is_transient(wrapped)
+
+
+def test_a_missing_run_whose_id_holds_503_is_none_at_once(tracking_uri, capsys):
+    tracker = Tracker(tracking_uri, retry_seconds=30)
+    assert tracker.get_run("5030000000000000000000000000f503") is None
+    assert "retrying" not in capsys.readouterr().err
+
+
+def test_a_permanent_error_is_reported_at_once_with_its_own_message(tracking_uri, capsys):
+    tracker = Tracker(tracking_uri, retry_seconds=30)
+    with pytest.raises(TrackingError, match=r"MLflow set_terminated failed: .*503"):
+        tracker.end_run("0000000000000000000000000000a503", "FINISHED")
+    assert "retrying" not in capsys.readouterr().err
+
+
+def test_a_refused_connection_is_retried_then_unreachable(capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # our retries, not requests'
+    with pytest.raises(TrackingError, match=r"unreachable for 1.5 s .*Connection refused"):
+        Tracker(f"http://127.0.0.1:{_closed_port()}", retry_seconds=1.5)
+    assert "retrying in 1 s" in capsys.readouterr().err
