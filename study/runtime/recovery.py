@@ -6,9 +6,10 @@ Two detectors feed one handler:
   period is failed by Optuna, which then calls :class:`StaleTrialHandler`; the storage of
   :func:`study.storage.create_storage` (:class:`study.rdb.StudyRDBStorage`) records the reason
   on the trial just before.
-- The worker stamp (every storage): each trial records ``host:pid`` of its worker; a RUNNING
-  trial stamped by a process of *this* host that no longer exists is dead at once, with no
-  grace period (SQLite and journal storages have no heartbeat at all).
+- The worker stamp (every storage): each trial records ``host:pid:start`` of its worker; a
+  RUNNING trial stamped by a process of *this* host that no longer exists (its PID free, or
+  reused by a process with another start time) is dead at once, with no grace period (SQLite
+  and journal storages have no heartbeat at all).
 
 The handler closes the trial's MLflow run as FAILED with ``study.failure`` and enqueues a retry
 with the same parameters. A session also closes any trial run left RUNNING whose trial is
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -55,8 +57,34 @@ MAX_RETRY = 3
 
 
 def worker_stamp() -> str:
-    """``host:pid`` of this process, stored on each trial it runs."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:start`` of this process, stored on each trial it runs. ``start`` (boot id
+    and start time, Linux) tells a reused PID from the worker; where it cannot be read the
+    stamp is ``host:pid``."""
+    start = _process_start(os.getpid())
+    base = f"{socket.gethostname()}:{os.getpid()}"
+    return f"{base}:{start}" if start else base
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        return ""
+
+
+def _process_start(pid: int) -> str | None:
+    """``<boot id>-<start ticks>`` of process ``pid`` (Linux), ``None`` when it does not exist
+    or ``/proc`` cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: fields resume after the last
+    # ")"; the start time is field 22 of proc(5), the 20th after it.
+    fields = stat.rpartition(")")[2].split()
+    if len(fields) < 20 or not fields[19].isdigit():
+        return None
+    return f"{_boot_id()}-{fields[19]}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -70,14 +98,20 @@ def _pid_alive(pid: int) -> bool:
 
 
 def dead_here(stamp: Any) -> bool:
-    """Whether ``stamp`` (``host:pid``, see :func:`worker_stamp`) names a process of this host
-    that no longer exists (other hosts' processes cannot be judged: ``False``)."""
+    """Whether ``stamp`` (see :func:`worker_stamp`) names a process of this host that no longer
+    exists: its PID is free, or now belongs to a process that started at another time (other
+    hosts' processes cannot be judged: ``False``)."""
     if not isinstance(stamp, str) or ":" not in stamp:
         return False
-    host, _, pid = stamp.rpartition(":")
+    host, pid, *rest = stamp.split(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    return int(pid) != os.getpid() and not _pid_alive(int(pid))
+    start = rest[0] if rest else None
+    if start and _process_start(int(pid)) is not None:
+        return _process_start(int(pid)) != start
+    if int(pid) == os.getpid():  # an old-style stamp of our own PID: we are alive
+        return False
+    return not _pid_alive(int(pid))
 
 
 class StaleTrialHandler:

@@ -7,9 +7,10 @@ import datetime as dt
 from optuna.trial import TrialState
 
 from study.config import StudyConfig
-from study.keys import CONFIG_ATTR, HPARAMS_ATTR
+from study.keys import CONFIG_ATTR, HPARAMS_ATTR, WORKER_ATTR
 from study.redact import redact
 from study.runtime.lifecycle import count_states, open_study
+from study.runtime.recovery import dead_here
 
 __all__ = ["study_status"]
 
@@ -40,8 +41,21 @@ def study_status(config: StudyConfig) -> str:
                      f"params={best.user_attrs.get(HPARAMS_ATTR, best.params)}")
     except ValueError:
         lines.append("best: none yet")
-    lines.append(f"live workers: {counts['RUNNING']} running trial(s)")
+    lines.append(_running_line(trials))
     if stored:
         lines.append(f"objective: {stored.get('objective')} | model {stored.get('model')} on "
                      f"{stored.get('dataset')} | {stored.get('epochs')} epochs")
     return "\n".join(lines)
+
+
+def _running_line(trials: list) -> str:
+    """RUNNING trials split into live ones and stale ones (their worker process on this host is
+    gone; the next session fails and re-queues them)."""
+    running = [t for t in trials if t.state is TrialState.RUNNING]
+    stale = [t.number for t in running if dead_here(t.user_attrs.get(WORKER_ATTR))]
+    workers = {t.user_attrs.get(WORKER_ATTR) for t in running if t.number not in stale}
+    line = (f"running: {len(running) - len(stale)} live trial(s) on {len(workers)} worker(s)"
+            f", {len(stale)} stale")
+    if stale:
+        line += f" {stale} (worker process gone; the next `study run` re-queues them)"
+    return line
