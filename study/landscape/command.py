@@ -30,7 +30,7 @@ from study.errors import ConfigError, TrackingError
 from study.keys import CONFIG_ATTR, HPARAMS_ATTR, RUN_ID_ATTR, TRAIN_SEED_ATTR
 from study.landscape import plots, probes
 from study.landscape._weights import trained_model, training_loss_fn
-from study.landscape.results import ATTR_FLATNESS, ATTR_SHARPNESS, set_finished_trial_user_attrs
+from study.landscape.results import ATTR_FLATNESS, ATTR_SHARPNESS, store_probe_results
 from study.runtime import open_study
 from study.tracking import Tracker, trial_run_name
 from study.training import HParams, TensorData, count_parameters, load_dataset, resolve_device
@@ -280,9 +280,8 @@ def _probe_one(
     tracker.log_artifacts(run_id, plot_path, "landscape")
     tracker.log_artifacts(run_id, json_path, "landscape")
     tracker.log_metrics(run_id, {METRIC_SHARPNESS: sharp, METRIC_FLATNESS: flat})
-    set_finished_trial_user_attrs(
-        study, trial, {ATTR_SHARPNESS: _finite_or_none(sharp), ATTR_FLATNESS: flat}
-    )
+    store_probe_results(study, trial,
+                        {ATTR_SHARPNESS: _finite_or_none(sharp), ATTR_FLATNESS: flat})
     return ProbeResult(
         trial_number=trial.number, run_id=run_id, dim=dim, sharpness=sharp,
         flatness_radius=flat, center_loss=probe.center_loss, width=hp.width, lr=hp.lr,

@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.storages._sqlite import tune_sqlite_engine
 
-__all__ = ["StudyRDBStorage"]
+__all__ = ["StudyRDBStorage", "layout_mismatch", "read_trials"]
 
 _logger = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDB storage with three changes.
 
     - Trials are read with plain SQL queries instead of the ORM (same ``FrozenTrial`` objects,
-      about ten times faster). Should the installed Optuna's tables ever not fit, the ORM path
-      is used instead, with a warning.
+      about ten times faster). The tables and columns it reads are checked against the
+      installed Optuna and the database once; on any mismatch, or any layout error while
+      reading, Optuna's own reader is used instead, with a warning.
     - ``on_stale(storage, trial_id)`` is called for each trial whose heartbeat went stale while
       it is still RUNNING: Optuna fails it right after, and a failed trial can no longer be
       annotated (its stale-trial callback only sees the failed trial). Crash recovery uses it
@@ -44,6 +45,7 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
     """
 
     _fast_reads = True
+    _layout_checked = False
 
     def __init__(self, url: str, *,
                  on_stale: Callable[[optuna.storages.BaseStorage, int], None] | None = None,
@@ -70,16 +72,83 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
         included_trial_ids: set[int],
         trial_id_greater_than: int,
     ) -> list[FrozenTrial]:
+        if self._fast_reads and not self._layout_checked:
+            self._layout_checked = True
+            problem = layout_mismatch(self.engine)
+            if problem is not None:
+                self._disable_fast_reads(problem)
         if self._fast_reads:
             try:
                 return read_trials(self.engine, study_id, states=states,
                                    included_trial_ids=included_trial_ids,
                                    trial_id_greater_than=trial_id_greater_than)
-            except (AttributeError, ImportError, TypeError) as exc:
-                # The installed Optuna's models differ from the ones this was written for.
-                self._fast_reads = False
-                _logger.warning("fast trial reads disabled (%s); using Optuna's reader", exc)
+            except _NoStudy:
+                raise
+            except _LAYOUT_ERRORS as exc:
+                # The installed Optuna's tables differ from the ones this was written for.
+                self._disable_fast_reads(str(exc))
         return super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
+
+    def _disable_fast_reads(self, why: str) -> None:
+        self._fast_reads = False
+        _logger.warning("fast trial reads disabled (%s); using Optuna's reader", why)
+
+
+class _NoStudy(KeyError):
+    """No study with this id (Optuna's contract: a ``KeyError``), not a layout problem."""
+
+
+# Columns the fast reader selects, per Optuna model.
+_READ_COLUMNS = {
+    "StudyModel": ("study_id",),
+    "TrialModel": ("trial_id", "number", "study_id", "state", "datetime_start",
+                   "datetime_complete"),
+    "TrialParamModel": ("trial_id", "param_id", "param_name", "param_value",
+                        "distribution_json"),
+    "TrialValueModel": ("trial_id", "objective", "value", "value_type"),
+    "TrialIntermediateValueModel": ("trial_id", "step", "intermediate_value",
+                                    "intermediate_value_type"),
+    "TrialUserAttributeModel": ("trial_id", "key", "value_json"),
+    "TrialSystemAttributeModel": ("trial_id", "key", "value_json"),
+}
+
+
+def _layout_errors() -> tuple[type[BaseException], ...]:
+    import sqlalchemy.exc
+
+    return (AttributeError, ImportError, TypeError, ValueError, LookupError,
+            sqlalchemy.exc.NoSuchColumnError, sqlalchemy.exc.ProgrammingError)
+
+
+_LAYOUT_ERRORS = _layout_errors()
+
+
+def layout_mismatch(engine: Any) -> str | None:
+    """What the fast reader needs that the installed Optuna's models or the database lack;
+    ``None`` when every table and column it reads is there."""
+    import sqlalchemy as sa
+
+    try:
+        from optuna.storages._rdb import models
+    except ImportError as exc:
+        return f"Optuna's RDB models cannot be imported: {exc}"
+    inspector = sa.inspect(engine)
+    for name, columns in _READ_COLUMNS.items():
+        model = getattr(models, name, None)
+        table = getattr(model, "__table__", None)
+        if table is None:
+            return f"Optuna has no {name}"
+        missing = [c for c in columns if c not in table.c]
+        if missing:
+            return f"Optuna's {table.name} has no {', '.join(missing)}"
+        try:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+        except sa.exc.NoSuchTableError:
+            return f"the database has no table {table.name}"
+        missing = [c for c in columns if c not in present]
+        if missing:
+            return f"the database's {table.name} has no {', '.join(missing)}"
+    return None
 
 
 def read_trials(
@@ -115,7 +184,7 @@ def read_trials(
         study_t = models.StudyModel.__table__
         if conn.execute(sa.select(study_t.c.study_id).where(study_t.c.study_id == study_id)
                         ).first() is None:
-            raise KeyError(f"No study with study_id {study_id} exists.")
+            raise _NoStudy(f"No study with study_id {study_id} exists.")
         query = sa.select(trials_t.c.trial_id, trials_t.c.number, trials_t.c.state,
                           trials_t.c.datetime_start, trials_t.c.datetime_complete).where(where)
         if states is not None:

@@ -29,8 +29,6 @@ from study.landscape.command import (
 )
 from study.landscape.plots import sharpness_figure
 from study.landscape.results import (
-    ATTR_FLATNESS,
-    ATTR_SHARPNESS,
     landscape_rows,
 )
 from study.runtime.session import run_session
@@ -135,9 +133,10 @@ def test_missing_weights_are_retrained_and_logged_then_loaded(config, tmp_path, 
     assert document["weights_source"] == "retrained"
     assert document["sharpness"] == pytest.approx(first.sharpness)
     assert document["probe"]["kind"] == "1d" and len(document["probe"]["alphas"]) == 21
-    attrs = _trial(config, 0).user_attrs
-    assert attrs[ATTR_SHARPNESS] == pytest.approx(first.sharpness)
-    assert attrs[ATTR_FLATNESS] == pytest.approx(first.flatness_radius)
+    (row,) = landscape_rows(optuna.load_study(study_name="probe", storage=config.storage))
+    assert row["trial_number"] == 0
+    assert row["sharpness"] == pytest.approx(first.sharpness)
+    assert row["flatness_radius"] == pytest.approx(first.flatness_radius)
 
     # (b) the artifact now exists: loaded (weights_only=True), never re-trained or re-uploaded.
     stamp = weights_file.stat().st_mtime_ns
@@ -172,10 +171,10 @@ def test_best_trial_in_2d(config, tmp_path):
     assert len(document["probe"]["losses"]) == 7  # 5 points + the two sharpness distances
     assert client.get_run(run_id).data.metrics[METRIC_SHARPNESS] == \
         pytest.approx(result.sharpness)
-    assert _trial(config, best.number).user_attrs[ATTR_SHARPNESS] == \
-        pytest.approx(result.sharpness)
-    figure = sharpness_figure(landscape_rows(
-        optuna.load_study(study_name="probe", storage=config.storage)))
+    rows = landscape_rows(optuna.load_study(study_name="probe", storage=config.storage))
+    assert [r["sharpness"] for r in rows if r["trial_number"] == best.number] == \
+        [pytest.approx(result.sharpness)]
+    figure = sharpness_figure(rows)
     assert figure.startswith(PNG_MAGIC)
 
 

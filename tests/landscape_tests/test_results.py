@@ -10,7 +10,7 @@ from study.landscape.results import (
     ATTR_FLATNESS,
     ATTR_SHARPNESS,
     landscape_rows,
-    set_finished_trial_user_attrs,
+    store_probe_results,
 )
 from study.storages import create_storage
 
@@ -23,22 +23,36 @@ def _tiny_study(storage) -> optuna.Study:
     return study
 
 
-def test_user_attrs_of_finished_trials_in_rdb_and_journal_storages(tmp_path):
-    url = f"sqlite:///{tmp_path / 'tiny.db'}"
-    rdb = _tiny_study(create_storage(url))  # the service's RDB storage
-    attrs = {ATTR_SHARPNESS: 0.5, ATTR_FLATNESS: 0.25}
-    assert set_finished_trial_user_attrs(rdb, rdb.trials[0], attrs) == "trial"
-    assert set_finished_trial_user_attrs(rdb, rdb.trials[0], {ATTR_SHARPNESS: 0.75}) == "trial"
-    fresh = optuna.load_study(study_name="tiny", storage=url)
-    assert fresh.trials[0].user_attrs[ATTR_SHARPNESS] == 0.75
-    assert landscape_rows(fresh)[0]["flatness_radius"] == 0.25
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_probe_results_of_a_finished_trial_are_kept_and_replaced(tmp_path, kind):
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'tiny.db'}"
+        storage = create_storage(url)  # the service's RDB storage
+    else:
+        url = f"journal:{tmp_path / 'journal.log'}"
+        storage = create_storage(url)
+    study = _tiny_study(storage)
+    store_probe_results(study, study.trials[0], {ATTR_SHARPNESS: 0.5, ATTR_FLATNESS: 0.25})
+    store_probe_results(study, study.trials[0], {ATTR_SHARPNESS: 0.75, ATTR_FLATNESS: 0.3})
+    fresh = optuna.load_study(study_name="tiny", storage=create_storage(url))
+    (row,) = landscape_rows(fresh)
+    assert (row["trial_number"], row["sharpness"], row["flatness_radius"]) == (0, 0.75, 0.3)
+    assert row["width"] is None and fresh.trials[0].state.is_finished()
 
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    journal = _tiny_study(JournalStorage(JournalFileBackend(str(tmp_path / "journal.log"))))
-    assert set_finished_trial_user_attrs(journal, journal.trials[0], attrs) == "study"
-    (row,) = landscape_rows(journal)
-    assert (row["sharpness"], row["flatness_radius"]) == (0.5, 0.25)
+def test_rows_still_read_probes_kept_on_the_trial_by_earlier_versions(tmp_path):
+    study = optuna.create_study(storage=create_storage(f"sqlite:///{tmp_path / 'old.db'}"))
+    trial = study.ask()
+    trial.set_user_attr(ATTR_SHARPNESS, 0.1)  # written while it ran, as old probes did
+    study.tell(trial, 1.0)
+    assert [r["sharpness"] for r in landscape_rows(study)] == [0.1]
+
+
+def test_the_code_uses_no_private_optuna_session():
+    from tests.conftest import REPO
+
+    hits = [p for p in (REPO / "study").rglob("*.py") if "_create_scoped_session" in p.read_text()]
+    assert hits == []
 
 
 def test_sharpness_figure_accepts_rows_and_empty_input():

@@ -146,3 +146,35 @@ def sqlalchemy_event_contains(engine, fn) -> bool:
     import sqlalchemy
 
     return sqlalchemy.event.contains(engine, "connect", fn)
+
+
+# --- the fast reader steps aside when the tables are not the ones it was written for ----------
+
+
+def test_a_healthy_database_fits_the_fast_reader(tmp_path):
+    from study.storages._rdb import layout_mismatch
+
+    storage = create_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert layout_mismatch(storage.engine) is None
+
+
+def test_a_renamed_column_disables_fast_reads_with_a_warning(tmp_path, caplog):
+    import sqlalchemy as sa
+
+    from study.storages._rdb import layout_mismatch
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=create_storage(url), study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    # What a future Optuna with another table layout would look like to this reader.
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("ALTER TABLE trial_user_attributes RENAME COLUMN value_json "
+                             "TO value"))
+    storage = create_storage(url)
+    assert layout_mismatch(storage.engine) == \
+        "the database's trial_user_attributes has no value_json"
+    with caplog.at_level("WARNING"), pytest.raises(optuna.exceptions.StorageInternalError):
+        storage._get_trials(storage.get_study_id_from_name("s"), None, set(), -1)
+    assert not storage._fast_reads
+    assert "fast trial reads disabled (the database's trial_user_attributes has no " \
+           "value_json); using Optuna's reader" in caplog.text
