@@ -170,15 +170,14 @@ def postgres_database() -> Iterator[str]:
     """Create a fresh database and yield its name; its backends are terminated and it is
     dropped afterwards. Skips (fails on CI) when PostgreSQL cannot be reached."""
     try:
-        import psycopg2
+        import psycopg
     except ImportError as exc:
-        _postgres_unavailable(f"psycopg2 is not installed: {exc}")
+        _postgres_unavailable(f"psycopg (3) is not installed: {exc}")
     try:
-        admin = psycopg2.connect(POSTGRES_ADMIN_URL, connect_timeout=5)
-    except psycopg2.Error as exc:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=5, autocommit=True)
+    except psycopg.Error as exc:
         _postgres_unavailable(f"PostgreSQL is unreachable at {POSTGRES_ADMIN_URL}: "
                               f"{one_line(exc)}")
-    admin.autocommit = True
     name = f"study_test_{uuid.uuid4().hex[:12]}"
     try:
         with admin.cursor() as cur:

@@ -376,7 +376,7 @@ def test_installs_the_postgres_extra_into_a_venv() -> None:
 
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
-    assert any(dep.startswith("psycopg2") for dep in extras["postgres"])
+    assert any(dep.startswith("psycopg[binary]") for dep in extras["postgres"])
     text = DOCKERFILE.read_text()
     assert 'pip install ".[postgres]"' in text
     assert "python3 -m venv /opt/venv" in text and "/opt/venv/bin" in text

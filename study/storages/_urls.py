@@ -114,8 +114,9 @@ def create_storage(
 def _with_driver(url: str) -> str:
     """``url`` with an installed PostgreSQL driver named when it names none.
 
-    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, 2.0 to psycopg2; the ``postgres``
-    extra installs psycopg2, so a bare URL uses it unless psycopg 3 is the one installed.
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which the ``postgres`` extra
+    installs, so the same URL works in Optuna's CLI, optuna-dashboard and ``mlflow server``.
+    Only where psycopg2 alone is installed (an older environment) is it named here.
     """
     from importlib.util import find_spec
 

@@ -45,7 +45,7 @@ def test_mlflow_sqlite_store_uses_wal(tracking_uri):
 
 
 def test_other_databases_are_left_alone():
-    engine = sqlalchemy.create_engine("postgresql+psycopg2://postgres@127.0.0.1/none")
+    engine = sqlalchemy.create_engine("postgresql://postgres@127.0.0.1/none")
     tune_sqlite_engine(engine)  # creates no connection and registers nothing
     assert not sqlalchemy.event.contains(engine, "connect", _sqlite._pragmas)
 
