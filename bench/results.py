@@ -69,6 +69,7 @@ def figures(doc: dict[str, Any]) -> list[tuple[str, float]]:
         ("overhead_trainer_seconds", o["median"]["trainer"]),
         ("overhead_bare_seconds", o["median"]["bare"]),
         ("trainer_ratio", o["trainer_ratio"]),
+        ("bare_vs_trainer_val_loss_max_abs_diff", o["val_loss_max_abs_diff"]),
         ("per_trial_overhead_seconds", d["per_trial_overhead"]),
         ("per_epoch_overhead_seconds", d["per_epoch"]),
         ("session_fixed_seconds", d["session_fixed"]),

@@ -58,3 +58,6 @@ def test_quick_benchmark_ends_with_finite_positive_figures(tmp_path: Path) -> No
     values = {name: float(value) for name, value in pairs.items()}
     assert all(math.isfinite(v) for v in values.values()), values
     assert all(values[name] > 0 for name in FIGURES), values
+    # The bare loop is the same training as the Trainer (same model, seed, batches, optimizer):
+    # if it were not, every overhead ratio would compare different work.
+    assert values["bare_vs_trainer_val_loss_max_abs_diff"] < 1e-4, values

@@ -10,7 +10,6 @@ import optuna
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -23,6 +22,7 @@ from study.analysis.table import (
     usable_trials,
 )
 from study.errors import ConfigError
+from study.tracking import Tracker, claim_parent_run, end_trial_run, start_trial_run
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -183,48 +183,42 @@ def test_usable_trials_keeps_the_index_and_copies(table: pd.DataFrame) -> None:
 
 
 # -- trial_table_from_mlflow --------------------------------------------------------------------
-def _log_trial_runs(client: MlflowClient, experiment_id: str, parent: str) -> list[str]:
-    """One nested trial run per spec, laid out as study.tracking writes them."""
+def _log_trial_runs(tracker: Tracker, experiment_id: str, parent: str) -> list[str]:
+    """One nested trial run per spec, written by the tracking code the service uses."""
     run_ids = []
     for number, spec in enumerate(_trial_specs()):
         attrs = spec["attrs"]
         hp = attrs.get("hparams") or {**fixed_dimensions(STUDY_CONFIG), **spec["params"]}
-        run = client.create_run(experiment_id, run_name=f"trial-{number:04d}", tags={
-            "study.role": "trial", "optuna.study_name": "s", "mlflow.parentRunId": parent,
-            "optuna.trial_number": str(number)})
-        run_id = run.info.run_id
-        params = {**hp, "model": "cnn", "dataset": "digits", "n_params": attrs["n_params"]}
+        run_id = start_trial_run(tracker, experiment_id, parent_run_id=parent, study_name="s",
+                                 trial_number=number)
         metrics = {"n_params": attrs["n_params"]}
         metrics.update({f"early/{k[6:]}": attrs[k] for k in EARLY if k in attrs})
         metrics.update({f"final/{k[6:]}": attrs[k] for k in FINAL if k in attrs})
-        state = spec["state"].name
-        tags = {"optuna.trial_state": state}
-        if "failure" in attrs:
-            tags["study.failure"] = attrs["failure"]
-        epochs = [Metric("val/loss", v, 0, step)
-                  for step, v in enumerate(spec.get("val_losses", []), start=1)]
-        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                         metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()]
-                         + epochs, tags=[RunTag(k, v) for k, v in tags.items()])
-        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}[state]
-        client.set_terminated(run_id, status=status)
+        tracker.log_params(run_id, {**hp, "model": "cnn", "dataset": "digits",
+                                    "n_params": attrs["n_params"]},
+                           metrics=metrics, new_run=True)
+        for step, value in enumerate(spec.get("val_losses", []), start=1):
+            tracker.log_metrics(run_id, {"val/loss": value}, step=step)
+        end_trial_run(tracker, run_id, state=spec["state"].name, failure=attrs.get("failure"))
         run_ids.append(run_id)
     return run_ids
 
 
 @pytest.fixture
 def mlflow_setup(tracking_uri: str) -> tuple[MlflowClient, str, str, list[str]]:
-    client = MlflowClient(tracking_uri)
-    experiment_id = client.create_experiment("study")
-    parent = client.create_run(experiment_id, run_name="s", tags={"study.role": "parent"})
-    parent_id = parent.info.run_id
-    client.log_param(parent_id, "objective", "val_loss")
-    run_ids = _log_trial_runs(client, experiment_id, parent_id)
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.experiment_id("study")
+    parent_id = tracker.create_run(experiment_id, name="s", tags={})
+    claim_parent_run(tracker, parent_id, study_name="s", storage="sqlite:///x.db",
+                     params={"objective": "val_loss"}, owner=None)
+    run_ids = _log_trial_runs(tracker, experiment_id, parent_id)
     # Another study's trial in the same experiment, under another parent.
-    other = client.create_run(experiment_id, tags={"study.role": "parent"}).info.run_id
-    client.create_run(experiment_id, tags={"study.role": "trial", "mlflow.parentRunId": other,
-                                           "optuna.trial_number": "0"})
-    return client, experiment_id, parent_id, run_ids
+    other = tracker.create_run(experiment_id, name="other", tags={})
+    claim_parent_run(tracker, other, study_name="other", storage="sqlite:///x.db", params={},
+                     owner=None)
+    start_trial_run(tracker, experiment_id, parent_run_id=other, study_name="other",
+                    trial_number=0)
+    return tracker.client, experiment_id, parent_id, run_ids
 
 
 def test_mlflow_table_equals_the_optuna_table(mlflow_setup) -> None:

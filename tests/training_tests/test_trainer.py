@@ -15,6 +15,7 @@ import sys
 import types
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ from torch import nn
 import study.training.trainer as train_module
 from study.errors import ConfigError, DataError, NonFiniteLossError
 from study.training.data import TensorData, load_dataset
+from study.training.models import build_model
 from study.training.penalty import PenaltyMode, penalized_parameters
 from study.training.trainer import (
     EpochReport,
@@ -91,6 +93,34 @@ def test_l2_in_loss_reports_loss_as_data_loss_plus_positive_penalty(digits):
     for r in history:
         assert r.penalty > 0
         assert math.isclose(r.loss, r.data_loss + r.penalty, rel_tol=1e-12, abs_tol=0.0)
+
+
+def _cross_entropy_numpy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy in float64, written out: log-sum-exp minus the true class's logit."""
+    z = logits.astype(np.float64)
+    top = z.max(axis=1, keepdims=True)
+    log_norm = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+    return float(np.mean(log_norm - z[np.arange(len(labels)), labels]))
+
+
+def test_reported_losses_equal_an_independent_recomputation(digits):
+    # One batch of the whole training split: the epoch's figures are those of the initial
+    # weights (the forward pass precedes the step), with batch statistics that do not depend
+    # on the order of the samples. Recomputed here without the Trainer's loss code.
+    n, wd = digits.n_train, 0.01
+    trainer = _trainer(digits, batch_size=n, weight_decay=wd)
+    twin = build_model("cnn", width=4, in_channels=digits.in_channels, n_classes=10,
+                       input_size=digits.input_size, seed=0).train()
+    with torch.no_grad():
+        logits = twin(digits.x_train).numpy()
+    data_loss = _cross_entropy_numpy(logits, digits.y_train.numpy())
+    kernels = [m.weight.detach().numpy().astype(np.float64) for m in twin.modules()
+               if isinstance(m, nn.Conv2d | nn.Linear)]
+    penalty = wd * sum(float((k**2).sum()) for k in kernels)
+    (report,) = trainer.fit()
+    assert report.data_loss == pytest.approx(data_loss, rel=1e-5)
+    assert report.penalty == pytest.approx(penalty, rel=1e-5)
+    assert report.loss == pytest.approx(data_loss + penalty, rel=1e-5)
 
 
 def test_l2_in_loss_penalty_with_frozen_weights_is_decay_times_squared_kernel_norm(digits):
