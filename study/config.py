@@ -108,6 +108,11 @@ class StudyConfig:
     # Off by default: compiling costs tens of seconds per trial, repaid only by long GPU trials.
     compile: bool = _opt(False, "torch.compile each trial's model (GPU trials of minutes).",
                          scope="session")
+    # Two minutes ride out a database restart or failover; longer would hide a dead server.
+    storage_timeout: float = _opt(
+        120.0, "Seconds to keep retrying a lost database connection (RDB storages) before "
+        "stopping.", scope="session",
+    )
     # Two minutes ride out a tracking-server restart; longer would train trials blind.
     tracking_timeout: float = _opt(
         120.0, "Seconds to keep retrying an unreachable MLflow server before stopping.",
@@ -167,6 +172,7 @@ class StudyConfig:
             fail("device", self.device, "one of " + ", ".join(DEVICES))
         check_positive("heartbeat_interval", self.heartbeat_interval)
         check_positive("tracking_timeout", self.tracking_timeout, allow_zero=True)
+        check_positive("storage_timeout", self.storage_timeout, allow_zero=True)
 
     # ----------------------------------------------------------------------------------------
     @classmethod
@@ -220,7 +226,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
 _INT_FIELDS = {"epochs", "early_epochs", "width_min", "width_max", "seed", "n_trials",
                "heartbeat_interval"}
 _FLOAT_FIELDS = {"lr_min", "lr_max", "weight_decay_min", "weight_decay_max", "timeout",
-                 "tracking_timeout"}
+                 "tracking_timeout", "storage_timeout"}
 
 
 def coerce_values(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ The fixtures themselves are defined in the test modules (a few lines each) over 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -31,6 +32,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from study.keys import PARENT_RUN_ATTR
 from study.redact import one_line
 
 POSTGRES_HOST = "127.0.0.1:5432"
@@ -182,13 +184,15 @@ def postgres_database() -> Iterator[str]:
     try:
         with admin.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
+        admin.close()
         yield name
     finally:
-        with admin.cursor() as cur:
+        # A fresh connection: the test may have restarted the server in between.
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=30, autocommit=True) as admin, \
+                admin.cursor() as cur:
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
             cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
 
 
 # --- the study, read back from both stores ------------------------------------------------------
@@ -290,6 +294,41 @@ def poll_trials(storage: str, study_name: str, predicate, *, proc: subprocess.Po
                 return trials
             check_time_and_process()
             time.sleep(0.1)
+
+
+def timeline(trials: list[optuna.trial.FrozenTrial]) -> str:
+    """Which worker ran which trial when (for assertion messages)."""
+    return json.dumps([(t.number, t.state.name, t.user_attrs.get("worker"),
+                        t.datetime_start and t.datetime_start.isoformat(timespec="milliseconds"),
+                        t.datetime_complete and
+                        t.datetime_complete.isoformat(timespec="milliseconds"))
+                       for t in trials], indent=1)
+
+
+def check_scaled_study(storage: str, tracking_uri: str, experiment: str, study_name: str,
+                     budget: int, *, workers: int = 1) -> list[optuna.trial.FrozenTrial]:
+    """The shared scale-out guarantees: the budget met (README: workers that finish in the same
+    instant may each start one more, at most workers - 1 extra), unique trial numbers, one
+    nested run per trial, nothing left RUNNING in either store."""
+    trials = study_trials(storage, study_name)
+    assert budget <= n_finished(trials) <= budget + workers - 1, timeline(trials)
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(trials))), numbers  # no number repeats or is skipped
+    assert not [t.number for t in trials if not t.state.is_finished()], timeline(trials)
+
+    runs = experiment_runs(tracking_uri, experiment)
+    per_trial = runs_per_trial(runs, study_name)
+    assert per_trial == {n: 1 for n in numbers}, per_trial
+    parents = [r for r in runs if r.data.tags.get("study.role") == "parent"]
+    assert [p.info.run_id for p in parents] == [
+        study_user_attrs(storage, study_name)[PARENT_RUN_ATTR]]
+    trial_runs = [r for r in runs if r.data.tags.get("study.role") == "trial"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parents[0].info.run_id}
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in trial_runs}
+    for trial in trials:
+        assert by_number[trial.number].info.run_id == trial.user_attrs["mlflow_run_id"]
+    return trials
 
 
 def stderr_lines(text: str) -> list[str]:

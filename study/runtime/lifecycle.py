@@ -119,7 +119,8 @@ def prepare_study(
         )
     handler = StaleTrialHandler()
     storage = create_storage(config.storage, heartbeat_interval=config.heartbeat_interval,
-                             stale_callback=handler, on_stale=mark_heartbeat_dead)
+                             stale_callback=handler, on_stale=mark_heartbeat_dead,
+                             storage_timeout=config.storage_timeout)
     study_id = _study_id(storage, config.study_name)
     stored = None if study_id is None else storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
     if study_id is None and create:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import optuna
 
-from study.errors import NonFiniteLossError, TrackingError, TrialFailedError
+from study.errors import NonFiniteLossError, StorageError, TrackingError, TrialFailedError
 from study.keys import (
     CURVE_ATTR,
     CURVE_FIELDS,
@@ -217,7 +218,8 @@ class Objective:
                 retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
             raise
         finally:
-            _keep_curve(trial, seen)
+            with contextlib.suppress(StorageError):  # the storage's own error is the one to tell
+                _keep_curve(trial, seen)
 
     def _train(self, trial: optuna.Trial, hp: HParams, seen: list[EpochReport]) -> float:
         config = self.config
@@ -256,6 +258,12 @@ class Objective:
             raise
         except TrackingError:
             raise  # handled in __call__
+        except StorageError as exc:
+            # The Optuna storage is gone for longer than --storage-timeout: the session stops.
+            # The trial stays RUNNING there; the next session fails and re-queues it.
+            end_trial_run(self.tracker, run_id, state="FAIL",
+                          failure=f"Optuna storage unavailable: {exc}")
+            raise
         except Exception as exc:  # one trial's crash must not end the study
             if _is_out_of_memory(exc):
                 _release_cuda_memory()

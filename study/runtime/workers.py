@@ -88,7 +88,8 @@ def worker_command(config: StudyConfig, device: str) -> list[str]:
     return [
         sys.executable, "-m", "study", "worker", "--study-name", config.study_name,
         "--device", device, "--heartbeat-interval", str(config.heartbeat_interval),
-        "--tracking-timeout", str(config.tracking_timeout), "--n-trials", str(config.n_trials),
+        "--tracking-timeout", str(config.tracking_timeout),
+        "--storage-timeout", str(config.storage_timeout), "--n-trials", str(config.n_trials),
         "--compile" if config.compile else "--no-compile",
     ]
 

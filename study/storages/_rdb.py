@@ -23,6 +23,7 @@ import optuna
 from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
+from study.storages._retry import RETRIED_METHODS, StorageRetry, retried
 from study.storages._sqlite import tune_sqlite_engine
 
 __all__ = ["StudyRDBStorage", "layout_mismatch", "read_trials"]
@@ -42,6 +43,8 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
       annotated (its stale-trial callback only sees the failed trial). Crash recovery uses it
       to record why the trial died.
     - SQLite databases use write-ahead logging (see :mod:`study.storages._sqlite`).
+    - With ``storage_timeout``, calls that fail on a lost connection are retried for up to
+      that many seconds (a database restart), see :mod:`study.storages._retry`.
     """
 
     _fast_reads = True
@@ -49,14 +52,26 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
 
     def __init__(self, url: str, *,
                  on_stale: Callable[[optuna.storages.BaseStorage, int], None] | None = None,
-                 **kwargs: Any) -> None:
+                 storage_timeout: float | None = None, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         self.on_stale = on_stale
+        self._retry = StorageRetry(url, storage_timeout) if storage_timeout else None
         tune_sqlite_engine(self.engine)
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)  # an unpickled storage gets a new engine
         tune_sqlite_engine(self.engine)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """A beat lost to a connection error is skipped, not retried: beats are periodic, and
+        the session's own calls report an outage (the heartbeat thread would only die)."""
+        from study.storages._retry import is_connection_error
+
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
@@ -92,6 +107,10 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
     def _disable_fast_reads(self, why: str) -> None:
         self._fast_reads = False
         _logger.warning("fast trial reads disabled (%s); using Optuna's reader", why)
+
+
+for _name in RETRIED_METHODS:
+    setattr(StudyRDBStorage, _name, retried(getattr(StudyRDBStorage, _name)))
 
 
 class _NoStudy(KeyError):

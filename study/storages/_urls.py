@@ -65,6 +65,7 @@ def create_storage(
     url: str, *, heartbeat_interval: int | None = None,
     stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     on_stale: Callable[[optuna.storages.BaseStorage, int], None] | None = None,
+    storage_timeout: float | None = None,
 ) -> optuna.storages.BaseStorage:
     """Open (and for RDB storages create the tables of) the storage at ``url``.
 
@@ -76,6 +77,8 @@ def create_storage(
             and retries it); Optuna's own retry callback when ``None``.
         on_stale: Called with ``(storage, trial_id)`` for each such trial just before it is
             failed, while it can still be annotated (RDB storages only).
+        storage_timeout: Seconds to keep retrying calls that fail on a lost database
+            connection (RDB storages; ``None``: no retries).
 
     Raises:
         StorageError: The storage cannot be reached or opened.
@@ -99,6 +102,7 @@ def create_storage(
         return StudyRDBStorage(
             _with_driver(url),
             on_stale=on_stale,
+            storage_timeout=storage_timeout,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
             heartbeat_stale_trial_callback=(

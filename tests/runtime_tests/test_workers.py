@@ -7,7 +7,6 @@ subprocesses, real (tiny) training on digits. Each study is read back from both 
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,16 +15,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study.keys import BUDGET_ATTR, PARENT_RUN_ATTR
+from study.keys import BUDGET_ATTR
 from tests.conftest import cli_env, run_cli
 from tests.servers import (
+    check_scaled_study,
     experiment_runs,
     n_finished,
     postgres_url,
-    runs_per_trial,
     stderr_lines,
     study_trials,
     study_user_attrs,
+    timeline,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_env")]
@@ -53,41 +53,6 @@ def _trial_throughput(trials: list[optuna.trial.FrozenTrial]) -> float:
     return len(done) / span
 
 
-def _timeline(trials: list[optuna.trial.FrozenTrial]) -> str:
-    """Which worker ran which trial when (for assertion messages)."""
-    return json.dumps([(t.number, t.state.name, t.user_attrs.get("worker"),
-                        t.datetime_start and t.datetime_start.isoformat(timespec="milliseconds"),
-                        t.datetime_complete and
-                        t.datetime_complete.isoformat(timespec="milliseconds"))
-                       for t in trials], indent=1)
-
-
-def _check_one_study(storage: str, tracking_uri: str, experiment: str, study_name: str,
-                     budget: int, *, workers: int = 1) -> list[optuna.trial.FrozenTrial]:
-    """The shared scale-out guarantees: the budget met (README: workers that finish in the same
-    instant may each start one more, at most workers - 1 extra), unique trial numbers, one
-    nested run per trial, nothing left RUNNING in either store."""
-    trials = study_trials(storage, study_name)
-    assert budget <= n_finished(trials) <= budget + workers - 1, _timeline(trials)
-    numbers = [t.number for t in trials]
-    assert numbers == list(range(len(trials))), numbers  # no number repeats or is skipped
-    assert not [t.number for t in trials if not t.state.is_finished()], _timeline(trials)
-
-    runs = experiment_runs(tracking_uri, experiment)
-    per_trial = runs_per_trial(runs, study_name)
-    assert per_trial == {n: 1 for n in numbers}, per_trial
-    parents = [r for r in runs if r.data.tags.get("study.role") == "parent"]
-    assert [p.info.run_id for p in parents] == [
-        study_user_attrs(storage, study_name)[PARENT_RUN_ATTR]]
-    trial_runs = [r for r in runs if r.data.tags.get("study.role") == "trial"]
-    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parents[0].info.run_id}
-    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
-    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in trial_runs}
-    for trial in trials:
-        assert by_number[trial.number].info.run_id == trial.user_attrs["mlflow_run_id"]
-    return trials
-
-
 # --- two workers on PostgreSQL ------------------------------------------------------------------
 
 
@@ -105,10 +70,10 @@ def test_two_workers_share_a_postgresql_study_and_throughput(server, new_postgre
     assert two.returncode == 0, two.stderr
     assert one.returncode == 0, one.stderr
     assert f"/{BUDGET} finished" in two.stdout
-    trials = _check_one_study(pg_two, server.uri, "workers-2", "w", BUDGET, workers=2)
+    trials = check_scaled_study(pg_two, server.uri, "workers-2", "w", BUDGET, workers=2)
     workers = {t.user_attrs["worker"] for t in trials}
-    assert len(workers) == 2, f"both workers should have run trials: {_timeline(trials)}"
-    one_trials = _check_one_study(pg_one, server.uri, "workers-1", "w", BUDGET)
+    assert len(workers) == 2, f"both workers should have run trials: {timeline(trials)}"
+    one_trials = check_scaled_study(pg_one, server.uri, "workers-1", "w", BUDGET)
 
     ratio = _trial_throughput(trials) / _trial_throughput(one_trials)
     with capsys.disabled():
@@ -129,8 +94,8 @@ def test_two_workers_on_a_journal_file_meet_the_budget(server, tmp_path):
                       "--n-trials", str(BUDGET), *TINY], tmp_path)
 
     assert proc.returncode == 0, proc.stderr
-    trials = _check_one_study(storage, server.uri, "journal", "j", BUDGET, workers=2)
-    assert len({t.user_attrs["worker"] for t in trials}) == 2, _timeline(trials)
+    trials = check_scaled_study(storage, server.uri, "journal", "j", BUDGET, workers=2)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, timeline(trials)
 
 
 # --- refused worker counts ----------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""Riding out a database restart: storage calls retried on connection errors only.
+
+A PostgreSQL failover or restart breaks every pooled connection; ``pool_pre_ping`` replaces
+them once the server is back. Until then each storage call fails with a connection error, which
+is retried with exponential backoff for up to ``storage_timeout`` seconds (one warning line per
+retry). After that the storage is declared unreachable: this call and every later one raise
+:class:`~study.errors.StorageError` at once, so the session stops with one line instead of
+waiting again in each cleanup step; the next run of the same command recovers the study.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from study.errors import StorageError
+from study.redact import one_line, redact
+
+__all__ = ["RETRIED_METHODS", "StorageRetry", "is_connection_error"]
+
+_FIRST_DELAY, _MAX_DELAY = 1.0, 15.0
+
+# The storage API a study session calls (Optuna's BaseStorage and RDBStorage methods).
+RETRIED_METHODS = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+    "get_study_user_attrs", "get_study_system_attrs", "get_all_studies", "create_new_trial",
+    "set_trial_param", "get_trial_id_from_study_id_trial_number", "set_trial_state_values",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "get_trial", "get_all_trials", "get_n_trials", "get_best_trial",
+    "_get_trials", "_get_stale_trial_ids",
+)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The innermost exception of the chain (the driver's own words, not Optuna's wrapper)."""
+    seen: set[int] = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    cause = _cause(exc)
+    text = one_line(cause)
+    return text if text.strip("() ") else type(cause).__name__
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """A lost or refused database connection anywhere in the chain (Optuna wraps SQLAlchemy's
+    errors in ``StorageInternalError``), not a constraint or a programming error."""
+    import sqlalchemy.exc
+
+    kinds = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DisconnectionError,
+             sqlalchemy.exc.InterfaceError, ConnectionError, TimeoutError)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return True
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class StorageRetry:
+    """Retry state of one storage: its URL (redacted in messages), the time budget, whether it
+    has been given up on, and which thread is already inside a retried call (nested calls are
+    retried once, at the outermost level)."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.down: str | None = None  # why the storage was given up on
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "timeout": self.timeout, "down": self.down}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if getattr(self._local, "active", False):
+            return fn(*args, **kwargs)
+        if self.down is not None:
+            raise self._unreachable(self.down)
+        self._local.active = True
+        try:
+            return self._loop(fn, *args, **kwargs)
+        finally:
+            self._local.active = False
+
+    def _loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.timeout
+        delay = _FIRST_DELAY
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    self.down = f"for {self.timeout:g} s ({_describe(exc)[:200]})"
+                    raise self._unreachable(self.down) from None
+                print(f"warning: storage {redact(self.url)} unreachable "
+                      f"({_describe(exc)[:160]}); retrying in {delay:g} s",
+                      file=sys.stderr, flush=True)
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_DELAY)
+
+    def _unreachable(self, how: str) -> StorageError:
+        return StorageError(f"Optuna storage {redact(self.url)} unreachable {how}; stopping. "
+                            f"Run the same command again when it is back: the study resumes.")
+
+
+def retried(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of a storage with a ``_retry`` (:class:`StorageRetry`), retried through it."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        retry = getattr(self, "_retry", None)
+        if retry is None:
+            return method(self, *args, **kwargs)
+        return retry.call(method, self, *args, **kwargs)
+
+    return wrapper
