@@ -23,7 +23,8 @@ from study.landscape.probes import (
     sharpness,
 )
 
-__all__ = ["plot_1d", "plot_2d", "sharpness_figure"]
+__all__ = ["build_plot_1d", "build_plot_2d", "build_sharpness_figure", "plot_1d", "plot_2d",
+           "sharpness_figure"]
 
 _DPI = 100
 
@@ -39,8 +40,8 @@ def _use_log(values: np.ndarray) -> bool:
     return finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > 30
 
 
-def plot_1d(curve: Curve1D, title: str, *, rise: float = FLATNESS_RISE) -> bytes:
-    """The loss against ``alpha``, one line per direction, as PNG bytes.
+def build_plot_1d(curve: Curve1D, title: str, *, rise: float = FLATNESS_RISE) -> Figure:
+    """The loss against ``alpha``, one line per direction.
 
     Marks ``loss(theta)``, the flatness threshold and radius, and ``+/- distance`` where the
     sharpness is read.
@@ -68,11 +69,11 @@ def plot_1d(curve: Curve1D, title: str, *, rise: float = FLATNESS_RISE) -> bytes
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper center")
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
-def plot_2d(surface: Surface2D, title: str) -> bytes:
-    """Contour plot of the loss over the ``(alpha, beta)`` plane, as PNG bytes."""
+def build_plot_2d(surface: Surface2D, title: str) -> Figure:
+    """Contour plot of the loss over the ``(alpha, beta)`` plane."""
     fig = Figure(figsize=(6.0, 5.0))
     ax = fig.subplots()
     z = np.ma.masked_invalid(surface.losses.T)  # rows of the image are beta
@@ -100,7 +101,7 @@ def plot_2d(surface: Surface2D, title: str) -> bytes:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
 def _rows(results_or_table: Any) -> list[dict[str, Any]]:
@@ -125,8 +126,8 @@ def _number(value: Any) -> float:
     return number if math.isfinite(number) else math.nan
 
 
-def sharpness_figure(results_or_table: Any) -> bytes:
-    """Sharpness against batch size and against weight decay (log x), as PNG bytes.
+def build_sharpness_figure(results_or_table: Any) -> Figure:
+    """Sharpness against batch size and against weight decay (log x).
 
     Args:
         results_or_table: :class:`study.probe.ProbeResult` objects, mappings or a DataFrame with the
@@ -171,7 +172,23 @@ def sharpness_figure(results_or_table: Any) -> bytes:
         ax.margins(x=0.15, y=0.15)
         ax.legend(fontsize=8, title="penalty mode", title_fontsize=8)
     axes[0].set_ylabel(f"sharpness (loss rise at ±{SHARPNESS_DISTANCE:g})")
-    fig.suptitle("Loss-landscape sharpness of probed trials "
-                 f"({int(np.isfinite(sharp).sum())} trials)", fontsize=11)
+    n = int(np.isfinite(sharp).sum())
+    fig.suptitle(f"Loss-landscape sharpness of probed trials ({n} trial{'s' * (n != 1)})",
+                 fontsize=11)
     fig.tight_layout()
-    return _png(fig)
+    return fig
+
+
+def plot_1d(curve: Curve1D, title: str, *, rise: float = FLATNESS_RISE) -> bytes:
+    """:func:`build_plot_1d` as PNG bytes."""
+    return _png(build_plot_1d(curve, title, rise=rise))
+
+
+def plot_2d(surface: Surface2D, title: str) -> bytes:
+    """:func:`build_plot_2d` as PNG bytes."""
+    return _png(build_plot_2d(surface, title))
+
+
+def sharpness_figure(results_or_table: Any) -> bytes:
+    """:func:`build_sharpness_figure` as PNG bytes."""
+    return _png(build_sharpness_figure(results_or_table))

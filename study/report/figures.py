@@ -26,8 +26,8 @@ from matplotlib.ticker import MaxNLocator
 
 from study.report._format import is_missing, numeric, text
 
-__all__ = ["DPI", "curves_figure", "importance_figure", "importance_gap", "message_figure",
-           "to_png"]
+__all__ = ["DPI", "build_curves_figure", "build_importance_figure", "curves_figure",
+           "importance_figure", "importance_gap", "message_figure", "to_png"]
 
 DPI = 100
 _MODE_COLORS = {"l2-in-loss": "tab:red", "coupled": "tab:blue", "decoupled": "tab:green",
@@ -39,14 +39,16 @@ _TARGET_ORDER = ("objective", "early_loss")
 _MAX_POINTS = 3000  # drawn per panel; fits and medians use every trial
 
 
-def curves_figure(table: pd.DataFrame | None, *, max_trials: int = 30) -> bytes:
+def build_curves_figure(table: pd.DataFrame | None, *,
+                        max_trials: int = 30) -> Figure | None:
     """Training loss per epoch (total solid, data dashed), coloured by log10 parameter count.
 
-    At most ``max_trials`` trials with a curve are drawn, evenly spread over parameter count.
+    At most ``max_trials`` trials with a curve are drawn, evenly spread over parameter count;
+    ``None`` when no trial has a curve.
     """
     frame = _frame(table)
     if "curve" not in frame.columns:
-        return message_figure("no training curves available", title="Training curves")
+        return None
     n_params = numeric(frame, "n_params")
     entries: list[tuple[float, np.ndarray]] = []
     for count, curve in zip(n_params, frame["curve"], strict=True):
@@ -54,7 +56,7 @@ def curves_figure(table: pd.DataFrame | None, *, max_trials: int = 30) -> bytes:
         if values is not None:
             entries.append((float(count) if count > 0 else math.nan, values))
     if not entries:
-        return message_figure("no training curves available", title="Training curves")
+        return None
     entries.sort(key=lambda e: (math.isnan(e[0]), e[0]))
     total = len(entries)
     if total > max(1, max_trials):
@@ -92,6 +94,14 @@ def curves_figure(table: pd.DataFrame | None, *, max_trials: int = 30) -> bytes:
     shown_text = f"{len(entries)} of {total:,}" if len(entries) < total else f"all {total}"
     ax.set_title(f"Training loss curves ({shown_text} trials with curves, spread over size)",
                  fontsize=11)
+    return fig
+
+
+def curves_figure(table: pd.DataFrame | None, *, max_trials: int = 30) -> bytes:
+    """:func:`build_curves_figure` as PNG bytes (a message when there is nothing to draw)."""
+    fig = build_curves_figure(table, max_trials=max_trials)
+    if fig is None:
+        return message_figure("no training curves available", title="Training curves")
     return to_png(fig)
 
 
@@ -107,15 +117,14 @@ def importance_gap(importance: pd.DataFrame | None) -> str | None:
     return f"no importance available: {why}"
 
 
-def importance_figure(importance: pd.DataFrame | None) -> bytes:
+def build_importance_figure(importance: pd.DataFrame | None) -> Figure | None:
     """Hyperparameter importance with bootstrap 95% intervals, one panel per target.
 
     Bars are grouped by evaluator (legend names the evaluator and its seeds); derived
     parameters (``n_params``, a function of the searched width) are hatched and labelled.
     """
-    gap = importance_gap(importance)
-    if gap is not None:
-        return message_figure(gap, title="Hyperparameter importance")
+    if importance_gap(importance) is not None:
+        return None
     frame = _frame(importance)
     frame = frame.assign(_value=numeric(frame, "importance"), _lo=numeric(frame, "ci_lo"),
                          _hi=numeric(frame, "ci_hi"),
@@ -151,6 +160,14 @@ def importance_figure(importance: pd.DataFrame | None) -> bytes:
     _margins(fig, left=1.25, right=0.25, top=0.6, bottom=bottom, wspace=0.45)
     fig.legend(handles=handles, loc="lower center", frameon=False, fontsize=9, ncols=ncols)
     fig.suptitle("Hyperparameter importance (bootstrap 95% intervals)", fontsize=12)
+    return fig
+
+
+def importance_figure(importance: pd.DataFrame | None) -> bytes:
+    """:func:`build_importance_figure` as PNG bytes (the reason when there is none)."""
+    fig = build_importance_figure(importance)
+    if fig is None:
+        return message_figure(str(importance_gap(importance)), title="Hyperparameter importance")
     return to_png(fig)
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from study.errors import ConfigError
 from study.landscape.directions import filter_normalized_direction
-from study.landscape.plots import plot_1d, plot_2d
+from study.landscape.plots import build_plot_1d, build_plot_2d, plot_1d, plot_2d
 from study.landscape.probes import (
     FLATNESS_RISE,
     SHARPNESS_DISTANCE,
@@ -282,6 +282,18 @@ def test_plots_are_png_bytes_and_curves_serialize_to_strict_json(cnn):
     surface = probe_2d(cnn, loss, n_points=5)
     assert plot_1d(curve, "a title").startswith(PNG_MAGIC)
     assert plot_2d(surface, "a title").startswith(PNG_MAGIC)
+    fig = build_plot_1d(curve, "a title")
+    (ax,) = fig.axes
+    directions = [line for line in ax.get_lines() if line.get_label().startswith("direction")]
+    assert len(directions) == 2
+    for line, row in zip(directions, curve.losses, strict=True):
+        assert np.allclose(line.get_xdata(), curve.alphas)
+        assert np.allclose(line.get_ydata(), row)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"loss(θ) = {curve.center_loss:.4g}" in labels
+    assert any(label.startswith("flatness radius") for label in labels)
+    (ax2, _colorbar) = build_plot_2d(surface, "a title").axes
+    assert ax2.get_xlabel() == "α (direction 1)" and ax2.get_title() == "a title"
     broken = Curve1D(alphas=curve.alphas, losses=np.full_like(curve.losses, math.nan),
                      center_loss=math.nan, radius=1.0, distance=SHARPNESS_DISTANCE, seed=0)
     document = json.loads(json.dumps(broken.to_dict(), allow_nan=False))

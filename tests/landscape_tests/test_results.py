@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from study.landscape.plots import sharpness_figure
+from study.landscape.plots import build_sharpness_figure, sharpness_figure
 from study.landscape.results import (
     ATTR_FLATNESS,
     ATTR_SHARPNESS,
@@ -64,3 +64,20 @@ def test_sharpness_figure_accepts_rows_and_empty_input():
     assert sharpness_figure([]).startswith(PNG_MAGIC)
     pandas = pytest.importorskip("pandas")
     assert sharpness_figure(pandas.DataFrame(rows)).startswith(PNG_MAGIC)
+
+
+def test_the_sharpness_figure_plots_each_trial_where_its_figures_say():
+    rows = [{"trial_number": 0, "sharpness": 0.01, "batch_size": 32, "weight_decay": 1e-4,
+             "penalty_mode": "coupled"},
+            {"trial_number": 1, "sharpness": 0.02, "batch_size": 128, "weight_decay": 1e-2,
+             "penalty_mode": "l2-in-loss"},
+            {"trial_number": 2, "sharpness": None, "batch_size": 64, "weight_decay": 1e-3}]
+    fig = build_sharpness_figure(rows)
+    by_size, by_decay = fig.axes
+    for ax, column in ((by_size, "batch_size"), (by_decay, "weight_decay")):
+        points = sorted(tuple(p) for c in ax.collections for p in c.get_offsets())
+        assert points == sorted((r[column], r["sharpness"]) for r in rows[:2])
+        assert ax.get_xscale() == "log"
+        assert sorted(t.get_text() for t in ax.texts) == ["0", "1"]  # trial numbers
+    assert [t.get_text() for t in by_size.get_xticklabels()] == ["32", "128"]
+    assert fig._suptitle.get_text().endswith("(2 trials)")

@@ -1,0 +1,57 @@
+"""The report's training-curve and importance figures, read as data (lines, bars, labels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from study.report.figures import build_curves_figure, build_importance_figure
+from tests.report_tests.factory import make_importance, make_table
+
+
+def _curve_rows(table: pd.DataFrame) -> list[np.ndarray]:
+    return [np.asarray(c, dtype=float) for c in table["curve"] if c is not None]
+
+
+def test_curves_draw_total_solid_and_data_dashed_for_each_chosen_trial():
+    table = make_table(40)
+    fig = build_curves_figure(table, max_trials=5)
+    (ax, _colorbar) = fig.axes
+    lines = ax.get_lines()
+    solid = [line for line in lines if line.get_linestyle() == "-"]
+    dashed = [line for line in lines if line.get_linestyle() == "--"]
+    assert len(solid) == len(dashed) == 5
+    curves = _curve_rows(table)
+    for total, data in zip(solid, dashed, strict=True):
+        # each drawn pair is one trial's (loss, data_loss) columns, epoch by epoch
+        match = [c for c in curves if len(c) == len(total.get_ydata())
+                 and np.allclose(c[:, 0], total.get_ydata())]
+        assert match and np.allclose(match[0][:, 1], data.get_ydata())
+        assert list(total.get_xdata()) == list(range(1, len(total.get_ydata()) + 1))
+    assert ax.get_xlabel() == "epoch"
+    assert "5 of" in ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["total (optimized)",
+                                                                   "data loss"]
+
+
+def test_curves_figure_is_none_without_curves():
+    assert build_curves_figure(pd.DataFrame({"n_params": [10]})) is None
+    assert build_curves_figure(None) is None
+
+
+def test_importance_bars_are_the_importances_per_target_panel():
+    frame = make_importance()
+    fig = build_importance_figure(frame)
+    panels = [ax for ax in fig.axes if ax.patches]
+    assert len(panels) == 2  # objective and early_loss
+    for ax in panels:
+        target = ax.get_title().split()[1]  # "target: objective (n = 54 trials)"
+        rows = frame[(frame["target"] == target) & frame["importance"].notna()]
+        widths = sorted(round(p.get_width(), 9) for p in ax.patches if p.get_width() > 0)
+        assert widths == sorted(round(v, 9) for v in rows["importance"])
+        labels = {t.get_text() for t in ax.get_yticklabels()}
+        assert {"lr", "width", "weight_decay", "batch_size"} <= {lab.split(" ")[0]
+                                                                 for lab in labels}
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("fanova" in text for text in legend)
+    assert "derived from width (not searched)" in legend
