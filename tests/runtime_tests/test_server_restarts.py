@@ -77,44 +77,32 @@ def _outage_then_finish(args: list[str], storage: str, cwd: Path, outage) -> str
     return (cwd / "study.err").read_text()
 
 
-def test_two_workers_ride_out_a_database_restart(tmp_path, new_postgres_database,
-                                                 mlflow_template_db):
-    cluster = _cluster()
+@pytest.mark.parametrize(("which", "seen"), [("database", "storage postgresql://"),
+                                           ("tracking server", "MLflow")])
+def test_two_workers_ride_out_a_server_restart(which, seen, tmp_path, new_postgres_database,
+                                               mlflow_template_db):
+    cluster = _cluster() if which == "database" else []
     storage = postgres_url(new_postgres_database())
     server = MlflowServer(tmp_path / "mlflow", mlflow_template_db).start()
     try:
         args = ["run", "--storage", storage, "--tracking-uri", server.uri, "--experiment",
-                "pg-restart", *TRIALS, "--storage-timeout", "90"]
+                "restart", *TRIALS, "--storage-timeout", "90"]
 
-        def restart_database() -> None:
-            _pg(cluster, "stop")
+        def restart() -> None:
+            if which == "database":
+                _pg(cluster, "stop")
+            else:
+                server.stop()
             time.sleep(OUTAGE_SECONDS)
-            _pg(cluster, "start")
+            if which == "database":
+                _pg(cluster, "start")
+            else:
+                server.start()
 
-        stderr = _outage_then_finish(args, storage, tmp_path, restart_database)
-        assert "unreachable" in stderr  # the outage was seen, and ridden out or stopped on
-        trials = check_scaled_study(storage, server.uri, "pg-restart", "r", BUDGET, workers=2)
-        assert all(t.state.is_finished() for t in trials)
-    finally:
-        server.stop()
-
-
-def test_two_workers_ride_out_a_tracking_server_restart(tmp_path, new_postgres_database,
-                                                        mlflow_template_db):
-    storage = postgres_url(new_postgres_database())
-    server = MlflowServer(tmp_path / "mlflow", mlflow_template_db).start()
-    try:
-        args = ["run", "--storage", storage, "--tracking-uri", server.uri, "--experiment",
-                "mlflow-restart", *TRIALS, "--storage-timeout", "90"]
-
-        def restart_tracking_server() -> None:
-            server.stop()
-            time.sleep(OUTAGE_SECONDS)
-            server.start()
-
-        stderr = _outage_then_finish(args, storage, tmp_path, restart_tracking_server)
-        assert "MLflow" in stderr and "retrying" in stderr
-        check_scaled_study(storage, server.uri, "mlflow-restart", "r", BUDGET, workers=2)
+        stderr = _outage_then_finish(args, storage, tmp_path, restart)
+        # The outage was seen (retried, then ridden out or stopped on and re-run).
+        assert any(seen in line and "retrying" in line for line in stderr.splitlines())
+        check_scaled_study(storage, server.uri, "restart", "r", BUDGET, workers=2)
     finally:
         server.stop()
 
