@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# `mlflow run --env-manager local` runs the entry point with the `python` first on PATH.
+# `mlflow run --env-manager local` runs the entry point with the `python` first on PATH;
+# `main` runs the study, then analyze (the verdict) and report (reports/<study-name>/).
 run: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_EXPERIMENT_NAME=$${MLFLOW_EXPERIMENT_NAME:-study} \
-	  mlflow run . -e study --env-manager local
+	  mlflow run . -e main --env-manager local
 
 test: install
 	$(PY) -m pytest

@@ -14,6 +14,7 @@ __all__ = [
     "CURVE_FIELDS",
     "FAILURE_ATTR",
     "HPARAMS_ATTR",
+    "LANDSCAPE_ATTR_PREFIX",
     "MODEL_SHA_ATTR",
     "MODEL_SHA_TAG",
     "PARENT_RUN_ATTR",
@@ -30,6 +31,8 @@ BUDGET_ATTR = "n_trials"
 """The budget of finished trials set by the last ``study run`` (workers take it)."""
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 """The MLflow run every trial run nests under."""
+LANDSCAPE_ATTR_PREFIX = "landscape_trial_"
+"""``landscape_trial_<number>``: a probe's figures for a (finished, hence immutable) trial."""
 MODEL_SHA_ATTR = "model_sha256"
 """SHA-256 of a model factory's source file when the study was created (built-ins: absent)."""
 

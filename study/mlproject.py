@@ -8,11 +8,13 @@ the settings it was created with; a value that differs is passed on and checked 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 
 from study.cli import main
 from study.config import StudyConfig, coerce_values
 from study.errors import ConfigError
+from study.redact import redact
 
 __all__ = ["mlproject_main", "strip_defaults"]
 
@@ -56,10 +58,12 @@ _STORE_FLAGS = ("--study-name", "--storage", "--output-dir")
 
 
 def _pairs(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
+    """The ``flag value`` pairs of ``flags`` in ``argv``; an empty value (an MLproject
+    parameter left unset) is dropped, so the command's own default applies."""
     out: list[str] = []
     args = list(argv)
     for i, flag in enumerate(args[:-1]):
-        if flag in flags:
+        if flag in flags and args[i + 1] != "":
             out += [flag, args[i + 1]]
     return out
 
@@ -91,4 +95,12 @@ def main_pipeline(argv: Sequence[str]) -> int:
     code = main(["analyze", *store])
     if code:
         return code
-    return main(["report", *store, *_pairs(argv, _REPORT_FLAGS)])
+    code = main(["report", *store, *_pairs(argv, _REPORT_FLAGS)])
+    if code == 0:
+        tracking = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        ui = (f"mlflow ui --backend-store-uri {redact(tracking)}"
+              if not tracking.startswith("http") else redact(tracking))
+        print(f"the study in the MLflow UI: {ui} (experiment "
+              f"{os.environ.get('MLFLOW_EXPERIMENT_NAME') or 'of this run'}, parent run "
+              f"{os.environ.get('MLFLOW_RUN_ID', '?')})", flush=True)
+    return code

@@ -59,7 +59,9 @@ def test_the_verdict_is_on_the_parent_run_and_in_the_report(strong):
     (parent,) = client.search_runs(
         [client.get_experiment_by_name("study").experiment_id], "tags.`study.role` = 'parent'")
     assert parent.data.tags["study.verdict"] == "penalty"
-    assert parent.data.tags["mlflow.note.content"] in outcome.stdout
+    verdict, _, where = parent.data.tags["mlflow.note.content"].partition("\n\nReport: ")
+    assert verdict in outcome.stdout
+    assert "report/report.html" in where
     (report,) = (tmp / "reports").iterdir()
     document = json.loads((report / "analysis.json").read_text())
     assert document["schema"] == "study.analysis/2" and document["init"]["threshold"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +28,12 @@ PARENT_METRICS = {"study/n_complete", "study/n_pruned", "study/n_failed", "study
 
 
 def mlflow_run(entry: str, params: dict[str, str], *, cwd: Path, tracking_uri: str,
-               experiment: str = "e2e") -> subprocess.CompletedProcess:
+               experiment: str = "e2e", project: Path = REPO) -> subprocess.CompletedProcess:
     bin_dir = str(Path(sys.executable).parent)
     # The image cache stays in the test's folder, not the user's home.
     env = cli_env(tracking_uri, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""),
                   STUDY_CACHE_DIR=str(cwd / "cache"))
-    cmd = [str(Path(bin_dir) / "mlflow"), "run", str(REPO), "-e", entry, "--env-manager",
+    cmd = [str(Path(bin_dir) / "mlflow"), "run", str(project), "-e", entry, "--env-manager",
            "local", "--experiment-name", experiment]
     for key, value in params.items():
         cmd += ["-P", f"{key}={value}"]
@@ -125,8 +127,38 @@ def test_mlflow_run_main_leaves_analysis_and_report_on_the_parent(tmp_path, trac
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert analysis == {"analysis/analysis.json"}
     assert {"report/report.html", "report/report.md", "report/report.json",
-            "report/trials.csv"} <= report
+            "report/trials.csv", "report/trials_table.json"} <= report
     assert "verdict:" in result.stdout
+    assert "the study in the MLflow UI: mlflow ui --backend-store-uri" in result.stdout
+    note = client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+    assert note.startswith("Does a bigger model start") and "report/report.html" in note
+    # A table artifact as the UI knows it (the tag it reads), holding one row per trial.
+    logged = json.loads(client.get_run(parent.info.run_id).data.tags["mlflow.loggedArtifacts"])
+    assert {"path": "report/trials_table.json", "type": "table"} in logged
+    local = client.download_artifacts(parent.info.run_id, "report/trials_table.json",
+                                      str(tmp_path))
+    table = json.loads(Path(local).read_text())  # pandas "split" orientation
+    assert len(table["data"]) == 4 and {"number", "width", "n_params"} <= set(table["columns"])
+
+
+def test_mlflow_run_main_writes_one_report_folder_per_study(tmp_path, tracking_uri):
+    # A copy of the project (MLflow runs the entry point in the project's folder), so the
+    # default reports/<study-name>/ lands there and not in this checkout.
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("MLproject", "python_env.yaml"):
+        shutil.copy(REPO / name, project / name)
+    shutil.copytree(REPO / "pipelines", project / "pipelines")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    for name in ("first", "second"):
+        result = mlflow_run("main", {"study_name": name, "n_trials": "2", "epochs": "1",
+                                     "storage": storage, "n_bootstrap": "2"},
+                            cwd=tmp_path, tracking_uri=tracking_uri, experiment="two",
+                            project=project)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (project / "reports").iterdir()) == ["first", "second"]
+    for name in ("first", "second"):
+        assert (project / "reports" / name / "report.html").is_file()
 
 
 def test_mlflow_run_explain_leaves_the_verdict_on_its_parent_run(tmp_path, tracking_uri):
@@ -147,7 +179,9 @@ def test_mlflow_run_explain_leaves_the_verdict_on_its_parent_run(tmp_path, track
     assert parent.data.tags["study.verdict"] in ("penalty", "inconclusive", "no-increase",
                                                  "both", "optimization")
     assert parent.data.tags["mlflow.note.content"].startswith("Does a bigger model start")
-    assert parent.data.tags["mlflow.note.content"] in result.stdout
+    verdict, _, where = parent.data.tags["mlflow.note.content"].partition("\n\nReport: ")
+    assert verdict in result.stdout
+    assert "report/report.html" in where
     assert {r.data.params["epochs"] for r in trials} == {"1"}  # explain's own default
 
 

@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 
 from study.errors import ConfigError
-from study.keys import CONFIG_ATTR, TRAIN_SEED_ATTR
+from study.keys import CONFIG_ATTR, LANDSCAPE_ATTR_PREFIX, TRAIN_SEED_ATTR
 
 __all__ = [
     "EARLY_COLUMNS",
@@ -119,10 +119,14 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
     Returns:
         A DataFrame with :data:`TABLE_COLUMNS`.
     """
-    fixed = fixed_dimensions(study.user_attrs.get(CONFIG_ATTR))
+    study_attrs = study.user_attrs
+    fixed = fixed_dimensions(study_attrs.get(CONFIG_ATTR))
     columns: dict[str, list[Any]] = {name: [] for name in TABLE_COLUMNS}
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
+        probe = study_attrs.get(f"{LANDSCAPE_ATTR_PREFIX}{trial.number}")
+        if isinstance(probe, Mapping):  # a landscape probe of the finished trial
+            attrs = {**attrs, **probe}
         hparams = attrs.get("hparams")
         if not isinstance(hparams, Mapping):
             hparams = {**fixed, **trial.params}

@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from study.errors import StorageError
-from study.keys import HPARAMS_ATTR
+from study.keys import HPARAMS_ATTR, LANDSCAPE_ATTR_PREFIX
 from study.redact import one_line
 
 __all__ = [
@@ -26,7 +26,7 @@ __all__ = [
 
 ATTR_SHARPNESS = "landscape_sharpness"
 ATTR_FLATNESS = "landscape_flatness_radius"
-STUDY_ATTR_PREFIX = "landscape_trial_"
+STUDY_ATTR_PREFIX = LANDSCAPE_ATTR_PREFIX
 
 
 def store_probe_results(study: optuna.Study, trial: FrozenTrial, attrs: Mapping[str, Any]) -> None:

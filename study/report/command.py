@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from study.analysis.analyze import write_analysis
 from study.analysis.command import analyzed_study, log_to_parent
@@ -14,7 +15,9 @@ from study.analysis.sources import StudyData, trials_from_table
 from study.config import StudyConfig
 from study.landscape import sharpness_figure
 from study.redact import redact
+from study.report._format import TRIAL_COLUMNS
 from study.report.writers import write_report
+from study.tracking import Tracker
 
 __all__ = ["report_study"]
 
@@ -48,21 +51,23 @@ def report_study(
                          meta=meta, extra_figures=_landscape_figure(data))
     write_analysis(document, out / "analysis.json")
     logged = log_to_parent(tracker, data, out, "report")
+    if tracker is not None and data.parent_run_id and not logged.startswith("not logged"):
+        _tell_the_story(tracker, data.parent_run_id, document, data.table)
     return document, files, logged
 
 
-def _landscape_figure(data: StudyData) -> dict[str, tuple[str, str, bytes]]:
-    """Sharpness against batch size and weight decay, when `study landscape` probed trials."""
-    probed = data.table[data.table["landscape_sharpness"].notna()]
-    if probed.empty:
-        return {}
-    rows = probed.rename(columns={"landscape_sharpness": "sharpness"})
-    return {"landscape": (
-        "Loss-landscape sharpness",
-        f"Sharpness (training-loss rise at a filter-normalized distance) of the {len(rows)} "
-        f"probed trial(s), against batch size and weight decay.",
-        sharpness_figure(rows),
-    )}
+def _tell_the_story(tracker: Tracker, run_id: str, document: dict, table: Any) -> None:
+    """The parent run's description (the MLflow UI's run page) becomes the verdict and where
+    the report is; the trials become a table artifact the UI shows."""
+    columns = [c for c in TRIAL_COLUMNS if c in table.columns]
+    tracker.log_table(run_id, table[columns], "report/trials_table.json")
+    verdict = document.get("verdict") or {}
+    note = (f"{verdict.get('text', '')}\n\n"
+            f"Report: artifacts `report/report.html` (open it from this run's Artifacts tab), "
+            f"`report/report.md`; trials: `report/trials.csv` and the table "
+            f"`report/trials_table.json`.")
+    tracker.set_tags(run_id, {"mlflow.note.content": note.strip(),
+                              "study.verdict": str(verdict.get("code", ""))})
 
 
 def _landscape_figure(data: StudyData) -> dict[str, tuple[str, str, bytes]]:

@@ -152,6 +152,15 @@ class Tracker:
             torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, local)
             self._call(self.client.log_artifact, run_id, local, artifact_path=folder or None)
 
+    def log_table(self, run_id: str, table: Any, artifact_file: str) -> None:
+        """Log a DataFrame as an MLflow table artifact (the UI's artifact view shows it as a
+        table, and ``mlflow.load_table`` reads it back).
+
+        Raises:
+            TrackingError: The tracking store refused it.
+        """
+        self._call(self.client.log_table, run_id, data=table, artifact_file=artifact_file)
+
     def log_artifacts(self, run_id: str, local: str | os.PathLike[str], artifact_path: str) -> None:
         """Log ``local`` (a file, or a folder's files) under ``artifact_path`` of ``run_id``.
 

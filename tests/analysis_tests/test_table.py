@@ -260,3 +260,13 @@ def test_mlflow_parent_run_id_must_be_a_run_id(mlflow_setup) -> None:
     client, experiment_id, _, _ = mlflow_setup
     with pytest.raises(ConfigError, match="parent_run_id"):
         trial_table_from_mlflow(client, experiment_id, parent_run_id="x' or '1'='1")
+
+
+def test_a_landscape_probe_kept_with_the_study_reaches_the_table(tmp_path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    study.set_user_attr("landscape_trial_1", {"landscape_sharpness": 0.25,
+                                              "landscape_flatness_radius": 0.5})
+    table = trial_table(study)
+    assert table["landscape_sharpness"].isna().tolist() == [True, False]
+    assert table.loc[1, "landscape_sharpness"] == 0.25
