@@ -7,7 +7,9 @@ the settings it was created with; a value that differs is passed on and checked 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 from collections.abc import Sequence
 
@@ -92,7 +94,9 @@ def main_pipeline(argv: Sequence[str]) -> int:
     if code:
         return code
     store = _pairs(argv, _STORE_FLAGS)
-    code = main(["analyze", *store])
+    # `report` prints the same verdict again: say it once (analyze's errors still show).
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["analyze", *store])
     if code:
         return code
     code = main(["report", *store, *_pairs(argv, _REPORT_FLAGS)])
