@@ -7,12 +7,13 @@ with exit code 1; click's usage errors become one line with exit code 2.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -49,33 +50,51 @@ def _print_result(result: Any, *, who: str = "study") -> None:
         click.echo(f"best value {result.best_value:.6g} with {result.best_params}")
 
 
+_QUIET = click.option("--quiet", is_flag=True, default=False,
+                      help="No progress lines (warnings, errors and the summary still print).")
+
+
+class _Discard(io.TextIOBase):
+    """A stream that drops what it is given (progress under --quiet)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _progress(quiet: bool) -> TextIO | None:
+    return _Discard() if quiet else None
+
+
 @cli.command("run")
 @config_options()
 @click.option("--workers", type=WHOLE_NUMBER, default=1, show_default=True,
               help="Local worker processes (journal: or postgresql:// storage; not SQLite).")
 @click.option("--trials-per-gpu", type=WHOLE_NUMBER, default=None,
               help="Concurrent trials (worker processes) per GPU; needs CUDA.")
-def run_command(workers: int, trials_per_gpu: int | None, **options: Any) -> None:
+@_QUIET
+def run_command(workers: int, trials_per_gpu: int | None, quiet: bool, **options: Any) -> None:
     """Create or resume a study and run trials until --n-trials of them have finished."""
     from study.runtime import check_workers, run_session, run_with_workers
 
     config, given = resolve(options)
     check_workers(config, workers)
     if workers > 1 or trials_per_gpu is not None:
-        _print_result(run_with_workers(config, workers, given=given,
-                                       trials_per_gpu=trials_per_gpu))
+        _print_result(run_with_workers(config, workers, given=given, out=_progress(quiet),
+                                       trials_per_gpu=trials_per_gpu, quiet=quiet))
     else:
-        _print_result(run_session(config, given=given))
+        _print_result(run_session(config, given=given, out=_progress(quiet)))
 
 
 @cli.command("worker")
 @config_options()
-def worker_command(**options: Any) -> None:
+@_QUIET
+def worker_command(quiet: bool, **options: Any) -> None:
     """Join an existing study (same --storage) and run trials until its budget is met."""
     from study.runtime import run_session
 
     config, given = resolve(options)
-    _print_result(run_session(config, given=given, worker=True), who="worker done, study")
+    _print_result(run_session(config, given=given, worker=True, out=_progress(quiet)),
+                  who="worker done, study")
 
 
 @cli.command("trial")

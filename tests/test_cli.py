@@ -239,6 +239,22 @@ def resumed_study(created_study) -> Outcome:
                 created_study.cwd, created_study.storage, created_study.tracking_uri)
 
 
+def test_run_prints_a_start_line_and_a_line_per_trial(created_study):
+    lines = [line for line in created_study.stderr.splitlines() if line.startswith("[cnn-width]")]
+    assert lines[0].startswith("[cnn-width] 0/1 finished; running trials on cpu")
+    assert lines[-1].startswith("[cnn-width] 1/1 finished | trial 0 ")
+
+
+def test_quiet_prints_no_progress_but_the_summary(tmp_path, mlflow_template_db):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    quiet = _run(["run", "--storage", storage, "--n-trials", "1", "--epochs", "1",
+                  "--width-max", "8", "--quiet"], tmp_path, storage,
+                 _tracking_copy(mlflow_template_db, tmp_path))
+    assert quiet.returncode == 0, quiet.output
+    assert "[cnn-width]" not in quiet.stderr
+    assert "study 'cnn-width': 1/1 finished" in quiet.stdout
+
+
 def test_run_creates_a_study_with_one_finished_trial(created_study):
     assert created_study.returncode == 0, created_study.output
     assert len(_finished_trials(created_study.storage)) == 1

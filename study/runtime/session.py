@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from study.config import StudyConfig
 from study.errors import StudyError, TrackingError, TrialFailedError
 from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR
+from study.redact import redact
 from study.runtime._optuna_logs import one_line_trial_failures
 from study.runtime.explain import QueuedTrial, missing
 from study.runtime.inputs import check_factory, load_data, record_model_source
@@ -95,7 +96,7 @@ def run_session(
 
 def run_with_workers(
     config: StudyConfig, workers: int, *, given: Mapping[str, Any] | None = None,
-    out: TextIO | None = None, trials_per_gpu: int | None = None,
+    out: TextIO | None = None, trials_per_gpu: int | None = None, quiet: bool = False,
 ) -> SessionResult:
     """Like :func:`run_session`, with ``workers`` local ``study worker`` processes doing the
     trials (journal or PostgreSQL storage); this process only prepares, waits and sums up.
@@ -112,7 +113,8 @@ def run_with_workers(
     ctx = _open_session(config, given=dict(given or {}), data=None, worker=False, out=out)
     with _summarized(ctx):
         for _ in range(MAX_ROUNDS):
-            codes = start_workers(ctx.config, devices, tracking_uri=ctx.tracker.tracking_uri)
+            codes = start_workers(ctx.config, devices, tracking_uri=ctx.tracker.tracking_uri,
+                                  quiet=quiet)
             if n_finished(ctx.study) >= ctx.config.n_trials or all(codes):
                 break
         if all(codes) and n_finished(ctx.study) < ctx.config.n_trials:
@@ -242,11 +244,15 @@ def _optimize(
         print(f"study {study.study_name!r}: budget met ({done}/{config.n_trials} finished "
               f"trials); nothing to run.", file=out)
         return
-    objective = Objective(config, data, tracker, experiment_id=experiment_id,
-                          parent_run_id=parent_run_id, device=device, hooks=hooks)
     failures: list[str] = []
-    with Progress(total=config.n_trials, initial=done, out=out,
-                  label=study.study_name) as progress:
+    start = (f"{done}/{config.n_trials} finished; running trials on {device} "
+             f"(storage {redact(config.storage)}, {config.epochs} epoch(s) each)")
+    with Progress(total=config.n_trials, initial=done, out=out, label=study.study_name,
+                  start=start) as progress:
+        objective = Objective(
+            config, data, tracker, experiment_id=experiment_id, parent_run_id=parent_run_id,
+            device=device,
+            hooks=(*hooks, lambda h, r: progress.epoch(h, r, epochs=config.epochs)))
 
         def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
             finished = n_finished(study)

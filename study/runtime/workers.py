@@ -79,7 +79,7 @@ def worker_devices(device: str, workers: int, trials_per_gpu: int | None = None)
     return plan_devices(device, workers=workers, trials_per_gpu=trials_per_gpu, n_gpus=n_gpus)
 
 
-def worker_command(config: StudyConfig, device: str) -> list[str]:
+def worker_command(config: StudyConfig, device: str, *, quiet: bool = False) -> list[str]:
     """The ``study worker`` command line for one local worker.
 
     The storage and tracking URLs are not on it (a command line is visible to every user of
@@ -91,6 +91,7 @@ def worker_command(config: StudyConfig, device: str) -> list[str]:
         "--tracking-timeout", str(config.tracking_timeout),
         "--storage-timeout", str(config.storage_timeout), "--n-trials", str(config.n_trials),
         "--compile" if config.compile else "--no-compile",
+        *(["--quiet"] if quiet else []),
     ]
 
 
@@ -109,14 +110,14 @@ def worker_env(config: StudyConfig, devices: Sequence[str], *,
 
 
 def start_workers(config: StudyConfig, devices: Sequence[str], *,
-                  tracking_uri: str) -> list[int]:
+                  tracking_uri: str, quiet: bool = False) -> list[int]:
     """Run ``workers`` worker processes to completion; returns their exit codes.
 
     Ctrl-C or SIGTERM is passed on to every worker, each of which fails its current trial
     cleanly (closing its run) before exiting.
     """
     env = worker_env(config, devices, tracking_uri=tracking_uri)
-    procs = [subprocess.Popen(worker_command(config, device), env=env)
+    procs = [subprocess.Popen(worker_command(config, device, quiet=quiet), env=env)
              for device in devices]
 
     def forward(signum: int, _frame: object) -> None:

@@ -1,0 +1,49 @@
+"""Progress lines: one at once, one per finished trial with the time left, epoch lines for
+long trials only, nothing under --quiet."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import optuna
+import pytest
+
+from study.runtime.progress import EPOCH_LINES_AFTER, Progress
+from study.training import EpochReport
+
+
+def _trial(value: float) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(value=value)
+
+
+def _report(epoch: int, seconds: float) -> EpochReport:
+    return EpochReport(epoch=epoch, loss=1.5, data_loss=1.4, penalty=0.1, weight_sq_norm=10.0,
+                       val_loss=1.6, val_accuracy=0.5, samples_per_s=1000.0, seconds=seconds)
+
+
+def test_the_start_line_is_printed_at_once():
+    out = io.StringIO()
+    Progress(total=5, initial=2, out=out, label="s", start="2/5 finished; running on cpu")
+    assert out.getvalue() == "[s] 2/5 finished; running on cpu\n"
+
+
+def test_each_finished_trial_tells_the_time_left_until_the_last():
+    out = io.StringIO()
+    progress = Progress(total=3, initial=0, out=out, label="s")
+    for finished in (1, 2, 3):
+        progress.trial_done(_trial(0.5), finished)
+    lines = out.getvalue().splitlines()
+    assert [line.split(" | ")[0] for line in lines] == ["[s] 1/3 finished", "[s] 2/3 finished",
+                                                      "[s] 3/3 finished"]
+    assert all(re.search(r"\| \d+s, ~\d+s left$", line) for line in lines[:2]), lines
+    assert re.search(r"\| \d+s$", lines[2])  # nothing left to wait for
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(EPOCH_LINES_AFTER - 1, False),
+                                                (EPOCH_LINES_AFTER + 1, True)])
+def test_epoch_lines_only_once_a_trial_has_trained_a_while(seconds, shown):
+    out = io.StringIO()
+    progress = Progress(total=3, initial=0, out=out, label="s")
+    progress.epoch([], _report(1, seconds), epochs=4)
+    assert ("epoch 1/4 loss=1.5 val_loss=1.6" in out.getvalue()) is shown
