@@ -18,6 +18,7 @@ import pandas as pd
 
 from study.errors import ConfigError
 from study.keys import CONFIG_ATTR, LANDSCAPE_ATTR_PREFIX, TRAIN_SEED_ATTR
+from study.training import curve_rows
 
 __all__ = [
     "EARLY_COLUMNS",
@@ -141,8 +142,7 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
         values = trial.values
         columns["value"].append(values[0] if values else None)
         columns["mlflow_run_id"].append(attrs.get("mlflow_run_id"))
-        curve = attrs.get("curve")
-        columns["curve"].append(curve if isinstance(curve, list) else None)
+        columns["curve"].append(curve_rows(attrs.get("curve")))
         for name in (*_FINDING_ATTRS, *_FINDING_METRICS):
             columns[name].append(attrs.get(name) or None)
     return _frame(columns)

@@ -27,6 +27,7 @@ from study.training import (
     TensorData,
     Trainer,
     build_model,
+    curve_rows,
     penalized_parameters,
     penalty_term,
 )
@@ -132,8 +133,8 @@ def trained_model(
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, local)
     tracker.log_artifacts(run_id, local, "weights")
     check = {"retrained_final_train_loss": history[-1].loss}
-    curve = trial.user_attrs.get(CURVE_ATTR)
-    if isinstance(curve, list) and curve and isinstance(curve[-1], list | tuple):
+    curve = curve_rows(trial.user_attrs.get(CURVE_ATTR))
+    if curve and curve[-1][0] is not None:
         recorded = float(curve[-1][0])
         check["trial_final_train_loss"] = recorded
         if not math.isclose(recorded, history[-1].loss, rel_tol=1e-3, abs_tol=1e-6):

@@ -12,7 +12,6 @@ import optuna
 from study.errors import NonFiniteLossError, StorageError, TrackingError, TrialFailedError
 from study.keys import (
     CURVE_ATTR,
-    CURVE_FIELDS,
     FAILURE_ATTR,
     HPARAMS_ATTR,
     RUN_ID_ATTR,
@@ -30,6 +29,7 @@ from study.training import (
     HParams,
     InitReport,
     Trainer,
+    curve_record,
     diagnose,
     early_losses,
 )
@@ -131,7 +131,7 @@ def train_logged(
 def _keep_curve(trial: optuna.Trial, history: Sequence[EpochReport]) -> None:
     """The trial's per-epoch figures as user attr ``curve`` (one row per epoch)."""
     if history:
-        trial.set_user_attr(CURVE_ATTR, [[getattr(r, f) for f in CURVE_FIELDS] for r in history])
+        trial.set_user_attr(CURVE_ATTR, curve_record(history))
 
 
 def _keep_start(trial: optuna.Trial, n_params: int, init: InitReport) -> None:

@@ -12,7 +12,7 @@ from study.training.data import (
     check_image_size,
     load_dataset,
 )
-from study.training.diagnostics import Diagnosis, diagnose
+from study.training.diagnostics import Diagnosis, curve_record, curve_rows, diagnose
 from study.training.factory import ModelCheck, check_model, is_factory, model_sha256
 from study.training.models import (
     DEFAULT_DEPTH,
@@ -63,6 +63,8 @@ __all__ = [
     "check_model",
     "check_model_spec",
     "count_parameters",
+    "curve_record",
+    "curve_rows",
     "diagnose",
     "early_losses",
     "is_factory",

@@ -49,7 +49,7 @@ from study.keys import CURVE_FIELDS
 
 __all__ = [
     "CODES", "EXPLODE_FACTOR", "FIELDS", "GAP_FACTOR", "GAP_MARGIN", "LAG_FACTOR", "NOISE_FLOOR",
-    "RISE_TOL", "STALL_TOL", "Diagnosis", "diagnose",
+    "RISE_TOL", "STALL_TOL", "Diagnosis", "curve_record", "curve_rows", "diagnose",
 ]
 
 CODES = ("diverged", "loss-rising", "stalled", "penalty-dominated", "generalization-gap",
@@ -57,6 +57,25 @@ CODES = ("diverged", "loss-rising", "stalled", "penalty-dominated", "generalizat
 # The row layout of a sequence row (the trial attr "curve").
 FIELDS = CURVE_FIELDS
 _LOSS_FIELDS = FIELDS[:4]
+
+def curve_record(history: Sequence[Any]) -> list[dict[str, float]]:
+    """The trial attr "curve": one labelled entry per epoch (``epoch`` and :data:`FIELDS`), so
+    tools that show user attrs (optuna-dashboard) show names, not bare numbers."""
+    return [{"epoch": int(r.epoch), **{f: float(getattr(r, f)) for f in FIELDS}}
+            for r in history]
+
+
+def curve_rows(value: Any) -> list[list[float]] | None:
+    """A stored curve as rows in :data:`FIELDS` order: the labelled entries of
+    :func:`curve_record`, or the bare rows earlier versions stored; ``None`` otherwise."""
+    if not isinstance(value, list) or not value:
+        return None
+    if all(isinstance(row, Mapping) for row in value):
+        return [[row.get(f) for f in FIELDS] for row in value]
+    if all(isinstance(row, list | tuple) for row in value):
+        return [list(row) for row in value]
+    return None
+
 
 # A mean epoch loss 3x the first epoch's (or 3x chance) is no noise: the optimizer overshot.
 EXPLODE_FACTOR = 3.0

@@ -198,7 +198,8 @@ def test_each_trial_keeps_its_curve_written_once_when_it_ends(tmp_path, tracking
     assert len(complete.user_attrs["curve"]) == 3
     assert len(pruned.user_attrs["curve"]) == 2
     assert "curve" not in failed.user_attrs  # diverged in its first epoch: no epoch to keep
-    assert complete.user_attrs["curve"][0][0] == complete.user_attrs["early_loss"]
+    assert complete.user_attrs["curve"][0]["loss"] == complete.user_attrs["early_loss"]
+    assert [row["epoch"] for row in complete.user_attrs["curve"]] == [1, 2, 3]
     assert journal.read_text().count('"curve"') == 2  # once per trial that has one
 
 

@@ -20,10 +20,11 @@ import torch
 
 import study.training.diagnostics as diagnostics
 from study.errors import ConfigError
-from study.runtime.objective import CURVE_FIELDS
+from study.keys import CURVE_FIELDS
+from study.training import curve_record, curve_rows
 from study.training.data import TensorData, load_dataset
 from study.training.diagnostics import CODES, FIELDS, Diagnosis, diagnose
-from study.training.trainer import HParams, Trainer
+from study.training.trainer import EpochReport, HParams, Trainer
 
 
 def _row(data: float, *, penalty: float = 0.0, val: float | None = None,
@@ -306,7 +307,7 @@ def _fit(data: TensorData, lr: float):
 
 def test_real_healthy_run_has_no_code(digits):
     history = _fit(digits, 1e-2)
-    rows = [[getattr(r, f) for f in CURVE_FIELDS] for r in history]  # as the objective stores it
+    rows = curve_rows(curve_record(history))  # as the objective stores it, read back
     print("lr=1e-2:", [[round(v, 4) for v in row] for row in rows])
     assert diagnose(rows, n_classes=digits.n_classes) == Diagnosis()
     assert diagnose(history) == Diagnosis()  # EpochReport objects work directly
@@ -327,3 +328,15 @@ def test_real_lr_5_blows_up_inside_the_first_epoch_and_is_diverged_given_n_class
     assert result.codes == ("diverged",)
     assert "exceeds 3x chance ln(10)" in result.detail
     assert "diverged" not in diagnose(rows).codes  # the documented blind spot without n_classes
+
+
+def test_the_stored_curve_is_labelled_and_reads_back_as_rows():
+    reports = [EpochReport(epoch=e, loss=2.0 / e, data_loss=1.5 / e, penalty=0.5 / e,
+                           weight_sq_norm=50.0, val_loss=2.1 / e, val_accuracy=0.3 * e,
+                           samples_per_s=1e3, seconds=1.0) for e in (1, 2)]
+    record = curve_record(reports)
+    assert record[1] == {"epoch": 2, "loss": 1.0, "data_loss": 0.75, "penalty": 0.25,
+                         "val_loss": 1.05, "val_accuracy": 0.6}
+    assert curve_rows(record) == [[2.0, 1.5, 0.5, 2.1, 0.3], [1.0, 0.75, 0.25, 1.05, 0.6]]
+    assert curve_rows([[1.0, 0.9, 0.1, 1.2, 0.5]]) == [[1.0, 0.9, 0.1, 1.2, 0.5]]  # old format
+    assert curve_rows(None) is None and curve_rows([]) is None and curve_rows([1, 2]) is None
