@@ -179,6 +179,9 @@ def test_study_runs_nest_and_plot_in_the_mlflow_ui(tmp_path: Path, tracking_uri:
                          batch_sizes=(64,), lr_min=1e-3, lr_max=1e-2, n_trials=len(TRIALS),
                          device="cpu")
     result = run_session(config)
+    from study.analysis import analyze_study
+
+    verdict = analyze_study(config, output_dir=tmp_path / "analysis")[0]["verdict"]["text"]
     client = MlflowClient(tracking_uri)
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
     runs = {r.info.run_name: r for r in client.search_runs([experiment_id])}
@@ -190,6 +193,7 @@ def test_study_runs_nest_and_plot_in_the_mlflow_ui(tmp_path: Path, tracking_uri:
 
     runs_png = tmp_path / "mlflow_ui_runs.png"
     metric_png = tmp_path / "mlflow_ui_metric.png"
+    parent_png = tmp_path / "mlflow_ui_parent.png"
     page_errors: list[str] = []
     asset_failures: list[str] = []
     console_errors: list[str] = []
@@ -261,6 +265,15 @@ def test_study_runs_nest_and_plot_in_the_mlflow_ui(tmp_path: Path, tracking_uri:
                 heading = page.get_by_role("heading", name=METRIC).first.is_visible()
                 page.screenshot(path=str(metric_png), clip={
                     "x": 0, "y": 0, "width": VIEWPORT["width"], "height": 730})
+
+                # The parent run's page: its description is the verdict (after analyze).
+                page.goto(f"{base}/#/experiments/{experiment_id}/runs/{result.parent_run_id}",
+                          wait_until="load")
+                shown = page.get_by_text(re.compile(r"Does a bigger model start higher\?"))
+                shown.first.wait_for()
+                description = shown.first.inner_text()
+                page.screenshot(path=str(parent_png), clip={
+                    "x": 0, "y": 0, "width": VIEWPORT["width"], "height": 900})
             finally:
                 browser.close()
     total_s = time.monotonic() - started
@@ -268,14 +281,17 @@ def test_study_runs_nest_and_plot_in_the_mlflow_ui(tmp_path: Path, tracking_uri:
     artifacts = os.environ.get("STUDY_ARTIFACTS")
     if artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
-        for png in (runs_png, metric_png):
+        for png in (runs_png, metric_png, parent_png):
             shutil.copyfile(png, Path(artifacts) / png.name)
-    print(f"\nscreenshots: {runs_png} {metric_png}")
+    print(f"\nscreenshots: {runs_png} {metric_png} {parent_png}")
     print(f"timing: study {study_s:.1f} s, server start {server_s:.1f} s, total {total_s:.1f} s")
     if console_errors:
         print("console errors (not asserted):", *console_errors, sep="\n  ")
 
     assert not page_errors, page_errors
+    # the parent run's page shows the verdict sentence the analysis wrote
+    assert description.strip().startswith("Does a bigger model start higher?")
+    assert verdict.split(". ")[0] in description
     assert not asset_failures, asset_failures
     # nested: hidden while the parent is collapsed, listed (and linked) once it is expanded
     assert collapsed_counts == [0, 0, 0]
