@@ -106,10 +106,13 @@ def store_options(fn: Callable) -> Callable:
     """The options that locate an existing study in its stores."""
     for name in reversed(("study_name", "storage", "tracking_uri", "experiment")):
         field = StudyConfig.__dataclass_fields__[name]
+        # These commands read an existing study: "(created or resumed)" is `study run`'s.
+        text = "Name of the Optuna study." if name == "study_name" else _help(field)
         fn = click.option(
             "--" + name.replace("_", "-"), name, default=None,
             envvar=field.metadata.get("envvar"),
-            help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
+            help=text if name != "study_name" else
+            f"{text}  [default: {_show_default(field.default)}]",
         )(fn)
     return click.option(
         "--output-dir", type=click.Path(file_okay=False), default=None,

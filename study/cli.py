@@ -235,14 +235,18 @@ def landscape_command(output_dir: str | None, trials: str, dim: int, radius: flo
     """Loss-landscape probe of chosen trials (filter-normalized directions), logged to their
     runs as landscape/ plots and the metrics landscape/sharpness and landscape/flatness_radius."""
     from study.landscape.command import probe_trials
+    from study.landscape.probes import FLATNESS_RISE
 
     config, _ = resolve(options)
     results = probe_trials(config, trials=trials, dim=dim, radius=radius, n_points=n_points,
                            seed=seed, n_directions=directions,
                            output_dir=output_folder(config, output_dir) / "landscape")
     for r in results:
+        # A radius equal to the probe's means the loss never rose enough inside it: a bound.
+        flat = (f">={radius:g} (no rise of {FLATNESS_RISE:g} within the probe's radius)"
+                if r.flatness_radius >= radius else f"={r.flatness_radius:.3g}")
         click.echo(f"trial {r.trial_number}: sharpness={r.sharpness:.4g} "
-                   f"flatness_radius={r.flatness_radius:.3g} (weights {r.weights_source}); "
+                   f"flatness_radius{flat} (weights {r.weights_source}); "
                    f"wrote {r.plot_path}; logged to run {r.run_id}")
 
 
@@ -252,6 +256,8 @@ def _mlflow_http_defaults() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    # The artifact-download bar (landscape weights) would bury the one line a command prints.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _sigterm_as_interrupt() -> None:

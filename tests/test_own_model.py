@@ -145,7 +145,9 @@ def test_the_model_string_and_source_hash_are_kept(own_study):
 def test_the_landscape_probe_works_on_the_users_model(own_study):
     _, _, tracking, _, _, probe = own_study
     assert probe.returncode == 0, probe.stderr[-3000:]
-    assert "sharpness=" in probe.stdout
+    assert "sharpness=" in probe.stdout and "flatness_radius" in probe.stdout
+    assert "/landscape/trial-" in probe.stdout and "/landscape/landscape_" not in probe.stdout
+    assert "Downloading artifacts" not in probe.stderr  # one useful line, no progress bar
     client = MlflowClient(tracking)
     probed = [r for r in _runs(tracking, "trial") if "landscape/sharpness" in r.data.metrics]
     assert len(probed) == 1

@@ -249,8 +249,7 @@ def _probe_one(
     sharp = probes.sharpness(probe)
     flat = probes.flatness_radius(probe)
 
-    landscape_dir = trial_dir / "landscape"
-    landscape_dir.mkdir(exist_ok=True)
+    landscape_dir = trial_dir  # reports/<study>/landscape/trial-NNNN/: no second landscape/
     plot_path = landscape_dir / f"landscape_{dim}d.png"
     plot_path.write_bytes(png)
     document = {
