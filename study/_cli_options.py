@@ -107,12 +107,11 @@ def store_options(fn: Callable) -> Callable:
     for name in reversed(("study_name", "storage", "tracking_uri", "experiment")):
         field = StudyConfig.__dataclass_fields__[name]
         # These commands read an existing study: "(created or resumed)" is `study run`'s.
-        text = "Name of the Optuna study." if name == "study_name" else _help(field)
+        text = (f"Name of the Optuna study.  [default: {_show_default(field.default)}]"
+                if name == "study_name" else _help(field))
         fn = click.option(
             "--" + name.replace("_", "-"), name, default=None,
-            envvar=field.metadata.get("envvar"),
-            help=text if name != "study_name" else
-            f"{text}  [default: {_show_default(field.default)}]",
+            envvar=field.metadata.get("envvar"), help=text,
         )(fn)
     return click.option(
         "--output-dir", type=click.Path(file_okay=False), default=None,

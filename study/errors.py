@@ -14,7 +14,19 @@ __all__ = [
     "StudyError",
     "TrackingError",
     "TrialFailedError",
+    "exception_chain",
 ]
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, outermost first (libraries
+    wrap driver and HTTP errors: their types are what tells a transient failure)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 class StudyError(Exception):

@@ -14,7 +14,7 @@ from study.redact import redact
 from study.runtime.parent import entry_run_id
 from study.tracking import Tracker, tag_session
 
-__all__ = ["analyze_study", "analyzed_study", "log_to_parent", "open_tracker"]
+__all__ = ["analyze_study", "analyzed_study", "describe_parent", "log_to_parent", "open_tracker"]
 
 
 def log_to_parent(tracker: Tracker | None, data: StudyData, local: Path,
@@ -68,8 +68,14 @@ def analyze_study(config: StudyConfig, *, output_dir: Path) -> tuple[dict, Path,
     path = write_analysis(document, Path(output_dir) / "analysis.json")
     logged = log_to_parent(tracker, data, path, "analysis")
     if tracker is not None and data.parent_run_id and not logged.startswith("not logged"):
-        # The run's description in the MLflow UI: the answer, without downloading a file.
-        verdict = document["verdict"]
-        tracker.set_tags(data.parent_run_id, {"mlflow.note.content": verdict["text"],
-                                              "study.verdict": verdict["code"]})
+        describe_parent(tracker, data.parent_run_id, document["verdict"])
     return document, path, logged
+
+
+def describe_parent(tracker: Tracker, run_id: str, verdict: dict, *, more: str = "") -> None:
+    """The parent run's description in the MLflow UI (``mlflow.note.content``) becomes the
+    verdict, the answer without downloading a file, followed by ``more``; tag
+    ``study.verdict`` its code."""
+    note = verdict.get("text", "") + (f"\n\n{more}" if more else "")
+    tracker.set_tags(run_id, {"mlflow.note.content": note,
+                              "study.verdict": str(verdict.get("code", ""))})

@@ -32,8 +32,9 @@ from study.landscape import plots, probes
 from study.landscape._weights import trained_model, training_loss_fn
 from study.landscape.results import ATTR_FLATNESS, ATTR_SHARPNESS, store_probe_results
 from study.runtime import open_study
+from study.runtime.inputs import load_data
 from study.tracking import Tracker, trial_run_name
-from study.training import HParams, TensorData, count_parameters, load_dataset, resolve_device
+from study.training import HParams, TensorData, count_parameters, resolve_device
 
 __all__ = [
     "JSON_SCHEMA",
@@ -213,8 +214,7 @@ def probe_trials(
             )
         runs[trial.number] = run_id
     device = resolve_device(config.device)
-    data = load_dataset(settings.dataset, seed=settings.seed, device=device,
-                        image_size=settings.image_size)
+    data = load_data(settings, device=device)
     output_dir = Path(output_dir)
     results = []
     for trial in chosen:
@@ -249,8 +249,7 @@ def _probe_one(
     sharp = probes.sharpness(probe)
     flat = probes.flatness_radius(probe)
 
-    landscape_dir = trial_dir  # reports/<study>/landscape/trial-NNNN/: no second landscape/
-    plot_path = landscape_dir / f"landscape_{dim}d.png"
+    plot_path = trial_dir / f"landscape_{dim}d.png"  # reports/<study>/landscape/trial-NNNN/
     plot_path.write_bytes(png)
     document = {
         "schema": JSON_SCHEMA,
@@ -273,7 +272,7 @@ def _probe_one(
         "flatness_rise": probes.FLATNESS_RISE,
         "probe": probe.to_dict(),
     }
-    json_path = landscape_dir / "landscape.json"
+    json_path = trial_dir / "landscape.json"
     json_path.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
 
     tracker.log_artifacts(run_id, plot_path, "landscape")

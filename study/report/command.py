@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from study.analysis.analyze import write_analysis
-from study.analysis.command import analyzed_study, log_to_parent
+from study.analysis.command import analyzed_study, describe_parent, log_to_parent
 from study.analysis.importance import importance_table
 from study.analysis.sources import StudyData, trials_from_table
 from study.config import StudyConfig
@@ -61,13 +61,10 @@ def _tell_the_story(tracker: Tracker, run_id: str, document: dict, table: Any) -
     the report is; the trials become a table artifact the UI shows."""
     columns = [c for c in TRIAL_COLUMNS if c in table.columns]
     tracker.log_table(run_id, table[columns], "report/trials_table.json")
-    verdict = document.get("verdict") or {}
-    note = (f"{verdict.get('text', '')}\n\n"
-            f"Report: artifacts `report/report.html` (open it from this run's Artifacts tab), "
-            f"`report/report.md`; trials: `report/trials.csv` and the table "
-            f"`report/trials_table.json`.")
-    tracker.set_tags(run_id, {"mlflow.note.content": note.strip(),
-                              "study.verdict": str(verdict.get("code", ""))})
+    describe_parent(tracker, run_id, document.get("verdict") or {}, more=(
+        "Report: artifacts `report/report.html` (open it from this run's Artifacts tab), "
+        "`report/report.md`; trials: `report/trials.csv` and the table "
+        "`report/trials_table.json`."))
 
 
 def _landscape_figure(data: StudyData) -> dict[str, tuple[str, str, bytes]]:

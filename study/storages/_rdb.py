@@ -23,7 +23,7 @@ import optuna
 from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
-from study.storages._retry import RETRIED_METHODS, StorageRetry, retried
+from study.storages._retry import RETRIED_METHODS, StorageRetry, is_connection_error, retried
 from study.storages._sqlite import tune_sqlite_engine
 
 __all__ = ["StudyRDBStorage", "layout_mismatch", "read_trials"]
@@ -65,8 +65,6 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
     def record_heartbeat(self, trial_id: int) -> None:
         """A beat lost to a connection error is skipped, not retried: beats are periodic, and
         the session's own calls report an outage (the heartbeat thread would only die)."""
-        from study.storages._retry import is_connection_error
-
         try:
             super().record_heartbeat(trial_id)
         except Exception as exc:

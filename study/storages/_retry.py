@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from study.errors import StorageError
+from study.errors import StorageError, exception_chain
 from study.redact import one_line, redact
 
 __all__ = ["RETRIED_METHODS", "StorageRetry", "is_connection_error"]
@@ -36,17 +36,8 @@ RETRIED_METHODS = (
 )
 
 
-def _cause(exc: BaseException) -> BaseException:
-    """The innermost exception of the chain (the driver's own words, not Optuna's wrapper)."""
-    seen: set[int] = set()
-    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return exc
-
-
 def _describe(exc: BaseException) -> str:
-    cause = _cause(exc)
+    cause = exception_chain(exc)[-1]  # the driver's own words, not Optuna's wrapper
     text = one_line(cause)
     return text if text.strip("() ") else type(cause).__name__
 
@@ -58,16 +49,9 @@ def is_connection_error(exc: BaseException) -> bool:
 
     kinds = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DisconnectionError,
              sqlalchemy.exc.InterfaceError, ConnectionError, TimeoutError)
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kinds):
-            return True
-        if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(err, kinds) or (isinstance(err, sqlalchemy.exc.DBAPIError)
+                                          and err.connection_invalidated)
+               for err in exception_chain(exc))
 
 
 class StorageRetry:

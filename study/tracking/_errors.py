@@ -3,9 +3,9 @@ never by the message text (a run id may contain "503"; a path may contain "refus
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from mlflow.exceptions import MlflowException, RestException
+
+from study.errors import exception_chain
 
 __all__ = ["is_transient"]
 
@@ -30,15 +30,6 @@ def _transient_types() -> tuple[type[BaseException], ...]:
     )
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` means the store is down or busy (retry) rather than the request wrong.
 
@@ -49,7 +40,7 @@ def is_transient(exc: BaseException) -> bool:
     bad-request errors, and any ``OSError`` that is not a connection error.
     """
     transient_types = _transient_types()
-    if any(isinstance(err, transient_types) for err in _chain(exc)):
+    if any(isinstance(err, transient_types) for err in exception_chain(exc)):
         return True
     if not isinstance(exc, MlflowException):
         return False

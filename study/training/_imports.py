@@ -23,16 +23,15 @@ from study.redact import one_line
 __all__ = ["is_callable_spec", "load_callable", "source_file", "source_sha256", "where_raised"]
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_MODULE_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*$")
-_CALLABLE_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*$")
+_DOTTED_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*$")  # a module path or a (nested) attribute
 
 
 def is_callable_spec(spec: str) -> bool:
     """Whether ``spec`` has the form ``module:callable`` or ``file.py:callable``."""
     where, sep, name = spec.rpartition(":")
-    if not sep or not _CALLABLE_RE.match(name):
+    if not sep or not _DOTTED_RE.match(name):
         return False
-    return where.endswith(".py") or bool(_MODULE_RE.match(where))
+    return _is_file(where) or bool(_DOTTED_RE.match(where))
 
 
 def _is_file(where: str) -> bool:

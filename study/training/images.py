@@ -4,7 +4,7 @@ Classes are the sub-folders in sorted order (labels 0..K-1); hidden entries and 
 types are skipped. Every image is decoded with Pillow (EXIF orientation applied), resized to one
 size (bilinear) and stacked into one ``uint8`` array: RGB unless every image is grayscale. The
 array is cached on disk (keyed by the files' names, sizes and modification times and the target
-size), so workers and later sessions decode a folder once.
+size), so workers and later sessions decode a folder once and open none of its images again.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Below this many files decoding takes a second or two: no progress lines.
 PROGRESS_MIN_FILES = 500
 _GRAY_MODES = ("1", "L", "LA", "I", "F")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?$")
 
 Progress = Callable[[int, int], None]
@@ -71,13 +71,15 @@ def load_image_folder(
             two images, or an image cannot be read; the message names the folder or file.
     """
     files, labels, classes = _list(root)
-    headers = [_header(path) for path in files]
-    size = image_size or collections.Counter((h, w) for h, w, _ in headers).most_common(1)[0][0]
-    gray = all(mode in _GRAY_MODES or mode.startswith("I;16") for _, _, mode in headers)
-    key = _cache_key(root, files, size, gray)
+    # The files (names, sizes, times) and the requested size decide the decoded array, so a
+    # cached one is found without opening a single image.
+    key = _cache_key(root, files, image_size)
     cached = _read_cache(key)
     if cached is not None and len(cached) == len(files):
         return cached, np.asarray(labels, dtype=np.int64), classes
+    headers = [_header(path) for path in files]
+    size = image_size or collections.Counter((h, w) for h, w, _ in headers).most_common(1)[0][0]
+    gray = all(mode in _GRAY_MODES or mode.startswith("I;16") for _, _, mode in headers)
     x = np.empty((len(files), 1 if gray else 3, *size), dtype=np.uint8)
     report = progress if progress is not None and len(files) >= PROGRESS_MIN_FILES else None
     step = max(1, len(files) // 20)
@@ -147,9 +149,10 @@ def _decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
         raise _unreadable(path, exc) from None
 
 
-def _cache_key(root: Path, files: list[Path], size: tuple[int, int], gray: bool) -> str:
+def _cache_key(root: Path, files: list[Path], image_size: tuple[int, int] | None) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps([_CACHE_VERSION, str(root.resolve()), list(size), gray]).encode())
+    requested = list(image_size) if image_size else "most common"
+    digest.update(json.dumps([_CACHE_VERSION, str(root.resolve()), requested]).encode())
     for path in files:
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
