@@ -26,6 +26,17 @@ def check_positive(field: str, value: float, *, allow_zero: bool = False) -> Non
         fail(field, value, "> 0")
 
 
+def check_fixed_hparams(*, lr: float, batch_size: int, weight_decay: float,
+                        width: int | None = None) -> None:
+    """Check the fixed values of ``study trial`` and ``study explain``, named as their flags."""
+    if width is not None:
+        check_positive("width", width)
+    check_positive("lr", lr)
+    if batch_size < 2:  # BatchNorm cannot train on a batch of one sample
+        fail("batch_size", batch_size, ">= 2")
+    check_positive("weight_decay", weight_decay, allow_zero=True)
+
+
 def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
     """Check that ``value`` is one of ``choices``."""
     choices = tuple(choices)

@@ -26,6 +26,7 @@ from study._cli_options import (
     resolve,
     store_options,
 )
+from study._validation import check_fixed_hparams
 from study.config import StudyConfig, resolve_config
 from study.errors import StudyError
 from study.redact import redact
@@ -112,6 +113,7 @@ def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
     from study.runtime import run_single_trial
     from study.training import HParams
 
+    check_fixed_hparams(width=width, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     fixed = {"width_min": width, "width_max": width, "lr_min": lr, "lr_max": lr,
              "batch_sizes": (batch_size,), "weight_decay_min": weight_decay,
              "weight_decay_max": weight_decay}
@@ -203,6 +205,7 @@ def explain_command(lr: float, batch_size: int, weight_decay: float, n_widths: i
     x seeds, each paired with a penalty-mode none control; then analyze and report it."""
     from study.explain import explain_study
 
+    check_fixed_hparams(lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     config, given = resolve(options)
     report = {"evaluators": [e.strip() for e in evaluators.split(",") if e.strip()],
               "seed": importance_seed, "n_bootstrap": n_bootstrap}

@@ -51,8 +51,30 @@ def strip_defaults(argv: Sequence[str], *, keep: Sequence[str] = ()) -> list[str
 
 
 def mlproject_main(command: str, argv: Sequence[str], *, keep: Sequence[str] = ()) -> int:
-    """Run ``study COMMAND`` with MLproject arguments; returns the exit code."""
-    return main([command, *strip_defaults(argv, keep=keep)])
+    """Run ``study COMMAND`` with MLproject arguments; returns the exit code.
+
+    When the command fails before the run ``mlflow run`` opened for it became part of a study
+    (bad input, a store that cannot be opened), that run is discarded: nothing is left behind.
+    """
+    code = main([command, *strip_defaults(argv, keep=keep)])
+    if code:
+        _discard_unclaimed_entry()
+    return code
+
+
+def _discard_unclaimed_entry() -> None:
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    from mlflow import MlflowClient
+
+    from study.tracking.entry import discard_later, is_unclaimed_entry
+
+    # Cleanup must never replace the error the user was just shown (the store may be the
+    # very thing that failed): any failure here leaves the FAILED run as MLflow would.
+    with contextlib.suppress(Exception):
+        if is_unclaimed_entry(MlflowClient().get_run(run_id)):
+            discard_later(run_id)
 
 
 _REPORT_FLAGS = ("--evaluators", "--importance-seed", "--n-bootstrap")

@@ -331,5 +331,12 @@ def check_scaled_study(storage: str, tracking_uri: str, experiment: str, study_n
     return trials
 
 
+def stamp_of_an_exited_process() -> str:
+    """The worker stamp of a real process of this host that has exited: a dead worker."""
+    return subprocess.run([sys.executable, "-c", "from study.runtime.recovery import "
+                           "worker_stamp; print(worker_stamp())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
 def stderr_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]

@@ -17,6 +17,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
+from study._validation import check_fixed_hparams
+from study.cli import main as cli_main
 from tests.conftest import cli_env, run_cli
 
 pytestmark = pytest.mark.slow
@@ -329,3 +331,23 @@ def test_trial_run_records_the_width(single_trial):
     (run,) = _all_runs(single_trial.tracking_uri)
     assert run.data.params["width"] == "4"
     assert run.data.params["epochs"] == "1"
+
+
+@pytest.mark.parametrize(("command", "flag", "value", "message"), [
+    ("trial", "--batch-size", "1", "`batch_size` must be >= 2, but got batch_size=1."),
+    ("trial", "--width", "0", "`width` must be > 0, but got width=0."),
+    ("trial", "--lr", "0", "`lr` must be > 0, but got lr=0.0."),
+    ("trial", "--weight-decay", "-0.1", "`weight_decay` must be >= 0, but got weight_decay=-0.1."),
+    ("explain", "--batch-size", "1", "`batch_size` must be >= 2, but got batch_size=1."),
+])
+def test_fixed_values_are_named_as_their_flags(tmp_path, monkeypatch, capsys, command, flag,
+                                               value, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert cli_main([command, flag, value, "--epochs", "1"]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert list(tmp_path.iterdir()) == []  # no store created
+
+
+def test_the_boundary_values_of_the_fixed_flags_are_allowed():
+    check_fixed_hparams(width=1, lr=1e-12, batch_size=2, weight_decay=0.0)  # raises nothing

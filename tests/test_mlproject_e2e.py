@@ -7,10 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import ViewType
 
 from tests.conftest import REPO, cli_env
 
@@ -210,3 +213,29 @@ def test_mlflow_run_study_on_a_users_factory_and_image_folder(tmp_path, tracking
     assert parent.data.params["image_size"] == "10x12"
     assert "study.model_sha256" in parent.data.tags
     assert {r.data.params["dataset"] for r in trials} == {f"imagefolder:{images}"}
+
+
+@pytest.mark.parametrize(("entry", "param", "field"), [
+    ("study", {"width_min": "0"}, "width_min"),
+    ("main", {"weight_decay_max": "-1"}, "weight_decay_max"),
+    ("trial", {"batch_size": "0"}, "batch_size"),
+])
+def test_bad_input_through_mlflow_run_leaves_no_run(tmp_path, tracking_uri, entry, param, field):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    extra = {} if entry == "trial" else {"storage": storage}
+    bad = mlflow_run(entry, {**param, **extra}, cwd=tmp_path, tracking_uri=tracking_uri)
+
+    assert bad.returncode != 0
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"`{field}`" in errors[0], bad.stderr[-2000:]
+    assert "Traceback" not in bad.stderr
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    # MLflow closes its entry run after the command exits; the discard follows within seconds.
+    deadline = time.monotonic() + 60
+    while client.search_runs(experiments) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert client.search_runs(experiments) == []
+    (discarded,) = client.search_runs(experiments, run_view_type=ViewType.DELETED_ONLY)
+    assert discarded.info.status == "FAILED"
+    assert not (tmp_path / "optuna.db").exists() or not optuna.get_all_study_names(storage)

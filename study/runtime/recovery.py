@@ -12,8 +12,9 @@ Two detectors feed one handler:
   and journal storages have no heartbeat at all).
 
 The handler closes the trial's MLflow run as FAILED with ``study.failure`` and enqueues a retry
-with the same parameters. A session also closes any trial run left RUNNING whose trial is
-finished, so no run stays RUNNING after a resume.
+with the same parameters. A trial whose worker died before opening its run gets a FAILED run
+then, so every trial keeps exactly one run in MLflow. A session also closes any trial run left
+RUNNING whose trial is finished, so no run stays RUNNING after a resume.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from study.keys import FAILURE_ATTR, RUN_ID_ATTR, TRAIN_SEED_ATTR, WORKER_ATTR
-from study.tracking import end_trial_run
+from study.tracking import end_trial_run, start_trial_run
 
 if TYPE_CHECKING:
     from study.tracking import Tracker
@@ -122,19 +123,32 @@ class StaleTrialHandler:
 
     Args:
         reason: Why the trial is considered dead (recorded as ``study.failure``).
-        tracker: MLflow access; ``None`` until a session attaches it (the storage is created
-            before the tracker, and Optuna takes the callback at storage creation).
+        tracker: MLflow access; ``None`` until a session attaches it with :meth:`attach`
+            (the storage is created before the tracker, and Optuna takes the callback at
+            storage creation).
+        experiment_id: The study's experiment, where a run the trial never linked is looked up.
+        parent_run_id: The study's parent run, under which a trial that died before opening
+            its run gets one.
     """
 
-    def __init__(self, reason: str = HEARTBEAT_REASON,
-                 tracker: Tracker | None = None) -> None:
+    def __init__(self, reason: str = HEARTBEAT_REASON, tracker: Tracker | None = None, *,
+                 experiment_id: str | None = None, parent_run_id: str | None = None) -> None:
         self.reason = reason
         self.tracker = tracker
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+
+    def attach(self, tracker: Tracker, *, experiment_id: str, parent_run_id: str) -> None:
+        """Give the handler the session's MLflow access and the study's runs."""
+        self.tracker = tracker
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         reason = trial.user_attrs.get(FAILURE_ATTR) or dead_reason(trial, self.reason)
         if self.tracker is not None:
-            _close_trial_run(self.tracker, study, trial, "FAIL", reason)
+            _close_trial_run(self.tracker, study, trial, "FAIL", reason,
+                             experiment_id=self.experiment_id, parent_run_id=self.parent_run_id)
         retry_trial(study, trial)
 
 
@@ -192,8 +206,14 @@ def _trial_run(tracker: Tracker, study: optuna.Study, trial: FrozenTrial,
 
 
 def _close_trial_run(tracker: Tracker, study: optuna.Study, trial: FrozenTrial, state: str,
-                     reason: str | None, experiment_id: str | None = None) -> None:
+                     reason: str | None, *, experiment_id: str | None = None,
+                     parent_run_id: str | None = None) -> None:
     run_id = _trial_run(tracker, study, trial, experiment_id)
+    if run_id is None and experiment_id is not None and parent_run_id is not None:
+        # The worker died between Optuna's ask and opening the run (e.g. the database went
+        # down while it sampled): the trial still gets its one run, closed as failed.
+        run_id = start_trial_run(tracker, experiment_id, parent_run_id=parent_run_id,
+                                 study_name=study.study_name, trial_number=trial.number)
     if run_id is None:
         return
     run = tracker.get_run(run_id)
@@ -214,7 +234,8 @@ def fail_dead_trials(study: optuna.Study, handler: StaleTrialHandler) -> list[in
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process got there first
         dead = study._storage.get_trial(trial._trial_id)
-        StaleTrialHandler(DEAD_PROCESS_REASON, handler.tracker)(study, dead)
+        StaleTrialHandler(DEAD_PROCESS_REASON, handler.tracker, experiment_id=handler.experiment_id,
+                          parent_run_id=handler.parent_run_id)(study, dead)
         failed.append(trial.number)
     return failed
 

@@ -35,6 +35,7 @@ from tests.servers import (
     poll_trials,
     postgres_url,
     runs_per_trial,
+    stamp_of_an_exited_process,
     stderr_lines,
     study_trials,
     study_user_attrs,
@@ -148,6 +149,36 @@ def test_sigkilled_trial_is_failed_closed_and_retried_on_resume(kind, cause, ser
     assert killed_run.info.status == "FAILED"
     assert killed_run.data.tags["optuna.trial_state"] == "FAIL"
     assert killed_run.data.tags["study.failure"] == dead.user_attrs["failure"]
+
+
+def test_a_worker_dead_before_opening_its_run_leaves_its_trial_one_failed_run(
+        storage_url, tracking_uri, mlflow_client, capsys):
+    config = StudyConfig(study_name="early", storage=storage_url, tracking_uri=tracking_uri,
+                         experiment="early", epochs=1, width_min=4, width_max=4,
+                         batch_sizes=(64,), n_trials=1, device="cpu", pruner="none")
+    run_session(config)
+    # What a worker leaves when it dies between Optuna's ask and opening its MLflow run (the
+    # database went down while it sampled): a RUNNING trial stamped by a process that is gone,
+    # and no run.
+    study = load_study(prepare_study(config)).study
+    orphan = study.ask()
+    study._storage.set_trial_user_attr(orphan._trial_id, "worker", stamp_of_an_exited_process())
+
+    run_session(config.replace(n_trials=2))
+
+    assert "recovered: 1 trial(s) of dead workers failed and queued again [1]" in \
+        capsys.readouterr().err
+    trials = study_trials(storage_url, "early")
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"], _timeline(trials)
+    runs = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("early")
+                                      .experiment_id])
+    assert runs_per_trial(runs, "early") == {0: 1, 1: 1, 2: 1}
+    (dead_run,) = [r for r in runs if r.data.tags.get("optuna.trial_number") == "1"]
+    assert dead_run.info.status == "FAILED"
+    assert dead_run.data.tags["study.failure"] == trials[1].user_attrs["failure"]
+    assert dead_run.data.tags["study.failure"].startswith("its worker process died (trial 1")
+    parent = next(r for r in runs if r.data.tags.get("study.role") == "parent")
+    assert dead_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
 
 
 # --- exceptions, NaN, out of memory -------------------------------------------------------------

@@ -11,16 +11,10 @@ import sys
 import pytest
 
 from study.runtime.recovery import dead_here, worker_stamp
+from tests.servers import stamp_of_an_exited_process
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"),
                                 reason="process start times are read from /proc (Linux)")
-
-
-def _stamp_of_a_process_that_exited() -> str:
-    out = subprocess.run([sys.executable, "-c", "from study.runtime.recovery import "
-                          "worker_stamp; print(worker_stamp())"], capture_output=True,
-                         text=True, check=True).stdout.strip()
-    return out
 
 
 def test_the_stamp_is_host_pid_and_start():
@@ -35,11 +29,11 @@ def test_this_process_is_alive():
 
 
 def test_an_exited_worker_is_dead():
-    assert dead_here(_stamp_of_a_process_that_exited()) is True
+    assert dead_here(stamp_of_an_exited_process()) is True
 
 
 def test_a_reused_pid_is_still_recognised_as_dead():
-    dead = _stamp_of_a_process_that_exited()
+    dead = stamp_of_an_exited_process()
     host, _, start = dead.split(":")
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
         try:
