@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import sections
+from bench import default_study, gpu, sections
 from bench.harness import REPO
 
 DEFAULT_JSON = REPO / "bench" / "results.json"
@@ -73,6 +73,7 @@ def figures(doc: dict[str, Any]) -> list[tuple[str, float]]:
         ("per_trial_overhead_seconds", d["per_trial_overhead"]),
         ("per_epoch_overhead_seconds", d["per_epoch"]),
         ("session_fixed_seconds", d["session_fixed"]),
+        ("fixed_ms_per_trial", d["per_trial_fixed"] * 1000),
         ("analysis_table_seconds_10k", j["table"]),
         ("analysis_table_seconds_10k_optuna_orm", j["table_orm"]),
         ("report_seconds_10k", j["report"]),
@@ -106,6 +107,12 @@ def figures(doc: dict[str, Any]) -> list[tuple[str, float]]:
         from bench.coverage import figures as coverage_figures
 
         pairs += coverage_figures(doc["coverage"])
+    if doc.get("gpu"):
+        from bench.gpu import figures as gpu_figures
+
+        pairs += gpu_figures(doc["gpu"])
+    if doc.get("default_study"):
+        pairs.append(("overhead_ratio_default", doc["default_study"]["ratio"]))
     pairs += [
         ("bench_seconds", doc["run"]["bench_seconds"]),
         ("overhead_ratio", o["ratio"]),
@@ -135,12 +142,14 @@ def render(doc: dict[str, Any], json_name: str = "bench/results.json") -> str:
         "pruning": sections.pruning, "data_path": sections.data_path,
         "profile": sections.profile, "method": sections.method,
         "init_cost": sections.init_cost, "coverage": sections.coverage,
+        "default_study": default_study.section, "gpu": gpu.section,
     }
     out = []
     for name, template in parts.items():
         if name.endswith("-skipped"):
             continue
-        if name in ("profile", "init_cost", "coverage") and not doc.get(name):
+        if name in ("profile", "init_cost", "coverage", "default_study", "gpu") \
+                and not doc.get(name):
             out.append(parts[f"{name}-skipped"].substitute(common))
         else:
             out.append(template.substitute({**common, **fill[name](doc)}))

@@ -24,6 +24,13 @@ Figures:
 - ``pruning_epoch_saving`` / ``pruning_best_ratio``: the default (median) pruner against
   ``pruner="none"``, same seed and sampler, medians over seeds.
 - ``data_path_ratio``: training samples/s of device-resident tensors over a ``DataLoader``.
+- ``fixed_ms_per_trial``: the service's cost per trial outside training and the per-epoch
+  callbacks (from the decomposition of ``overhead_ratio``).
+- ``overhead_ratio_default``: a default study (TPE over four dimensions, the median pruner)
+  over the bare loop replaying exactly the trials it trained (``bench/default_study.py``).
+- ``gpu_*`` (``--device cuda`` only): the training loop against a bare loop, AMP,
+  ``channels_last`` and ``torch.compile`` speedups, and trials per hour at 1, 2, 4 and 8
+  concurrent trials on one GPU (``bench/gpu.py``).
 
 Both modes decompose the service's cost (exclusive wall time of every MLflow, Optuna-storage,
 sampler and pruner call, in an instrumented variant interleaved with the others). The full run
@@ -111,6 +118,8 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
     from bench import coverage
     from bench.analysis10k import bench_analysis
     from bench.data_path import bench_data_path
+    from bench.default_study import bench_default_study
+    from bench.gpu import bench_gpu
     from bench.init_cost import bench_init_cost
     from bench.overhead import bench_overhead
     from bench.profiling import bench_profile
@@ -131,6 +140,14 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
         d = o["decomposition"]
         log(f"  {d['per_trial_overhead'] * 1000:.0f} ms per trial outside training, "
             f"{d['session_fixed'] * 1000:.0f} ms per session")
+        log(f"  fixed cost {d['per_trial_fixed'] * 1000:.0f} ms per trial")
+        log("the default study (TPE, median pruner) against the bare loop replaying it ...")
+        doc["default_study"] = bench_default_study(ws, data, plan, device)
+        log(f"  overhead_ratio_default {doc['default_study']['ratio']:.3f}")
+        doc["gpu"] = None
+        if device.type == "cuda":
+            log("GPU: loop, AMP, channels_last, compile, concurrent trials ...")
+            doc["gpu"] = bench_gpu(ws, plan, device)
         log(f"analysis/report on {N_SYNTHETIC} synthetic trials ...")
         doc["analysis"] = bench_analysis(ws, plan)
         log(f"pruning: {plan.pruning_trials} trials, seeds {plan.pruning_seeds} ...")

@@ -46,11 +46,15 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def target(doc: dict[str, Any], name: str, unit: str = "") -> str:
+    if name not in doc["targets"]:  # a results file from before the target existed
+        return "none"
     op, limit = doc["targets"][name]
     return f"{op} {limit:g}{unit}"
 
 
 def met(doc: dict[str, Any], name: str, value: float | None) -> str:
+    if name not in doc["targets"]:
+        return "-"
     op, limit = doc["targets"][name]
     return "yes" if value is not None and _COMPARE[op](value, limit) else "**no**"
 
@@ -62,6 +66,7 @@ def _other_device(device: str) -> str:
 # -- sections ---------------------------------------------------------------------------------
 def _summary_rows(doc: dict[str, Any]) -> list[list[str]]:
     o, a, p, dp = doc["overhead"], doc["analysis"], doc["pruning"], doc["data_path"]
+    d = o["decomposition"]
     j = a[a["primary"]]["median"]
     ps = p["summary"]["median"]
     rows = [
@@ -69,6 +74,18 @@ def _summary_rows(doc: dict[str, Any]) -> list[list[str]]:
          met(doc, "overhead_ratio", o["ratio"]),
          f"service {o['median']['service']:.2f} s vs bare loop {o['median']['bare']:.2f} s "
          f"({len(o['widths'])} trials)"],
+        ["`fixed_ms_per_trial`", f"{d['per_trial_fixed'] * 1000:.1f} ms",
+         target(doc, "fixed_ms_per_trial", " ms"),
+         met(doc, "fixed_ms_per_trial", d["per_trial_fixed"] * 1000),
+         "per trial outside training and the per-epoch writes (decomposition, section 1)"],
+    ]
+    if doc.get("default_study"):
+        ds = doc["default_study"]
+        rows.append(["`overhead_ratio_default`", f"{ds['ratio']:.3f}", "none", "-",
+                     f"default study of {ds['n_trials']} trials (TPE, median pruner) vs the "
+                     f"bare loop replaying it: {ds['median']['service']:.2f} s vs "
+                     f"{ds['median']['bare']:.2f} s"])
+    rows += [
         ["`analysis_seconds_10k`", f"{j['analysis']:.2f} s",
          target(doc, "analysis_seconds_10k", " s"), met(doc, "analysis_seconds_10k",
                                                         j["analysis"]),

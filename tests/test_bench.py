@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIGURES = ("overhead_ratio", "analysis_seconds_10k", "report_seconds_10k",
-           "pruning_epoch_saving", "pruning_best_ratio", "data_path_ratio")
+FIGURES = ("overhead_ratio", "fixed_ms_per_trial", "overhead_ratio_default",
+           "analysis_seconds_10k", "report_seconds_10k", "pruning_epoch_saving",
+           "pruning_best_ratio", "data_path_ratio")
 # --quick takes about 2-3 minutes on 2 idle CPU cores; a busy machine can be several times slower.
 TIMEOUT = 1800
 

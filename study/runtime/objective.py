@@ -20,6 +20,7 @@ from study.keys import (
     WORKER_ATTR,
 )
 from study.redact import one_line
+from study.runtime._attrs import set_user_attrs
 from study.runtime.recovery import retry_trial, worker_stamp
 from study.runtime.space import suggest_hparams, train_seed, trial_params
 from study.tracking import end_trial_run, start_trial_run
@@ -118,14 +119,16 @@ def train_logged(
         if report is not None:
             tracker.log_metrics(run_id, report.metrics(), step=report.epoch)
         raise
-    final = history[-1]
-    tracker.log_metrics(
-        run_id, {"final/val_loss": final.val_loss, "final/val_accuracy": final.val_accuracy},
-        step=final.epoch,
-    )
     if save_weights:
         tracker.log_state_dict(run_id, trainer.model.state_dict(), WEIGHTS_ARTIFACT)
     return history
+
+
+def final_metrics(history: Sequence[EpochReport]) -> dict[str, float]:
+    """The ``final/*`` summary metrics of a finished training (logged with the run's close,
+    at the last epoch's step)."""
+    return {"final/val_loss": history[-1].val_loss,
+            "final/val_accuracy": history[-1].val_accuracy}
 
 
 def _keep_curve(trial: optuna.Trial, history: Sequence[EpochReport]) -> None:
@@ -136,9 +139,8 @@ def _keep_curve(trial: optuna.Trial, history: Sequence[EpochReport]) -> None:
 
 def _keep_start(trial: optuna.Trial, n_params: int, init: InitReport) -> None:
     """The parameter count and the loss at initialization as user attrs (``init_*``)."""
-    trial.set_user_attr("n_params", n_params)
-    for key, value in init.metrics().items():
-        trial.set_user_attr(key.replace("/", "_"), value)
+    set_user_attrs(trial, {"n_params": n_params,
+                           **{k.replace("/", "_"): v for k, v in init.metrics().items()}})
 
 
 def diagnosis_tags(found: Diagnosis) -> dict[str, str]:
@@ -228,14 +230,13 @@ class Objective:
             self.tracker, self.experiment_id, parent_run_id=self.parent_run_id,
             study_name=trial.study.study_name, trial_number=trial.number,
         )
-        trial.set_user_attr(RUN_ID_ATTR, run_id)
-        trial.set_user_attr(HPARAMS_ATTR, dict(vars(hp)))
+        set_user_attrs(trial, {RUN_ID_ATTR: run_id, HPARAMS_ATTR: dict(vars(hp))})
 
         def on_epoch(history: list[EpochReport], report: EpochReport) -> None:
             seen[:] = history
             if report.epoch == config.early_epochs:
-                for key, value in summary_metrics(history, config.early_epochs).items():
-                    trial.set_user_attr(key.replace("/", "_"), value)
+                set_user_attrs(trial, {k.replace("/", "_"): v for k, v in
+                                       summary_metrics(history, config.early_epochs).items()})
             trial.report(objective_value(config.objective, history, config.early_epochs),
                          report.epoch)
             if trial.should_prune():
@@ -248,8 +249,8 @@ class Objective:
                 hooks=self.hooks, new_run=True,
             )
             value = objective_value(config.objective, history, config.early_epochs)
-            trial.set_user_attr("final_val_loss", history[-1].val_loss)
-            trial.set_user_attr("final_val_accuracy", history[-1].val_accuracy)
+            set_user_attrs(trial, {"final_val_loss": history[-1].val_loss,
+                                   "final_val_accuracy": history[-1].val_accuracy})
             if not math.isfinite(value):
                 raise TrialFailedError(f"objective {config.objective} is {value}")
         except optuna.TrialPruned:
@@ -281,7 +282,8 @@ class Objective:
             end_trial_run(self.tracker, run_id, state="FAIL", failure="interrupted")
             raise
         found = self._diagnose(trial, history)
-        end_trial_run(self.tracker, run_id, state="COMPLETE", tags=diagnosis_tags(found))
+        end_trial_run(self.tracker, run_id, state="COMPLETE", tags=diagnosis_tags(found),
+                      metrics=final_metrics(history), step=history[-1].epoch)
         return value
 
     def _train_seed(self, trial: optuna.Trial) -> int:
@@ -302,6 +304,6 @@ class Objective:
         ``diagnosis_detail``) and returned for the run's tags."""
         found = diagnose(curve, non_finite=non_finite, n_classes=self.data.n_classes)
         if found.codes:
-            trial.set_user_attr("diagnosis", found.tag_value())
-            trial.set_user_attr("diagnosis_detail", found.detail)
+            set_user_attrs(trial, {"diagnosis": found.tag_value(),
+                                   "diagnosis_detail": found.detail})
         return found

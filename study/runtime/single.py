@@ -8,7 +8,7 @@ from typing import Any
 from study.config import StudyConfig
 from study.errors import NonFiniteLossError
 from study.runtime.inputs import check_factory, load_data
-from study.runtime.objective import diagnosis_tags, failure_reason, train_logged
+from study.runtime.objective import diagnosis_tags, failure_reason, final_metrics, train_logged
 from study.runtime.parent import entry_run_id
 from study.tracking import Tracker, end_trial_run
 from study.training import Diagnosis, HParams, diagnose, early_losses, resolve_device
@@ -72,7 +72,8 @@ def run_single_trial(config: StudyConfig, hp: HParams) -> SingleTrialResult:
         end_trial_run(tracker, run_id, state="FAIL", failure="interrupted")
         raise
     found = diagnose(history, n_classes=data.n_classes)
-    tracker.set_tags(run_id, {"optuna.trial_state": "COMPLETE", **diagnosis_tags(found)})
+    tracker.set_tags(run_id, {"optuna.trial_state": "COMPLETE", **diagnosis_tags(found)},
+                     metrics=final_metrics(history), step=history[-1].epoch)
     if not entry:
         tracker.end_run(run_id, "FINISHED")
     return SingleTrialResult(

@@ -71,6 +71,28 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
             if not is_connection_error(exc):
                 raise
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Several user attrs of one trial in one transaction and one statement (a trial's
+        store cost is mostly per statement and per commit). Optuna's own per-key write is used
+        where its internals differ from the ones this was written for."""
+        scoped = getattr(_rdb_storage_module(), "_create_scoped_session", None)
+        if scoped is None or self.engine.name not in _UPSERT_DIALECTS:
+            for key, value in attrs.items():
+                self.set_trial_user_attr(trial_id, key, value)
+            return
+        from optuna.storages._rdb import models
+
+        model = models.TrialUserAttributeModel
+        insert = _UPSERT_DIALECTS[self.engine.name]()(model).values(
+            [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+             for key, value in attrs.items()])
+        upsert = insert.on_conflict_do_update(index_elements=[model.trial_id, model.key],
+                                              set_={"value_json": insert.excluded.value_json})
+        with scoped(self.scoped_session, True) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            self.check_trial_is_updatable(trial_id, trial.state)
+            session.execute(upsert)
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         if self.on_stale is not None:
@@ -109,6 +131,28 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
 
 for _name in RETRIED_METHODS:
     setattr(StudyRDBStorage, _name, retried(getattr(StudyRDBStorage, _name)))
+
+
+def _sqlite_insert() -> Any:
+    from sqlalchemy.dialects.sqlite import insert
+
+    return insert
+
+
+def _postgresql_insert() -> Any:
+    from sqlalchemy.dialects.postgresql import insert
+
+    return insert
+
+
+# Dialects whose INSERT ... ON CONFLICT DO UPDATE writes many attrs in one statement.
+_UPSERT_DIALECTS = {"sqlite": _sqlite_insert, "postgresql": _postgresql_insert}
+
+
+def _rdb_storage_module() -> Any:
+    import optuna.storages._rdb.storage as module
+
+    return module
 
 
 class _NoStudy(KeyError):

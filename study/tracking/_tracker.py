@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,6 +51,7 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None = None, *, retry_seconds: float = 120.0) -> None:
         self.retry_seconds = retry_seconds
+        self._artifact_uris: dict[str, str] = {}  # of the runs created here
         shown = redact(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "default"))
         try:
             self.client = MlflowClient(tracking_uri)
@@ -108,13 +111,17 @@ class Tracker:
         run = self._call(
             self.client.create_run, experiment_id, tags=all_tags, run_name=name
         )
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         return run.info.run_id
 
-    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        """Set several tags in one call."""
+    def set_tags(self, run_id: str, tags: Mapping[str, Any], *,
+                 metrics: Mapping[str, float] | None = None, step: int = 0) -> None:
+        """Set several tags (and log ``metrics`` at ``step``) in one call."""
+        timestamp = _now_ms()
         self._call(
             self.client.log_batch, run_id,
             tags=[RunTag(k, str(v)) for k, v in tags.items()],
+            metrics=[Metric(k, float(v), timestamp, step) for k, v in (metrics or {}).items()],
         )
 
     def log_params(self, run_id: str, params: Mapping[str, Any], *,
@@ -146,10 +153,23 @@ class Tracker:
 
         import torch
 
+        tensors = {k: v.detach().cpu() for k, v in state_dict.items()}
         folder, _, name = path.rpartition("/")
+        local_root = _local_path(self._artifact_uris.get(run_id))
+        if local_root is not None:
+            # A run this process created, with artifacts on a local disk: written in place
+            # (no temporary copy, and no look-up of the run to find where they go).
+            target = os.path.join(local_root, folder, name)
+            try:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                torch.save(tensors, target)
+            except OSError as exc:
+                raise TrackingError(f"could not log {path} to run {run_id}: "
+                                    f"{one_line(exc)}") from None
+            return
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, name)
-            torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, local)
+            torch.save(tensors, local)
             self._call(self.client.log_artifact, run_id, local, artifact_path=folder or None)
 
     def log_table(self, run_id: str, table: Any, artifact_file: str) -> None:
@@ -214,3 +234,15 @@ class Tracker:
                       f"retrying in {delay:g} s", file=sys.stderr, flush=True)
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)
+
+
+def _local_path(uri: str | None) -> str | None:
+    """The folder of a local artifact URI (a path or ``file:``), else ``None``."""
+    if not uri:
+        return None
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return urllib.request.url2pathname(parsed.path)
+    if parsed.scheme == "" and os.path.isabs(uri):
+        return uri
+    return None

@@ -92,11 +92,13 @@ def start_trial_run(tracker: Tracker, experiment_id: str, *, parent_run_id: str,
 
 
 def end_trial_run(tracker: Tracker, run_id: str, *, state: str, failure: str | None = None,
-                  tags: Mapping[str, str] | None = None) -> None:
-    """Record the trial's Optuna ``state`` (and ``tags``, and ``failure`` as
-    ``study.failure``) and close the run with the matching status."""
+                  tags: Mapping[str, str] | None = None,
+                  metrics: Mapping[str, float] | None = None, step: int = 0) -> None:
+    """Record the trial's Optuna ``state`` (and ``tags``, ``failure`` as ``study.failure``,
+    and last ``metrics`` at ``step``, all in one write) and close the run with the matching
+    status."""
     tags = {**(tags or {}), "optuna.trial_state": state}
     if failure:
         tags["study.failure"] = one_line(failure)[:_TAG_LIMIT]
-    tracker.set_tags(run_id, tags)
+    tracker.set_tags(run_id, tags, metrics=metrics, step=step)
     tracker.end_run(run_id, TRIAL_STATUS[state])

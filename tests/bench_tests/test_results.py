@@ -19,7 +19,7 @@ FIGURES = [
     "overhead_service_seconds", "overhead_trainer_seconds", "overhead_bare_seconds",
     "trainer_ratio", "bare_vs_trainer_val_loss_max_abs_diff", "per_trial_overhead_seconds",
     "per_epoch_overhead_seconds",
-    "session_fixed_seconds", "analysis_table_seconds_10k",
+    "session_fixed_seconds", "fixed_ms_per_trial", "analysis_table_seconds_10k",
     "analysis_table_seconds_10k_optuna_orm", "report_seconds_10k", "analysis_seconds_10k",
     "pruning_epochs_pruned", "pruning_epochs_unpruned", "pruning_seconds_pruned",
     "pruning_seconds_unpruned", "pruning_replay_epoch_saving", "pruning_replay_best_ratio",
