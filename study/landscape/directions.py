@@ -1,5 +1,15 @@
-"""Filter-normalized random directions in weight space (Li et al., 2018), and moving a model
-along them.
+"""Random directions in weight space (Li et al., 2018), normalized three ways, and moving a
+model along them.
+
+- ``filter`` (the default, Li et al.'s filter normalization), described below.
+- ``layer``: each kernel tensor's direction is rescaled to the Frobenius norm of the whole
+  tensor (the layer variant).
+- ``none``: a plain Gaussian direction over the same kernels, scaled to unit norm overall, so
+  ``alpha`` is a Euclidean distance in weight space: the weights' own scale is ignored, which
+  is what the paper shows can mislead when comparing networks.
+
+Only conv and linear kernels move in every variant; the same seed draws the same Gaussian noise
+whatever the normalization, so probes of different trials and normalizations compare.
 
 A direction ``d`` has one tensor per model parameter. For every weight tensor of two or more
 dimensions (conv and linear kernels) ``d`` is Gaussian and each filter (slice along dim 0, the
@@ -16,9 +26,43 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["Perturbed", "filter_normalized_direction", "random_directions"]
+__all__ = ["NORMALIZATIONS", "Perturbed", "filter_normalized_direction", "random_directions"]
+
+NORMALIZATIONS = ("filter", "layer", "none")
 
 _EPS = 1e-12
+
+
+def _gaussian(model: nn.Module, generator: torch.Generator) -> list[torch.Tensor]:
+    """Gaussian noise for every kernel (zeros elsewhere), drawn in float32 on the CPU in
+    parameter order, so a seed gives the same draw on every device and dtype."""
+    noise = []
+    for p in model.parameters():
+        if p.dim() <= 1:
+            noise.append(torch.zeros_like(p))
+            continue
+        d = torch.randn(p.shape, generator=generator, dtype=torch.float32)
+        noise.append(d.to(device=p.device, dtype=p.dtype))
+    return noise
+
+
+def _normalize(model: nn.Module, noise: list[torch.Tensor],
+               normalization: str) -> list[torch.Tensor]:
+    with torch.no_grad():
+        if normalization == "none":
+            total = float(torch.sqrt(sum((d.double() ** 2).sum() for d in noise)))
+            return [d / max(total, _EPS) for d in noise]
+        out = []
+        for p, d in zip(model.parameters(), noise, strict=True):
+            if p.dim() <= 1:
+                out.append(d)
+            elif normalization == "layer":
+                out.append(d * (p.detach().norm() / d.norm().clamp_min(_EPS)))
+            else:
+                w_norm = p.detach().flatten(1).norm(dim=1)
+                scale = w_norm / d.flatten(1).norm(dim=1).clamp_min(_EPS)
+                out.append(d * scale.view(-1, *([1] * (p.dim() - 1))))
+        return out
 
 
 def filter_normalized_direction(
@@ -36,26 +80,18 @@ def filter_normalized_direction(
         with fewer than two dimensions (biases, BatchNorm) get zeros; for the others each
         filter ``d[i]`` has the Frobenius norm of ``weight[i]`` (a zero filter stays zero).
     """
-    direction: list[torch.Tensor] = []
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() <= 1:
-                direction.append(torch.zeros_like(p))
-                continue
-            d = torch.randn(p.shape, generator=generator, dtype=torch.float32)
-            d = d.to(device=p.device, dtype=p.dtype)
-            w_norm = p.detach().flatten(1).norm(dim=1)
-            d_norm = d.flatten(1).norm(dim=1)
-            scale = w_norm / d_norm.clamp_min(_EPS)
-            direction.append(d * scale.view(-1, *([1] * (p.dim() - 1))))
-    return direction
+    return _normalize(model, _gaussian(model, generator), "filter")
 
 
-def random_directions(model: nn.Module, n: int, seed: int) -> list[list[torch.Tensor]]:
-    """``n`` directions drawn one after the other from a CPU generator seeded ``seed``."""
+def random_directions(model: nn.Module, n: int, seed: int, *,
+                      normalization: str = "filter") -> list[list[torch.Tensor]]:
+    """``n`` directions drawn one after the other from a CPU generator seeded ``seed``,
+    normalized as ``normalization`` says (one of :data:`NORMALIZATIONS`)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed)
-    return [filter_normalized_direction(model, generator=generator) for _ in range(n)]
+    return [_normalize(model, _gaussian(model, generator), normalization) for _ in range(n)]
 
 
 class Perturbed:

@@ -75,11 +75,11 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
         """Several user attrs of one trial in one transaction and one statement (a trial's
         store cost is mostly per statement and per commit). Optuna's own per-key write is used
         where its internals differ from the ones this was written for."""
-        scoped = getattr(_rdb_storage_module(), "_create_scoped_session", None)
-        if scoped is None or self.engine.name not in _UPSERT_DIALECTS:
+        if self.engine.name not in _UPSERT_DIALECTS:
             for key, value in attrs.items():
                 self.set_trial_user_attr(trial_id, key, value)
             return
+        import sqlalchemy.exc
         from optuna.storages._rdb import models
 
         model = models.TrialUserAttributeModel
@@ -88,10 +88,22 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
              for key, value in attrs.items()])
         upsert = insert.on_conflict_do_update(index_elements=[model.trial_id, model.key],
                                               set_={"value_json": insert.excluded.value_json})
-        with scoped(self.scoped_session, True) as session:
+        session = self.scoped_session()
+        try:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-            self.check_trial_is_updatable(trial_id, trial.state)
+            self.check_trial_is_updatable(trial_id, trial.state)  # a finished trial is final
             session.execute(upsert)
+            session.commit()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            session.rollback()
+            # What Optuna's own writes raise (and what the retry wrapper recognizes).
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit.") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            self.scoped_session.remove()
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
@@ -147,12 +159,6 @@ def _postgresql_insert() -> Any:
 
 # Dialects whose INSERT ... ON CONFLICT DO UPDATE writes many attrs in one statement.
 _UPSERT_DIALECTS = {"sqlite": _sqlite_insert, "postgresql": _postgresql_insert}
-
-
-def _rdb_storage_module() -> Any:
-    import optuna.storages._rdb.storage as module
-
-    return module
 
 
 class _NoStudy(KeyError):

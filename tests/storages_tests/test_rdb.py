@@ -178,3 +178,39 @@ def test_a_renamed_column_disables_fast_reads_with_a_warning(tmp_path, caplog):
     assert not storage._fast_reads
     assert "fast trial reads disabled (the database's trial_user_attributes has no " \
            "value_json); using Optuna's reader" in caplog.text
+
+
+def _check_batched_user_attrs(url: str) -> None:
+    storage = create_storage(url)
+    study = optuna.create_study(storage=storage, study_name="attrs")
+    trial = study.ask()
+    storage.set_trial_user_attr(trial._trial_id, "kept", 1)
+    storage.set_trial_user_attr(trial._trial_id, "replaced", "old")
+    attrs = {"replaced": "new", "curve": [{"epoch": 1, "loss": 0.5}], "n": 3, "none": None}
+    storage.set_trial_user_attrs(trial._trial_id, attrs)
+    # Read back through Optuna's own ORM reader, not ours.
+    orm = optuna.storages.RDBStorage(url)
+    assert orm.get_trial(trial._trial_id).user_attrs == {"kept": 1, **attrs}
+    study.tell(trial, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_user_attrs(trial._trial_id, {"late": 1})
+    assert "late" not in orm.get_trial(trial._trial_id).user_attrs
+
+
+def test_batched_user_attrs_upsert_in_sqlite_and_refuse_finished_trials(tmp_path):
+    _check_batched_user_attrs(f"sqlite:///{tmp_path / 'o.db'}")
+
+
+def test_batched_user_attrs_upsert_in_postgresql_and_refuse_finished_trials():
+    with postgres_database() as name:
+        _check_batched_user_attrs(postgres_url(name))
+
+
+def test_set_user_attrs_updates_the_running_trial_as_set_user_attr_does(tmp_path):
+    from study.runtime._attrs import set_user_attrs
+
+    study = optuna.create_study(storage=create_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    trial = study.ask()
+    set_user_attrs(trial, {"a": 1, "b": [2]})
+    assert trial.user_attrs == {"a": 1, "b": [2]}
+    assert study.trials[0].user_attrs == {"a": 1, "b": [2]}
