@@ -221,36 +221,55 @@ def explain_command(lr: float, batch_size: int, weight_decay: float, n_widths: i
 @cli.command("landscape")
 @store_options
 @click.option("--trials", default="best", show_default=True,
-              help="best, or comma-separated numbers of COMPLETE trials (e.g. 3,7).")
+              help="best, all, or comma-separated numbers of COMPLETE trials (e.g. 3,7).")
+@click.option("--where", default=None,
+              help="Keep trials whose hyperparameters match, e.g. batch_size=32,weight_decay=0 "
+                   "(with best: the best of those).")
+@click.option("--normalization", default="filter", show_default=True,
+              help="Directions: filter (Li et al.), layer, or none (unit norm in weight space).")
 @click.option("--dim", type=WHOLE_NUMBER, default=1, show_default=True,
               help="1 (curves) or 2 (contour).")
 @click.option("--radius", type=float, default=1.0, show_default=True,
               help="Grid half-width, in filter-normalized units.")
 @click.option("--n-points", type=WHOLE_NUMBER, default=21, show_default=True,
               help="Grid points per axis.")
-@click.option("--directions", type=WHOLE_NUMBER, default=1, show_default=True,
-              help="Random directions (1D).")
+@click.option("--directions", type=WHOLE_NUMBER, default=5, show_default=True,
+              help="Random directions (1D); sharpness and flatness are means over them, with "
+                   "95% intervals from 2 on.")
 @click.option("--seed", type=WHOLE_NUMBER, default=0, show_default=True,
               help="Seed of the random directions.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps.  [default: auto]")
-def landscape_command(output_dir: str | None, trials: str, dim: int, radius: float,
-                      n_points: int, directions: int, seed: int, **options: Any) -> None:
-    """Loss-landscape probe of chosen trials (filter-normalized directions), logged to their
-    runs as landscape/ plots and the metrics landscape/sharpness and landscape/flatness_radius."""
+def landscape_command(output_dir: str | None, trials: str, where: str | None,
+                      normalization: str, dim: int, radius: float, n_points: int,
+                      directions: int, seed: int, **options: Any) -> None:
+    """Loss-landscape probe of chosen trials, logged to their runs as landscape/ plots and the
+    metrics landscape/sharpness, landscape/flatness_radius (means over directions, with 95%
+    bounds) and landscape/hessian_top_eigenvalue."""
     from study.landscape.command import probe_trials
-    from study.landscape.probes import FLATNESS_RISE
 
     config, _ = resolve(options)
-    results = probe_trials(config, trials=trials, dim=dim, radius=radius, n_points=n_points,
-                           seed=seed, n_directions=directions,
+    results = probe_trials(config, trials=trials, where=where, dim=dim, radius=radius,
+                           n_points=n_points, seed=seed, n_directions=directions,
+                           normalization=normalization,
                            output_dir=output_folder(config, output_dir) / "landscape")
     for r in results:
-        # A radius equal to the probe's means the loss never rose enough inside it: a bound.
-        flat = (f">={radius:g} (no rise of {FLATNESS_RISE:g} within the probe's radius)"
-                if r.flatness_radius >= radius else f"={r.flatness_radius:.3g}")
-        click.echo(f"trial {r.trial_number}: sharpness={r.sharpness:.4g} "
-                   f"flatness_radius{flat} (weights {r.weights_source}); "
+        click.echo(f"trial {r.trial_number}: {_landscape_line(r, radius)}; "
                    f"wrote {r.plot_path}; logged to run {r.run_id}")
+
+
+def _landscape_line(r: Any, radius: float) -> str:
+    """The figures of one probed trial, intervals in brackets."""
+    def span(low: float | None, high: float | None) -> str:
+        return "" if low is None else f" [{low:.3g}, {high:.3g}]"
+
+    # Directions along which the loss never rose enough count at the probe's radius: a bound.
+    censored = (f" (>= for {r.flatness_censored} of {r.n_directions} directions reaching "
+                f"the radius {radius:g})" if r.flatness_censored else "")
+    return (f"sharpness={r.sharpness:.4g}{span(r.sharpness_low, r.sharpness_high)} "
+            f"flatness_radius={r.flatness_radius:.3g}"
+            f"{span(r.flatness_low, r.flatness_high)}{censored} "
+            f"hessian_top_eigenvalue={r.hessian_top_eigenvalue:.4g} "
+            f"({r.normalization}-normalized, weights {r.weights_source})")
 
 
 def _mlflow_http_defaults() -> None:

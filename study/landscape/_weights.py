@@ -32,7 +32,8 @@ from study.training import (
     penalty_term,
 )
 
-__all__ = ["EVAL_BATCH", "load_state_dict", "trained_model", "training_loss_fn"]
+__all__ = ["EVAL_BATCH", "HESSIAN_SAMPLES", "load_state_dict", "trained_model", "training_loss_fn",
+           "training_loss_tensor_fn"]
 
 EVAL_BATCH = 1024
 
@@ -163,5 +164,30 @@ def training_loss_fn(data: TensorData, *, penalty_mode: str, weight_decay: float
             if penalty is not None:
                 value = value + penalty.double()
             return float(value)
+
+    return loss
+
+
+HESSIAN_SAMPLES = 2048
+"""Training samples the Hessian figures use (all of them on digits): each Hessian-vector
+product backpropagates twice through them, a hundred times per power iteration."""
+
+
+def training_loss_tensor_fn(data: TensorData, *, penalty_mode: str, weight_decay: float,
+                            max_samples: int = HESSIAN_SAMPLES):
+    """:func:`training_loss_fn` as a differentiable tensor, on the first ``max_samples``
+    training samples (for Hessian-vector products)."""
+    mode = PenaltyMode(penalty_mode)
+    n = min(data.n_train, max_samples)
+    x, y = data.x_train[:n], data.y_train[:n]
+
+    def loss(model: nn.Module) -> torch.Tensor:
+        total = sum(F.cross_entropy(model(x[lo:lo + EVAL_BATCH]).float(),
+                                    y[lo:lo + EVAL_BATCH], reduction="sum")
+                    for lo in range(0, n, EVAL_BATCH))
+        value = total / n
+        penalty = penalty_term(penalized_parameters(model), mode=mode,
+                               weight_decay=weight_decay)
+        return value if penalty is None else value + penalty
 
     return loss

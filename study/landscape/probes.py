@@ -47,6 +47,7 @@ __all__ = [
     "probe_1d",
     "probe_2d",
     "sharpness",
+    "sharpness_per_direction",
 ]
 
 SHARPNESS_DISTANCE = 0.1
@@ -187,6 +188,7 @@ def probe_1d(
     n_directions: int = 1,
     seed: int = 0,
     distance: float = SHARPNESS_DISTANCE,
+    normalization: str = "filter",
 ) -> Curve1D:
     """The loss along ``n_directions`` filter-normalized random directions.
 
@@ -209,7 +211,7 @@ def probe_1d(
             f"`n_directions` must be an integer >= 1, but got n_directions={n_directions!r}."
         )
     alphas = _grid(radius, n_points, distance)
-    directions = random_directions(model, n_directions, seed)
+    directions = random_directions(model, n_directions, seed, normalization=normalization)
     losses = np.empty((n_directions, len(alphas)), dtype=np.float64)
     with Perturbed(model, directions) as perturbed:
         perturbed.set([0.0] * n_directions)
@@ -235,6 +237,7 @@ def probe_2d(
     n_points: int = 21,
     seed: int = 0,
     distance: float = SHARPNESS_DISTANCE,
+    normalization: str = "filter",
 ) -> Surface2D:
     """The loss on the plane spanned by two filter-normalized random directions.
 
@@ -243,7 +246,7 @@ def probe_2d(
     """
     check_probe_args(radius, n_points, distance)
     grid = _grid(radius, n_points, distance)
-    directions = random_directions(model, 2, seed)
+    directions = random_directions(model, 2, seed, normalization=normalization)
     losses = np.empty((len(grid), len(grid)), dtype=np.float64)
     with Perturbed(model, directions) as perturbed:
         perturbed.set([0.0, 0.0])
@@ -265,6 +268,12 @@ def _as_curve(curve: Curve1D | Surface2D) -> Curve1D:
 
 
 def sharpness(curve: Curve1D | Surface2D, *, distance: float = SHARPNESS_DISTANCE) -> float:
+    """The mean of :func:`sharpness_per_direction`."""
+    return float(np.mean(sharpness_per_direction(curve, distance=distance)))
+
+
+def sharpness_per_direction(curve: Curve1D | Surface2D, *,
+                            distance: float = SHARPNESS_DISTANCE) -> list[float]:
     """Mean loss rise at ``+/- distance``: mean over k, s=+/- of
     ``loss(theta + s * distance * d_k) - loss(theta)``.
 
@@ -278,13 +287,15 @@ def sharpness(curve: Curve1D | Surface2D, *, distance: float = SHARPNESS_DISTANC
     if not (isinstance(distance, int | float) and 0 < distance <= curve.radius):
         raise ConfigError(f"`distance` must be in (0, radius={curve.radius:g}], but got "
                           f"distance={distance!r}.")
-    rises = []
+    per_direction = []
     for row in curve.losses:
+        rises = []
         for target in (-float(distance), float(distance)):
             hit = np.flatnonzero(np.isclose(curve.alphas, target, rtol=0, atol=1e-12))
             value = row[hit[0]] if hit.size else np.interp(target, curve.alphas, row)
             rises.append(value - curve.center_loss)
-    return float(np.mean(rises))
+        per_direction.append(float(np.mean(rises)))
+    return per_direction
 
 
 def flatness_radius(curve: Curve1D | Surface2D, *, rise: float = FLATNESS_RISE) -> float:

@@ -23,14 +23,16 @@ from study.keys import WEIGHTS_ARTIFACT
 from study.landscape._weights import load_state_dict
 from study.landscape.command import (
     METRIC_FLATNESS,
+    METRIC_HESSIAN_TOP,
+    METRIC_HESSIAN_TRACE,
     METRIC_SHARPNESS,
-    parse_trials,
     probe_trials,
 )
 from study.landscape.plots import sharpness_figure
 from study.landscape.results import (
     landscape_rows,
 )
+from study.landscape.select import parse_trials, parse_where
 from study.runtime.session import run_session
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -202,6 +204,7 @@ def test_a_weights_file_holding_code_is_refused_with_a_clear_error(config, tmp_p
     assert "weights/final.pt of trial 1" in message and "weights_only=True" in message
     assert "Unsupported global" in message
     assert not marker.exists()
+    (_artifact_dir(client, run_id) / WEIGHTS_ARTIFACT).unlink()  # later tests probe trial 1
 
 
 def test_load_state_dict_accepts_tensors_only(tmp_path):
@@ -224,7 +227,7 @@ def test_bad_trials_are_one_line_config_errors(config, tmp_path, bad):
     with pytest.raises(ConfigError) as info:
         probe_trials(config, trials=bad, output_dir=tmp_path)
     message = str(info.value)
-    assert message.startswith("`trials` must be best or comma-separated trial numbers")
+    assert message.startswith("`trials` must be best, all, or comma-separated trial numbers")
     assert f"trials={bad!r}" in message and "\n" not in message
 
 
@@ -252,4 +255,61 @@ def test_bad_radius_fails_before_any_work(config, tmp_path):
 
 def test_parse_trials():
     assert parse_trials(" Best ") == "best"
+    assert parse_trials("ALL") == "all"
     assert parse_trials("3, 1,3") == [3, 1]
+
+
+def test_all_selects_every_complete_trial_and_where_filters_them(config, tmp_path):
+    study = optuna.load_study(study_name="probe", storage=config.storage)
+    widths = {t.number: t.user_attrs["hparams"]["width"] for t in study.trials
+              if t.state.name == "COMPLETE"}
+    quick = dict(n_points=3, radius=0.2, n_directions=1)
+    everything = probe_trials(config, trials="all", output_dir=tmp_path / "all", **quick)
+    assert [r.trial_number for r in everything] == [0, 1]  # trial 2 FAILED
+    width = widths[1]
+    matching = probe_trials(config, trials="all", where=f"width={width}",
+                            output_dir=tmp_path / "where", **quick)
+    assert [r.trial_number for r in matching] == [n for n, w in widths.items() if w == width]
+    with pytest.raises(ConfigError, match=r"where='width=999', which selects none"):
+        probe_trials(config, trials="all", where="width=999", output_dir=tmp_path, **quick)
+
+
+@pytest.mark.parametrize("bad", ["width", "depth=3", "width=4,width=5", "=4", "lr="])
+def test_bad_where_is_a_one_line_config_error(config, tmp_path, bad):
+    with pytest.raises(ConfigError) as info:
+        probe_trials(config, where=bad, output_dir=tmp_path)
+    assert str(info.value).startswith("`where` must be comma-separated key=value pairs")
+    assert f"where={bad!r}" in str(info.value)
+
+
+def test_parse_where_compares_numbers_by_value():
+    assert parse_where("batch_size=32, weight_decay=5e-4") == {"batch_size": "32",
+                                                               "weight_decay": "5e-4"}
+    assert parse_where(None) == {} and parse_where(" ") == {}
+
+
+def test_bad_normalization_is_refused_before_any_work(config, tmp_path):
+    with pytest.raises(ConfigError, match="`normalization` must be one of filter, layer, none, "
+                                          "but got normalization='unit'"):
+        probe_trials(config, normalization="unit", output_dir=tmp_path)
+
+
+def test_plain_directions_and_the_hessian_are_logged_with_the_metrics(config, tmp_path):
+    client = MlflowClient(config.tracking_uri)
+    (result,) = probe_trials(config, trials="1", normalization="none", n_directions=3,
+                             n_points=5, radius=2.0, output_dir=tmp_path)
+    run = client.get_run(_trial(config, 1).user_attrs["mlflow_run_id"])
+    assert run.data.tags["landscape.normalization"] == "none"
+    assert run.data.tags["landscape.directions"] == "3"
+    metrics = run.data.metrics
+    assert metrics[METRIC_HESSIAN_TOP] == pytest.approx(result.hessian_top_eigenvalue)
+    assert metrics[METRIC_HESSIAN_TRACE] == pytest.approx(result.hessian_trace)
+    assert result.hessian_top_eigenvalue > 0  # a trained net sits near a minimum
+    assert metrics[f"{METRIC_SHARPNESS}_low"] <= result.sharpness <= \
+        metrics[f"{METRIC_SHARPNESS}_high"]
+    assert metrics[f"{METRIC_FLATNESS}_low"] <= result.flatness_radius <= \
+        metrics[f"{METRIC_FLATNESS}_high"]
+    document = json.loads(result.json_path.read_text())
+    assert document["normalization"] == "none"
+    assert document["hessian_top_eigenvalue"] == pytest.approx(result.hessian_top_eigenvalue)
+    assert "landscape/landscape_1d.png" in _artifacts(client, run.info.run_id, "landscape")
