@@ -120,6 +120,9 @@ BAD_INPUTS = {
     "study_name_is_a_path": (lambda d: ["--study-name", "../x"], 1,
                              ["`study_name`", "study_name='../x'"]),
     "lr_min_not_a_number": (lambda d: ["--lr-min", "abc"], 2, ["--lr-min", "'abc'"]),
+    "batch_size_above_the_training_split": (
+        lambda d: ["--batch-sizes", "32,4096"], 1,
+        ["`batch_sizes`", "<= the 1437 training samples of digits", "batch_sizes='32,4096'"]),
 }
 
 
@@ -351,3 +354,21 @@ def test_fixed_values_are_named_as_their_flags(tmp_path, monkeypatch, capsys, co
 
 def test_the_boundary_values_of_the_fixed_flags_are_allowed():
     check_fixed_hparams(width=1, lr=1e-12, batch_size=2, weight_decay=0.0)  # raises nothing
+
+
+@pytest.mark.parametrize(("size", "refused"), [(1437, False), (1438, True)])
+def test_a_batch_size_may_be_the_whole_training_split_but_not_more(size, refused):
+    from study.config import StudyConfig
+    from study.errors import ConfigError
+    from study.runtime.inputs import check_batch_sizes
+    from study.training.data import load_dataset
+
+    data = load_dataset("digits", seed=0)
+    assert data.n_train == 1437
+    config = StudyConfig(batch_sizes=(32, size))
+    if refused:
+        with pytest.raises(ConfigError, match=r"`batch_size` must be <= the 1437 training "
+                                              r"samples of digits, but got batch_size=1438\."):
+            check_batch_sizes(config, data, field="batch_size")
+    else:
+        check_batch_sizes(config, data)

@@ -8,12 +8,14 @@ from typing import TextIO
 
 import optuna
 
+from study._validation import fail
 from study.config import StudyConfig
 from study.keys import MODEL_SHA_ATTR, MODEL_SHA_TAG
+from study.redact import redact
 from study.tracking import Tracker
 from study.training import TensorData, check_model, is_factory, load_dataset
 
-__all__ = ["check_factory", "load_data", "record_model_source"]
+__all__ = ["check_batch_sizes", "check_factory", "load_data", "record_model_source"]
 
 
 def load_data(config: StudyConfig, *, device: object, out: TextIO | None = None) -> TensorData:
@@ -25,6 +27,21 @@ def load_data(config: StudyConfig, *, device: object, out: TextIO | None = None)
 
     return load_dataset(config.dataset, seed=config.seed, device=device,  # type: ignore[arg-type]
                         image_size=config.image_size, progress=progress)
+
+
+def check_batch_sizes(config: StudyConfig, data: TensorData, *,
+                      field: str = "batch_sizes") -> None:
+    """Refuse a batch size larger than the training split (it would silently train
+    full-batch, one step per epoch, and compare as if it were the size asked for).
+
+    Raises:
+        ConfigError: One line naming ``field``, the size and the split's size.
+    """
+    too_large = [b for b in config.batch_sizes if b > data.n_train]
+    if too_large:
+        value = too_large[0] if field == "batch_size" else ",".join(map(str, config.batch_sizes))
+        fail(field, value, f"<= the {data.n_train} training samples of "
+                           f"{redact(config.dataset)}")
 
 
 def check_factory(config: StudyConfig, data: TensorData, *,

@@ -21,7 +21,12 @@ from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR
 from study.redact import redact
 from study.runtime._optuna_logs import one_line_trial_failures
 from study.runtime.explain import QueuedTrial, missing
-from study.runtime.inputs import check_factory, load_data, record_model_source
+from study.runtime.inputs import (
+    check_batch_sizes,
+    check_factory,
+    load_data,
+    record_model_source,
+)
 from study.runtime.lifecycle import count_states, load_study, n_finished, prepare_study
 from study.runtime.objective import EpochHook, Objective
 from study.runtime.parent import (
@@ -82,7 +87,9 @@ def run_session(
         StudyError: Bad input, an unreachable store, or a study whose trials keep failing.
     """
     out = out or sys.stderr
-    ctx = _open_session(config, given=dict(given or {}), data=data, worker=worker, out=out)
+    # A designed experiment (study explain) fixes one batch size, given as --batch-size.
+    ctx = _open_session(config, given=dict(given or {}), data=data, worker=worker, out=out,
+                        batch_field="batch_size" if queue else "batch_sizes")
     if queue:
         existing = [t.user_attrs for t in ctx.study.get_trials(deepcopy=False)]
         for trial in missing(queue, existing):
@@ -156,7 +163,7 @@ class _Session:
 
 
 def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorData | None,
-                  worker: bool, out: TextIO) -> _Session:
+                  worker: bool, out: TextIO, batch_field: str = "batch_sizes") -> _Session:
     """Validate everything, then open (or create) the study and its parent run, recovered."""
     device = resolve_device(config.device)
     tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout)
@@ -171,6 +178,7 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
     config = prepared.config
     if data is None:
         data = load_data(config, device=device, out=out)
+    check_batch_sizes(config, data, field=batch_field)
     model_sha = check_factory(config, data)  # before the study and its run exist
     study = load_study(prepared, salt=os.getpid() if worker else 0).study
     if worker and "n_trials" not in given and BUDGET_ATTR in study.user_attrs:

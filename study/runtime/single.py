@@ -7,7 +7,7 @@ from typing import Any
 
 from study.config import StudyConfig
 from study.errors import NonFiniteLossError
-from study.runtime.inputs import check_factory, load_data
+from study.runtime.inputs import check_batch_sizes, check_factory, load_data
 from study.runtime.objective import diagnosis_tags, failure_reason, final_metrics, train_logged
 from study.runtime.parent import entry_run_id
 from study.tracking import Tracker, end_trial_run
@@ -43,6 +43,7 @@ def run_single_trial(config: StudyConfig, hp: HParams) -> SingleTrialResult:
     device = resolve_device(config.device)
     tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout)
     data = load_data(config, device=device)
+    check_batch_sizes(config, data, field="batch_size")
     check_factory(config, data, widths=(hp.width,))  # before the run exists
     entry = entry_run_id()
     name = (f"single-w{hp.width}-lr{hp.lr:g}-bs{hp.batch_size}-wd{hp.weight_decay:g}"
