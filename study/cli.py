@@ -225,6 +225,9 @@ def explain_command(lr: float, batch_size: int, weight_decay: float, n_widths: i
 @click.option("--where", default=None,
               help="Keep trials whose hyperparameters match, e.g. batch_size=32,weight_decay=0 "
                    "(with best: the best of those).")
+@click.option("--between", default=None, metavar="A,B",
+              help="Instead of probing: loss and accuracy along the line between two COMPLETE "
+                   "trials' weights, t in [-0.5, 1.5] (same width needed).")
 @click.option("--normalization", default="filter", show_default=True,
               help="Directions: filter (Li et al.), layer, or none (unit norm in weight space).")
 @click.option("--dim", type=WHOLE_NUMBER, default=1, show_default=True,
@@ -240,18 +243,24 @@ def explain_command(lr: float, batch_size: int, weight_decay: float, n_widths: i
               help="Seed of the random directions.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps.  [default: auto]")
 def landscape_command(output_dir: str | None, trials: str, where: str | None,
-                      normalization: str, dim: int, radius: float, n_points: int,
-                      directions: int, seed: int, **options: Any) -> None:
+                      between: str | None, normalization: str, dim: int, radius: float,
+                      n_points: int, directions: int, seed: int, **options: Any) -> None:
     """Loss-landscape probe of chosen trials, logged to their runs as landscape/ plots and the
     metrics landscape/sharpness, landscape/flatness_radius (means over directions, with 95%
     bounds) and landscape/hessian_top_eigenvalue."""
-    from study.landscape.command import probe_trials
+    from study.landscape.command import probe_between, probe_trials
 
     config, _ = resolve(options)
+    folder = output_folder(config, output_dir) / "landscape"
+    if between is not None:
+        line, png, runs = probe_between(config, between=between, output_dir=folder)
+        click.echo(f"between {between}: barrier={line.barrier:.4g} (train loss above the "
+                   f"straight line between the endpoints); wrote {png}; logged to runs "
+                   f"{', '.join(runs)}")
+        return
     results = probe_trials(config, trials=trials, where=where, dim=dim, radius=radius,
                            n_points=n_points, seed=seed, n_directions=directions,
-                           normalization=normalization,
-                           output_dir=output_folder(config, output_dir) / "landscape")
+                           normalization=normalization, output_dir=folder)
     for r in results:
         click.echo(f"trial {r.trial_number}: {_landscape_line(r, radius)}; "
                    f"wrote {r.plot_path}; logged to run {r.run_id}")
@@ -259,6 +268,8 @@ def landscape_command(output_dir: str | None, trials: str, where: str | None,
 
 def _landscape_line(r: Any, radius: float) -> str:
     """The figures of one probed trial, intervals in brackets."""
+    from study.landscape.directions import DIRECTION_LABELS
+
     def span(low: float | None, high: float | None) -> str:
         return "" if low is None else f" [{low:.3g}, {high:.3g}]"
 
@@ -269,7 +280,7 @@ def _landscape_line(r: Any, radius: float) -> str:
             f"flatness_radius={r.flatness_radius:.3g}"
             f"{span(r.flatness_low, r.flatness_high)}{censored} "
             f"hessian_top_eigenvalue={r.hessian_top_eigenvalue:.4g} "
-            f"({r.normalization}-normalized, weights {r.weights_source})")
+            f"({DIRECTION_LABELS[r.normalization]}, weights {r.weights_source})")
 
 
 def _mlflow_http_defaults() -> None:

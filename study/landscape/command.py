@@ -37,7 +37,8 @@ from study.landscape._weights import (
     training_loss_fn,
     training_loss_tensor_fn,
 )
-from study.landscape.directions import NORMALIZATIONS, random_directions
+from study.landscape.between import log_between, parse_between
+from study.landscape.directions import DIRECTION_LABELS, NORMALIZATIONS, random_directions
 from study.landscape.results import ATTR_FLATNESS, ATTR_SHARPNESS, store_probe_results
 from study.landscape.select import parse_trials, parse_where, select_trials
 from study.runtime import open_study
@@ -52,6 +53,7 @@ __all__ = [
     "METRIC_HESSIAN_TRACE",
     "METRIC_SHARPNESS",
     "ProbeResult",
+    "probe_between",
     "probe_trials",
 ]
 
@@ -192,6 +194,37 @@ def probe_trials(
                        output_dir=output_dir) for trial in chosen]
 
 
+def probe_between(config: StudyConfig, *, between: str, output_dir: Path,
+                  n_points: int = 41) -> tuple[Any, Path, list[str]]:
+    """Interpolate between two COMPLETE trials' final weights (:mod:`study.landscape.between`);
+    returns the interpolation, the figure's path and the two runs it was logged to.
+
+    Raises:
+        ConfigError: Bad ``between``, trials that are unknown or not COMPLETE, or trials of
+            different architectures.
+        StorageError: The study does not exist.
+        TrackingError: A trial run is missing, or its weights cannot be read or logged.
+    """
+    a, b = parse_between(between)
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 3:
+        raise ConfigError(f"`n_points` must be an integer >= 3, but got n_points={n_points!r}.")
+    study = open_study(config)
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if not isinstance(stored, Mapping):
+        raise ConfigError(f"`study_name` must name a study created by this tool, but got "
+                          f"study_name={config.study_name!r}, which has no stored settings.")
+    settings = config_from_stored(stored, config)
+    trials = select_trials(study, f"{a},{b}")
+    tracker = Tracker(config.tracking_uri)
+    runs = [trial_run_id(tracker, study, t) for t in trials]
+    data = load_data(settings, device=resolve_device(config.device))
+    hps = [_hparams(t, settings) for t in trials]
+    title = f"{study.study_name}: trial {a} -> trial {b}"
+    line, png = log_between(trials, runs, hps, settings, data, tracker,
+                            output_dir=Path(output_dir), title=title, n_points=n_points)
+    return line, png, runs
+
+
 def trial_run_id(tracker: Tracker, study: optuna.Study, trial: FrozenTrial) -> str:
     """The MLflow run of ``trial``.
 
@@ -260,10 +293,13 @@ def _probe_one(
     losses = dict(penalty_mode=hp.penalty_mode, weight_decay=hp.weight_decay)
     grid, figures = _measure(model, training_loss_fn(data, **losses),
                              training_loss_tensor_fn(data, **losses), probe)
-    title = (f"{study.study_name}, trial {trial.number} ({probe.normalization}-normalized)\n"
+    title = (f"{study.study_name}, trial {trial.number} "
+             f"({DIRECTION_LABELS[probe.normalization]})\n"
              f"width {hp.width}, lr {hp.lr:.3g}, batch {hp.batch_size}, "
              f"wd {hp.weight_decay:.3g} ({hp.penalty_mode})")
-    png = plots.plot_1d(grid, title) if probe.dim == 1 else plots.plot_2d(grid, title)
+    png = (plots.plot_1d(grid, title, flatness=figures["flatness_radius"],
+                         normalization=probe.normalization) if probe.dim == 1
+           else plots.plot_2d(grid, title, normalization=probe.normalization))
     plot_path = trial_dir / f"landscape_{probe.dim}d.png"  # reports/<study>/landscape/trial-N/
     plot_path.write_bytes(png)
     document = {

@@ -26,9 +26,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["NORMALIZATIONS", "Perturbed", "filter_normalized_direction", "random_directions"]
+__all__ = ["DIRECTION_LABELS", "NORMALIZATIONS", "Perturbed", "filter_normalized_direction",
+           "random_directions"]
 
 NORMALIZATIONS = ("filter", "layer", "none")
+# How each normalization's directions are named in figures and output lines.
+DIRECTION_LABELS = {"filter": "filter-normalized directions",
+                    "layer": "layer-normalized directions",
+                    "none": "plain unit-norm directions"}
 
 _EPS = 1e-12
 

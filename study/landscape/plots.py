@@ -40,30 +40,37 @@ def _use_log(values: np.ndarray) -> bool:
     return finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > 30
 
 
-def build_plot_1d(curve: Curve1D, title: str, *, rise: float = FLATNESS_RISE) -> Figure:
+AXIS_UNITS = {"filter": "filter-normalized distance", "layer": "layer-normalized distance",
+              "none": "distance in weight space, unit-norm directions"}
+
+
+def build_plot_1d(curve: Curve1D, title: str, *, rise: float = FLATNESS_RISE,
+                  flatness: float | None = None, normalization: str = "filter") -> Figure:
     """The loss against ``alpha``, one line per direction.
 
-    Marks ``loss(theta)``, the flatness threshold and radius, and ``+/- distance`` where the
-    sharpness is read.
+    Marks ``loss(theta)``, the flatness threshold and radius (``flatness``, the command's
+    bisection mean; read off the grid when not given), and ``+/- distance`` where the sharpness
+    is read.
     """
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.subplots()
     for k, row in enumerate(curve.losses):
         ax.plot(curve.alphas, row, marker=".", lw=1.4, label=f"direction {k}")
-    radius = flatness_radius(curve, rise=rise)
+    radius = flatness_radius(curve, rise=rise) if flatness is None else flatness
     sharp = sharpness(curve, distance=curve.distance)
     ax.axhline(curve.center_loss, color="0.3", lw=0.8, ls="--",
                label=f"loss(θ) = {curve.center_loss:.4g}")
     ax.axhline(curve.center_loss + rise, color="tab:red", lw=0.8, ls=":",
                label=f"loss(θ) + {rise:g}")
     ax.axvspan(-radius, radius, color="tab:green", alpha=0.08,
-               label=f"flatness radius {radius:.3g}")
+               label=f"flatness radius {radius:.3g}"
+                     f"{'' if flatness is None else ' (mean over directions)'}")
     for sign in (-1, 1):
         ax.axvline(sign * curve.distance, color="tab:purple", lw=0.8, ls="-.",
                    label=f"±{curve.distance:g}: sharpness {sharp:.3g}" if sign > 0 else None)
     if _use_log(curve.losses):
         ax.set_yscale("log")
-    ax.set_xlabel("α (filter-normalized distance)")
+    ax.set_xlabel(f"α ({AXIS_UNITS.get(normalization, normalization)})")
     ax.set_ylabel("training loss")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
@@ -72,7 +79,7 @@ def build_plot_1d(curve: Curve1D, title: str, *, rise: float = FLATNESS_RISE) ->
     return fig
 
 
-def build_plot_2d(surface: Surface2D, title: str) -> Figure:
+def build_plot_2d(surface: Surface2D, title: str, *, normalization: str = "filter") -> Figure:
     """Contour plot of the loss over the ``(alpha, beta)`` plane."""
     fig = Figure(figsize=(6.0, 5.0))
     ax = fig.subplots()
@@ -95,8 +102,9 @@ def build_plot_2d(surface: Surface2D, title: str) -> Figure:
                 transform=ax.transAxes)
     ax.plot([0], [0], marker="*", color="tab:red", ms=12,
             label=f"trained weights, loss {surface.center_loss:.4g}")
-    ax.set_xlabel("α (direction 1)")
-    ax.set_ylabel("β (direction 2)")
+    units = AXIS_UNITS.get(normalization, normalization)
+    ax.set_xlabel(f"α (direction 1, {units})")
+    ax.set_ylabel(f"β (direction 2, {units})")
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
@@ -179,14 +187,16 @@ def build_sharpness_figure(results_or_table: Any) -> Figure:
     return fig
 
 
-def plot_1d(curve: Curve1D, title: str, *, rise: float = FLATNESS_RISE) -> bytes:
+def plot_1d(curve: Curve1D, title: str, *, rise: float = FLATNESS_RISE,
+            flatness: float | None = None, normalization: str = "filter") -> bytes:
     """:func:`build_plot_1d` as PNG bytes."""
-    return _png(build_plot_1d(curve, title, rise=rise))
+    return _png(build_plot_1d(curve, title, rise=rise, flatness=flatness,
+                              normalization=normalization))
 
 
-def plot_2d(surface: Surface2D, title: str) -> bytes:
+def plot_2d(surface: Surface2D, title: str, *, normalization: str = "filter") -> bytes:
     """:func:`build_plot_2d` as PNG bytes."""
-    return _png(build_plot_2d(surface, title))
+    return _png(build_plot_2d(surface, title, normalization=normalization))
 
 
 def sharpness_figure(results_or_table: Any) -> bytes:

@@ -293,7 +293,13 @@ def test_plots_are_png_bytes_and_curves_serialize_to_strict_json(cnn):
     assert f"loss(θ) = {curve.center_loss:.4g}" in labels
     assert any(label.startswith("flatness radius") for label in labels)
     (ax2, _colorbar) = build_plot_2d(surface, "a title").axes
-    assert ax2.get_xlabel() == "α (direction 1)" and ax2.get_title() == "a title"
+    assert ax2.get_xlabel() == "α (direction 1, filter-normalized distance)"
+    assert ax2.get_title() == "a title"
+    assert ax.get_xlabel() == "α (filter-normalized distance)"
+    plain = build_plot_1d(curve, "t", flatness=0.42, normalization="none").axes[0]
+    assert plain.get_xlabel() == "α (distance in weight space, unit-norm directions)"
+    assert "flatness radius 0.42 (mean over directions)" in [
+        t.get_text() for t in plain.get_legend().get_texts()]
     broken = Curve1D(alphas=curve.alphas, losses=np.full_like(curve.losses, math.nan),
                      center_loss=math.nan, radius=1.0, distance=SHARPNESS_DISTANCE, seed=0)
     document = json.loads(json.dumps(broken.to_dict(), allow_nan=False))
