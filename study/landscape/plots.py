@@ -134,26 +134,58 @@ def _number(value: Any) -> float:
     return number if math.isfinite(number) else math.nan
 
 
+def _cells(rows: list[dict[str, Any]], sharp: np.ndarray) -> dict[tuple, list[float]]:
+    """Sharpness of the trials of each (batch size, weight decay, penalty mode) cell: the
+    replicates (seeds) of one setting."""
+    cells: dict[tuple, list[float]] = {}
+    for row, value in zip(rows, sharp, strict=True):
+        if math.isfinite(value):
+            key = (_number(row.get("batch_size")), _number(row.get("weight_decay")),
+                   str(row.get("penalty_mode") or "unknown"))
+            cells.setdefault(key, []).append(float(value))
+    return cells
+
+
+def _set_x_axis(ax: Any, column: str, values: list[float]) -> None:
+    if column == "batch_size":
+        ax.set_xscale("log", base=2)
+        ticks = sorted(set(values))
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    elif min(values) <= 0:  # weight decay 0 (Li et al.'s comparison) has no logarithm
+        positive = [v for v in values if v > 0]
+        ax.set_xscale("symlog", linthresh=min(positive) / 2 if positive else 1e-6)
+    else:
+        ax.set_xscale("log")
+    if len(set(values)) == 1 and values[0] > 0:  # one value: give the log axis some room
+        ax.set_xlim(values[0] / 2, values[0] * 2)
+
+
 def build_sharpness_figure(results_or_table: Any) -> Figure:
-    """Sharpness against batch size and against weight decay (log x).
+    """Sharpness against batch size and against weight decay: each probed trial as a point,
+    and each setting probed with several seeds as its mean with a 95% interval.
 
     Args:
-        results_or_table: :class:`study.probe.ProbeResult` objects, mappings or a DataFrame with the
-            columns ``sharpness``, ``batch_size``, ``weight_decay`` (and optionally
-            ``trial_number``/``number`` and ``penalty_mode``), e.g. :func:`landscape_rows`.
+        results_or_table: :class:`study.landscape.command.ProbeResult` objects, mappings or a
+            DataFrame with the columns ``sharpness``, ``batch_size``, ``weight_decay`` (and
+            optionally ``trial_number``/``number`` and ``penalty_mode``), e.g.
+            :func:`landscape_rows`.
     """
+    from study.landscape.curvature import mean_interval
+
     rows = _rows(results_or_table)
     fig = Figure(figsize=(10.0, 4.2))
     axes = fig.subplots(1, 2, sharey=True)
     sharp = np.array([_number(r.get("sharpness")) for r in rows], dtype=float)
     modes = [str(r.get("penalty_mode") or "unknown") for r in rows]
+    cells = {k: mean_interval(v) for k, v in _cells(rows, sharp).items() if len(v) >= 2}
     palette = {"l2-in-loss": "tab:red", "coupled": "tab:blue", "decoupled": "tab:green",
                "none": "tab:gray"}
-    for ax, column, label in ((axes[0], "batch_size", "batch size"),
-                              (axes[1], "weight_decay", "weight decay")):
+    for ax, column, index, label in ((axes[0], "batch_size", 0, "batch size"),
+                                     (axes[1], "weight_decay", 1, "weight decay")):
         x = np.array([_number(r.get(column)) for r in rows], dtype=float)
-        ok = np.isfinite(x) & (x > 0) & np.isfinite(sharp)
-        ax.set_xlabel(f"{label} (log scale)")
+        ok = np.isfinite(x) & (x >= 0) & np.isfinite(sharp)
+        ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
         if not ok.any():
             ax.text(0.5, 0.5, "no probed trials", ha="center", va="center",
@@ -163,25 +195,25 @@ def build_sharpness_figure(results_or_table: Any) -> Figure:
         seen: set[str] = set()
         for i in np.flatnonzero(ok):
             mode = modes[i]
-            ax.scatter(x[i], sharp[i], s=36, color=palette.get(mode, "tab:orange"),
+            ax.scatter(x[i], sharp[i], s=30, alpha=0.6, color=palette.get(mode, "tab:orange"),
                        label=None if mode in seen else mode, zorder=3)
             seen.add(mode)
             number = rows[i].get("trial_number", rows[i].get("number"))
             if number is not None:
                 ax.annotate(str(number), (x[i], sharp[i]), textcoords="offset points",
                             xytext=(4, 3), fontsize=7, color="0.3")
-        ax.set_xscale("log", base=2 if column == "batch_size" else 10)
-        if column == "batch_size":
-            ticks = sorted({float(v) for v in x[ok]})
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-            ax.minorticks_off()
-        if len(set(x[ok])) == 1:  # one value: give the log axis some room
-            ax.set_xlim(x[ok][0] / 2, x[ok][0] * 2)
+        for n, (key, cell) in enumerate(sorted(cells.items())):
+            ax.errorbar([key[index]], [cell.mean], yerr=[[cell.mean - cell.low],
+                                                         [cell.high - cell.mean]],
+                        fmt="D", ms=6, color="black", capsize=4, zorder=4,
+                        label="setting: mean, 95% interval over seeds" if n == 0 else None)
+        _set_x_axis(ax, column, [float(v) for v in x[ok]])
         ax.margins(x=0.15, y=0.15)
         ax.legend(fontsize=8, title="penalty mode", title_fontsize=8)
     axes[0].set_ylabel(f"sharpness (loss rise at ±{SHARPNESS_DISTANCE:g})")
     n = int(np.isfinite(sharp).sum())
-    fig.suptitle(f"Loss-landscape sharpness of probed trials ({n} trial{'s' * (n != 1)})",
+    fig.suptitle(f"Loss-landscape sharpness of probed trials ({n} trial{'s' * (n != 1)}, "
+                 f"{len(cells)} setting{'s' * (len(cells) != 1)} with replicates)",
                  fontsize=11)
     fig.tight_layout()
     return fig

@@ -75,7 +75,8 @@ def _landscape_figure(data: StudyData) -> dict[str, tuple[str, str, bytes]]:
     rows = probed.rename(columns={"landscape_sharpness": "sharpness"})
     return {"landscape": (
         "Loss-landscape sharpness",
-        f"Sharpness (training-loss rise at a filter-normalized distance) of the {len(rows)} "
-        f"probed trial(s), against batch size and weight decay.",
+        f"Sharpness (training-loss rise at a normalized distance, mean over directions) of "
+        f"the {len(rows)} probed trial(s), against batch size and weight decay; a setting "
+        f"probed with several seeds shows its mean and 95% interval.",
         sharpness_figure(rows),
     )}

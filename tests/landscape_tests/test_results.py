@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.container import ErrorbarContainer
 
 from study.landscape.plots import build_sharpness_figure, sharpness_figure
 from study.landscape.results import (
@@ -75,9 +77,35 @@ def test_the_sharpness_figure_plots_each_trial_where_its_figures_say():
     fig = build_sharpness_figure(rows)
     by_size, by_decay = fig.axes
     for ax, column in ((by_size, "batch_size"), (by_decay, "weight_decay")):
-        points = sorted(tuple(p) for c in ax.collections for p in c.get_offsets())
+        points = sorted(tuple(p) for c in ax.collections if isinstance(c, PathCollection)
+                        for p in c.get_offsets())
         assert points == sorted((r[column], r["sharpness"]) for r in rows[:2])
         assert ax.get_xscale() == "log"
         assert sorted(t.get_text() for t in ax.texts) == ["0", "1"]  # trial numbers
     assert [t.get_text() for t in by_size.get_xticklabels()] == ["32", "128"]
-    assert fig._suptitle.get_text().endswith("(2 trials)")
+    assert fig._suptitle.get_text().endswith("(2 trials, 0 settings with replicates)")
+
+
+def test_replicates_of_one_setting_get_their_mean_and_interval():
+    """Three seeds of (batch 32, wd 0) and two of (batch 512, wd 5e-4), as Li et al. compare."""
+    small = [0.010, 0.012, 0.014]
+    large = [0.030, 0.034]
+    rows = [{"trial_number": i, "sharpness": v, "batch_size": 32, "weight_decay": 0.0,
+             "penalty_mode": "coupled"} for i, v in enumerate(small)]
+    rows += [{"trial_number": 3 + i, "sharpness": v, "batch_size": 512, "weight_decay": 5e-4,
+              "penalty_mode": "coupled"} for i, v in enumerate(large)]
+    fig = build_sharpness_figure(rows)
+    by_size, by_decay = fig.axes
+    assert by_decay.get_xscale() == "symlog"  # weight decay 0 is on the axis
+    for ax, xs in ((by_size, (32, 512)), (by_decay, (0.0, 5e-4))):
+        bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        means = sorted((float(b.lines[0].get_xdata()[0]), float(b.lines[0].get_ydata()[0]))
+                       for b in bars)
+        assert [m[0] for m in means] == pytest.approx(list(xs))
+        assert [m[1] for m in means] == pytest.approx([0.012, 0.032])
+        (low, high) = sorted(bars, key=lambda b: b.lines[0].get_xdata()[0])[0].lines[1]
+        # t(0.975, 2) * sd / sqrt(3) around 0.012, computed here without the code under test
+        half = 4.302653 * 0.002 / 3**0.5
+        assert (low.get_ydata()[0], high.get_ydata()[0]) == pytest.approx(
+            (0.012 - half, 0.012 + half), rel=1e-4)
+    assert "2 settings with replicates" in fig._suptitle.get_text()
