@@ -176,12 +176,7 @@ def probe_trials(
     _check_args(dim, radius, n_points, n_directions, seed, normalization)
     parse_trials(trials)
     parse_where(where)
-    study = open_study(config)
-    stored = study.user_attrs.get(CONFIG_ATTR)
-    if not isinstance(stored, Mapping):
-        raise ConfigError(f"`study_name` must name a study created by this tool, but got "
-                          f"study_name={config.study_name!r}, which has no stored settings.")
-    settings = config_from_stored(stored, config)
+    study, settings = _study_and_settings(config)
     chosen = select_trials(study, trials, where)
     tracker = Tracker(config.tracking_uri)
     runs = {trial.number: trial_run_id(tracker, study, trial) for trial in chosen}
@@ -208,12 +203,7 @@ def probe_between(config: StudyConfig, *, between: str, output_dir: Path,
     a, b = parse_between(between)
     if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 3:
         raise ConfigError(f"`n_points` must be an integer >= 3, but got n_points={n_points!r}.")
-    study = open_study(config)
-    stored = study.user_attrs.get(CONFIG_ATTR)
-    if not isinstance(stored, Mapping):
-        raise ConfigError(f"`study_name` must name a study created by this tool, but got "
-                          f"study_name={config.study_name!r}, which has no stored settings.")
-    settings = config_from_stored(stored, config)
+    study, settings = _study_and_settings(config)
     trials = select_trials(study, f"{a},{b}")
     tracker = Tracker(config.tracking_uri)
     runs = [trial_run_id(tracker, study, t) for t in trials]
@@ -223,6 +213,16 @@ def probe_between(config: StudyConfig, *, between: str, output_dir: Path,
     line, png = log_between(trials, runs, hps, settings, data, tracker,
                             output_dir=Path(output_dir), title=title, n_points=n_points)
     return line, png, runs
+
+
+def _study_and_settings(config: StudyConfig) -> tuple[optuna.Study, StudyConfig]:
+    """The study and the settings it was created with (model, dataset, epochs, seed)."""
+    study = open_study(config)
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if not isinstance(stored, Mapping):
+        raise ConfigError(f"`study_name` must name a study created by this tool, but got "
+                          f"study_name={config.study_name!r}, which has no stored settings.")
+    return study, config_from_stored(stored, config)
 
 
 def trial_run_id(tracker: Tracker, study: optuna.Study, trial: FrozenTrial) -> str:
