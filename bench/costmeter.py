@@ -32,15 +32,17 @@ OPTUNA_SAMPLER = "Optuna: sampler"
 OPTUNA_PRUNER = "Optuna: pruner"
 TRAIN_FIT = "training: Trainer.fit (steps + validation)"
 TRAIN_BUILD = "training: model build + optimizer"
+TRAIN_INIT = "training: loss at initialization (before the first update)"
 GLUE = "glue: Objective, ask/tell, callbacks (Python)"
 SESSION_OPEN = "session: open (Python)"
 SESSION_SUMMARY = "session: summary (Python)"
 OTHER = "other Python (not instrumented)"
 
 # Every category a service run must see at least once (checked after each instrumented run).
+# Not the pruner: with --pruner none (the overhead figure's trials) it is never consulted.
 SERVICE_CATEGORIES = (TRIAL_RUN, TRIAL_PARAMS, TRIAL_METRICS, TRIAL_WEIGHTS, TRIAL_CLOSE,
-                      MLFLOW_OTHER, OPTUNA_STORAGE, OPTUNA_SAMPLER, OPTUNA_PRUNER, TRAIN_FIT,
-                      TRAIN_BUILD, GLUE, SESSION_OPEN, SESSION_SUMMARY)
+                      MLFLOW_OTHER, OPTUNA_STORAGE, OPTUNA_SAMPLER, TRAIN_FIT,
+                      TRAIN_BUILD, TRAIN_INIT, GLUE, SESSION_OPEN, SESSION_SUMMARY)
 
 
 class CostMeter:
@@ -155,11 +157,13 @@ def _install_service(meter: CostMeter) -> None:
 
     import study.runtime.objective  # binds start_trial_run and end_trial_run (patched below)
     import study.runtime.session
+    from study.storages._rdb import StudyRDBStorage
     from study.tracking import Tracker, end_trial_run, start_trial_run
     from study.training.trainer import Trainer
 
     meter.patch(Trainer, "fit", TRAIN_FIT, "train", opens="epoch")
     meter.patch(Trainer, "__init__", TRAIN_BUILD, "train")
+    meter.patch(Trainer, "initial_losses", TRAIN_INIT, "train")
     meter.patch_bindings(start_trial_run, TRIAL_RUN, "mlflow")
     meter.patch_bindings(end_trial_run, TRIAL_CLOSE, "mlflow")
     for name, category in (("log_params", TRIAL_PARAMS), ("log_metrics", TRIAL_METRICS),
@@ -174,6 +178,8 @@ def _install_service(meter: CostMeter) -> None:
         for name in storage_methods:
             if callable(getattr(cls, name, None)):
                 meter.patch(cls, name, OPTUNA_STORAGE, "optuna-storage")
+    # The service's own batched write (several user attrs in one statement).
+    meter.patch(StudyRDBStorage, "set_trial_user_attrs", OPTUNA_STORAGE, "optuna-storage")
     for name in ("infer_relative_search_space", "sample_relative", "sample_independent",
                  "before_trial", "after_trial"):
         meter.patch(optuna.samplers.TPESampler, name, OPTUNA_SAMPLER, "optuna-sampler")

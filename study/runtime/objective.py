@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -131,15 +131,20 @@ def final_metrics(history: Sequence[EpochReport]) -> dict[str, float]:
             "final/val_accuracy": history[-1].val_accuracy}
 
 
-def _keep_curve(trial: optuna.Trial, history: Sequence[EpochReport]) -> None:
-    """The trial's per-epoch figures as user attr ``curve`` (one row per epoch)."""
-    if history:
-        trial.set_user_attr(CURVE_ATTR, curve_record(history))
+def _keep_end(trial: optuna.Trial, history: Sequence[EpochReport],
+              ending: Mapping[str, Any]) -> None:
+    """The trial's per-epoch figures as user attr ``curve`` (one row per epoch), with the
+    figures gathered for its end (``ending``), in one write."""
+    attrs = {**ending, **({CURVE_ATTR: curve_record(history)} if history else {})}
+    if attrs:
+        set_user_attrs(trial, attrs)
 
 
-def _keep_start(trial: optuna.Trial, n_params: int, init: InitReport) -> None:
-    """The parameter count and the loss at initialization as user attrs (``init_*``)."""
-    set_user_attrs(trial, {"n_params": n_params,
+def _keep_start(trial: optuna.Trial, n_params: int, init: InitReport, *,
+                also: Mapping[str, Any] | None = None) -> None:
+    """The parameter count and the loss at initialization as user attrs (``init_*``), with
+    ``also`` in the same write."""
+    set_user_attrs(trial, {**(also or {}), "n_params": n_params,
                            **{k.replace("/", "_"): v for k, v in init.metrics().items()}})
 
 
@@ -203,13 +208,18 @@ class Objective:
         self.device = device
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr(WORKER_ATTR, worker_stamp())
+        seed, recorded = self._train_seed(trial)
+        # Who runs the trial (crash recovery reads it) and, once, its seed: one write.
+        set_user_attrs(trial, {WORKER_ATTR: worker_stamp(),
+                               **({} if recorded else {TRAIN_SEED_ATTR: seed})})
         hp = suggest_hparams(trial, self.config)
         # The epochs so far, kept on the trial as its curve once it ends, however it ends
-        # (written every epoch, the growing list would cost O(epochs^2) storage).
+        # (written every epoch, the growing list would cost O(epochs^2) storage), with the
+        # early-window, final and diagnosis figures gathered meanwhile: one write at the end.
         seen: list[EpochReport] = []
+        ending: dict[str, Any] = {}
         try:
-            return self._train(trial, hp, seen)
+            return self._train(trial, hp, seen, seed, ending)
         except TrackingError as exc:
             # Anywhere in the trial (opening, logging or closing its run) logs would be lost:
             # the session stops; Optuna fails the trial, its run is closed on resume, and the
@@ -221,40 +231,44 @@ class Objective:
             raise
         finally:
             with contextlib.suppress(StorageError):  # the storage's own error is the one to tell
-                _keep_curve(trial, seen)
+                _keep_end(trial, seen, ending)
 
-    def _train(self, trial: optuna.Trial, hp: HParams, seen: list[EpochReport]) -> float:
+    def _train(self, trial: optuna.Trial, hp: HParams, seen: list[EpochReport],
+               seed: int, ending: dict[str, Any]) -> float:
         config = self.config
-        seed = self._train_seed(trial)
         run_id = start_trial_run(
             self.tracker, self.experiment_id, parent_run_id=self.parent_run_id,
             study_name=trial.study.study_name, trial_number=trial.number,
         )
-        set_user_attrs(trial, {RUN_ID_ATTR: run_id, HPARAMS_ATTR: dict(vars(hp))})
+        # The trial's link to its run goes with its first figures (one write; recovery finds
+        # a run not yet linked by its tags). Every failure path below writes it too.
+        linked = {RUN_ID_ATTR: run_id, HPARAMS_ATTR: dict(vars(hp))}
+        prune = config.pruner != "none"  # the no-op pruner would still read the trial back
 
         def on_epoch(history: list[EpochReport], report: EpochReport) -> None:
             seen[:] = history
             if report.epoch == config.early_epochs:
-                set_user_attrs(trial, {k.replace("/", "_"): v for k, v in
-                                       summary_metrics(history, config.early_epochs).items()})
+                ending.update({k.replace("/", "_"): v for k, v in
+                               summary_metrics(history, config.early_epochs).items()})
             trial.report(objective_value(config.objective, history, config.early_epochs),
                          report.epoch)
-            if trial.should_prune():
+            if prune and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {report.epoch}")
 
         try:
             history = train_logged(
                 hp, config, self.data, self.tracker, run_id, device=self.device, seed=seed,
-                on_epoch=on_epoch, on_start=lambda n, init: _keep_start(trial, n, init),
+                on_epoch=on_epoch,
+                on_start=lambda n, init: _keep_start(trial, n, init, also=linked),
                 hooks=self.hooks, new_run=True,
             )
             value = objective_value(config.objective, history, config.early_epochs)
-            set_user_attrs(trial, {"final_val_loss": history[-1].val_loss,
-                                   "final_val_accuracy": history[-1].val_accuracy})
+            ending.update({"final_val_loss": history[-1].val_loss,
+                           "final_val_accuracy": history[-1].val_accuracy})
             if not math.isfinite(value):
                 raise TrialFailedError(f"objective {config.objective} is {value}")
         except optuna.TrialPruned:
-            found = self._diagnose(trial, seen)
+            found = self._diagnose(seen, ending)
             end_trial_run(self.tracker, run_id, state="PRUNED", tags=diagnosis_tags(found))
             raise
         except TrackingError:
@@ -269,41 +283,44 @@ class Objective:
             if _is_out_of_memory(exc):
                 _release_cuda_memory()
             reason = failure_reason(exc)
-            trial.set_user_attr(FAILURE_ATTR, reason)
+            set_user_attrs(trial, {**linked, FAILURE_ATTR: reason})
             report = getattr(exc, "report", None)
-            found = self._diagnose(trial, [*seen, *([report] if report is not None else [])],
+            found = self._diagnose([*seen, *([report] if report is not None else [])], ending,
                                    non_finite=isinstance(exc, NonFiniteLossError))
             end_trial_run(self.tracker, run_id, state="FAIL", failure=reason,
-                                       tags=diagnosis_tags(found))
+                          tags=diagnosis_tags(found))
             raise TrialFailedError(reason) from None
         except BaseException:  # KeyboardInterrupt, SIGTERM, SystemExit: Optuna marks it FAIL
-            trial.set_user_attr(FAILURE_ATTR, "interrupted")
+            set_user_attrs(trial, {**linked, FAILURE_ATTR: "interrupted"})
             retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
             end_trial_run(self.tracker, run_id, state="FAIL", failure="interrupted")
             raise
-        found = self._diagnose(trial, history)
+        found = self._diagnose(history, ending)
         end_trial_run(self.tracker, run_id, state="COMPLETE", tags=diagnosis_tags(found),
                       metrics=final_metrics(history), step=history[-1].epoch)
         return value
 
-    def _train_seed(self, trial: optuna.Trial) -> int:
-        """The trial's own training seed: carried by an enqueued trial (a retry keeps its
-        original's; ``study explain`` pairs its trials), else derived from the study seed and
-        the trial number."""
+    def _train_seed(self, trial: optuna.Trial) -> tuple[int, bool]:
+        """The trial's own training seed, and whether the trial already records it: carried
+        by an enqueued trial (a retry keeps its original's; ``study explain`` pairs its
+        trials), else derived from the study seed and the trial number."""
         seed = trial.user_attrs.get(TRAIN_SEED_ATTR)
-        if seed is None:  # a retry of a trial that died before recording it: the original's
+        if seed is not None:
+            return int(seed), True
+        # A retry of a trial that died before recording its seed takes the original's. The
+        # trial as Optuna handed it over holds its creation-time system attrs (no read).
+        frozen = getattr(trial, "_cached_frozen_trial", None)
+        if frozen is None:
             frozen = trial.study._storage.get_trial(trial._trial_id)
-            seed = train_seed(self.config.seed, frozen.system_attrs.get("failed_trial",
-                                                                        trial.number))
-            trial.set_user_attr(TRAIN_SEED_ATTR, seed)
-        return int(seed)
+        return train_seed(self.config.seed,
+                          frozen.system_attrs.get("failed_trial", trial.number)), False
 
-    def _diagnose(self, trial: optuna.Trial, curve: list[EpochReport], *,
+    def _diagnose(self, curve: list[EpochReport], ending: dict[str, Any], *,
                   non_finite: bool = False) -> Diagnosis:
-        """Diagnose the trial's curve; a finding is kept on the trial (``diagnosis``,
-        ``diagnosis_detail``) and returned for the run's tags."""
+        """Diagnose the trial's curve; a finding goes to ``ending`` (kept on the trial as
+        ``diagnosis`` and ``diagnosis_detail`` when it ends) and is returned for the run's
+        tags."""
         found = diagnose(curve, non_finite=non_finite, n_classes=self.data.n_classes)
         if found.codes:
-            set_user_attrs(trial, {"diagnosis": found.tag_value(),
-                                   "diagnosis_detail": found.detail})
+            ending.update({"diagnosis": found.tag_value(), "diagnosis_detail": found.detail})
         return found

@@ -27,7 +27,13 @@ from study.runtime.inputs import (
     load_data,
     record_model_source,
 )
-from study.runtime.lifecycle import count_states, load_study, n_finished, prepare_study
+from study.runtime.lifecycle import (
+    FINISHED_STATES,
+    count_states,
+    load_study,
+    n_finished,
+    prepare_study,
+)
 from study.runtime.objective import EpochHook, Objective
 from study.runtime.parent import (
     adopt_orphaned_parent,
@@ -264,14 +270,17 @@ def _optimize(
             hooks=(*hooks, lambda h, r: progress.epoch(h, r, epochs=config.epochs)))
 
         def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-            finished = n_finished(study)
+            # One read of the states: what finished (the budget) and what others still run.
+            states = [t.state for t in study.get_trials(
+                deepcopy=False, states=(*FINISHED_STATES, TrialState.RUNNING))]
+            finished = sum(s in FINISHED_STATES for s in states)
             progress.trial_done(trial, finished)
             if trial.state is TrialState.FAIL:
                 failures.append(str(trial.user_attrs.get(FAILURE_ATTR, "unknown error")))
             elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 failures.clear()
             # Trials other workers are running count: stopping here keeps the budget exact.
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            running = states.count(TrialState.RUNNING)
             drained = queue_only and not _waiting(study)
             if (finished + running >= config.n_trials or drained
                     or len(failures) >= MAX_CONSECUTIVE_FAILURES):
