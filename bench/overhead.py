@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from bench.costmeter import OTHER, SERVICE_CATEGORIES, CostMeter
+from bench.costmeter import OTHER, SERVICE_CATEGORIES, TRAIN_FIT, TRAIN_INIT, CostMeter
 from bench.harness import (
     BATCH,
     EPOCHS,
@@ -212,6 +212,10 @@ def decompose(runs: Sequence[tuple[float, CostMeter]], n: int,
     background = {k: median([meter.background.get(k, 0.0) for _, meter in runs])
                   for k in sorted({k for _, meter in runs for k in meter.background})}
     per_trial_overhead = (sum(trial.values()) - training) / n
+    # The loss at initialization costs a fraction of an epoch of the same model: it scales
+    # with the training time, unlike the store calls.
+    fit_epoch = trial.get(TRAIN_FIT, 0.0) / n / EPOCHS
+    init_fraction = trial.get(TRAIN_INIT, 0.0) / n / fit_epoch if fit_epoch > 0 else 0.0
     return {
         "wall": wall, "n_trials": n, "n_runs": len(runs), "epochs": EPOCHS,
         "trial": dict(trial), "trial_calls": dict(trial_calls), "session": session,
@@ -221,19 +225,28 @@ def decompose(runs: Sequence[tuple[float, CostMeter]], n: int,
         "per_epoch": per_epoch,
         "per_trial_fixed": per_trial_overhead - per_epoch * EPOCHS,
         "session_fixed": sum(session.values()),
+        "init_epoch_fraction": init_fraction,
         "bare_per_trial": bare_seconds / n,
     }
 
 
 # -- predictions from the cost model (not measurements) ---------------------------------------
+def _init_share(d: dict[str, Any], epochs: int) -> float:
+    """The loss at initialization as a share of a trial's training time (it costs a fixed
+    fraction of one epoch)."""
+    return d.get("init_epoch_fraction", 0.0) / epochs
+
+
 def predicted_ratio(d: dict[str, Any], seconds: float, epochs: int, n_trials: int) -> float:
     """Predicted service/bare ratio of a study of ``n_trials`` trials that each train for
     ``seconds`` over ``epochs`` epochs, from the measured decomposition ``d``."""
     cost = d["per_trial_fixed"] + epochs * d["per_epoch"] + d["session_fixed"] / n_trials
-    return (seconds + cost) / seconds
+    return (seconds + cost) / seconds + _init_share(d, epochs)
 
 
 def trial_seconds_for(d: dict[str, Any], ratio: float, epochs: int, n_trials: int) -> float:
-    """Predicted training time per trial above which the ratio falls under ``ratio``."""
+    """Predicted training time per trial above which the ratio falls under ``ratio``
+    (infinite when the loss at initialization alone costs more than ``ratio - 1``)."""
     cost = d["per_trial_fixed"] + epochs * d["per_epoch"] + d["session_fixed"] / n_trials
-    return cost / (ratio - 1)
+    room = ratio - 1 - _init_share(d, epochs)
+    return cost / room if room > 0 else math.inf

@@ -8,6 +8,7 @@ here from the JSON, prose lives in the template. Predictions (from the cost mode
 
 from __future__ import annotations
 
+import math
 import operator
 import statistics
 from collections import defaultdict
@@ -146,6 +147,10 @@ def head(doc: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s" if math.isfinite(value) else "none (the initial loss alone exceeds it)"
+
+
 def _prediction_rows(doc: dict[str, Any]) -> list[list[str]]:
     o, d = doc["overhead"], doc["overhead"]["decomposition"]
     n_study, epochs, here = doc["setup"]["study_n_trials"], d["epochs"], d["bare_per_trial"]
@@ -160,7 +165,7 @@ def _prediction_rows(doc: dict[str, Any]) -> list[list[str]]:
     op, limit = doc["targets"]["overhead_ratio"]
     for e in (epochs, 30):
         rows.append([f"shortest trial with a ratio {op} {limit:g}",
-                     f"{trial_seconds_for(d, limit, e, n_study):.2f} s", e, n_study,
+                     _seconds(trial_seconds_for(d, limit, e, n_study)), e, n_study,
                      f"{limit:g}", PREDICTION])
     device = doc["machine"]["device"]
     rows.append([f"any trial on {_other_device(device)}", "-", "-", "-", NOT_MEASURED,
@@ -202,6 +207,7 @@ def overhead(doc: dict[str, Any]) -> dict[str, str]:
         "per_epoch_ms": f"{d['per_epoch'] * 1000:.1f}",
         "per_trial_fixed_ms": f"{d['per_trial_fixed'] * 1000:.0f}",
         "session_ms": f"{d['session_fixed'] * 1000:.0f}",
+        "init_fraction": f"{d.get('init_epoch_fraction', 0.0):.3f}",
         "bare_trial_ms": f"{d['bare_per_trial'] * 1000:.0f}",
         "prediction_table": table(["case", "training per trial T", "epochs E", "trials N",
                                    "overhead ratio", "kind"], _prediction_rows(doc)),
