@@ -233,7 +233,7 @@ def explain_command(lr: float, batch_size: int, weight_decay: float, n_widths: i
 @click.option("--dim", type=WHOLE_NUMBER, default=1, show_default=True,
               help="1 (curves) or 2 (contour).")
 @click.option("--radius", type=float, default=1.0, show_default=True,
-              help="Grid half-width, in filter-normalized units.")
+              help="Grid half-width, in the units of --normalization.")
 @click.option("--n-points", type=WHOLE_NUMBER, default=21, show_default=True,
               help="Grid points per axis.")
 @click.option("--directions", type=WHOLE_NUMBER, default=5, show_default=True,
