@@ -86,7 +86,7 @@ def test_a_weak_penalty_is_not_explained_by_the_penalty(tmp_path, tracking_uri):
     (["--penalty-mode", "l2-in-loss,none"], "`penalty_mode` must be a single mode"),
     (["--n-widths", "2"], "`n_widths` must be an integer >= 3"),
     (["--replicates", "0"], "`replicates` must be an integer >= 1"),
-    (["--lr", "-1"], "`lr_min` must be > 0"),
+    (["--lr", "-1"], "`lr` must be > 0, but got lr=-1.0."),  # named as its flag
 ])
 def test_bad_input_is_one_line_and_creates_nothing(tmp_path, tracking_uri, flags, message):
     outcome = explain(tmp_path, tracking_uri, *flags)
