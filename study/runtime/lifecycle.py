@@ -16,7 +16,7 @@ from study.config import StudyConfig, check_no_conflict, config_from_stored
 from study.errors import ConfigError, StorageError
 from study.keys import CONFIG_ATTR
 from study.redact import redact
-from study.runtime.recovery import StaleTrialHandler, mark_heartbeat_dead
+from study.runtime.recovery import StaleTrialHandler
 from study.storages import create_storage, storage_kind
 
 __all__ = [
@@ -119,7 +119,7 @@ def prepare_study(
         )
     handler = StaleTrialHandler()
     storage = create_storage(config.storage, heartbeat_interval=config.heartbeat_interval,
-                             stale_callback=handler, on_stale=mark_heartbeat_dead,
+                             stale_callback=handler, on_stale=handler.mark_stale,
                              storage_timeout=config.storage_timeout)
     study_id = _study_id(storage, config.study_name)
     stored = None if study_id is None else storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)

@@ -12,9 +12,11 @@ Two detectors feed one handler:
   and journal storages have no heartbeat at all).
 
 The handler closes the trial's MLflow run as FAILED with ``study.failure`` and enqueues a retry
-with the same parameters. A trial whose worker died before opening its run gets a FAILED run
-then, so every trial keeps exactly one run in MLflow. A session also closes any trial run left
-RUNNING whose trial is finished, so no run stays RUNNING after a resume.
+with the same parameters. While a dead trial is still RUNNING (the only time Optuna lets it be
+annotated), it is linked to its run (``mlflow_run_id``): the run its worker opened, found by its
+tags when the worker died before linking it, or a new one when the worker died before opening
+it. So every trial keeps exactly one run in MLflow, and knows which. A session also closes any
+trial run left RUNNING whose trial is finished, so no run stays RUNNING after a resume.
 """
 
 from __future__ import annotations
@@ -137,12 +139,38 @@ class StaleTrialHandler:
         self.tracker = tracker
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
+        self.study_name: str | None = None
 
-    def attach(self, tracker: Tracker, *, experiment_id: str, parent_run_id: str) -> None:
+    def attach(self, tracker: Tracker, *, study_name: str, experiment_id: str,
+               parent_run_id: str) -> None:
         """Give the handler the session's MLflow access and the study's runs."""
         self.tracker = tracker
+        self.study_name = study_name
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
+
+    def link_run(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+        """Link a dead, still RUNNING trial to its run (found by its tags, or opened now when
+        its worker died before opening one). Without a session attached, nothing happens:
+        the next session's :func:`close_orphan_runs` closes what is left."""
+        if self.tracker is None or self.experiment_id is None or self.parent_run_id is None \
+                or self.study_name is None:
+            return
+        trial = storage.get_trial(trial_id)
+        if trial.state.is_finished() or trial.user_attrs.get(RUN_ID_ATTR):
+            return
+        study_name = self.study_name
+        run_id = _find_trial_run(self.tracker, self.experiment_id, study_name, trial.number) \
+            or start_trial_run(self.tracker, self.experiment_id, parent_run_id=self.parent_run_id,
+                               study_name=study_name, trial_number=trial.number)
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_user_attr(trial_id, RUN_ID_ATTR, run_id)
+
+    def mark_stale(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+        """The storage's ``on_stale``: a trial whose heartbeat went stale, still RUNNING, gets
+        its failure reason and its run link before Optuna fails it."""
+        mark_heartbeat_dead(storage, trial_id)
+        self.link_run(storage, trial_id)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         reason = trial.user_attrs.get(FAILURE_ATTR) or dead_reason(trial, self.reason)
@@ -189,6 +217,18 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     ))
 
 
+def _find_trial_run(tracker: Tracker, experiment_id: str, study_name: str,
+                    number: int) -> str | None:
+    """The run opened for trial ``number``, found by its tags (a worker may die between
+    opening the run and linking it to the trial)."""
+    runs = tracker.find_runs(
+        experiment_id,
+        f"tags.`optuna.study_name` = '{study_name}' and "
+        f"tags.`optuna.trial_number` = '{number}' and tags.`study.role` = 'trial'",
+    )
+    return runs[0].info.run_id if runs else None
+
+
 def _trial_run(tracker: Tracker, study: optuna.Study, trial: FrozenTrial,
                experiment_id: str | None = None) -> str | None:
     run_id = trial.user_attrs.get(RUN_ID_ATTR)
@@ -196,13 +236,7 @@ def _trial_run(tracker: Tracker, study: optuna.Study, trial: FrozenTrial,
         return run_id
     if experiment_id is None:
         return None
-    # The worker may have died between creating the run and linking it to the trial.
-    runs = tracker.find_runs(
-        experiment_id,
-        f"tags.`optuna.study_name` = '{study.study_name}' and "
-        f"tags.`optuna.trial_number` = '{trial.number}'",
-    )
-    return runs[0].info.run_id if runs else None
+    return _find_trial_run(tracker, experiment_id, study.study_name, trial.number)
 
 
 def _close_trial_run(tracker: Tracker, study: optuna.Study, trial: FrozenTrial, state: str,
@@ -228,6 +262,7 @@ def fail_dead_trials(study: optuna.Study, handler: StaleTrialHandler) -> list[in
         if not dead_here(trial.user_attrs.get(WORKER_ATTR)):
             continue
         mark_dead(study._storage, trial._trial_id, DEAD_PROCESS_REASON)
+        handler.link_run(study._storage, trial._trial_id)
         try:
             if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue

@@ -195,8 +195,8 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
         tracker, study, config, create=not worker)
     record_model_source(study, tracker, parent_run_id, spec=config.model, sha256=model_sha,
                         out=out)
-    prepared.stale_handler.attach(tracker, experiment_id=experiment_id,
-                                  parent_run_id=parent_run_id)
+    prepared.stale_handler.attach(tracker, study_name=study.study_name,
+                                  experiment_id=experiment_id, parent_run_id=parent_run_id)
     _recover(study, prepared.stale_handler, tracker, experiment_id, out)
     if not worker and not owns_parent:
         owns_parent = adopt_orphaned_parent(tracker, study, parent_run_id)

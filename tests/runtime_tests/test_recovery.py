@@ -24,8 +24,10 @@ import torch
 from optuna.trial import TrialState
 
 from study.config import StudyConfig
+from study.keys import PARENT_RUN_ATTR
 from study.runtime.lifecycle import load_study, prepare_study
 from study.runtime.session import run_session
+from study.tracking import Tracker, start_trial_run
 from tests.conftest import cli_env, run_cli
 from tests.servers import (
     STUDY_EXE,
@@ -151,34 +153,46 @@ def test_sigkilled_trial_is_failed_closed_and_retried_on_resume(kind, cause, ser
     assert killed_run.data.tags["study.failure"] == dead.user_attrs["failure"]
 
 
-def test_a_worker_dead_before_opening_its_run_leaves_its_trial_one_failed_run(
+def test_workers_dead_before_opening_or_linking_their_runs_leave_one_linked_run_each(
         storage_url, tracking_uri, mlflow_client, capsys):
     config = StudyConfig(study_name="early", storage=storage_url, tracking_uri=tracking_uri,
                          experiment="early", epochs=1, width_min=4, width_max=4,
                          batch_sizes=(64,), n_trials=1, device="cpu", pruner="none")
     run_session(config)
-    # What a worker leaves when it dies between Optuna's ask and opening its MLflow run (the
-    # database went down while it sampled): a RUNNING trial stamped by a process that is gone,
-    # and no run.
+    # What workers leave when they die (the database went down under them): trial 1 died
+    # between Optuna's ask and opening its MLflow run; trial 2 opened its run but died before
+    # linking it. Both are RUNNING, stamped by a process that is gone.
     study = load_study(prepare_study(config)).study
-    orphan = study.ask()
-    study._storage.set_trial_user_attr(orphan._trial_id, "worker", stamp_of_an_exited_process())
+    dead = stamp_of_an_exited_process()
+    unopened, unlinked = study.ask(), study.ask()
+    for trial in (unopened, unlinked):
+        study._storage.set_trial_user_attr(trial._trial_id, "worker", dead)
+    parent = study.user_attrs[PARENT_RUN_ATTR]
+    experiment_id = mlflow_client.get_experiment_by_name("early").experiment_id
+    opened = start_trial_run(Tracker(tracking_uri), experiment_id, parent_run_id=parent,
+                             study_name="early", trial_number=unlinked.number)
 
     run_session(config.replace(n_trials=2))
 
-    assert "recovered: 1 trial(s) of dead workers failed and queued again [1]" in \
+    assert "recovered: 2 trial(s) of dead workers failed and queued again [1, 2]" in \
         capsys.readouterr().err
     trials = study_trials(storage_url, "early")
-    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"], _timeline(trials)
-    runs = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("early")
-                                      .experiment_id])
-    assert runs_per_trial(runs, "early") == {0: 1, 1: 1, 2: 1}
-    (dead_run,) = [r for r in runs if r.data.tags.get("optuna.trial_number") == "1"]
-    assert dead_run.info.status == "FAILED"
-    assert dead_run.data.tags["study.failure"] == trials[1].user_attrs["failure"]
-    assert dead_run.data.tags["study.failure"].startswith("its worker process died (trial 1")
-    parent = next(r for r in runs if r.data.tags.get("study.role") == "parent")
-    assert dead_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert [t.state.name for t in trials[:3]] == ["COMPLETE", "FAIL", "FAIL"], _timeline(trials)
+    started = [t for t in trials if t.state.name != "WAITING"]  # a queued retry has no run yet
+    runs = mlflow_client.search_runs([experiment_id])
+    assert runs_per_trial(runs, "early") == {t.number: 1 for t in started}
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs
+                 if r.data.tags.get("study.role") == "trial"}
+    assert by_number[2].info.run_id == opened  # found by its tags, not opened twice
+    for trial in started:
+        assert trial.user_attrs["mlflow_run_id"] == by_number[trial.number].info.run_id
+    for number in (1, 2):
+        run = by_number[number]
+        assert run.info.status == "FAILED"
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.tags["study.failure"] == trials[number].user_attrs["failure"]
+        assert run.data.tags["study.failure"].startswith(
+            f"its worker process died (trial {number}")
 
 
 # --- exceptions, NaN, out of memory -------------------------------------------------------------
