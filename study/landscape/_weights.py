@@ -145,25 +145,26 @@ def trained_model(
     return model, "retrained", local, check
 
 
+def _objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, mode: PenaltyMode,
+               weight_decay: float) -> torch.Tensor:
+    """Mean cross-entropy of ``model`` on ``x, y`` (float64 sums over large batches) + the L2
+    penalty in ``l2-in-loss`` mode, as a tensor (differentiable unless under no_grad)."""
+    n = len(y)
+    total = sum(F.cross_entropy(model(x[lo:lo + EVAL_BATCH]).float(), y[lo:lo + EVAL_BATCH],
+                                reduction="sum").double() for lo in range(0, n, EVAL_BATCH))
+    penalty = penalty_term(penalized_parameters(model), mode=mode, weight_decay=weight_decay)
+    return total / n if penalty is None else total / n + penalty.double()
+
+
 def training_loss_fn(data: TensorData, *, penalty_mode: str, weight_decay: float):
     """What a trial optimized: mean cross-entropy over the training split + the L2 penalty
     (``l2-in-loss`` only), evaluated in large batches on whatever mode the model is in."""
     mode = PenaltyMode(penalty_mode)
-    x, y, n = data.x_train, data.y_train, data.n_train
 
     def loss(model: nn.Module) -> float:
         with torch.no_grad():
-            total = torch.zeros((), dtype=torch.float64, device=x.device)
-            for lo in range(0, n, EVAL_BATCH):
-                logits = model(x[lo:lo + EVAL_BATCH])
-                total += F.cross_entropy(logits.float(), y[lo:lo + EVAL_BATCH],
-                                         reduction="sum").double()
-            value = total / n
-            penalty = penalty_term(penalized_parameters(model), mode=mode,
-                                   weight_decay=weight_decay)
-            if penalty is not None:
-                value = value + penalty.double()
-            return float(value)
+            return float(_objective(model, data.x_train, data.y_train, mode=mode,
+                                    weight_decay=weight_decay))
 
     return loss
 
@@ -179,15 +180,9 @@ def training_loss_tensor_fn(data: TensorData, *, penalty_mode: str, weight_decay
     training samples (for Hessian-vector products)."""
     mode = PenaltyMode(penalty_mode)
     n = min(data.n_train, max_samples)
-    x, y = data.x_train[:n], data.y_train[:n]
 
     def loss(model: nn.Module) -> torch.Tensor:
-        total = sum(F.cross_entropy(model(x[lo:lo + EVAL_BATCH]).float(),
-                                    y[lo:lo + EVAL_BATCH], reduction="sum")
-                    for lo in range(0, n, EVAL_BATCH))
-        value = total / n
-        penalty = penalty_term(penalized_parameters(model), mode=mode,
-                               weight_decay=weight_decay)
-        return value if penalty is None else value + penalty
+        return _objective(model, data.x_train[:n], data.y_train[:n], mode=mode,
+                          weight_decay=weight_decay)
 
     return loss

@@ -176,7 +176,7 @@ class StaleTrialHandler:
         reason = trial.user_attrs.get(FAILURE_ATTR) or dead_reason(trial, self.reason)
         if self.tracker is not None:
             _close_trial_run(self.tracker, study, trial, "FAIL", reason,
-                             experiment_id=self.experiment_id, parent_run_id=self.parent_run_id)
+                             experiment_id=self.experiment_id)
         retry_trial(study, trial)
 
 
@@ -240,14 +240,10 @@ def _trial_run(tracker: Tracker, study: optuna.Study, trial: FrozenTrial,
 
 
 def _close_trial_run(tracker: Tracker, study: optuna.Study, trial: FrozenTrial, state: str,
-                     reason: str | None, *, experiment_id: str | None = None,
-                     parent_run_id: str | None = None) -> None:
+                     reason: str | None, *, experiment_id: str | None = None) -> None:
+    # A run missing altogether was opened by StaleTrialHandler.link_run while the trial was
+    # still RUNNING; here it is only found and closed.
     run_id = _trial_run(tracker, study, trial, experiment_id)
-    if run_id is None and experiment_id is not None and parent_run_id is not None:
-        # The worker died between Optuna's ask and opening the run (e.g. the database went
-        # down while it sampled): the trial still gets its one run, closed as failed.
-        run_id = start_trial_run(tracker, experiment_id, parent_run_id=parent_run_id,
-                                 study_name=study.study_name, trial_number=trial.number)
     if run_id is None:
         return
     run = tracker.get_run(run_id)
@@ -269,8 +265,8 @@ def fail_dead_trials(study: optuna.Study, handler: StaleTrialHandler) -> list[in
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process got there first
         dead = study._storage.get_trial(trial._trial_id)
-        StaleTrialHandler(DEAD_PROCESS_REASON, handler.tracker, experiment_id=handler.experiment_id,
-                          parent_run_id=handler.parent_run_id)(study, dead)
+        StaleTrialHandler(DEAD_PROCESS_REASON, handler.tracker,
+                          experiment_id=handler.experiment_id)(study, dead)
         failed.append(trial.number)
     return failed
 
