@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import default_study, gpu, sections
+from bench import default_study, gpu, sections, store_calls
 from bench.harness import REPO
 
 DEFAULT_JSON = REPO / "bench" / "results.json"
@@ -143,12 +143,13 @@ def render(doc: dict[str, Any], json_name: str = "bench/results.json") -> str:
         "profile": sections.profile, "method": sections.method,
         "init_cost": sections.init_cost, "coverage": sections.coverage,
         "default_study": default_study.section, "gpu": gpu.section,
+        "store_calls": store_calls.section,
     }
     out = []
     for name, template in parts.items():
         if name.endswith("-skipped"):
             continue
-        if name in ("profile", "init_cost", "coverage", "default_study", "gpu") \
+        if name in ("profile", "init_cost", "coverage", "default_study", "gpu", "store_calls") \
                 and not doc.get(name):
             out.append(parts[f"{name}-skipped"].substitute(common))
         else:

@@ -124,6 +124,7 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
     from bench.overhead import bench_overhead
     from bench.profiling import bench_profile
     from bench.pruning import bench_pruning
+    from bench.store_calls import bench_store_calls
     from study.training.data import load_dataset
 
     ws = Workspace()
@@ -141,6 +142,10 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
         log(f"  {d['per_trial_overhead'] * 1000:.0f} ms per trial outside training, "
             f"{d['session_fixed'] * 1000:.0f} ms per session")
         log(f"  fixed cost {d['per_trial_fixed'] * 1000:.0f} ms per trial")
+        log("each store call, through the stores' clients and as the service makes it ...")
+        doc["store_calls"] = bench_store_calls(ws, plan)
+        for name, row in doc["store_calls"]["rows"].items():
+            log(f"  {name}: {row['reference'] * 1000:.2f} -> {row['service'] * 1000:.2f} ms")
         log("the default study (TPE, median pruner) against the bare loop replaying it ...")
         doc["default_study"] = bench_default_study(ws, data, plan, device)
         log(f"  overhead_ratio_default {doc['default_study']['ratio']:.3f}")

@@ -100,5 +100,4 @@ def end_trial_run(tracker: Tracker, run_id: str, *, state: str, failure: str | N
     tags = {**(tags or {}), "optuna.trial_state": state}
     if failure:
         tags["study.failure"] = one_line(failure)[:_TAG_LIMIT]
-    tracker.set_tags(run_id, tags, metrics=metrics, step=step)
-    tracker.end_run(run_id, TRIAL_STATUS[state])
+    tracker.close_run(run_id, TRIAL_STATUS[state], tags=tags, metrics=metrics, step=step)

@@ -127,6 +127,19 @@ def test_numbers_land_in_their_rows_and_predictions_are_labelled() -> None:
     assert "$" not in md  # every placeholder filled
 
 
+def test_each_store_call_lands_in_its_row_with_its_saving() -> None:
+    doc = quick_doc()
+    assert "## 1a. Each store call\n\nNot measured in this run." in results.render(doc)
+    doc["store_calls"] = {"calls": 15, "rows": {
+        "MLflow: create a trial run": {"reference": 0.0031, "service": 0.0004},
+        "Optuna: read a running trial (get_trial)": {"reference": 0.0012, "service": 0.0004}}}
+    md = results.render(doc)
+    assert row(md, "MLflow: create a trial run")[1:] == ["3.10", "0.40", "2.70", "7.8x"]
+    assert row(md, "Optuna: read a running trial (get_trial)")[1:] == [
+        "1.20", "0.40", "0.80", "3.0x"]
+    assert "15 calls each" in md and "$" not in md
+
+
 def test_a_busy_machine_is_flagged() -> None:
     doc = quick_doc()
     assert "machine was busy" not in results.render(doc)

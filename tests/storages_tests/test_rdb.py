@@ -94,6 +94,7 @@ def _check_against_orm(url: str) -> None:
     ):
         _same(storage._get_trials(study_id, states, included, greater),
               RDBStorage._get_trials(storage, study_id, states, included, greater))
+    _same([storage.get_trial(i) for i in ids], [RDBStorage.get_trial(storage, i) for i in ids])
     assert storage._fast_reads  # the fast path served every read above
 
 
@@ -104,6 +105,13 @@ def test_sqlite_reads_match_optuna(tmp_path):
 def test_postgresql_reads_match_optuna():
     with postgres_database() as name:
         _check_against_orm(postgres_url(name))
+
+
+def test_a_missing_trial_is_optunas_key_error(tmp_path):
+    storage = create_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    optuna.create_study(storage=storage).ask()
+    with pytest.raises(KeyError, match="trial_id 99"):
+        storage.get_trial(99)
 
 
 def test_missing_study_is_optunas_key_error(tmp_path):
@@ -214,3 +222,33 @@ def test_set_user_attrs_updates_the_running_trial_as_set_user_attr_does(tmp_path
     set_user_attrs(trial, {"a": 1, "b": [2]})
     assert trial.user_attrs == {"a": 1, "b": [2]}
     assert study.trials[0].user_attrs == {"a": 1, "b": [2]}
+
+
+def _check_intermediate_values(url: str) -> None:
+    storage = create_storage(url)
+    study = optuna.create_study(storage=storage, study_name="steps")
+    trial = study.ask()
+    for step, value in ((1, 0.5), (2, float("nan")), (3, float("inf")), (4, -float("inf"))):
+        trial.report(value, step)
+    # A step written again (trial.report ignores it; the storage replaces it, as Optuna's).
+    storage.set_trial_intermediate_value(trial._trial_id, 1, 0.25)
+    # Read back through Optuna's own ORM reader, not ours.
+    orm = optuna.storages.RDBStorage(url)
+    got = orm.get_trial(trial._trial_id).intermediate_values
+    assert got[1] == 0.25 and math.isnan(got[2])
+    assert (got[3], got[4]) == (float("inf"), -float("inf"))
+    study.tell(trial, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_intermediate_value(trial._trial_id, 5, 0.1)
+    assert 5 not in orm.get_trial(trial._trial_id).intermediate_values
+    with pytest.raises(KeyError):
+        storage.set_trial_intermediate_value(trial._trial_id + 100, 1, 0.1)
+
+
+def test_intermediate_values_upsert_in_sqlite_and_refuse_finished_trials(tmp_path):
+    _check_intermediate_values(f"sqlite:///{tmp_path / 'o.db'}")
+
+
+def test_intermediate_values_upsert_in_postgresql_and_refuse_finished_trials():
+    with postgres_database() as name:
+        _check_intermediate_values(postgres_url(name))

@@ -1,0 +1,112 @@
+"""Each store call a trial makes, timed as the service makes it and as the stores' own clients
+make it: what each change to the per-trial cost saves, measured in the same run.
+
+- MLflow: ``Tracker`` writing straight into the SQLite store (``study.tracking._sqlwriter``)
+  against ``Tracker(direct_writes=False)`` (every write through ``MlflowClient``).
+- Optuna: ``StudyRDBStorage`` (plain-SQL read of a trial, one-statement upserts) against
+  Optuna's own ``RDBStorage`` methods on the same storage; the user attrs of one moment in one
+  write against one ``set_trial_user_attr`` per key.
+
+Both sides run on the same fresh databases, alternating call by call, after a warm-up; the
+figure is the median time of one call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.harness import Plan, Workspace, median
+
+# Calls per side and kind (alternating): enough for a stable median, about a second in all.
+CALLS = {"quick": 15, "full": 40}
+_PARAMS = {f"param_{i}": i for i in range(24)}  # about as many as a trial logs
+_EPOCH = {"loss": 0.5, "data_loss": 0.4, "penalty": 0.1, "val_loss": 0.6,
+          "val_accuracy": 0.8, "seconds": 0.2, "lr": 0.003}
+_ATTRS = {"mlflow_run_id": "0" * 32, "hparams": {"width": 8}, "n_params": 1234,
+          "init_loss": 2.3}
+
+
+def _pair(n: int, reference: Callable[[int], Any], service: Callable[[int], Any]
+          ) -> dict[str, float]:
+    """Median seconds of one call of each side, alternating (after one warm-up call each)."""
+    reference(0)
+    service(0)
+    times: dict[str, list[float]] = {"reference": [], "service": []}
+    for i in range(1, n + 1):
+        for name, fn in (("reference", reference), ("service", service))[::1 - 2 * (i % 2)]:
+            start = time.perf_counter()
+            fn(i)
+            times[name].append(time.perf_counter() - start)
+    return {name: median(values) for name, values in times.items()}
+
+
+def bench_store_calls(ws: Workspace, plan: Plan) -> dict[str, Any]:
+    """The per-call figures (see the module's docstring)."""
+    import optuna
+
+    from study.storages import StudyRDBStorage
+    from study.tracking import Tracker
+
+    n = CALLS.get(plan.name, CALLS["quick"])
+    _, storage_url, tracking = ws.fresh("store-calls")
+    service = Tracker(tracking, retry_seconds=0)
+    reference = Tracker(tracking, retry_seconds=0, direct_writes=False)
+    experiment_id = service.experiment_id("bench-store-calls")
+    # Open runs made beforehand (not timed): params are written once per run, a run closes once.
+    runs = {(side, use): [side.create_run(experiment_id, name="r", tags={})
+                          for _ in range(n + 1)]
+            for side in (service, reference) for use in ("params", "close")}
+    epoch_run = {side: side.create_run(experiment_id, name="e", tags={})
+                 for side in (service, reference)}
+
+    def mlflow(use: str, write: Callable[[Tracker, str, int], None]
+               ) -> tuple[Callable[[int], Any], Callable[[int], Any]]:
+        return (lambda i: write(reference, runs[(reference, use)][i], i),
+                lambda i: write(service, runs[(service, use)][i], i))
+
+    storage = StudyRDBStorage(storage_url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial_id = optuna.create_study(storage=storage, study_name="calls").ask()._trial_id
+    orm = optuna.storages.RDBStorage
+    rows = {
+        "MLflow: create a trial run": _pair(
+            n, lambda i: reference.create_run(experiment_id, name="t", tags={"a": "b"}),
+            lambda i: service.create_run(experiment_id, name="t", tags={"a": "b"})),
+        "MLflow: params + n_params (one batch)": _pair(n, *mlflow(
+            "params", lambda t, run, i: t.log_params(run, _PARAMS, metrics={"n_params": 1},
+                                                     new_run=True))),
+        "MLflow: one epoch's metrics (one batch)": _pair(
+            n, lambda i: reference.log_metrics(epoch_run[reference], _EPOCH, step=i),
+            lambda i: service.log_metrics(epoch_run[service], _EPOCH, step=i)),
+        "MLflow: close a run (tags, final metrics, status)": _pair(n, *mlflow(
+            "close", lambda t, run, i: t.close_run(run, "FINISHED", tags={"s": "COMPLETE"},
+                                                   metrics={"final/val_loss": 0.1}, step=3))),
+        "Optuna: read a running trial (get_trial)": _pair(
+            n, lambda i: orm.get_trial(storage, trial_id), lambda i: storage.get_trial(trial_id)),
+        "Optuna: report an intermediate value": _pair(
+            n, lambda i: orm.set_trial_intermediate_value(storage, trial_id, 2 * i, 0.5),
+            lambda i: storage.set_trial_intermediate_value(trial_id, 2 * i + 1, 0.5)),
+        "Optuna: four user attrs of one moment": _pair(
+            n, lambda i: [orm.set_trial_user_attr(storage, trial_id, k, v)
+                          for k, v in _ATTRS.items()],
+            lambda i: storage.set_trial_user_attrs(trial_id, _ATTRS)),
+    }
+    return {"calls": n, "rows": rows}
+
+
+def section(doc: dict[str, Any]) -> dict[str, str]:
+    """The fields of the template's ``store_calls`` section."""
+    from bench.sections import table
+
+    sc = doc["store_calls"]
+    body = []
+    for name, row in sc["rows"].items():
+        ref, svc = row["reference"] * 1000, row["service"] * 1000
+        body.append([name, f"{ref:.2f}", f"{svc:.2f}", f"{ref - svc:.2f}",
+                     f"{ref / svc:.1f}x" if svc > 0 else "-"])
+    return {"store_calls_n": str(sc["calls"]),
+            "store_calls_table": table(["call", "through the store's client, ms",
+                                        "as the service makes it, ms", "saving, ms",
+                                        "speed-up"], body)}

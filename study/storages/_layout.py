@@ -1,0 +1,27 @@
+"""Whether another library's table still has the columns a plain-SQL reader or writer uses: in
+the installed library's model, and in the database (which may predate or postdate it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["table_mismatch"]
+
+
+def table_mismatch(inspector: Any, table: Any, columns: tuple[str, ...], *,
+                   owner: str) -> str | None:
+    """What ``table`` (a SQLAlchemy ``Table`` of library ``owner``) or its database table
+    (seen by ``inspector``) lacks of ``columns``; ``None`` when both have them all."""
+    import sqlalchemy as sa
+
+    missing = [c for c in columns if c not in table.c]
+    if missing:
+        return f"{owner}'s {table.name} has no {', '.join(missing)}"
+    try:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+    except sa.exc.NoSuchTableError:
+        return f"the database has no table {table.name}"
+    missing = [c for c in columns if c not in present]
+    if missing:
+        return f"the database's {table.name} has no {', '.join(missing)}"
+    return None
