@@ -101,10 +101,12 @@ class SqlRunWriter:
             "tags": tag_upsert.on_conflict_do_update(
                 index_elements=[tags.c.key, tags.c.run_uuid],
                 set_={"value": tag_upsert.excluded.value}),
+            # Locked until the commit (as MLflow does; SQLite locks the whole file anyway):
+            # two workers closing a session log the parent run's summary at once.
             "latest": sa.select(latest.c.key, latest.c.step, latest.c.timestamp,
                                 latest.c.value).where(
                 latest.c.run_uuid == run,
-                latest.c.key.in_(sa.bindparam("keys", expanding=True))),
+                latest.c.key.in_(sa.bindparam("keys", expanding=True))).with_for_update(),
             "new_latest": sa.insert(latest),
             # Executemany: the WHERE binds carry the row's key, the rest is the SET.
             "newer_latest": sa.update(latest).where(latest.c.run_uuid == sa.bindparam("b_run"),
