@@ -128,6 +128,8 @@ class SqlRunWriter:
         if not isinstance(store, SqlAlchemyStore) or store.engine.name not in _UPSERT_MODULES:
             return None
         problem = writer_layout_mismatch(store.engine)
+        if problem is None and not callable(getattr(store, "sanitize_metric_value", None)):
+            problem = "MLflow's SqlAlchemyStore has no sanitize_metric_value"
         if problem is not None:
             _logger.warning("direct run writes disabled (%s); using MlflowClient", problem)
             return None
