@@ -64,7 +64,7 @@ def open_parent_run(
         run_id = tracker.create_run(experiment_id, name=study.study_name, tags={})
     claim_parent_run(tracker, run_id, study_name=study.study_name,
                      storage=redact(config.storage), params=config.to_params(),
-                     owner=worker_stamp() if created_here else None)
+                     owner=worker_stamp() if created_here else None, new_run=created_here)
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
     return run_id, experiment_id, created_here
 

@@ -43,18 +43,20 @@ def trial_run_name(number: int) -> str:
 
 
 def claim_parent_run(tracker: Tracker, run_id: str, *, study_name: str, storage: str,
-                     params: Mapping[str, Any], owner: str | None) -> None:
+                     params: Mapping[str, Any], owner: str | None,
+                     new_run: bool = False) -> None:
     """Make ``run_id`` the parent run of study ``study_name``: its name, role tags, the
     (redacted) ``storage`` URL, the study's ``params``, and the ``owner`` that must close it
-    (``None`` when ``mlflow run`` owns the run)."""
+    (``None`` when ``mlflow run`` owns the run). ``new_run``: ``run_id`` was just created
+    here, named ``study_name``, with no params (nothing to rename or look up)."""
     tracker.set_tags(run_id, {
-        "mlflow.runName": study_name,
+        **({} if new_run else {"mlflow.runName": study_name}),
         ROLE_TAG: "parent",
         NAME_TAG: study_name,
         "study.storage": storage,
         **({OWNER_TAG: owner} if owner else {}),
     })
-    tracker.log_params(run_id, params)
+    tracker.log_params(run_id, params, new_run=new_run)
 
 
 def tag_session(tracker: Tracker, run_id: str, *, study_name: str, parent_run_id: str) -> None:

@@ -87,6 +87,18 @@ def test_claiming_a_parent_names_it_and_logs_the_params(tracker, parent, mlflow_
     assert run.data.params == {"epochs": "3"}
 
 
+def test_claiming_a_run_created_for_the_study_keeps_its_name_and_logs_the_params(
+        tracker, mlflow_client):
+    experiment_id = tracker.experiment_id("exp")
+    run_id = tracker.create_run(experiment_id, name="s", tags={})
+    claim_parent_run(tracker, run_id, study_name="s", storage="x", params={"epochs": 3},
+                     owner="host:1", new_run=True)
+    run = mlflow_client.get_run(run_id)
+    assert (run.info.run_name, run.data.tags["mlflow.runName"]) == ("s", "s")
+    assert run.data.tags["study.role"] == "parent"
+    assert run.data.params == {"epochs": "3"}
+
+
 def test_a_parent_owned_by_mlflow_run_has_no_owner_tag(tracker, parent, mlflow_client):
     _, run_id = parent
     claim_parent_run(tracker, run_id, study_name="s", storage="x", params={}, owner=None)
