@@ -137,6 +137,9 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
                     raise KeyError(models.NOT_FOUND_MSG)
                 self.check_trial_is_updatable(trial_id, state)  # a finished trial is final
                 conn.execute(statements[kind], rows)
+        except sqlalchemy.exc.IntegrityError as exc:
+            # As Optuna's own writes of these rows: another process raced this one.
+            _logger.debug("Ignoring %r: a concurrent write of the same trial.", exc)
         except sqlalchemy.exc.SQLAlchemyError as exc:
             # What Optuna's own writes raise (and what the retry wrapper recognizes).
             raise optuna.exceptions.StorageInternalError(

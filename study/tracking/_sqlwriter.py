@@ -8,8 +8,9 @@ same rows through MLflow's own table definitions (so the schema is the installed
 one transaction of two to five statements. Whatever it does not cover goes through the client,
 which keeps MLflow's own semantics and error messages: an inactive or missing run, a row that
 already exists (a retried batch, a param logged again), ``mlflow.*`` tags (``mlflow.runName``
-also renames the run), batches over MLflow's size limits (the client splits them), dialects
-without an upsert, and a layout it was not written for (checked once, with a warning).
+also renames the run), batches over MLflow's size limits (the client splits them), metrics of
+an active logged model, an unnamed run, stores other than MLflow's own class (workspaces),
+dialects without an upsert, and a layout it was not written for (checked once, with a warning).
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class SqlRunWriter:
             "latest": sa.select(latest.c.key, latest.c.step, latest.c.timestamp,
                                 latest.c.value).where(
                 latest.c.run_uuid == run,
-                latest.c.key.in_(sa.bindparam("keys", expanding=True))).with_for_update(),
+                latest.c.key.in_(sa.bindparam("keys", expanding=True)))
+            .order_by(latest.c.key).with_for_update(),  # in key order, as MLflow: no deadlock
             "new_latest": sa.insert(latest),
             # Executemany: the WHERE binds carry the row's key, the rest is the SET.
             "newer_latest": sa.update(latest).where(latest.c.run_uuid == sa.bindparam("b_run"),
@@ -125,7 +127,8 @@ class SqlRunWriter:
         except ImportError:
             return None
         store = getattr(getattr(client, "_tracking_client", None), "store", None)
-        if not isinstance(store, SqlAlchemyStore) or store.engine.name not in _UPSERT_MODULES:
+        # Exactly MLflow's store: a subclass may scope what a write sees (workspaces do).
+        if type(store) is not SqlAlchemyStore or store.engine.name not in _UPSERT_MODULES:
             return None
         problem = writer_layout_mismatch(store.engine)
         if problem is None and not callable(getattr(store, "sanitize_metric_value", None)):
@@ -145,8 +148,8 @@ class SqlRunWriter:
 
         from mlflow.utils.uri import append_to_uri_path
 
-        if any(t.key == "mlflow.runName" for t in tags):
-            return None
+        if not name or any(t.key == "mlflow.runName" for t in tags):
+            return None  # the client names an unnamed run
         run_id = uuid.uuid4().hex
         sql = self._sql
         with self._engine.begin() as conn:
@@ -179,6 +182,9 @@ class SqlRunWriter:
         if any(t.key.startswith("mlflow.") for t in tags) or len(metrics) > 1000 \
                 or len(params) > 100 or len(tags) > 100:
             return False  # MLflow's special tags; batches over its limits the client splits
+        if metrics and (any(getattr(m, "model_id", None) for m in metrics)
+                        or _active_model_id() is not None):
+            return False  # metrics of a logged model: the client links them to it
         metrics, params, tags = _validate_batch_log_data(list(metrics), list(params),
                                                          list(tags))
         rows = self._metric_rows(run_id, metrics)
@@ -251,6 +257,15 @@ class SqlRunWriter:
                 {"b_run": run_id, "b_key": r["key"], "value": r["value"],
                  "timestamp": r["timestamp"], "step": r["step"], "is_nan": r["is_nan"]}
                 for r in newer])
+
+
+def _active_model_id() -> str | None:
+    """The logged model MLflow links new metrics to (``mlflow.set_active_model``), if any."""
+    try:
+        from mlflow.tracking.fluent import get_active_model_id
+    except ImportError:
+        return None
+    return get_active_model_id()
 
 
 class _UseClient(Exception):

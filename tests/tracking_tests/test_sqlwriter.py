@@ -186,3 +186,72 @@ def test_a_database_with_a_renamed_column_gets_no_direct_writer(tracking_uri, ca
 def test_a_healthy_database_fits_the_writer(tracking_uri):
     engine = MlflowClient(tracking_uri)._tracking_client.store.engine
     assert writer_layout_mismatch(engine) is None
+
+
+def test_a_workspace_aware_store_gets_no_direct_writer(tracking_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
+    client = MlflowClient(tracking_uri)
+    assert type(client._tracking_client.store).__name__ != "SqlAlchemyStore"
+    assert SqlRunWriter.open(client) is None  # its writes are scoped to a workspace
+
+
+def test_metrics_of_an_active_logged_model_go_through_the_client(tracking_uri):
+    import mlflow
+
+    direct, _, experiment_id = _twins(tracking_uri)
+    run_id = direct.create_run(experiment_id, name="r", tags={})
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.set_active_model(name="m")
+        assert not direct._writer.log_batch(run_id, metrics=[Metric("loss", 0.5, 1000, 1)])
+        direct.log_metrics(run_id, {"loss": 0.5}, step=1)
+    finally:
+        mlflow.clear_active_model()
+        mlflow.set_tracking_uri(None)
+    linked = MlflowClient(tracking_uri).get_logged_model(model.model_id).metrics
+    assert [(m.key, m.run_id) for m in linked] == [("loss", run_id)]  # as the client links it
+
+
+def test_an_unnamed_run_is_named_by_the_client(tracking_uri):
+    direct, _, experiment_id = _twins(tracking_uri)
+    assert direct._writer.create_run(experiment_id, name="", tags=[], start_time=1) is None
+    run_id = direct.create_run(experiment_id, name="", tags={})
+    assert MlflowClient(tracking_uri).get_run(run_id).info.run_name  # MLflow's random name
+
+
+def test_latest_metrics_are_locked_in_key_order_so_a_concurrent_writer_waits_not_deadlocks():
+    """A transaction locking ``a`` then ``b`` (MLflow's own order) while the writer logs both:
+    locked in another order, one of the two would be a deadlock victim."""
+    import threading
+
+    import sqlalchemy as sa
+
+    with postgres_database() as name:
+        uri = postgres_url(name)
+        direct, _, experiment_id = _twins(uri)
+        run_id = direct.create_run(experiment_id, name="r", tags={})
+        direct.log_metrics(run_id, {"b": 1.0})  # b's row first in the table
+        direct.log_metrics(run_id, {"a": 1.0})
+        engine = sa.create_engine(uri)
+        lock = sa.text("SELECT key FROM latest_metrics WHERE run_uuid = :r AND key = :k "
+                       "FOR UPDATE")
+        outcome: dict[str, object] = {}
+
+        def write() -> None:
+            try:
+                outcome["writer"] = direct._writer.log_batch(
+                    run_id, metrics=[Metric("a", 2.0, 10**13, 1), Metric("b", 2.0, 10**13, 1)])
+            except Exception as exc:  # a deadlock victim
+                outcome["writer"] = exc
+
+        with engine.connect() as conn:
+            conn.execute(lock, {"r": run_id, "k": "a"})
+            writer = threading.Thread(target=write)
+            writer.start()
+            writer.join(timeout=1.0)  # the writer waits for a (and holds nothing yet)
+            conn.execute(lock, {"r": run_id, "k": "b"})
+            conn.rollback()
+        writer.join(timeout=30)
+        engine.dispose()
+        assert outcome["writer"] is True
+        assert _latest(MlflowClient(uri), run_id) == {"a": 2.0, "b": 2.0}
