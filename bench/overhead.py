@@ -237,16 +237,20 @@ def _init_share(d: dict[str, Any], epochs: int) -> float:
     return d.get("init_epoch_fraction", 0.0) / epochs
 
 
+def _store_cost(d: dict[str, Any], epochs: int, n_trials: int) -> float:
+    """Seconds per trial outside training: its fixed cost, its epochs' and its share of the
+    session's."""
+    return d["per_trial_fixed"] + epochs * d["per_epoch"] + d["session_fixed"] / n_trials
+
+
 def predicted_ratio(d: dict[str, Any], seconds: float, epochs: int, n_trials: int) -> float:
     """Predicted service/bare ratio of a study of ``n_trials`` trials that each train for
     ``seconds`` over ``epochs`` epochs, from the measured decomposition ``d``."""
-    cost = d["per_trial_fixed"] + epochs * d["per_epoch"] + d["session_fixed"] / n_trials
-    return (seconds + cost) / seconds + _init_share(d, epochs)
+    return (seconds + _store_cost(d, epochs, n_trials)) / seconds + _init_share(d, epochs)
 
 
 def trial_seconds_for(d: dict[str, Any], ratio: float, epochs: int, n_trials: int) -> float:
     """Predicted training time per trial above which the ratio falls under ``ratio``
     (infinite when the loss at initialization alone costs more than ``ratio - 1``)."""
-    cost = d["per_trial_fixed"] + epochs * d["per_epoch"] + d["session_fixed"] / n_trials
     room = ratio - 1 - _init_share(d, epochs)
-    return cost / room if room > 0 else math.inf
+    return _store_cost(d, epochs, n_trials) / room if room > 0 else math.inf

@@ -149,8 +149,7 @@ def render(doc: dict[str, Any], json_name: str = "bench/results.json") -> str:
     for name, template in parts.items():
         if name.endswith("-skipped"):
             continue
-        if name in ("profile", "init_cost", "coverage", "default_study", "gpu", "store_calls") \
-                and not doc.get(name):
+        if f"{name}-skipped" in parts and not doc.get(name):  # an optional section
             out.append(parts[f"{name}-skipped"].substitute(common))
         else:
             out.append(template.substitute({**common, **fill[name](doc)}))

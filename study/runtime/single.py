@@ -73,10 +73,12 @@ def run_single_trial(config: StudyConfig, hp: HParams) -> SingleTrialResult:
         end_trial_run(tracker, run_id, state="FAIL", failure="interrupted")
         raise
     found = diagnose(history, n_classes=data.n_classes)
-    tracker.set_tags(run_id, {"optuna.trial_state": "COMPLETE", **diagnosis_tags(found)},
-                     metrics=final_metrics(history), step=history[-1].epoch)
-    if not entry:
-        tracker.end_run(run_id, "FINISHED")
+    closing = {"tags": {"optuna.trial_state": "COMPLETE", **diagnosis_tags(found)},
+               "metrics": final_metrics(history), "step": history[-1].epoch}
+    if entry:  # `mlflow run` ends its own run
+        tracker.set_tags(run_id, **closing)
+    else:
+        tracker.close_run(run_id, "FINISHED", **closing)
     return SingleTrialResult(
         run_id, "COMPLETE", n_params[0], history[-1].val_loss, history[-1].val_accuracy,
         early_losses(history, config.early_epochs), None, found,

@@ -1,11 +1,24 @@
-"""Whether another library's table still has the columns a plain-SQL reader or writer uses: in
-the installed library's model, and in the database (which may predate or postdate it)."""
+"""Plain SQL over another library's tables (Optuna's, MLflow's): whether a table still has the
+columns a reader or writer uses, in the installed library's model and in the database (which
+may predate or postdate it), and the dialects whose INSERT takes ON CONFLICT DO UPDATE."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["table_mismatch"]
+__all__ = ["UPSERT_DIALECTS", "table_mismatch", "upsert_insert"]
+
+# Dialects whose INSERT ... ON CONFLICT DO UPDATE writes a row or replaces it in one statement.
+UPSERT_DIALECTS = {"sqlite": "sqlalchemy.dialects.sqlite",
+                   "postgresql": "sqlalchemy.dialects.postgresql"}
+
+
+def upsert_insert(dialect: str) -> Any:
+    """The ``insert`` construct of ``dialect`` (one of :data:`UPSERT_DIALECTS`), whose
+    statements have ``on_conflict_do_update``."""
+    import importlib
+
+    return importlib.import_module(UPSERT_DIALECTS[dialect]).insert
 
 
 def table_mismatch(inspector: Any, table: Any, columns: tuple[str, ...], *,

@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from study.storages._layout import UPSERT_DIALECTS, upsert_insert
 from study.storages._retry import RETRIED_METHODS, StorageRetry, is_connection_error, retried
 from study.storages._sqlite import tune_sqlite_engine
 from study.storages._sqlread import (
@@ -121,7 +122,7 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
         layout the reader checked)."""
         if self._fast_reads and not self._layout_checked:
             self._check_layout()
-        return self._fast_reads and self.engine.name in _UPSERT_DIALECTS
+        return self._fast_reads and self.engine.name in UPSERT_DIALECTS
 
     def _write(self, trial_id: int, kind: str, rows: list[dict[str, Any]]) -> None:
         """Upsert ``rows`` with statement ``kind`` (see :func:`_statements`) in one transaction
@@ -188,22 +189,6 @@ for _name in RETRIED_METHODS:
     setattr(StudyRDBStorage, _name, retried(getattr(StudyRDBStorage, _name)))
 
 
-def _sqlite_insert() -> Any:
-    from sqlalchemy.dialects.sqlite import insert
-
-    return insert
-
-
-def _postgresql_insert() -> Any:
-    from sqlalchemy.dialects.postgresql import insert
-
-    return insert
-
-
-# Dialects whose INSERT ... ON CONFLICT DO UPDATE writes many attrs in one statement.
-_UPSERT_DIALECTS = {"sqlite": _sqlite_insert, "postgresql": _postgresql_insert}
-
-
 @functools.cache
 def _statements(dialect: str) -> dict[str, Any]:
     """The statements of the one-transaction writes, built once per dialect (building them
@@ -213,7 +198,7 @@ def _statements(dialect: str) -> dict[str, Any]:
     from optuna.storages._rdb import models
 
     trials = models.TrialModel.__table__
-    insert = _UPSERT_DIALECTS[dialect]()
+    insert = upsert_insert(dialect)
 
     def upsert(model: Any, keys: tuple[str, ...], values: tuple[str, ...]) -> Any:
         statement = insert(model.__table__)

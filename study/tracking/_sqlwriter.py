@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from study.storages._layout import table_mismatch
+from study.storages._layout import UPSERT_DIALECTS, table_mismatch, upsert_insert
 
 __all__ = ["SqlRunWriter", "writer_layout_mismatch"]
 
@@ -36,9 +36,6 @@ _COLUMNS = {
     "SqlParam": ("key", "value", "run_uuid"),
     "SqlTag": ("key", "value", "run_uuid"),
 }
-# Dialects with INSERT ... ON CONFLICT DO UPDATE (a tag set again replaces its value).
-_UPSERT_MODULES = {"sqlite": "sqlalchemy.dialects.sqlite",
-                   "postgresql": "sqlalchemy.dialects.postgresql"}
 
 
 def writer_layout_mismatch(engine: Any) -> str | None:
@@ -72,21 +69,19 @@ def writer_layout_mismatch(engine: Any) -> str | None:
 class SqlRunWriter:
     """Batched writes to the runs of one MLflow ``SqlAlchemyStore``, in its own database.
 
-    Every method returns ``False`` (or ``None``), having written nothing, where the client must
+    Both writes return ``False`` (or ``None``), having written nothing, where the client must
     do the write instead (see the module's docstring); database errors propagate (SQLAlchemy's,
     so a locked or lost database is retried like the client's own errors). The statements are
     built once: building one costs more than running it.
     """
 
     def __init__(self, store: Any) -> None:
-        import importlib
-
         import sqlalchemy as sa
         from mlflow.store.tracking.dbmodels import models
 
         self._store = store
         self._engine = store.engine
-        upsert = importlib.import_module(_UPSERT_MODULES[self._engine.name]).insert
+        upsert = upsert_insert(self._engine.name)
         experiments, runs = models.SqlExperiment.__table__, models.SqlRun.__table__
         latest, tags = models.SqlLatestMetric.__table__, models.SqlTag.__table__
         run = sa.bindparam("run")
@@ -128,7 +123,7 @@ class SqlRunWriter:
             return None
         store = getattr(getattr(client, "_tracking_client", None), "store", None)
         # Exactly MLflow's store: a subclass may scope what a write sees (workspaces do).
-        if type(store) is not SqlAlchemyStore or store.engine.name not in _UPSERT_MODULES:
+        if type(store) is not SqlAlchemyStore or store.engine.name not in UPSERT_DIALECTS:
             return None
         problem = writer_layout_mismatch(store.engine)
         if problem is None and not callable(getattr(store, "sanitize_metric_value", None)):
@@ -146,6 +141,7 @@ class SqlRunWriter:
         must."""
         import uuid
 
+        from mlflow.entities import RunTag
         from mlflow.utils.uri import append_to_uri_path
 
         if not name or any(t.key == "mlflow.runName" for t in tags):
@@ -164,9 +160,8 @@ class SqlRunWriter:
                 "source_name": "", "entry_point_name": "", "user_id": user,
                 "status": "RUNNING", "start_time": start_time, "end_time": None,
                 "deleted_time": None, "source_version": "", "lifecycle_stage": "active"})
-            conn.execute(sql["tags"], [{"key": k, "value": v, "run_uuid": run_id} for k, v in
-                                       [*((t.key, t.value) for t in tags),
-                                        ("mlflow.runName", name)]])
+            conn.execute(sql["tags"],
+                         _key_values(run_id, [*tags, RunTag("mlflow.runName", name)]))
         return run_id, artifact_uri
 
     def log_batch(self, run_id: str, *, metrics: Sequence[Any] = (),
@@ -194,30 +189,18 @@ class SqlRunWriter:
                 if conn.execute(sql["stage"], {"run": run_id}).scalar() != "active":
                     raise _UseClient
                 if params:
-                    conn.execute(sql["params"], [
-                        {"key": p.key, "value": p.value, "run_uuid": run_id} for p in params])
+                    conn.execute(sql["params"], _key_values(run_id, params))
                 if rows:
                     conn.execute(sql["metrics"], rows)
                     self._update_latest(conn, run_id, rows)
                 if tags:
-                    conn.execute(sql["tags"], [
-                        {"key": t.key, "value": t.value, "run_uuid": run_id} for t in tags])
-                if end is not None and not self._end(conn, run_id, *end):
+                    conn.execute(sql["tags"], _key_values(run_id, tags))
+                if end is not None and conn.execute(sql["end"], {
+                        "run": run_id, "status": end[0], "end_time": end[1]}).rowcount != 1:
                     raise _UseClient
         except (_UseClient, sa.exc.IntegrityError):
             return False  # rolled back: the client dedups a retried batch or says why not
         return True
-
-    def terminate(self, run_id: str, status: str, end_time: int) -> bool:
-        """Set ``status`` and ``end_time`` of active run ``run_id``, as
-        ``MlflowClient.set_terminated`` does; ``False`` when the client must."""
-        with self._engine.begin() as conn:
-            return self._end(conn, run_id, status, end_time)
-
-    def _end(self, conn: Any, run_id: str, status: str, end_time: int) -> bool:
-        done = conn.execute(self._sql["end"], {"run": run_id, "status": status,
-                                               "end_time": end_time})
-        return done.rowcount == 1
 
     def _metric_rows(self, run_id: str, metrics: Sequence[Any]) -> list[dict[str, Any]]:
         """The metric rows, stored as MLflow stores them (NaN as 0 with ``is_nan``, infinities
@@ -244,9 +227,8 @@ class SqlRunWriter:
         for row in rows:
             if row["key"] not in newest or order(row) > order(newest[row["key"]]):
                 newest[row["key"]] = row
-        stored = {r.key: {"step": r.step, "timestamp": r.timestamp, "value": r.value}
-                  for r in conn.execute(self._sql["latest"],
-                                        {"run": run_id, "keys": sorted(newest)})}
+        stored = {r.key: r._mapping for r in conn.execute(
+            self._sql["latest"], {"run": run_id, "keys": sorted(newest)})}
         fresh = [row for key, row in newest.items() if key not in stored]
         newer = [row for key, row in newest.items()
                  if key in stored and order(row) > order(stored[key])]
@@ -257,6 +239,11 @@ class SqlRunWriter:
                 {"b_run": run_id, "b_key": r["key"], "value": r["value"],
                  "timestamp": r["timestamp"], "step": r["step"], "is_nan": r["is_nan"]}
                 for r in newer])
+
+
+def _key_values(run_id: str, entities: Sequence[Any]) -> list[dict[str, Any]]:
+    """The rows of params or tags (``key``/``value`` entities) of run ``run_id``."""
+    return [{"key": e.key, "value": e.value, "run_uuid": run_id} for e in entities]
 
 
 def _active_model_id() -> str | None:

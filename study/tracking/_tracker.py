@@ -131,25 +131,13 @@ class Tracker:
     def set_tags(self, run_id: str, tags: Mapping[str, Any], *,
                  metrics: Mapping[str, float] | None = None, step: int = 0) -> None:
         """Set several tags (and log ``metrics`` at ``step``) in one call."""
-        timestamp = _now_ms()
-        self._log_batch(
-            run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
-            metrics=[Metric(k, float(v), timestamp, step) for k, v in (metrics or {}).items()],
-        )
+        self._log_batch(run_id, **_tags_and_metrics(tags, metrics, step))
 
     def close_run(self, run_id: str, status: str, *, tags: Mapping[str, Any],
                   metrics: Mapping[str, float] | None = None, step: int = 0) -> None:
         """Set ``tags``, log ``metrics`` at ``step`` and terminate ``run_id`` with an MLflow
         ``status``: one write where the store takes it."""
-        timestamp = _now_ms()
-        batch = {"tags": [RunTag(k, str(v)) for k, v in tags.items()],
-                 "metrics": [Metric(k, float(v), timestamp, step)
-                             for k, v in (metrics or {}).items()]}
-        writer = self._writer
-        if writer is None or not self._call(writer.log_batch, run_id, **batch,
-                                            end=(status, _now_ms())):
-            self._call(self.client.log_batch, run_id, **batch)
-            self._call(self.client.set_terminated, run_id, status=status)
+        self._log_batch(run_id, **_tags_and_metrics(tags, metrics, step), status=status)
 
     def log_params(self, run_id: str, params: Mapping[str, Any], *,
                    metrics: Mapping[str, float] | None = None, new_run: bool = False) -> None:
@@ -226,18 +214,23 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str) -> None:
         """Terminate ``run_id`` with an MLflow status (FINISHED, FAILED, KILLED)."""
-        writer = self._writer
-        if writer is None or not self._call(writer.terminate, run_id, status, _now_ms()):
-            self._call(self.client.set_terminated, run_id, status=status)
+        self._log_batch(run_id, status=status)
 
     def _log_batch(self, run_id: str, *, metrics: list[Metric] | None = None,
-                   params: list[Param] | None = None, tags: list[RunTag] | None = None) -> None:
-        """One batched write: straight into a database store where it can, else (and where
-        the direct write declines) through the client."""
+                   params: list[Param] | None = None, tags: list[RunTag] | None = None,
+                   status: str | None = None) -> None:
+        """One batched write, terminating the run with ``status`` when given: straight into a
+        database store where it can, else (and where the direct write declines) through the
+        client."""
         batch = {"metrics": metrics or [], "params": params or [], "tags": tags or []}
         writer = self._writer
-        if writer is None or not self._call(writer.log_batch, run_id, **batch):
+        end = None if status is None else (status, _now_ms())
+        if writer is not None and self._call(writer.log_batch, run_id, **batch, end=end):
+            return
+        if any(batch.values()):
             self._call(self.client.log_batch, run_id, **batch)
+        if status is not None:
+            self._call(self.client.set_terminated, run_id, status=status)
 
     def find_runs(self, experiment_id: str, filter_string: str) -> list[Any]:
         """All runs of ``experiment_id`` matching ``filter_string`` (every page)."""
@@ -272,6 +265,14 @@ class Tracker:
                       f"retrying in {delay:g} s", file=sys.stderr, flush=True)
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)
+
+
+def _tags_and_metrics(tags: Mapping[str, Any], metrics: Mapping[str, float] | None,
+                      step: int) -> dict[str, list[Any]]:
+    """``tags`` and ``metrics`` (at ``step``, timestamped now) as MLflow entities."""
+    timestamp = _now_ms()
+    return {"tags": [RunTag(k, str(v)) for k, v in tags.items()],
+            "metrics": [Metric(k, float(v), timestamp, step) for k, v in (metrics or {}).items()]}
 
 
 def _local_path(uri: str | None) -> str | None:
