@@ -43,12 +43,6 @@ def _covers(ci: Sequence[float | None], value: float) -> bool:
     return (lo is None or lo <= value + 1e-12) and (hi is None or value - 1e-12 <= hi)
 
 
-def _extremes(table: Any) -> tuple[int, int]:
-    rows = table[table["state"] == "COMPLETE"]
-    n = rows["n_params"].astype(float)
-    return int(rows.loc[n.idxmin(), "width"]), int(rows.loc[n.idxmax(), "width"])
-
-
 def _contradicts(code: str, truth: dict[str, float], tolerance: float) -> bool:
     t, d, p = truth["total"], truth["data"], truth["penalty"]
     return {"no-increase": t > 1.5 * tolerance,
@@ -60,11 +54,11 @@ def _contradicts(code: str, truth: dict[str, float], tolerance: float) -> bool:
 def one_study(scenario: Any, seed: int, truth: Truth) -> dict[str, Any]:
     """The coverage outcomes of one simulated study."""
     table = simulate(scenario, seed)
-    document = analyze(table, study_name="sim", early_epochs=1)
+    document = analyze(table, study_name="sim", early_epochs=1, compare_widths=scenario.widths)
     out: dict[str, Any] = {}
     for question, block in (("init", document["init"]), ("early", document)):
         ref = block["reference"]
-        settings = {"widths": _extremes(table), "lr": ref["lr"],
+        settings = {"widths": scenario.widths, "lr": ref["lr"],
                     "batch_size": round(ref["batch_size"])}
         true = truth.effects(question, weight_decay=ref["weight_decay"],
                              mode=ref["penalty_mode"], **settings)

@@ -15,8 +15,17 @@ import click
 from study._validation import folder_name
 from study.config import StudyConfig, resolve_config
 
-__all__ = ["REPORT_OPTIONS", "SEARCH_FIELDS", "WHOLE_NUMBER", "config_options", "output_folder",
-           "report_options", "resolve", "store_options"]
+__all__ = [
+    "REPORT_OPTIONS",
+    "SEARCH_FIELDS",
+    "WHOLE_NUMBER",
+    "compare_option",
+    "config_options",
+    "output_folder",
+    "report_options",
+    "resolve",
+    "store_options",
+]
 
 _FIELD_TYPES = typing.get_type_hints(StudyConfig)
 SEARCH_FIELDS = ("width_min", "width_max", "lr_min", "lr_max", "batch_sizes",
@@ -141,6 +150,14 @@ def report_options(fn: Callable) -> Callable:
     return click.option("--evaluators", default="fanova,ped-anova", show_default=True,
                         help="Importance evaluators (fanova, ped-anova, mdi), "
                              "comma-separated.")(fn)
+
+
+def compare_option(fn: Callable) -> Callable:
+    """``--compare-widths A,B``: the two model sizes every size effect is read between."""
+    return click.option(
+        "--compare-widths", default=None, metavar="A,B",
+        help="Read the size effect between the models of widths A and B (the same for every "
+             "replicate of a study).  [default: the searched width range]")(fn)
 
 
 REPORT_OPTIONS = ("evaluators", "importance_seed", "n_bootstrap")

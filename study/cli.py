@@ -20,6 +20,7 @@ import click
 from study._cli_options import (
     SEARCH_FIELDS,
     WHOLE_NUMBER,
+    compare_option,
     config_options,
     output_folder,
     report_options,
@@ -152,32 +153,41 @@ def status_command(study_name: str, storage: str) -> None:
 
 @cli.command("analyze")
 @store_options
-def analyze_command(output_dir: str | None, **options: Any) -> None:
-    """Fit the early-loss regressions, print the verdict, write and log analysis.json."""
+@compare_option
+def analyze_command(output_dir: str | None, compare_widths: str | None,
+                    **options: Any) -> None:
+    """Answer both questions (at initialization, over the first epoch), print the verdict,
+    write and log analysis.json."""
     from study.analysis import analyze_study
+    from study.analysis.span import parse_compare_widths
 
+    widths = parse_compare_widths(compare_widths)
     config, _ = resolve(options)
-    document, path, logged = analyze_study(config, output_dir=output_folder(config, output_dir))
-    verdict = document["verdict"]
-    click.echo(f"verdict: {verdict['code']}\n{verdict['text']}")
+    document, path, logged = analyze_study(config, output_dir=output_folder(config, output_dir),
+                                           compare_widths=widths)
+    click.echo(document["verdict"]["text"])
     click.echo(f"wrote {path}; logged to {logged}")
 
 
 @cli.command("report")
 @store_options
 @report_options
+@compare_option
 def report_command(output_dir: str | None, evaluators: str, importance_seed: int,
-                   n_bootstrap: int, **options: Any) -> None:
+                   n_bootstrap: int, compare_widths: str | None, **options: Any) -> None:
     """Write report.html, report.md, report.json and trials.csv and log them to MLflow."""
+    from study.analysis.span import parse_compare_widths
     from study.report import report_study
 
+    widths = parse_compare_widths(compare_widths)
     config, _ = resolve(options)
     names = [name.strip() for name in evaluators.split(",") if name.strip()]
     out = output_folder(config, output_dir)
     document, files, logged = report_study(
         config, output_dir=out, evaluators=names, seed=importance_seed, n_bootstrap=n_bootstrap,
+        compare_widths=widths,
     )
-    click.echo(f"verdict: {document['verdict']['code']}\n{document['verdict']['text']}")
+    click.echo(document["verdict"]["text"])
     click.echo(f"wrote {len(files)} files to {out} (open {out / 'report.html'}); "
                f"logged to {logged}")
 
@@ -198,22 +208,25 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Where to write the analysis and report.  [default: reports/STUDY_NAME]")
 @report_options
+@compare_option
 def explain_command(lr: float, batch_size: int, weight_decay: float, n_widths: int,
                     replicates: int, output_dir: str | None, evaluators: str,
-                    importance_seed: int, n_bootstrap: int, **options: Any) -> None:
+                    importance_seed: int, n_bootstrap: int, compare_widths: str | None,
+                    **options: Any) -> None:
     """Answer the question for one setting with a controlled experiment: widths on a log grid
     x seeds, each paired with a penalty-mode none control; then analyze and report it."""
+    from study.analysis.span import parse_compare_widths
     from study.explain import explain_study
 
     check_fixed_hparams(lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+    widths = parse_compare_widths(compare_widths)
     config, given = resolve(options)
     report = {"evaluators": [e.strip() for e in evaluators.split(",") if e.strip()],
-              "seed": importance_seed, "n_bootstrap": n_bootstrap}
+              "seed": importance_seed, "n_bootstrap": n_bootstrap, "compare_widths": widths}
     outcome = explain_study(config, given, lr=lr, batch_size=batch_size,
                             weight_decay=weight_decay, n_widths=n_widths, replicates=replicates,
                             output_dir=output_dir, report=report)
-    verdict = outcome.document["verdict"]
-    click.echo(f"verdict: {verdict['code']}\n{verdict['text']}")
+    click.echo(outcome.document["verdict"]["text"])
     click.echo(f"wrote {outcome.report_dir} (open {outcome.report_dir / 'report.html'}); "
                f"logged to {outcome.logged}")
 

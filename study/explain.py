@@ -72,9 +72,10 @@ def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,
     defining = {k: getattr(config, k) for k in StudyConfig.field_names("study")}
     session = run_session(config, given={**given, **defining}, queue=design.trials())
     out = Path(output_dir) if output_dir else Path("reports") / folder_name(config.study_name)
-    document, _, logged = analyze_study(config, output_dir=out)
+    widths = report.get("compare_widths")
+    document, _, logged = analyze_study(config, output_dir=out, compare_widths=widths)
     report_study(config, output_dir=out, evaluators=report["evaluators"], seed=report["seed"],
-                 n_bootstrap=report["n_bootstrap"])
+                 n_bootstrap=report["n_bootstrap"], compare_widths=widths)
     return ExplainOutcome(session, document, out, logged)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.analysis.answer import ADAPTIVE_SAMPLERS, design_note, paragraph
+from study.analysis.answer import ADAPTIVE_SAMPLERS, design_note, headline, paragraph
 from study.analysis.curves import effect_curve, size_curves
 from study.analysis.estimate import CI_LEVEL
 from study.analysis.regression import CONST, fit, varies
@@ -38,6 +38,7 @@ from study.analysis.verdict import (
     NO_INCREASE_FRACTION,
     decide,
     no_increase_tolerance,
+    penalty_share,
 )
 
 __all__ = ["QUESTION_KEYS", "SCHEMA", "SCHEMAS", "analyze", "question_block", "write_analysis"]
@@ -49,7 +50,8 @@ QUESTION_KEYS = ("question", "n_trials_used", "reference", "models", "decomposit
 
 
 def analyze(table: pd.DataFrame, *, study_name: str, early_epochs: int,
-            sampler: str | None = None) -> dict[str, Any]:
+            sampler: str | None = None, compare_widths: tuple[int, int] | None = None,
+            compare_source: str = "configured") -> dict[str, Any]:
     """Answer both questions for a trial table and draw the verdict.
 
     Args:
@@ -58,11 +60,16 @@ def analyze(table: pd.DataFrame, *, study_name: str, early_epochs: int,
         study_name: The study's name, recorded in the document.
         early_epochs: Epochs averaged into the early losses.
         sampler: The study's sampler; an adaptive one (TPE, GP) is named in the verdict.
+        compare_widths: The two widths every size effect is read between (the searched
+            width range, or the user's ``--compare-widths``); ``None``: the smallest and
+            largest width among the trials (what a bare table allows).
+        compare_source: ``configured`` or ``given``: where ``compare_widths`` came from.
 
     Returns:
         The ``analysis.json`` document, JSON-ready (``None`` for anything undefined).
     """
-    blocks = {q: question_block(table, q) for q in QUESTIONS}
+    blocks = {q: question_block(table, q, compare_widths=compare_widths, source=compare_source)
+              for q in QUESTIONS}
     design = {"sampler": sampler, "adaptive": str(sampler) in ADAPTIVE_SAMPLERS,
               "note": design_note(sampler)}
     early = blocks["early"]
@@ -77,9 +84,7 @@ def analyze(table: pd.DataFrame, *, study_name: str, early_epochs: int,
         "early_epochs": int(early_epochs),
         "models": {**early["models"], "explain": _explain_model(table)},
         "decomposition": early["decomposition"],
-        "verdict": {"code": early["verdict"]["code"], "why": early["verdict"]["why"],
-                    "text": paragraph(blocks, early_epochs=early_epochs, design=design),
-                    "init_code": blocks["init"]["verdict"]["code"]},
+        "verdict": _verdict(blocks, early_epochs=early_epochs, design=design),
         **{k: early[k] for k in ("by_weight_decay", "by_mode", "threshold", "reference",
                                  "curves", "effect_curve")},
         "init": blocks["init"],
@@ -98,11 +103,14 @@ def analyze(table: pd.DataFrame, *, study_name: str, early_epochs: int,
     return _jsonable(document)
 
 
-def question_block(table: pd.DataFrame, question: str) -> dict[str, Any]:
+def question_block(table: pd.DataFrame, question: str, *,
+                   compare_widths: tuple[int, int] | None = None,
+                   source: str = "configured") -> dict[str, Any]:
     """Everything ``analysis.json`` says about one question (``init`` or ``early``)."""
     usable = usable_trials(table, question)
     n = len(usable)
-    model = fit_size_model(usable, question) if n else None
+    model = fit_size_model(usable, question, compare_widths=compare_widths,
+                           source=source) if n else None
     typical = _median(numeric(usable[RESPONSES[question]["total"]])) if n else None
     tolerance = no_increase_tolerance(typical)
     block: dict[str, Any] = {"question": question, "n_trials_used": n,
@@ -122,14 +130,21 @@ def question_block(table: pd.DataFrame, question: str) -> dict[str, Any]:
     parts = None if effects is None else {"total": effects.total, "data": effects.data,
                                           "penalty": effects.penalty}
     found = threshold(model, studied=studied, varied=bool(studied) and studied[0] < studied[1])
+    if n < MIN_TRIALS:  # a threshold from a regression without residual df is no number
+        found = {**found, "estimate": None, "ci95": [None, None], "status": "none",
+                 "extrapolated": None,
+                 "reason": f"only {n} usable trials, fewer than the {MIN_TRIALS} the "
+                           f"regression needs"}
+    span = model.reference.span
     return {
         **block,
         "reference": {"penalty_mode": mode, "weight_decay": wd,
                       "lr": model.reference.median("lr"),
                       "batch_size": model.reference.median("batch_size"),
-                      "n_params": [10**model.reference.x_lo, 10**model.reference.x_hi]},
+                      "n_params": list(span.n_params), "widths": list(span.widths),
+                      "span": span.to_dict()},
         "models": _models(usable, model, mode, question),
-        "decomposition": _decomposition(effects),
+        "decomposition": _decomposition(effects, parts),
         "by_weight_decay": _by_weight_decay(model, studied) if studied else [],
         "by_mode": {m: e.to_dict() for m in model.modes
                     if wd is not None and (e := model.effects(wd, m)) is not None},
@@ -138,6 +153,19 @@ def question_block(table: pd.DataFrame, question: str) -> dict[str, Any]:
         "curves": size_curves(model, usable),
         "effect_curve": effect_curve(model, _effect_span(found)) if studied else None,
     }
+
+
+def _verdict(blocks: Mapping[str, Any], *, early_epochs: int,
+             design: Mapping[str, Any]) -> dict[str, Any]:
+    """The verdict block: the early code (``code``, as in ``/1``) and the initialization code,
+    one line per question (``lines``; ``headline`` joins them), the detail paragraph, and
+    ``text`` = headline, a blank line, detail."""
+    lines = {q: headline(blocks[q], early_epochs=early_epochs) for q in QUESTIONS}
+    top = "\n".join(lines[q] for q in QUESTIONS)
+    detail = paragraph(blocks, early_epochs=early_epochs, design=design)
+    return {"code": blocks["early"]["verdict"]["code"], "why": blocks["early"]["verdict"]["why"],
+            "init_code": blocks["init"]["verdict"]["code"], "lines": lines, "headline": top,
+            "detail": detail, "text": f"{top}\n\n{detail}"}
 
 
 def write_analysis(document: Mapping[str, Any], path: str | Path) -> Path:
@@ -177,14 +205,13 @@ def _effect_span(found: Mapping[str, Any]) -> tuple[float, float]:
     return max(lo, min(marks) / 10), min(hi, max(marks) * 10)
 
 
-def _decomposition(effects: Any) -> dict[str, Any] | None:
+def _decomposition(effects: Any, parts: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if effects is None:
         return None
-    total, penalty = effects.total.estimate, effects.penalty.estimate
     return {"width_effect_total": effects.total.to_dict(),
             "width_effect_data": effects.data.to_dict(),
             "width_effect_penalty": effects.penalty.to_dict(),
-            "penalty_share": penalty / total if total > 0 else None}
+            "penalty_share": penalty_share(parts)}
 
 
 def _named_decays(studied: tuple[float, float]) -> list[float]:

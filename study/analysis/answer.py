@@ -1,6 +1,8 @@
-"""The answer in words: one paragraph per study that names the total, data and penalty parts
-of both questions with their 95% intervals, signs shown as signs, and the weight decay at
-which bigger models start higher."""
+"""The answer in words. First one line per question, read at a glance: its code, then one
+plain sentence (``At initialization: penalty. Bigger models start higher ...``). Then the
+detail: a paragraph that names the total, data and penalty parts of both questions with their
+95% intervals, signs shown as signs, and the weight decay at which bigger models start
+higher."""
 
 from __future__ import annotations
 
@@ -8,14 +10,103 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ADAPTIVE_SAMPLERS", "design_note", "paragraph", "weight_decay_text"]
+__all__ = ["ADAPTIVE_SAMPLERS", "LABELS", "design_note", "headline", "paragraph",
+           "weight_decay_text"]
 
 # Samplers that place trials where the objective is good, so the sample depends on outcomes.
 ADAPTIVE_SAMPLERS = {"tpe": "TPE", "gp": "Gaussian-process"}
 _QUESTIONS = {
-    "init": "Does a bigger model start higher? At initialization (before the first update)",
-    "early": "Is its first epoch higher? Over the early window (the mean loss Keras reports)",
+    "init": "At initialization (before the first update)",
+    "early": "Over the early window (the mean loss Keras reports)",
 }
+
+
+# A shortfall of the trials under this (decades of parameters) is not worth a sentence.
+_NEGLIGIBLE_SHORTFALL = 0.1
+# The verdict's bar: a part under a fifth of the rise does not carry it.
+_SMALL = 0.2
+LABELS = {"init": "At initialization", "early": "Over the first epoch"}
+_CODE_WORDS = {"no-increase": "no increase"}
+
+
+def headline(block: Mapping[str, Any], *, early_epochs: int = 1) -> str:
+    """The question's line: ``{label}: {code}. {one plain sentence}``."""
+    question = str(block.get("question", "early"))
+    label = LABELS[question]
+    if question == "early" and early_epochs != 1:
+        label = f"Over the first {early_epochs} epochs"
+    verdict = block.get("verdict") or {}
+    code = str(verdict.get("code", "inconclusive"))
+    return f"{label}: {_CODE_WORDS.get(code, code)}. {_plain(block, code)}"
+
+
+def _plain(block: Mapping[str, Any], code: str) -> str:
+    decomposition = block.get("decomposition") or {}
+    if not decomposition.get("width_effect_total"):
+        return f"Cannot tell yet: {(block.get('verdict') or {}).get('why', 'no size effect')}."
+    t, d, p = (decomposition[f"width_effect_{k}"] for k in ("total", "data", "penalty"))
+    fmt = _formatter([v for e in (t, d, p) for v in (e["estimate"], *e["ci95"])])
+    start = "start" if block.get("question") == "init" else "are"
+    span = _span_text(block.get("reference") or {})
+    share = decomposition.get("penalty_share") or {}
+    data = f"data part {_bracket(d, fmt)}"
+    if code in ("penalty", "optimization", "both"):
+        rise = f"Bigger models {start} higher ({_bracket(t, fmt)} per decade{span})"
+        if code == "penalty":
+            carried = _share_text(share) or "most of it"
+            return f"{rise} and the L2 penalty carries {carried} ({data})."
+        if code == "optimization":
+            return (f"{rise} because they fit the data worse ({data}); the L2 penalty adds "
+                    f"{fmt(p['estimate'])}.")
+        return (f"{rise}; the L2 penalty ({_bracket(p, fmt)}) and the data ({_bracket(d, fmt)}) "
+                f"both carry it.")
+    if code == "no-increase":
+        lower = "lower" if t["estimate"] < 0 else "not higher"
+        faster = (": they fit the data faster" if d["ci95"][1] < 0 else "")
+        text = (f"Bigger models {start} {lower} ({_bracket(t, fmt)} per decade{span}){faster}; "
+                f"the L2 penalty adds {fmt(p['estimate'])}.")
+        return text + _would(block.get("threshold") or {}, start)
+    why = (block.get("verdict") or {}).get("why", "")
+    return (f"Cannot tell yet ({_bracket(t, fmt)} per decade{span}): "
+            f"{why.split(';')[0]}.")
+
+
+def _bracket(effect: Mapping[str, Any], fmt: Any) -> str:
+    lo, hi = effect["ci95"]
+    return f"{fmt(effect['estimate'])} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def _span_text(ref: Mapping[str, Any]) -> str:
+    widths, counts = ref.get("widths"), ref.get("n_params")
+    if not widths or not counts or None in widths or None in counts:
+        return ""
+    return (f", width {widths[0]:g} to {widths[1]:g}, {_count(counts[0])} to "
+            f"{_count(counts[1])} parameters")
+
+
+def _share_text(share: Mapping[str, Any]) -> str | None:
+    if share.get("estimate") is None:
+        return None
+    lo, hi = share.get("ci95") or (None, None)
+    if lo is None or hi is None:
+        return f"about {_percent(share['estimate'])} of it"
+    if share["estimate"] >= 0.995 and lo >= 1 - _SMALL:
+        return "all of it"
+    return f"{_percent(share['estimate'])} of it (95% CI {_percent(lo)} to {_percent(hi)})"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def _would(found: Mapping[str, Any], start: str) -> str:
+    estimate = found.get("estimate") or found.get("extrapolated")
+    if not estimate:
+        return ""
+    if found.get("estimate") is not None and found.get("status") == "inside":
+        return f" They would {start} higher above weight decay {weight_decay_text(estimate)}."
+    return (f" They would {start} higher above weight decay {weight_decay_text(estimate)} "
+            f"(extrapolated).")
 
 
 def weight_decay_text(value: float | None) -> str:
@@ -36,9 +127,12 @@ def paragraph(blocks: Mapping[str, Mapping[str, Any]], *, early_epochs: int,
             epochs = "epoch" if early_epochs == 1 else f"{early_epochs} epochs"
             intro = intro.replace("the early window", f"the first {epochs}")
         sentences.append(f"{intro}, {_where(block)}: {_parts(block.get('decomposition'))}.")
+        reach = _reach(block.get("reference") or {})
+        if reach:
+            sentences.append(reach)
         verdict = block.get("verdict") or {}
-        sentences.append(f"Verdict: {verdict.get('code', 'inconclusive')}; "
-                         f"{verdict.get('why', '')}.")
+        why = str(verdict.get("why", ""))
+        sentences.append(f"{verdict.get('code', 'inconclusive')}: {why}.")
         threshold = _threshold(block.get("threshold") or {}, question)
         if threshold:
             sentences.append(threshold)
@@ -54,8 +148,8 @@ def design_note(sampler: str | None) -> str | None:
         return None
     return (f"The {name} sampler placed trials where the objective was good, so which sizes "
             f"were tried depends on the outcomes; for an answer free of that, run a "
-            f"space-filling design (`study run --sampler qmc` or `random`) or the controlled "
-            f"experiment `study explain`.")
+            f"space-filling design (study run --sampler qmc, or random) or the controlled "
+            f"experiment study explain.")
 
 
 # -- parts ------------------------------------------------------------------------------------
@@ -70,11 +164,24 @@ def _where(block: Mapping[str, Any]) -> str:
         bits.append(f"lr {weight_decay_text(ref['lr'])}")
     if ref.get("batch_size") is not None:
         bits.append(f"batch size {ref['batch_size']:.3g}")
-    sizes = ref.get("n_params") or [None, None]
-    if None not in sizes:
-        bits.append(f"{_count(sizes[0])} to {_count(sizes[1])} parameters")
+    span = _span_text(ref)
+    if span:
+        bits.append(span.lstrip(", "))
     bits.append(f"{block.get('n_trials_used', 0)} trials")
     return ", ".join(bits)
+
+
+def _reach(ref: Mapping[str, Any]) -> str | None:
+    """Where the trials fell short of the compared sizes, in words."""
+    span = ref.get("span") or {}
+    low, high = span.get("extrapolated") or (False, False)
+    if not (low or high) or span.get("shortfall_decades", 0) < _NEGLIGIBLE_SHORTFALL:
+        return None
+    reached = span.get("reached_widths") or [None, None]
+    return (f"The trials reached widths {reached[0]:g} to {reached[1]:g} only, so the effect "
+            f"at the compared sizes is extrapolated over "
+            f"{span.get('shortfall_decades', 0):.2g} decades of parameters (its interval "
+            f"includes that).")
 
 
 def _parts(decomposition: Mapping[str, Any] | None) -> str:
@@ -110,21 +217,23 @@ def _threshold(block: Mapping[str, Any], question: str) -> str | None:
                 f"{weight_decay_text(block['estimate'])} ({_ci_text(block['ci95'])}), "
                 f"{where} {span}")
         if question == "init":
-            return text + "; at initialization this holds at any weight decay, which changes " \
-                          "only the penalty's factor."
+            return text + " (exact at initialization: weight decay changes only the " \
+                          "penalty's factor)."
         return text + ("." if status == "inside" else f"; {block.get('basis')}.")
+    single = studied[0] is not None and studied[0] == studied[1]
+    where = f"at the weight decay studied ({span})" if single else \
+        f"at every weight decay studied ({span})"
     unsure = "" if block.get("significant", True) else \
-        ", though its 95% CI includes no change at some of them"
+        (", though its 95% CI includes no change" if single
+         else ", though its 95% CI includes no change at some of them")
     if status == "always":
-        if unsure:
-            return f"The estimated total rises at every weight decay studied ({span}){unsure}."
-        return f"The total rises at every weight decay studied ({span})."
+        return f"The {'estimated ' * bool(unsure)}total rises {where}{unsure}."
     if status == "never":
-        text = f"At no weight decay studied ({span}) does the {'estimated ' * bool(unsure)}" \
-               f"total rise{unsure}"
+        text = (f"The {'estimated ' * bool(unsure)}total does not rise "
+                f"{where.replace('every', 'any')}{unsure}")
         if block.get("extrapolated"):
             text += (f"; if the data part stayed as at {weight_decay_text(studied[1])}, it "
-                     f"would from about {weight_decay_text(block['extrapolated'])} "
+                     f"would rise from about {weight_decay_text(block['extrapolated'])} "
                      f"(extrapolated)")
         return text + "."
     return None

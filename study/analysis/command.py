@@ -4,7 +4,9 @@ to the study's parent run."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from study.analysis.analyze import analyze, write_analysis
 from study.analysis.sources import StudyData, early_epochs, load_study_data
@@ -14,7 +16,8 @@ from study.redact import redact
 from study.runtime.parent import entry_run_id
 from study.tracking import Tracker, tag_session
 
-__all__ = ["analyze_study", "analyzed_study", "describe_parent", "log_to_parent", "open_tracker"]
+__all__ = ["analyze_study", "analyzed_study", "configured_widths", "describe_parent",
+           "log_to_parent", "open_tracker"]
 
 
 def log_to_parent(tracker: Tracker | None, data: StudyData, local: Path,
@@ -48,23 +51,38 @@ def open_tracker(config: StudyConfig) -> Tracker | None:
         return None
 
 
-def analyzed_study(config: StudyConfig) -> tuple[Tracker | None, StudyData, dict]:
-    """The tracking store, the study's trials and their analysis document."""
+def analyzed_study(config: StudyConfig, *, compare_widths: tuple[int, int] | None = None
+                   ) -> tuple[Tracker | None, StudyData, dict]:
+    """The tracking store, the study's trials and their analysis document, read between
+    ``compare_widths`` (default: the study's searched width range)."""
     tracker = open_tracker(config)
     data = load_study_data(config, tracker)
+    widths, source = (compare_widths, "given") if compare_widths else \
+        (configured_widths(data.settings), "configured")
     document = analyze(data.table, study_name=data.study_name,
-                       early_epochs=early_epochs(data), sampler=data.settings.get("sampler"))
+                       early_epochs=early_epochs(data), sampler=data.settings.get("sampler"),
+                       compare_widths=widths, compare_source=source)
     return tracker, data, document
 
 
-def analyze_study(config: StudyConfig, *, output_dir: Path) -> tuple[dict, Path, str]:
+def configured_widths(settings: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The searched width range of a study's stored settings (``None`` when unknown)."""
+    try:
+        low, high = int(float(settings["width_min"])), int(float(settings["width_max"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (low, high) if 0 < low < high else None
+
+
+def analyze_study(config: StudyConfig, *, output_dir: Path,
+                  compare_widths: tuple[int, int] | None = None) -> tuple[dict, Path, str]:
     """Analyze the study, write ``analysis.json`` and log it to the parent run, whose
     description (``mlflow.note.content``) becomes the verdict and tag ``study.verdict`` its code.
 
     Returns:
         The analysis document, the file written, and where it was logged.
     """
-    tracker, data, document = analyzed_study(config)
+    tracker, data, document = analyzed_study(config, compare_widths=compare_widths)
     path = write_analysis(document, Path(output_dir) / "analysis.json")
     logged = log_to_parent(tracker, data, path, "analysis")
     if tracker is not None and data.parent_run_id and not logged.startswith("not logged"):
@@ -74,8 +92,11 @@ def analyze_study(config: StudyConfig, *, output_dir: Path) -> tuple[dict, Path,
 
 def describe_parent(tracker: Tracker, run_id: str, verdict: dict, *, more: str = "") -> None:
     """The parent run's description in the MLflow UI (``mlflow.note.content``) becomes the
-    verdict, the answer without downloading a file, followed by ``more``; tag
-    ``study.verdict`` its code."""
+    verdict, the answer without downloading a file, followed by ``more``; tags
+    ``study.verdict.init`` and ``study.verdict.early`` the two codes, ``study.verdict`` the
+    early one."""
     note = verdict.get("text", "") + (f"\n\n{more}" if more else "")
-    tracker.set_tags(run_id, {"mlflow.note.content": note,
-                              "study.verdict": str(verdict.get("code", ""))})
+    code = str(verdict.get("code", ""))
+    tracker.set_tags(run_id, {"mlflow.note.content": note, "study.verdict": code,
+                              "study.verdict.early": code,
+                              "study.verdict.init": str(verdict.get("init_code", ""))})

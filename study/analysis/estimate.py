@@ -71,6 +71,14 @@ class Estimates:
                           np.minimum(self.df, other.df))
         return Estimates(self.estimate + other.estimate, se, df)
 
+    def plus(self, other: Estimates, rho: np.ndarray) -> Estimates:
+        """The sum of two estimates whose errors correlate by ``rho``; df by Welch-
+        Satterthwaite on the parts."""
+        independent = self + other
+        variance = self.se**2 + other.se**2 + 2 * rho * self.se * other.se
+        return Estimates(independent.estimate, np.sqrt(np.clip(variance, 0.0, None)),
+                         independent.df)
+
     def scaled(self, factor: np.ndarray) -> Estimates:
         return Estimates(factor * self.estimate, np.abs(factor) * self.se, self.df)
 

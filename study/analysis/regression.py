@@ -26,7 +26,7 @@ from scipy import stats
 from study.analysis.estimate import Estimate, Estimates
 from study.analysis.table import numeric
 
-__all__ = ["CONST", "SMALL_SAMPLE_ROWS", "ModelFit", "fit", "fit_modelled", "unusable",
+__all__ = ["CONST", "SMALL_SAMPLE_ROWS", "ModelFit", "fit", "unusable",
            "varies"]
 
 CONST = "const"
@@ -35,7 +35,6 @@ CONST = "const"
 SMALL_SAMPLE_ROWS = 500
 # A column whose spread is below this (relative to its magnitude) is a fixed dimension.
 _CONSTANT_RTOL = 1e-12
-_VARIANCE_FLOOR = 0.05
 
 
 class SmallSample:
@@ -126,14 +125,8 @@ class ModelFit:
     cov: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
     df: float = math.inf
     small: SmallSample | None = dataclasses.field(default=None, repr=False, compare=False)
-    variance: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
-
-    def residual_variance(self, rows: np.ndarray) -> np.ndarray:
-        """The residual variance at each design row of ``rows``: modelled (see
-        :func:`fit_modelled`), else the mean squared residual."""
-        if self.variance is not None:
-            return np.exp(rows[:, : len(self.variance)] @ self.variance)
-        return np.full(len(rows), float(np.mean(self.resid**2)))
+    design: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    keys: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def combine(self, weights: Mapping[str, float] | Sequence[float]) -> Estimate:
         """The linear combination ``w . params`` with its robust standard error and df.
@@ -149,6 +142,35 @@ class ModelFit:
             return Estimates(*self.small.estimates(self.params, C))
         se = np.sqrt(np.clip(np.einsum("ij,jk,ik->i", C, self.cov, C), 0.0, None))
         return Estimates(C @ self.params, se, np.full(len(C), self.df))
+
+    def scores(self, C: np.ndarray) -> pd.DataFrame:
+        """Each cluster's contribution to the error of the combinations in the rows of ``C``:
+        the estimate's influence weights times the leverage-adjusted residuals, summed within
+        clusters (rows: cluster keys, columns: combinations). Their cross-products give a
+        cluster-robust (co)variance, shared by fits made on the same trials."""
+        X = self.design
+        bread = np.linalg.pinv(X.T @ X)
+        influence = X @ bread @ C.T
+        leverage = np.einsum("ij,jk,ik->i", X, bread, X)
+        adjusted = self.resid / np.sqrt(np.clip(1 - leverage, 1e-10, None))
+        return pd.DataFrame(influence * adjusted[:, None], index=self.keys).groupby(
+            level=0).sum()
+
+    def correlation(self, C: np.ndarray, other: ModelFit, C_other: np.ndarray) -> np.ndarray:
+        """The correlation of this fit's combinations ``C`` with ``other``'s ``C_other`` (row
+        by row), from one cluster-robust sandwich over the trials both were fitted on; 0 where
+        either fit has no residuals to tell."""
+        if self.design is None or other.design is None or self.keys is None \
+                or other.keys is None:
+            return np.zeros(len(C))
+        a, b = self.scores(C), other.scores(C_other)
+        a, b = a.align(b, join="outer", fill_value=0.0)
+        a, b = a.to_numpy(), b.to_numpy()
+        scale = np.sqrt(np.sum(a * a, axis=0) * np.sum(b * b, axis=0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho = np.where(scale > 0, np.sum(a * b, axis=0) / np.where(scale > 0, scale, 1),
+                           0.0)
+        return np.clip(rho, -1.0, 1.0)
 
     def vector(self, weights: Mapping[str, float] | Sequence[float]) -> np.ndarray:
         """``weights`` as a vector over :attr:`columns`."""
@@ -200,7 +222,7 @@ def fit(
     spread = float(np.sum((response - response.mean()) ** 2))
     r2 = 1 - float(resid @ resid) / spread if spread > 0 else None
     fields: dict[str, Any] = {"params": params, "resid": resid, "columns": tuple(X.columns),
-                              "r2": r2}
+                              "r2": r2, "design": design, "keys": _keys(clusters, X.index)}
     if n <= SMALL_SAMPLE_ROWS:
         fields["small"] = SmallSample(design, resid, groups)
         shared = len(np.unique(groups)) < n
@@ -208,54 +230,14 @@ def fit(
         if shared:
             fields["note"] = (f"trials that share a training seed are clustered "
                               f"({len(np.unique(groups))} seeds)")
+    elif len(np.unique(groups)) < n:  # clusters stay clusters at any size
+        fields.update(cov=_cr1(design, resid, groups), df=float(len(np.unique(groups)) - 1),
+                      cov_type="CR1",
+                      note=f"trials that share a training seed are clustered "
+                           f"({len(np.unique(groups))} seeds)")
     else:
         fields.update(cov=_hc3(design, resid), df=float(n - k), cov_type="HC3")
     model = ModelFit(**base, coefficients={}, **fields)
-    return dataclasses.replace(model, coefficients=_table(model))
-
-
-def fit_modelled(
-    y: pd.Series | np.ndarray, X: pd.DataFrame, *, name: str, formula: str,
-    variance_columns: int, dropped: Iterable[str] = (),
-) -> ModelFit:
-    """Weighted least squares with the residual variance modelled as ``exp(V . gamma)``, ``V``
-    the first ``variance_columns`` columns of ``X`` (the constant and the size).
-
-    For responses measured with little noise whose spread changes smoothly with size (the
-    squared weight norm: a few percent of seed noise in the smallest model, under one in the
-    largest), a robust variance leans on the two or three trials at each end of the size range;
-    a variance model borrows strength from every trial instead. The intervals use the weighted
-    residual variance on n - k df.
-    """
-    response = np.asarray(y, dtype=float)
-    design = X.to_numpy(dtype=float)
-    n, k = design.shape
-    base = {"name": name, "formula": formula, "n": n, "dropped": tuple(dropped)}
-    problem = _problem(response, design, X)
-    if problem:
-        return unusable(**base, note=problem)
-    params, *_ = np.linalg.lstsq(design, response, rcond=None)
-    resid = response - design @ params
-    leverage = np.einsum("ij,jk,ik->i", design, np.linalg.pinv(design.T @ design), design)
-    scaled = resid**2 / np.clip(1 - leverage, 1e-6, None)
-    # A residual near zero has a log near minus infinity and would drag the variance model
-    # down; floored at a twentieth of the mean, it still says "small".
-    scaled = np.maximum(scaled, _VARIANCE_FLOOR * float(np.mean(scaled)) + 1e-300)
-    V = design[:, :variance_columns]
-    gamma, *_ = np.linalg.lstsq(V, np.log(scaled), rcond=None)
-    weights = np.exp(-(V @ gamma))
-    root = np.sqrt(weights)
-    params, *_ = np.linalg.lstsq(design * root[:, None], response * root, rcond=None)
-    resid = response - design @ params
-    s2 = float(np.sum(weights * resid**2)) / (n - k)
-    cov = s2 * np.linalg.inv(design.T @ (design * weights[:, None]))
-    gamma = gamma.copy()
-    gamma[0] += math.log(s2)  # variance_i = s2 / weights_i
-    spread = float(np.sum((response - response.mean()) ** 2))
-    model = ModelFit(**base, r2=1 - float(resid @ resid) / spread if spread > 0 else None,
-                     coefficients={}, cov_type="WLS", columns=tuple(X.columns), params=params,
-                     resid=resid, cov=cov, df=float(n - k), variance=gamma,
-                     note="residual variance modelled as log-linear in size")
     return dataclasses.replace(model, coefficients=_table(model))
 
 
@@ -277,6 +259,27 @@ def _hc3(design: np.ndarray, resid: np.ndarray) -> np.ndarray:
     leverage = np.einsum("ij,jk,ik->i", design, bread, design)
     weights = (resid / np.clip(1 - leverage, 1e-10, None)) ** 2
     return bread @ (design.T @ (design * weights[:, None])) @ bread
+
+
+def _cr1(design: np.ndarray, resid: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Liang-Zeger with the usual small-sample factor G/(G-1) (n-1)/(n-k): above
+    :data:`SMALL_SAMPLE_ROWS` rows CR2's n x n matrices are too large, and trials that share a
+    seed must still count as one cluster."""
+    n, k = design.shape
+    G = int(groups.max()) + 1
+    sums = np.zeros((G, k))
+    np.add.at(sums, groups, design * resid[:, None])
+    bread = np.linalg.inv(design.T @ design)
+    factor = G / max(G - 1, 1) * (n - 1) / max(n - k, 1)
+    return factor * bread @ (sums.T @ sums) @ bread
+
+
+def _keys(clusters: np.ndarray | None, index: pd.Index) -> np.ndarray:
+    """Labels shared across fits of the same trials: the cluster (training seed) where known,
+    else the trial's row label."""
+    if clusters is None:
+        return np.array([f"row:{i}" for i in index], dtype=object)
+    return np.array([f"seed:{c}" for c in np.asarray(clusters)], dtype=object)
 
 
 def _groups(clusters: np.ndarray | None, n: int) -> np.ndarray:

@@ -77,7 +77,11 @@ def threshold(model: SizeModel, *, studied: tuple[float, float] | None,
     where = "in the studied range" if search == studied else "at any weight decay"
     # Whether every weight decay's 95% interval excludes zero: "always" from estimates alone
     # would overstate an inconclusive study.
-    block["significant"] = bool(np.all(total.margin() > 0))
+    studied_grid = (grid >= studied[0] * (1 - 1e-9)) & (grid <= studied[1] * (1 + 1e-9))
+    if not studied_grid.any():  # one studied weight decay between two grid points
+        studied_grid = np.abs(np.log(grid / studied[0])) == np.min(np.abs(np.log(grid
+                                                                                / studied[0])))
+    block["significant"] = bool(np.all(total.margin()[studied_grid] > 0))
     estimated = "" if block["significant"] else "estimated "
     if np.all(est > 0):
         block["status"], edge = "always", 0

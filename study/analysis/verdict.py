@@ -11,10 +11,16 @@ Rules, in order:
 1. ``inconclusive``: fewer than :data:`MIN_TRIALS` usable trials, or no usable fit.
 2. ``no-increase``: every rise the total's interval allows is below the tolerance.
 3. ``inconclusive``: the total's interval holds 0 and reaches past the tolerance.
-4. The total rises: ``both`` when the data and penalty parts both rise; ``penalty`` when the
-   penalty part rises and the data part's upper bound is below the tolerance (the data part
-   cannot carry the rise); ``optimization`` when the data part rises and the penalty part does
-   not; else ``inconclusive`` (the penalty rises but a data rise is not ruled out).
+4. The total rises. What carries it is judged by *shares of the rise*, not by an absolute bar
+   (a 10-trial study rarely bounds a part below 1% of the loss, but it readily shows that a
+   part is a small fraction of a clear rise): a part is *small* when its 95% upper bound is
+   at most :data:`SMALL_SHARE` of the total's estimated rise, or below the tolerance.
+   ``penalty`` when the penalty part rises and the data part is small; ``optimization`` the
+   mirror; ``both`` when both parts rise and each carries at least :data:`SMALL_SHARE` of the
+   rise; else ``inconclusive``.
+
+The penalty's share of the rise is reported with its 95% interval (Fieller's, for a ratio of
+two correlated estimates): :func:`penalty_share`.
 
 An ``inconclusive`` text says how many trials would decide, from the 1/sqrt(n) shrinking of an
 interval: n_needed = n * (half_width / gap)^2, gap being how far the estimate sits from the
@@ -35,8 +41,10 @@ __all__ = [
     "MORE_TRIALS_CAP",
     "NO_INCREASE_FALLBACK",
     "NO_INCREASE_FRACTION",
+    "SMALL_SHARE",
     "decide",
     "no_increase_tolerance",
+    "penalty_share",
     "trials_needed",
 ]
 
@@ -49,6 +57,9 @@ MIN_TRIALS = 8
 NO_INCREASE_FRACTION = 0.01
 # Tolerance when the typical loss is unknown: 1% of a loss of 1 (cross-entropy near chance).
 NO_INCREASE_FALLBACK = 0.01
+# A part whose worst case is at most a fifth of the rise does not carry it: the other part
+# carries at least four fifths.
+SMALL_SHARE = 0.2
 # Beyond 10x the current trials the 1/sqrt(n) extrapolation from a noisy estimate means little.
 MORE_TRIALS_CAP = 10
 
@@ -84,7 +95,7 @@ def decide(parts: Mapping[str, Estimate] | None, *, n: int, tolerance: float
     if parts is None:
         return {"code": "inconclusive", "why": "no size effect could be estimated"}
     t, d, p = (parts[k] for k in ("total", "data", "penalty"))
-    (t_lo, t_hi), (d_lo, d_hi), (p_lo, _) = t.ci95, d.ci95, p.ci95
+    (t_lo, t_hi), (d_lo, d_hi), (p_lo, p_hi) = t.ci95, d.ci95, p.ci95
     tol = _num(tolerance)
     if t_hi < tolerance:
         return {"code": "no-increase",
@@ -95,22 +106,55 @@ def decide(parts: Mapping[str, Estimate] | None, *, n: int, tolerance: float
                   trials_needed(n, half_width=t.t_crit * t.se, gap=tolerance - t.estimate)]
         return {"code": "inconclusive",
                 "why": f"the 95% CI of the total is too wide to tell; {_more(n, routes)}"}
-    if p_lo > 0 and d_lo > 0:
-        return {"code": "both",
-                "why": "both parts rise: the bigger models carry a larger penalty and also fit "
-                       "the data more slowly"}
-    if p_lo > 0 and d_hi < tolerance:
+    bar = max(SMALL_SHARE * t.estimate, tolerance)
+    if p_lo > 0 and d_hi <= bar:
         return {"code": "penalty",
                 "why": f"the rise is the L2 penalty in the reported loss, not worse fitting "
-                       f"(the data part's 95% CI stays below {tol} per decade)"}
-    if d_lo > 0:
+                       f"(the data part's 95% CI stays at or below {_num(d_hi)} per decade, "
+                       f"at most a fifth of the rise)"}
+    if d_lo > 0 and p_hi <= bar:
         return {"code": "optimization",
                 "why": "the rise is in the data loss itself: the bigger models fit the data "
-                       "more slowly; the penalty part does not carry it"}
-    routes = [trials_needed(n, half_width=d.t_crit * d.se, gap=tolerance - d.estimate)]
+                       "more slowly; the penalty part carries at most a fifth of it"}
+    fifth = SMALL_SHARE * t.estimate
+    if p_lo > 0 and d_lo > 0 and min(p.estimate, d.estimate) >= fifth:
+        return {"code": "both",
+                "why": "both parts carry the rise: the bigger models carry a larger penalty "
+                       "and also fit the data more slowly"}
+    if p_lo > 0:
+        routes = [trials_needed(n, half_width=d.t_crit * d.se, gap=bar - d.estimate)]
+        return {"code": "inconclusive",
+                "why": f"the penalty part rises, but the data part may carry up to "
+                       f"{_num(d_hi)} per decade, more than a fifth of the rise; "
+                       f"{_more(n, routes)}"}
+    routes = [trials_needed(n, half_width=p.t_crit * p.se, gap=abs(p.estimate)),
+              trials_needed(n, half_width=d.t_crit * d.se, gap=abs(d.estimate))]
     return {"code": "inconclusive",
-            "why": f"the penalty part rises, but a rise of the data part up to {_num(d_hi)} "
-                   f"per decade is not ruled out; {_more(n, routes)}"}
+            "why": f"the total rises, but neither part is shown to carry it; {_more(n, routes)}"}
+
+
+def penalty_share(parts: Mapping[str, Estimate] | None) -> dict[str, Any] | None:
+    """The penalty part's share of the total's rise, ``p / t``, with its 95% interval by
+    Fieller's method (the two parts' covariance is what the total's variance holds beyond
+    theirs). ``None`` unless the total's 95% interval lies above zero (a share of no rise is
+    no number); an interval bound is ``None`` where Fieller's set is unbounded."""
+    if parts is None:
+        return None
+    t, d, p = (parts[k] for k in ("total", "data", "penalty"))
+    if t.ci95[0] <= 0:
+        return None
+    var_t, var_p = t.se**2, p.se**2
+    cov_pt = var_p + (var_t - d.se**2 - var_p) / 2  # cov(p, d + p)
+    q2 = t.t_crit**2
+    a = t.estimate**2 - q2 * var_t
+    b = t.estimate * p.estimate - q2 * cov_pt
+    c = p.estimate**2 - q2 * var_p
+    share = p.estimate / t.estimate
+    root = b * b - a * c
+    if a <= 0 or root < 0:
+        return {"estimate": share, "ci95": [None, None]}
+    half = math.sqrt(root)
+    return {"estimate": share, "ci95": [(b - half) / a, (b + half) / a]}
 
 
 def _more(n: int, routes: list[int | None]) -> str:

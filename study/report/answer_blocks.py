@@ -18,10 +18,11 @@ _PARTS = (("total", "total (what is reported)"), ("data", "data loss"),
 _MODEL_TITLES = {
     "total": "total loss on the data part's design (descriptive; the answer is data + penalty)",
     "data": "data loss",
-    "penalty": "log of the squared weight norm ||w||² (the L2 penalty is weight decay x it)",
+    "penalty": "squared weight norm ||w||² against width (the L2 penalty is weight decay x "
+               "it)",
     "explain": "early total loss explained by size and penalty (pooled across modes)",
 }
-SIZE_TERMS = ("log10_n_params", "z")
+SIZE_TERMS = ("log10_n_params", "z", "width")
 
 
 def questions(analysis: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
@@ -57,9 +58,10 @@ def figure_blocks() -> list[Any]:
 def answer_blocks(analysis: Mapping[str, Any]) -> list[Any]:
     """The size effect of each question, part by part."""
     blocks: list[Any] = [Heading(2, "The answer, part by part", "decomposition"),
-                         Para(["Change of the loss per decade (10x) of parameters, from the "
-                               "smallest to the largest model of the study, at the reference "
-                               "settings; total = data + penalty."])]
+                         Para(["Change of the loss per decade (10x) of parameters, between the "
+                               "two compared models (by default the smallest and largest of "
+                               "the searched width range; --compare-widths A,B for others), at "
+                               "the reference settings; total = data + penalty."])]
     for key, title, block in questions(analysis):
         blocks.append(Heading(3, title, f"answer-{key}"))
         blocks += _question(block)
@@ -112,6 +114,11 @@ def _question(block: Mapping[str, Any]) -> list[Any]:
         out.append(Table(["penalty mode", "total", "95% CI", "data", "95% CI", "penalty",
                           "95% CI"], [[text(m), *_decay_row(r)[1:]] for m, r in by_mode.items()],
                          numeric=frozenset({1, 3, 5})))
+    share = decomposition.get("penalty_share")
+    if isinstance(share, Mapping) and share.get("estimate") is not None:
+        out.append(Para([f"The L2 penalty's share of the rise: "
+                         f"{100 * share['estimate']:.0f}%, 95% CI "
+                         f"{_percent(share.get('ci95'))}."]))
     out.append(Para([_threshold_text(block.get("threshold"))]))
     verdict = block.get("verdict") if isinstance(block.get("verdict"), Mapping) else {}
     if verdict:
@@ -125,9 +132,12 @@ def _reference_text(ref: Mapping[str, Any], n: Any) -> str:
                        ("lr", "lr"), ("batch_size", "batch size")):
         if ref.get(key) is not None:
             bits.append(f"{label} {fmt_num(ref[key], 3)}")
-    sizes = ref.get("n_params")
+    sizes, widths = ref.get("n_params"), ref.get("widths")
     if isinstance(sizes, list) and len(sizes) == 2 and None not in sizes:
-        bits.append(f"{fmt_num(round(sizes[0]))} to {fmt_num(round(sizes[1]))} parameters")
+        where = (f"width {fmt_num(widths[0])} to {fmt_num(widths[1])}, "
+                 if isinstance(widths, list) and len(widths) == 2 and None not in widths else "")
+        bits.append(f"{where}{fmt_num(round(sizes[0]))} to {fmt_num(round(sizes[1]))} "
+                    f"parameters")
     return "Reference: " + ", ".join(bits) + "."
 
 
@@ -147,7 +157,9 @@ def _threshold_text(found: Any) -> str:
     lo, hi = found.get("ci95") or (None, None)
     basis = text(found.get("basis"))
     if estimate is not None:
-        bounds = f"{fmt_num(lo, 2) if lo else 'open'} to {fmt_num(hi, 2) if hi else 'open'}"
+        bounds = (f"{fmt_num(lo, 2)} to {fmt_num(hi, 2)}" if lo and hi else
+                  f"up to {fmt_num(hi, 2)}" if hi else
+                  f"from {fmt_num(lo, 2)} up" if lo else "unbounded")
         where = "inside" if status == "inside" else "outside"
         return (f"Threshold weight decay (the total turns positive above it): "
                 f"{fmt_num(estimate, 2)}, 95% CI {bounds}; {where} the studied range. "
@@ -182,6 +194,13 @@ def _model(model: Any) -> list[Any]:
     out.append(Table(["coefficient", "estimate", "95% CI", "p-value"], rows,
                      numeric=frozenset({1, 3}), highlight=frozenset(highlight)))
     return out
+
+
+def _percent(ci: Any) -> str:
+    lo, hi = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    if lo is None or hi is None:
+        return "unbounded"
+    return f"{100 * lo:.0f}% to {100 * hi:.0f}%"
 
 
 def _signed(value: float) -> str:

@@ -35,8 +35,12 @@ class Para:
 
 @dataclass
 class Verdict:
+    """The verdict box: one line per question (label, code, plain sentence), then the
+    detail; ``code`` is the early window's (the box's colour)."""
+
     code: str
     text: str
+    lines: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass

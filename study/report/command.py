@@ -24,7 +24,7 @@ __all__ = ["report_study"]
 
 def report_study(
     config: StudyConfig, *, output_dir: Path, evaluators: Sequence[str], seed: int,
-    n_bootstrap: int,
+    n_bootstrap: int, compare_widths: tuple[int, int] | None = None,
 ) -> tuple[dict, dict[str, Path], str]:
     """Write ``report.html``, ``report.md``, ``report.json`` and ``trials.csv`` (plus figures
     and ``analysis.json``) and log them to the parent run under ``report/``.
@@ -32,7 +32,7 @@ def report_study(
     Returns:
         The analysis document, the files written, and where they were logged.
     """
-    tracker, data, document = analyzed_study(config)
+    tracker, data, document = analyzed_study(config, compare_widths=compare_widths)
     trials = data.trials if data.trials is not None else trials_from_table(data.table)
     importance = importance_table(trials, evaluators=evaluators, seed=seed,
                                   n_bootstrap=n_bootstrap)

@@ -58,6 +58,23 @@ _TRIAL_HEADERS = {"number": "#", "batch_size": "batch", "weight_decay": "weight 
 _TEXT_COLUMNS = {"state", "penalty_mode", "mlflow_run_id", "diagnosis", "failure"}
 
 
+def _verdict_box(verdict: Mapping[str, Any]) -> Verdict:
+    """One line per question (a ``/2`` document's ``lines``), then the detail; an older
+    document's single paragraph as it was."""
+    lines = verdict.get("lines") if isinstance(verdict.get("lines"), Mapping) else {}
+    rows = []
+    for question, code_key in (("init", "init_code"), ("early", "code")):
+        line = text(lines.get(question))
+        if line and ": " in line:
+            label, rest = line.split(": ", 1)
+            code, _, sentence = rest.partition(". ")
+            rows.append((label, code or text(verdict.get(code_key)), sentence))
+    detail = text(verdict.get("detail")) if rows else ""
+    return Verdict(text(verdict.get("code")) or "none",
+                   detail or text(verdict.get("text")) or "No verdict: the analysis is missing.",
+                   tuple(rows))
+
+
 def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance: pd.DataFrame,
                  meta: Mapping[str, Any],
                  extra_figures: Mapping[str, tuple[str, str]] | None = None,
@@ -69,9 +86,7 @@ def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance
     blocks: list[Any] = [Heading(1, title)]
     blocks += _meta_blocks(meta, analysis, table)
     verdict = analysis.get("verdict") if isinstance(analysis.get("verdict"), Mapping) else {}
-    blocks += [Heading(2, "Verdict", "verdict"),
-               Verdict(text(verdict.get("code")) or "none",
-                       text(verdict.get("text")) or "No verdict: the analysis is missing.")]
+    blocks += [Heading(2, "Verdict", "verdict"), _verdict_box(verdict)]
     blocks += answer_blocks(analysis)
     blocks += figure_blocks()
     blocks += _figure_blocks()

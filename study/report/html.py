@@ -55,6 +55,10 @@ dl.kv dd { margin: 0; word-break: break-word; }
   font-weight: 600; letter-spacing: .03em; padding: 2px 10px; border-radius: 999px;
   font-size: 13px; text-transform: uppercase; }
 .verdict p { margin: 8px 0 0; font-size: 16px; }
+.verdict .verdict-line { font-size: 17px; border-left: 6px solid var(--accent, #777);
+  padding-left: 8px; }
+.verdict .verdict-line .badge { margin-right: 6px; }
+.verdict .verdict-detail { font-size: 14px; color: #444; }
 .verdict-penalty { --accent: #c0392b; } .verdict-optimization { --accent: #2457a6; }
 .verdict-both { --accent: #7d3c98; } .verdict-no-increase { --accent: #1e8449; }
 .verdict-inconclusive { --accent: #7f8c8d; }
@@ -104,6 +108,25 @@ def render_html(title: str, blocks: list[Any], figures: Mapping[str, bytes]) -> 
     ])
 
 
+def _slug(code: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "", code.lower())
+
+
+def _verdict(block: Verdict) -> str:
+    """One badge and sentence per question, then the detail in smaller print."""
+    if not block.lines:
+        return (f'<div class="verdict verdict-{_slug(block.code)}" id="verdict-box">'
+                f'<span class="badge">{_esc(block.code)}</span>'
+                f'<p class="verdict-text" id="verdict-text">{_esc(block.text)}</p></div>')
+    rows = "".join(
+        f'<p class="verdict-line verdict-{_slug(code)}" data-question="{_attr(label)}">'
+        f'<span class="badge">{_esc(label)}: {_esc(code)}</span> {_esc(sentence)}</p>'
+        for label, code, sentence in block.lines)
+    return (f'<div class="verdict verdict-{_slug(block.code)}" id="verdict-box">{rows}'
+            f'<p class="verdict-text verdict-detail" id="verdict-text">{_esc(block.text)}</p>'
+            f'</div>')
+
+
 def _block(block: Any, figures: Mapping[str, bytes]) -> str:
     if isinstance(block, Heading):
         anchor = f' id="{_attr(block.anchor)}"' if block.anchor else ""
@@ -112,10 +135,7 @@ def _block(block: Any, figures: Mapping[str, bytes]) -> str:
         css = f' class="{_attr(block.css)}"' if block.css else ""
         return f"<p{css}>{_inline(block.parts)}</p>"
     if isinstance(block, Verdict):
-        slug = re.sub(r"[^a-z0-9-]", "", block.code.lower())
-        return (f'<div class="verdict verdict-{slug}" id="verdict-box">'
-                f'<span class="badge">{_esc(block.code)}</span>'
-                f'<p class="verdict-text" id="verdict-text">{_esc(block.text)}</p></div>')
+        return _verdict(block)
     if isinstance(block, KeyValues):
         items = "".join(f"<dt>{_esc(k)}</dt><dd>{_inline([v])}</dd>" for k, v in block.items)
         return f'<dl class="kv">{items}</dl>'

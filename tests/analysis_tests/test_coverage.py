@@ -18,18 +18,12 @@ import numpy as np
 import pytest
 
 from study.analysis import analyze
-from study.analysis.simulation import SCENARIOS, Truth, simulate
+from study.analysis.simulation import REPLICATE_SCENARIO, SCENARIOS, Truth, simulate
 from study.analysis.verdict import no_increase_tolerance
 
 STUDIES_PER_SCENARIO = 34
 NOMINAL = (0.90, 0.98)
 PARTS = ("total", "data", "penalty")
-
-
-def _widths(table, question):
-    rows = table[table["state"] == "COMPLETE"]
-    return (int(rows.loc[rows["n_params"].astype(float).idxmin(), "width"]),
-            int(rows.loc[rows["n_params"].astype(float).idxmax(), "width"]))
 
 
 def _covers(ci, value) -> bool:
@@ -53,11 +47,11 @@ def outcomes() -> dict:
     for index, scenario in enumerate(SCENARIOS):
         for seed in range(STUDIES_PER_SCENARIO):
             table = simulate(scenario, 10_000 * index + seed)
-            document = analyze(table, study_name="sim", early_epochs=1)
+            document = analyze(table, study_name="sim", early_epochs=1,
+                               compare_widths=scenario.widths)
             for question, block in (("init", document["init"]), ("early", document)):
                 ref = block["reference"]
-                widths = _widths(table, question)
-                settings = {"widths": widths, "lr": ref["lr"],
+                settings = {"widths": scenario.widths, "lr": ref["lr"],
                             "batch_size": round(ref["batch_size"])}
                 true = truth.effects(question, weight_decay=ref["weight_decay"],
                                      mode=ref["penalty_mode"], **settings)
@@ -125,3 +119,48 @@ def test_a_strong_penalty_is_found_and_a_weak_one_is_not(outcomes):
     assert strong.count("penalty") / len(strong) >= 0.9, strong
     assert "penalty" not in weak, weak
     assert math.isclose(len(strong), STUDIES_PER_SCENARIO)
+
+
+REPLICATES = 40
+
+
+@pytest.fixture(scope="module")
+def replicates() -> dict:
+    """40 replicate studies of one setting, each analyzed between the searched widths."""
+    scenario, truth = REPLICATE_SCENARIO, Truth()
+    found: dict = defaultdict(list)
+    for seed in range(REPLICATES):
+        document = analyze(simulate(scenario, 77_000 + seed), study_name="sim", early_epochs=1,
+                           compare_widths=scenario.widths)
+        for question, block in (("init", document["init"]), ("early", document)):
+            true = truth.effects(question, widths=scenario.widths, lr=1e-5, batch_size=64,
+                                 weight_decay=1e-2, mode="l2-in-loss")
+            for part in PARTS:
+                effect = block["decomposition"][f"width_effect_{part}"]
+                found[(question, part, "estimate")].append(effect["estimate"])
+                found[(question, part, "se")].append(effect["se"])
+                found[(question, part, "covers")].append(_covers(effect["ci95"], true[part]))
+            found[(question, "code")].append(block["verdict"]["code"])
+    return found
+
+
+@pytest.mark.parametrize("question", ["init", "early"])
+@pytest.mark.parametrize("part", PARTS)
+def test_replicates_cover_their_common_truth(replicates, question, part):
+    # 40 intervals: a true coverage of 0.95 lands at or above 0.85 with probability 0.99.
+    rate = float(np.mean(replicates[(question, part, "covers")]))
+    assert rate >= 0.85, f"{question} {part}: {rate:.3f}"
+
+
+@pytest.mark.parametrize("question", ["init", "early"])
+@pytest.mark.parametrize("part", PARTS)
+def test_replicates_spread_as_their_standard_errors_say(replicates, question, part):
+    spread = float(np.std(replicates[(question, part, "estimate")], ddof=1))
+    se = float(np.mean(replicates[(question, part, "se")]))
+    assert 0.5 <= spread / se <= 2.0, f"{question} {part}: sd {spread:.4f}, mean se {se:.4f}"
+
+
+@pytest.mark.parametrize("question", ["init", "early"])
+def test_replicates_agree_on_the_verdict(replicates, question):
+    codes = replicates[(question, "code")]
+    assert codes.count("penalty") / len(codes) >= 0.95, codes

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.analysis.regression import SMALL_SAMPLE_ROWS, fit, fit_modelled
+from study.analysis.regression import SMALL_SAMPLE_ROWS, fit
 
 
 def design(x: np.ndarray) -> pd.DataFrame:
@@ -73,13 +73,32 @@ def test_large_studies_use_hc3_on_residual_df():
     assert model.cov_type == "HC3" and model.df == n - 2
 
 
-def test_a_modelled_variance_follows_the_spread():
-    rng = np.random.default_rng(4)
-    x = np.linspace(-1, 1, 60)
-    sd = np.exp(-1.5 * x) * 0.05  # noisy at small sizes, quiet at large ones
-    model = fit_modelled(1 + 2 * x + rng.normal(0, sd), design(x), name="m", formula="f",
-                         variance_columns=2)
-    small, large = model.residual_variance(np.array([[1.0, -1.0], [1.0, 1.0]]))
-    assert small > 5 * large
-    assert model.cov_type == "WLS" and model.df == 58
-    assert model.params[1] == pytest.approx(2.0, abs=0.05)
+def test_large_clustered_studies_keep_their_clusters():
+    n = SMALL_SAMPLE_ROWS + 100
+    rng = np.random.default_rng(5)
+    x = np.repeat(np.linspace(0, 1, n // 2), 2)
+    shared = np.repeat(rng.normal(0, 0.3, n // 2), 2)  # pairs share most of their noise
+    y = x + shared + rng.normal(0, 0.05, n)
+    clustered = fit(y, design(x), name="m", formula="f", clusters=np.repeat(np.arange(n // 2), 2))
+    alone = fit(y, design(x), name="m", formula="f")
+    assert clustered.cov_type == "CR1" and clustered.df == n // 2 - 1
+    assert alone.cov_type == "HC3"
+    # Each pair is one piece of evidence: the clustered interval is wider by about sqrt(2).
+    ratio = clustered.combine({"x": 1.0}).se / alone.combine({"x": 1.0}).se
+    assert 1.2 < ratio < 1.7
+
+
+def test_two_fits_on_the_same_trials_report_their_correlation():
+    rng = np.random.default_rng(6)
+    x = rng.uniform(0, 1, 40)
+    common = rng.normal(0, 1, 40)
+    X = design(x)
+    a = fit(x + common, X, name="a", formula="f")
+    b = fit(2 * x + common + rng.normal(0, 0.1, 40), X, name="b", formula="f")
+    c = fit(2 * x - common + rng.normal(0, 0.1, 40), X, name="c", formula="f")
+    C = np.array([[0.0, 1.0]])
+    assert a.correlation(C, b, C)[0] > 0.9
+    assert a.correlation(C, c, C)[0] < -0.9
+    unrelated = fit(x + rng.normal(0, 1, 40), X, name="d", formula="f")
+    assert abs(a.correlation(C, unrelated, C)[0]) < 0.5
+

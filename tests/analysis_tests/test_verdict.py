@@ -11,7 +11,7 @@ import pytest
 from study.analysis import analyze
 from study.analysis.estimate import Estimate
 from study.analysis.simulation import SCENARIOS, simulate
-from study.analysis.verdict import MIN_TRIALS, decide, no_increase_tolerance
+from study.analysis.verdict import MIN_TRIALS, decide, no_increase_tolerance, penalty_share
 
 TOL = 0.02
 N = 30
@@ -35,22 +35,52 @@ def test_penalty_when_the_penalty_rises_and_the_data_part_is_ruled_out():
     assert code((0.3, 0.5), (-0.2, -0.1), (0.5, 0.6)) == "penalty"
 
 
-def test_data_upper_bound_just_below_the_tolerance_still_says_penalty():
-    assert code((0.3, 0.5), (-0.1, TOL - 1e-6), (0.3, 0.4)) == "penalty"
+# The total (0.3, 0.5) rises by 0.4: a part is small at most a fifth of that, 0.08.
+FIFTH = 0.2 * 0.4
 
 
-def test_data_upper_bound_just_above_the_tolerance_is_inconclusive_not_penalty():
-    decision = decide(parts((0.3, 0.5), (-0.1, TOL + 1e-6), (0.3, 0.4)), n=N, tolerance=TOL)
+def test_data_upper_bound_just_below_a_fifth_of_the_rise_says_penalty():
+    assert code((0.3, 0.5), (-0.1, FIFTH - 1e-6), (0.3, 0.4)) == "penalty"
+
+
+def test_data_upper_bound_just_above_a_fifth_of_the_rise_is_inconclusive_not_penalty():
+    decision = decide(parts((0.3, 0.5), (-0.1, FIFTH + 1e-6), (0.3, 0.4)), n=N, tolerance=TOL)
     assert decision["code"] == "inconclusive"
-    assert "not ruled out" in decision["why"]
+    assert "more than a fifth of the rise" in decision["why"]
 
 
-def test_both_when_both_parts_rise():
-    assert code((0.3, 0.5), (0.01, 0.1), (0.2, 0.3)) == "both"
+def test_a_small_rise_judges_the_data_part_by_the_tolerance_instead():
+    # rise 0.03: a fifth is 0.006, below the negligible tolerance 0.02, which then applies
+    assert code((0.01, 0.05), (-0.1, TOL - 1e-6), (0.02, 0.04)) == "penalty"
+    assert code((0.01, 0.05), (-0.1, TOL + 1e-6), (0.02, 0.04)) == "inconclusive"
 
 
-def test_optimization_when_only_the_data_part_rises():
-    assert code((0.3, 0.5), (0.3, 0.5), (-0.01, 0.01)) == "optimization"
+def test_both_when_each_part_carries_at_least_a_fifth():
+    assert code((0.3, 0.5), (0.1, 0.2), (0.2, 0.3)) == "both"
+
+
+def test_a_data_part_that_rises_but_carries_under_a_fifth_is_not_both():
+    assert code((0.3, 0.5), (0.01, 0.1), (0.2, 0.3)) == "inconclusive"
+
+
+def test_optimization_when_the_penalty_part_is_at_most_a_fifth():
+    assert code((0.3, 0.5), (0.3, 0.5), (-0.01, FIFTH - 1e-6)) == "optimization"
+    assert code((0.3, 0.5), (0.3, 0.5), (-0.01, FIFTH + 1e-6)) == "inconclusive"
+
+
+def test_the_penalty_share_is_the_ratio_with_a_fieller_interval():
+    share = penalty_share(parts((0.3, 0.5), (-0.1, 0.1), (0.35, 0.45)))
+    assert share["estimate"] == pytest.approx(1.0)
+    lo, hi = share["ci95"]
+    assert lo < 1.0 < hi and hi - lo < 0.8
+    # the same share at a tenth of the noise: a tenth of the width, about
+    narrow = penalty_share(parts((0.39, 0.41), (-0.01, 0.01), (0.395, 0.405)))
+    assert (narrow["ci95"][1] - narrow["ci95"][0]) < (hi - lo) / 5
+
+
+def test_no_share_of_a_rise_that_is_not_shown():
+    assert penalty_share(parts((-0.01, 0.5), (-0.1, 0.1), (0.2, 0.3))) is None
+    assert penalty_share(parts((1e-6, 0.5), (-0.1, 0.1), (0.2, 0.3))) is not None
 
 
 def test_total_upper_bound_just_below_the_tolerance_is_no_increase():

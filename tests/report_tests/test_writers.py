@@ -111,10 +111,16 @@ def test_writes_every_file(written: tuple[dict[str, Any], dict[str, Path], Path]
     text = " ".join(parsed.text)
     # the verdict (badge + text), both questions part by part, every model, importance
     analysis = inputs["analysis"]
-    assert analysis["verdict"]["code"] in text and analysis["verdict"]["text"] in text
+    verdict = analysis["verdict"]
+    assert verdict["detail"] in text
+    for line in verdict["lines"].values():  # each question's code and sentence, one badge each
+        label, rest = line.split(": ", 1)
+        code, _, sentence = rest.partition(". ")
+        assert f"{label}: {code}" in text and sentence in text
+    assert text.index(verdict["lines"]["init"].split(". ", 1)[1]) < text.index(verdict["detail"])
     for question in ("At initialization (before the first update)",
                      "Over the first epoch (the loss Keras reports)"):
-        for model in ("data loss", "log of the squared weight norm", "total loss on the data"):
+        for model in ("data loss", "squared weight norm", "total loss on the data"):
             assert f"{question}: {model}" in text
     assert "log10_n_params" in text and "Threshold weight decay" in text
     total = analysis["decomposition"]["width_effect_total"]["estimate"]
