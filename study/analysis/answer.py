@@ -100,6 +100,7 @@ def _percent(value: float) -> str:
 
 
 def _would(found: Mapping[str, Any], start: str) -> str:
+    start = "start" if start == "start" else "be"
     estimate = found.get("estimate") or found.get("extrapolated")
     if not estimate:
         return ""

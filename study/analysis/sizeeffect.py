@@ -303,7 +303,20 @@ def fit_part(rows: pd.DataFrame, question: str, part: str, response: str,
     seeds = rows["train_seed"].to_numpy() if "train_seed" in rows else None
     if seeds is not None and pd.isna(seeds).any():
         seeds = None
+    if part == "penalty":
+        return _fit_weighted(y, X, widths, name=name, formula=formula, dropped=dropped,
+                             clusters=seeds, power=0.0 if question == "init" else 2.0)
     return fit(y, X, name=name, formula=formula, dropped=dropped, clusters=seeds)
+
+
+def _fit_weighted(y: np.ndarray, X: pd.DataFrame, widths: np.ndarray, *, power: float,
+                  **kwargs: Any) -> ModelFit:
+    """OLS of ``y / width^(power/2)`` on ``X / width^(power/2)``: weights fixed by how the
+    noise of ``||w||^2`` grows with width, not estimated from the residuals (over training
+    the noise is multiplicative, variance ~ width^2; at initialization it is U-shaped and
+    modest, so unweighted); the robust variance covers whatever they miss."""
+    root = 1.0 / np.sqrt(np.clip(widths, 1e-9, None) ** power)
+    return fit(np.asarray(y, dtype=float) * root, X.mul(root, axis=0), **kwargs)
 
 
 def design_rows(question: str, part: str, model: ModelFit, x: np.ndarray,
