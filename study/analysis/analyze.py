@@ -130,11 +130,6 @@ def question_block(table: pd.DataFrame, question: str, *,
     parts = None if effects is None else {"total": effects.total, "data": effects.data,
                                           "penalty": effects.penalty}
     found = threshold(model, studied=studied, varied=bool(studied) and studied[0] < studied[1])
-    if n < MIN_TRIALS:  # a threshold from a regression without residual df is no number
-        found = {**found, "estimate": None, "ci95": [None, None], "status": "none",
-                 "extrapolated": None,
-                 "reason": f"only {n} usable trials, fewer than the {MIN_TRIALS} the "
-                           f"regression needs"}
     span = model.reference.span
     return {
         **block,

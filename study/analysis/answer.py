@@ -10,8 +10,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ADAPTIVE_SAMPLERS", "LABELS", "design_note", "headline", "paragraph",
-           "weight_decay_text"]
+from study.analysis.verdict import SMALL_SHARE
+
+__all__ = ["ADAPTIVE_SAMPLERS", "design_note", "headline", "paragraph", "weight_decay_text"]
 
 # Samplers that place trials where the objective is good, so the sample depends on outcomes.
 ADAPTIVE_SAMPLERS = {"tpe": "TPE", "gp": "Gaussian-process"}
@@ -23,16 +24,14 @@ _QUESTIONS = {
 
 # A shortfall of the trials under this (decades of parameters) is not worth a sentence.
 _NEGLIGIBLE_SHORTFALL = 0.1
-# The verdict's bar: a part under a fifth of the rise does not carry it.
-_SMALL = 0.2
-LABELS = {"init": "At initialization", "early": "Over the first epoch"}
+_LABELS = {"init": "At initialization", "early": "Over the first epoch"}
 _CODE_WORDS = {"no-increase": "no increase"}
 
 
 def headline(block: Mapping[str, Any], *, early_epochs: int = 1) -> str:
     """The question's line: ``{label}: {code}. {one plain sentence}``."""
     question = str(block.get("question", "early"))
-    label = LABELS[question]
+    label = _LABELS[question]
     if question == "early" and early_epochs != 1:
         label = f"Over the first {early_epochs} epochs"
     verdict = block.get("verdict") or {}
@@ -65,7 +64,8 @@ def _plain(block: Mapping[str, Any], code: str) -> str:
         faster = (": they fit the data faster" if d["ci95"][1] < 0 else "")
         text = (f"Bigger models {start} {lower} ({_bracket(t, fmt)} per decade{span}){faster}; "
                 f"the L2 penalty adds {fmt(p['estimate'])}.")
-        return text + _would(block.get("threshold") or {}, start)
+        return text + _would(block.get("threshold") or {},
+                              "start" if block.get("question") == "init" else "be")
     why = (block.get("verdict") or {}).get("why", "")
     return (f"Cannot tell yet ({_bracket(t, fmt)} per decade{span}): "
             f"{why.split(';')[0]}.")
@@ -90,7 +90,7 @@ def _share_text(share: Mapping[str, Any]) -> str | None:
     lo, hi = share.get("ci95") or (None, None)
     if lo is None or hi is None:
         return f"about {_percent(share['estimate'])} of it"
-    if share["estimate"] >= 0.995 and lo >= 1 - _SMALL:
+    if share["estimate"] >= 0.995 and lo >= 1 - SMALL_SHARE:
         return "all of it"
     return f"{_percent(share['estimate'])} of it (95% CI {_percent(lo)} to {_percent(hi)})"
 
@@ -99,14 +99,13 @@ def _percent(value: float) -> str:
     return f"{100 * value:.0f}%"
 
 
-def _would(found: Mapping[str, Any], start: str) -> str:
-    start = "start" if start == "start" else "be"
+def _would(found: Mapping[str, Any], verb: str) -> str:
     estimate = found.get("estimate") or found.get("extrapolated")
     if not estimate:
         return ""
     if found.get("estimate") is not None and found.get("status") == "inside":
-        return f" They would {start} higher above weight decay {weight_decay_text(estimate)}."
-    return (f" They would {start} higher above weight decay {weight_decay_text(estimate)} "
+        return f" They would {verb} higher above weight decay {weight_decay_text(estimate)}."
+    return (f" They would {verb} higher above weight decay {weight_decay_text(estimate)} "
             f"(extrapolated).")
 
 

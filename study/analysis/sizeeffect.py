@@ -205,7 +205,8 @@ def fit_size_model(usable: pd.DataFrame, question: str, *,
     x = np.log10(numeric(usable["n_params"]))
     if len(usable) == 0 or not varies(x):
         return None
-    span = compare_span(usable, compare_widths, source=source)
+    sizes = SizeMap.from_trials(usable)
+    span = compare_span(sizes, compare_widths, source=source)
     if span is None:
         return None
     centers = {}
@@ -213,7 +214,7 @@ def fit_size_model(usable: pd.DataFrame, question: str, *,
         values = numeric(usable[name])
         values = values[values > 0]
         centers[f"log10_{name}"] = float(np.median(np.log10(values))) if values.size else math.nan
-    ref = Reference(span, centers, SizeMap.from_trials(usable))
+    ref = Reference(span, centers, sizes)
     modes = tuple(sorted(str(m) for m in pd.unique(usable["penalty_mode"].astype(str))))
     response = RESPONSES[question]["data"]
     if question == "init":  # the initial weights are the same under every mode

@@ -59,10 +59,14 @@ class SizeMap:
 
     def width(self, n_params: np.ndarray) -> np.ndarray:
         """The (real-valued) width of each parameter count, inverting :meth:`n_params`."""
-        grid = np.geomspace(max(0.25, self.widths.min() / 8), self.widths.max() * 8, 2000)
-        counts = np.array([self.n_params(w) for w in grid])
-        return np.exp(np.interp(np.log(np.asarray(n_params, dtype=float)), np.log(counts),
-                                np.log(grid)))
+        counts = np.asarray(n_params, dtype=float)
+        if self.quadratic is not None and self.quadratic[2] > 0:  # the positive root
+            c0, c1, c2 = self.quadratic
+            return (-c1 + np.sqrt(np.clip(c1 * c1 - 4 * c2 * (c0 - counts), 0.0, None))) \
+                / (2 * c2)
+        grid = np.geomspace(max(0.25, self.widths.min() / 8), self.widths.max() * 8, 200)
+        known = np.array([self.n_params(w) for w in grid])
+        return np.exp(np.interp(np.log(counts), np.log(known), np.log(grid)))
 
     @classmethod
     def from_trials(cls, rows: pd.DataFrame) -> SizeMap | None:
@@ -117,14 +121,14 @@ class Span:
                 "extrapolated": list(self.extrapolated), "shortfall_decades": self.shortfall}
 
 
-def compare_span(rows: pd.DataFrame, widths: Sequence[float] | None, *,
+def compare_span(sizes: SizeMap | None, widths: Sequence[float] | None, *,
                  source: str = "configured") -> Span | None:
-    """The span of ``rows`` compared at ``widths`` (``None``: the drawn extremes).
+    """The span compared at ``widths`` (``None``: the drawn extremes) of the trials whose
+    widths and counts ``sizes`` holds.
 
     Returns ``None`` when the trials hold no width or parameter count, or the compared sizes
     have the same parameter count.
     """
-    sizes = SizeMap.from_trials(rows)
     if sizes is None:
         return None
     reached = (float(sizes.widths.min()), float(sizes.widths.max()))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from study.analysis.sizeeffect import L2, SizeModel
+from study.analysis.verdict import MIN_TRIALS
 
 __all__ = ["SEARCH", "threshold"]
 
@@ -23,6 +24,8 @@ __all__ = ["SEARCH", "threshold"]
 # interval that is open within it is open in practice.
 SEARCH = (1e-7, 10.0)
 _POINTS_PER_DECADE = 60
+# Weight decays at which "every studied weight decay's interval excludes zero" is checked.
+_STUDIED_POINTS = 25
 
 
 def threshold(model: SizeModel, *, studied: tuple[float, float] | None,
@@ -48,13 +51,18 @@ def threshold(model: SizeModel, *, studied: tuple[float, float] | None,
         in the studied range), ``outside`` (in the searched range but not the studied one),
         ``always`` (the effect is positive at every searched weight decay), ``never`` or
         ``none``; for
-        ``always`` and ``never``, ``significant`` says whether every 95% interval excludes zero.
+        ``always`` and ``never``, ``significant`` says whether the 95% interval excludes zero
+        at every studied weight decay. With fewer than ``MIN_TRIALS`` trials: ``none``.
     """
     search = studied if (varied and model.question == "early" and studied) else SEARCH
     block: dict[str, Any] = {"estimate": None, "ci95": [None, None], "status": "none",
                              "reason": None, "studied_range": list(studied) if studied else None,
                              "searched_range": list(search),
                              "basis": _basis(model.question, varied), "extrapolated": None}
+    if model.n < MIN_TRIALS:  # a regression without residual df locates no crossing
+        block["reason"] = (f"only {model.n} usable trials, fewer than the {MIN_TRIALS} the "
+                           f"regression needs")
+        return block
     if L2 not in model.modes or studied is None:
         block["reason"] = ("no l2-in-loss trials: the reported loss holds no penalty, so no "
                            "weight decay makes it rise")
@@ -77,11 +85,8 @@ def threshold(model: SizeModel, *, studied: tuple[float, float] | None,
     where = "in the studied range" if search == studied else "at any weight decay"
     # Whether every weight decay's 95% interval excludes zero: "always" from estimates alone
     # would overstate an inconclusive study.
-    studied_grid = (grid >= studied[0] * (1 - 1e-9)) & (grid <= studied[1] * (1 + 1e-9))
-    if not studied_grid.any():  # one studied weight decay between two grid points
-        studied_grid = np.abs(np.log(grid / studied[0])) == np.min(np.abs(np.log(grid
-                                                                                / studied[0])))
-    block["significant"] = bool(np.all(total.margin()[studied_grid] > 0))
+    at_studied = model.effects_at(np.geomspace(studied[0], studied[1], _STUDIED_POINTS), L2)[0]
+    block["significant"] = bool(np.all(at_studied.margin() > 0))
     estimated = "" if block["significant"] else "estimated "
     if np.all(est > 0):
         block["status"], edge = "always", 0
