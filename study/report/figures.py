@@ -41,7 +41,9 @@ _MAX_POINTS = 3000  # drawn per panel; fits and medians use every trial
 
 def build_curves_figure(table: pd.DataFrame | None, *,
                         max_trials: int = 30) -> Figure | None:
-    """Training loss per epoch (total solid, data dashed), coloured by log10 parameter count.
+    """Training loss per epoch (total solid, data dashed), coloured by log10 parameter count;
+    each curve starts at epoch 0 with the loss at initialization where the trial measured it
+    (the question is where training starts).
 
     At most ``max_trials`` trials with a curve are drawn, evenly spread over parameter count;
     ``None`` when no trial has a curve.
@@ -50,11 +52,16 @@ def build_curves_figure(table: pd.DataFrame | None, *,
     if "curve" not in frame.columns:
         return None
     n_params = numeric(frame, "n_params")
-    entries: list[tuple[float, np.ndarray]] = []
-    for count, curve in zip(n_params, frame["curve"], strict=True):
+    start = np.column_stack([numeric(frame, "init_loss"), numeric(frame, "init_data_loss")])
+    entries: list[tuple[float, np.ndarray, int]] = []  # (count, curve, its first epoch)
+    for count, curve, init in zip(n_params, frame["curve"], start, strict=True):
         values = _curve(curve)
-        if values is not None:
-            entries.append((float(count) if count > 0 else math.nan, values))
+        if values is None:
+            continue
+        first = 1
+        if np.all(np.isfinite(init)):
+            values, first = np.vstack([init, values]), 0
+        entries.append((float(count) if count > 0 else math.nan, values, first))
     if not entries:
         return None
     entries.sort(key=lambda e: (math.isnan(e[0]), e[0]))
@@ -70,25 +77,29 @@ def build_curves_figure(table: pd.DataFrame | None, *,
     norm, cmap = Normalize(lo, hi), colormaps["viridis"]
 
     fig = Figure(figsize=(9, 4.8))
-    _margins(fig, left=0.75, right=0.7, top=0.45, bottom=0.6)
+    _margins(fig, left=0.75, right=0.7, top=0.45, bottom=0.85)
     ax = fig.subplots()
-    for log_count, (_, curve) in zip(logs, entries, strict=True):
+    for log_count, (_, curve, first) in zip(logs, entries, strict=True):
         color = cmap(norm(log_count)) if np.isfinite(log_count) else "0.6"
-        epochs, marker = np.arange(1, len(curve) + 1), "o" if len(curve) == 1 else None
+        epochs = np.arange(first, first + len(curve))
+        marker = "o" if len(curve) == 1 else None
         ax.plot(epochs, curve[:, 0], color=color, lw=1.4, alpha=0.85, marker=marker)
         ax.plot(epochs, curve[:, 1], color=color, lw=1.1, alpha=0.85, ls="--", marker=marker)
-    ys = np.concatenate([curve.ravel() for _, curve in entries])
+    ys = np.concatenate([curve.ravel() for _, curve, _ in entries])
     ys = ys[np.isfinite(ys)]
     if ys.size and ys.min() > 0 and ys.max() / ys.min() > 30:
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlim(0.5, max(len(curve) for _, curve in entries) + 0.5)
-    ax.set_xlabel("epoch")
+    first = min(f for _, _, f in entries)
+    ax.set_xlim(first - 0.5, max(f + len(c) - 1 for _, c, f in entries) + 0.5)
+    ax.set_xlabel("epoch (0: the loss at initialization)" if first == 0 else "epoch")
     ax.set_ylabel("training loss (epoch mean)")
     ax.grid(True, alpha=0.3)
+    # Below the axis label: never over a curve.
     ax.legend(handles=[Line2D([], [], color="0.2", lw=1.4, label="total (optimized)"),
                        Line2D([], [], color="0.2", lw=1.1, ls="--", label="data loss")],
-              loc="upper right", fontsize=9)
+              loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2, fontsize=9,
+              frameon=False)
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="log10(parameters)",
                  fraction=0.05, pad=0.02)
     shown_text = f"{len(entries)} of {total:,}" if len(entries) < total else f"all {total}"

@@ -86,12 +86,18 @@ def build_threshold_figure(analysis: Mapping[str, Any] | None) -> Figure | None:
     fig = Figure(figsize=(12.8, 4.9))
     fig.subplots_adjust(left=0.075, right=0.985, top=0.84, bottom=0.27, wspace=0.22)
     axes = fig.subplots(1, 2)
+    spans = [(min(c["weight_decay"]), max(c["weight_decay"])) for b in blocks.values()
+             if (c := b.get("effect_curve")) and c.get("weight_decay")]
+    shared = (min(lo for lo, _ in spans), max(hi for _, hi in spans))
     for ax, question in zip(axes, ("init", "early"), strict=True):
         block = blocks.get(question) or {}
-        _threshold_panel(ax, block)
-        ax.set_title(f"Size effect {_row_label(question, analysis)}", fontsize=10.5)
+        note = _threshold_panel(ax, block, shared)
+        ax.set_title(f"Size effect {_row_label(question, analysis)}"
+                     + (f"\n{note}" if note else ""), fontsize=10.5)
     axes[0].set_ylabel("change per decade of parameters")
     handles = [Line2D([], [], color="black", lw=2, label="total, with 95% CI"),
+               Line2D([], [], color="black", marker="o", ls="none",
+                      label="total at a studied weight decay (95% CI)"),
                Line2D([], [], color="tab:blue", ls="--", label="data part"),
                Line2D([], [], color="tab:red", ls=":", lw=2, label="L2 penalty part"),
                Line2D([], [], color="0.5", lw=6, alpha=0.15, label="weight decays studied")]
@@ -133,7 +139,9 @@ def _size_panel(ax: Any, block: Mapping[str, Any], part: str, handles: dict[str,
         ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
 
 
-def _threshold_panel(ax: Any, block: Mapping[str, Any]) -> None:
+def _threshold_panel(ax: Any, block: Mapping[str, Any], xlim: tuple[float, float]
+                     ) -> str | None:
+    """Draw one question's panel; returns a note for its title (no threshold found)."""
     curve = block.get("effect_curve")
     _log_x(ax)
     ax.set_xlabel("weight decay")
@@ -141,7 +149,8 @@ def _threshold_panel(ax: Any, block: Mapping[str, Any]) -> None:
     if not curve:
         reason = (block.get("threshold") or {}).get("reason")
         _empty(ax, reason.split(":")[0] if reason else _too_few(block))
-        return
+        return None
+    note = None
     wd = np.asarray(curve["weight_decay"], dtype=float)
     total = curve["total"]
     ax.fill_between(wd, total["lo"], total["hi"], color="black", alpha=0.12, linewidth=0)
@@ -158,8 +167,16 @@ def _threshold_panel(ax: Any, block: Mapping[str, Any]) -> None:
             ax.axvspan(lo, hi, color="0.5", alpha=0.12, lw=0)
         else:
             ax.axvline(lo, color="0.5", lw=4, alpha=0.3)
-    ax.set_xlim(wd[0], wd[-1])
-    ax.set_ylim(*_focus(curve))
+    measured = _measured(block)
+    if measured.size:
+        ax.errorbar(measured[:, 0], measured[:, 1],
+                    yerr=[measured[:, 1] - measured[:, 2], measured[:, 3] - measured[:, 1]],
+                    fmt="o", color="black", ms=5, capsize=3, zorder=5)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*_focus(curve, found, measured))
+    if not found.get("estimate") and found.get("status") in ("always", "never"):
+        verb = "always rises" if found["status"] == "always" else "never rises"
+        note = f"no threshold in the studied range: the total {verb} there"
     if found.get("estimate"):
         estimate = found["estimate"]
         lo, hi = found.get("ci95") or (None, None)
@@ -174,6 +191,7 @@ def _threshold_panel(ax: Any, block: Mapping[str, Any]) -> None:
         ax.annotate(label, (estimate, 1.0), xycoords=("data", "axes fraction"),
                     xytext=(-4 if right else 4, -14), textcoords="offset points",
                     ha="right" if right else "left", fontsize=9, color="tab:green")
+    return note
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -189,14 +207,38 @@ def _empty(ax: Any, text: str) -> None:
     ax.set_xlabel("")
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4",
             wrap=True)
-def _focus(curve: Mapping[str, Any]) -> tuple[float, float]:
-    """Y limits that show where the total crosses zero: three times the larger of the data
-    part and the total's interval; the penalty part, growing with weight decay, leaves the top."""
-    data = np.abs(np.asarray(curve["data"]["estimate"], dtype=float))
-    half = (np.asarray(curve["total"]["hi"], dtype=float)
-            - np.asarray(curve["total"]["lo"], dtype=float)) / 2
-    scale = float(np.nanmax(np.concatenate([data, half, [1e-6]])))
-    return -3 * scale, 3 * scale
+def _measured(block: Mapping[str, Any]) -> np.ndarray:
+    """``[weight decay, total, lo, hi]`` at each studied weight decay the analysis named."""
+    rows = []
+    for row in block.get("by_weight_decay") or []:
+        total = row.get("total") if isinstance(row, Mapping) else None
+        if isinstance(total, Mapping) and total.get("estimate") is not None:
+            lo, hi = total.get("ci95") or (None, None)
+            if lo is not None and hi is not None:
+                rows.append([row["weight_decay"], total["estimate"], lo, hi])
+    return np.asarray(rows, dtype=float).reshape(-1, 4)
+
+
+def _focus(curve: Mapping[str, Any], found: Mapping[str, Any],
+           measured: np.ndarray) -> tuple[float, float]:
+    """Y limits that hold zero, every measured point with its interval, and the total's band
+    and the data part where the answer lies (the studied weight decays and the threshold's
+    interval); the penalty part, growing with weight decay, may leave the top beyond them."""
+    wd = np.asarray(curve["weight_decay"], dtype=float)
+    marks = [v for v in (*(found.get("studied_range") or ()), found.get("estimate"),
+                         *(found.get("ci95") or ())) if v]
+    inside = (wd >= min(marks) / 1.5) & (wd <= max(marks) * 1.5) if marks else \
+        np.ones(len(wd), dtype=bool)
+    if not inside.any():
+        inside[:] = True
+    values = [np.zeros(1), measured[:, 2:].ravel()]
+    values += [np.asarray(curve[part][key], dtype=float)[inside]
+               for part, key in (("total", "lo"), ("total", "hi"), ("data", "estimate"))]
+    ys = np.concatenate(values)
+    ys = ys[np.isfinite(ys)]
+    lo, hi = float(ys.min()), float(ys.max())
+    pad = 0.08 * max(hi - lo, 1e-6)
+    return lo - pad, hi + pad
 
 
 

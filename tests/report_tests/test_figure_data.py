@@ -55,3 +55,34 @@ def test_importance_bars_are_the_importances_per_target_panel():
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("fanova" in text for text in legend)
     assert "derived from width (not searched)" in legend
+
+
+def test_curves_start_at_epoch_zero_with_the_loss_at_initialization():
+    table = make_table(12)
+    table["init_loss"] = 2.5 + 0.01 * table.index
+    table["init_data_loss"] = 2.4 + 0.01 * table.index
+    fig = build_curves_figure(table, max_trials=4)
+    ax = fig.axes[0]
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    starts = set(np.round(table["init_loss"], 9))
+    for total, data in zip(solid, dashed, strict=True):
+        assert total.get_xdata()[0] == 0 and len(total.get_xdata()) >= 2  # never a lone dot
+        assert round(float(total.get_ydata()[0]), 9) in starts
+        assert round(float(data.get_ydata()[0] - total.get_ydata()[0]), 9) == -0.1
+    assert ax.get_xlim()[0] < 0 < ax.get_xlim()[1]
+    assert "initialization" in ax.get_xlabel()
+
+
+def test_the_curves_legend_lies_outside_the_plotting_area():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = build_curves_figure(make_table(20), max_trials=5)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    plot = fig.axes[0].get_window_extent(renderer)
+    legend = fig.axes[0].get_legend().get_window_extent(renderer)
+    assert not plot.overlaps(legend)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["total (optimized)",
+                                                                  "data loss"]

@@ -78,7 +78,8 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
             verdict = page.locator("#verdict-text")
             verdict_visible = verdict.is_visible()
             verdict_text = verdict.inner_text()
-            badge = page.locator("#verdict-box .badge").inner_text()
+            badges = page.locator("#verdict-box .badge").all_inner_texts()
+            lines = page.locator("#verdict-box .verdict-line").all_inner_texts()
             title = page.title()
             overflow = page.evaluate(
                 "() => document.documentElement.scrollWidth - window.innerWidth")
@@ -106,8 +107,15 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     assert not errors, errors
     # self-contained: the page itself is the only request (images are data: URIs)
     assert [r for r in requests if not r.startswith(("file:", "data:"))] == []
-    assert verdict_visible and verdict_text.strip() == analysis["verdict"]["text"]
-    assert badge.strip().lower() == analysis["verdict"]["code"]
+    # one badge and sentence per question, first; then the detail
+    verdict = analysis["verdict"]
+    assert verdict_visible and verdict_text.strip() == verdict["detail"]
+    expected = [verdict["lines"][q] for q in ("init", "early")]
+    # (the badge's CSS shows it in capitals)
+    assert [b.strip().lower() for b in badges] == [line.split(". ", 1)[0].lower()
+                                                   for line in expected]
+    assert [" ".join(t.split()).lower() for t in lines] == [line.replace(". ", " ", 1).lower()
+                                                            for line in expected]
     assert trials_overflow is not None and trials_overflow <= 0
     assert title == "Study report: demo"
     assert overflow <= 0, "the page scrolls horizontally (wide tables must scroll in a box)"

@@ -178,3 +178,53 @@ def test_the_threshold_figure_names_every_part_in_its_legend(threshold_fig):
 def test_an_old_analysis_has_no_answer_figures():
     assert build_size_effect_figure(make_analysis_v1()) is None
     assert build_threshold_figure(make_analysis_v1()) is None
+
+
+def _measured_points(ax) -> list[tuple[float, float, float]]:
+    """``(weight decay, lo, hi)`` of each measured point's error bar."""
+    out = []
+    for collection in ax.collections:
+        for segment in getattr(collection, "get_segments", lambda: [])():
+            if len(segment) == 2 and np.isclose(segment[0][0], segment[1][0]):
+                out.append((segment[0][0], min(segment[0][1], segment[1][1]),
+                            max(segment[0][1], segment[1][1])))
+    return out
+
+
+def test_every_measured_point_and_its_interval_lies_inside_the_y_axis(threshold_fig, analysis):
+    for ax, block in zip(threshold_fig.axes, (analysis["init"], analysis), strict=True):
+        bottom, top = ax.get_ylim()
+        points = _measured_points(ax)
+        assert len(points) == len(block["by_weight_decay"])
+        for _, lo, hi in points:
+            assert bottom <= lo and hi <= top
+        assert bottom <= 0 <= top
+
+
+def test_the_y_axis_is_not_much_wider_than_what_it_shows(threshold_fig):
+    for ax in threshold_fig.axes:
+        bottom, top = ax.get_ylim()
+        band = [v[1] for c in ax.collections if hasattr(c, "get_paths")
+                for p in c.get_paths() for v in p.vertices]
+        data = list(np.atleast_1d(ax.get_lines()[1].get_ydata()))  # the data part's line
+        shown = np.asarray([0.0, *band, *data], dtype=float)
+        shown = shown[np.isfinite(shown)]
+        # padded by 8% of what it shows, not scaled to a multiple of it
+        assert top - bottom <= 1.2 * (shown.max() - shown.min())
+
+
+def test_both_panels_share_one_weight_decay_axis(threshold_fig):
+    left, right = threshold_fig.axes[:2]
+    assert left.get_xlim() == pytest.approx(right.get_xlim())
+
+
+def test_a_panel_without_a_threshold_says_so_in_its_title(analysis):
+    import copy
+
+    never = copy.deepcopy(analysis)
+    never["threshold"].update(estimate=None, ci95=[None, None], status="never")
+    figure = build_threshold_figure(never)
+    assert "no threshold in the studied range" in figure.axes[1].get_title()
+    assert "total never rises" in figure.axes[1].get_title()
+    assert "no threshold" not in figure.axes[0].get_title() or \
+        analysis["init"]["threshold"]["estimate"] is None
