@@ -12,7 +12,8 @@ from typing import Any
 
 from study.analysis.verdict import SMALL_SHARE
 
-__all__ = ["ADAPTIVE_SAMPLERS", "design_note", "headline", "paragraph", "weight_decay_text"]
+__all__ = ["ADAPTIVE_SAMPLERS", "design_note", "headline", "paragraph", "weight_decay_text",
+           "where_text"]
 
 # Samplers that place trials where the objective is good, so the sample depends on outcomes.
 ADAPTIVE_SAMPLERS = {"tpe": "TPE", "gp": "Gaussian-process"}
@@ -66,9 +67,13 @@ def _plain(block: Mapping[str, Any], code: str) -> str:
                 f"the L2 penalty adds {fmt(p['estimate'])}.")
         return text + _would(block.get("threshold") or {},
                               "start" if block.get("question") == "init" else "be")
-    why = (block.get("verdict") or {}).get("why", "")
-    return (f"Cannot tell yet ({_bracket(t, fmt)} per decade{span}): "
-            f"{why.split(';')[0]}.")
+    why = str((block.get("verdict") or {}).get("why", ""))
+    if t["ci95"][0] <= 0:  # the total itself is unsettled
+        more = why.split("; ", 1)[1] if "; " in why else ""
+        return (f"Cannot tell yet whether bigger models {start} higher: "
+                f"{_bracket(t, fmt)} per decade{span} holds both a fall and a rise"
+                + (f"; {more}." if more else "."))
+    return f"Bigger models {start} higher ({_bracket(t, fmt)} per decade{span}); {why}."
 
 
 def _bracket(effect: Mapping[str, Any], fmt: Any) -> str:
@@ -126,7 +131,8 @@ def paragraph(blocks: Mapping[str, Mapping[str, Any]], *, early_epochs: int,
         if question == "early":
             epochs = "epoch" if early_epochs == 1 else f"{early_epochs} epochs"
             intro = intro.replace("the early window", f"the first {epochs}")
-        sentences.append(f"{intro}, {_where(block)}: {_parts(block.get('decomposition'))}.")
+        sentences.append(f"{intro}, {where_text(block)}: "
+                         f"{_parts(block.get('decomposition'))}.")
         reach = _reach(block.get("reference") or {})
         if reach:
             sentences.append(reach)
@@ -153,7 +159,9 @@ def design_note(sampler: str | None) -> str | None:
 
 
 # -- parts ------------------------------------------------------------------------------------
-def _where(block: Mapping[str, Any]) -> str:
+def where_text(block: Mapping[str, Any]) -> str:
+    """Where a question's effects are read: mode, weight decay, lr, batch size, the compared
+    sizes and the trials (``l2-in-loss, weight decay 1.0e-02, ..., 12 trials``)."""
     ref = block.get("reference") or {}
     bits = []
     if ref.get("penalty_mode"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from study.analysis.answer import where_text
 from study.report._format import MISSING, effect, fmt_ci, fmt_num, fmt_p, text
 from study.report.blocks import Code, FigureRef, Heading, Para, Table
 
@@ -94,8 +95,7 @@ def _question(block: Mapping[str, Any]) -> list[Any]:
         verdict = block.get("verdict") if isinstance(block.get("verdict"), Mapping) else {}
         return [Para([f"No size effect: {text(verdict.get('why')) or 'too few trials'}."],
                      "note")]
-    ref = block.get("reference") if isinstance(block.get("reference"), Mapping) else {}
-    out: list[Any] = [Para([_reference_text(ref, block.get("n_trials_used"))])]
+    out: list[Any] = [Para([_reference_text(block)])]
     rows = []
     for part, label in _PARTS:
         value = effect(decomposition.get(f"width_effect_{part}"))
@@ -126,20 +126,8 @@ def _question(block: Mapping[str, Any]) -> list[Any]:
     return out
 
 
-def _reference_text(ref: Mapping[str, Any], n: Any) -> str:
-    bits = [f"{fmt_num(n)} trials"]
-    for key, label in (("penalty_mode", "penalty mode"), ("weight_decay", "weight decay"),
-                       ("lr", "lr"), ("batch_size", "batch size")):
-        if ref.get(key) is not None:
-            bits.append(f"{label} {fmt_num(ref[key], 3)}")
-    sizes, widths = ref.get("n_params"), ref.get("widths")
-    if isinstance(sizes, list) and len(sizes) == 2 and None not in sizes:
-        where = (f"width {fmt_num(widths[0])} to {fmt_num(widths[1])}, "
-                 if isinstance(widths, list) and len(widths) == 2 and None not in widths else "")
-        bits.append(f"{where}{fmt_num(round(sizes[0]))} to {fmt_num(round(sizes[1]))} "
-                    f"parameters")
-    return "Reference: " + ", ".join(bits) + "."
-
+def _reference_text(block: Mapping[str, Any]) -> str:
+    return f"Reference: {where_text(block)}."
 
 def _decay_row(row: Mapping[str, Any]) -> list[str]:
     cells = [fmt_num(row.get("weight_decay"), 3)]

@@ -55,7 +55,8 @@ _TRIAL_HEADERS = {"number": "#", "batch_size": "batch", "weight_decay": "weight 
                   "early_loss": "early total", "early_data_loss": "early data",
                   "early_penalty": "early penalty", "final_val_loss": "final val loss",
                   "final_val_accuracy": "final val acc", "mlflow_run_id": "MLflow run"}
-_TEXT_COLUMNS = {"state", "penalty_mode", "mlflow_run_id", "diagnosis", "failure"}
+_TEXT_COLUMNS = {"state", "penalty_mode", "mlflow_run_id", "diagnosis", "diagnosis_detail",
+                 "failure"}
 
 
 def _verdict_box(verdict: Mapping[str, Any]) -> Verdict:
@@ -132,12 +133,16 @@ def _figure_blocks() -> list[Any]:
     return [
         Heading(2, "Training curves", "curves"),
         FigureRef("curves", "Training loss curves coloured by parameter count",
-                  "Training loss per epoch: total (what was optimized) solid, data loss "
-                  "dashed; the gap between them is the L2 penalty in the loss."),
+                  "Training loss per epoch, from epoch 0 (the loss at initialization): "
+                  "total (what was optimized) solid, data loss dashed; the gap between them "
+                  "is the L2 penalty in the loss."),
         Heading(2, "Hyperparameter importance", "importance"),
         FigureRef("importance", "Hyperparameter importance per evaluator",
                   "Importance per evaluator (seeds named in the legend), with bootstrap 95% "
-                  "intervals; the table below lists every number."),
+                  "intervals; the table below lists every number. Where the intervals "
+                  "overlap, no ranking can be read. optuna-dashboard ranks with Optuna's "
+                  "default evaluator on one run without intervals, so its order can differ "
+                  "from these."),
     ]
 
 

@@ -128,11 +128,14 @@ def importance_gap(importance: pd.DataFrame | None) -> str | None:
     return f"no importance available: {why}"
 
 
-def build_importance_figure(importance: pd.DataFrame | None) -> Figure | None:
+def build_importance_figure(importance: pd.DataFrame | None, *,
+                            objective: str | None = None) -> Figure | None:
     """Hyperparameter importance with bootstrap 95% intervals, one panel per target.
 
     Bars are grouped by evaluator (legend names the evaluator and its seeds); derived
     parameters (``n_params``, a function of the searched width) are hatched and labelled.
+    ``objective`` names the target ``objective`` (e.g. ``val_loss``). A panel whose intervals
+    all overlap says that no ranking can be read from it.
     """
     if importance_gap(importance) is not None:
         return None
@@ -152,7 +155,7 @@ def build_importance_figure(importance: pd.DataFrame | None) -> Figure | None:
     any_derived = False
     for ax, target in zip(axes, targets, strict=True):
         any_derived |= _importance_panel(ax, frame[frame["target"] == target], evaluators,
-                                         colors, labels)
+                                         colors, labels, objective=objective)
     # one legend; an evaluator with the same seeds on every panel gets one entry
     handles: list[Any] = []
     for ev in evaluators:
@@ -165,18 +168,21 @@ def build_importance_figure(importance: pd.DataFrame | None) -> Figure | None:
     if any_derived:
         handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="///",
                              label="derived from width (not searched)"))
+        handles.append(Patch(facecolor="none", edgecolor="none",
+                             label="n_params: its own pass, in place of width (not in the sum)"))
     ncols = 1 if len(targets) == 1 or len(handles) < 4 else 2
     bottom = 0.75 + 0.22 * math.ceil(len(handles) / ncols)
-    fig.set_size_inches(5.6 * len(targets) + 0.8, 0.6 + group * n_rows + bottom)
-    _margins(fig, left=1.25, right=0.25, top=0.6, bottom=bottom, wspace=0.45)
+    top = 0.85 if any("\n" in ax.get_title() for ax in axes) else 0.6  # a two-line title
+    fig.set_size_inches(5.6 * len(targets) + 0.8, top + group * n_rows + bottom)
+    _margins(fig, left=1.25, right=0.25, top=top, bottom=bottom, wspace=0.45)
     fig.legend(handles=handles, loc="lower center", frameon=False, fontsize=9, ncols=ncols)
     fig.suptitle("Hyperparameter importance (bootstrap 95% intervals)", fontsize=12)
     return fig
 
 
-def importance_figure(importance: pd.DataFrame | None) -> bytes:
+def importance_figure(importance: pd.DataFrame | None, *, objective: str | None = None) -> bytes:
     """:func:`build_importance_figure` as PNG bytes (the reason when there is none)."""
-    fig = build_importance_figure(importance)
+    fig = build_importance_figure(importance, objective=objective)
     if fig is None:
         return message_figure(str(importance_gap(importance)), title="Hyperparameter importance")
     return to_png(fig)
@@ -275,7 +281,8 @@ def _seed_label(rows: pd.DataFrame, evaluator: str) -> str:
         return ",".join(found) if found else ""
 
     seed = seeds("evaluator_seed")
-    label = f"{evaluator} ({f'seed {seed}' if seed else 'no seed'}"
+    # An evaluator without a seed (PED-ANOVA) is deterministic: nothing to seed.
+    label = f"{evaluator} ({f'seed {seed}' if seed else 'deterministic'}"
     if "n_bootstrap" in rows.columns:
         label += f"; {seeds('n_bootstrap') or 0} bootstrap resamples, seed "
         label += seeds("bootstrap_seed") or "?"
@@ -286,7 +293,8 @@ def _seed_label(rows: pd.DataFrame, evaluator: str) -> str:
 
 
 def _importance_panel(ax: Any, rows: pd.DataFrame, evaluators: list[str],
-                      colors: dict[str, str], labels: dict[tuple[str, str], str]) -> bool:
+                      colors: dict[str, str], labels: dict[tuple[str, str], str], *,
+                      objective: str | None = None) -> bool:
     """One target's grouped horizontal bars; returns whether a derived param was drawn.
 
     Records the legend label of each (target, evaluator) in ``labels``.
@@ -327,8 +335,26 @@ def _importance_panel(ax: Any, rows: pd.DataFrame, evaluators: list[str],
     ax.set_ylim(-0.6, len(params) - 0.4)
     ax.set_xlim(0, top * 1.05)
     ax.grid(True, axis="x", alpha=0.3)
-    ax.set_xlabel("importance (normalized)")
+    ax.set_xlabel("importance (the searched parameters sum to 1)")
     n_trials = sorted({str(int(v)) for v in rows.get("n_trials", []) if not is_missing(v)})
-    ax.set_title(f"target: {target}" + (f" (n = {', '.join(n_trials)} trials)"
-                                         if n_trials else ""), fontsize=11)
+    name = f"{objective} (the objective)" if target == "objective" and objective else target
+    title = f"target: {name}" + (f" (n = {', '.join(n_trials)} trials)" if n_trials else "")
+    if _no_ranking(rows[~rows["param"].isin(derived)]):
+        title += "\nintervals overlap: no ranking can be read"
+    ax.set_title(title, fontsize=11)
     return bool(derived)
+
+
+def _no_ranking(rows: pd.DataFrame) -> bool:
+    """Whether, for every evaluator, all parameters' 95% intervals share a common value (any
+    order of the bars is then as likely as the one drawn)."""
+    found = False
+    for _, sub in rows.groupby("evaluator"):
+        lo, hi = sub["_lo"].to_numpy(float), sub["_hi"].to_numpy(float)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        if ok.sum() < 2:
+            continue
+        if np.max(lo[ok]) >= np.min(hi[ok]):
+            return False
+        found = True
+    return found

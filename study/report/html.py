@@ -68,7 +68,7 @@ figure img { display: block; max-width: 100%; height: auto; border: 1px solid va
 figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; max-width: 900px; }
 .table-wrap { overflow-x: auto; margin: 8px 0 12px; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left;
+th, td { border-bottom: 1px solid var(--line); padding: 4px 7px; text-align: left;
   vertical-align: top; white-space: nowrap; }
 td.wrap { white-space: normal; min-width: 22em; max-width: 40em; }
 th { background: var(--bg-alt); font-weight: 600; white-space: nowrap; position: sticky; top: 0; }

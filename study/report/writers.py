@@ -64,7 +64,8 @@ def write_report(out_dir: Path | str, *, analysis: Mapping[str, Any] | None,
         "size_effect": _safe_figure("size effect", lambda: size_effect_figure(analysis)),
         "threshold": _safe_figure("threshold", lambda: threshold_figure(analysis)),
         "curves": _safe_figure("curves", lambda: curves_figure(table)),
-        "importance": _safe_figure("importance", lambda: importance_figure(importance)),
+        "importance": _safe_figure("importance", lambda: importance_figure(
+            importance, objective=_objective(meta))),
     }
     extras = dict(extra_figures or {})
     pngs.update({name: png for name, (_, _, png) in extras.items()})
@@ -151,6 +152,13 @@ def _clean_meta(meta: Any) -> dict[str, Any]:
         return value
 
     return clean(jsonable(meta)) if isinstance(meta, Mapping) else {}
+
+
+def _objective(meta: Mapping[str, Any]) -> str | None:
+    """The study's objective (``val_loss``, ...) from its stored settings, if known."""
+    config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
+    value = config.get("objective")
+    return str(value) if value else None
 
 
 def _safe_figure(name: str, draw: Callable[[], bytes]) -> bytes:

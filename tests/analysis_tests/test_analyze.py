@@ -150,3 +150,46 @@ def test_ten_thousand_trials_are_analysed():
     assert document["n_trials_used"] == 10_000
     assert document["models"]["data"]["cov_type"] == "HC3"
     json.dumps(document, allow_nan=False)
+
+
+def test_the_verdict_text_opens_with_one_line_per_question(document):
+    verdict = document["verdict"]
+    first, second, blank, *_ = verdict["text"].split("\n")
+    assert (first, second) == (verdict["lines"]["init"], verdict["lines"]["early"])
+    assert blank == ""
+    assert first.startswith(f"At initialization: {verdict['init_code'].replace('-', ' ')}. ")
+    assert second.startswith(f"Over the first 2 epochs: {verdict['code'].replace('-', ' ')}. ")
+    assert verdict["text"].endswith(verdict["detail"])
+    assert "`" not in verdict["text"]  # no Markdown in plain text
+
+
+def test_the_lines_name_the_compared_widths_and_their_parameter_counts():
+    scenario = SCENARIOS[3]  # explain, strong penalty: widths 2 to 64
+    found = analyze(simulate(scenario, 2), study_name="s", early_epochs=1,
+                    compare_widths=scenario.widths)
+    line = found["verdict"]["lines"]["init"]
+    assert line.startswith("At initialization: penalty. Bigger models start higher")
+    assert "width 2 to 64, 344 to 261k parameters" in line
+    assert found["reference"]["widths"] == [2, 64]
+    assert found["reference"]["span"]["source"] == "configured"
+
+
+def test_an_unsettled_total_says_it_holds_both_a_fall_and_a_rise():
+    scenario = SCENARIOS[5]  # explain at lr 1e-3: a small rise at initialization, seed-noisy
+    found = analyze(simulate(scenario, 0), study_name="s", early_epochs=1,
+                    compare_widths=scenario.widths)
+    total = found["init"]["decomposition"]["width_effect_total"]
+    assert found["init"]["verdict"]["code"] == "inconclusive" and total["ci95"][0] <= 0
+    line = found["verdict"]["lines"]["init"]
+    assert line.startswith("At initialization: inconclusive. Cannot tell yet whether bigger "
+                           "models start higher: ")
+    assert "holds both a fall and a rise" in line and "too wide to tell" not in line
+
+
+def test_too_few_trials_state_no_threshold():
+    table = simulate(SCENARIOS[0], 3).head(6)
+    found = analyze(table, study_name="s", early_epochs=1, compare_widths=(4, 32))
+    for block in (found, found["init"]):
+        assert block["threshold"]["estimate"] is None
+        assert "fewer than the 8" in block["threshold"]["reason"]
+    assert "exceeds" not in found["verdict"]["detail"]

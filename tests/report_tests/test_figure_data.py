@@ -86,3 +86,23 @@ def test_the_curves_legend_lies_outside_the_plotting_area():
     assert not plot.overlaps(legend)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["total (optimized)",
                                                                   "data loss"]
+
+
+def test_importance_names_the_objective_and_a_deterministic_evaluator():
+    fig = build_importance_figure(make_importance(), objective="val_loss")
+    titles = [ax.get_title() for ax in fig.axes if ax.patches]
+    assert any(t.startswith("target: val_loss (the objective)") for t in titles)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert not any("no seed" in text for text in legend)
+    assert any(text.startswith("ped-anova (deterministic") for text in legend)
+    assert all("sum to 1" in ax.get_xlabel() for ax in fig.axes if ax.patches)
+
+
+def test_overlapping_intervals_say_no_ranking_can_be_read():
+    frame = make_importance()
+    wide = frame.assign(ci_lo=0.0, ci_hi=1.0)
+    fig = build_importance_figure(wide)
+    assert all("no ranking can be read" in ax.get_title() for ax in fig.axes if ax.patches)
+    narrow = frame.assign(ci_lo=frame["importance"] - 1e-6, ci_hi=frame["importance"] + 1e-6)
+    fig = build_importance_figure(narrow)
+    assert not any("no ranking" in ax.get_title() for ax in fig.axes if ax.patches)
