@@ -74,7 +74,10 @@ def build_plot_1d(curve: Curve1D, title: str, *, rise: float = FLATNESS_RISE,
     ax.set_ylabel("training loss")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center")
+    # Below the axes: the curves fill the plot, and a legend inside hid some of them.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2,
+              frameon=False)
+    fig.set_size_inches(6.4, 4.4 + 0.2 * math.ceil((len(curve.losses) + 4) / 2))
     fig.tight_layout()
     return fig
 
@@ -107,7 +110,7 @@ def build_plot_2d(surface: Surface2D, title: str, *, normalization: str = "filte
     ax.set_ylabel(f"β (direction 2, {units})")
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     fig.tight_layout()
     return fig
 

@@ -315,3 +315,21 @@ def test_landscape_imports_neither_optuna_nor_mlflow_nor_pyplot():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_landscape_legends_lie_outside_the_plotting_area(cnn):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 4, (16,), generator=g)
+    loss = _batch_loss(x, y, [])
+    for fig in (build_plot_1d(probe_1d(cnn, loss, n_points=5, n_directions=5), "t"),
+                build_plot_2d(probe_2d(cnn, loss, n_points=5), "t")):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert not ax.get_window_extent(renderer).overlaps(legend)
+        assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1,
+                                                                              legend.y1)
