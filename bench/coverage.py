@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make `study` and `bench` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from study.analysis import analyze
-from study.analysis.simulation import SCENARIOS, Truth, simulate
+from study.analysis.simulation import REPLICATE_SCENARIO, SCENARIOS, Truth, simulate
 from study.analysis.verdict import no_increase_tolerance
 
 PARTS = ("total", "data", "penalty")
@@ -70,11 +70,62 @@ def one_study(scenario: Any, seed: int, truth: Truth) -> dict[str, Any]:
         low, high = found["searched_range"]
         if true_threshold is not None and low <= true_threshold <= high:
             out[f"{question}/threshold"] = _covers(found["ci95"], true_threshold)
+            # An interval open on a side covers by construction: count how often.
+            out[f"{question}/threshold_open"] = None in found["ci95"]
         tolerance = no_increase_tolerance(float(np.median(table[f"{question}_loss"])))
         code = block["verdict"]["code"]
         out[f"{question}/code"] = code
         out[f"{question}/contradicts"] = _contradicts(code, true, tolerance)
     return out
+
+
+def replicates(studies: int, truth: Truth) -> dict[str, Any]:
+    """``studies`` replicates of one setting (:data:`REPLICATE_SCENARIO`): per question and
+    part, how often the intervals hold the common truth, the spread of the estimates and their
+    mean standard error, and how often the verdict is ``penalty``."""
+    scenario = REPLICATE_SCENARIO
+    found: dict[str, list[Any]] = defaultdict(list)
+    for seed in range(studies):
+        document = analyze(simulate(scenario, 3_000_000 + seed), study_name="sim",
+                           early_epochs=1, compare_widths=scenario.widths)
+        for question, block in (("init", document["init"]), ("early", document)):
+            true = truth.effects(question, widths=scenario.widths, lr=scenario.lr[0],
+                                 batch_size=64, weight_decay=scenario.weight_decay[0],
+                                 mode="l2-in-loss")
+            for part in PARTS:
+                effect = block["decomposition"][f"width_effect_{part}"]
+                found[f"{question}/{part}/estimate"].append(effect["estimate"])
+                found[f"{question}/{part}/se"].append(effect["se"])
+                found[f"{question}/{part}/covers"].append(_covers(effect["ci95"], true[part]))
+            found[f"{question}/penalty_verdict"].append(block["verdict"]["code"] == "penalty")
+    out: dict[str, Any] = {"scenario": scenario.name, "studies": studies}
+    for question in QUESTIONS:
+        for part in PARTS:
+            key = f"{question}/{part}"
+            spread = float(np.std(found[f"{key}/estimate"], ddof=1))
+            se = float(np.mean(found[f"{key}/se"]))
+            out[key] = {"coverage": float(np.mean(found[f"{key}/covers"])), "sd": spread,
+                        "mean_se": se, "ratio": spread / se if se > 0 else None}
+        out[f"{question}/penalty_verdicts"] = float(np.mean(found[f"{question}/penalty_verdict"]))
+    return out
+
+
+def replicate_lines(result: dict[str, Any]) -> list[str]:
+    """The replicate check as Markdown rows (question/part)."""
+    rep = result.get("replicates")
+    if not rep:
+        return ["Not measured in the run that wrote these results (`python bench/coverage.py` "
+                "measures it)."]
+    lines = ["| question/part | coverage of the common truth | SD of the estimates | "
+             "mean standard error | SD / SE |", "|---|---|---|---|---|"]
+    for question in QUESTIONS:
+        for part in PARTS:
+            r = rep[f"{question}/{part}"]
+            ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            lines.append(f"| {question}/{part} | {r['coverage']:.3f} | {r['sd']:.4f} | "
+                         f"{r['mean_se']:.4f} | {ratio} |")
+    verdicts = ", ".join(f"{q} {rep[f'{q}/penalty_verdicts']:.0%}" for q in QUESTIONS)
+    return [*lines, "", f"Verdict `penalty` in {verdicts} of the {rep['studies']} replicates."]
 
 
 def run(studies: int) -> dict[str, Any]:
@@ -86,7 +137,8 @@ def run(studies: int) -> dict[str, Any]:
         outcomes = [one_study(scenario, 1_000_000 + 10_000 * index + s, truth)
                     for s in range(studies)]
         rates: dict[str, Any] = {}
-        for key in [f"{q}/{p}" for q in QUESTIONS for p in (*PARTS, "threshold")]:
+        for key in [f"{q}/{p}" for q in QUESTIONS
+                    for p in (*PARTS, "threshold", "threshold_open")]:
             hits = [o[key] for o in outcomes if key in o]
             pooled[key] += hits
             rates[key] = {"coverage": float(np.mean(hits)) if hits else None, "n": len(hits)}
@@ -97,14 +149,16 @@ def run(studies: int) -> dict[str, Any]:
         scenarios[scenario.name] = rates
         print(f"  {scenario.name}: {studies} studies", flush=True)
     overall = {key: {"coverage": float(np.mean(v)), "n": len(v)} for key, v in pooled.items()}
+    replicated = replicates(max(studies, 8), truth)  # fewer than 8 tell no spread
+    print(f"  {REPLICATE_SCENARIO.name}: {replicated['studies']} replicates", flush=True)
     return {"studies_per_scenario": studies, "nominal": list(NOMINAL),
             "seconds": time.perf_counter() - started, "scenarios": scenarios,
-            "overall": overall}
+            "overall": overall, "replicates": replicated}
 
 
 def table_lines(result: dict[str, Any]) -> list[str]:
     """The coverage table as Markdown rows (scenario x question/part)."""
-    keys = [f"{q}/{p}" for q in QUESTIONS for p in (*PARTS, "threshold")]
+    keys = [f"{q}/{p}" for q in QUESTIONS for p in (*PARTS, "threshold", "threshold_open")]
     lines = ["| scenario | " + " | ".join(keys) + " | contradicting verdicts |",
              "|---|" + "---|" * (len(keys) + 1)]
     rows = [*result["scenarios"].items(), ("all scenarios", result["overall"])]
@@ -123,9 +177,18 @@ def table_lines(result: dict[str, Any]) -> list[str]:
 
 
 def figures(result: dict[str, Any]) -> list[tuple[str, float]]:
-    """``name=value`` pairs: pooled coverage per question and part."""
+    """``name=value`` pairs: pooled coverage per question and part (``_threshold_open``: the
+    share of threshold intervals open on a side), and the replicates' coverage and SD / SE."""
     pairs = [(f"coverage_{key.replace('/', '_')}", rate["coverage"])
              for key, rate in sorted(result["overall"].items())]
+    rep = result.get("replicates") or {}
+    for question in QUESTIONS:
+        for part in PARTS:
+            r = rep.get(f"{question}/{part}")
+            if r:
+                pairs.append((f"replicate_coverage_{question}_{part}", r["coverage"]))
+                if r["ratio"] is not None:
+                    pairs.append((f"replicate_sd_se_ratio_{question}_{part}", r["ratio"]))
     wrong = sum(r.get(f"{q}/contradicting", 0) for r in result["scenarios"].values()
                 for q in QUESTIONS)
     return [*pairs, ("contradicting_verdicts", float(wrong)),
@@ -145,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"coverage: {len(SCENARIOS)} scenarios x {args.studies} simulated studies", flush=True)
     result = run(args.studies)
     print("\n".join(table_lines(result)))
+    print("\n".join(replicate_lines(result)))
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.out}")

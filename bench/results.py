@@ -107,6 +107,10 @@ def figures(doc: dict[str, Any]) -> list[tuple[str, float]]:
         from bench.coverage import figures as coverage_figures
 
         pairs += coverage_figures(doc["coverage"])
+    if doc.get("real_replicates"):
+        from bench.real_replicates import figures as replicate_figures
+
+        pairs += replicate_figures(doc["real_replicates"])
     if doc.get("gpu"):
         from bench.gpu import figures as gpu_figures
 
@@ -142,6 +146,7 @@ def render(doc: dict[str, Any], json_name: str = "bench/results.json") -> str:
         "pruning": sections.pruning, "data_path": sections.data_path,
         "profile": sections.profile, "method": sections.method,
         "init_cost": sections.init_cost, "coverage": sections.coverage,
+        "real_replicates": sections.real_replicates,
         "default_study": default_study.section, "gpu": gpu.section,
         "store_calls": store_calls.section,
     }

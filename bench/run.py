@@ -124,6 +124,8 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
     from bench.overhead import bench_overhead
     from bench.profiling import bench_profile
     from bench.pruning import bench_pruning
+    from bench.real_replicates import bench_real_replicates
+    from bench.real_replicates import table_lines as replicate_lines
     from bench.store_calls import bench_store_calls
     from study.training.data import load_dataset
 
@@ -165,6 +167,10 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
         log(f"  {doc['init_cost']['ratio']:.2f} of an epoch")
         log(f"coverage: {plan.coverage_studies} simulated studies per scenario ...")
         doc["coverage"] = coverage.run(plan.coverage_studies)
+        log("real replicate studies of one setting ...")
+        doc["real_replicates"] = bench_real_replicates(ws, data, plan, device)
+        for line in replicate_lines(doc["real_replicates"])[2:8]:
+            log(f"  {line}")
         doc["profile"] = None
         if plan.profile:
             log("profile of one trial ...")

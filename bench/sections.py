@@ -372,9 +372,18 @@ def init_cost(doc: dict[str, Any]) -> dict[str, str]:
 
 
 def coverage(doc: dict[str, Any]) -> dict[str, str]:
-    from bench.coverage import table_lines
+    from bench.coverage import replicate_lines, table_lines
 
     cov = doc["coverage"]
     low, high = cov["nominal"]
     return {"studies": str(cov["studies_per_scenario"]), "nominal": f"{low:.0%}-{high:.0%}",
-            "coverage_table": "\n".join(table_lines(cov))}
+            "coverage_table": "\n".join(table_lines(cov)),
+            "replicate_table": "\n".join(replicate_lines(cov))}
+
+
+def real_replicates(doc: dict[str, Any]) -> dict[str, str]:
+    from bench.real_replicates import table_lines
+
+    rep = doc["real_replicates"]
+    return {"studies": str(rep["studies"]), "trials": str(rep["trials"]),
+            "replicate_table": "\n".join(table_lines(rep))}
