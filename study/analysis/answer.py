@@ -69,9 +69,10 @@ def _plain(block: Mapping[str, Any], code: str) -> str:
                               "start" if block.get("question") == "init" else "be")
     why = str((block.get("verdict") or {}).get("why", ""))
     if t["ci95"][0] <= 0:  # the total itself is unsettled
-        more = why.split("; ", 1)[1] if "; " in why else ""
-        return (f"Cannot tell yet whether bigger models {start} higher: "
-                f"{_bracket(t, fmt)} per decade{span} holds both a fall and a rise"
+        more = why.split("; ", 1)[1].split(", if ")[0] if "; " in why else ""
+        where = f" ({span.lstrip(', ')})" if span else ""
+        return (f"Cannot tell yet whether bigger models {start} higher{where}: "
+                f"{_bracket(t, fmt)} per decade holds both a fall and a rise"
                 + (f"; {more}." if more else "."))
     return f"Bigger models {start} higher ({_bracket(t, fmt)} per decade{span}); {why}."
 

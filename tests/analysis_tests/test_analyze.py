@@ -182,7 +182,7 @@ def test_an_unsettled_total_says_it_holds_both_a_fall_and_a_rise():
     assert found["init"]["verdict"]["code"] == "inconclusive" and total["ci95"][0] <= 0
     line = found["verdict"]["lines"]["init"]
     assert line.startswith("At initialization: inconclusive. Cannot tell yet whether bigger "
-                           "models start higher: ")
+                           "models start higher (width 2 to 64, 344 to 261k parameters): ")
     assert "holds both a fall and a rise" in line and "too wide to tell" not in line
 
 
