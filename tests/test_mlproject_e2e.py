@@ -131,10 +131,17 @@ def test_mlflow_run_main_leaves_analysis_and_report_on_the_parent(tmp_path, trac
     assert analysis == {"analysis/analysis.json"}
     assert {"report/report.html", "report/report.md", "report/report.json",
             "report/trials.csv", "report/trials_table.json"} <= report
-    assert result.stdout.count("verdict:") == 1  # said once, by report, not by analyze too
+    # said once, by report, not by analyze too; the two lines first
+    assert result.stdout.count("At initialization: ") == 1
+    assert result.stdout.count("Over the first epoch: ") == 1
     assert "the study in the MLflow UI: mlflow ui --backend-store-uri" in result.stdout
     note = client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
-    assert note.startswith("Does a bigger model start") and "report/report.html" in note
+    assert note.startswith("At initialization: ") and "report/report.html" in note
+    assert note.split("\n")[1].startswith("Over the first epoch: ")
+    tags = client.get_run(parent.info.run_id).data.tags
+    assert tags["study.verdict.early"] == tags["study.verdict"]
+    assert tags["study.verdict.init"] in ("penalty", "inconclusive", "no-increase", "both",
+                                          "optimization")
     # A table artifact as the UI knows it (the tag it reads), holding one row per trial.
     logged = json.loads(client.get_run(parent.info.run_id).data.tags["mlflow.loggedArtifacts"])
     assert {"path": "report/trials_table.json", "type": "table"} in logged
@@ -181,7 +188,7 @@ def test_mlflow_run_explain_leaves_the_verdict_on_its_parent_run(tmp_path, track
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
     assert parent.data.tags["study.verdict"] in ("penalty", "inconclusive", "no-increase",
                                                  "both", "optimization")
-    assert parent.data.tags["mlflow.note.content"].startswith("Does a bigger model start")
+    assert parent.data.tags["mlflow.note.content"].startswith("At initialization: ")
     verdict, _, where = parent.data.tags["mlflow.note.content"].partition("\n\nReport: ")
     assert verdict in result.stdout
     assert "report/report.html" in where
