@@ -6,8 +6,8 @@ A group is one penalty mode at one weight decay: ``l2-in-loss`` trials are split
 :data:`WEIGHT_DECAY_LEVELS` levels of weight decay (equal counts, on the log scale), each drawn
 at its geometric median; every other mode is one group. Each trial is adjusted to the reference
 lr and batch size and to its group's weight decay -- its data loss by the fitted difference
-between the two settings, its ``||w||^2`` likewise on the log scale, its penalty as weight decay
-times that -- so the points of a group scatter around its own curve.
+between the two settings, its ``||w||^2`` likewise, its penalty as weight decay times that --
+so the points of a group scatter around its own curve.
 """
 
 from __future__ import annotations
@@ -124,9 +124,11 @@ def _adjusted(model: SizeModel, usable: pd.DataFrame, group: np.ndarray,
     l2 = (modes == L2) & (numeric(usable["weight_decay"]) > 0)
     if l2.any() and model.penalty is not None and model.penalty.usable:
         fit = model.penalty
-        log_shift = (design_rows(q, "penalty", fit, x[l2], _take(target, l2), ref)
-                     - design_rows(q, "penalty", fit, x[l2], _take(own, l2), ref)) @ fit.params
-        wsq = penalty[l2] / numeric(usable["weight_decay"])[l2] * np.exp(log_shift)
+        widths = numeric(usable["width"])[l2]
+        shift = (design_rows(q, "penalty", fit, x[l2], _take(target, l2), ref, widths=widths)
+                 - design_rows(q, "penalty", fit, x[l2], _take(own, l2), ref, widths=widths)
+                 ) @ fit.params
+        wsq = penalty[l2] / numeric(usable["weight_decay"])[l2] + shift
         penalty[l2] = target_decay[l2] * wsq
     return {"data": data, "penalty": penalty, "total": data + penalty}
 
