@@ -386,4 +386,5 @@ def real_replicates(doc: dict[str, Any]) -> dict[str, str]:
 
     rep = doc["real_replicates"]
     return {"studies": str(rep["studies"]), "trials": str(rep["trials"]),
+            "last_seed": str(rep["studies"] - 1),
             "replicate_table": "\n".join(table_lines(rep))}
