@@ -2,7 +2,8 @@
 
 import sys
 
-from study.cli import main
+from study.mlproject import mlproject_main
 
 if __name__ == "__main__":
-    sys.exit(main(["analyze", *sys.argv[1:]]))
+    # Bad input (a bad --compare-widths, say) leaves no FAILED entry run behind.
+    sys.exit(mlproject_main("analyze", sys.argv[1:]))

@@ -226,6 +226,8 @@ def test_mlflow_run_study_on_a_users_factory_and_image_folder(tmp_path, tracking
     ("study", {"width_min": "0"}, "width_min"),
     ("main", {"weight_decay_max": "-1"}, "weight_decay_max"),
     ("trial", {"batch_size": "0"}, "batch_size"),
+    ("analyze", {"compare_widths": "8,4"}, "compare_widths"),
+    ("report", {"compare_widths": "0,4"}, "compare_widths"),
 ])
 def test_bad_input_through_mlflow_run_leaves_no_run(tmp_path, tracking_uri, entry, param, field):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"

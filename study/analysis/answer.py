@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from study.analysis.verdict import SMALL_SHARE
+from study.analysis.verdict import MIN_TRIALS, SMALL_SHARE
 
 __all__ = ["ADAPTIVE_SAMPLERS", "design_note", "headline", "paragraph", "weight_decay_text",
            "where_text"]
@@ -42,7 +42,8 @@ def headline(block: Mapping[str, Any], *, early_epochs: int = 1) -> str:
 
 def _plain(block: Mapping[str, Any], code: str) -> str:
     decomposition = block.get("decomposition") or {}
-    if not decomposition.get("width_effect_total"):
+    if not decomposition.get("width_effect_total") or \
+            int(block.get("n_trials_used") or 0) < MIN_TRIALS:
         return f"Cannot tell yet: {(block.get('verdict') or {}).get('why', 'no size effect')}."
     t, d, p = (decomposition[f"width_effect_{k}"] for k in ("total", "data", "penalty"))
     fmt = _formatter([v for e in (t, d, p) for v in (e["estimate"], *e["ci95"])])

@@ -193,3 +193,11 @@ def test_too_few_trials_state_no_threshold():
         assert block["threshold"]["estimate"] is None
         assert "fewer than the 8" in block["threshold"]["reason"]
     assert "exceeds" not in found["verdict"]["detail"]
+
+
+def test_too_few_trials_read_the_same_on_both_lines():
+    found = analyze(simulate(SCENARIOS[0], 3).head(5), study_name="s", early_epochs=1,
+                    compare_widths=(4, 32))
+    for line in found["verdict"]["lines"].values():
+        assert ": inconclusive. Cannot tell yet: only 5 usable trials" in line
+        assert "[" not in line  # no interval from a regression without residual df
