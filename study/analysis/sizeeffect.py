@@ -305,8 +305,13 @@ def fit_part(rows: pd.DataFrame, question: str, part: str, response: str,
     if seeds is not None and pd.isna(seeds).any():
         seeds = None
     if part == "penalty":
-        return _fit_weighted(y, X, widths, name=name, formula=formula, dropped=dropped,
-                             clusters=seeds, power=0.0 if question == "init" else 2.0)
+        model = _fit_weighted(y, X, widths, name=name, formula=formula, dropped=dropped,
+                              clusters=seeds, power=0.0 if question == "init" else 2.0)
+        scale = (f"width is centred and scaled: (width - {ref.width_mid:g}) / "
+                 f"{ref.width_half:g}, -1 to 1 over the compared widths")
+        weights = "" if question == "init" else "; weighted by 1 / width^2"
+        return dataclasses.replace(model, note="; ".join(
+            n for n in (scale + weights, model.note) if n))
     return fit(y, X, name=name, formula=formula, dropped=dropped, clusters=seeds)
 
 
