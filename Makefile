@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(shell echo "$(TORCH)" | tr -c 'a-zA-Z0-9.\n' '_')
 
-.PHONY: install run test lint clean
+.PHONY: install run test test-floor lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,8 +25,21 @@ run: install
 test: install
 	$(PY) -m pytest
 
+# The storages, tracking and runtime tests on the oldest supported versions (constraints-floor.txt),
+# in a venv of their own, so that pyproject.toml's lower bounds are tested, not hoped for.
+FLOOR_VENV ?= .venv-floor
+test-floor:
+	test -x $(FLOOR_VENV)/bin/python || python3 -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(FLOOR_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  -c constraints-floor.txt -e ".[dev]"
+	$(FLOOR_VENV)/bin/python -m pip list --disable-pip-version-check 2>/dev/null \
+	  | grep -iE '^(mlflow|optuna|sqlalchemy|numpy|pandas|psycopg) '
+	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider tests/storages_tests tests/tracking_tests \
+	  tests/runtime_tests
+
 lint: install
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) mlflow.db* optuna.db* mlruns mlartifacts .pytest_cache
+	rm -rf $(VENV) $(FLOOR_VENV) mlflow.db* optuna.db* mlruns mlartifacts .pytest_cache

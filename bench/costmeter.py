@@ -157,7 +157,6 @@ def _install_service(meter: CostMeter) -> None:
 
     import study.runtime.objective  # binds start_trial_run and end_trial_run (patched below)
     import study.runtime.session
-    from study.storages._rdb import StudyRDBStorage
     from study.tracking import Tracker, end_trial_run, start_trial_run
     from study.training.trainer import Trainer
 
@@ -178,8 +177,6 @@ def _install_service(meter: CostMeter) -> None:
         for name in storage_methods:
             if callable(getattr(cls, name, None)):
                 meter.patch(cls, name, OPTUNA_STORAGE, "optuna-storage")
-    # The service's own batched write (several user attrs in one statement).
-    meter.patch(StudyRDBStorage, "set_trial_user_attrs", OPTUNA_STORAGE, "optuna-storage")
     for name in ("infer_relative_search_space", "sample_relative", "sample_independent",
                  "before_trial", "after_trial"):
         meter.patch(optuna.samplers.TPESampler, name, OPTUNA_SAMPLER, "optuna-sampler")

@@ -13,7 +13,7 @@ import io
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench.costmeter import OTHER, SERVICE_CATEGORIES, TRAIN_FIT, TRAIN_INIT, CostMeter
@@ -40,8 +40,11 @@ def _amp_dtype(device: Any) -> Any:
 
 def bare_fit(data: Any, width: int, *, epochs: int = EPOCHS, lr: float = LR,
              batch_size: int = BATCH, weight_decay: float = WEIGHT_DECAY,
-             seed: int = 0) -> float:
+             seed: int = 0, on_epoch: Callable[[int, float, float], None] | None = None) -> float:
     """The minimal loop the service is compared with; returns the last validation loss.
+
+    ``on_epoch(epoch, train_loss, val_loss)``, when given, is called after each epoch's one host
+    synchronization (the hook of the peers' logging, :mod:`bench.peers`).
 
     Same model (``build_model``), Adam, the same L2-in-loss penalty, the same device-resident
     tensors, batch order (a seeded ``randperm`` on the device) and batch size as the Trainer;
@@ -67,7 +70,8 @@ def bare_fit(data: Any, width: int, *, epochs: int = EPOCHS, lr: float = LR,
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     n, val_loss = data.n_train, math.nan
-    for _ in range(epochs):
+    steps = sum(1 for lo in range(0, n, batch_size) if min(batch_size, n - lo) >= 2)
+    for epoch in range(epochs):
         model.train()
         train_sum = torch.zeros((), device=device)
         order = torch.randperm(n, generator=generator, device=device)
@@ -90,7 +94,9 @@ def bare_fit(data: Any, width: int, *, epochs: int = EPOCHS, lr: float = LR,
                                                     enabled=amp is not None):
             val = F.cross_entropy(model(data.x_val.contiguous(memory_format=fmt)).float(),
                                   data.y_val)
-        _, val_loss = torch.stack([train_sum, val.float()]).tolist()  # the epoch's one sync
+        train_total, val_loss = torch.stack([train_sum, val.float()]).tolist()  # the one sync
+        if on_epoch is not None:
+            on_epoch(epoch, train_total / steps, val_loss)
     return val_loss
 
 
@@ -108,13 +114,15 @@ def overhead_config(storage: str, tracking: str, widths: Sequence[int], device: 
     return StudyConfig(**values)
 
 
-def prepare_service(ws: Workspace, widths: Sequence[int], device: str, tag: str) -> Any:
+def prepare_service(ws: Workspace, widths: Sequence[int], device: str, tag: str,
+                    **changes: Any) -> Any:
     """Fresh stores holding the study with ``widths`` enqueued (the pattern of
-    tests/runtime_tests/test_session.py); returns the config to pass to ``run_session``."""
+    tests/runtime_tests/test_session.py); returns the config to pass to ``run_session``.
+    ``changes`` override fields of :func:`overhead_config` (``epochs``)."""
     from study.runtime.lifecycle import load_study, prepare_study
 
     _, storage, tracking = ws.fresh(tag)
-    config = overhead_config(storage, tracking, widths, device)
+    config = overhead_config(storage, tracking, widths, device, **changes)
     prepared = prepare_study(config)
     study = load_study(prepared).study
     for width in widths:

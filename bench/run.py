@@ -26,6 +26,12 @@ Figures:
 - ``data_path_ratio``: training samples/s of device-resident tensors over a ``DataLoader``.
 - ``fixed_ms_per_trial``: the service's cost per trial outside training and the per-epoch
   callbacks (from the decomposition of ``overhead_ratio``).
+- ``peer_<name>_ratio`` / ``peer_<name>_fixed_ms_per_trial`` / ``peer_<name>_metric_rows``:
+  what a user would write instead (``mlflowcb``: Optuna + optuna-integration's
+  ``MLflowCallback``; ``docs``: the MLflow docs' nested-runs recipe; ``docs_async``: that recipe
+  with asynchronous logging), over the bare loop on the same trials, interleaved with the bare
+  loop and the service (``peer_service_ratio``) in one group (``bench/peers.py``); the full run
+  repeats them at about ten times the training per trial (names ending in ``_long``).
 - ``overhead_ratio_default``: a default study (TPE over four dimensions, the median pruner)
   over the bare loop replaying exactly the trials it trained (``bench/default_study.py``).
 - ``gpu_*`` (``--device cuda`` only): the training loop against a bare loop, AMP,
@@ -122,6 +128,8 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
     from bench.gpu import bench_gpu
     from bench.init_cost import bench_init_cost
     from bench.overhead import bench_overhead
+    from bench.peers import bench_peers
+    from bench.peers import log_lines as peer_lines
     from bench.profiling import bench_profile
     from bench.pruning import bench_pruning
     from bench.real_replicates import bench_real_replicates
@@ -144,6 +152,11 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
         log(f"  {d['per_trial_overhead'] * 1000:.0f} ms per trial outside training, "
             f"{d['session_fixed'] * 1000:.0f} ms per session")
         log(f"  fixed cost {d['per_trial_fixed'] * 1000:.0f} ms per trial")
+        log("peers (MLflowCallback, the MLflow docs recipe, sync and async) on the same "
+            "trials ...")
+        doc["peers"] = bench_peers(ws, data, plan, device)
+        for line in peer_lines(doc["peers"]):
+            log(f"  {line}")
         log("each store call, through the stores' clients and as the service makes it ...")
         doc["store_calls"] = bench_store_calls(ws, plan)
         for name, row in doc["store_calls"]["rows"].items():
@@ -178,6 +191,18 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
     finally:
         os.chdir(cwd)
         ws.close()
+
+
+def with_peers(pairs: list[tuple[str, float]], doc: dict[str, Any]
+               ) -> list[tuple[str, float]]:
+    """``pairs`` with the peers' figures (:mod:`bench.peers`) before the closing
+    ``bench_seconds`` and ``overhead_ratio``."""
+    from bench.peers import figures as peer_figures
+
+    if not doc.get("peers"):
+        return pairs
+    at = next((i for i, (name, _) in enumerate(pairs) if name == "bench_seconds"), len(pairs))
+    return [*pairs[:at], *peer_figures(doc["peers"]), *pairs[at:]]
 
 
 def run(args: argparse.Namespace, command: str) -> int:
@@ -219,7 +244,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         bench_seconds=time.perf_counter() - started, load_end=load_average(),
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     doc["machine"] = machine_info(device)
-    pairs = results.figures(doc)
+    pairs = with_peers(results.figures(doc), doc)
     if json_path is not None:
         results.save(doc, json_path)
         log(f"wrote {json_path}")

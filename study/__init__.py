@@ -3,7 +3,11 @@
 The public names below are the library's surface; the ``study`` console script wraps them.
 """
 
-from study.config import StudyConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from study.errors import (
     ConfigError,
     DataError,
@@ -13,6 +17,9 @@ from study.errors import (
     TrackingError,
     TrialFailedError,
 )
+
+if TYPE_CHECKING:
+    from study.config import StudyConfig
 
 __all__ = [
     "ConfigError",
@@ -24,3 +31,19 @@ __all__ = [
     "TrackingError",
     "TrialFailedError",
 ]
+
+_EXPORTS = {
+    "StudyConfig": "study.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: a name is imported on first use, so importing the package loads none of them.
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -21,6 +21,8 @@ __all__ = [
     "WHOLE_NUMBER",
     "compare_option",
     "config_options",
+    "importance_options",
+    "landscape_options",
     "output_folder",
     "report_options",
     "resolve",
@@ -140,7 +142,6 @@ def output_folder(config: StudyConfig, given: str | None) -> Path:
     return Path("reports") / folder
 
 
-
 def report_options(fn: Callable) -> Callable:
     """The importance options of ``study report`` (and of the commands that end in a report)."""
     fn = click.option("--n-bootstrap", type=WHOLE_NUMBER, default=30, show_default=True,
@@ -152,6 +153,20 @@ def report_options(fn: Callable) -> Callable:
                              "comma-separated.")(fn)
 
 
+def importance_options(evaluators: str, *, seed: int, n_bootstrap: int) -> list[str]:
+    """The evaluator names of ``--evaluators``, checked with the seed and the resample count
+    before any study is read.
+
+    Raises:
+        ConfigError: An unknown evaluator, or a bad seed or count.
+    """
+    from study.analysis.importance import check_args
+
+    names = [name.strip() for name in evaluators.split(",") if name.strip()]
+    check_args(names, seed=seed, n_bootstrap=n_bootstrap)
+    return names
+
+
 def compare_option(fn: Callable) -> Callable:
     """``--compare-widths A,B``: the two model sizes every size effect is read between."""
     return click.option(
@@ -159,5 +174,31 @@ def compare_option(fn: Callable) -> Callable:
         help="Read the size effect between the models of widths A and B (the same for every "
              "replicate of a study).  [default: the searched width range]")(fn)
 
+
+def landscape_options(fn: Callable) -> Callable:
+    """The probe settings of ``study landscape`` (checked by :mod:`study.landscape.options`)."""
+    whole = {"type": WHOLE_NUMBER, "show_default": True}
+    for flag, settings in reversed((
+        ("--trials", {"default": "best", "show_default": True, "help": "best, all, or "
+                      "comma-separated numbers of COMPLETE trials (e.g. 3,7)."}),
+        ("--where", {"default": None, "help": "Keep trials whose hyperparameters match, e.g. "
+                     "batch_size=32,weight_decay=0 (with best: the best of those)."}),
+        ("--between", {"default": None, "metavar": "A,B", "help": "Instead of probing: loss and "
+                       "accuracy along the line between two COMPLETE trials' weights, t in "
+                       "[-0.5, 1.5] (same width needed)."}),
+        ("--normalization", {"default": "filter", "show_default": True, "help": "Directions: "
+                             "filter (Li et al.), layer, or none (unit norm in weight space)."}),
+        ("--dim", {**whole, "default": 1, "help": "1 (curves) or 2 (contour)."}),
+        ("--radius", {"type": float, "default": 1.0, "show_default": True,
+                      "help": "Grid half-width, in the units of --normalization."}),
+        ("--n-points", {**whole, "default": 21, "help": "Grid points per axis."}),
+        ("--directions", {**whole, "default": 5, "help": "Random directions (1D); sharpness and "
+                          "flatness are means over them, with 95% intervals from 2 on."}),
+        ("--seed", {**whole, "default": 0, "help": "Seed of the random directions."}),
+        ("--device", {"default": None, "help": "auto, cpu, cuda, cuda:N or mps.  "
+                      "[default: auto]"}),
+    )):
+        fn = click.option(flag, **settings)(fn)
+    return fn
 
 REPORT_OPTIONS = ("evaluators", "importance_seed", "n_bootstrap")

@@ -22,19 +22,39 @@ from study._cli_options import (
     WHOLE_NUMBER,
     compare_option,
     config_options,
+    importance_options,
+    landscape_options,
     output_folder,
     report_options,
     resolve,
     store_options,
 )
-from study._validation import check_fixed_hparams
+from study._validation import check_fixed_hparams, check_positive
 from study.config import StudyConfig, resolve_config
 from study.errors import StudyError
 from study.redact import redact
 
 __all__ = ["cli", "main", "run_cli"]
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Interrupted(Exception):
+    """Ctrl-C or SIGTERM in a command, carried past click (which would print a bare line and
+    "aborted") to :func:`main`."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__(str(interrupt))
+        self.interrupt = interrupt
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted(exc) from None
+
+
+@click.group(cls=_Group,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="study", prog_name="study")
 def cli() -> None:
     """Hyperparameter studies of CNN width, learning rate, batch size and weight decay,
@@ -76,10 +96,15 @@ def _progress(quiet: bool) -> TextIO | None:
 @_QUIET
 def run_command(workers: int, trials_per_gpu: int | None, quiet: bool, **options: Any) -> None:
     """Create or resume a study and run trials until --n-trials of them have finished."""
-    from study.runtime import check_workers, run_session, run_with_workers
+    from study.runtime.workers import check_workers
 
     config, given = resolve(options)
     check_workers(config, workers)
+    if trials_per_gpu is not None:
+        check_positive("trials_per_gpu", trials_per_gpu)
+    _quiet_libraries()
+    from study.runtime import run_session, run_with_workers
+
     if workers > 1 or trials_per_gpu is not None:
         _print_result(run_with_workers(config, workers, given=given, out=_progress(quiet),
                                        trials_per_gpu=trials_per_gpu, quiet=quiet))
@@ -92,9 +117,10 @@ def run_command(workers: int, trials_per_gpu: int | None, quiet: bool, **options
 @_QUIET
 def worker_command(quiet: bool, **options: Any) -> None:
     """Join an existing study (same --storage) and run trials until its budget is met."""
+    config, given = resolve(options)
+    _quiet_libraries()
     from study.runtime import run_session
 
-    config, given = resolve(options)
     _print_result(run_session(config, given=given, worker=True, out=_progress(quiet)),
                   who="worker done, study")
 
@@ -111,9 +137,6 @@ def worker_command(quiet: bool, **options: Any) -> None:
 def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
                   **options: Any) -> None:
     """Train one fixed configuration and log it as one MLflow run."""
-    from study.runtime import run_single_trial
-    from study.training import HParams
-
     check_fixed_hparams(width=width, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     fixed = {"width_min": width, "width_max": width, "lr_min": lr, "lr_max": lr,
              "batch_sizes": (batch_size,), "weight_decay_min": weight_decay,
@@ -121,6 +144,10 @@ def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
     config, _ = resolve({**options, **fixed})
     if len(config.penalty_mode) != 1:
         raise click.UsageError("`penalty_mode` must be a single mode for `study trial`.")
+    _quiet_libraries()
+    from study.runtime import run_single_trial
+    from study.training import HParams
+
     hp = HParams(width=width, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                  penalty_mode=config.penalty_mode[0])
     result = run_single_trial(config, hp)
@@ -145,9 +172,10 @@ def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
               show_default=True, help="Optuna storage URL.")
 def status_command(study_name: str, storage: str) -> None:
     """Trials by state, the best trial, trials per hour and live workers."""
-    from study.runtime import study_status
-
     config, _ = resolve_config(explicit={"study_name": study_name, "storage": storage})
+    _quiet_libraries()
+    from study.runtime.status import study_status
+
     click.echo(study_status(config))
 
 
@@ -158,11 +186,13 @@ def analyze_command(output_dir: str | None, compare_widths: str | None,
                     **options: Any) -> None:
     """Answer both questions (at initialization, over the first epoch), print the verdict,
     write and log analysis.json."""
-    from study.analysis import analyze_study
+    config, _ = resolve(options)
     from study.analysis.span import parse_compare_widths
 
     widths = parse_compare_widths(compare_widths)
-    config, _ = resolve(options)
+    _quiet_libraries()
+    from study.analysis.command import analyze_study
+
     document, path, logged = analyze_study(config, output_dir=output_folder(config, output_dir),
                                            compare_widths=widths)
     click.echo(document["verdict"]["text"])
@@ -176,13 +206,15 @@ def analyze_command(output_dir: str | None, compare_widths: str | None,
 def report_command(output_dir: str | None, evaluators: str, importance_seed: int,
                    n_bootstrap: int, compare_widths: str | None, **options: Any) -> None:
     """Write report.html, report.md, report.json and trials.csv and log them to MLflow."""
+    config, _ = resolve(options)
+    names = importance_options(evaluators, seed=importance_seed, n_bootstrap=n_bootstrap)
     from study.analysis.span import parse_compare_widths
-    from study.report import report_study
 
     widths = parse_compare_widths(compare_widths)
-    config, _ = resolve(options)
-    names = [name.strip() for name in evaluators.split(",") if name.strip()]
     out = output_folder(config, output_dir)
+    _quiet_libraries()
+    from study.report.command import report_study
+
     document, files, logged = report_study(
         config, output_dir=out, evaluators=names, seed=importance_seed, n_bootstrap=n_bootstrap,
         compare_widths=widths,
@@ -215,14 +247,18 @@ def explain_command(lr: float, batch_size: int, weight_decay: float, n_widths: i
                     **options: Any) -> None:
     """Answer the question for one setting with a controlled experiment: widths on a log grid
     x seeds, each paired with a penalty-mode none control; then analyze and report it."""
-    from study.analysis.span import parse_compare_widths
-    from study.explain import explain_study
+    from study.explain import check_explain, explain_study
 
     check_fixed_hparams(lr=lr, batch_size=batch_size, weight_decay=weight_decay)
-    widths = parse_compare_widths(compare_widths)
     config, given = resolve(options)
-    report = {"evaluators": [e.strip() for e in evaluators.split(",") if e.strip()],
-              "seed": importance_seed, "n_bootstrap": n_bootstrap, "compare_widths": widths}
+    names = importance_options(evaluators, seed=importance_seed, n_bootstrap=n_bootstrap)
+    from study.analysis.span import parse_compare_widths
+
+    widths = parse_compare_widths(compare_widths)
+    check_explain(config, n_widths=n_widths, replicates=replicates)
+    report = {"evaluators": names, "seed": importance_seed, "n_bootstrap": n_bootstrap,
+              "compare_widths": widths}
+    _quiet_libraries()
     outcome = explain_study(config, given, lr=lr, batch_size=batch_size,
                             weight_decay=weight_decay, n_widths=n_widths, replicates=replicates,
                             output_dir=output_dir, report=report)
@@ -233,38 +269,25 @@ def explain_command(lr: float, batch_size: int, weight_decay: float, n_widths: i
 
 @cli.command("landscape")
 @store_options
-@click.option("--trials", default="best", show_default=True,
-              help="best, all, or comma-separated numbers of COMPLETE trials (e.g. 3,7).")
-@click.option("--where", default=None,
-              help="Keep trials whose hyperparameters match, e.g. batch_size=32,weight_decay=0 "
-                   "(with best: the best of those).")
-@click.option("--between", default=None, metavar="A,B",
-              help="Instead of probing: loss and accuracy along the line between two COMPLETE "
-                   "trials' weights, t in [-0.5, 1.5] (same width needed).")
-@click.option("--normalization", default="filter", show_default=True,
-              help="Directions: filter (Li et al.), layer, or none (unit norm in weight space).")
-@click.option("--dim", type=WHOLE_NUMBER, default=1, show_default=True,
-              help="1 (curves) or 2 (contour).")
-@click.option("--radius", type=float, default=1.0, show_default=True,
-              help="Grid half-width, in the units of --normalization.")
-@click.option("--n-points", type=WHOLE_NUMBER, default=21, show_default=True,
-              help="Grid points per axis.")
-@click.option("--directions", type=WHOLE_NUMBER, default=5, show_default=True,
-              help="Random directions (1D); sharpness and flatness are means over them, with "
-                   "95% intervals from 2 on.")
-@click.option("--seed", type=WHOLE_NUMBER, default=0, show_default=True,
-              help="Seed of the random directions.")
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps.  [default: auto]")
+@landscape_options
 def landscape_command(output_dir: str | None, trials: str, where: str | None,
                       between: str | None, normalization: str, dim: int, radius: float,
                       n_points: int, directions: int, seed: int, **options: Any) -> None:
     """Loss-landscape probe of chosen trials, logged to their runs as landscape/ plots and the
     metrics landscape/sharpness, landscape/flatness_radius (means over directions, with 95%
     bounds) and landscape/hessian_top_eigenvalue."""
-    from study.landscape.command import probe_between, probe_trials
+    from study.landscape.options import check_between, check_probe
 
     config, _ = resolve(options)
+    if between is not None:
+        check_between(between)
+    else:
+        check_probe(trials=trials, where=where, dim=dim, radius=radius, n_points=n_points,
+                    n_directions=directions, seed=seed, normalization=normalization)
     folder = output_folder(config, output_dir) / "landscape"
+    _quiet_libraries()
+    from study.landscape.command import probe_between, probe_trials
+
     if between is not None:
         line, png, runs = probe_between(config, between=between, output_dir=folder)
         click.echo(f"between {between}: barrier={line.barrier:.4g} (train loss above the "
@@ -306,12 +329,26 @@ def _mlflow_http_defaults() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises :class:`KeyboardInterrupt` so the same clean-up
+    runs; ``signum`` gives the exit code (128 + 15)."""
+
+    signum = signal.SIGTERM
+
+
+def _interrupted(interrupt: BaseException) -> int:
+    """Say in one line what an interrupt did (the session's summary where it gives one:
+    which trials failed and were queued again, how to resume); exit 128 + the signal."""
+    click.echo(getattr(interrupt, "summary", None) or "interrupted", err=True)
+    return 128 + int(getattr(interrupt, "signum", None) or signal.SIGINT)
+
+
 def _sigterm_as_interrupt() -> None:
     """SIGTERM (preemption, `docker stop`, a scheduler) ends a trial like Ctrl-C: its run is
     closed and its parameters are queued again."""
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise _Terminated(f"signal {signum}")
 
     # Outside the main thread (an embedding application) the handler is left alone.
     with contextlib.suppress(ValueError):
@@ -319,7 +356,11 @@ def _sigterm_as_interrupt() -> None:
 
 
 def _quiet_libraries() -> None:
-    """Our own progress lines replace Optuna's per-trial INFO logs and experimental notices."""
+    """Our own progress lines replace Optuna's per-trial INFO logs and experimental notices.
+
+    Called by each command once its inputs are checked, not at start-up: importing Optuna
+    takes about a second that ``--help`` and a bad flag should not wait for.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -328,7 +369,6 @@ def _quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (1 for domain errors, 2 for usage errors)."""
-    _quiet_libraries()
     _mlflow_http_defaults()
     _sigterm_as_interrupt()
     try:
@@ -339,12 +379,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"error: {redact(exc.format_message())}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except _Interrupted as exc:
+        return _interrupted(exc.interrupt)
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # while click parsed the command
+            return _interrupted(exc.__cause__)
         click.echo("aborted", err=True)
         return 130
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except StudyError as exc:
         click.echo(f"error: {redact(str(exc))}", err=True)
         return 1

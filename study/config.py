@@ -19,7 +19,14 @@ from study._coerce import as_bool, as_float, as_int, as_list
 from study._validation import check_choice, check_positive, check_range, fail
 from study.errors import ConfigError
 from study.redact import one_line
-from study.training import PenaltyMode
+from study.storages import check_storage_url
+from study.training.specs import (
+    INITS,
+    PenaltyMode,
+    check_dataset_spec,
+    check_image_size,
+    check_model_spec,
+)
 
 __all__ = [
     "DEVICES",
@@ -124,9 +131,6 @@ class StudyConfig:
 
     # ----------------------------------------------------------------------------------------
     def _validate(self) -> None:
-        from study.storages import check_storage_url
-        from study.training import INITS, check_dataset_spec, check_image_size, check_model_spec
-
         if not self.study_name.strip():
             fail("study_name", self.study_name, "a non-empty name")
         check_storage_url(self.storage)

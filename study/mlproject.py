@@ -11,14 +11,17 @@ import contextlib
 import dataclasses
 import io
 import os
-from collections.abc import Sequence
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from study.cli import main
 from study.config import StudyConfig, coerce_values
 from study.errors import ConfigError
 from study.redact import redact
 
-__all__ = ["mlproject_main", "strip_defaults"]
+__all__ = ["mlproject_main", "strip_defaults", "ui_hint"]
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(StudyConfig)}
 
@@ -123,10 +126,31 @@ def main_pipeline(argv: Sequence[str]) -> int:
         return code
     code = main(["report", *store, *_pairs(argv, _REPORT_FLAGS)])
     if code == 0:
-        tracking = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-        ui = (f"mlflow ui --backend-store-uri {redact(tracking)}"
-              if not tracking.startswith("http") else redact(tracking))
-        print(f"the study in the MLflow UI: {ui} (experiment "
-              f"{os.environ.get('MLFLOW_EXPERIMENT_NAME') or 'of this run'}, parent run "
-              f"{os.environ.get('MLFLOW_RUN_ID', '?')})", flush=True)
+        print(ui_hint(os.environ), flush=True)
     return code
+
+
+def ui_hint(environ: Mapping[str, str]) -> str:
+    """Where to see the study: the command that starts this environment's MLflow UI (its own
+    ``mlflow``, which may not be on ``PATH``) and the URL of the experiment's runs, for the
+    tracking store and run that ``mlflow run`` set in ``environ``."""
+    tracking = environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    experiment_id = environ.get("MLFLOW_EXPERIMENT_ID")
+    # MLflow 3 opens the GenAI view of an experiment first; this opens its training runs.
+    page = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning" \
+        if experiment_id else ""
+    if tracking.startswith(("http://", "https://")):
+        where = f"open {redact(tracking).rstrip('/')}{page}"
+    else:
+        where = (f"{shlex.join([*_mlflow_command(), 'ui', '--backend-store-uri'])} "
+                 f"{shlex.quote(redact(tracking))}, then open http://127.0.0.1:5000{page}")
+    return (f"the study in the MLflow UI: {where} (experiment "
+            f"{environ.get('MLFLOW_EXPERIMENT_NAME') or experiment_id or 'of this run'}, "
+            f"parent run {environ.get('MLFLOW_RUN_ID', '?')})")
+
+
+def _mlflow_command() -> list[str]:
+    """This environment's ``mlflow`` command: the script beside its Python, else
+    ``python -m mlflow``."""
+    script = Path(sys.executable).with_name("mlflow")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "mlflow"]

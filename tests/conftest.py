@@ -17,6 +17,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One intra-op thread for PyTorch here and in the ``study`` subprocesses (they inherit
+    it), unless the developer set another: the tests' width-4 to 40 convolutions are too
+    small to split, and two threads spin-waiting for each other trained a trial 10x slower on
+    a busy 2-core machine."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 @pytest.fixture(scope="session")
 def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow SQLite database with its schema migrated, made once per session."""

@@ -1,5 +1,6 @@
 """The benchmark harness runs end to end: ``python bench/run.py --quick`` exits 0 and ends with
-its figures as ``name=value`` lines.
+its figures as ``name=value`` lines, the peers' (``peer_<name>_...``, bench/peers.py) among them,
+each with the metric rows its peer logs by construction.
 
 Nothing here asserts a duration or a target (the machine may be shared; bench/RESULTS.md holds
 the measured figures). The figures are printed (``pytest -s``) and, when ``STUDY_ARTIFACTS`` is
@@ -16,10 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import QUICK
+from bench.peers import PEERS, SETTINGS
+
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("overhead_ratio", "fixed_ms_per_trial", "overhead_ratio_default",
            "analysis_seconds_10k", "report_seconds_10k", "pruning_epoch_saving",
            "pruning_best_ratio", "data_path_ratio")
+QUICK_TRIALS, QUICK_EPOCHS = len(QUICK.widths), SETTINGS["short"]  # the peers' short setting
 # --quick takes about 2-3 minutes on 2 idle CPU cores; a busy machine can be several times slower.
 TIMEOUT = 1800
 
@@ -62,3 +67,23 @@ def test_quick_benchmark_ends_with_finite_positive_figures(tmp_path: Path) -> No
     # The bare loop is the same training as the Trainer (same model, seed, batches, optimizer):
     # if it were not, every overhead ratio would compare different work.
     assert values["bare_vs_trainer_val_loss_max_abs_diff"] < 1e-4, values
+    _check_peer_lines(values)
+
+
+def _check_peer_lines(values: dict[str, float]) -> None:
+    """The peers' lines (bench/peers.py) at the short setting: positive costs and ratios, and
+    the metric rows each one logs by construction."""
+    names = ["peer_bare_seconds_per_trial", "peer_service_ratio", "peer_service_metric_rows"]
+    for peer in PEERS:
+        names += [f"peer_{peer}_{figure}" for figure in
+                  ("fixed_ms_per_trial", "epoch_ms", "ratio", "metric_rows")]
+    missing = [name for name in names if name not in values]
+    assert not missing, f"missing peer figures {missing}"
+    assert all(values[name] > 0 for name in names if not name.endswith("epoch_ms")), values
+    assert values["peer_mlflowcb_epoch_ms"] == 0  # nothing logged per epoch
+    rows = 2 * QUICK_EPOCHS * QUICK_TRIALS + 1  # train and val loss per epoch, the best value
+    assert values["peer_mlflowcb_metric_rows"] == QUICK_TRIALS, values  # the final value
+    assert values["peer_docs_metric_rows"] == rows, values
+    assert values["peer_docs_async_metric_rows"] == rows, values
+    # The service logs the decomposition of every epoch: more than the docs recipe.
+    assert values["peer_service_metric_rows"] > rows, values

@@ -1,7 +1,8 @@
 """Tests of the ``study`` console script, run for real in subprocesses.
 
-Each subprocess pays ~4 s of imports, so the bad-input cases run concurrently in one module
-fixture and the tests only inspect their outcome; the resume scenario trains real (tiny) trials.
+A subprocess that reads data or trains pays seconds of imports (torch, MLflow), so the bad-input
+cases run concurrently in one module fixture and the tests only inspect their outcome; the
+resume scenario trains real (tiny) trials.
 """
 
 from __future__ import annotations

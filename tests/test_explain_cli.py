@@ -4,6 +4,8 @@ temporary folder, real training on digits."""
 from __future__ import annotations
 
 import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -24,8 +26,6 @@ def explain(tmp: Path, tracking_uri: str, *extra: str):
 
 @pytest.fixture(scope="module")
 def strong(tmp_path_factory, mlflow_template_db):
-    import shutil
-
     tmp = tmp_path_factory.mktemp("explain-strong")
     shutil.copyfile(mlflow_template_db, tmp / "mlflow.db")
     tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -90,16 +90,40 @@ def test_a_weak_penalty_is_not_explained_by_the_penalty(tmp_path, tracking_uri):
     assert early_code(outcome.stdout) != "penalty"
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--penalty-mode", "l2-in-loss,none"], "`penalty_mode` must be a single mode"),
-    (["--n-widths", "2"], "`n_widths` must be an integer >= 3"),
-    (["--replicates", "0"], "`replicates` must be an integer >= 1"),
-    (["--lr", "-1"], "`lr` must be > 0, but got lr=-1.0."),  # named as its flag
-])
-def test_bad_input_is_one_line_and_creates_nothing(tmp_path, tracking_uri, flags, message):
-    outcome = explain(tmp_path, tracking_uri, *flags)
+BAD_INPUT = {
+    "penalty_mode": (["--penalty-mode", "l2-in-loss,none"],
+                     "`penalty_mode` must be a single mode"),
+    "n_widths": (["--n-widths", "2"], "`n_widths` must be an integer >= 3"),
+    "replicates": (["--replicates", "0"], "`replicates` must be an integer >= 1"),
+    "lr": (["--lr", "-1"], "`lr` must be > 0, but got lr=-1.0."),  # named as its flag
+}
+
+
+def _bad_input(case: str, base: Path, template: Path):
+    tmp = base / case
+    tmp.mkdir()
+    shutil.copyfile(template, tmp / "mlflow.db")
+    tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    return tmp, tracking_uri, explain(tmp, tracking_uri, *BAD_INPUT[case][0])
+
+
+@pytest.fixture(scope="module")
+def bad_outcomes(tmp_path_factory, mlflow_template_db):
+    """Every bad input at once: each subprocess pays its start-up, which a second core can
+    overlap."""
+    base = tmp_path_factory.mktemp("explain-bad")
+    with ThreadPoolExecutor(max_workers=len(BAD_INPUT)) as pool:
+        futures = {case: pool.submit(_bad_input, case, base, mlflow_template_db)
+                   for case in BAD_INPUT}
+        return {case: future.result() for case, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_is_one_line_and_creates_nothing(bad_outcomes, case):
+    tmp, tracking_uri, outcome = bad_outcomes[case]
+    message = BAD_INPUT[case][1]
     assert outcome.returncode == 1
     assert outcome.stderr.strip().count("\n") == 0 and message in outcome.stderr
-    assert not (tmp_path / "optuna.db").exists()
+    assert not (tmp / "optuna.db").exists()
     client = MlflowClient(tracking_uri)
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

@@ -1,6 +1,7 @@
 """Imports run one way (README "Development"): every import in ``study/`` (module level or
 inside a function) goes to the same package or to a lower layer, and ``training/`` imports
-neither Optuna nor MLflow.
+neither Optuna nor MLflow. The CLI loads neither torch nor MLflow for ``--help``, ``status`` or a
+bad flag, and the statistics of ``analysis/`` load none of torch, MLflow and Optuna.
 
 The checker reads the source with :mod:`ast` and runs nothing; its own tests below plant
 violations in a throw-away tree, so a checker that let everything through would fail here.
@@ -9,11 +10,18 @@ violations in a throw-away tree, so a checker that let everything through would 
 from __future__ import annotations
 
 import ast
+import importlib
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_env
 
 # Lowest first. A module may import its own package and any lower layer; packages that share
 # a layer (analysis and landscape) stay out of each other.
@@ -179,3 +187,239 @@ def test_the_size_check_finds_a_long_module_and_a_long_function(tmp_path):
     (tmp_path / "fine.py").write_text("def g():\n" + "    pass\n" * (MAX_FUNCTION_LINES - 1))
     assert oversized(tmp_path) == ["long_function.py:1 f: 81 lines",
                                    "long_module.py: 401 lines"]
+
+
+# --- light imports: the CLI answers --help, status and bad flags without torch or MLflow, and
+# the statistics of analysis/ load none of torch, MLflow and Optuna (README "Development") ----
+
+CLI_MODULES = ("study.cli", "study.__main__")
+CLI_FORBIDDEN = ("torch", "mlflow")
+# The analysis modules that read the stores; every other one does numbers only.
+STORE_READERS = ("study.analysis.sources", "study.analysis.command")
+STATISTICS_FORBIDDEN = ("torch", "mlflow", "optuna")
+
+
+def statistics_modules(root: Path) -> list[str]:
+    """Every module of ``study/analysis`` but the store readers (new ones are included)."""
+    names = [module_name(p, root) for p in sorted((root / "study" / "analysis").glob("*.py"))]
+    return [n for n in names if n not in STORE_READERS]
+
+
+def _is_type_checking(node: ast.stmt) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return isinstance(test, ast.Name | ast.Attribute) and ast.unparse(test).endswith(
+        "TYPE_CHECKING")
+
+
+def _module_level(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+    """The imports a module runs when it is imported: not those in functions or classes, nor
+    under ``if TYPE_CHECKING:``."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif isinstance(node, ast.If) and not _is_type_checking(node):
+            found += _module_level(node.body) + _module_level(node.orelse)
+        elif isinstance(node, ast.Try | ast.With):
+            blocks = [node.body, getattr(node, "orelse", []), getattr(node, "finalbody", [])]
+            blocks += [h.body for h in getattr(node, "handlers", [])]
+            found += [i for block in blocks for i in _module_level(block)]
+    return found
+
+
+def _source(root: Path, module: str) -> Path | None:
+    base = root.joinpath(*module.split("."))
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _lazy_exports(root: Path, package: str) -> dict[str, str]:
+    """A package's PEP 562 table ``_EXPORTS = {name: module}`` (empty when it has none)."""
+    path = _source(root, package)
+    for node in ast.parse(path.read_text()).body if path else []:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "_EXPORTS":
+            return ast.literal_eval(node.value)
+    return {}
+
+
+def _targets(root: Path, node: ast.Import | ast.ImportFrom) -> list[str]:
+    """The modules an import loads: the named one, or for ``from pkg import name`` the
+    submodule ``name`` or the module that ``pkg`` exports it from lazily."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level or not node.module:
+        return []
+    if not node.module.startswith("study"):
+        return [node.module]
+    found = [node.module]
+    for alias in node.names:
+        sub = f"{node.module}.{alias.name}"
+        found.append(sub if _source(root, sub) else
+                     _lazy_exports(root, node.module).get(alias.name, node.module))
+    return found
+
+
+def heavy_imports(root: Path, module: str, forbidden: Sequence[str]) -> list[str]:
+    """Chains of module-level imports from ``module`` (parent packages included) to a
+    ``forbidden`` package, e.g. ``study.analysis.regression -> study.analysis.table -> optuna``."""
+    found, seen, todo = [], set(), [(module, (module,))]
+    while todo:
+        name, chain = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name.split(".")[0] in forbidden:
+            found.append(" -> ".join(chain))
+            continue
+        parts = name.split(".")
+        todo += [(p, (*chain, p)) for p in (".".join(parts[:i]) for i in range(1, len(parts)))]
+        path = _source(root, name) if name.split(".")[0] == "study" else None
+        for node in _module_level(ast.parse(path.read_text()).body) if path else []:
+            todo += [(t, (*chain, t)) for t in _targets(root, node) if t not in seen]
+    return sorted(found)
+
+
+@pytest.mark.parametrize("module", CLI_MODULES)
+def test_the_cli_imports_neither_torch_nor_mlflow_when_it_loads(module):
+    assert heavy_imports(REPO, module, CLI_FORBIDDEN) == []
+
+
+def test_the_statistics_of_analysis_import_neither_torch_mlflow_nor_optuna():
+    modules = statistics_modules(REPO)
+    assert {"study.analysis.regression", "study.analysis.estimate"} <= set(modules)
+    found = [chain for m in modules for chain in heavy_imports(REPO, m, STATISTICS_FORBIDDEN)]
+    assert found == []
+
+
+def _loaded_by(code: str, cwd: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
+                          env=cli_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_fresh_process_importing_the_cli_loads_neither_torch_nor_mlflow(tmp_path):
+    code = ("import json, sys; import study.cli; "
+            f"print(json.dumps(sorted({{*{CLI_FORBIDDEN!r}}} & set(sys.modules))))")
+    assert _loaded_by(code, tmp_path) == []
+
+
+def test_a_fresh_process_importing_the_statistics_loads_none_of_torch_mlflow_optuna(tmp_path):
+    # Imported one by one: a heavy package is blamed on the first module that loaded it.
+    code = ("import importlib, json, sys\nfound = {}\n"
+            f"for m in {statistics_modules(REPO)!r}:\n"
+            "    importlib.import_module(m)\n"
+            f"    found[m] = sorted({{*{STATISTICS_FORBIDDEN!r}}} & set(sys.modules))\n"
+            "print(json.dumps(found))")
+    loaded = _loaded_by(code, tmp_path)
+    assert {m: found for m, found in loaded.items() if found} == {}
+
+
+# Real commands in fresh processes; `-X importtime` lists every module each one loaded.
+COMMANDS = {
+    "help": (["--help"], 0, "Commands:"),
+    "run_help": (["run", "--help"], 0, "--n-trials"),
+    "bad_value": (["run", "--lr-min", "-1"], 1, "`lr_min` must be > 0"),
+    "bad_type": (["run", "--epochs", "x"], 2, "'x' is not a whole number"),
+    "bad_workers": (["run", "--workers", "0"], 1, "`workers` must be >= 1"),
+    "bad_trials_per_gpu": (["run", "--trials-per-gpu", "0"], 1, "`trials_per_gpu` must be > 0"),
+    "bad_sampler": (["worker", "--sampler", "x"], 1, "`sampler` must be one of"),
+    "bad_width": (["trial", "--width", "0"], 1, "`width` must be > 0"),
+    "bad_storage": (["status", "--storage", "notaurl"], 1, "`storage` must be"),
+    "bad_compare_widths": (["analyze", "--compare-widths", "5,2"], 1, "`compare_widths` must"),
+    "bad_evaluator": (["report", "--evaluators", "shap"], 1, "`evaluators` must be names among"),
+    "bad_replicates": (["explain", "--replicates", "0"], 1, "`replicates` must be an integer"),
+    "bad_dim": (["landscape", "--dim", "3"], 1, "`dim` must be 1 or 2"),
+    "bad_between": (["landscape", "--between", "3"], 1, "`between` must be two different"),
+    "status": (["status", "--storage", "sqlite:///optuna.db", "--study-name", "s"], 0,
+               "trials: 0 running"),
+}
+_IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def command_runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, set[str]]]:
+    """Each command run once by ``python -m study``, concurrently, in an empty folder beside
+    one study of no trials (for ``status``)."""
+    cwd = tmp_path_factory.mktemp("commands")
+    import optuna
+
+    from study.config import StudyConfig
+    from study.keys import CONFIG_ATTR
+
+    storage = "sqlite:///optuna.db"
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{cwd / 'optuna.db'}")
+    study.set_user_attr(CONFIG_ATTR, StudyConfig(study_name="s", storage=storage).study_settings())
+
+    def run(args: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "study", *args],
+                              cwd=cwd, env=cli_env(), capture_output=True, text=True,
+                              timeout=120)
+        return proc, {m.split(".")[0] for m in _IMPORTED.findall(proc.stderr)}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {case: pool.submit(run, args) for case, (args, _, _) in COMMANDS.items()}
+        return {case: future.result() for case, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", COMMANDS)
+def test_help_status_and_bad_flags_load_neither_torch_nor_mlflow(command_runs, case):
+    proc, loaded = command_runs[case]
+    _, code, text = COMMANDS[case]
+    assert (proc.returncode, text in proc.stdout + proc.stderr) == (code, True), proc.stderr[-800:]
+    assert "click" in loaded  # the import list was read
+    assert loaded & set(CLI_FORBIDDEN) == set()
+
+
+def test_no_lazily_exported_name_is_also_a_submodule():
+    # Once the submodule is imported it becomes the package's attribute, and the name would
+    # give the module instead of the function (`study.analysis.analyze`).
+    for init in (REPO / "study").rglob("__init__.py"):
+        package = module_name(init, REPO)
+        clashes = [name for name in _lazy_exports(REPO, package)
+                   if _source(REPO, f"{package}.{name}")]
+        assert clashes == [], f"{package} exports {clashes} lazily"
+
+
+def test_every_name_a_package_exports_lazily_resolves():
+    for init in (REPO / "study").rglob("__init__.py"):
+        package = importlib.import_module(module_name(init, REPO))
+        assert set(_lazy_exports(REPO, package.__name__)) <= set(package.__all__)
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"
+
+
+# -- the light-import checker itself ---------------------------------------------------------------
+def test_checker_follows_a_chain_of_module_level_imports(tmp_path):
+    root = plant(tmp_path, {"study/analysis/__init__.py": "",
+                            "study/analysis/regression.py": "from study.analysis.table import x\n",
+                            "study/analysis/table.py": "import numpy\nimport optuna.trial\n"})
+    assert statistics_modules(root) == ["study.analysis", "study.analysis.regression",
+                                        "study.analysis.table"]
+    assert heavy_imports(root, "study.analysis.regression", STATISTICS_FORBIDDEN) == [
+        "study.analysis.regression -> study.analysis.table -> optuna.trial"]
+
+
+def test_checker_follows_a_name_a_package_exports_lazily(tmp_path):
+    exports = '_EXPORTS = {"Net": "study.training.net"}\n'
+    root = plant(tmp_path, {"study/training/__init__.py": exports,
+                            "study/training/net.py": "if True:\n    import torch\n",
+                            "study/cli.py": "from study.training import Net\n"})
+    assert heavy_imports(root, "study.cli", CLI_FORBIDDEN) == [
+        "study.cli -> study.training.net -> torch"]
+
+
+def test_checker_finds_a_heavy_import_in_a_parent_package(tmp_path):
+    root = plant(tmp_path, {"study/analysis/__init__.py": "import mlflow\n",
+                            "study/analysis/span.py": ""})
+    assert heavy_imports(root, "study.analysis.span", STATISTICS_FORBIDDEN) == [
+        "study.analysis.span -> study.analysis -> mlflow"]
+
+
+def test_checker_accepts_imports_in_functions_and_for_type_checking(tmp_path):
+    root = plant(tmp_path, {"study/cli.py": (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n"
+        "def f():\n    import mlflow\nclass C:\n    def g(self):\n        import torch\n")})
+    assert heavy_imports(root, "study.cli", CLI_FORBIDDEN) == []

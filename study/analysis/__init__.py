@@ -1,15 +1,25 @@
 """Analysis of a study: the trial table, the size effect of each question split into its data
 and penalty parts, the threshold weight decay, the verdict, importance, ``study analyze``."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The statistics load at once (numpy, pandas, SciPy; tests/test_layering.py keeps torch, MLflow
+# and Optuna out of them); and `analyze` and `threshold` must be bound here, or the submodules
+# of the same names would shadow the functions.
 from study.analysis.analyze import SCHEMA, SCHEMAS, analyze, write_analysis
-from study.analysis.command import analyze_study
 from study.analysis.estimate import Estimate
 from study.analysis.regression import ModelFit, fit
 from study.analysis.sizeeffect import QUESTIONS, SizeModel, fit_size_model
-from study.analysis.sources import StudyData, load_study_data
 from study.analysis.table import TABLE_COLUMNS, trial_table, trial_table_from_mlflow, usable_trials
 from study.analysis.threshold import threshold
 from study.analysis.verdict import CODES, MIN_TRIALS, decide
+
+if TYPE_CHECKING:
+    from study.analysis.command import analyze_study
+    from study.analysis.sources import StudyData, load_study_data
 
 __all__ = [
     "CODES",
@@ -34,3 +44,22 @@ __all__ = [
     "usable_trials",
     "write_analysis",
 ]
+
+# The store readers load on first use: they bring Optuna and MLflow.
+_EXPORTS = {
+    "analyze_study": "study.analysis.command",
+    "StudyData": "study.analysis.sources",
+    "load_study_data": "study.analysis.sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: a name is imported on first use, so importing the package loads none of them.
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -16,22 +16,26 @@ gives an ``n_params`` row with NaN importance and its reason; the other rows are
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+import logging
 import math
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna
 import pandas as pd
-from optuna.distributions import FloatDistribution
-from optuna.importance import PedAnovaImportanceEvaluator
-from optuna.trial import FrozenTrial, TrialState
 
 from study._validation import fail
 from study.redact import one_line
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 __all__ = [
     "COLUMNS",
@@ -41,6 +45,7 @@ __all__ = [
     "MIN_TRIALS",
     "PED_ANOVA_TARGET_QUANTILE",
     "TARGETS",
+    "check_args",
     "importance_summary",
     "importance_table",
     "ped_anova_quantile",
@@ -70,8 +75,9 @@ def ped_anova_quantile(n_trials: int) -> float:
 # Optuna's fANOVA is pure Python and costs per leaf, so the depth is capped (the same for point
 # and replicates); fewer trees per replicate only add forest noise (wider intervals).
 FOREST = {"fanova": (32, 4, 5), "mdi": (64, 8, 8)}
-_FOREST_EVALUATORS = {"fanova": optuna.importance.FanovaImportanceEvaluator,
-                      "mdi": optuna.importance.MeanDecreaseImpurityImportanceEvaluator}
+# Names in optuna.importance, looked up on use: Optuna loads only when a table is computed.
+_FOREST_EVALUATORS = {"fanova": "FanovaImportanceEvaluator",
+                      "mdi": "MeanDecreaseImpurityImportanceEvaluator"}
 
 COLUMNS = (
     "target", "evaluator", "evaluator_seed", "bootstrap_seed", "n_usable", "n_trials",
@@ -118,18 +124,36 @@ def importance_table(
     Raises:
         ConfigError: An unknown evaluator or target, or a bad seed or count.
     """
-    evaluators = _names("evaluators", evaluators, EVALUATORS)
-    targets = _names("targets", targets, TARGETS)
-    for field, value, low in (("seed", seed, 0), ("n_bootstrap", n_bootstrap, 0),
-                              ("max_trials", max_trials, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            fail(field, value, f"an int >= {low}")
+    evaluators, targets = check_args(evaluators, targets=targets, seed=seed,
+                                     n_bootstrap=n_bootstrap, max_trials=max_trials)
     rows: list[dict[str, Any]] = []
     for target in targets:
         rows += _target_rows(list(trials), target, evaluators, seed=seed,
                              n_bootstrap=n_bootstrap, max_trials=max_trials)
     data = {c: pd.Series([r[c] for r in rows], dtype=_DTYPES.get(c, object)) for c in COLUMNS}
     return pd.DataFrame(data, columns=list(COLUMNS))
+
+
+def check_args(
+    evaluators: Sequence[str], *, targets: Sequence[str] = TARGETS, seed: int = 0,
+    n_bootstrap: int = 30, max_trials: int = 400,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Check the arguments of :func:`importance_table` without loading Optuna (the CLI checks
+    its flags with it before reading a study).
+
+    Returns:
+        The evaluators and the targets, in order, without repeats.
+
+    Raises:
+        ConfigError: An unknown evaluator or target, or a bad seed or count.
+    """
+    evaluators = _names("evaluators", evaluators, EVALUATORS)
+    targets = _names("targets", targets, TARGETS)
+    for field, value, low in (("seed", seed, 0), ("n_bootstrap", n_bootstrap, 0),
+                              ("max_trials", max_trials, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            fail(field, value, f"an int >= {low}")
+    return evaluators, targets
 
 
 def importance_summary(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -153,6 +177,8 @@ def _finite(value: Any) -> bool:
 
 
 def _target_value(trial: FrozenTrial, target: str) -> float | None:
+    from optuna.trial import TrialState
+
     value = None
     if target == "objective":
         if trial.state == TrialState.COMPLETE and trial.values and len(trial.values) == 1:
@@ -231,6 +257,9 @@ def _target_rows(
 def _pool(usable: list[tuple[FrozenTrial, float]], searched: list[str]
           ) -> tuple[list[FrozenTrial], str | None]:
     """One evaluation trial per usable trial, also carrying ``n_params`` when derivable."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
     sizes = [t.user_attrs.get(DERIVED) for t, _ in usable]
     good = [float(s) if _finite(s) and s > 0 else None for s in sizes]
     distinct = {s for s in good if s is not None}
@@ -247,9 +276,9 @@ def _pool(usable: list[tuple[FrozenTrial, float]], searched: list[str]
         dists = {p: trial.distributions[p] for p in searched}
         if error is None and size is not None:
             params[DERIVED], dists[DERIVED] = size, dist
-        made = optuna.trial.create_trial(params=params, distributions=dists, value=value,
-                                         state=TrialState.COMPLETE)
-        pool.append(_SharedTrial(**{k: getattr(made, k) for k in _FIELDS}, trial_id=-1))
+        made = create_trial(params=params, distributions=dists, value=value,
+                            state=TrialState.COMPLETE)
+        pool.append(_shared_trial_type()(**{k: getattr(made, k) for k in _FIELDS}, trial_id=-1))
     return pool, error
 
 
@@ -257,39 +286,72 @@ _FIELDS = ("number", "state", "value", "datetime_start", "datetime_complete", "p
            "distributions", "user_attrs", "system_attrs", "intermediate_values")
 
 
-class _SharedTrial(FrozenTrial):
-    """A frozen trial whose deep copy is shallow.
+@functools.cache
+def _shared_trial_type() -> type[FrozenTrial]:
+    """:class:`~optuna.trial.FrozenTrial` with a shallow deep copy (made on first use, so that
+    importing this module does not load Optuna).
 
     ``Study.add_trials`` deep-copies every trial; a bootstrap replicate adds hundreds of them,
     and those copies (mostly of distributions) would cost as much as the evaluators. The
     evaluation studies never mutate params or distributions, so replicates share them.
     """
+    from optuna.trial import FrozenTrial
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedTrial:
-        return copy.copy(self)
+    class SharedTrial(FrozenTrial):
+        def __deepcopy__(self, memo: dict[int, Any]) -> SharedTrial:
+            return copy.copy(self)
+
+    return SharedTrial
+
+
+class _ThisThread(logging.Filter):
+    """Drops the records logged by the thread that made it; other threads' records pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self._thread
+
+
+@contextlib.contextmanager
+def _unlogged(logger: logging.Logger) -> Iterator[None]:
+    """Silence ``logger`` for this thread inside the block; the user's verbosity and every
+    other logger and thread are left as they were."""
+    dropped = _ThisThread()
+    logger.addFilter(dropped)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropped)
 
 
 def _study(pool: list[FrozenTrial]) -> optuna.Study:
-    verbosity = optuna.logging.get_verbosity()
-    # No "A new study created in memory" line per replicate.
-    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
-    try:
-        study = optuna.create_study(direction="minimize")
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+    import optuna
+
+    # No "A new study created in memory" line per replicate. Optuna names its loggers after
+    # their modules, so the storage class tells which logger says it.
+    storage = optuna.storages.InMemoryStorage()
+    with _unlogged(logging.getLogger(type(storage).__module__)):
+        study = optuna.create_study(storage=storage, direction="minimize")
     study.add_trials(pool)
     return study
 
 
 def _evaluate(study: optuna.Study, name: str, params: list[str], *, seed: int,
               replicate: bool) -> dict[str, float]:
+    import optuna.importance
+    from optuna.importance import PedAnovaImportanceEvaluator
+
     if name == "ped-anova":
         quantile = ped_anova_quantile(len(study.get_trials(deepcopy=False)))
         evaluator: Any = PedAnovaImportanceEvaluator(target_quantile=quantile)
     else:
         n_trees, n_trees_bootstrap, max_depth = FOREST[name]
         n_trees = n_trees_bootstrap if replicate else n_trees
-        evaluator = _FOREST_EVALUATORS[name](n_trees=n_trees, max_depth=max_depth, seed=seed)
+        forest = getattr(optuna.importance, _FOREST_EVALUATORS[name])
+        evaluator = forest(n_trees=n_trees, max_depth=max_depth, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PED-ANOVA warns about small regimes per replicate
         # Sorted: Optuna 5's MDI labels its importances in the order of `params` but computes

@@ -10,15 +10,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna
 import pandas as pd
 
 from study.errors import ConfigError
 from study.keys import CONFIG_ATTR, LANDSCAPE_ATTR_PREFIX, TRAIN_SEED_ATTR
-from study.training import curve_rows
+from study.tracking.filters import tag_equals
+from study.training.diagnostics import curve_rows
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = [
     "EARLY_COLUMNS",
@@ -70,9 +73,12 @@ _SUMMARY_METRICS = {
     "early_penalty": "early/penalty", "final_val_loss": "final/val_loss",
     "final_val_accuracy": "final/val_accuracy",
 }
-# MLflow run status -> Optuna state, for a trial run that never got its state tag.
+# MLflow run status -> Optuna state, for a trial run that never got its state tag (every run
+# a trial closes has one: `study.state`, or `optuna.trial_state` in studies of earlier versions,
+# whose pruned runs were KILLED). A KILLED run without one was interrupted.
 _STATUS_STATE = {"RUNNING": "RUNNING", "SCHEDULED": "WAITING", "FINISHED": "COMPLETE",
-                 "KILLED": "PRUNED", "FAILED": "FAIL"}
+                 "KILLED": "FAIL", "FAILED": "FAIL"}
+_STATE_TAGS = ("study.state", "optuna.trial_state")
 # objective -> metric holding the value of a (COMPLETE, PRUNED) trial; val_error is 1 - it.
 _VALUE_METRICS = {
     "val_loss": ("final/val_loss", "val/loss"),
@@ -153,7 +159,8 @@ def trial_table_from_mlflow(
 ) -> pd.DataFrame:
     """The trial table rebuilt from the trial runs of an MLflow experiment.
 
-    ``state`` comes from the tag ``optuna.trial_state`` (else from the run status), ``curve``
+    ``state`` comes from the tag ``study.state`` (``optuna.trial_state`` in studies of earlier
+    versions; else from the run status), ``curve``
     is ``None``. ``value`` is derived as Optuna holds it (COMPLETE: from the ``final/*``
     metrics; PRUNED: from the last epoch's ``val/*`` metrics, the last reported value) when the
     parent run records the study's ``objective`` param, else ``None``.
@@ -169,12 +176,12 @@ def trial_table_from_mlflow(
     Raises:
         ConfigError: ``parent_run_id`` is not a run id.
     """
-    filters = ["tags.`study.role` = 'trial'"]
+    filters = [tag_equals("study.role", "trial")]
     if parent_run_id is not None:
         if not _RUN_ID_RE.match(parent_run_id):
             raise ConfigError(f"`parent_run_id` must be an MLflow run id, but got "
                               f"parent_run_id={parent_run_id!r}.")
-        filters.append(f"tags.mlflow.parentRunId = '{parent_run_id}'")
+        filters.append(tag_equals("mlflow.parentRunId", parent_run_id))
     runs = _all_runs(client, experiment_id, " and ".join(filters))
     objectives = _parent_objectives(client, runs)
     rows = sorted(
@@ -294,7 +301,8 @@ def _objective_value(objective: str | None, metrics: Mapping[str, float],
 def _run_row(run: Any, objectives: Mapping[str, str | None]) -> dict[str, Any]:
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     status = run.info.status if isinstance(run.info.status, str) else str(run.info.status)
-    state = tags.get("optuna.trial_state") or _STATUS_STATE.get(status, status)
+    state = next((tags[t] for t in _STATE_TAGS if tags.get(t)), None) \
+        or _STATUS_STATE.get(status, status)
     row: dict[str, Any] = {
         "number": _as_int(tags.get("optuna.trial_number")),
         "state": state,

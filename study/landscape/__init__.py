@@ -7,18 +7,24 @@ with them, is :func:`study.landscape.command.probe_trials`; :mod:`study.landscap
 those results back.
 """
 
-from study.landscape.directions import filter_normalized_direction, random_directions
-from study.landscape.plots import plot_1d, plot_2d, sharpness_figure
-from study.landscape.probes import (
-    FLATNESS_RISE,
-    SHARPNESS_DISTANCE,
-    Curve1D,
-    Surface2D,
-    flatness_radius,
-    probe_1d,
-    probe_2d,
-    sharpness,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from study.landscape.directions import filter_normalized_direction, random_directions
+    from study.landscape.plots import plot_1d, plot_2d, sharpness_figure
+    from study.landscape.probes import (
+        FLATNESS_RISE,
+        SHARPNESS_DISTANCE,
+        Curve1D,
+        Surface2D,
+        flatness_radius,
+        probe_1d,
+        probe_2d,
+        sharpness,
+    )
 
 __all__ = [
     "FLATNESS_RISE",
@@ -35,3 +41,31 @@ __all__ = [
     "sharpness",
     "sharpness_figure",
 ]
+
+_EXPORTS = {
+    "filter_normalized_direction": "study.landscape.directions",
+    "random_directions": "study.landscape.directions",
+    "plot_1d": "study.landscape.plots",
+    "plot_2d": "study.landscape.plots",
+    "sharpness_figure": "study.landscape.plots",
+    "FLATNESS_RISE": "study.landscape.probes",
+    "SHARPNESS_DISTANCE": "study.landscape.probes",
+    "Curve1D": "study.landscape.probes",
+    "Surface2D": "study.landscape.probes",
+    "flatness_radius": "study.landscape.probes",
+    "probe_1d": "study.landscape.probes",
+    "probe_2d": "study.landscape.probes",
+    "sharpness": "study.landscape.probes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: a name is imported on first use, so importing the package loads none of them.
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -26,6 +26,7 @@ from torch import nn
 from study.config import StudyConfig
 from study.errors import ConfigError
 from study.landscape._weights import EVAL_BATCH, trained_model
+from study.landscape.options import parse_between
 from study.tracking import Tracker, trial_run_name
 from study.training import TensorData
 
@@ -34,20 +35,6 @@ __all__ = ["Interpolation", "build_plot_between", "interpolate", "interpolated_s
 
 T_MIN, T_MAX = -0.5, 1.5
 _VAR_FLOOR = 1e-12  # a running variance of exactly 0 (a dead channel) has no logarithm
-
-
-def parse_between(between: str) -> tuple[int, int]:
-    """Two distinct trial numbers from ``"A,B"``.
-
-    Raises:
-        ConfigError: Anything else (one line naming ``between``).
-    """
-    parts = [p.strip() for p in str(between).split(",")]
-    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts) \
-            or parts[0] == parts[1]:
-        raise ConfigError(f"`between` must be two different trial numbers A,B (e.g. 3,7), but "
-                          f"got between={between!r}.")
-    return int(parts[0]), int(parts[1])
 
 
 def interpolated_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],

@@ -37,10 +37,11 @@ from study.landscape._weights import (
     training_loss_fn,
     training_loss_tensor_fn,
 )
-from study.landscape.between import log_between, parse_between
-from study.landscape.directions import DIRECTION_LABELS, NORMALIZATIONS, random_directions
+from study.landscape.between import log_between
+from study.landscape.directions import DIRECTION_LABELS, random_directions
+from study.landscape.options import check_between, check_probe
 from study.landscape.results import ATTR_FLATNESS, ATTR_SHARPNESS, store_probe_results
-from study.landscape.select import parse_trials, parse_where, select_trials
+from study.landscape.select import select_trials
 from study.runtime import open_study
 from study.runtime.inputs import load_data
 from study.tracking import Tracker, trial_run_name
@@ -101,23 +102,6 @@ class ProbeResult:
 
 
 # -- input ---------------------------------------------------------------------------------------
-def _check_args(dim: Any, radius: Any, n_points: Any, n_directions: Any, seed: Any,
-                normalization: Any) -> None:
-    if normalization not in NORMALIZATIONS:
-        raise ConfigError(f"`normalization` must be one of {', '.join(NORMALIZATIONS)}, but got "
-                          f"normalization={normalization!r}.")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim not in (1, 2):
-        raise ConfigError(f"`dim` must be 1 or 2, but got dim={dim!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"`seed` must be an integer >= 0, but got seed={seed!r}.")
-    # The probes validate radius, n_points and n_directions; fail before any data is loaded.
-    probes.check_probe_args(radius, n_points)
-    if isinstance(n_directions, bool) or not isinstance(n_directions, int) or n_directions < 1:
-        raise ConfigError(
-            f"`n_directions` must be an integer >= 1, but got n_directions={n_directions!r}."
-        )
-
-
 def _hparams(trial: FrozenTrial, config: StudyConfig) -> HParams:
     stored = trial.user_attrs.get(HPARAMS_ATTR)
     values = dict(stored) if isinstance(stored, Mapping) else \
@@ -173,9 +157,8 @@ def probe_trials(
         StorageError: The study does not exist.
         TrackingError: A trial run is missing, or its weights cannot be read or logged.
     """
-    _check_args(dim, radius, n_points, n_directions, seed, normalization)
-    parse_trials(trials)
-    parse_where(where)
+    check_probe(trials=trials, where=where, dim=dim, radius=radius, n_points=n_points,
+                n_directions=n_directions, seed=seed, normalization=normalization)
     study, settings = _study_and_settings(config)
     chosen = select_trials(study, trials, where)
     tracker = Tracker(config.tracking_uri)
@@ -200,9 +183,7 @@ def probe_between(config: StudyConfig, *, between: str, output_dir: Path,
         StorageError: The study does not exist.
         TrackingError: A trial run is missing, or its weights cannot be read or logged.
     """
-    a, b = parse_between(between)
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 3:
-        raise ConfigError(f"`n_points` must be an integer >= 3, but got n_points={n_points!r}.")
+    a, b = check_between(between, n_points=n_points)
     study, settings = _study_and_settings(config)
     trials = select_trials(study, f"{a},{b}")
     tracker = Tracker(config.tracking_uri)

@@ -26,10 +26,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from study.landscape.options import NORMALIZATIONS
+
 __all__ = ["DIRECTION_LABELS", "NORMALIZATIONS", "Perturbed", "filter_normalized_direction",
            "random_directions"]
 
-NORMALIZATIONS = ("filter", "layer", "none")
 # How each normalization's directions are named in figures and output lines.
 DIRECTION_LABELS = {"filter": "filter-normalized directions",
                     "layer": "layer-normalized directions",

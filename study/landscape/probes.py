@@ -36,6 +36,7 @@ from torch import nn
 
 from study.errors import ConfigError
 from study.landscape.directions import Perturbed, random_directions
+from study.landscape.options import SHARPNESS_DISTANCE, check_probe_args
 
 __all__ = [
     "FLATNESS_RISE",
@@ -49,11 +50,6 @@ __all__ = [
     "sharpness",
     "sharpness_per_direction",
 ]
-
-SHARPNESS_DISTANCE = 0.1
-"""Normalized distance at which :func:`sharpness` reads the loss rise (10% of each filter's
-norm): small enough to stay in the locally quadratic region of trained small CNNs, large enough
-for the rise to dwarf float32 noise."""
 
 FLATNESS_RISE = 0.1
 """Absolute loss rise (nats of training cross-entropy, penalty included) that ends the flat
@@ -144,23 +140,6 @@ def _json_float(value: float) -> float | None:
 
 
 # -- probes ---------------------------------------------------------------------------------------
-def check_probe_args(radius: float, n_points: int, distance: float = SHARPNESS_DISTANCE) -> None:
-    """Validate the grid of a probe.
-
-    Raises:
-        ConfigError: ``radius`` is not a finite number > 0 or is below ``distance`` (the probe
-            must reach the sharpness distance), or ``n_points`` is not an integer >= 3.
-    """
-    if isinstance(distance, bool) or not isinstance(distance, int | float) or not distance > 0:
-        raise ConfigError(f"`distance` must be a number > 0, but got distance={distance!r}.")
-    if isinstance(radius, bool) or not isinstance(radius, int | float) \
-            or not math.isfinite(radius) or radius < distance:
-        raise ConfigError(f"`radius` must be a finite number >= {distance:g} (the sharpness "
-                          f"distance), but got radius={radius!r}.")
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 3:
-        raise ConfigError(f"`n_points` must be an integer >= 3, but got n_points={n_points!r}.")
-
-
 def _grid(radius: float, n_points: int, distance: float) -> np.ndarray:
     """``linspace(-radius, radius, n_points)`` with ``0`` and ``+/- distance`` put in exactly."""
     points = [float(v) for v in np.linspace(-radius, radius, n_points)]

@@ -8,7 +8,6 @@ those that match.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -18,53 +17,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.errors import ConfigError
 from study.keys import HPARAMS_ATTR
-from study.training import HParams
+from study.landscape.options import WHERE_KEYS, parse_trials, parse_where
 
 __all__ = ["WHERE_KEYS", "parse_trials", "parse_where", "select_trials"]
-
-WHERE_KEYS = tuple(f.name for f in dataclasses.fields(HParams))
-_TRIALS_ALLOWED = "best, all, or comma-separated trial numbers (e.g. 3,7)"
-_WHERE_ALLOWED = (f"comma-separated key=value pairs with keys among {', '.join(WHERE_KEYS)} "
-                  "(e.g. batch_size=32,weight_decay=0)")
-
-
-def parse_trials(trials: str) -> str | list[int]:
-    """``"best"``, ``"all"`` or a list of distinct trial numbers from ``"N,M"``.
-
-    Raises:
-        ConfigError: Anything else (one line naming ``trials``).
-    """
-    if not isinstance(trials, str):
-        raise ConfigError(f"`trials` must be {_TRIALS_ALLOWED}, but got trials={trials!r}.")
-    text = trials.strip()
-    if text.lower() in ("best", "all"):
-        return text.lower()
-    numbers: list[int] = []
-    for item in text.split(","):
-        item = item.strip()
-        if not (item.isascii() and item.isdigit()):
-            raise ConfigError(f"`trials` must be {_TRIALS_ALLOWED}, but got trials={trials!r}.")
-        if int(item) not in numbers:
-            numbers.append(int(item))
-    return numbers
-
-
-def parse_where(where: str | None) -> dict[str, str]:
-    """``{"batch_size": "32", ...}`` from ``"batch_size=32,..."`` (``None`` or empty: ``{}``).
-
-    Raises:
-        ConfigError: A pair without ``=``, an unknown key, or a key given twice.
-    """
-    if where is None or not where.strip():
-        return {}
-    pairs: dict[str, str] = {}
-    for item in where.split(","):
-        key, sep, value = (part.strip() for part in item.partition("="))
-        if not sep or not value or key not in WHERE_KEYS or key in pairs:
-            raise ConfigError(f"`where` must be {_WHERE_ALLOWED}, but got where={where!r}.")
-        pairs[key] = value
-    return pairs
-
 
 def _hparams_of(trial: FrozenTrial) -> Mapping[str, Any]:
     stored = trial.user_attrs.get(HPARAMS_ATTR)

@@ -2,8 +2,8 @@
 
 Drawn on :class:`matplotlib.figure.Figure` objects with the Agg renderer, so no pyplot (global)
 state is touched and any thread or process may call them. Each figure is about 100 dpi and a
-few tens of kilobytes; 10,000 trials render in well under a second per figure (scatter plots;
-the curve plot draws at most ``max_trials`` trials).
+few tens of kilobytes; 10,000 trials render in well under a second per figure (the curve plot
+draws at most ``max_trials`` trials).
 """
 
 from __future__ import annotations
@@ -30,13 +30,9 @@ __all__ = ["DPI", "build_curves_figure", "build_importance_figure", "curves_figu
            "importance_figure", "importance_gap", "message_figure", "to_png"]
 
 DPI = 100
-_MODE_COLORS = {"l2-in-loss": "tab:red", "coupled": "tab:blue", "decoupled": "tab:green",
-                "none": "tab:gray"}
-_SPARE_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 _EVALUATOR_ORDER = ("fanova", "ped-anova", "mdi")
 _EVALUATOR_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
 _TARGET_ORDER = ("objective", "early_loss")
-_MAX_POINTS = 3000  # drawn per panel; fits and medians use every trial
 
 
 def build_curves_figure(table: pd.DataFrame | None, *,
@@ -213,32 +209,8 @@ def _margins(fig: Figure, *, left: float, right: float, top: float, bottom: floa
                         bottom=bottom / height, wspace=wspace)
 
 
-def _sample_mask(ok: np.ndarray, limit: int) -> np.ndarray:
-    """At most ``limit`` of the True entries of ``ok`` (a fixed random subset; PNG size)."""
-    index = np.flatnonzero(ok)
-    if index.size <= limit:
-        return ok
-    keep = np.zeros_like(ok)
-    keep[np.random.default_rng(0).choice(index, size=limit, replace=False)] = True
-    return keep
-
-
 def _frame(frame: Any) -> pd.DataFrame:
     return frame if isinstance(frame, pd.DataFrame) else pd.DataFrame()
-
-
-def _modes(frame: pd.DataFrame) -> np.ndarray:
-    if "penalty_mode" not in frame.columns:
-        return np.full(len(frame), "unknown", dtype=object)
-    return np.array([text(m) or "unknown" for m in frame["penalty_mode"]], dtype=object)
-
-
-def _mode_colors(modes: np.ndarray) -> dict[str, str]:
-    colors: dict[str, str] = {}
-    spare = iter(_SPARE_COLORS * (len(set(modes)) // len(_SPARE_COLORS) + 1))
-    for mode in sorted(set(modes), key=lambda m: (m not in _MODE_COLORS, m)):
-        colors[mode] = _MODE_COLORS.get(mode) or next(spare)
-    return colors
 
 
 def _curve(value: Any) -> np.ndarray | None:

@@ -1,13 +1,19 @@
 """The runtime: the search space and objective, the session loop that runs a study's trials,
 local workers, crash recovery, progress and status, and ``study trial``'s single run."""
 
-from study.runtime.lifecycle import count_states, n_finished, open_study, prepare_study
-from study.runtime.objective import Objective, train_logged
-from study.runtime.session import SessionResult, run_session, run_with_workers
-from study.runtime.single import SingleTrialResult, run_single_trial
-from study.runtime.space import suggest_hparams, trial_params
-from study.runtime.status import study_status
-from study.runtime.workers import check_workers
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from study.runtime.lifecycle import count_states, n_finished, open_study, prepare_study
+    from study.runtime.objective import Objective, train_logged
+    from study.runtime.session import SessionResult, run_session, run_with_workers
+    from study.runtime.single import SingleTrialResult, run_single_trial
+    from study.runtime.space import suggest_hparams, trial_params
+    from study.runtime.status import study_status
+    from study.runtime.workers import check_workers
 
 __all__ = [
     "Objective",
@@ -26,3 +32,33 @@ __all__ = [
     "train_logged",
     "trial_params",
 ]
+
+_EXPORTS = {
+    "count_states": "study.runtime.lifecycle",
+    "n_finished": "study.runtime.lifecycle",
+    "open_study": "study.runtime.lifecycle",
+    "prepare_study": "study.runtime.lifecycle",
+    "Objective": "study.runtime.objective",
+    "train_logged": "study.runtime.objective",
+    "SessionResult": "study.runtime.session",
+    "run_session": "study.runtime.session",
+    "run_with_workers": "study.runtime.session",
+    "SingleTrialResult": "study.runtime.single",
+    "run_single_trial": "study.runtime.single",
+    "suggest_hparams": "study.runtime.space",
+    "trial_params": "study.runtime.space",
+    "study_status": "study.runtime.status",
+    "check_workers": "study.runtime.workers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: a name is imported on first use, so importing the package loads none of them.
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

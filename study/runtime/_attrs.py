@@ -1,4 +1,4 @@
-"""Several user attrs of a running trial in one storage write."""
+"""Several user attrs of a running trial, through Optuna's public API."""
 
 from __future__ import annotations
 
@@ -11,16 +11,7 @@ __all__ = ["set_user_attrs"]
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
-    """Set ``attrs`` on ``trial`` as :meth:`optuna.Trial.set_user_attr` would, in one
-    transaction where the storage offers it (:class:`study.storages.StudyRDBStorage`), else
-    one call per key."""
-    storage = trial.storage
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDB storages in a cache
-    write = getattr(backend, "set_trial_user_attrs", None)
-    cached = getattr(trial, "_cached_frozen_trial", None)
-    if write is None or cached is None:
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        return
-    write(trial._trial_id, dict(attrs))
-    cached.user_attrs.update(attrs)  # what trial.user_attrs returns, as set_user_attr keeps it
+    """Set ``attrs`` on ``trial``, one :meth:`optuna.Trial.set_user_attr` per key (Optuna has
+    no call for several; one write each)."""
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)

@@ -1,43 +1,24 @@
-"""Optuna's log lines about trials failed by our own errors, said once instead of three times."""
+"""Optuna's own log lines, silenced while a session runs trials: the session's progress lines
+say how each trial ended (state, reason, parameters) from the trials themselves, and an error
+that ends the session is said once by its caller."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 
-from study.errors import StudyError
+import optuna
 
-__all__ = ["one_line_trial_failures"]
-
-
-class _StudyErrorsSaidOnce(logging.Filter):
-    """Drop what Optuna logs about a trial failed by one of our errors (the parameters, the
-    error with its traceback, then "failed with value None"): the progress line or the
-    session's one-line error already says why, with the trial number."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._said: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info and isinstance(record.exc_info[1], StudyError):
-            self._said.add(message.split(" failed with parameters", 1)[0])  # "Trial 7"
-            return False
-        head, sep, _ = message.partition(" failed with value ")
-        if sep and head in self._said:
-            self._said.discard(head)
-            return False
-        return True
+__all__ = ["optuna_quiet"]
 
 
 @contextlib.contextmanager
-def one_line_trial_failures() -> Iterator[None]:
-    logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs failed trials
-    only_lines = _StudyErrorsSaidOnce()
-    logger.addFilter(only_lines)
+def optuna_quiet() -> Iterator[None]:
+    """Optuna's verbosity at ERROR (or quieter, where it already was) for the block, then
+    back to what it was, however the block ends."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(previous, optuna.logging.ERROR))
     try:
         yield
     finally:
-        logger.removeFilter(only_lines)
+        optuna.logging.set_verbosity(previous)

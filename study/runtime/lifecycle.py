@@ -17,7 +17,7 @@ from study.errors import ConfigError, StorageError
 from study.keys import CONFIG_ATTR
 from study.redact import redact
 from study.runtime.recovery import StaleTrialHandler
-from study.storages import create_storage, storage_kind
+from study.storages import JOURNAL_PREFIX, create_storage, storage_kind
 
 __all__ = [
     "FINISHED_STATES",
@@ -27,9 +27,11 @@ __all__ = [
     "load_study",
     "make_pruner",
     "make_sampler",
+    "missing_local_store",
     "n_finished",
     "open_study",
     "prepare_study",
+    "sampler_seed",
 ]
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -42,21 +44,29 @@ class LoadedStudy:
     study: optuna.Study
     config: StudyConfig
     created: bool
+    sampler_seed: int
+
+
+def sampler_seed(config: StudyConfig, *, n_existing: int = 0, salt: int = 0) -> int:
+    """The sampler's seed. It is offset by the trials already run, so a resumed session does
+    not replay the first session's random start-up points, and by ``salt`` (from a worker's
+    identity, :func:`~study.runtime.recovery.worker_salt`), so concurrent workers do not
+    propose the same points. ``qmc`` (a scrambled Sobol sequence, space-filling) keeps the
+    study's seed: Optuna numbers its points study-wide, and later sessions and other workers
+    continue the one sequence instead of restarting it."""
+    if config.sampler == "qmc":
+        return config.seed
+    return (config.seed + n_existing + salt) % 2**32
 
 
 def make_sampler(
     config: StudyConfig, *, n_existing: int = 0, salt: int = 0
 ) -> optuna.samplers.BaseSampler:
-    """The seeded sampler. The seed is offset by the trials already run, so a resumed session
-    does not replay the first session's random start-up points, and by ``salt`` (a worker's
-    process id), so concurrent workers do not propose the same points. ``qmc`` (a scrambled
-    Sobol sequence, space-filling) keeps one seed: Optuna numbers its points study-wide."""
+    """The sampler of ``config``, seeded by :func:`sampler_seed`."""
+    seed = sampler_seed(config, n_existing=n_existing, salt=salt)
     if config.sampler == "qmc":
-        # One scrambled Sobol sequence for the whole study, whoever draws from it: the points
-        # of later sessions and other workers continue it instead of restarting it.
-        return optuna.samplers.QMCSampler(seed=config.seed, scramble=True,
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True,
                                           warn_independent_sampling=False)
-    seed = (config.seed + n_existing + salt) % 2**32
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.sampler == "gp":
@@ -99,7 +109,8 @@ def prepare_study(
 ) -> PreparedStudy:
     """Open the storage and resolve the config of the study named in ``config``.
 
-    Nothing is created: callers validate the rest of the input (the data file) first.
+    The study is not created yet, but a SQLite or journal file is: callers of a new study check
+    the rest of the input first (see :func:`missing_local_store`).
 
     Args:
         config: The resolved config of this session.
@@ -112,14 +123,14 @@ def prepare_study(
             is false.
         ConfigError: An explicit value conflicts with the stored config.
     """
-    if not create and _missing_sqlite_file(config.storage):
+    if not create and missing_local_store(config.storage):
         raise StorageError(
             f"`storage` must point to an existing study database, but got "
             f"storage={redact(config.storage)!r}, which does not exist."
         )
     handler = StaleTrialHandler()
     storage = create_storage(config.storage, heartbeat_interval=config.heartbeat_interval,
-                             stale_callback=handler, on_stale=handler.mark_stale,
+                             stale_callback=handler,
                              storage_timeout=config.storage_timeout)
     study_id = _study_id(storage, config.study_name)
     stored = None if study_id is None else storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
@@ -146,7 +157,7 @@ def prepare_study(
 def load_study(prepared: PreparedStudy, *, salt: int = 0) -> LoadedStudy:
     """Create or load the prepared study; a new one stores its config first thing.
 
-    ``salt`` varies the sampler's seed between concurrent workers (see :func:`make_sampler`).
+    ``salt`` varies the sampler's seed between concurrent workers (see :func:`sampler_seed`).
 
     Raises:
         StorageError: The storage refused the study.
@@ -155,6 +166,7 @@ def load_study(prepared: PreparedStudy, *, salt: int = 0) -> LoadedStudy:
     n_existing = 0
     if prepared.study_id is not None:
         n_existing = len(storage.get_all_trials(prepared.study_id, deepcopy=False))
+    seed = sampler_seed(config, n_existing=n_existing, salt=salt)
     try:
         study = optuna.create_study(
             study_name=config.study_name, storage=storage, direction="minimize",
@@ -167,7 +179,8 @@ def load_study(prepared: PreparedStudy, *, salt: int = 0) -> LoadedStudy:
     if not prepared.stored:
         study.set_user_attr(CONFIG_ATTR, config.study_settings())
         study.set_metric_names([config.objective])  # named in optuna-dashboard, not "Objective 0"
-    return LoadedStudy(study=study, config=config, created=not prepared.stored)
+    return LoadedStudy(study=study, config=config, created=not prepared.stored,
+                       sampler_seed=seed)
 
 
 def open_study(config: StudyConfig) -> optuna.Study:
@@ -176,8 +189,13 @@ def open_study(config: StudyConfig) -> optuna.Study:
     return optuna.load_study(study_name=config.study_name, storage=prepared.storage)
 
 
-def _missing_sqlite_file(url: str) -> bool:
-    if storage_kind(url) != "sqlite":
+def missing_local_store(url: str) -> bool:
+    """Whether ``url`` is a SQLite or journal file that does not exist yet (opening it would
+    create it)."""
+    kind = storage_kind(url)
+    if kind == "journal":
+        return not Path(url[len(JOURNAL_PREFIX):]).exists()
+    if kind != "sqlite":
         return False
     from sqlalchemy.engine import make_url
 

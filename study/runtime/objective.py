@@ -21,7 +21,13 @@ from study.keys import (
 )
 from study.redact import one_line
 from study.runtime._attrs import set_user_attrs
-from study.runtime.recovery import retry_trial, worker_stamp
+from study.runtime.recovery import (
+    RETRIED_FROM_ATTR,
+    original_number,
+    retry_trial,
+    running_trial,
+    worker_stamp,
+)
 from study.runtime.space import suggest_hparams, train_seed, trial_params
 from study.tracking import end_trial_run, start_trial_run
 from study.training import (
@@ -41,6 +47,8 @@ if TYPE_CHECKING:
     from study.training import TensorData
 
 __all__ = [
+    "INTERRUPTED",
+    "SAMPLER_ATTR",
     "EpochHook",
     "Objective",
     "diagnosis_tags",
@@ -49,6 +57,13 @@ __all__ = [
     "summary_metrics",
     "train_logged",
 ]
+
+# The failure of a trial stopped by Ctrl-C or SIGTERM (it is queued again).
+INTERRUPTED = "interrupted"
+# Trial user attr: the seed of the sampler that proposed the trial and, for a worker, the
+# identity its salt came from (see study.runtime.recovery.worker_identity).
+SAMPLER_ATTR = "sampler_seed"
+
 
 def objective_value(objective: str, history: list[EpochReport], early_epochs: int) -> float:
     """The value Optuna minimizes after the epochs in ``history``."""
@@ -148,6 +163,13 @@ def _keep_start(trial: optuna.Trial, n_params: int, init: InitReport, *,
                            **{k.replace("/", "_"): v for k, v in init.metrics().items()}})
 
 
+def _retry_running(trial: optuna.Trial, reason: str) -> None:
+    """Queue the running ``trial`` again (it is about to fail through no fault of its own)."""
+    frozen = running_trial(trial.study, trial.number)
+    if frozen is not None:
+        retry_trial(trial.study, frozen, reason=reason)
+
+
 def diagnosis_tags(found: Diagnosis) -> dict[str, str]:
     """The run tags of a diagnosis (none for a healthy trial)."""
     if not found.codes:
@@ -193,12 +215,16 @@ class Objective:
         device: The resolved device name, logged with each trial.
         hooks: Extra per-epoch callbacks ``hook(history, report)`` (custom stopping rules);
             an exception they raise fails the trial like any other.
+        sampler: Recorded on each trial as ``sampler_seed`` (the sampler's seed, and a
+            worker's identity it was salted with).
     """
 
     def __init__(
         self, config: StudyConfig, data: TensorData, tracker: Tracker, *,
         experiment_id: str, parent_run_id: str, device: str, hooks: Sequence[EpochHook] = (),
+        sampler: Mapping[str, Any] | None = None,
     ) -> None:
+        self.sampler = dict(sampler) if sampler else None
         self.hooks = tuple(hooks)
         self.config = config
         self.data = data
@@ -209,8 +235,10 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         seed, recorded = self._train_seed(trial)
-        # Who runs the trial (crash recovery reads it) and, once, its seed: one write.
+        # Who runs the trial (crash recovery reads it), with which sampler seed, and, once,
+        # its training seed.
         set_user_attrs(trial, {WORKER_ATTR: worker_stamp(),
+                               **({SAMPLER_ATTR: self.sampler} if self.sampler else {}),
                                **({} if recorded else {TRAIN_SEED_ATTR: seed})})
         hp = suggest_hparams(trial, self.config)
         # The epochs so far, kept on the trial as its curve once it ends, however it ends
@@ -226,8 +254,9 @@ class Objective:
             # same parameters are queued again so nothing is lost. A trial that had already
             # failed on its own (and recorded why) keeps its reason and is not retried.
             if FAILURE_ATTR not in trial.user_attrs:
-                trial.set_user_attr(FAILURE_ATTR, f"MLflow tracking unavailable: {exc}")
-                retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
+                reason = f"MLflow tracking unavailable: {exc}"
+                trial.set_user_attr(FAILURE_ATTR, reason)
+                _retry_running(trial, reason)
             raise
         finally:
             with contextlib.suppress(StorageError):  # the storage's own error is the one to tell
@@ -291,9 +320,9 @@ class Objective:
                           tags=diagnosis_tags(found))
             raise TrialFailedError(reason) from None
         except BaseException:  # KeyboardInterrupt, SIGTERM, SystemExit: Optuna marks it FAIL
-            set_user_attrs(trial, {**linked, FAILURE_ATTR: "interrupted"})
-            retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
-            end_trial_run(self.tracker, run_id, state="FAIL", failure="interrupted")
+            set_user_attrs(trial, {**linked, FAILURE_ATTR: INTERRUPTED})
+            _retry_running(trial, INTERRUPTED)
+            end_trial_run(self.tracker, run_id, state="FAIL", failure=INTERRUPTED, interrupted=True)
             raise
         found = self._diagnose(history, ending)
         end_trial_run(self.tracker, run_id, state="COMPLETE", tags=diagnosis_tags(found),
@@ -307,13 +336,12 @@ class Objective:
         seed = trial.user_attrs.get(TRAIN_SEED_ATTR)
         if seed is not None:
             return int(seed), True
-        # A retry of a trial that died before recording its seed takes the original's. The
-        # trial as Optuna handed it over holds its creation-time system attrs (no read).
-        frozen = getattr(trial, "_cached_frozen_trial", None)
-        if frozen is None:
-            frozen = trial.study._storage.get_trial(trial._trial_id)
-        return train_seed(self.config.seed,
-                          frozen.system_attrs.get("failed_trial", trial.number)), False
+        number = trial.number
+        if RETRIED_FROM_ATTR in trial.user_attrs:
+            # A retry of a trial that died before recording its seed takes the original's.
+            frozen = running_trial(trial.study, trial.number)
+            number = original_number(frozen) if frozen is not None else number
+        return train_seed(self.config.seed, number), False
 
     def _diagnose(self, curve: list[EpochReport], ending: dict[str, Any], *,
                   non_finite: bool = False) -> Diagnosis:

@@ -8,14 +8,14 @@ import os
 import sys
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from study.config import StudyConfig
 from study.errors import TrackingError
-from study.keys import FAILURE_ATTR, PARENT_RUN_ATTR, WORKER_ATTR
+from study.keys import PARENT_RUN_ATTR
 from study.redact import redact
 from study.runtime.lifecycle import count_states
-from study.runtime.recovery import DEAD_PROCESS_REASON, HEARTBEAT_REASON, dead_here, worker_stamp
+from study.runtime.recovery import dead_here, dead_workers, worker_stamp
 from study.tracking import OWNER_TAG, Tracker, claim_parent_run, tag_session
 
 __all__ = ["adopt_orphaned_parent", "best_trial", "entry_run_id", "open_parent_run",
@@ -78,12 +78,7 @@ def adopt_orphaned_parent(tracker: Tracker, study: optuna.Study, run_id: str) ->
     owner = parent.data.tags.get(OWNER_TAG) if parent is not None else None
     if parent is None or parent.info.status != "RUNNING" or not owner:
         return False
-    died = dead_here(owner) or any(
-        t.user_attrs.get(WORKER_ATTR) == owner
-        and str(t.user_attrs.get(FAILURE_ATTR, "")).startswith((HEARTBEAT_REASON,
-                                                              DEAD_PROCESS_REASON))
-        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    )
+    died = dead_here(owner) or owner in dead_workers(study.get_trials(deepcopy=False))
     if died:
         tracker.set_tags(run_id, {OWNER_TAG: worker_stamp()})
     return died

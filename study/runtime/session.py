@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
@@ -15,11 +14,12 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from study._validation import check_new_study_name
 from study.config import StudyConfig
 from study.errors import StudyError, TrackingError, TrialFailedError
 from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR
 from study.redact import redact
-from study.runtime._optuna_logs import one_line_trial_failures
+from study.runtime._optuna_logs import optuna_quiet
 from study.runtime.explain import QueuedTrial, missing
 from study.runtime.inputs import (
     check_batch_sizes,
@@ -29,12 +29,14 @@ from study.runtime.inputs import (
 )
 from study.runtime.lifecycle import (
     FINISHED_STATES,
+    PreparedStudy,
     count_states,
     load_study,
+    missing_local_store,
     n_finished,
     prepare_study,
 )
-from study.runtime.objective import EpochHook, Objective
+from study.runtime.objective import INTERRUPTED, EpochHook, Objective
 from study.runtime.parent import (
     adopt_orphaned_parent,
     best_trial,
@@ -44,18 +46,34 @@ from study.runtime.parent import (
 )
 from study.runtime.progress import Progress
 from study.runtime.recovery import (
-    HEARTBEAT_REASON,
+    RETRIED_FROM_ATTR,
     StaleTrialHandler,
     close_orphan_runs,
     fail_dead_trials,
+    worker_identity,
+    worker_salt,
 )
 from study.tracking import Tracker
 from study.training import TensorData, resolve_device
 
-__all__ = ["SessionResult", "run_session", "run_with_workers"]
+__all__ = ["Interrupted", "SessionResult", "run_session", "run_with_workers"]
 
 # A study whose trials keep failing is broken (bad data, bad bounds): stop instead of looping.
 MAX_CONSECUTIVE_FAILURES = 5
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the session, after its clean-up.
+
+    Attributes:
+        summary: One line saying what became of the running trials and how to resume.
+        signum: The signal, where known (``None``: Ctrl-C, or the caller knows).
+    """
+
+    def __init__(self, summary: str, *, signum: int | None = None) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.signum = signum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +121,7 @@ def run_session(
     with _summarized(ctx):
         _optimize(ctx.study, ctx.config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
                   parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks,
-                  queue_only=bool(queue))
+                  queue_only=bool(queue), sampler=ctx.sampler)
     return _result(ctx)
 
 
@@ -117,6 +135,7 @@ def run_with_workers(
     Raises:
         ConfigError: SQLite storage, or fewer than one worker.
         StudyError: As :func:`run_session`; or every worker failed.
+        Interrupted: Ctrl-C or SIGTERM, passed on to the workers, stopped them.
     """
     from study.runtime.workers import MAX_ROUNDS, check_workers, start_workers, worker_devices
 
@@ -139,16 +158,49 @@ def run_with_workers(
 @contextlib.contextmanager
 def _summarized(ctx: _Session) -> Iterator[None]:
     """Log the study summary however the session ends; close a parent run we own with the
-    matching status (FINISHED, KILLED on Ctrl-C/SIGTERM, FAILED otherwise)."""
+    matching status (FINISHED, KILLED on Ctrl-C/SIGTERM, FAILED otherwise). Ctrl-C/SIGTERM
+    comes out as :class:`Interrupted`, saying which trials it failed and queued again."""
     status = "FAILED"
+    before = _interrupted_trials(ctx.study)
     try:
         yield
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "KILLED"
-        raise
+        raise Interrupted(_interrupt_summary(ctx.study, before),
+                          signum=getattr(exc, "signum", None)) from exc
     finally:
         _summarize(ctx, status)
+
+
+def _interrupted_trials(study: optuna.Study) -> set[int]:
+    try:
+        return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                if t.user_attrs.get(FAILURE_ATTR) == INTERRUPTED}
+    except StudyError:  # the storage went away too: the summary says less
+        return set()
+
+
+def _interrupt_summary(study: optuna.Study, before: set[int]) -> str:
+    """``interrupted: trial 7 failed and queued again; run the same command to resume``."""
+    resume = "run the same command to resume"
+    failed = sorted(_interrupted_trials(study) - before)
+    if not failed:
+        return f"interrupted; {resume}"
+    try:
+        retried = {t.user_attrs.get(RETRIED_FROM_ATTR) for t in study.get_trials(
+            deepcopy=False, states=(TrialState.WAITING,))}
+    except StudyError:
+        return f"interrupted: {_trials(failed)} failed; {resume}"
+    queued = [n for n in failed if n in retried]
+    spent = [n for n in failed if n not in retried]
+    parts = [f"{_trials(queued)} failed and queued again"] if queued else []
+    parts += [f"{_trials(spent)} failed (retried too often to queue again)"] if spent else []
+    return f"interrupted: {', '.join(parts)}; {resume}"
+
+
+def _trials(numbers: list[int]) -> str:
+    return f"trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
 
 
 def _waiting(study: optuna.Study) -> bool:
@@ -166,42 +218,75 @@ class _Session:
     experiment_id: str
     owns_parent: bool
     entry: str | None
+    sampler: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    data: TensorData
+    model_sha: str | None
+
+
+def _check_inputs(config: StudyConfig, data: TensorData | None, *, device: Any, out: TextIO,
+                  batch_field: str) -> _Inputs:
+    """Load the data and check the batch sizes and a model factory against it."""
+    if data is None:
+        data = load_data(config, device=device, out=out)
+    check_batch_sizes(config, data, field=batch_field)
+    return _Inputs(data, check_factory(config, data))
 
 
 def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorData | None,
                   worker: bool, out: TextIO, batch_field: str = "batch_sizes") -> _Session:
-    """Validate everything, then open (or create) the study and its parent run, recovered."""
+    """Check every input, then open (or create) the study and its parent run, recovered.
+
+    A new study's inputs are checked before any store is opened, so a bad one leaves no file
+    behind; a resumed study's (its stored config names its data) right after its storage."""
     device = resolve_device(config.device)
+    prepared = None
+    if worker or not missing_local_store(config.storage):
+        prepared = prepare_study(config, given=given, create=not worker)
+        config = prepared.config
+    else:
+        check_new_study_name(config.study_name)
+    inputs = _check_inputs(config, data, device=device, out=out, batch_field=batch_field)
     tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout)
     entry = entry_run_id()
-    if entry and "experiment" not in given and not worker:
+    if entry and "experiment" not in given and not worker and not (prepared and prepared.stored):
         entry_run = tracker.get_run(entry)
         if entry_run is not None:  # `mlflow run` chose the experiment; the study records it
             config = config.replace(
                 experiment=tracker.experiment_name(entry_run.info.experiment_id)
             )
-    prepared = prepare_study(config, given=given, create=not worker)
+    prepared = prepare_study(config, given=given) if prepared is None \
+        else dataclasses.replace(prepared, config=config)
+    study, sampler = _load(prepared, worker=worker)
     config = prepared.config
-    if data is None:
-        data = load_data(config, device=device, out=out)
-    check_batch_sizes(config, data, field=batch_field)
-    model_sha = check_factory(config, data)  # before the study and its run exist
-    study = load_study(prepared, salt=os.getpid() if worker else 0).study
     if worker and "n_trials" not in given and BUDGET_ATTR in study.user_attrs:
         config = config.replace(n_trials=study.user_attrs[BUDGET_ATTR])
     elif not worker:
         study.set_user_attr(BUDGET_ATTR, config.n_trials)
     parent_run_id, experiment_id, owns_parent = open_parent_run(
         tracker, study, config, create=not worker)
-    record_model_source(study, tracker, parent_run_id, spec=config.model, sha256=model_sha,
-                        out=out)
-    prepared.stale_handler.attach(tracker, study_name=study.study_name,
+    record_model_source(study, tracker, parent_run_id, spec=config.model,
+                        sha256=inputs.model_sha, out=out)
+    prepared.stale_handler.attach(tracker, storage=prepared.storage,
                                   experiment_id=experiment_id, parent_run_id=parent_run_id)
     _recover(study, prepared.stale_handler, tracker, experiment_id, out)
     if not worker and not owns_parent:
         owns_parent = adopt_orphaned_parent(tracker, study, parent_run_id)
-    return _Session(config, study, tracker, data, device, parent_run_id, experiment_id,
-                    owns_parent, entry)
+    return _Session(config, study, tracker, inputs.data, device, parent_run_id, experiment_id,
+                    owns_parent, entry, sampler)
+
+
+def _load(prepared: PreparedStudy, *, worker: bool) -> tuple[optuna.Study, dict[str, Any]]:
+    """The study, and its sampler's seed as each trial records it. Workers salt the seed with
+    their identity (host name, PID and start, scheduler task ids; never the PID alone, which
+    is 1 for every containerized worker), kept with the seed to explain it."""
+    identity = worker_identity() if worker else None
+    loaded = load_study(prepared, salt=worker_salt(identity) if identity else 0)
+    sampler = {"seed": loaded.sampler_seed, **({"salt_of": identity} if identity else {})}
+    return loaded.study, sampler
 
 
 def _result(ctx: _Session) -> SessionResult:
@@ -218,12 +303,10 @@ def _result(ctx: _Session) -> SessionResult:
 def _recover(study: optuna.Study, handler: StaleTrialHandler, tracker: Tracker,
              experiment_id: str, out: TextIO) -> None:
     """Fail trials whose worker died (and retry them); close runs left RUNNING."""
-    dead = fail_dead_trials(study, handler)
-    running = {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    optuna.storages.fail_stale_trials(study)
-    dead += [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-             if t._trial_id in running
-             and str(t.user_attrs.get(FAILURE_ATTR, "")).startswith(HEARTBEAT_REASON)]
+    before = len(handler.handled)
+    fail_dead_trials(study, handler)
+    optuna.storages.fail_stale_trials(study)  # calls the handler with each trial it fails
+    dead = handler.handled[before:]
     closed = close_orphan_runs(study, tracker, experiment_id)
     if dead or closed:
         print(f"recovered: {len(dead)} trial(s) of dead workers failed and queued again "
@@ -249,6 +332,7 @@ def _optimize(
     study: optuna.Study, config: StudyConfig, data: TensorData, tracker: Tracker, *,
     experiment_id: str, parent_run_id: str, device: str, out: TextIO,
     hooks: Sequence[EpochHook] = (), queue_only: bool = False,
+    sampler: Mapping[str, Any] | None = None,
 ) -> None:
     done = n_finished(study)
     if queue_only and not _waiting(study):
@@ -266,7 +350,7 @@ def _optimize(
                   start=start) as progress:
         objective = Objective(
             config, data, tracker, experiment_id=experiment_id, parent_run_id=parent_run_id,
-            device=device,
+            device=device, sampler=sampler,
             hooks=(*hooks, lambda h, r: progress.epoch(h, r, epochs=config.epochs)))
 
         def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -286,7 +370,7 @@ def _optimize(
                     or len(failures) >= MAX_CONSECUTIVE_FAILURES):
                 study.stop()
 
-        with one_line_trial_failures():
+        with optuna_quiet():  # the progress lines say how each trial ended
             study.optimize(objective, timeout=config.timeout, catch=(TrialFailedError,),
                            callbacks=[after_trial])
     if len(failures) >= MAX_CONSECUTIVE_FAILURES:

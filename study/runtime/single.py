@@ -70,7 +70,7 @@ def run_single_trial(config: StudyConfig, hp: HParams) -> SingleTrialResult:
         return SingleTrialResult(run_id, "FAIL", n_params[0] if n_params else None,
                                  None, None, None, reason, found)
     except BaseException:
-        end_trial_run(tracker, run_id, state="FAIL", failure="interrupted")
+        end_trial_run(tracker, run_id, state="FAIL", failure="interrupted", interrupted=True)
         raise
     found = diagnose(history, n_classes=data.n_classes)
     closing = {"tags": {"optuna.trial_state": "COMPLETE", **diagnosis_tags(found)},

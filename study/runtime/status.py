@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 from study.config import StudyConfig
 from study.keys import CONFIG_ATTR, HPARAMS_ATTR, WORKER_ATTR
 from study.redact import redact
-from study.runtime.lifecycle import count_states, open_study
+from study.runtime.lifecycle import FINISHED_STATES, count_states, open_study
 from study.runtime.recovery import dead_here
 
 __all__ = ["study_status"]
@@ -29,12 +29,7 @@ def study_status(config: StudyConfig) -> str:
         f"study {study.study_name!r} in {redact(config.storage)}",
         "trials: " + ", ".join(f"{counts[s.name]} {s.name.lower()}" for s in TrialState),
     ]
-    finished = [t for t in trials if t.state.is_finished() and t.datetime_complete]
-    starts = [t.datetime_start for t in trials if t.datetime_start]
-    if finished and starts:
-        hours = (max(t.datetime_complete for t in finished) - min(starts)) / dt.timedelta(hours=1)
-        if hours > 0:
-            lines.append(f"throughput: {len(finished) / hours:.1f} trials per hour")
+    lines.append(_throughput_line(trials))
     try:
         best = study.best_trial
         lines.append(f"best: trial {best.number} value={best.value:.6g} "
@@ -46,6 +41,20 @@ def study_status(config: StudyConfig) -> str:
         lines.append(f"objective: {stored.get('objective')} | model {stored.get('model')} on "
                      f"{stored.get('dataset')} | {stored.get('epochs')} epochs")
     return "\n".join(lines)
+
+
+def _throughput_line(trials: list) -> str:
+    """Finished (COMPLETE or PRUNED) trials per hour, from the first one's start to the last
+    one's end: failed and running trials would count work that the budget does not."""
+    finished = [t for t in trials if t.state in FINISHED_STATES
+                and t.datetime_start and t.datetime_complete]
+    if not finished:
+        return "throughput: no finished trials yet"
+    span = max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)
+    hours = span / dt.timedelta(hours=1)
+    if hours <= 0:
+        return f"throughput: {len(finished)} finished trial(s), no time span yet"
+    return f"throughput: {len(finished) / hours:.1f} finished trials per hour"
 
 
 def _running_line(trials: list) -> str:

@@ -18,6 +18,7 @@ from study.errors import ConfigError
 from study.storages import storage_kind
 
 __all__ = [
+    "WorkersInterrupted",
     "check_workers",
     "plan_devices",
     "start_workers",
@@ -109,25 +110,43 @@ def worker_env(config: StudyConfig, devices: Sequence[str], *,
     return env
 
 
+class WorkersInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM reached the workers, which have all exited since."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 def start_workers(config: StudyConfig, devices: Sequence[str], *,
                   tracking_uri: str, quiet: bool = False) -> list[int]:
     """Run ``workers`` worker processes to completion; returns their exit codes.
 
     Ctrl-C or SIGTERM is passed on to every worker, each of which fails its current trial
-    cleanly (closing its run) before exiting.
+    cleanly (closing its run) before exiting. The workers run in a session of their own, so
+    the terminal's Ctrl-C reaches them once, through this process.
+
+    Raises:
+        WorkersInterrupted: A signal was passed on (raised once every worker has exited).
     """
     env = worker_env(config, devices, tracking_uri=tracking_uri)
-    procs = [subprocess.Popen(worker_command(config, device, quiet=quiet), env=env)
+    procs = [subprocess.Popen(worker_command(config, device, quiet=quiet), env=env,
+                              start_new_session=True)
              for device in devices]
+    received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return [proc.wait() for proc in procs]
+        codes = [proc.wait() for proc in procs]
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if received:
+        raise WorkersInterrupted(received[0])
+    return codes

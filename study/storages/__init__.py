@@ -1,9 +1,15 @@
 """Optuna storages from a URL: SQLite (one process), a journal file (several processes on one
-machine), PostgreSQL or MySQL (many machines), with fast trial reads and tuned SQLite."""
+machine), PostgreSQL or MySQL (many machines), through Optuna's public storage API, with a
+plain-SQL trial reader and retries on a lost database connection."""
 
-from study.storages._rdb import StudyRDBStorage, read_trials
-from study.storages._sqlite import tune_sqlite_engine
-from study.storages._urls import JOURNAL_PREFIX, check_storage_url, create_storage, storage_kind
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from study.storages._rdb import StudyRDBStorage, read_trials
+    from study.storages._urls import JOURNAL_PREFIX, check_storage_url, create_storage, storage_kind
 
 __all__ = [
     "JOURNAL_PREFIX",
@@ -12,5 +18,25 @@ __all__ = [
     "create_storage",
     "read_trials",
     "storage_kind",
-    "tune_sqlite_engine",
 ]
+
+_EXPORTS = {
+    "StudyRDBStorage": "study.storages._rdb",
+    "read_trials": "study.storages._rdb",
+    "JOURNAL_PREFIX": "study.storages._urls",
+    "check_storage_url": "study.storages._urls",
+    "create_storage": "study.storages._urls",
+    "storage_kind": "study.storages._urls",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: a name is imported on first use, so importing the package loads none of them.
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -6,6 +6,11 @@ is retried with exponential backoff for up to ``storage_timeout`` seconds (one w
 retry). After that the storage is declared unreachable: this call and every later one raise
 :class:`~study.errors.StorageError` at once, so the session stops with one line instead of
 waiting again in each cleanup step; the next run of the same command recovers the study.
+
+A retried call whose reply was lost may have been committed. Reads, and writes that store a
+value under a key (attrs, params, intermediate values), come out the same when made twice. The
+others are checked before a retry (``settled``): a study of the requested name, a study already
+deleted, a trial already in the requested finished state is the lost call's own result.
 """
 
 from __future__ import annotations
@@ -20,21 +25,29 @@ from typing import Any
 from study.errors import StorageError, exception_chain
 from study.redact import one_line, redact
 
-__all__ = ["RETRIED_METHODS", "StorageRetry", "is_connection_error"]
+__all__ = ["RETRIED_METHODS", "UNSETTLED", "StorageRetry", "is_connection_error"]
 
 _FIRST_DELAY, _MAX_DELAY = 1.0, 15.0
 
-# The storage API a study session calls (Optuna's BaseStorage and RDBStorage methods).
+# Public storage methods that come out the same when a call is made twice (a lost reply
+# retried): reads, and writes of a value under a key. The creates, ``delete_study`` and
+# ``set_trial_state_values`` are retried with a check instead (see StudyRDBStorage).
 RETRIED_METHODS = (
-    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
-    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
-    "get_study_user_attrs", "get_study_system_attrs", "get_all_studies", "create_new_trial",
-    "set_trial_param", "get_trial_id_from_study_id_trial_number", "set_trial_state_values",
-    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_user_attrs",
-    "set_trial_system_attr",
-    "get_trial", "get_all_trials", "get_n_trials", "get_best_trial",
-    "_get_trials", "_get_stale_trial_ids",
+    "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+    "get_study_system_attrs", "get_all_studies", "set_trial_param", "get_trial_param",
+    "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "get_trial", "get_trial_params", "get_trial_user_attrs", "get_trial_system_attrs",
+    "get_all_trials", "get_n_trials", "get_best_trial",
 )
+
+
+class _Unsettled:
+    """What a ``settled`` check returns when the lost call did not take effect."""
+
+
+UNSETTLED = _Unsettled()
 
 
 def _describe(exc: BaseException) -> str:
@@ -74,25 +87,40 @@ class StorageRetry:
         self._local = threading.local()
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, retried on connection errors (see the module)."""
+        return self.call_settled(functools.partial(fn, *args, **kwargs), settled=None)
+
+    def call_settled(self, fn: Callable[[], Any], *,
+                     settled: Callable[[], Any] | None) -> Any:
+        """``fn()``, retried on connection errors; before each retry ``settled()`` (when given)
+        says whether the failed call took effect: its result is then returned, and
+        :data:`UNSETTLED` means ``fn`` is called again."""
         if getattr(self._local, "active", False):
-            return fn(*args, **kwargs)
+            return fn()
         if self.down is not None:
             raise self._unreachable(self.down)
         self._local.active = True
         try:
-            return self._loop(fn, *args, **kwargs)
+            return self._loop(fn, settled)
         finally:
             self._local.active = False
 
-    def _loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _loop(self, fn: Callable[[], Any], settled: Callable[[], Any] | None, *,
+              refused: type[BaseException] | None = None) -> Any:
         deadline = time.monotonic() + self.timeout
         delay = _FIRST_DELAY
+        failed = False
         while True:
             try:
-                return fn(*args, **kwargs)
+                if failed and settled is not None:
+                    result = settled()
+                    if result is not UNSETTLED:
+                        return result
+                return fn()
             except Exception as exc:
-                if not is_connection_error(exc):
+                if not (is_connection_error(exc) or (refused and isinstance(exc, refused))):
                     raise
+                failed = True
                 if time.monotonic() + delay > deadline:
                     self.down = f"for {self.timeout:g} s ({_describe(exc)[:200]})"
                     raise self._unreachable(self.down) from None
@@ -101,6 +129,22 @@ class StorageRetry:
                       file=sys.stderr, flush=True)
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)
+
+    def connect(self, connect: Callable[[], Any], *, refused: type[BaseException]) -> Any:
+        """A new database connection from ``connect()``, retried while it raises ``refused``
+        (the driver's error for a server that is down). Optuna's ``Study`` reads and creates
+        trials through private storage methods that no public wrapper sees; every one of them
+        needs a connection, so this is where an outage is ridden out for them. Inside a retried
+        public call the connection is tried once: that call's own loop retries it."""
+        if getattr(self._local, "active", False):
+            return connect()
+        if self.down is not None:
+            raise self._unreachable(self.down)
+        self._local.active = True
+        try:
+            return self._loop(connect, None, refused=refused)
+        finally:
+            self._local.active = False
 
     def _unreachable(self, how: str) -> StorageError:
         return StorageError(f"Optuna storage {redact(self.url)} unreachable {how}; stopping. "

@@ -64,7 +64,6 @@ def check_storage_url(url: str) -> None:
 def create_storage(
     url: str, *, heartbeat_interval: int | None = None,
     stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-    on_stale: Callable[[optuna.storages.BaseStorage, int], None] | None = None,
     storage_timeout: float | None = None,
 ) -> optuna.storages.BaseStorage:
     """Open (and for RDB storages create the tables of) the storage at ``url``.
@@ -75,8 +74,6 @@ def create_storage(
             a trial whose heartbeat goes stale is failed and handed to ``stale_callback``.
         stale_callback: Called with each trial failed for a stale heartbeat (closes its run
             and retries it); Optuna's own retry callback when ``None``.
-        on_stale: Called with ``(storage, trial_id)`` for each such trial just before it is
-            failed, while it can still be annotated (RDB storages only).
         storage_timeout: Seconds to keep retrying calls that fail on a lost database
             connection (RDB storages; ``None``: no retries).
 
@@ -101,7 +98,6 @@ def create_storage(
             engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
         return StudyRDBStorage(
             _with_driver(url),
-            on_stale=on_stale,
             storage_timeout=storage_timeout,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,

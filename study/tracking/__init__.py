@@ -1,26 +1,64 @@
 """MLflow tracking: the client wrapper (explicit run ids, batched writes, retries) and the
 study's run layout (parent, session and trial runs)."""
 
-from study.tracking._tracker import Tracker
-from study.tracking.runs import (
-    OWNER_TAG,
-    TRIAL_STATUS,
-    claim_parent_run,
-    end_trial_run,
-    find_parent_run,
-    start_trial_run,
-    tag_session,
-    trial_run_name,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from study.tracking._tracker import Tracker
+    from study.tracking.filters import tag_equals, tags_match
+    from study.tracking.runs import (
+        OWNER_TAG,
+        STATE_TAG,
+        TRIAL_STATUS,
+        claim_parent_run,
+        end_trial_run,
+        find_parent_run,
+        start_trial_run,
+        tag_session,
+        trial_run_name,
+    )
 
 __all__ = [
     "OWNER_TAG",
+    "STATE_TAG",
     "TRIAL_STATUS",
     "Tracker",
     "claim_parent_run",
     "end_trial_run",
     "find_parent_run",
     "start_trial_run",
+    "tag_equals",
     "tag_session",
+    "tags_match",
     "trial_run_name",
 ]
+
+_EXPORTS = {
+    "Tracker": "study.tracking._tracker",
+    "OWNER_TAG": "study.tracking.runs",
+    "STATE_TAG": "study.tracking.runs",
+    "tag_equals": "study.tracking.filters",
+    "tags_match": "study.tracking.filters",
+    "TRIAL_STATUS": "study.tracking.runs",
+    "claim_parent_run": "study.tracking.runs",
+    "end_trial_run": "study.tracking.runs",
+    "find_parent_run": "study.tracking.runs",
+    "start_trial_run": "study.tracking.runs",
+    "tag_session": "study.tracking.runs",
+    "trial_run_name": "study.tracking.runs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: a name is imported on first use, so importing the package loads none of them.
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

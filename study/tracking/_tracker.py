@@ -2,34 +2,56 @@
 
 Everything goes through an explicit :class:`~mlflow.MlflowClient` and explicit run ids: MLflow's
 active-run stack is thread-local, so nothing here relies on ``mlflow.start_run``.
+
+The params, metrics and closing tags of the nested runs a tracker created (the trial runs, whose
+data nothing reads before they close) go through MLflow's
+asynchronous logging (``MlflowClient.log_batch(..., synchronous=False)``): the training loop
+hands a batch over and goes on, and closing the run (``MlflowClient.set_terminated`` drains
+MLflow's queue first) writes what is left before the status. MLflow buffers only when
+``MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS`` is set (the batches of that many seconds in one write);
+without it, each batch is written alone and closing a run waits up to a second for MLflow's
+logging thread to stop. A tracker sets it to 1 while it has batches in flight, only where the
+user has not set it, and removes it once they are written. Other runs (a parent run, the run
+``mlflow run`` opens) are written synchronously.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
+import tempfile
 import time
-import urllib.parse
-import urllib.request
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from study.errors import TrackingError
 from study.redact import one_line, redact
-from study.storages._sqlite import tune_sqlite_engine
 from study.tracking._errors import is_transient
-from study.tracking._sqlwriter import SqlRunWriter
+from study.tracking.filters import tag_equals, tags_match
 
-__all__ = ["Tracker"]
+__all__ = ["BUFFERING_ENV", "CREATE_KEY_TAG", "PARENT_RUN_TAG", "Tracker"]
 
+# MLflow's documented system tag that nests a run under another.
+PARENT_RUN_TAG = "mlflow.parentRunId"
+# A key the tracker generates for each run it creates: a retried create finds the run made by
+# an attempt whose reply was lost, instead of making a second one.
+CREATE_KEY_TAG = "study.create_key"
+BUFFERING_ENV = "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"
 # MLflow caps a param value at 6000 characters; config values are far below it.
 _PARAM_LIMIT = 6000
 _FIRST_DELAY, _MAX_DELAY = 1.0, 30.0
+# A batch handed to MLflow this long ago has been written or has failed (its queue writes each
+# second): checked when the run's next batch is handed over.
+_SETTLED_SECONDS = 2.0
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -45,18 +67,21 @@ class Tracker:
         tracking_uri: MLflow tracking URI; ``None`` uses ``MLFLOW_TRACKING_URI`` or MLflow's
             default (``sqlite:///mlflow.db``).
         retry_seconds: How long to keep retrying a transient failure.
-        direct_writes: Write runs straight into a database store where possible
-            (:class:`~study.tracking._sqlwriter.SqlRunWriter`); ``False`` sends every write
-            through ``MlflowClient``.
+        asynchronous: Log the batches of the nested runs this tracker creates through
+            MLflow's asynchronous logging (written within a second, and before the run's
+            status when it is closed); ``False`` writes every batch before returning.
 
     Raises:
         TrackingError: The tracking store cannot be reached.
     """
 
     def __init__(self, tracking_uri: str | None = None, *, retry_seconds: float = 120.0,
-                 direct_writes: bool = True) -> None:
+                 asynchronous: bool = True) -> None:
         self.retry_seconds = retry_seconds
-        self._artifact_uris: dict[str, str] = {}  # of the runs created here
+        self.asynchronous = asynchronous
+        self._nested: set[str] = set()  # open runs created here under a parent: asynchronous
+        self._pending: dict[str, list[tuple[float, Any, dict[str, list[Any]]]]] = {}
+        self._set_buffering = False
         shown = redact(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "default"))
         try:
             self.client = MlflowClient(tracking_uri)
@@ -65,18 +90,12 @@ class Tracker:
             raise TrackingError(
                 f"`tracking_uri` could not be opened: {shown}: {one_line(exc)}"
             ) from None
-        if redact(self.tracking_uri) != self.tracking_uri:
-            # MLflow prints "View run <URI>/#/..." links with the URI as given, password and all.
-            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+        # MLflow prints "View run <URI>/#/..." links on closing a run, the URI as given.
+        self._secret_uri = redact(self.tracking_uri) != self.tracking_uri
         try:
             self._call(self.client.search_experiments, max_results=1)
         except TrackingError as exc:
             raise TrackingError(f"`tracking_uri` could not be opened: {shown}: {exc}") from None
-        engine = getattr(getattr(self.client._tracking_client, "store", None), "engine", None)
-        self._writer: SqlRunWriter | None = None
-        if engine is not None:  # a database store in this process (not a tracking server)
-            tune_sqlite_engine(engine)
-            self._writer = SqlRunWriter.open(self.client) if direct_writes else None
 
     # -- experiments and runs -----------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
@@ -111,22 +130,32 @@ class Tracker:
         self, experiment_id: str, *, name: str, tags: Mapping[str, str],
         parent_run_id: str | None = None,
     ) -> str:
-        """Create a run (RUNNING) and return its id; nest it when ``parent_run_id`` is given."""
-        all_tags = dict(tags)
+        """Create a run (RUNNING) and return its id; nest it when ``parent_run_id`` is given.
+
+        Idempotent across retries: the run carries a key generated here (tag
+        ``study.create_key``), and a retry after a transient failure first looks for a run with
+        that key (an earlier attempt the store made but whose reply was lost) and returns it.
+        """
+        key = uuid.uuid4().hex
+        all_tags = {**tags, CREATE_KEY_TAG: key}
         if parent_run_id:
-            all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-        writer = self._writer
-        if writer is not None:
-            made = self._call(writer.create_run, experiment_id, name=name, start_time=_now_ms(),
-                              tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
-            if made is not None:
-                self._artifact_uris[made[0]] = made[1]
-                return made[0]
-        run = self._call(
-            self.client.create_run, experiment_id, tags=all_tags, run_name=name
-        )
-        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
-        return run.info.run_id
+            all_tags[PARENT_RUN_TAG] = parent_run_id
+        attempts = 0
+
+        def create_run() -> Any:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                made = self.client.search_runs([experiment_id], tag_equals(CREATE_KEY_TAG, key),
+                                               max_results=1)
+                if made:
+                    return made[0]
+            return self.client.create_run(experiment_id, tags=all_tags, run_name=name)
+
+        run_id = self._call(create_run).info.run_id
+        if parent_run_id and self.asynchronous:
+            self._nested.add(run_id)
+        return run_id
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any], *,
                  metrics: Mapping[str, float] | None = None, step: int = 0) -> None:
@@ -136,14 +165,21 @@ class Tracker:
     def close_run(self, run_id: str, status: str, *, tags: Mapping[str, Any],
                   metrics: Mapping[str, float] | None = None, step: int = 0) -> None:
         """Set ``tags``, log ``metrics`` at ``step`` and terminate ``run_id`` with an MLflow
-        ``status``: one write where the store takes it."""
-        self._log_batch(run_id, **_tags_and_metrics(tags, metrics, step), status=status)
+        ``status``, after every batch logged to it (the status is written last; for a nested
+        run this tracker created, the closing batch joins the asynchronous ones in one write)."""
+        batch = _tags_and_metrics(tags, metrics, step)
+        if run_id in self._nested:
+            self._log_async(run_id, **batch)
+        else:
+            self._log_batch(run_id, **batch)
+        self._terminate(run_id, status)
 
     def log_params(self, run_id: str, params: Mapping[str, Any], *,
                    metrics: Mapping[str, float] | None = None, new_run: bool = False) -> None:
-        """Log params (and ``metrics`` at step 0) in one call, skipping keys the run already
+        """Log params (and ``metrics`` at step 0) in one batch, skipping keys the run already
         has (MLflow params are write-once; ``mlflow run`` logs the entry point's own parameters
-        first). ``new_run``: the run was just created here and has none, so skip the look-up."""
+        first): asynchronously for a nested run this tracker created, as :meth:`log_metrics`.
+        ``new_run``: the run was just created here and has none, so skip the look-up."""
         existing = {} if new_run else self._call(self.client.get_run, run_id).data.params
         fresh = [
             Param(k, redact(str(v))[:_PARAM_LIMIT])
@@ -152,39 +188,38 @@ class Tracker:
         ]
         timestamp = _now_ms()
         batch = [Metric(k, float(v), timestamp, 0) for k, v in (metrics or {}).items()]
-        if fresh or batch:
+        if run_id in self._nested:
+            self._log_async(run_id, params=fresh, metrics=batch)
+        elif fresh or batch:
             self._log_batch(run_id, params=fresh, metrics=batch)
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int = 0) -> None:
-        """Log several metrics at ``step`` in one batched call."""
+        """Log several metrics at ``step`` in one batch: handed to MLflow's asynchronous logging
+        for a nested run this tracker created (written at the latest when it is closed), else
+        written now."""
         timestamp = _now_ms()
         batch = [Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
-        if batch:
+        if not batch:
+            return
+        if run_id in self._nested:
+            self._log_async(run_id, metrics=batch)
+        else:
             self._log_batch(run_id, metrics=batch)
 
     def log_state_dict(self, run_id: str, state_dict: Mapping[str, Any], path: str) -> None:
-        """Save a model's ``state_dict`` with ``torch.save`` and log it as artifact ``path``."""
-        import tempfile
-
+        """Save a model's ``state_dict`` with ``torch.save`` and log it as artifact ``path``
+        (through ``MlflowClient.log_artifact``, from a temporary folder)."""
         import torch
 
         tensors = {k: v.detach().cpu() for k, v in state_dict.items()}
         folder, _, name = path.rpartition("/")
-        local_root = _local_path(self._artifact_uris.get(run_id))
-        if local_root is not None:
-            # A run this process created, with artifacts on a local disk: written in place
-            # (no temporary copy, and no look-up of the run to find where they go).
-            target = os.path.join(local_root, folder, name)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, name)
             try:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                torch.save(tensors, target)
+                torch.save(tensors, local)
             except OSError as exc:
                 raise TrackingError(f"could not log {path} to run {run_id}: "
                                     f"{one_line(exc)}") from None
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, name)
-            torch.save(tensors, local)
             self._call(self.client.log_artifact, run_id, local, artifact_path=folder or None)
 
     def log_table(self, run_id: str, table: Any, artifact_file: str) -> None:
@@ -213,38 +248,105 @@ class Tracker:
                 from None
 
     def end_run(self, run_id: str, status: str) -> None:
-        """Terminate ``run_id`` with an MLflow status (FINISHED, FAILED, KILLED)."""
-        self._log_batch(run_id, status=status)
+        """Terminate ``run_id`` with an MLflow status (FINISHED, FAILED, KILLED), after every
+        batch logged to it."""
+        self._terminate(run_id, status)
 
-    def _log_batch(self, run_id: str, *, metrics: list[Metric] | None = None,
-                   params: list[Param] | None = None, tags: list[RunTag] | None = None,
-                   status: str | None = None) -> None:
-        """One batched write, terminating the run with ``status`` when given: straight into a
-        database store where it can, else (and where the direct write declines) through the
-        client."""
-        batch = {"metrics": metrics or [], "params": params or [], "tags": tags or []}
-        writer = self._writer
-        end = None if status is None else (status, _now_ms())
-        if writer is not None and self._call(writer.log_batch, run_id, **batch, end=end):
-            return
-        if any(batch.values()):
-            self._call(self.client.log_batch, run_id, **batch)
-        if status is not None:
-            self._call(self.client.set_terminated, run_id, status=status)
-
-    def find_runs(self, experiment_id: str, filter_string: str) -> list[Any]:
-        """All runs of ``experiment_id`` matching ``filter_string`` (every page)."""
+    def find_runs(self, experiment_id: str, filter_string: str = "", *,
+                  tags: Mapping[str, str] | None = None) -> list[Any]:
+        """All runs of ``experiment_id`` matching ``filter_string`` and carrying exactly the
+        ``tags`` (any values: quoted for MLflow's filter grammar by
+        :func:`~study.tracking.filters.tag_equals`), every page."""
+        tags = dict(tags or {})
+        clauses = [c for c in (filter_string, *(tag_equals(k, v) for k, v in tags.items())) if c]
         runs: list[Any] = []
         token = None
         while True:
             page = self._call(
-                self.client.search_runs, [experiment_id], filter_string,
+                self.client.search_runs, [experiment_id], " and ".join(clauses),
                 max_results=1000, page_token=token,
             )
-            runs.extend(page)
+            runs.extend(run for run in page if tags_match(run, tags))
             token = page.token
             if not token:
                 return runs
+
+    # -- writes -------------------------------------------------------------------------------
+    def _log_batch(self, run_id: str, *, metrics: list[Metric] | None = None,
+                   params: list[Param] | None = None, tags: list[RunTag] | None = None) -> None:
+        """One batched write, now (retried while the store is unreachable)."""
+        if metrics or params or tags:
+            self._call(self.client.log_batch, run_id, metrics=metrics or [],
+                       params=params or [], tags=tags or [])
+
+    def _log_async(self, run_id: str, *, metrics: list[Metric],
+                   params: list[Param] | None = None, tags: list[RunTag] | None = None) -> None:
+        """Hand a batch to MLflow's asynchronous logging (written within a second, batches of
+        the same run in one write); kept until the run's close checks that it was written."""
+        batch = {"metrics": metrics, "params": params or [], "tags": tags or []}
+        if not any(batch.values()):
+            return
+        if BUFFERING_ENV not in os.environ:
+            # Read by MLflow's logging thread on each round: set only while batches are in
+            # flight, and only where the user has not set it.
+            os.environ[BUFFERING_ENV] = "1"
+            self._set_buffering = True
+        self._check_written(run_id)
+        try:
+            operation = self.client.log_batch(run_id, **batch, synchronous=False)
+        except Exception:  # the queue refused the batch: write it now instead
+            self._log_batch(run_id, **batch)
+            return
+        self._pending.setdefault(run_id, []).append((time.monotonic(), operation, batch))
+
+    def _check_written(self, run_id: str) -> None:
+        """Forget the batches of ``run_id`` that MLflow wrote (those handed over long enough
+        ago to be done); where one failed, write every batch still pending now, with retries,
+        so an unreachable store stops the trial at this step, as a synchronous write would."""
+        pending = self._pending.get(run_id, [])
+        settled = time.monotonic() - _SETTLED_SECONDS
+        while pending and pending[0][0] < settled:
+            if _failed(pending[0][1]):
+                # The batches merged into a failed write follow it (MLflow reports them done).
+                batches = [batch for _, _, batch in pending]
+                pending.clear()
+                for batch in batches:
+                    self._log_batch(run_id, **batch)
+                return
+            pending.pop(0)
+
+    def _terminate(self, run_id: str, status: str) -> None:
+        """Close ``run_id``: MLflow's ``set_terminated`` drains its asynchronous queue, then
+        writes the status. Where the queue failed to write, the run's batches are written again
+        (with retries), and the status after them, so the status stays the last write."""
+        pending = self._pending.pop(run_id, [])
+        self._nested.discard(run_id)
+        try:
+            self._call(self._set_terminated, run_id, status)
+        finally:
+            if self._set_buffering and not self._pending:
+                os.environ.pop(BUFFERING_ENV, None)
+                self._set_buffering = False
+        if any(_failed(operation) for _, operation, _ in pending):
+            # MLflow writes a run's queued batches as one and, when that write fails, reports
+            # the ones merged into it as done: all of them are written again (a metric already
+            # stored is skipped, a param or tag rewritten with its value).
+            for _, _, batch in pending:
+                self._log_batch(run_id, **batch)
+            self._call(self._set_terminated, run_id, status)
+
+    def _set_terminated(self, run_id: str, status: str) -> None:
+        """``MlflowClient.set_terminated``; on a tracking URI with a password, the links MLflow
+        prints on closing a run are printed redacted."""
+        if not self._secret_uri:
+            self.client.set_terminated(run_id, status=status)
+            return
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed):
+                self.client.set_terminated(run_id, status=status)
+        finally:
+            sys.stdout.write(redact(printed.getvalue()))
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         deadline = time.monotonic() + self.retry_seconds
@@ -254,17 +356,31 @@ class Tracker:
                 return fn(*args, **kwargs)
             except Exception as exc:  # MlflowException, requests and driver errors
                 if not is_transient(exc):
-                    raise TrackingError(f"MLflow {fn.__name__} failed: {one_line(exc)}") from None
+                    raise TrackingError(f"MLflow {_name(fn)} failed: {one_line(exc)}") from None
                 if time.monotonic() + delay > deadline:
                     raise TrackingError(
                         f"MLflow tracking store {redact(self.tracking_uri)} unreachable for "
                         f"{self.retry_seconds:g} s ({one_line(exc)}); stopping. Run the same "
                         f"command again when it is back: the study resumes."
                     ) from None
-                print(f"warning: MLflow {fn.__name__} failed ({one_line(exc)[:160]}); "
+                print(f"warning: MLflow {_name(fn)} failed ({one_line(exc)[:160]}); "
                       f"retrying in {delay:g} s", file=sys.stderr, flush=True)
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)
+
+
+def _failed(operation: Any) -> bool:
+    """Whether an asynchronous write (MLflow's ``RunOperations``, already finished) failed."""
+    try:
+        operation.wait()
+    except MlflowException:
+        return True
+    return False
+
+
+def _name(fn: Any) -> str:
+    """The MLflow call ``fn`` stands for, as error messages name it (``set_terminated``)."""
+    return getattr(fn, "__name__", "call").lstrip("_")
 
 
 def _tags_and_metrics(tags: Mapping[str, Any], metrics: Mapping[str, float] | None,
@@ -273,15 +389,3 @@ def _tags_and_metrics(tags: Mapping[str, Any], metrics: Mapping[str, float] | No
     timestamp = _now_ms()
     return {"tags": [RunTag(k, str(v)) for k, v in tags.items()],
             "metrics": [Metric(k, float(v), timestamp, step) for k, v in (metrics or {}).items()]}
-
-
-def _local_path(uri: str | None) -> str | None:
-    """The folder of a local artifact URI (a path or ``file:``), else ``None``."""
-    if not uri:
-        return None
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
-        return urllib.request.url2pathname(parsed.path)
-    if parsed.scheme == "" and os.path.isabs(uri):
-        return uri
-    return None

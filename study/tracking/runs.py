@@ -7,16 +7,19 @@ The tag names and roles live here, so every writer and reader of the layout agre
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from study.redact import one_line
-from study.tracking._tracker import Tracker
+
+if TYPE_CHECKING:
+    from study.tracking._tracker import Tracker
 
 __all__ = [
     "NAME_TAG",
     "OWNER_TAG",
     "PARENT_TAG",
     "ROLE_TAG",
+    "STATE_TAG",
     "TRIAL_STATUS",
     "claim_parent_run",
     "end_trial_run",
@@ -31,8 +34,13 @@ NAME_TAG = "study.name"
 PARENT_TAG = "study.parent_run_id"
 # The process (host:pid) that created a parent run outside `mlflow run`, and must close it.
 OWNER_TAG = "study.owner"
-# Optuna trial state -> MLflow run status.
-TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+# The trial's Optuna state on its run (COMPLETE, PRUNED or FAIL). A pruned trial ran as asked
+# and its run is FINISHED (the MLflow UI draws KILLED and FAILED as failures): this tells them
+# apart. Runs of earlier versions carry only `optuna.trial_state` (and KILLED when pruned).
+STATE_TAG = "study.state"
+# Optuna trial state -> MLflow run status; an interrupted trial's run is KILLED.
+TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+INTERRUPTED_STATUS = "KILLED"
 # MLflow caps a tag value at 5000 characters.
 _TAG_LIMIT = 5000
 
@@ -70,10 +78,8 @@ def find_parent_run(tracker: Tracker, experiment_name: str, study_name: str) -> 
     experiment = tracker.client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return None
-    runs = tracker.find_runs(
-        experiment.experiment_id,
-        f"tags.`{ROLE_TAG}` = 'parent' and tags.`{NAME_TAG}` = '{study_name}'",
-    )
+    runs = tracker.find_runs(experiment.experiment_id,
+                             tags={ROLE_TAG: "parent", NAME_TAG: study_name})
     return runs[0] if runs else None
 
 
@@ -95,11 +101,14 @@ def start_trial_run(tracker: Tracker, experiment_id: str, *, parent_run_id: str,
 
 def end_trial_run(tracker: Tracker, run_id: str, *, state: str, failure: str | None = None,
                   tags: Mapping[str, str] | None = None,
-                  metrics: Mapping[str, float] | None = None, step: int = 0) -> None:
-    """Record the trial's Optuna ``state`` (and ``tags``, ``failure`` as ``study.failure``,
-    and last ``metrics`` at ``step``, all in one write) and close the run with the matching
-    status."""
-    tags = {**(tags or {}), "optuna.trial_state": state}
+                  metrics: Mapping[str, float] | None = None, step: int = 0,
+                  interrupted: bool = False) -> None:
+    """Record the trial's Optuna ``state`` (tags ``study.state`` and ``optuna.trial_state``,
+    with ``tags``, ``failure`` as ``study.failure``, and last ``metrics`` at ``step``, all in
+    one write) and close the run with the matching status: FINISHED for COMPLETE and PRUNED,
+    FAILED for FAIL, KILLED when the trial was ``interrupted`` (Ctrl-C, SIGTERM)."""
+    tags = {**(tags or {}), STATE_TAG: state, "optuna.trial_state": state}
     if failure:
         tags["study.failure"] = one_line(failure)[:_TAG_LIMIT]
-    tracker.close_run(run_id, TRIAL_STATUS[state], tags=tags, metrics=metrics, step=step)
+    status = INTERRUPTED_STATUS if interrupted else TRIAL_STATUS[state]
+    tracker.close_run(run_id, status, tags=tags, metrics=metrics, step=step)

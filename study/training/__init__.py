@@ -5,41 +5,43 @@ so the same loop serves a study's trials, ``study trial``, the benchmark's basel
 landscape probe.
 """
 
-from study.training.data import (
-    DATASETS,
-    TensorData,
-    check_dataset_spec,
-    check_image_size,
-    load_dataset,
-)
-from study.training.diagnostics import Diagnosis, curve_record, curve_rows, diagnose
-from study.training.factory import ModelCheck, check_model, is_factory, model_sha256
-from study.training.models import (
-    DEFAULT_DEPTH,
-    INITS,
-    MODELS,
-    RESNETS,
-    build_model,
-    check_model_spec,
-    count_parameters,
-)
-from study.training.penalty import (
-    KERNEL_MODULES,
-    PenaltyMode,
-    make_optimizer,
-    penalized_parameters,
-    penalty_term,
-    weight_sq_norm,
-)
-from study.training.trainer import (
-    INIT_SAMPLES,
-    EpochReport,
-    HParams,
-    InitReport,
-    Trainer,
-    early_losses,
-    resolve_device,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from study.training.data import TensorData, load_dataset
+    from study.training.diagnostics import Diagnosis, curve_record, curve_rows, diagnose
+    from study.training.factory import ModelCheck, check_model, is_factory, model_sha256
+    from study.training.models import build_model, count_parameters
+    from study.training.penalty import (
+        KERNEL_MODULES,
+        make_optimizer,
+        penalized_parameters,
+        penalty_term,
+        weight_sq_norm,
+    )
+    from study.training.specs import (
+        DATASETS,
+        DEFAULT_DEPTH,
+        INITS,
+        MODELS,
+        RESNETS,
+        HParams,
+        PenaltyMode,
+        check_dataset_spec,
+        check_image_size,
+        check_model_spec,
+    )
+    from study.training.trainer import (
+        INIT_SAMPLES,
+        EpochReport,
+        InitReport,
+        Trainer,
+        early_losses,
+        resolve_device,
+    )
 
 __all__ = [
     "DATASETS",
@@ -76,3 +78,51 @@ __all__ = [
     "resolve_device",
     "weight_sq_norm",
 ]
+
+_EXPORTS = {
+    "DATASETS": "study.training.specs",
+    "TensorData": "study.training.data",
+    "check_dataset_spec": "study.training.specs",
+    "check_image_size": "study.training.specs",
+    "load_dataset": "study.training.data",
+    "Diagnosis": "study.training.diagnostics",
+    "curve_record": "study.training.diagnostics",
+    "curve_rows": "study.training.diagnostics",
+    "diagnose": "study.training.diagnostics",
+    "ModelCheck": "study.training.factory",
+    "check_model": "study.training.factory",
+    "is_factory": "study.training.factory",
+    "model_sha256": "study.training.factory",
+    "DEFAULT_DEPTH": "study.training.specs",
+    "INITS": "study.training.specs",
+    "MODELS": "study.training.specs",
+    "RESNETS": "study.training.specs",
+    "build_model": "study.training.models",
+    "check_model_spec": "study.training.specs",
+    "count_parameters": "study.training.models",
+    "KERNEL_MODULES": "study.training.penalty",
+    "PenaltyMode": "study.training.specs",
+    "make_optimizer": "study.training.penalty",
+    "penalized_parameters": "study.training.penalty",
+    "penalty_term": "study.training.penalty",
+    "weight_sq_norm": "study.training.penalty",
+    "INIT_SAMPLES": "study.training.trainer",
+    "EpochReport": "study.training.trainer",
+    "HParams": "study.training.specs",
+    "InitReport": "study.training.trainer",
+    "Trainer": "study.training.trainer",
+    "early_losses": "study.training.trainer",
+    "resolve_device": "study.training.trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: a name is imported on first use, so importing the package loads none of them.
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -20,14 +20,11 @@ import torch
 from study._validation import fail
 from study.errors import DataError
 from study.redact import one_line
-from study.training._imports import is_callable_spec, load_callable, where_raised
-from study.training.images import Progress, load_image_folder, parse_image_size
+from study.training._imports import load_callable, where_raised
+from study.training.images import Progress, load_image_folder
+from study.training.specs import DATASETS, check_dataset_spec, check_image_size
 
 __all__ = ["DATASETS", "TensorData", "check_dataset_spec", "check_image_size", "load_dataset"]
-
-DATASETS = ("digits", "volumes3d", "npz:PATH", "imagefolder:PATH", "pkg.module:callable")
-_ALLOWED = ("one of digits, volumes3d, npz:PATH, imagefolder:PATH or a loader "
-            "pkg.module:callable / path/to/file.py:callable")
 
 # Enough for a 3D CNN to learn the task within a few epochs on a CPU, small enough to stay fast.
 _VOLUMES_N = 512
@@ -74,46 +71,6 @@ class TensorData:
     def n_val(self) -> int:
         """Number of validation samples."""
         return int(self.x_val.shape[0])
-
-
-def check_dataset_spec(spec: str) -> None:
-    """Validate the syntax of a dataset spec without loading anything.
-
-    Args:
-        spec: ``digits``, ``volumes3d``, ``npz:PATH`` or ``imagefolder:PATH`` with a non-empty
-            ``PATH``, or a loader ``module:callable`` / ``file.py:callable``.
-
-    Raises:
-        ConfigError: The spec has none of these forms.
-    """
-    if not isinstance(spec, str):
-        fail("dataset", spec, _ALLOWED)
-    if spec in ("digits", "volumes3d"):
-        return
-    for prefix in ("npz:", "imagefolder:"):
-        if spec.startswith(prefix):
-            if not spec[len(prefix):].strip():
-                fail("dataset", spec, f"{prefix}PATH with a non-empty PATH")
-            return
-    if not is_callable_spec(spec):
-        fail("dataset", spec, _ALLOWED)
-
-
-def check_image_size(dataset: str, image_size: str | None) -> tuple[int, int] | None:
-    """Parse ``image_size`` (``"32"`` or ``"HxW"``); it applies to ``imagefolder:`` only.
-
-    Raises:
-        ConfigError: It does not parse, or it is set for another kind of dataset.
-    """
-    if image_size is None:
-        return None
-    size = parse_image_size(image_size)
-    if size is None:
-        fail("image_size", image_size, "one positive number or HxW, e.g. 32 or 50x55")
-    if not dataset.startswith("imagefolder:"):
-        fail("image_size", image_size, f"unset for dataset={dataset!r} (it resizes the images of "
-                                       "imagefolder:PATH)")
-    return size
 
 
 def load_dataset(

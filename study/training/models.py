@@ -24,9 +24,17 @@ from torch import nn
 from study._validation import check_choice, fail
 from study.errors import ConfigError
 from study.redact import one_line
-from study.training._imports import is_callable_spec, load_callable, where_raised
+from study.training._imports import load_callable, where_raised
 from study.training.penalty import KERNEL_MODULES
 from study.training.resnet import resnet
+from study.training.specs import (
+    DEFAULT_DEPTH,
+    INITS,
+    MODELS,
+    RESNETS,
+    check_int,
+    check_model_spec,
+)
 
 __all__ = [
     "CNN_WIDTH_MULTIPLIERS",
@@ -38,12 +46,6 @@ __all__ = [
     "check_model_spec",
     "count_parameters",
 ]
-
-RESNETS = ("resnet", "resnet-noskip")
-MODELS = ("cnn", "vgg", *RESNETS)
-INITS = ("torch", "glorot", "he")
-# Two blocks per stage: a 14-layer network, deep enough for skips to matter, fast on a CPU.
-DEFAULT_DEPTH = 2
 
 CNN_WIDTH_MULTIPLIERS = (1, 1, 2, 2)
 """Channel multipliers of the ``cnn`` blocks; one entry per Conv-BN-LeakyReLU block."""
@@ -92,9 +94,9 @@ def build_model(
     """
     check_model_spec(name, depth=depth)
     check_choice("init", init, INITS)
-    _check_int("width", width, 1)
-    _check_int("in_channels", in_channels, 1)
-    _check_int("n_classes", n_classes, 2)
+    check_int("width", width, 1)
+    check_int("in_channels", in_channels, 1)
+    check_int("n_classes", n_classes, 2)
     size = _check_input_size(input_size)
     layers = _LAYERS[len(size)]
     with _seeded(seed):
@@ -110,24 +112,6 @@ def build_model(
             model = _from_factory(name, width, (in_channels, *size), n_classes)
         _initialize(model, init)
     return model
-
-
-def check_model_spec(name: object, *, depth: object = None) -> None:
-    """Validate a model name or factory spec (syntax only, nothing is imported) and its depth.
-
-    Raises:
-        ConfigError: ``name`` is neither a built-in model nor ``module:callable`` /
-            ``file.py:callable``, or ``depth`` is set for a model without stages.
-    """
-    if not isinstance(name, str) or (name not in MODELS and not is_callable_spec(name)):
-        fail("model", name, f"one of {', '.join(MODELS)}, or a factory pkg.module:callable or "
-                            "path/to/file.py:callable")
-    if depth is None:
-        return
-    if name not in RESNETS:
-        fail("depth", depth, f"unset for model={name!r} (it sets the blocks per stage of "
-                             f"{' and '.join(RESNETS)})")
-    _check_int("depth", depth, 1)
 
 
 def _from_factory(spec: str, width: int, input_shape: tuple[int, ...],
@@ -154,12 +138,6 @@ def count_parameters(model: nn.Module) -> int:
         The sum of ``numel()`` over the parameters that require gradients.
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _check_int(field: str, value: object, minimum: int) -> None:
-    # bool is an int subclass; True must not silently mean width=1.
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        fail(field, value, f"an integer >= {minimum}")
 
 
 def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:

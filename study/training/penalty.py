@@ -14,10 +14,10 @@ Only conv and linear kernels are penalized, never biases or BatchNorm parameters
 
 from __future__ import annotations
 
-import enum
-
 import torch
 from torch import nn
+
+from study.training.specs import PenaltyMode
 
 __all__ = [
     "KERNEL_MODULES",
@@ -30,18 +30,6 @@ __all__ = [
 
 # The layers whose `weight` is a kernel: penalized, re-initialized by --init, probed.
 KERNEL_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-class PenaltyMode(str, enum.Enum):
-    """How weight decay enters training."""
-
-    L2_IN_LOSS = "l2-in-loss"
-    COUPLED = "coupled"
-    DECOUPLED = "decoupled"
-    NONE = "none"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def penalized_parameters(model: nn.Module) -> list[nn.Parameter]:

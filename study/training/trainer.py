@@ -19,6 +19,7 @@ from study.errors import ConfigError, DataError, NonFiniteLossError
 from study.training.data import TensorData
 from study.training.models import build_model, count_parameters
 from study.training.penalty import PenaltyMode, make_optimizer, penalized_parameters, penalty_term
+from study.training.specs import HParams
 
 __all__ = [
     "EpochReport",
@@ -35,17 +36,6 @@ _EVAL_BATCH = 1024
 # same subset for every trial of a study, so its sampling noise does not differ between trials,
 # and a forward pass over it costs a fraction of an epoch (about 0.2 of one on digits).
 INIT_SAMPLES = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class HParams:
-    """One trial's searched (or fixed) hyperparameters."""
-
-    width: int
-    lr: float
-    batch_size: int
-    weight_decay: float
-    penalty_mode: str = PenaltyMode.L2_IN_LOSS.value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
@@ -18,6 +19,7 @@ from optuna.trial import TrialState, create_trial
 from study.analysis import analyze, trial_table, write_analysis
 from study.analysis.analyze import QUESTION_KEYS
 from study.analysis.simulation import SCENARIOS, Scenario, simulate
+from study.analysis.table import TABLE_COLUMNS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -55,11 +57,51 @@ def test_the_init_block_answers_the_same_way_as_the_early_window(document):
         assert set(block["models"]) >= {"data", "penalty", "total"}
 
 
-def test_decomposition_effects_add_up(document):
-    for block in (document, document["init"]):
+def _noise_free_trials() -> pd.DataFrame:
+    """24 l2-in-loss trials whose losses are exact functions of the hyperparameters (the
+    coefficients of :func:`test_decomposition_recovers_the_known_effects_of_noise_free_trials`)."""
+    rng = np.random.default_rng(7)
+    widths = np.tile([2, 4, 8, 16, 32, 64], 4)
+    n = len(widths)
+    lr = 10 ** rng.uniform(-4, -2, n)
+    bs = rng.choice([32, 64, 128], n)
+    wd = 10 ** rng.uniform(-5, -2, n)
+    P = 30 * widths**2 + 200 * widths + 50
+    x, L, B, D = np.log10(P), np.log10(lr), np.log10(bs), np.log10(wd)
+    init_data = 2.3 - 0.02 * x + 0.01 * B
+    early_data = 2.0 - 0.1 * x + 0.3 * L + 0.05 * B + 0.02 * D + 0.04 * x * (L + 3) \
+        + 0.01 * x * D
+    init_w, early_w = 0.5 + 0.3 * widths, 0.8 + 0.45 * widths + 0.02 * widths * (L + 3)
+    table = pd.DataFrame({
+        "number": np.arange(n), "state": "COMPLETE", "width": widths, "lr": lr,
+        "batch_size": bs, "weight_decay": wd, "penalty_mode": "l2-in-loss", "n_params": P,
+        "train_seed": np.arange(n), "init_data_loss": init_data, "init_penalty": wd * init_w,
+        "init_loss": init_data + wd * init_w, "init_weight_sq_norm": init_w,
+        "early_data_loss": early_data, "early_penalty": wd * early_w,
+        "early_loss": early_data + wd * early_w})
+    for column in TABLE_COLUMNS:
+        if column not in table:
+            table[column] = None
+    return table
+
+
+def test_decomposition_recovers_the_known_effects_of_noise_free_trials():
+    table = _noise_free_trials()
+    found = analyze(table, study_name="s", early_epochs=1, compare_widths=(2, 64))
+    # The truth, by hand: read at the median log10 lr and weight decay, per decade of
+    # parameters between widths 2 and 64.
+    L, D = np.median(np.log10(table["lr"])), np.median(np.log10(table["weight_decay"]))
+    decades = np.log10((30 * 64**2 + 200 * 64 + 50) / (30 * 2**2 + 200 * 2 + 50))
+    truth = {"init": {"data": -0.02, "penalty": 10**D * 0.3 * 62 / decades},
+             "early": {"data": -0.1 + 0.04 * (L + 3) + 0.01 * D,
+                       "penalty": 10**D * (0.45 + 0.02 * (L + 3)) * 62 / decades}}
+    for block, known in ((found["init"], truth["init"]), (found, truth["early"])):
         d = block["decomposition"]
+        assert d["width_effect_data"]["estimate"] == pytest.approx(known["data"], rel=1e-8)
+        assert d["width_effect_penalty"]["estimate"] == pytest.approx(known["penalty"],
+                                                                      rel=1e-8)
         assert d["width_effect_total"]["estimate"] == pytest.approx(
-            d["width_effect_data"]["estimate"] + d["width_effect_penalty"]["estimate"])
+            known["data"] + known["penalty"], rel=1e-8)
 
 
 def test_by_weight_decay_spans_the_studied_range_with_its_decades(document):

@@ -7,7 +7,9 @@ The objective depends strongly on ``lr`` and weakly on ``width``; ``early_loss``
 from __future__ import annotations
 
 import json
+import logging
 import math
+import threading
 
 import numpy as np
 import optuna
@@ -19,6 +21,7 @@ from optuna.trial import TrialState
 from study.analysis.importance import (
     COLUMNS,
     MIN_TRIALS,
+    _unlogged,
     importance_summary,
     importance_table,
 )
@@ -236,3 +239,46 @@ def test_ped_anova_quantile_keeps_five_trials_on_top(n, quantile):
 
     assert ped_anova_quantile(n) == pytest.approx(quantile)
     assert n * ped_anova_quantile(n) >= 5
+
+
+# --- Optuna's logging is left as the user set it ------------------------------------------------
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def optuna_info_records():
+    """Optuna at INFO, its records collected; the verbosity restored afterwards."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    records = _Records()
+    logging.getLogger("optuna").addHandler(records)
+    yield records
+    logging.getLogger("optuna").removeHandler(records)
+    optuna.logging.set_verbosity(before)
+
+
+def test_the_table_logs_no_study_creation_and_keeps_the_verbosity(optuna_info_records):
+    importance_table(make_trials(12), evaluators=("fanova",), n_bootstrap=2)
+    assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    assert not [m for m in optuna_info_records.messages if "A new study created" in m]
+    optuna.create_study()  # the same line from the user's own code still gets through
+    assert [m for m in optuna_info_records.messages if "A new study created" in m]
+
+
+def test_the_silenced_logger_drops_this_threads_records_only(optuna_info_records):
+    logger = logging.getLogger(optuna.storages.InMemoryStorage.__module__)
+    filters = list(logger.filters)
+    with _unlogged(logger):
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+        logger.info("from this thread")
+        other = threading.Thread(target=logger.info, args=("from another thread",))
+        other.start()
+        other.join()
+    assert optuna_info_records.messages == ["from another thread"]
+    assert logger.filters == filters

@@ -256,6 +256,21 @@ def test_mlflow_state_falls_back_to_the_run_status(mlflow_setup) -> None:
     assert untagged["state"].tolist() == ["RUNNING"]
 
 
+@pytest.mark.parametrize(("status", "tags", "state"), [
+    ("FINISHED", {"study.state": "PRUNED", "optuna.trial_state": "PRUNED"}, "PRUNED"),
+    ("KILLED", {"optuna.trial_state": "PRUNED"}, "PRUNED"),  # pruned, by an earlier version
+    ("KILLED", {"study.state": "FAIL", "optuna.trial_state": "FAIL"}, "FAIL"),  # interrupted
+    ("KILLED", {}, "FAIL"),  # closed by someone else: not a pruned trial
+], ids=["pruned", "pruned-before", "interrupted", "untagged-killed"])
+def test_mlflow_state_reads_the_state_tags_of_this_and_earlier_versions(
+        tracking_uri, status, tags, state) -> None:
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.create_experiment("e")
+    run_id = client.create_run(experiment_id, tags={"study.role": "trial", **tags}).info.run_id
+    client.set_terminated(run_id, status)
+    assert trial_table_from_mlflow(client, experiment_id)["state"].tolist() == [state]
+
+
 def test_mlflow_parent_run_id_must_be_a_run_id(mlflow_setup) -> None:
     client, experiment_id, _, _ = mlflow_setup
     with pytest.raises(ConfigError, match="parent_run_id"):

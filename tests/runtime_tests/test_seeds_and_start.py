@@ -7,11 +7,12 @@ import math
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from study.config import StudyConfig
 from study.keys import TRAIN_SEED_ATTR
-from study.runtime.lifecycle import load_study, prepare_study
-from study.runtime.recovery import retry_trial
+from study.runtime.lifecycle import load_study, prepare_study, sampler_seed
+from study.runtime.recovery import retry_trial, worker_identity, worker_salt
 from study.runtime.session import run_session
 from study.runtime.space import train_seed
 
@@ -101,3 +102,41 @@ def test_a_retried_trial_keeps_its_seed(storage_url, tracking_uri):
     assert retried[0].user_attrs[TRAIN_SEED_ATTR] == first.user_attrs[TRAIN_SEED_ATTR]
     assert math.isclose(retried[0].user_attrs["init_weight_sq_norm"],
                         first.user_attrs["init_weight_sq_norm"], rel_tol=1e-12)
+
+
+def test_a_retry_of_retries_that_never_recorded_a_seed_takes_the_first_ones(storage_url,
+                                                                           tracking_uri):
+    config = config_of(storage_url, tracking_uri, n_trials=1)
+    study = load_study(prepare_study(config)).study
+    run_session(config)  # trial 0, so the dead series below does not start at 0
+    # Trial 1 and its retry 2 die before recording a seed; 3 retries 2.
+    for _ in range(2):
+        dying = study.ask()  # the queued retry, once there is one
+        dead = study.tell(dying, state=TrialState.FAIL)
+        assert TRAIN_SEED_ATTR not in dead.user_attrs
+        assert retry_trial(study, dead, reason="its worker process died")
+
+    run_session(config.replace(n_trials=2))
+
+    trials = optuna.load_study(study_name="seeds", storage=storage_url).trials
+    assert [t.user_attrs.get("retried_from") for t in trials] == [None, None, 1, 2]
+    assert trials[3].state == TrialState.COMPLETE
+    assert trials[3].user_attrs[TRAIN_SEED_ATTR] == train_seed(config.seed, 1)
+    assert trials[3].user_attrs["retry_reason"] == "its worker process died"
+
+
+def test_a_worker_records_its_sampler_seed_and_what_salted_it(storage_url, tracking_uri,
+                                                             monkeypatch):
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "5")
+    config = config_of(storage_url, tracking_uri, n_trials=1)
+    run_session(config)  # `study run` creates the study; its sampler is not salted
+
+    run_session(config.replace(n_trials=2), worker=True, given={"n_trials": 2})
+
+    first, second = optuna.load_study(study_name="seeds", storage=storage_url).trials
+    assert first.user_attrs["sampler_seed"] == {"seed": config.seed}
+    recorded = second.user_attrs["sampler_seed"]
+    assert recorded["salt_of"] == worker_identity()  # this process, as the worker
+    assert recorded["salt_of"].endswith(" JOB_COMPLETION_INDEX=5")
+    salt = worker_salt(recorded["salt_of"])
+    assert recorded["seed"] == sampler_seed(config, n_existing=1, salt=salt) != config.seed + 1

@@ -13,7 +13,7 @@ import pytest
 from study.config import StudyConfig
 from study.errors import StudyError
 from study.keys import CONFIG_ATTR, PARENT_RUN_ATTR
-from study.runtime._optuna_logs import one_line_trial_failures
+from study.runtime._optuna_logs import optuna_quiet
 from study.runtime.lifecycle import load_study, prepare_study
 from study.runtime.session import run_session
 from study.storages import create_storage
@@ -129,8 +129,9 @@ def test_met_budget_runs_no_trial(storage_url, tracking_uri, mlflow_client):
     assert len(runs_by_role(mlflow_client, "trial")) == 1
 
 
-def test_pruned_trial_is_killed_run_and_study_continues(storage_url, tracking_uri,
-                                                        mlflow_client):
+def test_pruned_trial_is_a_finished_run_tagged_pruned_and_study_continues(storage_url,
+                                                                          tracking_uri,
+                                                                          mlflow_client):
     config = small_config(storage_url, tracking_uri, n_trials=7, pruner="median",
                           lr_min=1e-7, lr_max=1e-2)
     good = {"width": 4, "lr": 1e-2, "weight_decay": 1e-4}
@@ -143,8 +144,8 @@ def test_pruned_trial_is_killed_run_and_study_continues(storage_url, tracking_ur
     # trial 5 (lr 1e-7) is far worse than the median; the good ones differ only by their seeds
     assert 5 in [t.number for t in pruned]
     run = mlflow_client.get_run(study.trials[5].user_attrs["mlflow_run_id"])
-    assert run.info.status == "KILLED"
-    assert run.data.tags["optuna.trial_state"] == "PRUNED"
+    assert run.info.status == "FINISHED"  # it ran as asked: not drawn as a failure
+    assert run.data.tags["study.state"] == run.data.tags["optuna.trial_state"] == "PRUNED"
     assert "early/loss" in run.data.metrics  # pruned after the early window, still usable
     assert "final/val_loss" not in run.data.metrics
     assert result.n_finished == 7  # the study went on after the pruned trial
@@ -221,17 +222,27 @@ def test_a_failed_trial_is_said_once_with_its_params(storage_url, tracking_uri, 
     assert not [m for m in optuna_said if m.startswith("Trial 0 failed")], optuna_said
 
 
-def test_failures_that_are_not_the_studys_are_still_logged_by_optuna(caplog):
+def test_optuna_is_quiet_inside_a_session_and_as_it_was_after(caplog):
     study = optuna.create_study()
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
 
     def broken(trial):
         raise ValueError("not ours")
 
-    with caplog.at_level(logging.WARNING, logger="optuna"), one_line_trial_failures():
-        study.optimize(broken, n_trials=1, catch=(ValueError,))
-    said = [r.getMessage() for r in caplog.records]
-    assert any("Trial 0 failed with parameters" in m and "not ours" in m for m in said), said
-    assert "Trial 0 failed with value None." in said
+    try:
+        with caplog.at_level(logging.INFO, logger="optuna"):
+            with optuna_quiet():
+                study.optimize(lambda t: 1.0, n_trials=1)
+                assert optuna.logging.get_verbosity() == optuna.logging.ERROR
+            with pytest.raises(ValueError, match="not ours"), optuna_quiet():
+                study.optimize(broken, n_trials=1)
+            assert optuna.logging.get_verbosity() == optuna.logging.INFO
+            study.optimize(lambda t: 2.0, n_trials=1)
+    finally:
+        optuna.logging.set_verbosity(before)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Trial")]
+    assert [m.split(" finished")[0] for m in said] == ["Trial 2"], said
 
 
 def test_repeated_failures_stop_the_session_with_one_error(storage_url, tracking_uri):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import optuna
+from optuna.trial import TrialState
 
 from study.config import StudyConfig
 from study.keys import CONFIG_ATTR, WORKER_ATTR
@@ -27,3 +29,35 @@ def test_status_tells_live_running_trials_from_stale_ones(tmp_path):
     (running,) = [line for line in lines if line.startswith("running:")]
     assert running == ("running: 2 live trial(s) on 1 worker(s), 1 stale [2] (worker process "
                        "gone; the next `study run` re-queues them)")
+
+
+def _study_with(tmp_path, states: list[TrialState]) -> StudyConfig:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    config = StudyConfig(study_name="s", storage=storage)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.set_user_attr(CONFIG_ATTR, config.study_settings())
+    for state in states:
+        trial = study.ask()
+        time.sleep(0.05)  # every trial takes time: a span to divide by
+        study.tell(trial, 1.0 if state is TrialState.COMPLETE else None, state=state)
+    return config
+
+
+def _throughput(config: StudyConfig) -> str:
+    (line,) = [x for x in study_status(config).splitlines() if x.startswith("throughput:")]
+    return line
+
+
+def test_failed_trials_alone_give_no_throughput(tmp_path):
+    config = _study_with(tmp_path, [TrialState.FAIL, TrialState.FAIL])
+
+    assert _throughput(config) == "throughput: no finished trials yet"
+
+
+def test_throughput_counts_finished_trials_over_their_own_span(tmp_path):
+    config = _study_with(tmp_path, [TrialState.FAIL, TrialState.COMPLETE, TrialState.PRUNED])
+    trials = optuna.load_study(study_name="s", storage=config.storage).trials
+    finished = trials[1:]
+    hours = (finished[-1].datetime_complete - finished[0].datetime_start).total_seconds() / 3600
+
+    assert _throughput(config) == f"throughput: {2 / hours:.1f} finished trials per hour"

@@ -1,18 +1,20 @@
 """The service's RDB storage reads the same trials as Optuna's own ORM reader, on SQLite and on
-PostgreSQL, for every state, value kind, filter and attribute."""
+PostgreSQL, for every state, value kind, filter and attribute, and steps aside for Optuna's
+reader on a version or layout it does not know."""
 
 from __future__ import annotations
 
 import math
+import time
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState, create_trial
 
-from study.storages import create_storage
-from study.storages._rdb import StudyRDBStorage
+from study.errors import StorageError
+from study.storages import StudyRDBStorage, create_storage, read_trials
 from tests.servers import postgres_database, postgres_url
 
 DISTS = {
@@ -55,7 +57,6 @@ def _fill(study: optuna.Study) -> None:
 def _same(fast: list, slow: list) -> None:
     assert [t.number for t in fast] == [t.number for t in slow]
     for a, b in zip(fast, slow, strict=True):
-        assert a._trial_id == b._trial_id
         assert a.state == b.state
         assert (a.values is None) == (b.values is None)
         if a.values is not None:
@@ -79,23 +80,20 @@ def _check_against_orm(url: str) -> None:
     _fill(study)
     optuna.create_study(study_name="other", storage=storage).add_trial(
         create_trial(state=TrialState.COMPLETE, value=1.0))
-    study_id = study._study_id
+    orm = optuna.storages.RDBStorage(url)  # Optuna's own reader, on its own engine
+    study_id = storage.get_study_id_from_name("s")
     trials = storage.get_all_trials(study_id, deepcopy=False)
     assert len(trials) == 6
     assert {t.state for t in trials} == set(TrialState)  # all five states
-    ids = [t._trial_id for t in trials]
-    for states, included, greater in (
-        (None, set(), -1),
-        ((TrialState.COMPLETE, TrialState.PRUNED), set(), -1),
-        ((TrialState.RUNNING,), set(), -1),
-        (None, set(), ids[2]),
-        (None, {ids[0], ids[1]}, ids[3]),
-        (None, set(), ids[-1]),
-    ):
-        _same(storage._get_trials(study_id, states, included, greater),
-              RDBStorage._get_trials(storage, study_id, states, included, greater))
-    _same([storage.get_trial(i) for i in ids], [RDBStorage.get_trial(storage, i) for i in ids])
+    for states in (None, (TrialState.COMPLETE, TrialState.PRUNED), (TrialState.RUNNING,), ()):
+        _same(storage.get_all_trials(study_id, states=states),
+              orm.get_all_trials(study_id, states=states))
+    ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
+    _same([storage.get_trial(i) for i in ids], [orm.get_trial(i) for i in ids])
+    _same(read_trials(storage, "s"), orm.get_all_trials(study_id))
     assert storage._fast_reads  # the fast path served every read above
+    orm.engine.dispose()
+    storage.engine.dispose()
 
 
 def test_sqlite_reads_match_optuna(tmp_path):
@@ -107,22 +105,56 @@ def test_postgresql_reads_match_optuna():
         _check_against_orm(postgres_url(name))
 
 
-def test_a_missing_trial_is_optunas_key_error(tmp_path):
-    storage = create_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+@pytest.fixture
+def new_york(monkeypatch):
+    """The process in a time zone far from UTC, with summer time (trial times are stored in
+    UTC and handed out in local time)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_reads_match_optuna_away_from_utc(tmp_path, new_york):
+    assert time.localtime().tm_gmtoff != 0
+    _check_against_orm(f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_a_missing_trial_is_optunas_key_error(storage_url):
+    storage = create_storage(storage_url)
     optuna.create_study(storage=storage).ask()
     with pytest.raises(KeyError, match="trial_id 99"):
         storage.get_trial(99)
+    assert storage._fast_reads
 
 
-def test_missing_study_is_optunas_key_error(tmp_path):
-    storage = create_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+def test_a_missing_study_is_optunas_key_error(storage_url):
+    storage = create_storage(storage_url)
     with pytest.raises(KeyError, match="study_id 99"):
-        storage._get_trials(99, None, set(), -1)
+        storage.get_all_trials(99)
+    assert storage._fast_reads
 
 
-def test_study_through_the_cache_sees_new_trials(tmp_path):
-    # Optuna's cache asks only for unfinished and newer trials: they must come back updated.
-    storage = create_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+def test_read_trials_of_a_missing_study_names_it(storage_url):
+    storage = create_storage(storage_url)
+    with pytest.raises(StorageError, match=r"^`study_name` must name a study in the storage, "
+                                           r"but got study_name='nope'\.$"):
+        read_trials(storage, "nope")
+
+
+def test_read_trials_opens_a_url_and_reads_any_storage(tmp_path, storage_url):
+    optuna.create_study(study_name="s", storage=create_storage(storage_url)).add_trial(
+        create_trial(state=TrialState.COMPLETE, value=2.0))
+    assert [t.value for t in read_trials(storage_url, "s")] == [2.0]
+    journal = create_storage(f"journal:{tmp_path / 'j.log'}")
+    optuna.create_study(study_name="j", storage=journal).add_trial(
+        create_trial(state=TrialState.COMPLETE, value=3.0))
+    assert [t.value for t in read_trials(journal, "j")] == [3.0]
+
+
+def test_a_study_through_optunas_cache_sees_new_trials(storage_url):
+    storage = create_storage(storage_url)
     study = optuna.create_study(study_name="s", storage=storage)
     trial = study.ask({"lr": DISTS["lr"]})
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
@@ -131,124 +163,73 @@ def test_study_through_the_cache_sees_new_trials(tmp_path):
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert trials[0].value == 0.5
-    assert study.best_trial.number in (0, 1, 2)
+    assert [t.number for t in read_trials(storage, "s")] == [0, 1, 2]
 
 
-def test_a_pickled_storage_keeps_fast_reads_and_wal(tmp_path):
+def test_a_pickled_storage_keeps_fast_reads_and_wal(storage_url):
     import pickle
 
     from study.storages import _sqlite
 
-    storage = create_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    storage = create_storage(storage_url)
     optuna.create_study(study_name="s", storage=storage).add_trial(
         create_trial(state=TrialState.COMPLETE, value=1.0))
     copy = pickle.loads(pickle.dumps(storage))
     assert isinstance(copy, StudyRDBStorage)
     assert copy.engine is not storage.engine
-    assert sqlalchemy_event_contains(copy.engine, _sqlite._pragmas)
+    assert sa.event.contains(copy.engine, "connect", _sqlite._pragmas)
     (trial,) = copy.get_all_trials(copy.get_study_id_from_name("s"))
     assert trial.value == 1.0
+    assert copy._fast_reads
 
 
-def sqlalchemy_event_contains(engine, fn) -> bool:
-    import sqlalchemy
-
-    return sqlalchemy.event.contains(engine, "connect", fn)
+# --- the fast reader steps aside when it does not know Optuna or the tables -------------------
 
 
-# --- the fast reader steps aside when the tables are not the ones it was written for ----------
+def test_the_installed_optuna_and_a_new_database_fit_the_fast_reader(storage_url):
+    from study.storages._sqlread import fast_read_problem
+
+    assert fast_read_problem(create_storage(storage_url)) is None
 
 
-def test_a_healthy_database_fits_the_fast_reader(tmp_path):
-    from study.storages._rdb import layout_mismatch
+def test_another_optuna_major_version_uses_optunas_reader(storage_url, monkeypatch, caplog):
+    storage = create_storage(storage_url)
+    optuna.create_study(study_name="s", storage=storage).add_trial(
+        create_trial(state=TrialState.COMPLETE, value=1.0))
+    monkeypatch.setattr(optuna, "__version__", "6.0.0")
+    with caplog.at_level("WARNING"):
+        (trial,) = read_trials(storage, "s")
+    assert trial.value == 1.0
+    assert not storage._fast_reads
+    assert "fast trial reads disabled (written for Optuna 5, not 6.0.0); using Optuna's " \
+           "reader" in caplog.text
 
-    storage = create_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    assert layout_mismatch(storage.engine) is None
+
+def test_another_schema_revision_uses_optunas_reader(storage_url, caplog):
+    optuna.create_study(study_name="s", storage=create_storage(storage_url)).add_trial(
+        create_trial(state=TrialState.COMPLETE, value=1.0))
+    # What a database migrated by a later Optuna would look like to this reader.
+    with sa.create_engine(storage_url).begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'v9.0.0.a'"))
+    storage = StudyRDBStorage(storage_url, skip_compatibility_check=True)
+    with caplog.at_level("WARNING"):
+        (trial,) = read_trials(storage, "s")
+    assert trial.value == 1.0
+    assert not storage._fast_reads
+    assert "written for Optuna's schema v3.2.0.a, not v9.0.0.a" in caplog.text
 
 
-def test_a_renamed_column_disables_fast_reads_with_a_warning(tmp_path, caplog):
-    import sqlalchemy as sa
-
-    from study.storages._rdb import layout_mismatch
-
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(storage=create_storage(url), study_name="s")
+def test_a_renamed_column_uses_optunas_reader_with_a_warning(storage_url, caplog):
+    study = optuna.create_study(storage=create_storage(storage_url), study_name="s")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     # What a future Optuna with another table layout would look like to this reader.
-    with sa.create_engine(url).begin() as conn:
+    with sa.create_engine(storage_url).begin() as conn:
         conn.execute(sa.text("ALTER TABLE trial_user_attributes RENAME COLUMN value_json "
                              "TO value"))
-    storage = create_storage(url)
-    assert layout_mismatch(storage.engine) == \
-        "the database's trial_user_attributes has no value_json"
+    storage = create_storage(storage_url)
     with caplog.at_level("WARNING"), pytest.raises(optuna.exceptions.StorageInternalError):
-        storage._get_trials(storage.get_study_id_from_name("s"), None, set(), -1)
+        storage.get_all_trials(storage.get_study_id_from_name("s"))  # Optuna's reader fails too
     assert not storage._fast_reads
     assert "fast trial reads disabled (the database's trial_user_attributes has no " \
            "value_json); using Optuna's reader" in caplog.text
 
-
-def _check_batched_user_attrs(url: str) -> None:
-    storage = create_storage(url)
-    study = optuna.create_study(storage=storage, study_name="attrs")
-    trial = study.ask()
-    storage.set_trial_user_attr(trial._trial_id, "kept", 1)
-    storage.set_trial_user_attr(trial._trial_id, "replaced", "old")
-    attrs = {"replaced": "new", "curve": [{"epoch": 1, "loss": 0.5}], "n": 3, "none": None}
-    storage.set_trial_user_attrs(trial._trial_id, attrs)
-    # Read back through Optuna's own ORM reader, not ours.
-    orm = optuna.storages.RDBStorage(url)
-    assert orm.get_trial(trial._trial_id).user_attrs == {"kept": 1, **attrs}
-    study.tell(trial, 1.0)
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        storage.set_trial_user_attrs(trial._trial_id, {"late": 1})
-    assert "late" not in orm.get_trial(trial._trial_id).user_attrs
-
-
-def test_batched_user_attrs_upsert_in_sqlite_and_refuse_finished_trials(tmp_path):
-    _check_batched_user_attrs(f"sqlite:///{tmp_path / 'o.db'}")
-
-
-def test_batched_user_attrs_upsert_in_postgresql_and_refuse_finished_trials():
-    with postgres_database() as name:
-        _check_batched_user_attrs(postgres_url(name))
-
-
-def test_set_user_attrs_updates_the_running_trial_as_set_user_attr_does(tmp_path):
-    from study.runtime._attrs import set_user_attrs
-
-    study = optuna.create_study(storage=create_storage(f"sqlite:///{tmp_path / 'o.db'}"))
-    trial = study.ask()
-    set_user_attrs(trial, {"a": 1, "b": [2]})
-    assert trial.user_attrs == {"a": 1, "b": [2]}
-    assert study.trials[0].user_attrs == {"a": 1, "b": [2]}
-
-
-def _check_intermediate_values(url: str) -> None:
-    storage = create_storage(url)
-    study = optuna.create_study(storage=storage, study_name="steps")
-    trial = study.ask()
-    for step, value in ((1, 0.5), (2, float("nan")), (3, float("inf")), (4, -float("inf"))):
-        trial.report(value, step)
-    # A step written again (trial.report ignores it; the storage replaces it, as Optuna's).
-    storage.set_trial_intermediate_value(trial._trial_id, 1, 0.25)
-    # Read back through Optuna's own ORM reader, not ours.
-    orm = optuna.storages.RDBStorage(url)
-    got = orm.get_trial(trial._trial_id).intermediate_values
-    assert got[1] == 0.25 and math.isnan(got[2])
-    assert (got[3], got[4]) == (float("inf"), -float("inf"))
-    study.tell(trial, 1.0)
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
-        storage.set_trial_intermediate_value(trial._trial_id, 5, 0.1)
-    assert 5 not in orm.get_trial(trial._trial_id).intermediate_values
-    with pytest.raises(KeyError):
-        storage.set_trial_intermediate_value(trial._trial_id + 100, 1, 0.1)
-
-
-def test_intermediate_values_upsert_in_sqlite_and_refuse_finished_trials(tmp_path):
-    _check_intermediate_values(f"sqlite:///{tmp_path / 'o.db'}")
-
-
-def test_intermediate_values_upsert_in_postgresql_and_refuse_finished_trials():
-    with postgres_database() as name:
-        _check_intermediate_values(postgres_url(name))

@@ -1,4 +1,5 @@
-"""Both embedded SQLite stores run in write-ahead-log mode with ``synchronous=NORMAL``."""
+"""The Optuna storage's own SQLite engine runs in write-ahead-log mode with
+``synchronous=NORMAL``; MLflow's SQLite store is left in the mode MLflow gives it."""
 
 from __future__ import annotations
 
@@ -33,15 +34,23 @@ def test_optuna_storage_uses_wal_and_normal_sync(tmp_path):
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
 
 
-def test_mlflow_sqlite_store_uses_wal(tracking_uri):
+def test_mlflow_sqlite_store_is_left_in_its_own_journal_mode(tracking_uri):
     path = Path(tracking_uri.removeprefix("sqlite:///"))
     assert _journal_mode(path) == "delete"  # the template, as MLflow leaves it
-    tracker = Tracker(tracking_uri)
-    tracker.experiment_id("e")
-    assert _journal_mode(path) == "wal"
+    Tracker(tracking_uri).experiment_id("e")
+    assert _journal_mode(path) == "delete"
     from mlflow import MlflowClient
 
     assert MlflowClient(tracking_uri).get_experiment_by_name("e") is not None
+
+
+def test_only_the_storages_own_engine_is_tuned(storage_url):
+    storage = create_storage(storage_url)
+    other = sqlalchemy.create_engine(storage_url)
+    assert sqlalchemy.event.contains(storage.engine, "connect", _sqlite._pragmas)
+    assert not sqlalchemy.event.contains(other, "connect", _sqlite._pragmas)
+    with other.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL, SQLite's own
 
 
 def test_other_databases_are_left_alone():

@@ -51,7 +51,7 @@ def test_a_trial_run_is_nested_under_the_parent_and_tagged(tracker, parent, mlfl
     assert run.data.tags["optuna.trial_number"] == "7"
 
 
-@pytest.mark.parametrize(("state", "status"), [("COMPLETE", "FINISHED"), ("PRUNED", "KILLED"),
+@pytest.mark.parametrize(("state", "status"), [("COMPLETE", "FINISHED"), ("PRUNED", "FINISHED"),
                                                ("FAIL", "FAILED")])
 def test_ending_a_trial_run_maps_its_state_to_a_status(tracker, parent, mlflow_client, state,
                                                        status):
@@ -61,8 +61,19 @@ def test_ending_a_trial_run_maps_its_state_to_a_status(tracker, parent, mlflow_c
     end_trial_run(tracker, run_id, state=state)
     run = mlflow_client.get_run(run_id)
     assert run.info.status == status
-    assert run.data.tags["optuna.trial_state"] == state
+    assert run.data.tags["study.state"] == run.data.tags["optuna.trial_state"] == state
     assert "study.failure" not in run.data.tags
+
+
+def test_an_interrupted_trial_run_is_killed_and_its_trial_failed(tracker, parent, mlflow_client):
+    experiment_id, parent_id = parent
+    run_id = start_trial_run(tracker, experiment_id, parent_run_id=parent_id,
+                             study_name="s", trial_number=1)
+    end_trial_run(tracker, run_id, state="FAIL", failure="interrupted", interrupted=True)
+    run = mlflow_client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert (run.data.tags["study.state"], run.data.tags["study.failure"]) == \
+        ("FAIL", "interrupted")
 
 
 def test_a_failure_is_one_redacted_line(tracker, parent, mlflow_client):
@@ -120,6 +131,14 @@ def test_the_parent_is_found_by_study_name_only(tracker, parent):
     assert find_parent_run(tracker, "exp", "s").info.run_id == run_id
     assert find_parent_run(tracker, "exp", "other") is None
     assert find_parent_run(tracker, "no-such-experiment", "s") is None
+
+
+@pytest.mark.parametrize("name", ["o'brien", 'say "hi"', "it's \"x\"\\"])
+def test_the_parent_of_a_study_named_with_quotes_is_found(tracker, parent, name):
+    _, run_id = parent
+    claim_parent_run(tracker, run_id, study_name=name, storage="x", params={}, owner=None)
+    assert find_parent_run(tracker, "exp", name).info.run_id == run_id
+    assert find_parent_run(tracker, "exp", name + "'") is None
 
 
 def test_a_file_and_a_folder_are_logged_as_artifacts(tracker, parent, mlflow_client, tmp_path):

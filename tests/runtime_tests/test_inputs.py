@@ -1,0 +1,25 @@
+"""Every input is checked before a store is opened: a bad one leaves no file behind. The real
+``study`` command in an empty folder, with the default (relative) store paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import cli_env, run_cli
+from tests.servers import stderr_lines
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_env")]
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--dataset", "npz:/nonexistent.npz"], "error: `dataset` must name an existing .npz file"),
+    (["--batch-sizes", "100000"], "error: `batch_sizes` must be <= the"),
+])
+def test_a_bad_input_leaves_no_store_behind(flags, error, tmp_path):
+    proc = run_cli(["run", "--n-trials", "1", "--epochs", "1", "--device", "cpu", *flags],
+                   cwd=tmp_path, env=cli_env(), timeout=300)
+
+    assert proc.returncode == 1, proc.stderr
+    (line,) = stderr_lines(proc.stderr)
+    assert line.startswith(error), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
