@@ -231,28 +231,19 @@ def command_stages(run: Callable[[], float], command: str) -> dict[str, float]:
     return seconds
 
 
-def _fast_reads_off(study: Any) -> None:
-    """Make ``study`` read its trials through Optuna's ORM reader (the baseline). Depends on
-    private names: Optuna's ``Study._storage`` and ``_CachedStorage._backend``, and
-    ``StudyRDBStorage._fast_reads`` in study/storages/_rdb.py."""
-    backend = getattr(getattr(study, "_storage", None), "_backend", None)
-    if not hasattr(backend, "_fast_reads"):
-        raise RuntimeError(f"cannot switch the SQL reader off on {type(backend).__name__}")
-    backend._fast_reads = False
-
-
 def _variants(ws: Workspace, config: Any, kind: str) -> dict[str, Callable[[], float]]:
     """Each timed call on one storage: table, table through the ORM, analyze, report."""
     from study.analysis import analyze_study, trial_table
     from study.report import report_study
-    from study.runtime.lifecycle import open_study
+    from study.runtime.lifecycle import open_study, open_study_trials
 
     def table(orm: bool = False) -> float:
         begin = time.perf_counter()
-        study = open_study(config)
-        if orm:
-            _fast_reads_off(study)
-        frame = trial_table(study)
+        if orm:  # the baseline: Optuna's Study.get_trials, through its ORM reader
+            frame = trial_table(open_study(config))
+        else:  # what `study analyze` does: the storage's get_all_trials (the SQL reader)
+            study, trials = open_study_trials(config)
+            frame = trial_table(study, trials=trials)
         seconds = time.perf_counter() - begin
         if len(frame) != N_SYNTHETIC:
             raise RuntimeError(f"table has {len(frame)} rows, expected {N_SYNTHETIC}")

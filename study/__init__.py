@@ -5,9 +5,9 @@ The public names below are the library's surface; the ``study`` console script w
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from study._lazy import lazy_exports
 from study.errors import (
     ConfigError,
     DataError,
@@ -37,13 +37,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # PEP 562: a name is imported on first use, so importing the package loads none of them.
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -26,7 +26,7 @@ from tests.conftest import REPO, cli_env
 # Lowest first. A module may import its own package and any lower layer; packages that share
 # a layer (analysis and landscape) stay out of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("study.errors", "study.keys"),
+    ("study.errors", "study.keys", "study._lazy"),
     ("study._validation", "study.redact"),
     ("study._coerce",),
     ("study.training",),

@@ -64,3 +64,29 @@ def test_report_of_an_existing_unsafe_study_stays_in_its_output_folder(tmp_path,
                      and "mlruns" not in p.parts)  # MLflow's own artifact store
     assert written and all(p.parts[:5] == ("a", "b", "c", "reports", "__x") for p in written)
     assert not (tmp_path / "a" / "b" / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["o'brien", 'say "hi"'])
+def test_a_study_named_with_quotes_runs_resumes_and_is_analyzed(tmp_path, tracking_uri, name):
+    """MLflow's filter strings quote values: a name with a quote once failed at the first
+    search (``Invalid clause(s) in filter string``)."""
+    from mlflow import MlflowClient
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    env = cli_env(tracking_uri)
+    common = ["--study-name", name, "--storage", storage, "--experiment", "quotes"]
+    for n in (2, 3):  # the second run resumes: it finds the parent run by the study's name
+        ran = run_cli(["run", *common, "--n-trials", str(n), "--epochs", "1", "--width-max", "8",
+                       "--device", "cpu"], cwd=tmp_path, env=env)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+    analyzed = run_cli(["analyze", *common], cwd=tmp_path, env=env)
+    assert analyzed.returncode == 0, analyzed.stderr[-2000:]
+    assert "At initialization:" in analyzed.stdout
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("quotes")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("study.role") == "parent"]
+    trials = [r for r in runs if r.data.tags.get("study.role") == "trial"]
+    assert [p.data.tags["study.name"] for p in parents] == [name]  # resumed, not a second
+    assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)

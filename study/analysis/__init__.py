@@ -3,8 +3,9 @@ and penalty parts, the threshold weight decay, the verdict, importance, ``study 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from study._lazy import lazy_exports
 
 # The statistics load at once (numpy, pandas, SciPy; tests/test_layering.py keeps torch, MLflow
 # and Optuna out of them); and `analyze` and `threshold` must be bound here, or the submodules
@@ -53,13 +54,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # PEP 562: a name is imported on first use, so importing the package loads none of them.
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

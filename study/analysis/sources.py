@@ -12,7 +12,7 @@ import pandas as pd
 from study.config import StudyConfig
 from study.errors import StorageError
 from study.keys import CONFIG_ATTR, PARENT_RUN_ATTR
-from study.runtime import count_states, open_study
+from study.runtime import count_states, open_study_trials
 from study.tracking import Tracker, find_parent_run
 
 __all__ = ["StudyData", "early_epochs", "load_study_data", "trials_from_table"]
@@ -40,7 +40,7 @@ def load_study_data(config: StudyConfig, tracker: Tracker | None) -> StudyData:
     from study.analysis.table import trial_table, trial_table_from_mlflow
 
     try:
-        study = open_study(config)
+        study, trials = open_study_trials(config)
     except StorageError as missing:
         if tracker is None:
             raise
@@ -56,9 +56,8 @@ def load_study_data(config: StudyConfig, tracker: Tracker | None) -> StudyData:
         return StudyData(config.study_name, table, None, dict(parent.data.params),
                          {str(k): int(v) for k, v in counts.items()}, parent.info.run_id,
                          "mlflow")
-    trials = study.get_trials(deepcopy=False)
-    return StudyData(study.study_name, trial_table(study), trials,
-                     dict(study.user_attrs.get(CONFIG_ATTR, {})), count_states(study),
+    return StudyData(study.study_name, trial_table(study, trials=trials), trials,
+                     dict(study.user_attrs.get(CONFIG_ATTR, {})), count_states(trials),
                      study.user_attrs.get(PARENT_RUN_ATTR), "optuna")
 
 

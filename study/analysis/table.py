@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -114,7 +114,8 @@ def fixed_dimensions(config: Mapping[str, Any] | None) -> dict[str, Any]:
     return fixed
 
 
-def trial_table(study: optuna.Study) -> pd.DataFrame:
+def trial_table(study: optuna.Study, *,
+                trials: Sequence[optuna.trial.FrozenTrial] | None = None) -> pd.DataFrame:
     """One row per trial of ``study``, of any state, in trial-number order.
 
     Hyperparameters come from the user attr ``hparams`` the objective writes; a trial without
@@ -122,6 +123,8 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
 
     Args:
         study: The Optuna study.
+        trials: Its trials, already read (by the storage's fast reader, say); ``None`` reads
+            them through ``study``.
 
     Returns:
         A DataFrame with :data:`TABLE_COLUMNS`.
@@ -129,7 +132,9 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
     study_attrs = study.user_attrs
     fixed = fixed_dimensions(study_attrs.get(CONFIG_ATTR))
     columns: dict[str, list[Any]] = {name: [] for name in TABLE_COLUMNS}
-    for trial in study.get_trials(deepcopy=False):
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    for trial in trials:
         attrs = trial.user_attrs
         probe = study_attrs.get(f"{LANDSCAPE_ATTR_PREFIX}{trial.number}")
         if isinstance(probe, Mapping):  # a landscape probe of the finished trial

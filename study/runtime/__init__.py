@@ -3,11 +3,18 @@ local workers, crash recovery, progress and status, and ``study trial``'s single
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from study._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from study.runtime.lifecycle import count_states, n_finished, open_study, prepare_study
+    from study.runtime.lifecycle import (
+        count_states,
+        n_finished,
+        open_study,
+        open_study_trials,
+        prepare_study,
+    )
     from study.runtime.objective import Objective, train_logged
     from study.runtime.session import SessionResult, run_session, run_with_workers
     from study.runtime.single import SingleTrialResult, run_single_trial
@@ -23,6 +30,7 @@ __all__ = [
     "count_states",
     "n_finished",
     "open_study",
+    "open_study_trials",
     "prepare_study",
     "run_session",
     "run_single_trial",
@@ -37,6 +45,7 @@ _EXPORTS = {
     "count_states": "study.runtime.lifecycle",
     "n_finished": "study.runtime.lifecycle",
     "open_study": "study.runtime.lifecycle",
+    "open_study_trials": "study.runtime.lifecycle",
     "prepare_study": "study.runtime.lifecycle",
     "Objective": "study.runtime.objective",
     "train_logged": "study.runtime.objective",
@@ -52,13 +61,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # PEP 562: a name is imported on first use, so importing the package loads none of them.
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -4,12 +4,12 @@ and budget; open it for reading; count its trials."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from study._validation import check_new_study_name
 from study.config import StudyConfig, check_no_conflict, config_from_stored
@@ -30,6 +30,7 @@ __all__ = [
     "missing_local_store",
     "n_finished",
     "open_study",
+    "open_study_trials",
     "prepare_study",
     "sampler_seed",
 ]
@@ -185,8 +186,16 @@ def load_study(prepared: PreparedStudy, *, salt: int = 0) -> LoadedStudy:
 
 def open_study(config: StudyConfig) -> optuna.Study:
     """Open an existing study without changing it (status, analysis)."""
+    return open_study_trials(config)[0]
+
+
+def open_study_trials(config: StudyConfig) -> tuple[optuna.Study, list[FrozenTrial]]:
+    """Open an existing study without changing it, with all its trials read through the
+    storage's public ``get_all_trials`` (the plain-SQL reader where it serves: Optuna's
+    ``Study.get_trials`` goes through its cache, which the fast reader does not see)."""
     prepared = prepare_study(config, create=False)
-    return optuna.load_study(study_name=config.study_name, storage=prepared.storage)
+    study = optuna.load_study(study_name=config.study_name, storage=prepared.storage)
+    return study, prepared.storage.get_all_trials(prepared.study_id, deepcopy=False)
 
 
 def missing_local_store(url: str) -> bool:
@@ -207,10 +216,12 @@ def _known(storage: optuna.storages.BaseStorage) -> str:
     return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "") if names else "none"
 
 
-def count_states(study: optuna.Study) -> dict[str, int]:
-    """Number of trials per state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+def count_states(study: optuna.Study | Sequence[FrozenTrial]) -> dict[str, int]:
+    """Number of trials per state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING), of a study
+    or of trials already read."""
+    trials = study.get_trials(deepcopy=False) if isinstance(study, optuna.Study) else study
     counts = {state.name: 0 for state in TrialState}
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         counts[trial.state.name] += 1
     return counts
 
