@@ -22,8 +22,12 @@ run: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_EXPERIMENT_NAME=$${MLFLOW_EXPERIMENT_NAME:-study} \
 	  mlflow run . -e main --env-manager local
 
+# The tests in TEST_WORKERS processes (pytest-xdist; most of their time is subprocesses and
+# servers, one torch thread each), then those that restart PostgreSQL, alone.
+TEST_WORKERS ?= 3
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not cluster"
+	$(PY) -m pytest -m cluster
 
 # The storages, tracking and runtime tests on the oldest supported versions (constraints-floor.txt),
 # in a venv of their own, so that pyproject.toml's lower bounds are tested, not hoped for.
@@ -35,8 +39,9 @@ test-floor:
 	  -c constraints-floor.txt -e ".[dev]"
 	$(FLOOR_VENV)/bin/python -m pip list --disable-pip-version-check 2>/dev/null \
 	  | grep -iE '^(mlflow|optuna|sqlalchemy|numpy|pandas|psycopg) '
-	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider tests/storages_tests tests/tracking_tests \
-	  tests/runtime_tests
+	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) -m "not cluster" \
+	  tests/storages_tests tests/tracking_tests tests/runtime_tests
+	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider -m cluster tests/runtime_tests
 
 lint: install
 	$(VENV)/bin/ruff check .

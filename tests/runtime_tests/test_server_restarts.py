@@ -26,7 +26,8 @@ from tests.servers import (
     postgres_url,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_env")]
+# cluster: the database restarts stop PostgreSQL for every test running beside them.
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.usefixtures("clean_env")]
 
 BUDGET = 6
 # Several seconds per trial on 2 CPU cores, so that the outage falls inside training.
