@@ -186,16 +186,20 @@ def load_study(prepared: PreparedStudy, *, salt: int = 0) -> LoadedStudy:
 
 def open_study(config: StudyConfig) -> optuna.Study:
     """Open an existing study without changing it (status, analysis)."""
-    return open_study_trials(config)[0]
+    return _open(config)[1]
 
 
 def open_study_trials(config: StudyConfig) -> tuple[optuna.Study, list[FrozenTrial]]:
     """Open an existing study without changing it, with all its trials read through the
     storage's public ``get_all_trials`` (the plain-SQL reader where it serves: Optuna's
     ``Study.get_trials`` goes through its cache, which the fast reader does not see)."""
-    prepared = prepare_study(config, create=False)
-    study = optuna.load_study(study_name=config.study_name, storage=prepared.storage)
+    prepared, study = _open(config)
     return study, prepared.storage.get_all_trials(prepared.study_id, deepcopy=False)
+
+
+def _open(config: StudyConfig) -> tuple[PreparedStudy, optuna.Study]:
+    prepared = prepare_study(config, create=False)
+    return prepared, optuna.load_study(study_name=config.study_name, storage=prepared.storage)
 
 
 def missing_local_store(url: str) -> bool:

@@ -91,17 +91,18 @@ class StorageRetry:
         return self.call_settled(functools.partial(fn, *args, **kwargs), settled=None)
 
     def call_settled(self, fn: Callable[[], Any], *,
-                     settled: Callable[[], Any] | None) -> Any:
-        """``fn()``, retried on connection errors; before each retry ``settled()`` (when given)
-        says whether the failed call took effect: its result is then returned, and
-        :data:`UNSETTLED` means ``fn`` is called again."""
+                     settled: Callable[[], Any] | None,
+                     refused: type[BaseException] | None = None) -> Any:
+        """``fn()``, retried on connection errors (and on ``refused``, when given); before each
+        retry ``settled()`` (when given) says whether the failed call took effect: its result is
+        then returned, and :data:`UNSETTLED` means ``fn`` is called again."""
         if getattr(self._local, "active", False):
             return fn()
         if self.down is not None:
             raise self._unreachable(self.down)
         self._local.active = True
         try:
-            return self._loop(fn, settled)
+            return self._loop(fn, settled, refused=refused)
         finally:
             self._local.active = False
 
@@ -136,15 +137,7 @@ class StorageRetry:
         trials through private storage methods that no public wrapper sees; every one of them
         needs a connection, so this is where an outage is ridden out for them. Inside a retried
         public call the connection is tried once: that call's own loop retries it."""
-        if getattr(self._local, "active", False):
-            return connect()
-        if self.down is not None:
-            raise self._unreachable(self.down)
-        self._local.active = True
-        try:
-            return self._loop(connect, None, refused=refused)
-        finally:
-            self._local.active = False
+        return self.call_settled(connect, settled=None, refused=refused)
 
     def _unreachable(self, how: str) -> StorageError:
         return StorageError(f"Optuna storage {redact(self.url)} unreachable {how}; stopping. "
