@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import default_study, gpu, sections, store_calls
+from bench import default_study, gap_cost, gpu, sections, store_calls
 from bench.harness import REPO
 
 DEFAULT_JSON = REPO / "bench" / "results.json"
@@ -103,6 +103,8 @@ def figures(doc: dict[str, Any]) -> list[tuple[str, float]]:
     ]
     if doc.get("init_cost"):
         pairs.append(("init_cost_ratio", doc["init_cost"]["ratio"]))
+    if doc.get("gap_cost"):
+        pairs.append(("gap_cost_ratio", doc["gap_cost"]["ratio"]))
     if doc.get("coverage"):
         from bench.coverage import figures as coverage_figures
 
@@ -145,7 +147,8 @@ def render(doc: dict[str, Any], json_name: str = "bench/results.json") -> str:
         "head": sections.head, "overhead": sections.overhead, "analysis": sections.analysis,
         "pruning": sections.pruning, "data_path": sections.data_path,
         "profile": sections.profile, "method": sections.method,
-        "init_cost": sections.init_cost, "coverage": sections.coverage,
+        "init_cost": sections.init_cost, "gap_cost": gap_cost.section,
+        "coverage": sections.coverage,
         "real_replicates": sections.real_replicates,
         "default_study": default_study.section, "gpu": gpu.section,
         "store_calls": store_calls.section,

@@ -125,6 +125,7 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
     from bench.analysis10k import bench_analysis
     from bench.data_path import bench_data_path
     from bench.default_study import bench_default_study
+    from bench.gap_cost import bench_gap_cost
     from bench.gpu import bench_gpu
     from bench.init_cost import bench_init_cost
     from bench.overhead import bench_overhead
@@ -178,6 +179,9 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
         log("the loss at initialization against one epoch ...")
         doc["init_cost"] = bench_init_cost(data, plan, device)
         log(f"  {doc['init_cost']['ratio']:.2f} of an epoch")
+        log("the validation-gap measurement against one epoch ...")
+        doc["gap_cost"] = bench_gap_cost(data, plan, device)
+        log(f"  {doc['gap_cost']['ratio']:.2f} of an epoch")
         log(f"coverage: {plan.coverage_studies} simulated studies per scenario ...")
         doc["coverage"] = coverage.run(plan.coverage_studies)
         log("real replicate studies of one setting ...")

@@ -149,7 +149,7 @@ def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
     from study.training import HParams
 
     hp = HParams(width=width, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                 penalty_mode=config.penalty_mode[0])
+                 penalty_mode=config.penalty_mode[0], **config.training_options())
     result = run_single_trial(config, hp)
     if result.state == "FAIL":
         found = f"; diagnosis: {result.diagnosis.tag_value()}" if result.diagnosis.codes else ""
@@ -196,6 +196,10 @@ def analyze_command(output_dir: str | None, compare_widths: str | None,
     document, path, logged = analyze_study(config, output_dir=output_folder(config, output_dir),
                                            compare_widths=widths)
     click.echo(document["verdict"]["text"])
+    if document.get("gap"):
+        from study.analysis.gap_text import short_line
+
+        click.echo(short_line(document["gap"]))
     click.echo(f"wrote {path}; logged to {logged}")
 
 
@@ -227,6 +231,10 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
 @cli.command("explain")
 @config_options(exclude=("lr_min", "lr_max", "batch_sizes", "weight_decay_min",
                          "weight_decay_max", "n_trials", "sampler", "pruner"))
+@click.option("--question", default="size", show_default=True,
+              help="size: widths on a log grid x seeds paired with penalty-mode none controls. "
+                   "gap: the values of --optimizer, --bn-momentum, --dropout (--momentum for "
+                   "sgd) crossed at width --width-max, seeds paired; 6 epochs unless --epochs.")
 @click.option("--lr", type=float, default=1e-3, show_default=True,
               help="Learning rate, fixed (Adam's usual default).")
 @click.option("--batch-size", type=WHOLE_NUMBER, default=32, show_default=True,
@@ -234,37 +242,29 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
 @click.option("--weight-decay", type=float, default=1e-2, show_default=True,
               help="Weight decay, fixed (Keras's l2() default factor).")
 @click.option("--n-widths", type=WHOLE_NUMBER, default=6, show_default=True,
-              help="Widths on a log grid from --width-min to --width-max.")
+              help="Widths on a log grid from --width-min to --width-max (size only).")
 @click.option("--replicates", type=WHOLE_NUMBER, default=2, show_default=True,
-              help="Training seeds per width (each paired with a penalty-mode none control).")
+              help="Training seeds per width (size) or per setting (gap).")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Where to write the analysis and report.  [default: reports/STUDY_NAME]")
 @report_options
 @compare_option
-def explain_command(lr: float, batch_size: int, weight_decay: float, n_widths: int,
-                    replicates: int, output_dir: str | None, evaluators: str,
+def explain_command(question: str, lr: float, batch_size: int, weight_decay: float,
+                    n_widths: int, replicates: int, output_dir: str | None, evaluators: str,
                     importance_seed: int, n_bootstrap: int, compare_widths: str | None,
                     **options: Any) -> None:
-    """Answer the question for one setting with a controlled experiment: widths on a log grid
-    x seeds, each paired with a penalty-mode none control; then analyze and report it."""
-    from study.explain import check_explain, explain_study
+    """Answer a question with a controlled experiment, then analyze and report it."""
+    from study.explain import explain_main, explain_options
 
-    check_fixed_hparams(lr=lr, batch_size=batch_size, weight_decay=weight_decay)
-    config, given = resolve(options)
+    config, given = resolve(explain_options(question, options))
     names = importance_options(evaluators, seed=importance_seed, n_bootstrap=n_bootstrap)
-    from study.analysis.span import parse_compare_widths
-
-    widths = parse_compare_widths(compare_widths)
-    check_explain(config, n_widths=n_widths, replicates=replicates)
     report = {"evaluators": names, "seed": importance_seed, "n_bootstrap": n_bootstrap,
-              "compare_widths": widths}
-    _quiet_libraries()
-    outcome = explain_study(config, given, lr=lr, batch_size=batch_size,
-                            weight_decay=weight_decay, n_widths=n_widths, replicates=replicates,
-                            output_dir=output_dir, report=report)
-    click.echo(outcome.document["verdict"]["text"])
-    click.echo(f"wrote {outcome.report_dir} (open {outcome.report_dir / 'report.html'}); "
-               f"logged to {outcome.logged}")
+              "compare_widths": compare_widths}
+    for line in explain_main(
+            question, config, given, n_widths=n_widths, replicates=replicates, report=report,
+            fixed={"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay},
+            output_dir=output_dir, before_run=_quiet_libraries):
+        click.echo(line)
 
 
 @cli.command("landscape")

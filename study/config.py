@@ -15,17 +15,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from study._choices import option_values, search_spec
 from study._coerce import as_bool, as_float, as_int, as_list
+from study._config_file import read_settings_file
 from study._validation import check_choice, check_positive, check_range, fail
 from study.errors import ConfigError
-from study.redact import one_line
 from study.storages import check_storage_url
 from study.training.specs import (
     INITS,
+    OPTIMIZERS,
     PenaltyMode,
     check_dataset_spec,
     check_image_size,
     check_model_spec,
+    check_optimizer_mode,
 )
 
 __all__ = [
@@ -33,12 +36,15 @@ __all__ = [
     "OBJECTIVES",
     "PRUNERS",
     "SAMPLERS",
+    "TRAINING_OPTIONS",
     "StudyConfig",
     "load_config_file",
     "resolve_config",
 ]
 
 OBJECTIVES = ("val_loss", "val_error", "early_loss")
+# The training options a trial may search beside its hyperparameters (HParams fields).
+TRAINING_OPTIONS = ("optimizer", "momentum", "dropout", "bn_momentum")
 SAMPLERS = ("tpe", "random", "gp", "qmc")
 PRUNERS = ("median", "hyperband", "none")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -86,6 +92,19 @@ class StudyConfig:
         "l2-in-loss, coupled, decoupled or none; several (comma-separated) are searched.",
     )
     init: str = _opt("torch", "Weight initialization: torch, glorot or he.")
+    optimizer: tuple[str, ...] = _opt(
+        ("adam",), "adam, sgd or adamw; several (comma-separated) are searched.")
+    # SGD's usual momentum; a list (0.5,0.9) or a range LO:HI is searched.
+    momentum: tuple[str, ...] = _opt(
+        ("0.9",), "SGD's momentum: a value, several (comma-separated) or a range LO:HI, "
+        "searched.")
+    dropout: tuple[str, ...] = _opt(
+        ("0.0",), "Dropout rate before the classifier of the built-in models: a value, several "
+        "or a range LO:HI, searched (0: no dropout layer).")
+    # PyTorch's default. Keras weighs the old statistics (0.99), PyTorch the new batch: 0.01.
+    bn_momentum: tuple[str, ...] = _opt(
+        ("0.1",), "BatchNorm momentum in PyTorch's convention (keras = 0.01, pytorch = 0.1); "
+        "several (comma-separated) are searched.")
     # Three epochs show the early-loss effect and keep the default study to minutes on 2 cores.
     epochs: int = _opt(3, "Training epochs per trial.")
     early_epochs: int = _opt(1, "Epochs averaged into the early training loss.")
@@ -146,6 +165,7 @@ class StudyConfig:
             check_choice("penalty_mode", mode, [m.value for m in PenaltyMode])
         if len(set(self.penalty_mode)) != len(self.penalty_mode):
             fail("penalty_mode", ",".join(self.penalty_mode), "a list without repeats")
+        self._validate_training_options()
         check_positive("epochs", self.epochs)
         check_positive("early_epochs", self.early_epochs)
         if self.early_epochs > self.epochs:
@@ -177,6 +197,36 @@ class StudyConfig:
         check_positive("heartbeat_interval", self.heartbeat_interval)
         check_positive("tracking_timeout", self.tracking_timeout, allow_zero=True)
         check_positive("storage_timeout", self.storage_timeout, allow_zero=True)
+
+    def _validate_training_options(self) -> None:
+        if not self.optimizer:
+            fail("optimizer", "", f"one or more of {', '.join(OPTIMIZERS)}")
+        for name in self.optimizer:
+            check_choice("optimizer", name, OPTIMIZERS)
+        if len(set(self.optimizer)) != len(self.optimizer):
+            fail("optimizer", ",".join(self.optimizer), "a list without repeats")
+        for name in self.optimizer:
+            for mode in self.penalty_mode:
+                check_optimizer_mode(name, mode)
+        # Canonical values (a frozen field set once, here): a stored study compares equal to
+        # the same flags however they were spelled (0.90, keras).
+        for field in ("momentum", "dropout", "bn_momentum"):
+            object.__setattr__(self, field, option_values(field, as_list(getattr(self, field))))
+
+    def training_options(self) -> dict[str, Any]:
+        """The single values of ``optimizer``, ``momentum``, ``dropout`` and ``bn_momentum``.
+
+        Raises:
+            ConfigError: One of them is a list or a range.
+        """
+        options: dict[str, Any] = {}
+        for field in TRAINING_OPTIONS:
+            values = getattr(self, field)
+            kind, value = ("fixed", values[0]) if field == "optimizer" else search_spec(values)
+            if kind != "fixed" or len(values) != 1:
+                fail(field, ",".join(values), "a single value here")
+            options[field] = value
+        return options
 
     # ----------------------------------------------------------------------------------------
     @classmethod
@@ -223,6 +273,12 @@ class StudyConfig:
             fixed["weight_decay"] = self.weight_decay_min
         if len(self.penalty_mode) == 1:
             fixed["penalty_mode"] = self.penalty_mode[0]
+        if len(self.optimizer) == 1:
+            fixed["optimizer"] = self.optimizer[0]
+        for field in ("momentum", "dropout", "bn_momentum"):
+            kind, value = search_spec(getattr(self, field))
+            if kind == "fixed":
+                fixed[field] = value
         return fixed
 
 
@@ -262,6 +318,10 @@ def coerce_values(values: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = tuple(as_int(key, v) for v in as_list(value))
         elif key == "penalty_mode":
             out[key] = tuple(str(v) for v in as_list(value))
+        elif key == "optimizer":
+            out[key] = tuple(str(v).strip().lower() for v in as_list(value))
+        elif key in ("momentum", "dropout", "bn_momentum"):
+            out[key] = option_values(key, as_list(value))
         else:
             out[key] = str(value)
     return out
@@ -273,32 +333,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: The file is missing, unparsable, not a mapping, or of another type.
     """
-    path = Path(path)
-    if not path.is_file():
-        fail("config", str(path), "an existing TOML or YAML file")
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".yaml", ".yml"):
-        # Checked before the try: a ConfigError is a ValueError and would read as a parse error.
-        fail("config", str(path), "a file ending in .toml, .yaml or .yml")
-    try:
-        if suffix == ".toml":
-            import tomllib
-
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
-        else:
-            import yaml
-
-            data = yaml.safe_load(path.read_text()) or {}
-    except (ValueError, OSError) as exc:  # tomllib and yaml errors derive from ValueError
-        raise ConfigError(f"`config` could not be parsed: {path}: {one_line(exc)}") from None
-    except Exception as exc:  # yaml.YAMLError is not a ValueError
-        raise ConfigError(f"`config` could not be parsed: {path}: {one_line(exc)}") from None
-    if not isinstance(data, dict):
-        fail("config", str(path), "a mapping of settings at the top level")
-    if "study" in data and isinstance(data["study"], dict) and len(data) == 1:
-        data = data["study"]  # allow one [study] table
-    return coerce_values(data)
+    return coerce_values(read_settings_file(path))
 
 
 def resolve_config(

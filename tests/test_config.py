@@ -587,7 +587,13 @@ def test_fixed_dimensions_of_equal_lr_and_weight_decay_bounds():
 
 def test_fixed_dimensions_leave_searched_ones_out():
     fixed = _make(penalty_mode=("coupled", "none")).fixed_dimensions
-    assert fixed == {}
+    assert fixed == {"optimizer": "adam", "momentum": 0.9, "dropout": 0.0, "bn_momentum": 0.1}
+
+
+def test_searched_training_options_are_not_fixed():
+    config = _make(optimizer=("adam", "sgd"), momentum=("0.5:0.99",), dropout=("0", "0.3"),
+                   bn_momentum=("keras", "pytorch"))
+    assert not {"optimizer", "momentum", "dropout", "bn_momentum"} & set(config.fixed_dimensions)
 
 
 def test_to_params_flattens_tuples():
@@ -748,13 +754,12 @@ def test_mlproject_trial_defaults_equal_cli_trial_defaults(entry_points):
 
 def test_mlproject_explain_defaults_equal_cli_explain_defaults(entry_points):
     from study.cli import explain_command
-    from study.explain import EXPLAIN_EPOCHS
 
     cli_defaults = {p.name: p.default for p in explain_command.params}
     params = entry_points["explain"]["parameters"]
     own = ("lr", "batch_size", "weight_decay", "n_widths", "replicates")
     assert {n: params[n]["default"] for n in own} == {n: cli_defaults[n] for n in own}
-    assert params["epochs"]["default"] == EXPLAIN_EPOCHS
+    assert params["epochs"]["default"] == ""  # each question has its own default
     for name in ("width_min", "width_max", "penalty_mode", "dataset", "seed"):
         assert coerce_values({name: str(params[name]["default"])})[name] == \
             getattr(DEFAULTS, name)
@@ -784,3 +789,57 @@ def test_mlproject_flags_are_cli_options(entry_points, entry):
     options = {opt for p in command.params for opt in p.opts}
     flags = re.findall(r"(--[\w-]+) \{", entry_points[entry]["command"])
     assert [f for f in flags if f not in options] == []
+
+
+# --- training options: optimizer, momentum, dropout, BatchNorm momentum --------------------------
+
+def _given(**explicit):
+    return resolve_config(explicit=explicit)[0]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("momentum", "0"), ("momentum", "0.999"), ("dropout", "0"), ("dropout", "0.95"),
+    ("bn_momentum", "1"), ("bn_momentum", "1e-6")])
+def test_training_options_accept_their_bounds(field, value):
+    assert getattr(_given(**{field: value}), field) == (repr(float(value)),)
+
+
+@pytest.mark.parametrize(("field", "value", "allowed"), [
+    ("momentum", "1", r"in \[0, 1\)"), ("momentum", "-0.01", r"in \[0, 1\)"),
+    ("dropout", "1", r"in \[0, 1\)"), ("bn_momentum", "0", r"in \(0, 1\]"),
+    ("bn_momentum", "1.5", r"in \(0, 1\]"), ("bn_momentum", "tensorflow", "a number, or keras"),
+    ("momentum", "0.9:0.5", "LO < HI"), ("bn_momentum", "0.01:0.1", "no range"),
+    ("dropout", "0.1,0.1", "without repeats")])
+def test_training_options_refuse_values_outside_them(field, value, allowed):
+    with pytest.raises(ConfigError, match=rf"^`{field}` must be .*{allowed}.*but got {field}="):
+        _given(**{field: value})
+
+
+def test_bn_momentum_names_mean_the_two_conventions():
+    assert _given(bn_momentum="keras,pytorch").bn_momentum == ("0.01", "0.1")
+
+
+def test_the_same_values_spelled_differently_make_the_same_config():
+    assert _given(momentum="0.90", bn_momentum="keras") == \
+        _given(momentum="0.9", bn_momentum="0.01")
+
+
+def test_optimizers_are_a_searched_list():
+    assert _given(optimizer="SGD,adamw").optimizer == ("sgd", "adamw")
+    with pytest.raises(ConfigError, match=r"^`optimizer` must be one of adam, sgd, adamw"):
+        _given(optimizer="rmsprop")
+
+
+@pytest.mark.parametrize(("optimizer", "mode"), [("sgd", "decoupled"), ("adamw", "coupled")])
+def test_an_optimizer_and_a_penalty_mode_it_cannot_apply_are_refused(optimizer, mode):
+    with pytest.raises(ConfigError, match=rf"with optimizer='{optimizer}', but got "
+                                          rf"penalty_mode='{mode}'"):
+        _given(optimizer=f"adam,{optimizer}", penalty_mode=f"l2-in-loss,{mode}")
+
+
+def test_training_options_of_one_setting_are_single_values():
+    config = _given(optimizer="sgd", momentum="0.5", dropout="0.25", bn_momentum="keras")
+    assert config.training_options() == {"optimizer": "sgd", "momentum": 0.5, "dropout": 0.25,
+                                         "bn_momentum": 0.01}
+    with pytest.raises(ConfigError, match=r"^`momentum` must be a single value here"):
+        _given(momentum="0.5:0.9").training_options()

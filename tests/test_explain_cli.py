@@ -1,5 +1,8 @@
-"""`study explain` as a user runs it: the real console script in a subprocess, real stores in a
-temporary folder, real training on digits."""
+"""`study explain` as a user runs it: the real console script in a subprocess (bad flags: the
+CLI's own `main` in this process), real stores in a temporary folder, real training on digits.
+
+The size question's experiment trains 32 trials (slow); the gap question's end to end run trains
+4 tiny trials in two invocations, under a minute."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import cli_env, run_cli
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 SMALL = ["--width-min", "2", "--width-max", "32", "--n-widths", "4", "--replicates", "2",
          "--lr", "1e-5", "--n-bootstrap", "2", "--device", "cpu"]
 
@@ -40,6 +43,7 @@ def early_code(stdout: str) -> str:
     return lines[1].split(": ", 1)[1].split(".", 1)[0]
 
 
+@slow
 def test_a_strong_penalty_is_explained_by_the_penalty(strong):
     _, _, outcome = strong
     assert outcome.returncode == 0, outcome.stderr[-3000:]
@@ -47,6 +51,7 @@ def test_a_strong_penalty_is_explained_by_the_penalty(strong):
     assert "start higher once the weight decay exceeds" in outcome.stdout
 
 
+@slow
 def test_the_experiment_is_paired_trials_in_one_study(strong):
     tmp, _, _ = strong
     (summary,) = optuna.get_all_study_summaries(f"sqlite:///{tmp / 'optuna.db'}")
@@ -61,6 +66,7 @@ def test_the_experiment_is_paired_trials_in_one_study(strong):
     assert {t.params["width"] for t in trials} == {2, 5, 13, 32}
 
 
+@slow
 def test_the_verdict_is_on_the_parent_run_and_in_the_report(strong):
     tmp, tracking_uri, outcome = strong
     client = MlflowClient(tracking_uri)
@@ -72,10 +78,11 @@ def test_the_verdict_is_on_the_parent_run_and_in_the_report(strong):
     assert "report/report.html" in where
     (report,) = (tmp / "reports").iterdir()
     document = json.loads((report / "analysis.json").read_text())
-    assert document["schema"] == "study.analysis/2" and document["init"]["threshold"]
+    assert document["schema"] == "study.analysis/3" and document["init"]["threshold"]
     assert (report / "report.html").is_file()
 
 
+@slow
 def test_running_it_again_resumes_without_training(strong):
     tmp, tracking_uri, _ = strong
     again = explain(tmp, tracking_uri, "--weight-decay", "1e-2")
@@ -84,6 +91,7 @@ def test_running_it_again_resumes_without_training(strong):
     assert early_code(again.stdout) == "penalty"
 
 
+@slow
 def test_a_weak_penalty_is_not_explained_by_the_penalty(tmp_path, tracking_uri):
     outcome = explain(tmp_path, tracking_uri, "--weight-decay", "1e-5")
     assert outcome.returncode == 0, outcome.stderr[-3000:]
@@ -118,6 +126,7 @@ def bad_outcomes(tmp_path_factory, mlflow_template_db):
         return {case: future.result() for case, future in futures.items()}
 
 
+@slow
 @pytest.mark.parametrize("case", BAD_INPUT)
 def test_bad_input_is_one_line_and_creates_nothing(bad_outcomes, case):
     tmp, tracking_uri, outcome = bad_outcomes[case]
@@ -127,3 +136,123 @@ def test_bad_input_is_one_line_and_creates_nothing(bad_outcomes, case):
     assert not (tmp / "optuna.db").exists()
     client = MlflowClient(tracking_uri)
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+# --- the gap question: why validation lags training, and whether a setting changes it ----------
+
+GAP = ["--question", "gap", "--model", "vgg", "--width-max", "2", "--optimizer", "adam",
+       "--bn-momentum", "keras,pytorch", "--epochs", "2", "--n-bootstrap", "2", "--device", "cpu"]
+
+
+def explain_gap(tmp: Path, tracking_uri: str, *extra: str):
+    return run_cli(["explain", "--storage", f"sqlite:///{tmp / 'optuna.db'}", *GAP, *extra],
+                   cwd=tmp, env=cli_env(tracking_uri), timeout=300)
+
+
+@pytest.fixture(scope="module")
+def gap_runs(tmp_path_factory, mlflow_template_db):
+    """Two settings (Keras's and PyTorch's BatchNorm momentum) at one replicate, then the same
+    command at two: the second run trains the second replicate only."""
+    tmp = tmp_path_factory.mktemp("explain-gap")
+    shutil.copyfile(mlflow_template_db, tmp / "mlflow.db")
+    tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    first = explain_gap(tmp, tracking_uri, "--replicates", "1")
+    return tmp, tracking_uri, first, explain_gap(tmp, tracking_uri, "--replicates", "2")
+
+
+def gap_table(stdout: str) -> tuple[dict[str, str], list[str]]:
+    """The printed table as {setting: trials}, and the lines after it."""
+    lines = stdout.splitlines()
+    assert lines[0].startswith("setting") and set(lines[1]) <= {"-", " "}, stdout[:500]
+    column = lines[0].index("trials")
+    end = next(i for i, line in enumerate(lines) if line.startswith("Gap: "))
+    rows = {line[:column].strip(): line[column:].split()[0] for line in lines[2:end]}
+    assert len(rows) == end - 2  # one row per setting, none repeated
+    return rows, lines[end:]
+
+
+def test_the_gap_table_has_one_row_per_setting(gap_runs):
+    tmp, _, first, second = gap_runs
+    document = json.loads(next((tmp / "reports").iterdir()).joinpath("analysis.json")
+                          .read_text())
+    for outcome, n in ((first, "1"), (second, "2")):
+        assert outcome.returncode == 0, outcome.stderr[-3000:]
+        rows, after = gap_table(outcome.stdout)
+        assert rows == dict.fromkeys(document["gap"]["groups"], n) and len(rows) == 2
+        assert after[0].startswith("Gap: ") and after[1].startswith("wrote ")
+        assert len(after) == 2
+
+
+def test_running_it_again_with_more_replicates_trains_only_the_new_ones(gap_runs):
+    tmp, _, _, second = gap_runs
+    assert "2/4 finished; running trials" in second.stderr
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{tmp / 'optuna.db'}")
+    assert summary.study_name.startswith("explain-gap-adam-lr0.001-")
+    study = optuna.load_study(study_name=summary.study_name,
+                              storage=f"sqlite:///{tmp / 'optuna.db'}")
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert sorted(t.user_attrs["explain_cell"] for t in trials) == [
+        "adam-bn0.01-do0-r0", "adam-bn0.01-do0-r1", "adam-bn0.1-do0-r0", "adam-bn0.1-do0-r1"]
+
+
+def test_the_settings_of_a_replicate_start_from_the_same_weights(gap_runs):
+    _, tracking_uri, _, _ = gap_runs
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("study").experiment_id],
+                              "tags.`study.role` = 'trial'")
+    by_seed: dict[str, list] = {}
+    for run in runs:
+        by_seed.setdefault(run.data.params["train_seed"], []).append(run)
+    assert len(by_seed) == 2
+    for pair in by_seed.values():
+        assert sorted(r.data.params["bn_momentum"] for r in pair) == ["0.01", "0.1"]
+        assert len({r.data.metrics["init/weight_sq_norm"] for r in pair}) == 1
+
+
+def test_every_trial_logs_the_gap_parts_at_every_epoch(gap_runs):
+    _, tracking_uri, _, _ = gap_runs
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("study").experiment_id],
+                              "tags.`study.role` = 'trial'")
+    assert len(runs) == 4
+    for run in runs:
+        for key in ("gap/timing", "gap/mode", "gap/generalization"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
+
+
+GAP_BAD_INPUT = {
+    "question": (["--question", "why"],
+                 "`question` must be one of size, gap, but got question='why'."),
+    "penalty_mode": (["--question", "gap", "--penalty-mode", "l2-in-loss,none"],
+                     "`penalty_mode` must be a single mode for `study explain`"),
+    "range": (["--question", "gap", "--dropout", "0:0.5"],
+              "`dropout` must be values for `study explain --question gap`"),
+    "momentum_without_sgd": (["--question", "gap", "--momentum", "0.5,0.9"],
+                             "`momentum` must be a single value when sgd is not among"),
+    "too_many": (["--question", "gap", "--optimizer", "adam,sgd", "--momentum", "0.5,0.9",
+                  "--bn-momentum", "keras,pytorch", "--dropout", "0,0.5", "--replicates", "5"],
+                 "must have at most 48 trials (settings x replicates), but got 12 settings x "
+                 "5 replicates = 60 trials"),
+    "width_min": (["--question", "gap", "--width-min", "8"],
+                  "`width_min` must be width_max=32 for `study explain --question gap`"),
+    "compare_widths": (["--question", "gap", "--compare-widths", "4,32"],
+                       "`compare_widths` must be unset for `study explain --question gap`"),
+    "sgd_decoupled": (["--question", "gap", "--optimizer", "adam,sgd", "--penalty-mode",
+                       "decoupled"], "with optimizer='sgd'"),
+    "size_lists": (["--optimizer", "adam,sgd"],
+                   "`optimizer` must be a single value for `study explain --question size`"),
+}
+
+
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize("case", GAP_BAD_INPUT)
+def test_a_bad_gap_input_is_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys, case):
+    from study.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    flags, message = GAP_BAD_INPUT[case]
+    assert cli_main(["explain", *flags]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and message in out.err, out.err
+    assert list(tmp_path.iterdir()) == []  # neither optuna.db nor mlflow.db

@@ -1,8 +1,9 @@
-"""The ``analysis.json`` document (schema ``study.analysis/2``, SPEC sections 6 and 9).
+"""The ``analysis.json`` document (schema ``study.analysis/3``, SPEC sections 6, 9 and 10).
 
 Top level, as in ``study.analysis/1``: the early window (``models``, ``decomposition``,
 ``verdict``), plus its ``by_weight_decay``, ``by_mode``, ``threshold`` and ``reference``. Under
-``init``: the same block for the loss at initialization. ``verdict.text`` answers both.
+``init``: the same block for the loss at initialization. ``verdict.text`` answers both. Under
+``gap`` (new in ``/3``): why validation lags training (:mod:`study.analysis.gap`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from study.analysis.answer import ADAPTIVE_SAMPLERS, design_note, headline, paragraph
 from study.analysis.curves import effect_curve, size_curves
 from study.analysis.estimate import CI_LEVEL
+from study.analysis.gap_source import study_gap_block
 from study.analysis.regression import CONST, fit, varies
 from study.analysis.sizeeffect import (
     L2,
@@ -43,8 +45,9 @@ from study.analysis.verdict import (
 
 __all__ = ["QUESTION_KEYS", "SCHEMA", "SCHEMAS", "analyze", "question_block", "write_analysis"]
 
-SCHEMA = "study.analysis/2"
-SCHEMAS = ("study.analysis/1", SCHEMA)  # what `study report` reads
+# /3 adds the `gap` block (why validation lags training); every key of /2 stays.
+SCHEMA = "study.analysis/3"
+SCHEMAS = ("study.analysis/1", "study.analysis/2", SCHEMA)  # what `study report` reads
 QUESTION_KEYS = ("question", "n_trials_used", "reference", "models", "decomposition",
                  "by_weight_decay", "by_mode", "threshold", "verdict", "curves", "effect_curve")
 
@@ -52,7 +55,8 @@ QUESTION_KEYS = ("question", "n_trials_used", "reference", "models", "decomposit
 def analyze(table: pd.DataFrame, *, study_name: str, early_epochs: int,
             sampler: str | None = None, compare_widths: tuple[int, int] | None = None,
             compare_source: str = "configured") -> dict[str, Any]:
-    """Answer both questions for a trial table and draw the verdict.
+    """Answer the size questions for a trial table and draw the verdict; answer why validation
+    lags training (``gap``: ``None`` when no trial measured it).
 
     Args:
         table: The trial table (:func:`~study.analysis.table.trial_table` or
@@ -88,6 +92,7 @@ def analyze(table: pd.DataFrame, *, study_name: str, early_epochs: int,
         **{k: early[k] for k in ("by_weight_decay", "by_mode", "threshold", "reference",
                                  "curves", "effect_curve")},
         "init": blocks["init"],
+        "gap": study_gap_block(table),
         "design": design,
         "n_trials_total": len(table),
         "n_trials_by_state": {str(k): int(v) for k, v in

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from study.analysis.analyze import analyze, write_analysis
+from study.analysis.gap_text import short_line
 from study.analysis.sources import StudyData, early_epochs, load_study_data
 from study.config import StudyConfig
 from study.errors import TrackingError
@@ -86,17 +87,22 @@ def analyze_study(config: StudyConfig, *, output_dir: Path,
     path = write_analysis(document, Path(output_dir) / "analysis.json")
     logged = log_to_parent(tracker, data, path, "analysis")
     if tracker is not None and data.parent_run_id and not logged.startswith("not logged"):
-        describe_parent(tracker, data.parent_run_id, document["verdict"])
+        describe_parent(tracker, data.parent_run_id, document["verdict"],
+                        gap=document.get("gap"))
     return document, path, logged
 
 
-def describe_parent(tracker: Tracker, run_id: str, verdict: dict, *, more: str = "") -> None:
+def describe_parent(tracker: Tracker, run_id: str, verdict: dict, *, more: str = "",
+                    gap: Mapping[str, Any] | None = None) -> None:
     """The parent run's description in the MLflow UI (``mlflow.note.content``) becomes the
-    verdict, the answer without downloading a file, followed by ``more``; tags
-    ``study.verdict.init`` and ``study.verdict.early`` the two codes, ``study.verdict`` the
-    early one."""
-    note = verdict.get("text", "") + (f"\n\n{more}" if more else "")
+    verdict, the answer without downloading a file, then the gap question's line (``gap``, the
+    document's block), then ``more``; tags ``study.verdict.init`` and ``study.verdict.early``
+    the two codes, ``study.verdict`` the early one, ``study.verdict.gap`` the gap's."""
+    lines = [verdict.get("text", ""), *([short_line(gap)] if gap else []),
+             *([more] if more else [])]
     code = str(verdict.get("code", ""))
-    tracker.set_tags(run_id, {"mlflow.note.content": note, "study.verdict": code,
-                              "study.verdict.early": code,
-                              "study.verdict.init": str(verdict.get("init_code", ""))})
+    tags = {"mlflow.note.content": "\n\n".join(lines), "study.verdict": code,
+            "study.verdict.early": code, "study.verdict.init": str(verdict.get("init_code", ""))}
+    if gap:
+        tags["study.verdict.gap"] = str(gap["verdict"]["code"])
+    tracker.set_tags(run_id, tags)

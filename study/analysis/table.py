@@ -28,8 +28,10 @@ __all__ = [
     "HPARAM_COLUMNS",
     "INIT_COLUMNS",
     "TABLE_COLUMNS",
+    "TRAINING_DEFAULTS",
     "USABLE_STATES",
     "fixed_dimensions",
+    "gap_records",
     "numeric",
     "trial_table",
     "trial_table_from_mlflow",
@@ -42,8 +44,15 @@ TABLE_COLUMNS = (
     "early_loss", "early_data_loss", "early_penalty", "final_val_loss", "final_val_accuracy",
     "value", "mlflow_run_id", "curve", "failure", "diagnosis", "diagnosis_detail",
     "landscape_sharpness", "landscape_flatness_radius",
+    "optimizer", "momentum", "dropout", "bn_momentum", "gap_curve",
 )
 HPARAM_COLUMNS = ("width", "lr", "batch_size", "weight_decay", "penalty_mode")
+# The training options beside the hyperparameters, and what trials trained with before they
+# existed (HParams' defaults).
+TRAINING_DEFAULTS = {"optimizer": "adam", "momentum": 0.9, "dropout": 0.0, "bn_momentum": 0.1}
+# The per-epoch figures of the gap question kept from a trial's curve (``gap_curve``).
+_GAP_KEYS = ("epoch", "data_loss", "val_loss", "gap_timing", "gap_mode", "gap_generalization",
+             "gap_mode_batchnorm", "gap_mode_dropout")
 EARLY_COLUMNS = ("early_loss", "early_data_loss", "early_penalty")
 INIT_COLUMNS = ("init_loss", "init_data_loss", "init_penalty")
 # Pruned trials count only with early values: the pruners never stop a trial inside the window.
@@ -56,7 +65,7 @@ _INT_COLUMNS = ("number", "width", "batch_size", "n_params", "train_seed")
 _FLOAT_COLUMNS = ("lr", "weight_decay", *INIT_COLUMNS, "init_weight_sq_norm", *EARLY_COLUMNS,
                   "final_val_loss",
                   "final_val_accuracy", "value", "landscape_sharpness",
-                  "landscape_flatness_radius")
+                  "landscape_flatness_radius", "momentum", "dropout", "bn_momentum")
 # Optional per-trial findings: user attr on the Optuna trial <-> tag or metric on its run.
 _FINDING_ATTRS = {"failure": "study.failure", "diagnosis": "study.diagnosis",
                   "diagnosis_detail": "study.diagnosis.detail"}
@@ -154,6 +163,9 @@ def trial_table(study: optuna.Study, *,
         columns["value"].append(values[0] if values else None)
         columns["mlflow_run_id"].append(attrs.get("mlflow_run_id"))
         columns["curve"].append(curve_rows(attrs.get("curve")))
+        columns["gap_curve"].append(gap_records(attrs.get("curve")))
+        for name, default in TRAINING_DEFAULTS.items():
+            columns[name].append(hparams.get(name, default))
         for name in (*_FINDING_ATTRS, *_FINDING_METRICS):
             columns[name].append(attrs.get(name) or None)
     return _frame(columns)
@@ -194,6 +206,16 @@ def trial_table_from_mlflow(
         key=lambda row: (row["number"] is None, row["number"] or 0),
     )
     return _frame({name: [row[name] for row in rows] for name in TABLE_COLUMNS})
+
+
+def gap_records(value: Any) -> list[dict[str, Any]] | None:
+    """The epochs of a stored curve (the labelled entries of the trial attr ``curve``) that
+    measured the gap's parts, with the keys the gap question reads; ``None`` when none did
+    (a trial of an earlier version)."""
+    if not isinstance(value, list) or not all(isinstance(row, Mapping) for row in value):
+        return None
+    rows = [{k: row[k] for k in _GAP_KEYS if k in row} for row in value if "gap_timing" in row]
+    return rows or None
 
 
 def usable_trials(table: pd.DataFrame, question: str = "early") -> pd.DataFrame:
@@ -241,7 +263,7 @@ def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
             data[name] = pd.array([_as_int(v) for v in values], dtype="Int64")
         elif name in _FLOAT_COLUMNS:
             data[name] = np.array([_as_float(v) for v in values], dtype=float)
-        elif name == "curve":
+        elif name in ("curve", "gap_curve"):
             data[name] = pd.Series(values, dtype=object)
         else:
             data[name] = pd.array([None if v is None else str(v) for v in values],
@@ -320,7 +342,9 @@ def _run_row(run: Any, objectives: Mapping[str, str | None]) -> dict[str, Any]:
         "train_seed": params.get("train_seed"),
         "mlflow_run_id": run.info.run_id,
         "curve": None,
+        "gap_curve": None,  # per-epoch histories are not read from MLflow
         "value": None,
+        **{name: params.get(name, default) for name, default in TRAINING_DEFAULTS.items()},
     }
     for name, metric in {**_SUMMARY_METRICS, **_FINDING_METRICS}.items():
         row[name] = metrics.get(metric)

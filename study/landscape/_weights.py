@@ -86,7 +86,7 @@ def _strip_prefix(key: str) -> str:
 def _fresh_model(settings: StudyConfig, hp: HParams, data: TensorData) -> nn.Module:
     return build_model(settings.model, width=hp.width, in_channels=data.in_channels,
                        n_classes=data.n_classes, input_size=data.input_size, init=settings.init,
-                       depth=settings.depth)
+                       depth=settings.depth, dropout=hp.dropout, bn_momentum=hp.bn_momentum)
 
 
 def _artifact_exists(tracker: Tracker, run_id: str, path: str) -> bool:

@@ -110,7 +110,9 @@ def _hparams(trial: FrozenTrial, config: StudyConfig) -> HParams:
     try:
         hp = HParams(**{k: v for k, v in values.items() if k in names})
         return HParams(width=int(hp.width), lr=float(hp.lr), batch_size=int(hp.batch_size),
-                       weight_decay=float(hp.weight_decay), penalty_mode=str(hp.penalty_mode))
+                       weight_decay=float(hp.weight_decay), penalty_mode=str(hp.penalty_mode),
+                       optimizer=str(hp.optimizer), momentum=float(hp.momentum),
+                       dropout=float(hp.dropout), bn_momentum=float(hp.bn_momentum))
     except (TypeError, ValueError):
         raise ConfigError(
             f"`trials` must name trials with recorded hyperparameters, but trial "

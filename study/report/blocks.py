@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Code", "Details", "FigureRef", "Heading", "Inline", "KeyValues", "Para", "Table",
-           "Verdict"]
+__all__ = ["Bullets", "Code", "Details", "FigureRef", "Heading", "Inline", "KeyValues", "Para",
+           "Table", "Verdict"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,13 @@ class Verdict:
 
 
 @dataclass
+class Bullets:
+    """A bulleted list, one line of inline parts per item."""
+
+    items: list[list[Inline]]
+
+
+@dataclass
 class KeyValues:
     items: list[tuple[str, Inline]]
 
@@ -68,3 +75,4 @@ class FigureRef:
 class Details:
     summary: str
     blocks: list[Any] = field(default_factory=list)
+    css: str | None = None  # "part" for one part of a section (indented when open)

@@ -61,10 +61,11 @@ def _tell_the_story(tracker: Tracker, run_id: str, document: dict, table: Any) -
     the report is; the trials become a table artifact the UI shows."""
     columns = [c for c in TRIAL_COLUMNS if c in table.columns]
     tracker.log_table(run_id, table[columns], "report/trials_table.json")
-    describe_parent(tracker, run_id, document.get("verdict") or {}, more=(
-        "Report: artifacts `report/report.html` (open it from this run's Artifacts tab), "
-        "`report/report.md`; trials: `report/trials.csv` and the table "
-        "`report/trials_table.json`."))
+    describe_parent(tracker, run_id, document.get("verdict") or {}, gap=document.get("gap"),
+                    more=(
+                        "Report: artifacts `report/report.html` (open it from this run's "
+                        "Artifacts tab), `report/report.md`; trials: `report/trials.csv` and "
+                        "the table `report/trials_table.json`."))
 
 
 def _landscape_figure(data: StudyData) -> dict[str, tuple[str, str, bytes]]:

@@ -23,6 +23,7 @@ from study.report._format import (
 )
 from study.report.answer_blocks import answer_blocks, figure_blocks, model_blocks
 from study.report.blocks import (
+    Bullets,
     Code,
     Details,
     FigureRef,
@@ -33,9 +34,11 @@ from study.report.blocks import (
     Table,
     Verdict,
 )
+from study.report.gap_blocks import gap_blocks, gap_line
 
 __all__ = [
     "MAX_TABLE_ROWS",
+    "Bullets",
     "Code",
     "Details",
     "FigureRef",
@@ -59,9 +62,10 @@ _TEXT_COLUMNS = {"state", "penalty_mode", "mlflow_run_id", "diagnosis", "diagnos
                  "failure"}
 
 
-def _verdict_box(verdict: Mapping[str, Any]) -> Verdict:
-    """One line per question (a ``/2`` document's ``lines``), then the detail; an older
-    document's single paragraph as it was."""
+def _verdict_box(verdict: Mapping[str, Any],
+                 gap: tuple[str, str, str] | None = None) -> Verdict:
+    """One line per question (a ``/2`` document's ``lines``, then the gap's of a ``/3``
+    document), then the detail; an older document's single paragraph as it was."""
     lines = verdict.get("lines") if isinstance(verdict.get("lines"), Mapping) else {}
     rows = []
     for question, code_key in (("init", "init_code"), ("early", "code")):
@@ -73,7 +77,7 @@ def _verdict_box(verdict: Mapping[str, Any]) -> Verdict:
     detail = text(verdict.get("detail")) if rows else ""
     return Verdict(text(verdict.get("code")) or "none",
                    detail or text(verdict.get("text")) or "No verdict: the analysis is missing.",
-                   tuple(rows))
+                   tuple(rows) + ((gap,) if gap else ()))
 
 
 def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance: pd.DataFrame,
@@ -87,9 +91,10 @@ def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance
     blocks: list[Any] = [Heading(1, title)]
     blocks += _meta_blocks(meta, analysis, table)
     verdict = analysis.get("verdict") if isinstance(analysis.get("verdict"), Mapping) else {}
-    blocks += [Heading(2, "Verdict", "verdict"), _verdict_box(verdict)]
+    blocks += [Heading(2, "Verdict", "verdict"), _verdict_box(verdict, gap_line(analysis))]
     blocks += answer_blocks(analysis)
     blocks += figure_blocks()
+    blocks += gap_blocks(analysis)
     blocks += _figure_blocks()
     for name, (heading, caption) in (extra_figures or {}).items():
         blocks += [Heading(2, heading, name), FigureRef(name, heading, caption)]

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from study.report.blocks import (
+    Bullets,
     Code,
     Details,
     FigureRef,
@@ -62,6 +63,13 @@ dl.kv dd { margin: 0; word-break: break-word; }
 .verdict-penalty { --accent: #c0392b; } .verdict-optimization { --accent: #2457a6; }
 .verdict-both { --accent: #7d3c98; } .verdict-no-increase { --accent: #1e8449; }
 .verdict-inconclusive { --accent: #7f8c8d; }
+.verdict-line.verdict-normalization-statistics { --accent: #b9652a; }
+.verdict-line.verdict-dropout { --accent: #6c5a9c; }
+.verdict-line.verdict-epoch-averaging { --accent: #2457a6; }
+.verdict-line.verdict-overfitting { --accent: #c0392b; }
+.verdict-line.verdict-none { --accent: #1e8449; }
+ul.items { margin: 4px 0 12px; padding-left: 24px; max-width: 900px; }
+ul.items li { margin: 2px 0; }
 figure { margin: 12px 0 8px; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line);
   border-radius: 4px; }
@@ -76,6 +84,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 tr.key td { background: #fff6d6; font-weight: 600; }
 details { margin: 10px 0; } summary { cursor: pointer; color: var(--muted); }
+details.part[open] { border-left: 3px solid var(--line); padding-left: 14px; }
+details.part[open] > summary { margin-left: -14px; padding-left: 11px; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 """
 
@@ -141,11 +151,16 @@ def _block(block: Any, figures: Mapping[str, bytes]) -> str:
         return f'<dl class="kv">{items}</dl>'
     if isinstance(block, Table):
         return _table(block)
+    if isinstance(block, Bullets):
+        items = "".join(f"<li>{_inline(item)}</li>" for item in block.items)
+        return f'<ul class="items">{items}</ul>'
     if isinstance(block, FigureRef):
         return _figure(block, figures.get(block.name))
     if isinstance(block, Details):
         inner = "\n".join(_block(b, figures) for b in block.blocks)
-        return f"<details><summary>{_esc(block.summary)}</summary>\n{inner}\n</details>"
+        css = f' class="{_attr(block.css)}"' if block.css else ""
+        return (f"<details{css}><summary>{_esc(block.summary)}</summary>\n{inner}\n"
+                "</details>")
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 

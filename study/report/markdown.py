@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from study.report.blocks import (
+    Bullets,
     Code,
     Details,
     FigureRef,
@@ -72,6 +73,8 @@ def _block(block: Any, figure_paths: Mapping[str, str]) -> str:
         return "\n".join(f"- **{md_text(k)}:** {_inline([v])}" for k, v in block.items)
     if isinstance(block, Table):
         return _table(block)
+    if isinstance(block, Bullets):
+        return "\n".join(f"- {_inline(item)}" for item in block.items)
     if isinstance(block, FigureRef):
         path = figure_paths.get(block.name)
         if not path:

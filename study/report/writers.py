@@ -1,7 +1,8 @@
 """Write the study report: ``report.html``, ``report.md``, ``report.json``, ``trials.csv``.
 
 The HTML is self-contained (figures embedded); the Markdown references the same figures as PNG
-files under ``figures/``; the JSON holds every number (NaN as null); the CSV one row per trial.
+files under ``figures/`` (``gap.png`` only for an analysis with a ``gap`` block); the JSON holds
+every number (NaN as null); the CSV one row per trial.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from study.redact import one_line, redact
 from study.report._format import INT_COLUMNS, TRIAL_COLUMNS, jsonable
 from study.report.content import build_blocks
 from study.report.figures import curves_figure, importance_figure, message_figure
+from study.report.gap_blocks import GAP_FIGURE, gap_of, has_trials
+from study.report.gap_figure import gap_figure
 from study.report.html import render_html
 from study.report.markdown import render_markdown
 from study.report.size_figures import size_effect_figure, threshold_figure
@@ -51,7 +54,8 @@ def write_report(out_dir: Path | str, *, analysis: Mapping[str, Any] | None,
     Returns:
         ``{relative name: path}`` for ``report.html``, ``report.md``, ``report.json``,
         ``trials.csv`` and ``figures/size_effect.png``, ``figures/threshold.png``,
-        ``figures/curves.png``, ``figures/importance.png``.
+        ``figures/curves.png``, ``figures/importance.png``; ``figures/gap.png`` too when the
+        analysis has a ``gap`` block with trials (``study.analysis/3``).
     """
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -67,6 +71,9 @@ def write_report(out_dir: Path | str, *, analysis: Mapping[str, Any] | None,
         "importance": _safe_figure("importance", lambda: importance_figure(
             importance, objective=_objective(meta))),
     }
+    gap = gap_of(analysis)
+    if has_trials(gap):
+        pngs[GAP_FIGURE] = _safe_figure("gap", lambda: gap_figure(gap))
     extras = dict(extra_figures or {})
     pngs.update({name: png for name, (_, _, png) in extras.items()})
     paths: dict[str, Path] = {}

@@ -8,6 +8,7 @@ from typing import TextIO
 
 import optuna
 
+from study._choices import search_spec
 from study._validation import fail
 from study.config import StudyConfig
 from study.keys import MODEL_SHA_ATTR, MODEL_SHA_TAG
@@ -55,7 +56,17 @@ def check_factory(config: StudyConfig, data: TensorData, *,
     if not is_factory(config.model):
         return None
     widths = widths if widths is not None else (config.width_min, config.width_max)
-    return check_model(config.model, widths=widths, data=data, depth=config.depth).sha256
+    return check_model(config.model, widths=widths, data=data, depth=config.depth,
+                       dropout=_other_than(config.dropout, 0.0),
+                       bn_momentum=_other_than(config.bn_momentum, 0.1)).sha256
+
+
+def _other_than(values: tuple[str, ...], default: float) -> float:
+    """A value of a searched option other than its ``default`` when it has one (the factory
+    must then accept the option), else the default."""
+    kind, value = search_spec(values)
+    candidates = [value] if kind == "fixed" else list(value)
+    return next((float(v) for v in candidates if float(v) != default), default)
 
 
 def record_model_source(study: optuna.Study, tracker: Tracker, parent_run_id: str, *,

@@ -250,7 +250,9 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
     else:
         check_new_study_name(config.study_name)
     inputs = _check_inputs(config, data, device=device, out=out, batch_field=batch_field)
-    tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout)
+    # Trial runs close in the background: the next trial's sampling reads Optuna, not MLflow.
+    tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout,
+                      close_in_background=True)
     entry = entry_run_id()
     if entry and "experiment" not in given and not worker and not (prepared and prepared.stored):
         entry_run = tracker.get_run(entry)
@@ -318,6 +320,7 @@ def _summarize(ctx: _Session, status: str) -> None:
     writes them), so the error that ended the session is the one the user sees."""
     tracker = ctx.tracker
     try:
+        tracker.wait_closed()  # the trial runs close before their parent run
         metrics = study_metrics(ctx.study)
         tracker.log_metrics(ctx.parent_run_id, metrics)
         if ctx.entry and ctx.entry != ctx.parent_run_id:
@@ -373,6 +376,7 @@ def _optimize(
         with optuna_quiet():  # the progress lines say how each trial ended
             study.optimize(objective, timeout=config.timeout, catch=(TrialFailedError,),
                            callbacks=[after_trial])
+        tracker.wait_closed()  # before the last progress line: every trial run is closed
     if len(failures) >= MAX_CONSECUTIVE_FAILURES:
         raise StudyError(
             f"{len(failures)} trials failed in a row (last: {failures[-1]}); the study stopped "

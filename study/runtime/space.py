@@ -3,10 +3,11 @@ logs as params."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from study._choices import search_spec
 from study.training import HParams
 
 if TYPE_CHECKING:
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
     from study.config import StudyConfig
 
-__all__ = ["suggest_hparams", "train_seed", "trial_params"]
+__all__ = ["suggest_hparams", "suggest_training_options", "train_seed", "trial_params"]
 
 
 def suggest_hparams(trial: optuna.Trial, config: StudyConfig) -> HParams:
@@ -37,7 +38,25 @@ def suggest_hparams(trial: optuna.Trial, config: StudyConfig) -> HParams:
         "penalty_mode", list(config.penalty_mode)
     )
     return HParams(width=int(width), lr=float(lr), batch_size=int(batch_size),
-                   weight_decay=float(weight_decay), penalty_mode=str(penalty_mode))
+                   weight_decay=float(weight_decay), penalty_mode=str(penalty_mode),
+                   **suggest_training_options(trial, config))
+
+
+def suggest_training_options(trial: optuna.Trial, config: StudyConfig) -> dict[str, Any]:
+    """The optimizer, SGD's momentum (suggested only for a trial that uses SGD: Adam ignores
+    it), the dropout rate and the BatchNorm momentum: each fixed, a category or a range."""
+    optimizer = config.optimizer[0] if len(config.optimizer) == 1 else \
+        trial.suggest_categorical("optimizer", list(config.optimizer))
+    options: dict[str, Any] = {"optimizer": str(optimizer)}
+    for field in ("momentum", "dropout", "bn_momentum"):
+        kind, value = search_spec(getattr(config, field))
+        if kind == "fixed" or (field == "momentum" and optimizer != "sgd"):
+            options[field] = value if kind == "fixed" else HParams.momentum
+        elif kind == "categorical":
+            options[field] = float(trial.suggest_categorical(field, value))
+        else:
+            options[field] = trial.suggest_float(field, *value)
+    return options
 
 
 def train_seed(study_seed: int, trial_number: int) -> int:
@@ -59,6 +78,8 @@ def trial_params(hp: HParams, config: StudyConfig, *, device: str, n_params: int
     return {**shape,
         "width": hp.width, "lr": hp.lr, "batch_size": hp.batch_size,
         "weight_decay": hp.weight_decay, "penalty_mode": hp.penalty_mode,
+        "optimizer": hp.optimizer, **({"momentum": hp.momentum} if hp.optimizer == "sgd" else {}),
+        "dropout": hp.dropout, "bn_momentum": hp.bn_momentum,
         "model": config.model, "dataset": config.dataset, "init": config.init,
         "epochs": config.epochs, "seed": config.seed, "train_seed": seed, "device": device,
         "n_params": n_params,

@@ -12,7 +12,9 @@ MLflow's queue first) writes what is left before the status. MLflow buffers only
 without it, each batch is written alone and closing a run waits up to a second for MLflow's
 logging thread to stop. A tracker sets it to 1 while it has batches in flight, only where the
 user has not set it, and removes it once they are written. Other runs (a parent run, the run
-``mlflow run`` opens) are written synchronously.
+``mlflow run`` opens) are written synchronously. A tracker made with ``close_in_background``
+closes its trial runs (weights upload, drain, status) on one background thread
+(:class:`~study.tracking._closer.Closer`); :meth:`Tracker.wait_closed` waits for them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import contextlib
 import io
 import os
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ from mlflow.exceptions import MlflowException
 
 from study.errors import TrackingError
 from study.redact import one_line, redact
+from study.tracking._artifacts import ArtifactsMixin
+from study.tracking._closer import Closer
 from study.tracking._errors import is_transient
 from study.tracking.filters import tag_equals, tags_match
 
@@ -56,7 +59,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Tracker:
+class Tracker(ArtifactsMixin):
     """A thin, explicit-id wrapper over :class:`MlflowClient` for the study's run layout.
 
     Transient failures (connection refused, a server error, a locked database) are retried with
@@ -70,15 +73,20 @@ class Tracker:
         asynchronous: Log the batches of the nested runs this tracker creates through
             MLflow's asynchronous logging (written within a second, and before the run's
             status when it is closed); ``False`` writes every batch before returning.
+        close_in_background: Close those runs (weights upload, the queue's drain, the status)
+            on a background thread, in order, so the next trial need not wait; an error is
+            raised at the next create or close, or by :meth:`wait_closed`, which a session
+            calls before it ends.
 
     Raises:
         TrackingError: The tracking store cannot be reached.
     """
 
     def __init__(self, tracking_uri: str | None = None, *, retry_seconds: float = 120.0,
-                 asynchronous: bool = True) -> None:
+                 asynchronous: bool = True, close_in_background: bool = False) -> None:
         self.retry_seconds = retry_seconds
         self.asynchronous = asynchronous
+        self._closer: Closer | None = None
         self._nested: set[str] = set()  # open runs created here under a parent: asynchronous
         self._pending: dict[str, list[tuple[float, Any, dict[str, list[Any]]]]] = {}
         self._set_buffering = False
@@ -92,6 +100,10 @@ class Tracker:
             ) from None
         # MLflow prints "View run <URI>/#/..." links on closing a run, the URI as given.
         self._secret_uri = redact(self.tracking_uri) != self.tracking_uri
+        # Not with a secret URI: its close links are printed through a process-wide
+        # redirection of stdout, which must not span a background thread's work.
+        if close_in_background and asynchronous and not self._secret_uri:
+            self._closer = Closer()
         try:
             self._call(self.client.search_experiments, max_results=1)
         except TrackingError as exc:
@@ -136,6 +148,8 @@ class Tracker:
         ``study.create_key``), and a retry after a transient failure first looks for a run with
         that key (an earlier attempt the store made but whose reply was lost) and returns it.
         """
+        if self._closer is not None:
+            self._closer.raise_failed()
         key = uuid.uuid4().hex
         all_tags = {**tags, CREATE_KEY_TAG: key}
         if parent_run_id:
@@ -168,11 +182,30 @@ class Tracker:
         ``status``, after every batch logged to it (the status is written last; for a nested
         run this tracker created, the closing batch joins the asynchronous ones in one write)."""
         batch = _tags_and_metrics(tags, metrics, step)
-        if run_id in self._nested:
-            self._log_async(run_id, **batch)
-        else:
+        if run_id not in self._nested:
             self._log_batch(run_id, **batch)
-        self._terminate(run_id, status)
+            self._terminate(run_id, status)
+            return
+        self._log_async(run_id, **batch)
+        if self._closer is None:
+            self._terminate(run_id, status)
+            return
+        pending = self._pending.pop(run_id, [])
+        self._nested.discard(run_id)
+        self._closer.submit(self._finish, run_id, status, pending)
+
+    def wait_closed(self) -> None:
+        """Wait for the runs being closed in the background (see ``close_in_background``).
+
+        Raises:
+            TrackingError: One of them could not be closed.
+        """
+        if self._closer is None:
+            return
+        try:
+            self._closer.wait()
+        finally:
+            self._unset_buffering()
 
     def log_params(self, run_id: str, params: Mapping[str, Any], *,
                    metrics: Mapping[str, float] | None = None, new_run: bool = False) -> None:
@@ -205,47 +238,6 @@ class Tracker:
             self._log_async(run_id, metrics=batch)
         else:
             self._log_batch(run_id, metrics=batch)
-
-    def log_state_dict(self, run_id: str, state_dict: Mapping[str, Any], path: str) -> None:
-        """Save a model's ``state_dict`` with ``torch.save`` and log it as artifact ``path``
-        (through ``MlflowClient.log_artifact``, from a temporary folder)."""
-        import torch
-
-        tensors = {k: v.detach().cpu() for k, v in state_dict.items()}
-        folder, _, name = path.rpartition("/")
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, name)
-            try:
-                torch.save(tensors, local)
-            except OSError as exc:
-                raise TrackingError(f"could not log {path} to run {run_id}: "
-                                    f"{one_line(exc)}") from None
-            self._call(self.client.log_artifact, run_id, local, artifact_path=folder or None)
-
-    def log_table(self, run_id: str, table: Any, artifact_file: str) -> None:
-        """Log a DataFrame as an MLflow table artifact (the UI's artifact view shows it as a
-        table, and ``mlflow.load_table`` reads it back).
-
-        Raises:
-            TrackingError: The tracking store refused it.
-        """
-        self._call(self.client.log_table, run_id, data=table, artifact_file=artifact_file)
-
-    def log_artifacts(self, run_id: str, local: str | os.PathLike[str], artifact_path: str) -> None:
-        """Log ``local`` (a file, or a folder's files) under ``artifact_path`` of ``run_id``.
-
-        Raises:
-            TrackingError: The artifact store refused it.
-        """
-        local = os.fspath(local)
-        try:
-            if os.path.isdir(local):
-                self.client.log_artifacts(run_id, local, artifact_path=artifact_path or None)
-            else:
-                self.client.log_artifact(run_id, local, artifact_path=artifact_path or None)
-        except Exception as exc:  # artifact stores raise their own types (OSError, boto, ...)
-            raise TrackingError(f"could not log {local} to run {run_id}: {one_line(exc)}") \
-                from None
 
     def end_run(self, run_id: str, status: str) -> None:
         """Terminate ``run_id`` with an MLflow status (FINISHED, FAILED, KILLED), after every
@@ -322,11 +314,22 @@ class Tracker:
         pending = self._pending.pop(run_id, [])
         self._nested.discard(run_id)
         try:
-            self._call(self._set_terminated, run_id, status)
+            self._finish(run_id, status, pending)
         finally:
-            if self._set_buffering and not self._pending:
-                os.environ.pop(BUFFERING_ENV, None)
-                self._set_buffering = False
+            if self._closer is None:
+                self._unset_buffering()
+
+    def _unset_buffering(self) -> None:
+        """Remove the buffering this tracker set, once no batch of it is in flight."""
+        if self._set_buffering and not self._pending:
+            os.environ.pop(BUFFERING_ENV, None)
+            self._set_buffering = False
+
+    def _finish(self, run_id: str, status: str,
+                pending: list[tuple[float, Any, dict[str, list[Any]]]]) -> None:
+        """Write the status of ``run_id`` after its batches (``pending``: those handed to
+        MLflow's queue and not yet known to be written)."""
+        self._call(self._set_terminated, run_id, status)
         if any(_failed(operation) for _, operation, _ in pending):
             # MLflow writes a run's queued batches as one and, when that write fails, reports
             # the ones merged into it as done: all of them are written again (a metric already

@@ -23,34 +23,33 @@ if TYPE_CHECKING:
         penalty_term,
         weight_sq_norm,
     )
+    from study.training.reports import GAP_FIELDS, EpochReport, InitReport, early_losses
     from study.training.specs import (
         DATASETS,
         DEFAULT_DEPTH,
         INITS,
         MODELS,
+        OPTIMIZERS,
         RESNETS,
         HParams,
         PenaltyMode,
         check_dataset_spec,
         check_image_size,
         check_model_spec,
+        check_optimizer_mode,
+        check_training_options,
     )
-    from study.training.trainer import (
-        INIT_SAMPLES,
-        EpochReport,
-        InitReport,
-        Trainer,
-        early_losses,
-        resolve_device,
-    )
+    from study.training.trainer import INIT_SAMPLES, Trainer, resolve_device
 
 __all__ = [
     "DATASETS",
     "DEFAULT_DEPTH",
+    "GAP_FIELDS",
     "INITS",
     "INIT_SAMPLES",
     "KERNEL_MODULES",
     "MODELS",
+    "OPTIMIZERS",
     "RESNETS",
     "Diagnosis",
     "EpochReport",
@@ -65,6 +64,8 @@ __all__ = [
     "check_image_size",
     "check_model",
     "check_model_spec",
+    "check_optimizer_mode",
+    "check_training_options",
     "count_parameters",
     "curve_record",
     "curve_rows",
@@ -107,12 +108,16 @@ _EXPORTS = {
     "penalized_parameters": "study.training.penalty",
     "penalty_term": "study.training.penalty",
     "weight_sq_norm": "study.training.penalty",
+    "OPTIMIZERS": "study.training.specs",
+    "check_optimizer_mode": "study.training.specs",
+    "check_training_options": "study.training.specs",
     "INIT_SAMPLES": "study.training.trainer",
-    "EpochReport": "study.training.trainer",
+    "GAP_FIELDS": "study.training.reports",
+    "EpochReport": "study.training.reports",
     "HParams": "study.training.specs",
-    "InitReport": "study.training.trainer",
+    "InitReport": "study.training.reports",
     "Trainer": "study.training.trainer",
-    "early_losses": "study.training.trainer",
+    "early_losses": "study.training.reports",
     "resolve_device": "study.training.trainer",
 }
 

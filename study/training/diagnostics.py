@@ -46,6 +46,7 @@ from typing import Any
 
 from study._validation import fail
 from study.keys import CURVE_FIELDS
+from study.training.reports import GAP_FIELDS
 
 __all__ = [
     "CODES", "EXPLODE_FACTOR", "FIELDS", "GAP_FACTOR", "GAP_MARGIN", "LAG_FACTOR", "NOISE_FLOOR",
@@ -60,8 +61,14 @@ _LOSS_FIELDS = FIELDS[:4]
 
 def curve_record(history: Sequence[Any]) -> list[dict[str, float]]:
     """The trial attr "curve": one labelled entry per epoch (``epoch`` and :data:`FIELDS`), so
-    tools that show user attrs (optuna-dashboard) show names, not bare numbers."""
-    return [{"epoch": int(r.epoch), **{f: float(getattr(r, f)) for f in FIELDS}}
+    tools that show user attrs (optuna-dashboard) show names, not bare numbers.
+
+    An entry also holds the parts of the validation gap that were measured (``gap_timing``,
+    ``gap_mode``, ``gap_generalization``, and ``gap_mode_batchnorm``, ``gap_mode_dropout`` for
+    models with BatchNorm and dropout); :func:`curve_rows` ignores them.
+    """
+    return [{"epoch": int(r.epoch), **{f: float(getattr(r, f)) for f in FIELDS},
+             **{g: float(v) for g in GAP_FIELDS if (v := getattr(r, g, None)) is not None}}
             for r in history]
 
 

@@ -41,18 +41,22 @@ def model_sha256(spec: str) -> str | None:
 
 def check_model(
     spec: str, *, widths: Sequence[int], data: TensorData, depth: int | None = None,
+    dropout: float = 0.0, bn_momentum: float = 0.1,
 ) -> ModelCheck:
     """Build the model at each width and run a forward pass on two training samples.
 
     Checks that it builds, that it has conv or linear kernels to penalize, that it maps
     ``(2, *input)`` to ``(2, n_classes)`` finite logits, and that the largest width has more
-    parameters than the smallest. Built on the CPU, nothing is kept.
+    parameters than the smallest. Built on the CPU, nothing is kept. A factory that cannot
+    accept a non-default ``dropout`` or ``bn_momentum`` fails here, before any training.
 
     Args:
         spec: A built-in model name or a factory spec.
         widths: The widths to build (the study's ``width_min`` and ``width_max``).
         data: The study's data (input shape, number of classes, the sample batch).
         depth: Blocks per stage of the ResNets.
+        dropout: The study's dropout rate (passed as ``dropout=`` where the factory takes it).
+        bn_momentum: The study's BatchNorm momentum (likewise ``bn_momentum=``).
 
     Returns:
         Parameter counts per width and the factory's source hash.
@@ -65,7 +69,7 @@ def check_model(
     for width in sorted(set(widths)):
         model = build_model(spec, width=width, in_channels=data.in_channels,
                             n_classes=data.n_classes, input_size=data.input_size, seed=0,
-                            depth=depth)
+                            depth=depth, dropout=dropout, bn_momentum=bn_momentum)
         if not penalized_parameters(model):
             raise ConfigError(f"`model` {spec!r} must contain convolution or linear layers (their "
                               f"weights are the penalized kernels), but has none at "

@@ -2,7 +2,8 @@
 and without skips (:mod:`study.training.resnet`), or the user's own factory.
 
 A factory is named ``pkg.module:callable`` or ``path/to/file.py:callable`` and called as
-``callable(width, *, input_shape=(C, H, W) or (C, D, H, W), n_classes=K)``; it returns a
+``callable(width, *, input_shape=(C, H, W) or (C, D, H, W), n_classes=K)``, plus ``dropout=`` and
+``bn_momentum=`` where its signature accepts them (or has ``**kwargs``); it returns a
 ``torch.nn.Module`` mapping a float32 batch to ``(N, K)`` logits. Whatever its layers, the
 penalty, ``--init`` and the landscape probe treat the ``weight`` of every convolution and linear
 layer as its kernels (:data:`~study.training.penalty.KERNEL_MODULES`).
@@ -10,13 +11,17 @@ layer as its kernels (:data:`~study.training.penalty.KERNEL_MODULES`).
 The built-in families work on 2D images ``(N, C, H, W)`` and 3D volumes ``(N, C, D, H, W)``;
 the number of spatial dimensions is ``len(input_size)``. Pooling is skipped once the feature map
 is too small, so 8x8 digits and 16^3 volumes both fit. All end in global average pooling and a
-linear classifier, so the parameter count depends on ``width`` but not on ``input_size``.
+linear classifier, so the parameter count depends on ``width`` but not on ``input_size``. A
+``dropout`` above 0 inserts a Dropout layer right before that classifier (no parameters, no
+random draws at build time); at 0 there is none, so the models are those of earlier versions.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +30,7 @@ from study._validation import check_choice, fail
 from study.errors import ConfigError
 from study.redact import one_line
 from study.training._imports import load_callable, where_raised
+from study.training._layers import classifier
 from study.training.penalty import KERNEL_MODULES
 from study.training.resnet import resnet
 from study.training.specs import (
@@ -34,6 +40,7 @@ from study.training.specs import (
     RESNETS,
     check_int,
     check_model_spec,
+    check_training_options,
 )
 
 __all__ = [
@@ -69,6 +76,8 @@ def build_model(
     init: str = "torch",
     seed: int | None = None,
     depth: int | None = None,
+    dropout: float = 0.0,
+    bn_momentum: float = 0.1,
 ) -> nn.Module:
     """Build a freshly initialized classifier.
 
@@ -83,6 +92,10 @@ def build_model(
         seed: When given, the weights depend only on it and the global RNG state is left
             untouched; when ``None``, the global RNG is used as usual.
         depth: Blocks per stage of the ResNets (default :data:`DEFAULT_DEPTH`); only for them.
+        dropout: Dropout rate before the final linear layer, in [0, 1); a factory gets it as
+            ``dropout=`` when its signature accepts it.
+        bn_momentum: Momentum of every BatchNorm layer (PyTorch's convention), in (0, 1]; a
+            factory gets it as ``bn_momentum=`` when its signature accepts it.
 
     Returns:
         A module mapping float32 ``(N, in_channels, *input_size)`` to logits ``(N, n_classes)``
@@ -90,35 +103,67 @@ def build_model(
 
     Raises:
         ConfigError: If any argument is invalid, or a factory fails to load, raises or returns
-            something other than a module.
+            something other than a module, or cannot accept a non-default ``dropout`` or
+            ``bn_momentum``.
     """
     check_model_spec(name, depth=depth)
     check_choice("init", init, INITS)
     check_int("width", width, 1)
     check_int("in_channels", in_channels, 1)
     check_int("n_classes", n_classes, 2)
+    check_training_options(dropout=dropout, bn_momentum=bn_momentum)
     size = _check_input_size(input_size)
     layers = _LAYERS[len(size)]
+    options = {"dropout": dropout, "bn_momentum": bn_momentum}
     with _seeded(seed):
         if name == "cnn":
-            model = _cnn(width, in_channels, n_classes, min(size), layers)
+            model = _cnn(width, in_channels, n_classes, min(size), layers, **options)
         elif name == "vgg":
-            model = _vgg(width, in_channels, n_classes, min(size), layers)
+            model = _vgg(width, in_channels, n_classes, min(size), layers, **options)
         elif name in RESNETS:
             model = resnet(width, in_channels=in_channels, n_classes=n_classes, size=min(size),
                            dims=len(size), depth=depth or DEFAULT_DEPTH,
-                           skip=name == "resnet")
+                           skip=name == "resnet", **options)
         else:
-            model = _from_factory(name, width, (in_channels, *size), n_classes)
+            model = _from_factory(name, width, (in_channels, *size), n_classes, options)
         _initialize(model, init)
     return model
 
 
-def _from_factory(spec: str, width: int, input_shape: tuple[int, ...],
-                  n_classes: int) -> nn.Module:
-    factory = load_callable(spec, field="model")
+# The values a factory that does not take the option is assumed to build with.
+_FACTORY_DEFAULTS = {"dropout": 0.0, "bn_momentum": 0.1}
+
+
+def _factory_options(spec: str, factory: Callable[..., Any],
+                    options: dict[str, float]) -> dict[str, float]:
+    """The keyword arguments of ``options`` that ``factory``'s signature accepts.
+
+    Raises:
+        ConfigError: An option the factory does not accept has a non-default value.
+    """
     try:
-        model = factory(width, input_shape=input_shape, n_classes=n_classes)
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature (C code) takes no extras
+        parameters = []
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = {p.name for p in parameters if p.kind in keyword}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    accepted = {}
+    for field, value in options.items():
+        if takes_any or field in names:
+            accepted[field] = value
+        elif value != _FACTORY_DEFAULTS[field]:
+            raise ConfigError(f"`{field}` needs a model factory that accepts a `{field}` "
+                              f"argument; {spec} does not, but got {field}={value!r}.")
+    return accepted
+
+
+def _from_factory(spec: str, width: int, input_shape: tuple[int, ...], n_classes: int,
+                  options: dict[str, float]) -> nn.Module:
+    factory = load_callable(spec, field="model")
+    extra = _factory_options(spec, factory, options)
+    try:
+        model = factory(width, input_shape=input_shape, n_classes=n_classes, **extra)
     except Exception as exc:  # user code may raise anything
         raise ConfigError(f"`model` {spec!r} raised at width={width}{where_raised(exc)}: "
                           f"{type(exc).__name__}: {one_line(exc)}") from None
@@ -161,42 +206,47 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def _conv_bn(conv, bn, cin: int, cout: int, act: nn.Module) -> list[nn.Module]:
-    return [conv(cin, cout, kernel_size=3, padding=1, bias=False), bn(cout), act]
+def _conv_bn(conv, bn, cin: int, cout: int, act: nn.Module, *,
+             bn_momentum: float) -> list[nn.Module]:
+    return [conv(cin, cout, kernel_size=3, padding=1, bias=False),
+            bn(cout, momentum=bn_momentum), act]
 
 
-def _head(gap, cin: int, n_classes: int) -> list[nn.Module]:
-    return [gap(1), nn.Flatten(), nn.Linear(cin, n_classes)]
+def _head(gap, cin: int, n_classes: int, *, dropout: float) -> list[nn.Module]:
+    return [gap(1), nn.Flatten(), *classifier(cin, n_classes, dropout=dropout)]
 
 
-def _cnn(width: int, cin: int, n_classes: int, size: int, layers) -> nn.Sequential:
+def _cnn(width: int, cin: int, n_classes: int, size: int, layers, *, dropout: float,
+         bn_momentum: float) -> nn.Sequential:
     conv, bn, pool, gap = layers
     modules: list[nn.Module] = []
     last = len(CNN_WIDTH_MULTIPLIERS) - 1
     for i, mult in enumerate(CNN_WIDTH_MULTIPLIERS):
         cout = mult * width
-        modules += _conv_bn(conv, bn, cin, cout, nn.LeakyReLU(_LEAKY_SLOPE))
+        modules += _conv_bn(conv, bn, cin, cout, nn.LeakyReLU(_LEAKY_SLOPE),
+                            bn_momentum=bn_momentum)
         cin = cout
         # Pooling below 4 would leave a 1-voxel map for the remaining blocks to convolve.
         if i % 2 == 1 and i != last and size >= 4:
             modules.append(pool(2))
             size //= 2
-    return nn.Sequential(*modules, *_head(gap, cin, n_classes))
+    return nn.Sequential(*modules, *_head(gap, cin, n_classes, dropout=dropout))
 
 
-def _vgg(width: int, cin: int, n_classes: int, size: int, layers) -> nn.Sequential:
+def _vgg(width: int, cin: int, n_classes: int, size: int, layers, *, dropout: float,
+         bn_momentum: float) -> nn.Sequential:
     conv, bn, pool, gap = layers
     modules: list[nn.Module] = []
     for mult in _VGG_STAGE_MULTIPLIERS:
         cout = mult * width
-        modules += _conv_bn(conv, bn, cin, cout, nn.ReLU())
-        modules += _conv_bn(conv, bn, cout, cout, nn.ReLU())
+        modules += _conv_bn(conv, bn, cin, cout, nn.ReLU(), bn_momentum=bn_momentum)
+        modules += _conv_bn(conv, bn, cout, cout, nn.ReLU(), bn_momentum=bn_momentum)
         cin = cout
         # Keras would fail on a 1x1 map; 8x8 digits skip the 4th pool instead.
         if size >= 2:
             modules.append(pool(2))
             size //= 2
-    return nn.Sequential(*modules, *_head(gap, cin, n_classes))
+    return nn.Sequential(*modules, *_head(gap, cin, n_classes, dropout=dropout))
 
 
 def _initialize(model: nn.Module, init: str) -> None:

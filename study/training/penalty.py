@@ -9,6 +9,17 @@ The four modes (SPEC section 2):
 - ``decoupled``: ``torch.optim.AdamW(weight_decay=...)``.
 - ``none``: no penalty, no decay.
 
+The optimizer (``adam`` by default, ``sgd`` or ``adamw``) gives the update rule; the mode decides
+how the decay enters it:
+
+===========  ====================  ====================  =========================
+optimizer    coupled               decoupled             l2-in-loss, none
+===========  ====================  ====================  =========================
+adam         Adam(weight_decay)    AdamW(weight_decay)   Adam, no decay
+adamw        refused               AdamW(weight_decay)   AdamW, no decay
+sgd          SGD(weight_decay)     refused               SGD, no decay
+===========  ====================  ====================  =========================
+
 Only conv and linear kernels are penalized, never biases or BatchNorm parameters.
 """
 
@@ -17,7 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from study.training.specs import PenaltyMode
+from study._validation import check_choice
+from study.training.specs import OPTIMIZERS, PenaltyMode, check_optimizer_mode
 
 __all__ = [
     "KERNEL_MODULES",
@@ -38,7 +50,8 @@ def penalized_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def make_optimizer(
-    model: nn.Module, *, mode: PenaltyMode, lr: float, weight_decay: float
+    model: nn.Module, *, mode: PenaltyMode, lr: float, weight_decay: float,
+    optimizer: str = "adam", momentum: float = 0.9,
 ) -> torch.optim.Optimizer:
     """Build the optimizer for ``mode``: decay on the kernel group only, never on the rest.
 
@@ -48,8 +61,17 @@ def make_optimizer(
         lr: Learning rate.
         weight_decay: Decay coefficient; used by ``coupled`` and ``decoupled`` only (the
             ``l2-in-loss`` mode applies it through :func:`penalty_term`).
+        optimizer: One of :data:`~study.training.specs.OPTIMIZERS` (see the module docstring
+            for how it combines with ``mode``).
+        momentum: SGD's momentum; ignored by Adam and AdamW.
+
+    Raises:
+        ConfigError: ``optimizer`` is unknown or cannot apply ``mode`` (``adamw`` with
+            ``coupled``, ``sgd`` with ``decoupled``).
     """
     mode = PenaltyMode(mode)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_optimizer_mode(optimizer, mode.value)
     kernels = penalized_parameters(model)
     kernel_ids = {id(p) for p in kernels}
     others = [p for p in model.parameters() if id(p) not in kernel_ids]
@@ -58,7 +80,9 @@ def make_optimizer(
         {"params": kernels, "weight_decay": decay},
         {"params": others, "weight_decay": 0.0},
     ]
-    if mode is PenaltyMode.DECOUPLED:
+    if optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if optimizer == "adamw" or mode is PenaltyMode.DECOUPLED:
         return torch.optim.AdamW(groups, lr=lr)
     return torch.optim.Adam(groups, lr=lr)
 

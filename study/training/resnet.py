@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from study.training._layers import classifier
+
 __all__ = ["RESNET_STAGE_MULTIPLIERS", "resnet"]
 
 RESNET_STAGE_MULTIPLIERS = (1, 2, 4)
@@ -40,12 +42,13 @@ _LAYERS: dict[int, tuple[type[nn.Module], type[nn.Module], type[nn.Module]]] = {
 class _Block(nn.Module):
     """A basic pre-activation block; ``skip=False`` drops the identity (or projection)."""
 
-    def __init__(self, cin: int, cout: int, *, stride: int, dims: int, skip: bool) -> None:
+    def __init__(self, cin: int, cout: int, *, stride: int, dims: int, skip: bool,
+                 bn_momentum: float = 0.1) -> None:
         super().__init__()
         conv, bn, _ = _LAYERS[dims]
-        self.bn1 = bn(cin)
+        self.bn1 = bn(cin, momentum=bn_momentum)
         self.conv1 = conv(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = bn(cout)
+        self.bn2 = bn(cout, momentum=bn_momentum)
         self.conv2 = conv(cout, cout, kernel_size=3, padding=1, bias=False)
         self.skip = skip
         self.project = (
@@ -75,7 +78,7 @@ class _ResNet(nn.Module):
 
 def resnet(
     width: int, *, in_channels: int, n_classes: int, size: int, dims: int, depth: int,
-    skip: bool,
+    skip: bool, dropout: float = 0.0, bn_momentum: float = 0.1,
 ) -> nn.Module:
     """Build the residual network (``skip=True``) or its plain twin (``skip=False``).
 
@@ -87,6 +90,8 @@ def resnet(
         dims: 2 for images, 3 for volumes.
         depth: Basic blocks per stage.
         skip: Whether blocks add their input back.
+        dropout: Rate of a Dropout layer before the classifier (0: none).
+        bn_momentum: Momentum of every BatchNorm layer (PyTorch's convention).
 
     Returns:
         The network, with PyTorch's default initialization.
@@ -99,8 +104,10 @@ def resnet(
         for i in range(depth):
             stride = 2 if stage > 0 and i == 0 and size >= _MIN_DOWNSAMPLE_SIZE else 1
             size = (size + 1) // 2 if stride == 2 else size
-            blocks.append(_Block(cin, cout, stride=stride, dims=dims, skip=skip))
+            blocks.append(_Block(cin, cout, stride=stride, dims=dims, skip=skip,
+                                 bn_momentum=bn_momentum))
             cin = cout
     stem = conv(in_channels, width, kernel_size=3, padding=1, bias=False)
-    head = [bn(cin), nn.ReLU(), gap(1), nn.Flatten(), nn.Linear(cin, n_classes)]
+    head = [bn(cin, momentum=bn_momentum), nn.ReLU(), gap(1), nn.Flatten(),
+            *classifier(cin, n_classes, dropout=dropout)]
     return _ResNet(stem, blocks, head)

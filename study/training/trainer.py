@@ -1,7 +1,9 @@
 """The training loop. It knows nothing of Optuna or MLflow: it reports each epoch to callbacks.
 
 The hot path keeps everything on the device: batches are index slices of device-resident tensors,
-running sums stay tensors, and the host synchronizes once per epoch (one ``tolist()``).
+running sums stay tensors, and the host synchronizes once per epoch (one ``tolist()``). At the
+end of each epoch the gap between the training and the validation loss is split into its parts
+(:mod:`study.training.gap`), in the same synchronization.
 """
 
 from __future__ import annotations
@@ -16,12 +18,24 @@ import torch
 import torch.nn.functional as F
 
 from study.errors import ConfigError, DataError, NonFiniteLossError
+from study.training._rng import NoiseStream, noise_seeds
 from study.training.data import TensorData
+from study.training.gap import (
+    GapParts,
+    GapProbe,
+    gap_sample_count,
+    has_batchnorm,
+    has_dropout,
+    preserved,
+)
 from study.training.models import build_model, count_parameters
 from study.training.penalty import PenaltyMode, make_optimizer, penalized_parameters, penalty_term
-from study.training.specs import HParams
+from study.training.reports import GAP_FIELDS, EpochReport, InitReport, early_losses
+from study.training.specs import HParams, check_optimizer_mode, check_training_options
 
 __all__ = [
+    "GAP_FIELDS",
+    "INIT_SAMPLES",
     "EpochReport",
     "HParams",
     "InitReport",
@@ -36,55 +50,6 @@ _EVAL_BATCH = 1024
 # same subset for every trial of a study, so its sampling noise does not differ between trials,
 # and a forward pass over it costs a fraction of an epoch (about 0.2 of one on digits).
 INIT_SAMPLES = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class EpochReport:
-    """Figures of one epoch; ``loss == data_loss + penalty`` (what the optimizer minimized)."""
-
-    epoch: int
-    loss: float
-    data_loss: float
-    penalty: float
-    weight_sq_norm: float
-    val_loss: float
-    val_accuracy: float
-    samples_per_s: float
-    seconds: float
-
-    def metrics(self) -> dict[str, float]:
-        """The per-epoch metrics under their MLflow names (SPEC section 5)."""
-        return {
-            "train/loss": self.loss,
-            "train/data_loss": self.data_loss,
-            "train/penalty": self.penalty,
-            "train/weight_sq_norm": self.weight_sq_norm,
-            "val/loss": self.val_loss,
-            "val/accuracy": self.val_accuracy,
-            "train/samples_per_s": self.samples_per_s,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class InitReport:
-    """The loss of the initial weights, before the first update: ``loss == data_loss + penalty``.
-
-    ``data_loss`` is the mean cross-entropy the training loop would see (train-mode BatchNorm on
-    batches of the trial's size) over ``n_samples`` training samples; ``penalty`` is exactly
-    ``weight_decay * weight_sq_norm`` in ``l2-in-loss`` mode and 0 otherwise.
-    """
-
-    loss: float
-    data_loss: float
-    penalty: float
-    weight_sq_norm: float
-    n_samples: int
-
-    def metrics(self) -> dict[str, float]:
-        """The metrics under their MLflow names (SPEC section 9)."""
-        return {"init/loss": self.loss, "init/data_loss": self.data_loss,
-                "init/penalty": self.penalty, "init/weight_sq_norm": self.weight_sq_norm}
-
 
 EpochCallback = Callable[[EpochReport], Any]
 
@@ -122,12 +87,13 @@ class Trainer:
     """Train one model on device-resident data and report each epoch to callbacks.
 
     Args:
-        hparams: Width, learning rate, batch size, weight decay and penalty mode.
+        hparams: Width, learning rate, batch size, weight decay, penalty mode and the training
+            options (optimizer, momentum, dropout, BatchNorm momentum).
         data: Train and validation tensors (already on the training device).
         model_name: A built-in model or a factory spec (:func:`build_model`).
         init: ``torch``, ``glorot`` or ``he``.
         epochs: Number of epochs.
-        seed: Seeds the weights and the batch order.
+        seed: Seeds the weights, the batch order and the dropout masks.
         callbacks: Called with each :class:`EpochReport`; an exception raised by a callback
             (for instance Optuna's ``TrialPruned``) stops training and propagates.
         amp: Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling).
@@ -136,6 +102,21 @@ class Trainer:
             ``self.model``, so weights and parameter counts are unchanged).
         channels_last: Keep 2D inputs and weights channels-last on CUDA (faster cuDNN
             convolutions; off only to measure what it gains).
+        measure_gap: Split each epoch's gap between training and validation loss into its
+            parts (:mod:`study.training.gap`); off only to measure what it costs. Training is
+            the same bit for bit either way.
+
+    Attributes:
+        has_batchnorm: The model contains a BatchNorm layer.
+        has_dropout: The model contains a dropout layer with a rate above 0.
+        gap_samples: The size of the training subset the gap is measured on (0 when off).
+        gap_probe: The measurement run at the end of each epoch (``None`` when off); its
+            :meth:`~study.training.gap.GapProbe.sums` alone is what the measurement costs.
+
+    Raises:
+        ConfigError: A hyperparameter is out of range, the optimizer cannot apply the penalty
+            mode, or the model cannot be built with the options (checked before training).
+        DataError: Fewer than 2 training samples.
     """
 
     def __init__(
@@ -152,15 +133,9 @@ class Trainer:
         amp: bool = True,
         compile: bool = False,
         channels_last: bool = True,
+        measure_gap: bool = True,
     ) -> None:
-        # Batches of one sample are skipped (BatchNorm), so smaller sizes or sets would train on
-        # nothing and report a loss of 0.0, the best possible objective.
-        if hparams.batch_size < 2:
-            raise ConfigError(f"`batch_size` must be >= 2 (BatchNorm cannot train on one sample), "
-                              f"but got batch_size={hparams.batch_size}.")
-        if data.n_train < 2:
-            raise DataError(f"`data` must hold at least 2 training samples (BatchNorm cannot "
-                            f"train on one), but got n_train={data.n_train}.")
+        _check_inputs(hparams, data)
         self.hparams = hparams
         self.data = data
         self.epochs = epochs
@@ -170,13 +145,16 @@ class Trainer:
         self.model = build_model(
             model_name, width=hparams.width, in_channels=data.in_channels,
             n_classes=data.n_classes, input_size=data.input_size, init=init, seed=seed,
-            depth=depth,
+            depth=depth, dropout=hparams.dropout, bn_momentum=hparams.bn_momentum,
         ).to(self.device)
         self.n_params = count_parameters(self.model)
+        self.has_batchnorm = has_batchnorm(self.model)
+        self.has_dropout = has_dropout(self.model)
         self.mode = PenaltyMode(hparams.penalty_mode)
         self._kernels = penalized_parameters(self.model)
         self.optimizer = make_optimizer(
-            self.model, mode=self.mode, lr=hparams.lr, weight_decay=hparams.weight_decay
+            self.model, mode=self.mode, lr=hparams.lr, weight_decay=hparams.weight_decay,
+            optimizer=hparams.optimizer, momentum=hparams.momentum,
         )
         self._amp_dtype = _amp_dtype(self.device, amp)
         self._scaler = torch.amp.GradScaler(
@@ -193,6 +171,16 @@ class Trainer:
         self._net = torch.compile(self.model) if compile else self.model
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(seed)
+        # Separate streams: measuring (the gap, the start) never shifts the training masks.
+        train_noise, gap_noise, self._init_noise_seed = noise_seeds(seed, 3)
+        self._train_noise = NoiseStream(self.device, train_noise)
+        self.gap_probe = GapProbe(
+            self.model, data.x_train, data.y_train,
+            n=gap_sample_count(data.n_train, data.n_val, hparams.batch_size),
+            batch_size=hparams.batch_size, loss_sum=self._loss_sum,
+            noise=NoiseStream(self.device, gap_noise),
+        ) if measure_gap else None
+        self.gap_samples = self.gap_probe.n if self.gap_probe is not None else 0
         self.history: list[EpochReport] = []
 
     def fit(self) -> list[EpochReport]:
@@ -220,29 +208,21 @@ class Trainer:
         """The loss of the current weights as the training loop would report it, measured
         without changing the model: BatchNorm runs in train mode (batch statistics) on batches
         of ``batch_size`` from the first :data:`INIT_SAMPLES` training samples, and its running
-        statistics are restored afterwards. Call it before :meth:`fit` for the loss at
-        initialization."""
+        statistics are restored afterwards; dropout masks come from a stream of their own, the
+        same at every call. Call it before :meth:`fit` for the loss at initialization."""
         data, hp = self.data, self.hparams
         n = min(data.n_train, INIT_SAMPLES)
-        buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
-        was_training = self.model.training
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
-        try:
+        noise = NoiseStream(self.device, self._init_noise_seed)
+        with preserved(self.model), noise.active(), torch.no_grad():
             self.model.train()
-            with torch.no_grad():
-                for lo in range(0, n, hp.batch_size):
-                    hi = min(lo + hp.batch_size, n)
-                    if hi - lo < 2:  # BatchNorm cannot normalize a single sample
-                        continue
-                    xb = data.x_train[lo:hi].contiguous(memory_format=self._memory_format)
-                    total += self._forward_loss(xb, data.y_train[lo:hi]).double() * (hi - lo)
-                    seen += hi - lo
-        finally:
-            with torch.no_grad():
-                for buffer, saved in buffers:
-                    buffer.copy_(saved)
-            self.model.train(was_training)
+            for lo in range(0, n, hp.batch_size):
+                hi = min(lo + hp.batch_size, n)
+                if hi - lo < 2:  # BatchNorm cannot normalize a single sample
+                    continue
+                total += self._loss_sum(data.x_train[lo:hi], data.y_train[lo:hi])
+                seen += hi - lo
         wsq = float(self._weight_sq_norm())
         penalty = hp.weight_decay * wsq if self.mode is PenaltyMode.L2_IN_LOSS else 0.0
         data_loss = float(total) / max(seen, 1)
@@ -253,11 +233,17 @@ class Trainer:
         with torch.no_grad():
             return torch.stack([p.detach().double().pow(2).sum() for p in self._kernels]).sum()
 
-    def _forward_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def _logits(self, xb: torch.Tensor) -> torch.Tensor:
+        xb = xb.contiguous(memory_format=self._memory_format)
         with torch.autocast(self.device.type, dtype=self._amp_dtype,
                             enabled=self._amp_dtype is not None):
-            logits = self._net(xb)
-        return F.cross_entropy(logits.float(), yb)
+            return self._net(xb)
+
+    def _forward_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self._logits(xb).float(), yb)
+
+    def _loss_sum(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self._logits(xb).float(), yb, reduction="sum").double()
 
     def _run_epoch(self, epoch: int) -> EpochReport:
         data, hp = self.data, self.hparams
@@ -267,43 +253,58 @@ class Trainer:
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # data, penalty
         seen = 0
         order = torch.randperm(n, generator=self._generator, device=self.device)
-        for lo in range(0, n, hp.batch_size):
-            idx = order[lo:lo + hp.batch_size]
-            if idx.numel() < 2:  # BatchNorm cannot train on a single sample
-                continue
-            xb = data.x_train[idx].contiguous(memory_format=self._memory_format)
-            data_loss = self._forward_loss(xb, data.y_train[idx])
-            penalty = penalty_term(self._kernels, mode=self.mode, weight_decay=hp.weight_decay)
-            total = data_loss if penalty is None else data_loss + penalty
-            self.optimizer.zero_grad(set_to_none=True)
-            self._scaler.scale(total).backward()
-            self._scaler.step(self.optimizer)
-            self._scaler.update()
-            k = idx.numel()
-            sums[0] += data_loss.detach().double() * k
-            if penalty is not None:
-                sums[1] += penalty.detach().double() * k
-            seen += k
+        with self._train_noise.active():
+            for lo in range(0, n, hp.batch_size):
+                idx = order[lo:lo + hp.batch_size]
+                if idx.numel() < 2:  # BatchNorm cannot train on a single sample
+                    continue
+                data_loss = self._forward_loss(data.x_train[idx], data.y_train[idx])
+                penalty = penalty_term(self._kernels, mode=self.mode,
+                                       weight_decay=hp.weight_decay)
+                total = data_loss if penalty is None else data_loss + penalty
+                self.optimizer.zero_grad(set_to_none=True)
+                self._scaler.scale(total).backward()
+                self._scaler.step(self.optimizer)
+                self._scaler.update()
+                k = idx.numel()
+                sums[0] += data_loss.detach().double() * k
+                if penalty is not None:
+                    sums[1] += penalty.detach().double() * k
+                seen += k
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         train_seconds = time.perf_counter() - start
         val_loss, val_correct = self._evaluate()
-        wsq = self._weight_sq_norm()
-        data_sum, pen_sum, wsq_v, val_sum, correct = torch.stack(
-            [sums[0], sums[1], wsq, val_loss, val_correct]
+        gap_sums = [] if self.gap_probe is None else list(self.gap_probe.sums().unbind())
+        data_sum, pen_sum, wsq, val_sum, correct, *gap_values = torch.stack(
+            [sums[0], sums[1], self._weight_sq_norm(), val_loss, val_correct, *gap_sums]
         ).tolist()
         data_mean, pen_mean = data_sum / max(seen, 1), pen_sum / max(seen, 1)
+        val_mean = val_sum / data.n_val
+        gaps = self._gap_fields(data_mean, val_mean, gap_values)
         return EpochReport(
             epoch=epoch,
             loss=data_mean + pen_mean,
             data_loss=data_mean,
             penalty=pen_mean,
-            weight_sq_norm=wsq_v,
-            val_loss=val_sum / data.n_val,
+            weight_sq_norm=wsq,
+            val_loss=val_mean,
             val_accuracy=correct / data.n_val,
             samples_per_s=seen / train_seconds if train_seconds > 0 else float("inf"),
             seconds=time.perf_counter() - start,
+            **gaps,
         )
+
+    def _gap_fields(self, data_loss: float, val_loss: float,
+                    sums: list[float]) -> dict[str, float | None]:
+        """The ``gap_*`` fields of the report from the probe's summed losses (none when off)."""
+        if self.gap_probe is None:
+            return {}
+        train_mode, eval_mode, *mixed = (s / self.gap_probe.n for s in sums)
+        parts = GapParts.from_losses(data_loss=data_loss, val_loss=val_loss,
+                                     train_mode=train_mode, eval_mode=eval_mode,
+                                     mixed=mixed[0] if mixed else None)
+        return {f"gap_{k}": v for k, v in dataclasses.asdict(parts).items()}
 
     @torch.inference_mode()
     def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,26 +313,23 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.float64, device=self.device)
         for lo in range(0, data.n_val, _EVAL_BATCH):
-            xb = data.x_val[lo:lo + _EVAL_BATCH].contiguous(memory_format=self._memory_format)
+            logits = self._logits(data.x_val[lo:lo + _EVAL_BATCH])
             yb = data.y_val[lo:lo + _EVAL_BATCH]
-            with torch.autocast(self.device.type, dtype=self._amp_dtype,
-                                enabled=self._amp_dtype is not None):
-                logits = self._net(xb)
             loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
             correct += (logits.argmax(dim=1) == yb).sum().double()
         return loss_sum, correct
 
 
-def early_losses(history: Sequence[EpochReport], early_epochs: int) -> dict[str, float] | None:
-    """Mean total, data and penalty training loss over the first ``early_epochs`` epochs.
-
-    Returns ``None`` when fewer epochs were trained (a trial pruned before the early window).
-    """
-    if len(history) < early_epochs:
-        return None
-    window = history[:early_epochs]
-    return {
-        "loss": sum(r.loss for r in window) / early_epochs,
-        "data_loss": sum(r.data_loss for r in window) / early_epochs,
-        "penalty": sum(r.penalty for r in window) / early_epochs,
-    }
+def _check_inputs(hparams: HParams, data: TensorData) -> None:
+    """Refuse what cannot train, before anything is built."""
+    # Batches of one sample are skipped (BatchNorm), so smaller sizes or sets would train on
+    # nothing and report a loss of 0.0, the best possible objective.
+    if hparams.batch_size < 2:
+        raise ConfigError(f"`batch_size` must be >= 2 (BatchNorm cannot train on one sample), "
+                          f"but got batch_size={hparams.batch_size}.")
+    if data.n_train < 2:
+        raise DataError(f"`data` must hold at least 2 training samples (BatchNorm cannot "
+                        f"train on one), but got n_train={data.n_train}.")
+    check_training_options(optimizer=hparams.optimizer, momentum=hparams.momentum,
+                           dropout=hparams.dropout, bn_momentum=hparams.bn_momentum)
+    check_optimizer_mode(hparams.optimizer, hparams.penalty_mode)

@@ -1,4 +1,4 @@
-"""The analysis.json document, schema study.analysis/2: the keys of /1 for the early window,
+"""The analysis.json document, schema study.analysis/3: the keys of /1 for the early window,
 the same block for initialization, the threshold; JSON-clean; 10,000 trials."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def document() -> dict:
 
 def test_document_has_the_keys_of_both_schemas(document):
     assert set(document) >= SPEC_KEYS | V2_KEYS
-    assert document["schema"] == "study.analysis/2"
+    assert document["schema"] == "study.analysis/3"
     assert (document["study_name"], document["early_epochs"]) == ("cnn-width", 2)
 
 

@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from study.analysis import analyze_study
+from study.analysis.gap_text import short_line
 from study.config import StudyConfig
 from study.errors import StorageError
 from study.report import report_study
@@ -66,9 +67,10 @@ def test_analysis_is_logged_to_the_parent_run(studies):
     local = client.download_artifacts(parent, "analysis/analysis.json", str(tmp / "dl"))
     with open(local) as fh:
         document = json.load(fh)
-    assert document["schema"] == "study.analysis/2"
+    assert document["schema"] == "study.analysis/3"
     tags = client.get_run(parent).data.tags
-    assert tags["mlflow.note.content"] == document["verdict"]["text"]
+    assert tags["mlflow.note.content"] == \
+        f"{document['verdict']['text']}\n\n{short_line(document['gap'])}"
     assert tags["study.verdict"] == document["verdict"]["code"]
 
 
@@ -143,3 +145,27 @@ def test_a_spread_of_weight_decays_finds_the_threshold_inside_it(spread):
         assert (lo is None or lo < found["estimate"]) and hi is not None
         assert hi < high
     assert "start higher once the weight decay exceeds" in spread["verdict"]["text"]
+
+
+def test_the_gap_question_is_answered_from_every_trials_parts(studies):
+    tmp, configs, results = studies
+    document, _, _ = analyze_study(configs["none"], output_dir=tmp / "a-gap")
+
+    gap = document["gap"]
+    assert gap["n_trials"] == 10 and [e["epoch"] for e in gap["epochs"]] == [1]
+    (epoch,) = gap["epochs"]
+    parts = sum(epoch[p]["estimate"] for p in ("timing", "mode", "generalization"))
+    assert parts == pytest.approx(epoch["gap"]["estimate"], abs=1e-9)
+    assert epoch["gap"]["estimate"] == pytest.approx(
+        epoch["val_loss"]["estimate"] - epoch["train_data_loss"]["estimate"], abs=1e-9)
+    tags = MlflowClient(configs["none"].tracking_uri).get_run(results["none"].parent_run_id) \
+        .data.tags
+    assert tags["study.verdict.gap"] == gap["verdict"]["code"]
+    assert tags["mlflow.note.content"].endswith(f"\n\n{short_line(gap)}")
+
+
+def test_a_table_read_from_mlflow_has_no_gap_block(studies):
+    tmp, configs, _ = studies
+    only_mlflow = configs["none"].replace(storage=f"sqlite:///{tmp / 'absent.db'}")
+    document, _, _ = analyze_study(only_mlflow, output_dir=tmp / "a-gap-mlf")
+    assert document["gap"] is None

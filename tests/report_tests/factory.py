@@ -159,3 +159,27 @@ def make_meta(study_name: str = "demo", table: pd.DataFrame | None = None) -> di
                    "batch_sizes": [32, 64, 128], "penalty_mode": list(MODES)},
         "counts": counts,
     }
+
+
+def make_gap_block(scenario: str = "keras batchnorm", *, seed: int = 1,
+                   groups: tuple[str, ...] = (), early_epochs: int = 1) -> dict[str, Any]:
+    """A ``gap`` block of a simulated study (:mod:`study.analysis.gap_simulation`); with
+    ``groups``, one setting per named scenario (``scenario`` is then ignored)."""
+    from study.analysis.gap import GapTrial, gap_block
+    from study.analysis.gap_simulation import GAP_SCENARIOS, simulate_gap
+
+    named = {s.name: s for s in GAP_SCENARIOS}
+    if not groups:
+        return gap_block(simulate_gap(named[scenario], seed)[0], early_epochs=early_epochs)
+    trials = [GapTrial(t.curve, t.has_batchnorm, t.has_dropout, f"adam, {name}")
+              for name in groups for t in simulate_gap(named[name], seed)[0]]
+    return gap_block(trials, early_epochs=early_epochs)
+
+
+def make_analysis_v3(gap: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """A ``study.analysis/3`` document: :func:`make_analysis` plus a ``gap`` block (a Keras
+    BatchNorm study's unless given)."""
+    document = make_analysis(**kwargs)
+    document["schema"] = "study.analysis/3"
+    document["gap"] = make_gap_block() if gap is None else gap
+    return document

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from study.report import write_report
-from tests.report_tests.factory import make_analysis, make_importance, make_meta, make_table
+from tests.report_tests.factory import (
+    make_analysis,
+    make_analysis_v3,
+    make_importance,
+    make_meta,
+    make_table,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -120,3 +126,32 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     assert title == "Study report: demo"
     assert overflow <= 0, "the page scrolls horizontally (wide tables must scroll in a box)"
     assert screenshot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_gap_section_renders_in_chromium(tmp_path: Path) -> None:
+    sync_playwright = _require_browser()
+    table = make_table(20)
+    analysis = make_analysis_v3()
+    paths = write_report(tmp_path / "report", analysis=analysis, table=table,
+                         importance=make_importance(), meta=make_meta(table=table))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                             args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(paths["report.html"].resolve().as_uri(), wait_until="load")
+            figure = page.evaluate("""() => {
+                const img = document.querySelector('#figure-gap img');
+                return img && {complete: img.complete, width: img.naturalWidth}; }""")
+            line = page.locator('#verdict-box .verdict-line[data-question="Gap"]')
+            line_visible, line_text = line.is_visible(), line.inner_text()
+            in_first_screen = line.bounding_box()["y"] + line.bounding_box()["height"] <= 900
+            overflow = page.evaluate(
+                "() => document.documentElement.scrollWidth - window.innerWidth")
+        finally:
+            browser.close()
+    assert figure and figure["complete"] and figure["width"] > 0
+    assert line_visible and in_first_screen
+    assert analysis["gap"]["verdict"]["code"] in line_text.lower()
+    assert overflow <= 0, "the gap tables must scroll in their box, not the page"

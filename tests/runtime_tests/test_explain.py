@@ -60,7 +60,9 @@ def test_the_design_fixes_everything_but_size_and_mode():
     design = ExplainDesign((4, 8, 16), replicates=2, mode="l2-in-loss", seed=0)
     config = explain_config(StudyConfig(), lr=1e-5, batch_size=32, weight_decay=1e-2,
                             design=design)
-    assert config.fixed_dimensions == {"lr": 1e-5, "batch_size": 32, "weight_decay": 1e-2}
+    assert config.fixed_dimensions == {"lr": 1e-5, "batch_size": 32, "weight_decay": 1e-2,
+                                       "optimizer": "adam", "momentum": 0.9, "dropout": 0.0,
+                                       "bn_momentum": 0.1}
     assert config.penalty_mode == ("l2-in-loss", "none")
     assert (config.width_min, config.width_max, config.n_trials) == (4, 16, 12)
     assert (config.pruner, config.sampler) == ("none", "random")

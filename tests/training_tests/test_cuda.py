@@ -4,6 +4,7 @@ channels_last, and training that stays finite and decomposed. Skipped where ther
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -55,3 +56,35 @@ def test_mixed_precision_lands_near_full_precision(digits_cuda):
     amp = Trainer(HP, digits_cuda, epochs=2, seed=3).fit()[-1].val_loss
     full = Trainer(HP, digits_cuda, epochs=2, seed=3, amp=False).fit()[-1].val_loss
     assert amp == pytest.approx(full, rel=0.15)
+
+
+# --- the gap measurement on the device (AMP, channels_last) --------------------------------------
+
+GAP_HP = dataclasses.replace(HP, dropout=0.3)
+
+
+def test_the_gap_parts_add_up_on_the_gpu(digits_cuda):
+    for r in Trainer(GAP_HP, digits_cuda, model_name="vgg", epochs=2).fit():
+        parts = (r.gap_timing, r.gap_mode, r.gap_generalization)
+        assert all(math.isfinite(p) for p in parts)
+        assert math.fsum(parts) == pytest.approx(r.val_loss - r.data_loss, rel=0, abs=1e-6)
+        assert r.gap_mode_batchnorm + r.gap_mode_dropout == pytest.approx(r.gap_mode, rel=0,
+                                                                          abs=1e-6)
+
+
+def test_the_gap_measurement_barely_changes_gpu_training(digits_cuda):
+    # Not bit for bit: some CUDA backward kernels (max pooling) add atomically, so two runs
+    # of the same training differ in the last bits whatever the measurement does.
+    on = Trainer(GAP_HP, digits_cuda, model_name="vgg", epochs=2, seed=1).fit()
+    off = Trainer(GAP_HP, digits_cuda, model_name="vgg", epochs=2, seed=1,
+                  measure_gap=False).fit()
+    assert [r.data_loss for r in on] == pytest.approx([r.data_loss for r in off], rel=1e-2)
+    assert [r.val_loss for r in on] == pytest.approx([r.val_loss for r in off], rel=1e-2)
+
+
+def test_dropout_training_on_the_gpu_leaves_the_global_rng_alone(digits_cuda):
+    torch.cuda.manual_seed(5)
+    expected = torch.rand(3, device="cuda")
+    torch.cuda.manual_seed(5)
+    Trainer(GAP_HP, digits_cuda, model_name="vgg", epochs=1).fit()
+    assert torch.equal(torch.rand(3, device="cuda"), expected)

@@ -4,6 +4,7 @@ factory passes before a study (each failure one line naming the factory)."""
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -195,3 +196,108 @@ def test_the_check_leaves_the_global_rng_alone(tmp_path):
     torch.manual_seed(5)
     check_model(f"{write(tmp_path, GOOD)}:build", widths=(2, 8), data=data())
     assert torch.equal(torch.rand(3), expected)
+
+
+# --- dropout and bn_momentum: passed where the factory's signature takes them --------------------
+
+OPTIONS = """
+from torch import nn
+
+def build(width, *, input_shape, n_classes, dropout=0.5, bn_momentum=0.2):
+    c = input_shape[0]
+    model = nn.Sequential(nn.Conv2d(c, width, 3, padding=1),
+                          nn.BatchNorm2d(width, momentum=bn_momentum), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                          nn.Linear(width, n_classes))
+    model.seen = {"dropout": dropout, "bn_momentum": bn_momentum}
+    return model
+"""
+
+DROPOUT_ONLY = GOOD.replace("n_classes):", "n_classes, dropout=0.0):")
+
+VAR_KEYWORDS = """
+from torch import nn
+
+def build(width, **options):
+    model = nn.Linear(width, options["n_classes"])
+    model.seen = options
+    return model
+"""
+
+
+def _build(spec: str, **options):
+    return build_model(spec, width=4, in_channels=3, n_classes=2, input_size=(6, 6), **options)
+
+
+def test_a_factory_that_takes_the_options_gets_them(tmp_path):
+    model = _build(f"{write(tmp_path, OPTIONS)}:build", dropout=0.3, bn_momentum=0.05)
+    assert model.seen == {"dropout": 0.3, "bn_momentum": 0.05}
+    assert model[1].momentum == 0.05 and model[5].p == 0.3
+
+
+def test_a_factory_that_takes_the_options_gets_the_defaults_too(tmp_path):
+    # The study's values, not the factory's own defaults: the logged params stay true.
+    model = _build(f"{write(tmp_path, OPTIONS)}:build")
+    assert model.seen == {"dropout": 0.0, "bn_momentum": 0.1}
+
+
+def test_a_factory_with_var_keywords_gets_the_options(tmp_path):
+    model = _build(f"{write(tmp_path, VAR_KEYWORDS)}:build", dropout=0.2)
+    assert model.seen == {"input_shape": (3, 6, 6), "n_classes": 2, "dropout": 0.2,
+                          "bn_momentum": 0.1}
+
+
+def test_a_factory_without_the_options_builds_at_their_defaults(tmp_path):
+    model = _build(f"{write(tmp_path, GOOD)}:build", dropout=0.0, bn_momentum=0.1)
+    assert model[0].out_channels == 4
+
+
+def test_a_factory_gets_only_the_options_it_takes(tmp_path):
+    model = _build(f"{write(tmp_path, DROPOUT_ONLY)}:build", dropout=0.4)
+    assert isinstance(model, torch.nn.Sequential)
+
+
+@pytest.mark.parametrize(("source", "field", "value"), [
+    (GOOD, "dropout", 0.3), (GOOD, "bn_momentum", 0.01), (DROPOUT_ONLY, "bn_momentum", 0.5)])
+def test_a_non_default_option_the_factory_cannot_take_is_refused(tmp_path, source, field,
+                                                                  value):
+    spec = f"{write(tmp_path, source)}:build"
+    message = (rf"^`{field}` needs a model factory that accepts a `{field}` argument; "
+               rf"{re.escape(spec)} does not, but got {field}={value}\.$")
+    with pytest.raises(ConfigError, match=message):
+        _build(spec, **{field: value})
+
+
+def test_the_refusal_names_a_module_factory_by_its_spec(tmp_path, monkeypatch):
+    write(tmp_path, GOOD, name="my_plain_net.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_plain_net", raising=False)
+    with pytest.raises(ConfigError, match=r"; my_plain_net:build does not, but got "
+                                          r"dropout=0\.3\.$"):
+        _build("my_plain_net:build", dropout=0.3)
+
+
+def test_the_check_refuses_the_option_before_a_study_trains(tmp_path):
+    spec = f"{write(tmp_path, GOOD)}:build"
+    with pytest.raises(ConfigError, match=r"`dropout` needs a model factory"):
+        check_model(spec, widths=(2, 8), data=data(), dropout=0.3)
+    found = check_model(f"{write(tmp_path, OPTIONS, 'opt.py')}:build", widths=(2, 8),
+                        data=data(), dropout=0.3, bn_momentum=0.05)
+    assert found.n_params[8] > found.n_params[2]
+
+
+def test_the_trainer_refuses_the_option_before_training(tmp_path):
+    spec = f"{write(tmp_path, GOOD)}:build"
+    hp = HParams(width=4, lr=1e-2, batch_size=6, weight_decay=1e-2, bn_momentum=0.01)
+    with pytest.raises(ConfigError, match=r"`bn_momentum` needs a model factory .* but got "
+                                          r"bn_momentum=0\.01\."):
+        Trainer(hp, data(), model_name=spec, epochs=1)
+
+
+def test_a_factory_model_with_dropout_and_batchnorm_trains_and_splits_the_gap(tmp_path):
+    hp = HParams(width=4, lr=1e-2, batch_size=6, weight_decay=1e-2, dropout=0.3)
+    trainer = Trainer(hp, data(), model_name=f"{write(tmp_path, OPTIONS)}:build", epochs=1)
+    (report,) = trainer.fit()
+    assert trainer.has_batchnorm and trainer.has_dropout
+    assert report.gap_mode_batchnorm + report.gap_mode_dropout == pytest.approx(
+        report.gap_mode, abs=1e-9)

@@ -74,8 +74,10 @@ def _sq_norm(params) -> float:
 
 
 def _figures(report: EpochReport) -> dict[str, float]:
-    """The report without its wall-clock fields, which differ from run to run."""
-    return {k: v for k, v in dataclasses.asdict(report).items() if k not in _TIMING}
+    """The report without its wall-clock fields, which differ from run to run, and without
+    the gap parts that do not apply to the model (``None``)."""
+    return {k: v for k, v in dataclasses.asdict(report).items()
+            if k not in _TIMING and v is not None}
 
 
 def _report(epoch: int, loss: float, data_loss: float, penalty: float) -> EpochReport:
@@ -358,7 +360,8 @@ def _training_batch_sizes(trainer: Trainer) -> list[int]:
     sizes: list[int] = []
 
     def hook(module, args):
-        if module.training:
+        # Gradients tell training batches from the gap measurement's train-mode passes.
+        if module.training and torch.is_grad_enabled():
             sizes.append(int(args[0].shape[0]))
 
     trainer.model.register_forward_pre_hook(hook)

@@ -1,0 +1,253 @@
+"""The words of the gap block (:mod:`study.analysis.gap`): its verdict with what to try, the one
+line for the terminal and the MLflow description, and the rows of a printed table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from study.analysis.gap_stats import GAP_FLOOR, GAP_FRACTION, Decision
+
+__all__ = ["CARRIER_CODES", "CODES", "LABELS", "gap_table_rows", "short_line", "verdict"]
+
+CODES = ("normalization-statistics", "dropout", "epoch-averaging", "overfitting", "none",
+         "inconclusive")
+CARRIER_CODES = {"mode_batchnorm": "normalization-statistics", "mode_dropout": "dropout",
+                 "timing": "epoch-averaging", "generalization": "overfitting"}
+LABELS = {"timing": "epoch averaging", "mode": "the train/eval mode difference",
+          "mode_batchnorm": "BatchNorm statistics", "mode_dropout": "dropout",
+          "generalization": "generalization (overfitting)"}
+_CARRIES = {"timing": "epoch averaging carries", "mode_batchnorm": "the BatchNorm statistics carry",
+            "mode_dropout": "dropout carries",
+            "generalization": "generalization (overfitting) carries"}
+_WHY = {
+    "mode_batchnorm": "the same weights on the same training data score that much worse with "
+                      "BatchNorm's running statistics (eval mode) than with batch statistics",
+    "mode_dropout": "training is measured with dropout on, validation with it off",
+    "timing": "the training loss is the mean over an epoch in which the weights improved, "
+              "validation is measured at its end",
+    "generalization": "at the epoch's end, in the same mode, the model scores worse on unseen "
+                      "data than on its training data",
+}
+TRY = {
+    "normalization-statistics": [
+        "a BatchNorm momentum nearer PyTorch's 0.1 (0.9 in Keras terms): the running "
+        "statistics then forget their initial values within a few dozen steps",
+        "more steps per epoch (smaller batches), so the running statistics see more updates "
+        "before each validation",
+        "a validation that does not rely on stale running statistics: recompute the BatchNorm "
+        "statistics on training data before validating (e.g. torch.optim.swa_utils.update_bn)",
+    ],
+    "dropout": [
+        "nothing to fix: the gap is there by construction (dropout is on in training only)",
+        "compare in the same mode: the generalization part is validation minus training with "
+        "dropout off on both",
+    ],
+    "epoch-averaging": [
+        "nothing to fix: compare validation with the training loss at the epoch's end (the "
+        "epoch mean plus the timing part), not with the epoch's mean",
+    ],
+    "overfitting": ["more regularization (weight decay, dropout, data augmentation)",
+                    "more training data", "early stopping on the validation loss"],
+    "none": [],
+}
+_MORE = "more trials of this setting (intervals narrow as 1/sqrt(n))"
+
+
+def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level: float,
+            closes_at: int | None, last_epoch: int | None, unsplit: int = 0) -> dict[str, Any]:
+    """``{"code", "text", "try"}`` of the early window (``window``: "epoch 1", ...)."""
+    ci = f"{level:.0%} CI"
+    status, n = decision.status, early.get("n", 0)
+    closing = _closing(closes_at, last_epoch)
+    if status == "no-trials":
+        return _out("inconclusive", f"No trial logged the gap parts at {window}.", [_MORE])
+    gap = early["gap"]
+    if status == "no-interval":
+        return _out("inconclusive", f"Only one trial reached {window}: its gap is "
+                    f"{_num(gap['estimate'])}, but one trial gives no interval.", [_MORE])
+    if status == "negligible":
+        return _out("none", f"At {window} validation and training agree: the gap, "
+                    f"{_est(gap, ci)}, lies within ±{_num(early['threshold'])} (the larger of "
+                    f"{GAP_FLOOR} nats and {GAP_FRACTION:.0%} of the training loss).",
+                    TRY["none"])
+    if status == "unclear":
+        return _out("inconclusive", f"At {window} the gap, {_est(gap, ci)}, is too uncertain "
+                    f"to tell whether it exceeds ±{_num(early['threshold'])}; n = {n}.",
+                    [_MORE])
+    side = (f"At {window} validation is {_num(abs(gap['estimate']))} "
+            f"{'above' if gap['estimate'] > 0 else 'below'} training ({ci} "
+            f"{_num(gap['ci95'][0])} to {_num(gap['ci95'][1])})")
+    if status == "not-carried":
+        return _out("inconclusive", f"{side}, but no part is shown to carry it: "
+                    f"{_not_shown(early, decision, ci)}.",
+                    [_MORE, "group the trials by setting: pooled settings mix their gaps"])
+    part = _est(early[decision.carrier], ci)
+    if decision.carrier == "mode":
+        return _out("inconclusive", f"{side}; the train/eval mode difference carries {part}, "
+                    f"but {unsplit} trial{'s' * (unsplit != 1)} with both BatchNorm and "
+                    f"dropout logged no split, so whether BatchNorm or dropout is unknown.",
+                    ["log gap/mode_batchnorm and gap/mode_dropout"])
+    code = CARRIER_CODES[decision.carrier]
+    text = f"{side}; {_CARRIES[decision.carrier]} {part}: {_WHY[decision.carrier]}. {closing}"
+    return _out(code, text, _tries(code, early, ci))
+
+
+def _not_shown(early: Mapping[str, Any], decision: Decision, ci: str) -> str:
+    leader = LABELS[decision.leader or ""]
+    if decision.rival is None:
+        return f"the largest part, {leader}, {_est(early[decision.leader], ci)}, may be 0"
+    return (f"{leader} leads with {_est(early[decision.leader], ci)}, but its lead over "
+            f"{LABELS[decision.rival]}, {_est(decision.difference or {}, ci)}, is not shown")
+
+
+def _tries(code: str, early: Mapping[str, Any], ci: str) -> list[str]:
+    """What to try, with the numbers that show why where there is nothing to fix."""
+    if code == "dropout":
+        return [TRY["dropout"][0], f"compare in the same mode: the generalization part, "
+                f"validation minus training with dropout off on both, is "
+                f"{_est(early['generalization'], ci)}"]
+    if code == "epoch-averaging":
+        end = early["train_data_loss"]["estimate"] + early["timing"]["estimate"]
+        return [f"{TRY['epoch-averaging'][0]}: {_num(end)} here, against a validation loss "
+                f"of {_num(early['val_loss']['estimate'])}"]
+    return list(TRY[code])
+
+
+def short_line(block: Mapping[str, Any]) -> str:
+    """One line for the terminal and the MLflow run description, e.g. ``Gap: validation lags
+    training by 0.42 at epoch 1, carried by BatchNorm statistics (0.35 [0.30, 0.40]); closes at
+    epoch 3 — normalization-statistics.``; for a comparison of settings (``groups``), the
+    verdicts of the settings (pooled over different settings, the trials answer none of them).
+    """
+    groups = block.get("groups") or {}
+    if len(groups) > 1:
+        return _by_setting(groups)
+    code = (block.get("verdict") or {}).get("code", "inconclusive")
+    early = block.get("early") or {}
+    window = _window(block)
+    closes, last = block.get("closes_at_epoch"), _last_epoch(block)
+    closing = f"closes at epoch {closes}" if closes is not None else \
+        f"not closed by epoch {last}" if last else "no epochs"
+    gap = early.get("gap")
+    if gap is None:
+        return f"Gap: no trial logged it at {window} — {code}."
+    if code == "none":
+        return (f"Gap: none worth explaining at {window} ({_bracket(gap)}, within "
+                f"±{_num(early['threshold'])}) — none.")
+    carrier = early.get("carrier")
+    if code == "inconclusive" or carrier is None:
+        return f"Gap: {_bracket(gap)} at {window}, {_unsettled(early)}; {closing} — {code}."
+    est = gap["estimate"]
+    how = f"lags training by {_num(est)}" if est > 0 else f"is below training by {_num(-est)}"
+    return (f"Gap: validation {how} at {window}, carried by {LABELS[carrier]} "
+            f"({_bracket(early[carrier])}); {closing} — {code}.")
+
+
+def _by_setting(groups: Mapping[str, Mapping[str, Any]]) -> str:
+    """``Gap by setting: normalization-statistics in 4 of 8 (adam, bn 0.01, ...; ...), none
+    in 4 of 8 (...); validation catches up by epoch 6 in 2 of 8 (...).`` (at most three
+    settings named each time)."""
+    by_code: dict[str, list[str]] = {}
+    for label, group in groups.items():
+        code = (group.get("verdict") or {}).get("code", "inconclusive")
+        by_code.setdefault(str(code), []).append(str(label))
+    parts = [f"{code} in {len(labels)} of {len(groups)} ({_named(labels)})"
+             for code, labels in sorted(by_code.items(), key=lambda kv: -len(kv[1]))]
+    closed = [str(label) for label, group in groups.items()
+              if group.get("closes_at_epoch") is not None]
+    last = max((_last_epoch(group) or 0 for group in groups.values()), default=0)
+    catches = (f"validation catches up by epoch {last} in {len(closed)} of {len(groups)}"
+               + (f" ({_named(closed)})" if closed else ""))
+    return f"Gap by setting: {', '.join(parts)}; {catches}."
+
+
+def _named(labels: list[str]) -> str:
+    return "; ".join(labels[:3]) + (f"; +{len(labels) - 3} more" if len(labels) > 3 else "")
+
+
+def gap_table_rows(block: Mapping[str, Any], *, max_epochs: int = 5) -> list[dict[str, str]]:
+    """One row per group (one ``all trials`` row without groups) for a printed table: the gap
+    at epochs 1..``max_epochs``, the early window's parts, the closing epoch and the verdict.
+    Every row has the same keys (``—`` where a group lacks a value)."""
+    groups = block.get("groups") or {"all trials": block}
+    last = max((e["epoch"] for g in groups.values() for e in g.get("epochs", [])), default=0)
+    epochs = range(1, min(last, max_epochs) + 1)
+    # BatchNorm and dropout columns only where a group has both: otherwise mode is one of them.
+    split = any({"mode_batchnorm", "mode_dropout"} <= set(g.get("early") or {})
+                for g in groups.values())
+    parts = ["timing", "mode", *(["mode_batchnorm", "mode_dropout"] if split else []),
+             "generalization"]
+    rows = []
+    for label, group in groups.items():
+        at = {e["epoch"]: e for e in group.get("epochs", [])}
+        early = group.get("early") or {}
+        row = {"setting": str(label), "trials": str(group.get("n_trials", 0))}
+        row.update({f"gap epoch {k}": _bracket(at[k]["gap"]) if k in at else "—"
+                    for k in epochs})
+        row.update({f"{_short(k)} ({_window(group)})": _bracket(early[k]) if k in early else "—"
+                    for k in parts})
+        closes = group.get("closes_at_epoch")
+        row["closes at epoch"] = str(closes) if closes is not None else "—"
+        row["verdict"] = (group.get("verdict") or {}).get("code", "inconclusive")
+        rows.append(row)
+    return rows
+
+
+def _unsettled(early: Mapping[str, Any]) -> str:
+    """Why an inconclusive early window is so, in a few words."""
+    lo, hi = early["gap"]["ci95"]
+    if lo is None:
+        return "one trial, no interval"
+    if early.get("carrier") == "mode":
+        return "carried by the train/eval mode difference, BatchNorm or dropout unknown"
+    if not (lo > early["threshold"] or hi < -early["threshold"]):
+        return f"too uncertain to tell against ±{_num(early['threshold'])}"
+    return "no part shown to carry it"
+
+
+def window_name(epochs: Sequence[int]) -> str:
+    """``epoch 1`` or ``epochs 1-3``."""
+    return f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
+
+
+def _window(block: Mapping[str, Any]) -> str:
+    return window_name(list(range(1, int(block.get("early_epochs") or 1) + 1)))
+
+
+def _last_epoch(block: Mapping[str, Any]) -> int | None:
+    return max((e["epoch"] for e in block.get("epochs") or []), default=None)
+
+
+def _closing(closes_at: int | None, last_epoch: int | None) -> str:
+    if closes_at is not None:
+        return f"The lag closes at epoch {closes_at}."
+    return f"The lag has not closed by epoch {last_epoch}." if last_epoch else ""
+
+
+def _short(part: str) -> str:
+    return {"mode_batchnorm": "BatchNorm", "mode_dropout": "dropout"}.get(part, part)
+
+
+def _out(code: str, text: str, tries: list[str]) -> dict[str, Any]:
+    return {"code": code, "text": text.strip(), "try": list(tries)}
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2g}" if 0 < abs(value) < 0.1 else f"{value:.2f}"
+
+
+def _est(value: Mapping[str, Any], ci: str) -> str:
+    lo, hi = value["ci95"]
+    if lo is None:
+        return f"{_num(value['estimate'])} (no interval)"
+    return f"{_num(value['estimate'])} ({ci} {_num(lo)} to {_num(hi)})"
+
+
+def _bracket(value: Mapping[str, Any]) -> str:
+    lo, hi = value["ci95"]
+    if lo is None:
+        return f"{_num(value['estimate'])} [no interval]"
+    return f"{_num(value['estimate'])} [{_num(lo)}, {_num(hi)}]"

@@ -1,0 +1,231 @@
+"""The report's third question, "Why does validation lag training?", from the ``gap`` block of a
+``study.analysis/3`` document (:mod:`study.analysis.gap`): its line in the verdict box and its
+section (verdict, what to try, the figure, the per-epoch table, the closing epoch, notes and,
+when the trials were grouped by setting, one row per setting).
+
+An older document (``/2``, ``/1``) has no ``gap`` block: then there is no line and no section.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from study.analysis.gap_text import LABELS, gap_table_rows, short_line
+from study.report._format import MISSING, as_float, effect, fmt_num, text
+from study.report.blocks import Bullets, Details, FigureRef, Heading, Para, Table
+
+__all__ = ["GAP_FIGURE", "gap_blocks", "gap_line", "gap_of", "has_trials"]
+
+GAP_FIGURE = "gap"  # figures/gap.png
+QUESTION = "Why does validation lag training?"
+_PART_HEADERS = {"gap": "gap", "timing": "timing", "mode": "mode",
+                 "mode_batchnorm": "mode: BatchNorm", "mode_dropout": "mode: dropout",
+                 "generalization": "generalization"}
+_SPLIT = ("mode_batchnorm", "mode_dropout")
+# A malformed block costs its line or table, never the whole report.
+_BROKEN = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+_log = logging.getLogger(__name__)
+
+
+def gap_of(analysis: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The document's ``gap`` block, or ``None`` (an older document, or none written)."""
+    block = analysis.get("gap")
+    return block if isinstance(block, Mapping) else None
+
+
+def has_trials(block: Mapping[str, Any] | None) -> bool:
+    """Whether any trial logged the gap's parts (the block then has epochs to show)."""
+    return bool(block) and as_float(block.get("n_trials")) > 0 and bool(block.get("epochs"))
+
+
+def gap_line(analysis: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """``(label, code, sentence)`` of the verdict box from the gap's one-line summary
+    (:func:`~study.analysis.gap_text.short_line`); ``None`` without trials."""
+    block = gap_of(analysis)
+    if not has_trials(block):
+        return None
+    try:
+        line = short_line(block)
+    except _BROKEN as exc:
+        _log.warning("report: the gap block has no one-line summary: %s", exc)
+        return None
+    code = text((block.get("verdict") or {}).get("code")) or "inconclusive"
+    label, _, rest = line.partition(": ")
+    if not rest:
+        return "Gap", code, line
+    # The badge shows the code: drop short_line's own " — code." ending.
+    rest = rest.removesuffix(f" — {code}.").rstrip(".")
+    return label, code, _sentence(rest) + "."
+
+
+def gap_blocks(analysis: Mapping[str, Any]) -> list[Any]:
+    """The section of the third question; empty when the document has no ``gap`` block.
+
+    Trials grouped by setting are answered setting by setting (pooled, the settings mix
+    their gaps), then pooled."""
+    block = gap_of(analysis)
+    if block is None:
+        return []
+    out: list[Any] = [Heading(2, text(block.get("question")) or QUESTION, "gap")]
+    if not has_trials(block):
+        return [*out, _verdict_para(block), *_notes(block)]
+    figure = FigureRef(GAP_FIGURE, "Parts of the validation gap per epoch", _caption(block))
+    groups = block.get("groups") if isinstance(block.get("groups"), Mapping) else {}
+    if not groups:
+        return [*out, *_answer(block, figure), *_notes(block)]
+    return [*out, _verdict_para(block, "All settings pooled, verdict"), figure,
+            *_group_blocks(block, groups),
+            Heading(3, "All settings pooled, per epoch", "gap-epochs"),
+            Para([_table_intro(block)]), _epoch_table(block), Para([_closing_text(block)]),
+            *_notes(block)]
+
+
+# -- internals --------------------------------------------------------------------------------
+def _caption(block: Mapping[str, Any]) -> str:
+    level = _level(block)
+    panels = ("One panel per setting. " if isinstance(block.get("groups"), Mapping)
+              and block["groups"] else "")
+    return (f"{panels}Per epoch, validation loss minus the training data loss, split into "
+            "its parts as stacked bars: timing (the epoch's mean training loss against the "
+            "loss at its end), mode (eval against train mode: BatchNorm's running statistics, "
+            "dropout) and generalization (validation against training data, both in eval "
+            f"mode). The diamond is the gap with its {level} interval, the lines the two "
+            "losses; the dotted line marks the epoch where the lag (timing + mode) closes.")
+
+
+def _table_intro(block: Mapping[str, Any]) -> str:
+    return (f"The mean over the trials that reached each epoch (n) with its {_level(block)} "
+            "interval, in nats; gap = timing + mode + generalization (mode = BatchNorm + "
+            "dropout where the models have both). The carrier is the part "
+            "shown to carry a gap worth explaining (— where the gap is negligible or no part "
+            "is shown to carry it).")
+
+
+def _epoch_table(block: Mapping[str, Any]) -> Table:
+    """One row per epoch (and the verdict's window first, when it spans several epochs)."""
+    epochs = [e for e in block.get("epochs") or [] if isinstance(e, Mapping)]
+    kinds = [k for k in _SPLIT if any(k in e for e in epochs)]
+    # Mode split only where the models have both layers (then in mode's place, as in the
+    # figure): otherwise mode is the one layer they have.
+    split = kinds if len(kinds) == len(_SPLIT) else []
+    parts = ["gap", "timing", *(split or ["mode"]), "generalization"]
+    rows = [[fmt_num(e.get("epoch")), fmt_num(e.get("n")), *(_cell(e.get(p)) for p in parts),
+             _carrier(e.get("carrier"))] for e in epochs]
+    early = block.get("early") if isinstance(block.get("early"), Mapping) else {}
+    window = early.get("epochs") or []
+    highlight: frozenset[int] = frozenset()
+    if len(window) > 1:
+        label = f"{fmt_num(window[0])}–{fmt_num(window[-1])} (mean)"
+        rows.insert(0, [label, fmt_num(early.get("n")), *(_cell(early.get(p)) for p in parts),
+                        _carrier(early.get("carrier"))])
+        highlight = frozenset({0})
+    names = {**_PART_HEADERS, "mode": _mode_header(kinds)}
+    headers = ["epoch", "n", *(names[p] for p in parts), "carrier"]
+    return Table(headers, rows, numeric=frozenset(range(len(parts) + 2)), highlight=highlight)
+
+
+def _closing_text(block: Mapping[str, Any]) -> str:
+    """When the lag closes (:func:`~study.analysis.gap_stats.closing_epoch`), in words."""
+    threshold = block.get("threshold") if isinstance(block.get("threshold"), Mapping) else {}
+    floor, fraction = as_float(threshold.get("floor")), as_float(threshold.get("fraction"))
+    limit = (f"{fmt_num(floor)} nats or {fraction:.0%} of the training loss, whichever is "
+             "larger" if math.isfinite(floor) and math.isfinite(fraction) else "the threshold")
+    rule = f"at most {limit}, and no later epoch shows it above that"
+    lag = "The lag (timing + mode: all of the gap but overfitting)"
+    closes = block.get("closes_at_epoch")
+    if closes is not None:
+        return f"{lag} closes at epoch {fmt_num(closes)}: there it is {rule}."
+    last = max((as_float(e.get("epoch")) for e in block.get("epochs") or []
+                if isinstance(e, Mapping)), default=float("nan"))
+    return (f"{lag} has not closed by epoch {fmt_num(last)}, the last any trial reached (it "
+            f"closes where it is {rule}).")
+
+
+def _notes(block: Mapping[str, Any]) -> list[Any]:
+    notes = [text(n) for n in block.get("notes") or [] if text(n)]
+    if text(block.get("scope")) and has_trials(block):
+        notes.append(text(block.get("scope")))
+    return [Para([_sentence(n).rstrip(".") + "."], "note") for n in notes]
+
+
+def _answer(block: Mapping[str, Any], figure: FigureRef | None = None) -> list[Any]:
+    """One set of trials' verdict, what to try, the figure, its epochs and closing epoch."""
+    verdict = block.get("verdict") if isinstance(block.get("verdict"), Mapping) else {}
+    out: list[Any] = [_verdict_para(block)]
+    tries = [[_sentence(text(t))] for t in verdict.get("try") or [] if text(t)]
+    if tries:
+        out += [Para(["What to try:"]), Bullets(tries)]
+    if figure is not None:
+        out += [figure, Heading(3, "Per epoch", "gap-epochs"), Para([_table_intro(block)])]
+    if has_trials(block):
+        out += [_epoch_table(block), Para([_closing_text(block)])]
+    return out
+
+
+def _verdict_para(block: Mapping[str, Any], lead: str = "Verdict") -> Para:
+    verdict = block.get("verdict") if isinstance(block.get("verdict"), Mapping) else {}
+    code = text(verdict.get("code")) or "inconclusive"
+    return Para([f"{lead}: {code}. {text(verdict.get('text'))}".strip()])
+
+
+def _group_blocks(block: Mapping[str, Any], groups: Mapping[str, Any]) -> list[Any]:
+    """The table of the settings (:func:`~study.analysis.gap_text.gap_table_rows`), then
+    each setting's own answer, folded."""
+    out: list[Any] = [Heading(3, "Per setting", "gap-settings")]
+    try:
+        rows = gap_table_rows(block)
+    except _BROKEN as exc:
+        _log.warning("report: the gap block's settings cannot be tabled: %s", exc)
+        rows = []
+    if rows:
+        # What a reader looks for first leads: the verdict before the numbers behind it.
+        first = [h for h in ("setting", "trials", "verdict", "closes at epoch") if h in rows[0]]
+        headers = [*first, *(h for h in rows[0] if h not in first)]
+        out += [Para([f"Each setting's trials on their own: the verdict, the gap at the first "
+                      f"epochs and the verdict window's parts, with {_level(block)} "
+                      "intervals."]),
+                Table(headers, [[text(row.get(h)) or MISSING for h in headers] for row in rows],
+                      numeric=frozenset(i for i, h in enumerate(headers)
+                                        if h not in ("setting", "verdict")))]
+    out.append(Para([f"Each setting's own verdict, what to try and epochs follow. "
+                     f"{_table_intro(block)}"]))
+    for label, group in groups.items():
+        if isinstance(group, Mapping):
+            code = text((group.get("verdict") or {}).get("code")) or "inconclusive"
+            summary = f"{text(label)}: {code} ({fmt_num(group.get('n_trials'))} trials)"
+            out.append(Details(summary, _answer(group), "part"))
+    return out
+
+
+def _cell(value: Any) -> str:
+    """``+0.423 [+0.265, +0.581]``: signed, since parts below 0 pull validation down; fixed
+    decimals, so a column reads down (nothing below a thousandth of a nat matters here)."""
+    found = effect(value)
+    if found is None:
+        return MISSING
+    estimate, lo, hi = found
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{estimate:+.3f} [no interval]"
+    return f"{estimate:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _mode_header(kinds: list[str]) -> str:
+    """``mode (BatchNorm)`` where every model with a mode part has only that layer."""
+    return f"mode ({_PART_HEADERS[kinds[0]].removeprefix('mode: ')})" if len(kinds) == 1 \
+        else "mode"
+
+
+def _carrier(value: Any) -> str:
+    return LABELS.get(text(value), text(value)) or MISSING
+
+
+def _sentence(line: str) -> str:
+    return line[:1].upper() + line[1:]
+
+
+def _level(block: Mapping[str, Any]) -> str:
+    level = as_float(block.get("level"))
+    return f"{level:.0%}" if 0 < level < 1 else "95%"

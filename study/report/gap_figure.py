@@ -1,0 +1,156 @@
+"""The gap figure: why validation lags training, drawn from ``analysis.json``'s ``gap`` block.
+
+Per epoch, the parts of ``val_loss - data_loss`` stacked as bars (timing, mode -- split into its
+BatchNorm and dropout parts where the block has them -- and generalization; positive parts
+stacked up from 0, negative ones down), the gap itself as a point with its interval, and the
+mean training data loss and validation loss as lines on the same axis. A dotted line marks the
+epoch at which the lag closes. One panel per group of trials (a setting), or one for the study.
+
+:func:`build_gap_figure` returns the :class:`~matplotlib.figure.Figure` (tests read its bars,
+lines and labels); :func:`gap_figure` returns PNG bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from study.report.figures import message_figure, to_png
+
+__all__ = ["MAX_PANELS", "PART_LABELS", "build_gap_figure", "gap_figure"]
+
+QUESTION = "Why does validation lag training?"
+# More panels than this no longer fit a report's width at a readable size.
+MAX_PANELS = 6
+_PANEL_HEIGHT = 3.4  # inches
+PART_LABELS = {"timing": "timing (epoch averaging)", "mode": "mode (train vs eval)",
+               "mode_batchnorm": "mode: BatchNorm statistics", "mode_dropout": "mode: dropout",
+               "generalization": "generalization (overfitting)"}
+_COLORS = {"timing": "#4C72B0", "mode": "#8C8C8C", "mode_batchnorm": "#DD8452",
+           "mode_dropout": "#8172B3", "generalization": "#C44E52"}
+_GAP_LABEL = "gap = validation − training ({level:.0%} CI)"
+_CLOSES = "lag (timing + mode) closes"
+_LINES = (("train_data_loss", "training data loss (epoch mean)", "-"),
+          ("val_loss", "validation loss", "--"))
+
+
+def gap_figure(block: Mapping[str, Any] | None) -> bytes:
+    """PNG of :func:`build_gap_figure` (a message when there is nothing to draw)."""
+    figure = build_gap_figure(block)
+    if figure is None:
+        return message_figure("no trial logged the parts of the validation gap",
+                              title=QUESTION)
+    return to_png(figure)
+
+
+def build_gap_figure(block: Mapping[str, Any] | None) -> Figure | None:
+    """One panel per group (or the study), each epoch's parts stacked; ``None`` when no epoch
+    has any trial."""
+    panels = _panels(block)
+    if not panels:
+        return None
+    cols = 2 if len(panels) == 4 else min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    # One panel gets the width of two: the legend below it needs the room.
+    width = max(4.6 * cols + 0.9, 8.4)
+    fig = Figure()
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    handles: dict[str, Any] = {}
+    for ax, (label, panel) in zip(axes, panels, strict=False):
+        _panel(ax, panel, handles)
+        ax.set_title(_title(label, panel), fontsize=9.5)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel("loss (nats)")
+    order = _legend_order((block or {}).get("level", 0.95))
+    ordered = [handles[k] for k in order if k in handles]
+    ncols = max(1, min(4, len(ordered), int((width - 0.5) / 2.7)))  # ~2.7 in per entry
+    bottom = 0.6 + 0.22 * math.ceil(len(ordered) / ncols)  # inches: x label, then legend
+    titled = panels[0][0] is not None  # a group's label: a two-line panel title
+    top = 1.05 if titled else 0.85
+    gap = 1.15 if titled else 0.85  # inches between rows: the x label, then the next title
+    height = rows * _PANEL_HEIGHT + (rows - 1) * gap + top + bottom
+    fig.set_size_inches(width, height)
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, top=1 - top / height,
+                        bottom=bottom / height, hspace=gap / _PANEL_HEIGHT, wspace=0.28)
+    fig.legend(handles=ordered, loc="lower center", ncols=ncols, frameon=False, fontsize=8.5)
+    shown = f" ({len(panels)} of {_n_groups(block)} settings)" if _n_groups(block) > len(
+        panels) else ""
+    fig.suptitle(f"{(block or {}).get('question') or QUESTION}{shown}", fontsize=12)
+    return fig
+
+
+def _legend_order(level: float) -> list[str]:
+    return [*PART_LABELS.values(), _GAP_LABEL.format(level=level),
+            *(label for _, label, _ in _LINES), _CLOSES]
+
+
+def _panels(block: Mapping[str, Any] | None) -> list[tuple[str | None, Mapping[str, Any]]]:
+    if not block:
+        return []
+    groups = block.get("groups") or {}
+    found = [(str(k), g) for k, g in groups.items() if g.get("epochs")]
+    if not groups and block.get("epochs"):
+        found = [(None, block)]
+    return found[:MAX_PANELS]
+
+
+def _n_groups(block: Mapping[str, Any] | None) -> int:
+    return sum(1 for g in ((block or {}).get("groups") or {}).values() if g.get("epochs"))
+
+
+def _parts(panel: Mapping[str, Any]) -> list[str]:
+    """The parts to stack: mode's split in its place where every epoch has one."""
+    epochs = panel["epochs"]
+    split = [k for k in ("mode_batchnorm", "mode_dropout") if all(k in e for e in epochs)]
+    return ["timing", *(split or ["mode"]), "generalization"]
+
+
+def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
+    epochs = panel["epochs"]
+    x = np.array([e["epoch"] for e in epochs], dtype=float)
+    up, down = np.zeros(len(x)), np.zeros(len(x))
+    for part in _parts(panel):
+        value = np.array([(e.get(part) or {}).get("estimate", np.nan) for e in epochs], float)
+        value = np.nan_to_num(value)
+        base = np.where(value >= 0, up, down)
+        bars = ax.bar(x, value, bottom=base, width=0.62, color=_COLORS[part],
+                      label=PART_LABELS[part], edgecolor="white", linewidth=0.5)
+        handles.setdefault(PART_LABELS[part], bars)
+        up, down = up + np.clip(value, 0, None), down + np.clip(value, None, 0)
+    gap = np.array([e["gap"]["estimate"] for e in epochs], dtype=float)
+    lo, hi = (np.array([np.nan if b is None else b for b in bounds], dtype=float)
+              for bounds in zip(*(e["gap"]["ci95"] for e in epochs), strict=True))
+    error = np.vstack([np.nan_to_num(gap - lo), np.nan_to_num(hi - gap)])
+    marks = ax.errorbar(x, gap, yerr=error, fmt="D", color="black", ms=4.5, capsize=3,
+                        elinewidth=1, label=_GAP_LABEL.format(level=panel.get("level", 0.95)),
+                        zorder=5)
+    handles.setdefault(marks.get_label(), marks)
+    for key, label, style in _LINES:
+        line = ax.plot(x, [e[key]["estimate"] for e in epochs], color="0.15", ls=style,
+                       marker="o", ms=3.5, lw=1.5, label=label, zorder=4)[0]
+        handles.setdefault(label, line)
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    closes = panel.get("closes_at_epoch")
+    if closes is not None:
+        mark = ax.axvline(closes, color="0.25", ls=":", lw=1.5, label=_CLOSES, zorder=1)
+        handles.setdefault(_CLOSES, mark)
+    ax.set_xlim(x.min() - 0.6, x.max() + 0.6)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def _title(label: str | None, panel: Mapping[str, Any]) -> str:
+    code = (panel.get("verdict") or {}).get("code", "inconclusive")
+    closes = panel.get("closes_at_epoch")
+    when = f"lag closes at epoch {closes}" if closes is not None else "lag not closed"
+    head = f"{label}\n" if label else ""
+    n = panel.get("n_trials", 0)
+    return f"{head}{code} ({n} trial{'s' * (n != 1)}; {when})"
