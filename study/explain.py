@@ -96,7 +96,11 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
     before_run()
     outcome = explain_study(config, given, **fixed, n_widths=n_widths, replicates=replicates,
                             output_dir=output_dir, report=report)
-    return [outcome.document["verdict"]["text"], _wrote(outcome)]
+    from study.analysis.gap_text import short_line
+
+    gap = outcome.document.get("gap")
+    return [outcome.document["verdict"]["text"], *([short_line(gap)] if gap else []),
+            _wrote(outcome)]
 
 
 def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,

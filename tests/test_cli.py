@@ -337,6 +337,41 @@ def test_trial_run_records_the_width(single_trial):
     assert run.data.params["epochs"] == "1"
 
 
+@pytest.fixture(scope="module")
+def sgd_trial(tmp_path_factory, mlflow_template_db) -> Outcome:
+    d = tmp_path_factory.mktemp("sgd-trial")
+    return _run(["trial", "--epochs", "1", "--width", "4", "--model", "vgg", "--optimizer",
+                 "sgd", "--momentum", "0.5", "--dropout", "0.2", "--bn-momentum", "keras"],
+                d, "", _tracking_copy(mlflow_template_db, d))
+
+
+def test_a_trial_trains_with_the_training_options_it_was_given(sgd_trial):
+    assert sgd_trial.returncode == 0, sgd_trial.output
+    (run,) = _all_runs(sgd_trial.tracking_uri)
+    params = run.data.params
+    assert (params["optimizer"], params["momentum"], params["dropout"],
+            params["bn_momentum"]) == ("sgd", "0.5", "0.2", "0.01")
+    history = MlflowClient(sgd_trial.tracking_uri).get_metric_history(
+        run.info.run_id, "gap/mode_batchnorm")
+    assert [m.step for m in history] == [1]  # BatchNorm and dropout: the mode part is split
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--momentum", "0.5,0.9", "`momentum` must be a single value here, but got "
+                              "momentum='0.5,0.9'."),
+    ("--bn-momentum", "0", "`bn_momentum` must be in (0, 1], but got bn_momentum=0.0."),
+    ("--optimizer", "rmsprop", "`optimizer` must be one of adam, sgd, adamw, but got "
+                               "optimizer='rmsprop'."),
+])
+def test_a_trial_takes_one_value_of_each_training_option(tmp_path, monkeypatch, capsys, flag,
+                                                         value, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert cli_main(["trial", flag, value, "--epochs", "1"]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(("command", "flag", "value", "message"), [
     ("trial", "--batch-size", "1", "`batch_size` must be >= 2, but got batch_size=1."),
     ("trial", "--width", "0", "`width` must be > 0, but got width=0."),

@@ -15,6 +15,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from study.analysis.gap_text import short_line
 from tests.conftest import cli_env, run_cli
 
 slow = pytest.mark.slow
@@ -73,11 +74,12 @@ def test_the_verdict_is_on_the_parent_run_and_in_the_report(strong):
     (parent,) = client.search_runs(
         [client.get_experiment_by_name("study").experiment_id], "tags.`study.role` = 'parent'")
     assert parent.data.tags["study.verdict"] == "penalty"
-    verdict, _, where = parent.data.tags["mlflow.note.content"].partition("\n\nReport: ")
-    assert verdict in outcome.stdout
-    assert "report/report.html" in where
     (report,) = (tmp / "reports").iterdir()
     document = json.loads((report / "analysis.json").read_text())
+    verdict, _, where = parent.data.tags["mlflow.note.content"].partition("\n\nReport: ")
+    assert verdict.endswith(short_line(document["gap"]))  # the third line
+    assert all(paragraph in outcome.stdout for paragraph in verdict.split("\n\n"))
+    assert "report/report.html" in where
     assert document["schema"] == "study.analysis/3" and document["init"]["threshold"]
     assert (report / "report.html").is_file()
 
@@ -165,7 +167,7 @@ def gap_table(stdout: str) -> tuple[dict[str, str], list[str]]:
     lines = stdout.splitlines()
     assert lines[0].startswith("setting") and set(lines[1]) <= {"-", " "}, stdout[:500]
     column = lines[0].index("trials")
-    end = next(i for i, line in enumerate(lines) if line.startswith("Gap: "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("Gap"))
     rows = {line[:column].strip(): line[column:].split()[0] for line in lines[2:end]}
     assert len(rows) == end - 2  # one row per setting, none repeated
     return rows, lines[end:]
@@ -179,7 +181,7 @@ def test_the_gap_table_has_one_row_per_setting(gap_runs):
         assert outcome.returncode == 0, outcome.stderr[-3000:]
         rows, after = gap_table(outcome.stdout)
         assert rows == dict.fromkeys(document["gap"]["groups"], n) and len(rows) == 2
-        assert after[0].startswith("Gap: ") and after[1].startswith("wrote ")
+        assert after[0].startswith("Gap by setting: ") and after[1].startswith("wrote ")
         assert len(after) == 2
 
 
