@@ -34,7 +34,7 @@ MEDIAN_STARTUP_TRIALS = 5
 # figure -> (comparison, target); "none" means the figure has no target.
 TARGETS: dict[str, tuple[str, float | None]] = {
     "overhead_ratio": ("<=", 1.03),
-    "fixed_ms_per_trial": ("<=", 25.0),
+    "fixed_ms_per_trial": ("<=", 30.0),  # issue 22: with supported MLflow and Optuna APIs only
     "analysis_seconds_10k": ("<=", 2.0),
     "report_seconds_10k": ("<=", 10.0),
     "analysis_seconds_10k_journal": ("<=", 2.0),
