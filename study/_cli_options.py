@@ -16,6 +16,7 @@ from study._validation import folder_name
 from study.config import StudyConfig, resolve_config
 
 __all__ = [
+    "KERAS_LIKE",
     "REPORT_OPTIONS",
     "SEARCH_FIELDS",
     "WHOLE_NUMBER",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 _FIELD_TYPES = typing.get_type_hints(StudyConfig)
+# A BatchNorm momentum above this in PyTorch's convention is rarely meant: Keras's 0.9-0.99
+# given as is.
+KERAS_LIKE = 0.5
 SEARCH_FIELDS = ("width_min", "width_max", "lr_min", "lr_max", "batch_sizes",
                   "weight_decay_min", "weight_decay_max")
 
@@ -107,10 +111,18 @@ def config_options(exclude: Sequence[str] = ()) -> Callable[[Callable], Callable
 
 
 def resolve(options: dict[str, Any]) -> tuple[StudyConfig, dict[str, Any]]:
-    """The config from defaults, ``--config`` and the options given, and the values given."""
+    """The config from defaults, ``--config`` and the options given, and the values given;
+    a BatchNorm momentum that reads like Keras's convention gets a warning."""
     config_file = options.pop("config_file", None)
     explicit = {k: v for k, v in options.items() if v is not None}
-    return resolve_config(explicit=explicit, config_file=config_file)
+    config, given = resolve_config(explicit=explicit, config_file=config_file)
+    keras_like = [v for v in config.bn_momentum if ":" not in v and float(v) > KERAS_LIKE]
+    if keras_like and "bn_momentum" in given:
+        click.echo(f"warning: `bn_momentum` {','.join(keras_like)} is in PyTorch's convention "
+                   f"(the weight of the new batch: {float(keras_like[0]):g} keeps "
+                   f"{1 - float(keras_like[0]):.0%} of the running statistics); Keras's "
+                   f"momentum=0.99 is `--bn-momentum keras` (0.01).", err=True)
+    return config, given
 
 
 def store_options(fn: Callable) -> Callable:

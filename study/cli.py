@@ -191,15 +191,11 @@ def analyze_command(output_dir: str | None, compare_widths: str | None,
 
     widths = parse_compare_widths(compare_widths)
     _quiet_libraries()
-    from study.analysis.command import analyze_study
+    from study.analysis.command import analyze_study, answer_text
 
     document, path, logged = analyze_study(config, output_dir=output_folder(config, output_dir),
                                            compare_widths=widths)
-    click.echo(document["verdict"]["text"])
-    if document.get("gap"):
-        from study.analysis.gap_text import short_line
-
-        click.echo(short_line(document["gap"]))
+    click.echo(answer_text(document["verdict"], document.get("gap")))
     click.echo(f"wrote {path}; logged to {logged}")
 
 

@@ -103,8 +103,8 @@ class StudyConfig:
         "or a range LO:HI, searched (0: no dropout layer).")
     # PyTorch's default. Keras weighs the old statistics (0.99), PyTorch the new batch: 0.01.
     bn_momentum: tuple[str, ...] = _opt(
-        ("0.1",), "BatchNorm momentum in PyTorch's convention (keras = 0.01, pytorch = 0.1); "
-        "several (comma-separated) are searched.")
+        ("0.1",), "BatchNorm momentum in PyTorch's convention: keras (Keras's 0.99) = 0.01, "
+        "pytorch = 0.1; several (comma-separated) are searched.")
     # Three epochs show the early-loss effect and keep the default study to minutes on 2 cores.
     epochs: int = _opt(3, "Training epochs per trial.")
     early_epochs: int = _opt(1, "Epochs averaged into the early training loss.")
@@ -224,7 +224,7 @@ class StudyConfig:
             values = getattr(self, field)
             kind, value = ("fixed", values[0]) if field == "optimizer" else search_spec(values)
             if kind != "fixed" or len(values) != 1:
-                fail(field, ",".join(values), "a single value here")
+                fail(field, ",".join(values), "a single value for `study trial`")
             options[field] = value
         return options
 

@@ -96,10 +96,9 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
     before_run()
     outcome = explain_study(config, given, **fixed, n_widths=n_widths, replicates=replicates,
                             output_dir=output_dir, report=report)
-    from study.analysis.gap_text import short_line
+    from study.analysis.command import answer_text
 
-    gap = outcome.document.get("gap")
-    return [outcome.document["verdict"]["text"], *([short_line(gap)] if gap else []),
+    return [answer_text(outcome.document["verdict"], outcome.document.get("gap")),
             _wrote(outcome)]
 
 

@@ -357,7 +357,7 @@ def test_a_trial_trains_with_the_training_options_it_was_given(sgd_trial):
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
-    ("--momentum", "0.5,0.9", "`momentum` must be a single value here, but got "
+    ("--momentum", "0.5,0.9", "`momentum` must be a single value for `study trial`, but got "
                               "momentum='0.5,0.9'."),
     ("--bn-momentum", "0", "`bn_momentum` must be in (0, 1], but got bn_momentum=0.0."),
     ("--optimizer", "rmsprop", "`optimizer` must be one of adam, sgd, adamw, but got "
@@ -408,3 +408,15 @@ def test_a_batch_size_may_be_the_whole_training_split_but_not_more(size, refused
             check_batch_sizes(config, data, field="batch_size")
     else:
         check_batch_sizes(config, data)
+
+
+@pytest.mark.parametrize(("value", "warned"), [("0.5", False), ("0.51", True), ("keras", False)])
+def test_a_batchnorm_momentum_in_keras_terms_is_warned_about(tmp_path, monkeypatch, capsys,
+                                                            value, warned):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # --momentum 0.5,0.9 stops `study trial` before anything is created.
+    assert cli_main(["trial", "--bn-momentum", value, "--momentum", "0.5,0.9"]) == 1
+    err = capsys.readouterr().err
+    assert ("warning: `bn_momentum` 0.51 is in PyTorch's convention" in err) is warned
+    assert err.strip().splitlines()[-1].startswith("error: `momentum` must be a single value")

@@ -841,5 +841,5 @@ def test_training_options_of_one_setting_are_single_values():
     config = _given(optimizer="sgd", momentum="0.5", dropout="0.25", bn_momentum="keras")
     assert config.training_options() == {"optimizer": "sgd", "momentum": 0.5, "dropout": 0.25,
                                          "bn_momentum": 0.01}
-    with pytest.raises(ConfigError, match=r"^`momentum` must be a single value here"):
+    with pytest.raises(ConfigError, match=r"^`momentum` must be a single value for `study trial`"):
         _given(momentum="0.5:0.9").training_options()

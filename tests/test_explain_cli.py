@@ -77,7 +77,7 @@ def test_the_verdict_is_on_the_parent_run_and_in_the_report(strong):
     (report,) = (tmp / "reports").iterdir()
     document = json.loads((report / "analysis.json").read_text())
     verdict, _, where = parent.data.tags["mlflow.note.content"].partition("\n\nReport: ")
-    assert verdict.endswith(short_line(document["gap"]))  # the third line
+    assert verdict.split("\n")[2] == short_line(document["gap"])  # the third line
     assert all(paragraph in outcome.stdout for paragraph in verdict.split("\n\n"))
     assert "report/report.html" in where
     assert document["schema"] == "study.analysis/3" and document["init"]["threshold"]

@@ -17,7 +17,7 @@ from study.redact import redact
 from study.runtime.parent import entry_run_id
 from study.tracking import Tracker, tag_session
 
-__all__ = ["analyze_study", "analyzed_study", "configured_widths", "describe_parent",
+__all__ = ["analyze_study", "analyzed_study", "answer_text", "configured_widths", "describe_parent",
            "log_to_parent", "open_tracker"]
 
 
@@ -92,14 +92,21 @@ def analyze_study(config: StudyConfig, *, output_dir: Path,
     return document, path, logged
 
 
+def answer_text(verdict: Mapping[str, Any], gap: Mapping[str, Any] | None) -> str:
+    """The answer in words: the two size questions' lines, the gap's line third (``gap``: the
+    document's block, if any), a blank line, the detail paragraph."""
+    if not gap or "headline" not in verdict:
+        return str(verdict.get("text", ""))
+    return f"{verdict['headline']}\n{short_line(gap)}\n\n{verdict.get('detail', '')}".rstrip()
+
+
 def describe_parent(tracker: Tracker, run_id: str, verdict: dict, *, more: str = "",
                     gap: Mapping[str, Any] | None = None) -> None:
     """The parent run's description in the MLflow UI (``mlflow.note.content``) becomes the
-    verdict, the answer without downloading a file, then the gap question's line (``gap``, the
-    document's block), then ``more``; tags ``study.verdict.init`` and ``study.verdict.early``
-    the two codes, ``study.verdict`` the early one, ``study.verdict.gap`` the gap's."""
-    lines = [verdict.get("text", ""), *([short_line(gap)] if gap else []),
-             *([more] if more else [])]
+    answer (:func:`answer_text`: the verdict with the gap's line third), then ``more``; tags
+    ``study.verdict.init`` and ``study.verdict.early`` the two codes, ``study.verdict`` the
+    early one, ``study.verdict.gap`` the gap's."""
+    lines = [answer_text(verdict, gap), *([more] if more else [])]
     code = str(verdict.get("code", ""))
     tags = {"mlflow.note.content": "\n\n".join(lines), "study.verdict": code,
             "study.verdict.early": code, "study.verdict.init": str(verdict.get("init_code", ""))}

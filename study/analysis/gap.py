@@ -45,6 +45,7 @@ from study.analysis.gap_stats import (
     GAP_FRACTION,
     SPLIT,
     closing_epoch,
+    closing_state,
     summarize,
     trial_epochs,
 )
@@ -138,9 +139,10 @@ def _body(trials: Sequence[GapTrial], *, level: float, early_epochs: int) -> dic
         "epochs": epochs,
         "early": {"epochs": list(range(1, early_epochs + 1)), **early_entry},
         "closes_at_epoch": closes,
+        "closing": closing_state(epochs, closes),
         "verdict": verdict(early_entry, decision, window=window, level=level,
                            closes_at=closes, last_epoch=epochs[-1]["epoch"] if epochs else None,
-                           unsplit=unsplit),
+                           unsplit=unsplit, closing=closing_state(epochs, closes)),
         "notes": _notes(len(trials), used, inconsistent, epochs),
     }
 

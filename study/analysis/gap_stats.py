@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["GAP_FLOOR", "GAP_FRACTION", "PARTS", "SPLIT", "Decision", "closing_epoch", "decide",
-           "interval", "negligible", "summarize", "threshold", "trial_epochs", "worth_explaining"]
+__all__ = ["GAP_FLOOR", "GAP_FRACTION", "PARTS", "SPLIT", "Decision", "closing_epoch",
+           "closing_state", "decide", "interval", "negligible", "summarize", "threshold",
+           "trial_epochs", "worth_explaining"]
 
 PARTS = ("timing", "mode", "generalization")
 SPLIT = ("mode_batchnorm", "mode_dropout")
@@ -225,6 +226,15 @@ def closing_epoch(epochs: Sequence[Mapping[str, Any]]) -> int | None:
                    for later in epochs[i + 1:]):
             return int(entry["epoch"])
     return None
+
+
+def closing_state(epochs: Sequence[Mapping[str, Any]], closes_at: int | None) -> str:
+    """``closed`` (at ``closes_at``), ``open`` (the last epoch's lag is shown above the
+    threshold) or ``unclear`` (its interval straddles the threshold: more trials would tell)."""
+    if closes_at is not None:
+        return "closed"
+    last = next((e for e in reversed(epochs) if "lag" in e), None)
+    return "open" if last is not None and lags(last["lag"], last["threshold"]) else "unclear"
 
 
 def caught_up(value: Mapping[str, Any], limit: float) -> bool:

@@ -55,11 +55,12 @@ _MORE = "more trials of this setting (intervals narrow as 1/sqrt(n))"
 
 
 def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level: float,
-            closes_at: int | None, last_epoch: int | None, unsplit: int = 0) -> dict[str, Any]:
+            closes_at: int | None, last_epoch: int | None, unsplit: int = 0,
+            closing: str | None = None) -> dict[str, Any]:
     """``{"code", "text", "try"}`` of the early window (``window``: "epoch 1", ...)."""
     ci = f"{level:.0%} CI"
     status, n = decision.status, early.get("n", 0)
-    closing = _closing(closes_at, last_epoch)
+    closing = _closing(closes_at, last_epoch, closing)
     if status == "no-trials":
         return _out("inconclusive", f"No trial logged the gap parts at {window}.", [_MORE])
     gap = early["gap"]
@@ -126,9 +127,7 @@ def short_line(block: Mapping[str, Any]) -> str:
     code = (block.get("verdict") or {}).get("code", "inconclusive")
     early = block.get("early") or {}
     window = _window(block)
-    closes, last = block.get("closes_at_epoch"), _last_epoch(block)
-    closing = f"closes at epoch {closes}" if closes is not None else \
-        f"not closed by epoch {last}" if last else "no epochs"
+    closing = closing_words(block)
     gap = early.get("gap")
     if gap is None:
         return f"Gap: no trial logged it at {window} — {code}."
@@ -154,11 +153,18 @@ def _by_setting(groups: Mapping[str, Mapping[str, Any]]) -> str:
         by_code.setdefault(str(code), []).append(str(label))
     parts = [f"{code} in {len(labels)} of {len(groups)} ({_named(labels)})"
              for code, labels in sorted(by_code.items(), key=lambda kv: -len(kv[1]))]
-    closed = [str(label) for label, group in groups.items()
-              if group.get("closes_at_epoch") is not None]
+    states: dict[str, list[str]] = {"closed": [], "open": [], "unclear": []}
+    for label, group in groups.items():
+        state = "closed" if group.get("closes_at_epoch") is not None else \
+            ("unclear" if group.get("closing") == "unclear" else "open")
+        states[state].append(str(label))
     last = max((_last_epoch(group) or 0 for group in groups.values()), default=0)
-    catches = (f"validation catches up by epoch {last} in {len(closed)} of {len(groups)}"
-               + (f" ({_named(closed)})" if closed else ""))
+    catches = f"validation catches up by epoch {last} in {len(states['closed'])} of {len(groups)}"
+    if states["closed"]:
+        catches += f" ({_named(states['closed'])})"
+    for key, words in (("open", "not"), ("unclear", "unclear")):
+        if states[key]:
+            catches += f", {words} in {len(states[key])} ({_named(states[key])})"
     return f"Gap by setting: {', '.join(parts)}; {catches}."
 
 
@@ -183,12 +189,15 @@ def gap_table_rows(block: Mapping[str, Any], *, max_epochs: int = 5) -> list[dic
         at = {e["epoch"]: e for e in group.get("epochs", [])}
         early = group.get("early") or {}
         row = {"setting": str(label), "trials": str(group.get("n_trials", 0))}
-        row.update({f"gap epoch {k}": _bracket(at[k]["gap"]) if k in at else "—"
+        # Estimates only over the epochs (the intervals are in the parts and the per-epoch
+        # table): the row stays readable in a terminal.
+        row.update({f"gap epoch {k}": _num(at[k]["gap"]["estimate"]) if k in at else "—"
                     for k in epochs})
         row.update({f"{_short(k)} ({_window(group)})": _bracket(early[k]) if k in early else "—"
                     for k in parts})
         closes = group.get("closes_at_epoch")
-        row["closes at epoch"] = str(closes) if closes is not None else "—"
+        row["closes at epoch"] = str(closes) if closes is not None else \
+            ("?" if group.get("closing") == "unclear" else "no")
         row["verdict"] = (group.get("verdict") or {}).get("code", "inconclusive")
         rows.append(row)
     return rows
@@ -219,10 +228,26 @@ def _last_epoch(block: Mapping[str, Any]) -> int | None:
     return max((e["epoch"] for e in block.get("epochs") or []), default=None)
 
 
-def _closing(closes_at: int | None, last_epoch: int | None) -> str:
+def _closing(closes_at: int | None, last_epoch: int | None, state: str | None = None) -> str:
     if closes_at is not None:
         return f"The lag closes at epoch {closes_at}."
-    return f"The lag has not closed by epoch {last_epoch}." if last_epoch else ""
+    if not last_epoch:
+        return ""
+    if state == "unclear":
+        return (f"Whether the lag has closed by epoch {last_epoch} cannot be told: its interval "
+                f"straddles the threshold (more trials would tell).")
+    return f"The lag has not closed by epoch {last_epoch}."
+
+
+def closing_words(block: Mapping[str, Any]) -> str:
+    """``closes at epoch 2``, ``not closed by epoch 6`` or ``unclear at epoch 6``."""
+    closes, last = block.get("closes_at_epoch"), _last_epoch(block)
+    if closes is not None:
+        return f"closes at epoch {closes}"
+    if not last:
+        return "no epochs"
+    return f"unclear at epoch {last}" if block.get("closing") == "unclear" \
+        else f"not closed by epoch {last}"
 
 
 def _short(part: str) -> str:

@@ -140,6 +140,10 @@ def _closing_text(block: Mapping[str, Any]) -> str:
         return f"{lag} closes at epoch {fmt_num(closes)}: there it is {rule}."
     last = max((as_float(e.get("epoch")) for e in block.get("epochs") or []
                 if isinstance(e, Mapping)), default=float("nan"))
+    if block.get("closing") == "unclear":
+        return (f"Whether {lag[0].lower()}{lag[1:]} has closed by epoch {fmt_num(last)}, the "
+                f"last any trial reached, cannot be told: its interval straddles the threshold "
+                f"(it closes where it is {rule}); more trials would tell.")
     return (f"{lag} has not closed by epoch {fmt_num(last)}, the last any trial reached (it "
             f"closes where it is {rule}).")
 

@@ -150,7 +150,8 @@ def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
 def _title(label: str | None, panel: Mapping[str, Any]) -> str:
     code = (panel.get("verdict") or {}).get("code", "inconclusive")
     closes = panel.get("closes_at_epoch")
-    when = f"lag closes at epoch {closes}" if closes is not None else "lag not closed"
+    when = f"lag closes at epoch {closes}" if closes is not None else \
+        ("lag unclear" if panel.get("closing") == "unclear" else "lag not closed")
     head = f"{label}\n" if label else ""
     n = panel.get("n_trials", 0)
     return f"{head}{code} ({n} trial{'s' * (n != 1)}; {when})"

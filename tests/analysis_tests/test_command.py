@@ -69,8 +69,9 @@ def test_analysis_is_logged_to_the_parent_run(studies):
         document = json.load(fh)
     assert document["schema"] == "study.analysis/3"
     tags = client.get_run(parent).data.tags
+    verdict = document["verdict"]
     assert tags["mlflow.note.content"] == \
-        f"{document['verdict']['text']}\n\n{short_line(document['gap'])}"
+        f"{verdict['headline']}\n{short_line(document['gap'])}\n\n{verdict['detail']}"
     assert tags["study.verdict"] == document["verdict"]["code"]
 
 
@@ -161,7 +162,7 @@ def test_the_gap_question_is_answered_from_every_trials_parts(studies):
     tags = MlflowClient(configs["none"].tracking_uri).get_run(results["none"].parent_run_id) \
         .data.tags
     assert tags["study.verdict.gap"] == gap["verdict"]["code"]
-    assert tags["mlflow.note.content"].endswith(f"\n\n{short_line(gap)}")
+    assert tags["mlflow.note.content"].split("\n")[2] == short_line(gap)  # the third line
 
 
 def test_a_table_read_from_mlflow_has_no_gap_block(studies):

@@ -253,7 +253,7 @@ def test_one_trial_gives_estimates_without_intervals_and_says_so():
     assert "one trial gives no interval" in block["verdict"]["text"]
     assert block["closes_at_epoch"] is None
     assert "one trial" in short_line(block)
-    assert gap_table_rows(block)[0]["gap epoch 1"] == "0.40 [no interval]"
+    assert gap_table_rows(block)[0]["gap epoch 1"] == "0.40"  # estimates only over epochs
 
 
 def test_no_trials_give_an_empty_inconclusive_block():
@@ -402,9 +402,24 @@ def test_the_short_line_of_a_comparison_gives_each_settings_verdict():
     block = {"groups": {"adam, bn 0.01, dropout 0": stats,
                         "adam, bn 0.1, dropout 0": {"verdict": {"code": "none"},
                                                     "epochs": epochs, "closes_at_epoch": 1},
-                        "sgd, bn 0.01, dropout 0": stats},
+                        "sgd, bn 0.01, dropout 0": {**stats, "closing": "unclear"}},
              "verdict": {"code": "inconclusive"}}
     assert short_line(block) == (
         "Gap by setting: normalization-statistics in 2 of 3 (adam, bn 0.01, dropout 0; sgd, bn "
         "0.01, dropout 0), none in 1 of 3 (adam, bn 0.1, dropout 0); validation catches up by "
-        "epoch 2 in 1 of 3 (adam, bn 0.1, dropout 0).")
+        "epoch 2 in 1 of 3 (adam, bn 0.1, dropout 0), not in 1 (adam, bn 0.01, dropout 0), "
+        "unclear in 1 (sgd, bn 0.01, dropout 0).")
+
+
+def test_a_lag_shown_above_the_threshold_at_the_last_epoch_is_open():
+    block = gap_block(_lags(0.5, 0.3))
+    assert (block["closes_at_epoch"], block["closing"]) == (None, "open")
+
+
+def test_a_lag_whose_interval_straddles_the_threshold_is_unclear_not_open():
+    trials = [GapTrial([record(1, 1.0, 0.5, 0.0, 0.0), record(2, 1.0, lag, 0.0, 0.0)],
+                       False, False) for lag in (-0.3, 0.3)]
+    block = gap_block(trials)
+    assert (block["closes_at_epoch"], block["closing"]) == (None, "unclear")
+    assert "unclear at epoch 2" in short_line(block)
+    assert "cannot be told" in block["verdict"]["text"]
