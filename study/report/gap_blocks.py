@@ -76,9 +76,10 @@ def gap_blocks(analysis: Mapping[str, Any]) -> list[Any]:
     groups = block.get("groups") if isinstance(block.get("groups"), Mapping) else {}
     if not groups:
         return [*out, *_answer(block, figure), *_notes(block)]
-    return [*out, _verdict_para(block, "All settings pooled, verdict"), figure,
-            *_group_blocks(block, groups),
+    # The settings' own verdicts lead: pooled, settings chosen to differ mix their gaps.
+    return [*out, Para([short_line(block)]), figure, *_group_blocks(block, groups),
             Heading(3, "All settings pooled, per epoch", "gap-epochs"),
+            _verdict_para(block, "All settings pooled, verdict"),
             Para([_table_intro(block)]), _epoch_table(block), Para([_closing_text(block)]),
             *_notes(block)]
 
