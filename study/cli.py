@@ -6,7 +6,6 @@ with exit code 1; click's usage errors become one line with exit code 2.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import signal
@@ -29,6 +28,7 @@ from study._cli_options import (
     resolve,
     store_options,
 )
+from study._signals import Interrupts
 from study._validation import check_fixed_hparams, check_positive
 from study.config import StudyConfig, resolve_config
 from study.errors import StudyError
@@ -109,7 +109,8 @@ def run_command(workers: int, trials_per_gpu: int | None, quiet: bool, **options
         _print_result(run_with_workers(config, workers, given=given, out=_progress(quiet),
                                        trials_per_gpu=trials_per_gpu, quiet=quiet))
     else:
-        _print_result(run_session(config, given=given, out=_progress(quiet)))
+        _print_result(run_session(config, given=given, out=_progress(quiet),
+                                  hooks=_checked()))
 
 
 @cli.command("worker")
@@ -121,8 +122,8 @@ def worker_command(quiet: bool, **options: Any) -> None:
     _quiet_libraries()
     from study.runtime import run_session
 
-    _print_result(run_session(config, given=given, worker=True, out=_progress(quiet)),
-                  who="worker done, study")
+    _print_result(run_session(config, given=given, worker=True, out=_progress(quiet),
+                              hooks=_checked()), who="worker done, study")
 
 
 @cli.command("trial")
@@ -339,16 +340,11 @@ def _interrupted(interrupt: BaseException) -> int:
     return 128 + int(getattr(interrupt, "signum", None) or signal.SIGINT)
 
 
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM (preemption, `docker stop`, a scheduler) ends a trial like Ctrl-C: its run is
-    closed and its parameters are queued again."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise _Terminated(f"signal {signum}")
-
-    # Outside the main thread (an embedding application) the handler is left alone.
-    with contextlib.suppress(ValueError):
-        signal.signal(signal.SIGTERM, interrupt)
+def _checked() -> tuple[Any, ...]:
+    """The session hook that raises a Ctrl-C or SIGTERM a finalizer swallowed (see
+    :mod:`study._signals`)."""
+    interrupts = click.get_current_context().obj
+    return (interrupts.check,) if isinstance(interrupts, Interrupts) else ()
 
 
 def _quiet_libraries() -> None:
@@ -366,10 +362,11 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (1 for domain errors, 2 for usage errors)."""
     _mlflow_http_defaults()
-    _sigterm_as_interrupt()
+    interrupts = Interrupts(_Terminated)
+    interrupts.install()
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="study",
-                 standalone_mode=False)
+                 standalone_mode=False, obj=interrupts)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

@@ -1,0 +1,50 @@
+"""Ctrl-C and SIGTERM as one interrupt that a running session always sees.
+
+Python raises a signal's exception at the next bytecode boundary of the main thread. When that
+boundary lies inside a finalizer (a weakref callback of SQLAlchemy's, a ``__del__``), the
+interpreter prints "Exception ignored" and the interrupt is lost: the study would go on. The
+handlers here also latch the signal, and :meth:`Interrupts.check`, which a session runs after
+every epoch, raises it again when it was swallowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from typing import Any
+
+__all__ = ["Interrupts"]
+
+
+class Interrupts:
+    """The SIGINT and SIGTERM handlers of the ``study`` command, with their latch.
+
+    Args:
+        terminated: The exception SIGTERM raises (a ``KeyboardInterrupt`` subclass, so a
+            trial ends as on Ctrl-C: its run closed, its parameters queued again).
+    """
+
+    def __init__(self, terminated: type[KeyboardInterrupt]) -> None:
+        self.signum: int | None = None
+        self._terminated = terminated
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM (in the main thread; elsewhere, an embedding
+        application's handlers are left alone)."""
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, self._handle)
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def check(self, *_: Any) -> None:
+        """Raise a signal that arrived and was swallowed (an epoch hook: any arguments)."""
+        if self.signum is not None:
+            self._raise(self.signum)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signum = signum
+        self._raise(signum)
+
+    def _raise(self, signum: int) -> None:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise self._terminated(f"signal {signum}")
