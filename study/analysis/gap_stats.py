@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from study.analysis.table import to_float
+
 __all__ = ["GAP_FLOOR", "GAP_FRACTION", "PARTS", "SPLIT", "Decision", "closing_epoch",
            "closing_state", "decide", "interval", "negligible", "summarize", "threshold",
            "trial_epochs", "worth_explaining"]
@@ -126,7 +128,7 @@ def trial_epochs(curve: Iterable[Any], *, has_batchnorm: bool, has_dropout: bool
     for index, record in enumerate(curve or ()):
         if not isinstance(record, Mapping):
             continue
-        values = {name: _number(record.get(key)) for name, key in _KEYS.items()}
+        values = {name: to_float(record.get(key)) for name, key in _KEYS.items()}
         if not all(math.isfinite(v) for v in values.values()):
             continue
         gap = values["val_loss"] - values["train_data_loss"]
@@ -135,7 +137,7 @@ def trial_epochs(curve: Iterable[Any], *, has_batchnorm: bool, has_dropout: bool
         if not math.isclose(parts, gap, rel_tol=0, abs_tol=_ADD_ATOL + _ADD_RTOL * scale):
             inconsistent += 1
             continue
-        epoch = _number(record.get("epoch"))
+        epoch = to_float(record.get("epoch"))
         key = int(epoch) if math.isfinite(epoch) else index + 1
         rows[key] = {**values, "gap": gap, "lag": values["timing"] + values["mode"],
                      **_split(record, values["mode"], has_batchnorm, has_dropout)}
@@ -147,7 +149,7 @@ def _split(record: Mapping[str, Any], mode: float, has_batchnorm: bool,
     """Mode's BatchNorm and dropout parts: logged ones where they add up to ``mode``; else the
     whole of mode for the one kind of layer the model has (0 for the other); nothing for a
     model with both that logged no split, or with neither whose mode is not 0."""
-    logged = [_number(record.get(f"gap_{k}")) for k in SPLIT]
+    logged = [to_float(record.get(f"gap_{k}")) for k in SPLIT]
     tolerance = _ADD_ATOL + _ADD_RTOL * abs(mode)
     if all(math.isfinite(v) for v in logged) and abs(sum(logged) - mode) <= tolerance:
         return dict(zip(SPLIT, logged, strict=True))
@@ -247,12 +249,3 @@ def lags(value: Mapping[str, Any], limit: float) -> bool:
     """Whether the interval of ``value`` lies wholly above ``limit``."""
     lo = value["ci95"][0]
     return lo is not None and lo > limit
-
-
-def _number(value: Any) -> float:
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan

@@ -33,6 +33,7 @@ __all__ = [
     "fixed_dimensions",
     "gap_records",
     "numeric",
+    "to_float",
     "trial_table",
     "trial_table_from_mlflow",
     "usable_trials",
@@ -262,7 +263,7 @@ def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
         if name in _INT_COLUMNS:
             data[name] = pd.array([_as_int(v) for v in values], dtype="Int64")
         elif name in _FLOAT_COLUMNS:
-            data[name] = np.array([_as_float(v) for v in values], dtype=float)
+            data[name] = np.array([to_float(v) for v in values], dtype=float)
         elif name in ("curve", "gap_curve"):
             data[name] = pd.Series(values, dtype=object)
         else:
@@ -271,7 +272,8 @@ def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=list(TABLE_COLUMNS))
 
 
-def _as_float(value: Any) -> float:
+def to_float(value: Any) -> float:
+    """``value`` as a float, NaN when it is missing, a bool or not a number."""
     if value is None or isinstance(value, bool):
         return math.nan
     try:
@@ -281,7 +283,7 @@ def _as_float(value: Any) -> float:
 
 
 def _as_int(value: Any) -> int | None:
-    number = _as_float(value)
+    number = to_float(value)
     if not math.isfinite(number) or number != int(number):
         return None
     return int(number)

@@ -190,9 +190,7 @@ class Tracker(ArtifactsMixin):
         if self._closer is None:
             self._terminate(run_id, status)
             return
-        pending = self._pending.pop(run_id, [])
-        self._nested.discard(run_id)
-        self._closer.submit(self._finish, run_id, status, pending)
+        self._closer.submit(self._finish, run_id, status, self._detach(run_id))
 
     def wait_closed(self) -> None:
         """Wait for the runs being closed in the background (see ``close_in_background``).
@@ -311,13 +309,17 @@ class Tracker(ArtifactsMixin):
         """Close ``run_id``: MLflow's ``set_terminated`` drains its asynchronous queue, then
         writes the status. Where the queue failed to write, the run's batches are written again
         (with retries), and the status after them, so the status stays the last write."""
-        pending = self._pending.pop(run_id, [])
-        self._nested.discard(run_id)
+        pending = self._detach(run_id)
         try:
             self._finish(run_id, status, pending)
         finally:
             if self._closer is None:
                 self._unset_buffering()
+
+    def _detach(self, run_id: str) -> list[tuple[float, Any, dict[str, list[Any]]]]:
+        """Forget ``run_id`` as an open asynchronous run; returns its batches in flight."""
+        self._nested.discard(run_id)
+        return self._pending.pop(run_id, [])
 
     def _unset_buffering(self) -> None:
         """Remove the buffering this tracker set, once no batch of it is in flight."""
