@@ -214,13 +214,14 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
     widths = parse_compare_widths(compare_widths)
     out = output_folder(config, output_dir)
     _quiet_libraries()
+    from study.analysis.command import answer_text
     from study.report.command import report_study
 
     document, files, logged = report_study(
         config, output_dir=out, evaluators=names, seed=importance_seed, n_bootstrap=n_bootstrap,
         compare_widths=widths,
     )
-    click.echo(document["verdict"]["text"])
+    click.echo(answer_text(document["verdict"], document.get("gap")))
     click.echo(f"wrote {len(files)} files to {out} (open {out / 'report.html'}); "
                f"logged to {logged}")
 

@@ -156,6 +156,10 @@ def test_mlflow_run_main_leaves_analysis_and_report_on_the_parent(two_mains, tmp
     # said once, by report, not by analyze too; the two lines first
     assert result.stdout.count("At initialization: ") == 1
     assert result.stdout.count("Over the first epoch: ") == 1
+    lines = result.stdout.splitlines()
+    first = lines.index(next(line for line in lines if line.startswith("At initialization: ")))
+    assert lines[first + 2].startswith("Gap")  # the gap's line third, once
+    assert result.stdout.count("\nGap") == 1
     ui = f"{Path(sys.executable).with_name('mlflow')} ui --backend-store-uri"
     assert f"the study in the MLflow UI: {ui}" in result.stdout
     experiment_id = client.get_experiment_by_name("main").experiment_id
