@@ -1,7 +1,7 @@
 """``analysis_seconds_10k`` / ``report_seconds_10k``: ``study analyze`` / ``study report``
-(``analyze_study`` / ``report_study``) on 10,000 synthetic trials, beside the trial table read
-through the study's SQL reader and through Optuna's own ORM reader; where each command's time
-goes, by stage."""
+(``analyze_study`` / ``report_study``) on 10,000 synthetic trials (the plan's
+``synthetic_trials``: fewer in the smoke run), beside the trial table read through the study's
+SQL reader and through Optuna's own ORM reader; where each command's time goes, by stage."""
 
 from __future__ import annotations
 
@@ -17,9 +17,7 @@ from typing import Any
 
 from bench.costmeter import CostMeter
 from bench.harness import (
-    N_SYNTHETIC,
     PRIMARY,
-    REPORT_BOOTSTRAP,
     REPORT_EVALUATORS,
     Plan,
     Workspace,
@@ -231,8 +229,10 @@ def command_stages(run: Callable[[], float], command: str) -> dict[str, float]:
     return seconds
 
 
-def _variants(ws: Workspace, config: Any, kind: str) -> dict[str, Callable[[], float]]:
-    """Each timed call on one storage: table, table through the ORM, analyze, report."""
+def _variants(ws: Workspace, config: Any, kind: str, n: int,
+              n_bootstrap: int) -> dict[str, Callable[[], float]]:
+    """Each timed call on one storage of ``n`` trials: table, table through the ORM, analyze,
+    report (``n_bootstrap`` resamples of its importance intervals)."""
     from study.analysis import analyze_study, trial_table
     from study.report import report_study
     from study.runtime.lifecycle import open_study, open_study_trials
@@ -245,8 +245,8 @@ def _variants(ws: Workspace, config: Any, kind: str) -> dict[str, Callable[[], f
             study, trials = open_study_trials(config)
             frame = trial_table(study, trials=trials)
         seconds = time.perf_counter() - begin
-        if len(frame) != N_SYNTHETIC:
-            raise RuntimeError(f"table has {len(frame)} rows, expected {N_SYNTHETIC}")
+        if len(frame) != n:
+            raise RuntimeError(f"table has {len(frame)} rows, expected {n}")
         return seconds
 
     def analysis() -> float:
@@ -254,7 +254,7 @@ def _variants(ws: Workspace, config: Any, kind: str) -> dict[str, Callable[[], f
         begin = time.perf_counter()
         document, _, logged = analyze_study(config, output_dir=out)
         seconds = time.perf_counter() - begin
-        if document["n_trials_total"] != N_SYNTHETIC or not logged.startswith("run "):
+        if document["n_trials_total"] != n or not logged.startswith("run "):
             raise RuntimeError(f"analysis saw {document['n_trials_total']} trials; "
                                f"logged: {logged}")
         return seconds
@@ -263,7 +263,7 @@ def _variants(ws: Workspace, config: Any, kind: str) -> dict[str, Callable[[], f
         out = ws.root / f"report-{kind}-{next(_COUNTER)}"
         begin = time.perf_counter()
         _, files, _ = report_study(config, output_dir=out, evaluators=REPORT_EVALUATORS,
-                                   seed=0, n_bootstrap=REPORT_BOOTSTRAP)
+                                   seed=0, n_bootstrap=n_bootstrap)
         seconds = time.perf_counter() - begin
         if not files:
             raise RuntimeError("report wrote no files")
@@ -285,20 +285,21 @@ def _default_max_trials() -> int:
 def bench_analysis(ws: Workspace, plan: Plan) -> dict[str, Any]:
     from study.config import StudyConfig
 
+    n = plan.synthetic_trials
     start = time.perf_counter()
-    trials = synthetic_trials(StudyConfig(), N_SYNTHETIC)
+    trials = synthetic_trials(StudyConfig(), n)
     states = Counter(t.state.name for t in trials)
     results: dict[str, Any] = {
-        "generate_seconds": time.perf_counter() - start, "n": N_SYNTHETIC, "primary": PRIMARY,
+        "generate_seconds": time.perf_counter() - start, "n": n, "primary": PRIMARY,
         "states": {k: states[k] for k in ("COMPLETE", "PRUNED", "FAIL")},
-        "evaluators": list(REPORT_EVALUATORS), "n_bootstrap": REPORT_BOOTSTRAP,
+        "evaluators": list(REPORT_EVALUATORS), "n_bootstrap": plan.report_bootstrap,
         "importance_max_trials": _default_max_trials(),
     }
     for kind in [PRIMARY, "journal"] if plan.journal_10k else [PRIMARY]:
-        log(f"  building {N_SYNTHETIC} trials in a {kind} storage (not timed) ...")
+        log(f"  building {n} trials in a {kind} storage (not timed) ...")
         config, built = build_synthetic_study(ws, kind, trials)
         results[kind] = built
-        variants = _variants(ws, config, kind)
+        variants = _variants(ws, config, kind, n, plan.report_bootstrap)
         if plan.profile:  # one call of each command, by stage (also warms them up)
             results[kind]["stages"] = {"analyze": command_stages(variants["analysis"],
                                                                  "analyze")}
@@ -312,7 +313,7 @@ def bench_analysis(ws: Workspace, plan: Plan) -> dict[str, Any]:
                                           plan.report_repeats, warmup=0)["report"]
         else:
             times = interleaved({k: variants[k] for k in ("table", "analysis")},
-                                max(3, plan.analysis_repeats // 2), warmup=0)
+                                max(plan.min_repeats, plan.analysis_repeats // 2), warmup=0)
         results[kind].update(times=times, median={k: median(v) for k, v in times.items()})
         log(f"  {kind}: " + ", ".join(f"{k} {median(v):.2f} s" for k, v in times.items()))
     return results

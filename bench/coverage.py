@@ -9,8 +9,8 @@ Each scenario of :data:`study.analysis.simulation.SCENARIOS` is simulated ``--st
 with the simulation's true size effects (total, data and penalty part, at initialization and
 over the first epoch) and true threshold weight decay. Verdicts are checked for contradicting
 the truth. Prints a table, then ``name=value`` lines; ``--out`` keeps every number as JSON.
-``bench/run.py`` runs the same (200 studies per scenario; 5 with ``--quick``) and puts the
-table in bench/RESULTS.md.
+``bench/run.py`` runs the same (200 studies per scenario; 5 with ``--quick``, 1 with
+``--smoke``) and puts the table in bench/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ from typing import Any
 from bench.harness import EPOCHS, Plan, Workspace, median, sync
 from bench.overhead import bare_fit
 
-# Enough trials for the median pruner to act (it waits for 5 completed ones).
-N_TRIALS = {"quick": 8, "full": 16}
+# Enough trials for the median pruner to act (it waits for 5 completed ones); the smoke run
+# trains one (bench/pruning.py runs the pruner there).
+N_TRIALS = {"smoke": 1, "quick": 8, "full": 16}
 
 
 def default_config(storage: str, tracking: str, device: str, n_trials: int) -> Any:
@@ -65,14 +66,14 @@ def _replay(data: Any, device: Any, trials: list[Any]) -> float:
 
 def bench_default_study(ws: Workspace, data: Any, plan: Plan, device: Any) -> dict[str, Any]:
     """Service and replay, interleaved (service first, then replay first, ...) after one
-    warm-up pair. The study is seeded, so every repeat trains the warm-up's trials; the
-    figure is the median of the per-repeat ratios."""
+    warm-up pair, at least ``plan.min_repeats`` times. The study is seeded, so every repeat
+    trains the warm-up's trials; the figure is the median of the per-repeat ratios."""
     n_trials = N_TRIALS.get(plan.name, N_TRIALS["quick"])
     _, trials = _service(ws, data, device, n_trials)
     _replay(data, device, trials)
     plan_of = [(t.number, t.params, len(t.intermediate_values)) for t in trials]
     rows = []
-    for repeat in range(max(plan.overhead_repeats, 3)):
+    for repeat in range(max(plan.overhead_repeats, plan.min_repeats)):
         if repeat % 2:
             bare = _replay(data, device, trials)
             service, again = _service(ws, data, device, n_trials)

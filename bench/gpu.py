@@ -27,6 +27,7 @@ BATCH = 128  # a GPU-sized batch; digits' 64 leaves a large GPU idle between ker
 EPOCHS = 2
 CONCURRENCY = (1, 2, 4, 8)
 N_TRIALS = 16  # per concurrency level: two rounds of trials at k = 8
+REPEATS = {"smoke": 1, "quick": 3, "full": 7}  # interleaved repeats of the loop figures
 
 
 def _fit(data: Any, device: Any, width: int, epochs: int, **trainer: Any) -> float:
@@ -124,17 +125,20 @@ def trials_per_hour(ws: Workspace, device: Any, k: int, *, n_trials: int = N_TRI
 
 def bench_gpu(ws: Workspace, plan: Plan, device: Any, *,
               concurrency: Sequence[int] = CONCURRENCY) -> dict[str, Any]:
-    """Every GPU figure on ``device``."""
+    """Every GPU figure on ``device``; the smoke run trains one round of ``k`` trials per
+    concurrency level (it checks that each level runs)."""
     from study.training.data import load_dataset
 
     data = load_dataset(IMAGES, seed=0, device=device)
-    repeats = 3 if plan.name == "quick" else 7
+    repeats = REPEATS.get(plan.name, REPEATS["full"])
     return {
         "dataset": "images32 (bench/images32.py)", "n_train": int(data.n_train),
         "width": WIDTH, "batch_size": BATCH, "epochs": EPOCHS,
         "loop": loop_figures(data, device, repeats),
         "memory_mb": trial_memory_mb(data, device),
-        "concurrency": [trials_per_hour(ws, device, k) for k in concurrency],
+        "concurrency": [trials_per_hour(ws, device, k,
+                                        n_trials=k if plan.name == "smoke" else N_TRIALS)
+                        for k in concurrency],
     }
 
 

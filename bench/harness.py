@@ -61,6 +61,9 @@ class Plan:
     data_epochs: int
     profile: bool
     coverage_studies: int  # simulated studies per scenario (bench/coverage.py)
+    synthetic_trials: int = N_SYNTHETIC  # trials of the analysis/report figures
+    report_bootstrap: int = REPORT_BOOTSTRAP  # resamples of the report's importance intervals
+    min_repeats: int = 3  # the fewest repeats a figure's median is taken over
 
 
 FULL = Plan("full", widths=(8, 16, 32), overhead_repeats=12,
@@ -71,6 +74,25 @@ QUICK = Plan("quick", widths=(8, 16), overhead_repeats=3,
              analysis_repeats=2, report_repeats=1, journal_10k=False, pruning_trials=12,
              pruning_seeds=(0,), pruning_hyperband=False, data_repeats=3, data_epochs=4,
              profile=False, coverage_studies=5)
+# Every measurement once, at the smallest size that still prints every figure: checks that the
+# benchmark runs (tests/test_bench.py); its numbers mean nothing. The full run's own paths
+# (journal storage, Hyperband, profile and stage timings) cost about 15 s here and run too.
+SMOKE = Plan("smoke", widths=(8,),  # one trial per session; the first width of the others
+             # One timed repeat after the untimed warm-up round: the overhead's and the peers'
+             # costs drop the warm-up's, so they need it and one more.
+             overhead_repeats=1,
+             analysis_repeats=1, report_repeats=1,
+             journal_10k=True,
+             # The median pruner waits for 5 completed trials: the 6th is the first it can
+             # prune, and on seed 0 it does (epoch-1 loss 2.05, median 0.96), so that
+             # pruning_epoch_saving > 0.
+             pruning_trials=6,
+             pruning_seeds=(0,), pruning_hyperband=True,
+             data_repeats=1, data_epochs=1, profile=True,
+             coverage_studies=1,  # one per scenario covers a threshold in some (no empty rate)
+             synthetic_trials=100,  # ~60 COMPLETE: PED-ANOVA's top 10% still holds 6
+             report_bootstrap=2,  # the fewest resamples that give an interval
+             min_repeats=1)
 
 
 def trial_setup() -> dict[str, Any]:

@@ -52,6 +52,8 @@ from bench.overhead import bare_fit, prepare_service, run_service
 
 PEERS = ("mlflowcb", "docs", "docs_async")
 SETTINGS = {"short": EPOCHS, "long": 10}  # epochs per trial
+# Plans that run the short setting only, with so many repeats (the full run runs both).
+SHORT_ONLY = {"smoke": 1, "quick": 2}
 # Seconds MLflow's async logging thread gathers data before a batch (an int, read by MLflow).
 ASYNC_BUFFERING = "1"
 _BUFFERING_VAR = "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"
@@ -63,11 +65,12 @@ STUDY = "bench-peers"
 
 def settings_for(plan: Plan) -> list[tuple[str, int, int]]:
     """``(setting, epochs, repeats)`` of ``plan``: the short setting only, two repeats, in the
-    quick run (CI); both settings in the full run, the long one with half the repeats."""
-    if plan.name == "quick":
-        return [("short", SETTINGS["short"], 2)]
+    quick run; one in the smoke run (CI); both settings in the full run, the long one with half
+    the repeats."""
+    if plan.name in SHORT_ONLY:
+        return [("short", SETTINGS["short"], SHORT_ONLY[plan.name])]
     return [("short", SETTINGS["short"], plan.overhead_repeats),
-            ("long", SETTINGS["long"], max(3, plan.overhead_repeats // 2))]
+            ("long", SETTINGS["long"], max(plan.min_repeats, plan.overhead_repeats // 2))]
 
 
 @dataclasses.dataclass

@@ -19,8 +19,10 @@ from bench.harness import Plan, Workspace
 PARTS = ("total", "data", "penalty")
 QUESTIONS = ("init", "early")
 WIDTHS = (2, 64)
-# (studies, trials each): the eight 12-trial studies; fewer and smaller when quick.
-SIZES = {"quick": (2, 8), "full": (8, 12)}
+# (studies, trials each): the eight 12-trial studies; fewer and smaller when quick. The
+# smoke run's are the least that give every figure: two studies for an SD, four trials for an
+# interval (analyze leaves a three-trial study without one).
+SIZES = {"smoke": (2, 4), "quick": (2, 8), "full": (8, 12)}
 
 
 def replicate_config(storage: str, tracking: str, device: str, *, seed: int,

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/run.py [--quick] [--device auto|cpu|cuda] [--out bench/RESULTS.md]
+    python bench/run.py [--quick | --smoke] [--device auto|cpu|cuda] [--out bench/RESULTS.md]
                         [--json bench/results.json] [--threads N]
     python bench/run.py --render [bench/results.json] [--out bench/RESULTS.md]
 
@@ -38,12 +38,15 @@ Figures:
   ``channels_last`` and ``torch.compile`` speedups, and trials per hour at 1, 2, 4 and 8
   concurrent trials on one GPU (``bench/gpu.py``).
 
-Both modes decompose the service's cost (exclusive wall time of every MLflow, Optuna-storage,
+Every mode decomposes the service's cost (exclusive wall time of every MLflow, Optuna-storage,
 sampler and pruner call, in an instrumented variant interleaved with the others). The full run
 also profiles one trial (torch.profiler and cProfile) and times the stages of ``study analyze``
 and ``study report``. Every measurement goes to one JSON file (``bench/results.json`` for the full
 run); ``bench/RESULTS.md`` is rendered from that JSON alone (``bench/results.py``), and
-``--render`` renders it again without measuring.
+``--render`` renders it again without measuring. ``--smoke`` runs every measurement once, at the
+smallest size (``bench.harness.SMOKE``; the full run's journal storage, Hyperband and profile
+included, the long peer setting, the same code as the short one, left out): it checks that the
+benchmark runs end to end (``tests/test_bench.py``); its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -69,9 +72,9 @@ from typing import Any
 from bench import results
 from bench.harness import (
     FULL,
-    N_SYNTHETIC,
     QUICK,
     REPO,
+    SMOKE,
     TARGETS,
     Plan,
     Workspace,
@@ -85,15 +88,20 @@ from bench.sections import spread
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="Fewer repeats and configurations (< 5 min on 2 CPU cores); "
-                             "writes no results files unless --out or --json is given.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true",
+                      help="Fewer repeats and configurations (< 5 min on 2 CPU cores); "
+                           "writes no results files unless --out or --json is given.")
+    mode.add_argument("--smoke", action="store_true",
+                      help="Every measurement once, at the smallest size: checks that the "
+                           "benchmark runs; its numbers mean nothing. Like --quick, writes no "
+                           "results files unless --out or --json is given.")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto: CUDA when present, else CPU.")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"Markdown results (default: "
                              f"{results.DEFAULT_MD.relative_to(REPO)} for the full run and "
-                             f"--render, none for --quick).")
+                             f"--render, none for --quick and --smoke).")
     parser.add_argument("--json", type=Path, default=None,
                         help=f"JSON results (default: "
                              f"{results.DEFAULT_JSON.relative_to(REPO)} for the full run; "
@@ -110,13 +118,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
     """Where the Markdown and the JSON go (``None``: not written)."""
-    md = args.out.resolve() if args.out else (None if args.quick else results.DEFAULT_MD)
+    partial = args.quick or args.smoke  # never overwrite the full run's results by default
+    md = args.out.resolve() if args.out else (None if partial else results.DEFAULT_MD)
     if args.json:
         return md, args.json.resolve()
     if md is not None and args.out:
         return md, (md.with_name("results.json") if md.name == "RESULTS.md"
                     else md.with_suffix(".json"))
-    return md, None if args.quick else results.DEFAULT_JSON
+    return md, None if partial else results.DEFAULT_JSON
 
 
 def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
@@ -169,7 +178,7 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
         if device.type == "cuda":
             log("GPU: loop, AMP, channels_last, compile, concurrent trials ...")
             doc["gpu"] = bench_gpu(ws, plan, device)
-        log(f"analysis/report on {N_SYNTHETIC} synthetic trials ...")
+        log(f"analysis/report on {plan.synthetic_trials} synthetic trials ...")
         doc["analysis"] = bench_analysis(ws, plan)
         log(f"pruning: {plan.pruning_trials} trials, seeds {plan.pruning_seeds} ...")
         doc["pruning"] = bench_pruning(ws, plan, device)
@@ -210,7 +219,7 @@ def with_peers(pairs: list[tuple[str, float]], doc: dict[str, Any]
 
 
 def run(args: argparse.Namespace, command: str) -> int:
-    plan = QUICK if args.quick else FULL
+    plan = SMOKE if args.smoke else QUICK if args.quick else FULL
     md_path, json_path = _outputs(args)
     started = time.perf_counter()
     load_start = load_average()

@@ -21,8 +21,9 @@ from typing import Any
 
 from bench.harness import Plan, Workspace, median
 
-# Calls per side and kind (alternating): enough for a stable median, about a second in all.
-CALLS = {"quick": 15, "full": 40}
+# Calls per side and kind (alternating): enough for a stable median, about a second in all;
+# one in the smoke run, which checks that every call runs.
+CALLS = {"smoke": 1, "quick": 15, "full": 40}
 _PARAMS = {f"param_{i}": i for i in range(24)}  # about as many as a trial logs
 _EPOCH = {"loss": 0.5, "data_loss": 0.4, "penalty": 0.1, "val_loss": 0.6,
           "val_accuracy": 0.8, "seconds": 0.2, "lr": 0.003}
@@ -91,7 +92,8 @@ def bench_store_calls(ws: Workspace, plan: Plan) -> dict[str, Any]:
                 run, "FINISHED", tags={"s": "COMPLETE"}, metrics={"final/val_loss": 0.1},
                 step=3))),
         f"MLflow: a whole trial's writes ({_TRIAL_EPOCHS} epochs, no training between)": _pair(
-            max(n // 3, 5), lambda i: whole_trial(reference, i),
+            max(n // 3, min(n, 5)),  # a third of the calls, at least 5 (all, when fewer)
+            lambda i: whole_trial(reference, i),
             lambda i: whole_trial(service, i)),
         "Optuna: read a running trial (get_trial)": _pair(
             n, lambda i: orm.get_trial(storage, trial_id), lambda i: storage.get_trial(trial_id)),

@@ -16,8 +16,8 @@ from typing import Any, TextIO
 
 import click
 
+from study._cli_doctor import doctor_command, doctor_gate, fixed_config, fixed_options
 from study._cli_options import (
-    SEARCH_FIELDS,
     WHOLE_NUMBER,
     compare_option,
     config_options,
@@ -29,7 +29,7 @@ from study._cli_options import (
     store_options,
 )
 from study._signals import Interrupts
-from study._validation import check_fixed_hparams, check_positive
+from study._validation import check_positive
 from study.config import StudyConfig, resolve_config
 from study.errors import StudyError
 from study.redact import redact
@@ -93,8 +93,12 @@ def _progress(quiet: bool) -> TextIO | None:
               help="Local worker processes (journal: or postgresql:// storage; not SQLite).")
 @click.option("--trials-per-gpu", type=WHOLE_NUMBER, default=None,
               help="Concurrent trials (worker processes) per GPU; needs CUDA.")
+@click.option("--doctor", is_flag=True, default=False,
+              help="First run `study doctor`'s checks once (on the search's widest model, "
+                   "highest lr, smallest batch); stop on a failure.")
 @_QUIET
-def run_command(workers: int, trials_per_gpu: int | None, quiet: bool, **options: Any) -> None:
+def run_command(workers: int, trials_per_gpu: int | None, doctor: bool, quiet: bool,
+                **options: Any) -> None:
     """Create or resume a study and run trials until --n-trials of them have finished."""
     from study.runtime.workers import check_workers
 
@@ -103,6 +107,8 @@ def run_command(workers: int, trials_per_gpu: int | None, quiet: bool, **options
     if trials_per_gpu is not None:
         check_positive("trials_per_gpu", trials_per_gpu)
     _quiet_libraries()
+    if doctor:
+        doctor_gate(config)
     from study.runtime import run_session, run_with_workers
 
     if workers > 1 or trials_per_gpu is not None:
@@ -127,30 +133,13 @@ def worker_command(quiet: bool, **options: Any) -> None:
 
 
 @cli.command("trial")
-@config_options(exclude=(*SEARCH_FIELDS, "n_trials", "timeout", "sampler", "pruner",
-                         "heartbeat_interval", "storage", "study_name"))
-@click.option("--width", type=WHOLE_NUMBER, default=16, show_default=True,
-              help="Filters in the first block.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
-@click.option("--batch-size", type=WHOLE_NUMBER, default=64, show_default=True, help="Batch size.")
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True,
-              help="Weight decay (penalty coefficient in l2-in-loss mode).")
-def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
-                  **options: Any) -> None:
+@fixed_options
+def trial_command(**options: Any) -> None:
     """Train one fixed configuration and log it as one MLflow run."""
-    check_fixed_hparams(width=width, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
-    fixed = {"width_min": width, "width_max": width, "lr_min": lr, "lr_max": lr,
-             "batch_sizes": (batch_size,), "weight_decay_min": weight_decay,
-             "weight_decay_max": weight_decay}
-    config, _ = resolve({**options, **fixed})
-    if len(config.penalty_mode) != 1:
-        raise click.UsageError("`penalty_mode` must be a single mode for `study trial`.")
+    config, hp = fixed_config(options, command="trial")
     _quiet_libraries()
     from study.runtime import run_single_trial
-    from study.training import HParams
 
-    hp = HParams(width=width, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                 penalty_mode=config.penalty_mode[0], **config.training_options())
     result = run_single_trial(config, hp)
     if result.state == "FAIL":
         found = f"; diagnosis: {result.diagnosis.tag_value()}" if result.diagnosis.codes else ""
@@ -164,6 +153,9 @@ def trial_command(width: int, lr: float, batch_size: int, weight_decay: float,
     )
     if result.diagnosis.codes:
         click.echo(f"diagnosis: {result.diagnosis.detail}")
+
+
+cli.add_command(doctor_command)
 
 
 @cli.command("status")

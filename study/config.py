@@ -224,7 +224,7 @@ class StudyConfig:
             values = getattr(self, field)
             kind, value = ("fixed", values[0]) if field == "optimizer" else search_spec(values)
             if kind != "fixed" or len(values) != 1:
-                fail(field, ",".join(values), "a single value for `study trial`")
+                fail(field, ",".join(values), "a single value for one configuration")
             options[field] = value
         return options
 

@@ -357,7 +357,7 @@ def test_a_trial_trains_with_the_training_options_it_was_given(sgd_trial):
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
-    ("--momentum", "0.5,0.9", "`momentum` must be a single value for `study trial`, but got "
+    ("--momentum", "0.5,0.9", "`momentum` must be a single value for one configuration, but got "
                               "momentum='0.5,0.9'."),
     ("--bn-momentum", "0", "`bn_momentum` must be in (0, 1], but got bn_momentum=0.0."),
     ("--optimizer", "rmsprop", "`optimizer` must be one of adam, sgd, adamw, but got "

@@ -725,11 +725,12 @@ def entry_points():
 
 
 def test_mlproject_has_the_spec_entry_points(entry_points):
-    assert {"main", "study", "trial", "analyze", "report", "worker", "explain"} <= \
+    assert {"main", "study", "trial", "analyze", "report", "worker", "explain", "doctor"} <= \
         set(entry_points)
 
 
-@pytest.mark.parametrize("entry", ["main", "study", "trial", "analyze", "report", "worker"])
+@pytest.mark.parametrize("entry", ["main", "study", "trial", "analyze", "report", "worker",
+                                   "doctor"])
 def test_mlproject_defaults_equal_config_defaults(entry_points, entry):
     params = entry_points[entry]["parameters"]
     fields = [name for name in params if name in StudyConfig.field_names()]
@@ -743,13 +744,23 @@ def test_mlproject_defaults_equal_config_defaults(entry_points, entry):
     assert drifted == {}
 
 
-def test_mlproject_trial_defaults_equal_cli_trial_defaults(entry_points):
-    from study.cli import trial_command
+@pytest.mark.parametrize("entry", ["trial", "doctor"])
+def test_mlproject_fixed_defaults_equal_cli_defaults(entry_points, entry):
+    from study.cli import cli
 
-    cli_defaults = {p.name: p.default for p in trial_command.params}
-    params = entry_points["trial"]["parameters"]
+    cli_defaults = {p.name: p.default for p in cli.commands[entry].params}
+    params = entry_points[entry]["parameters"]
     own = {name: params[name]["default"] for name in ("width", "lr", "batch_size", "weight_decay")}
     assert own == {name: cli_defaults[name] for name in own}
+
+
+def test_mlproject_doctor_parameters_are_the_cli_flags(entry_points):
+    from study.cli import cli
+
+    flags = {p.name for p in cli.commands["doctor"].params}
+    assert set(entry_points["doctor"]["parameters"]) <= flags
+    assert entry_points["doctor"]["parameters"]["output_dir"]["default"] == \
+        next(p.default for p in cli.commands["doctor"].params if p.name == "output_dir")
 
 
 def test_mlproject_explain_defaults_equal_cli_explain_defaults(entry_points):
@@ -766,7 +777,7 @@ def test_mlproject_explain_defaults_equal_cli_explain_defaults(entry_points):
 
 
 @pytest.mark.parametrize("entry", ["main", "study", "trial", "analyze", "report", "worker",
-                                   "explain"])
+                                   "explain", "doctor"])
 def test_mlproject_placeholders_are_the_declared_parameters(entry_points, entry):
     spec = entry_points[entry]
     placeholders = re.findall(r"\{(\w+)\}", spec["command"])
@@ -841,5 +852,6 @@ def test_training_options_of_one_setting_are_single_values():
     config = _given(optimizer="sgd", momentum="0.5", dropout="0.25", bn_momentum="keras")
     assert config.training_options() == {"optimizer": "sgd", "momentum": 0.5, "dropout": 0.25,
                                          "bn_momentum": 0.01}
-    with pytest.raises(ConfigError, match=r"^`momentum` must be a single value for `study trial`"):
+    with pytest.raises(ConfigError,
+                       match=r"^`momentum` must be a single value for one configuration"):
         _given(momentum="0.5:0.9").training_options()

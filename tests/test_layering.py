@@ -36,7 +36,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("study.runtime",),
     ("study.analysis", "study.landscape"),
     ("study.report",),
+    ("study.doctor",),
     ("study.explain", "study._cli_options"),
+    ("study._cli_doctor",),
     ("study.cli",),
     ("study.mlproject", "study.__main__", "study"),
 )

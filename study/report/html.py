@@ -68,6 +68,9 @@ dl.kv dd { margin: 0; word-break: break-word; }
 .verdict-line.verdict-epoch-averaging { --accent: #2457a6; }
 .verdict-line.verdict-overfitting { --accent: #c0392b; }
 .verdict-line.verdict-none { --accent: #1e8449; }
+.verdict-line.verdict-pass, .verdict-pass { --accent: #1e8449; }
+.verdict-line.verdict-warn, .verdict-warn { --accent: #b9770e; }
+.verdict-line.verdict-fail, .verdict-fail { --accent: #c0392b; }
 ul.items { margin: 4px 0 12px; padding-left: 24px; max-width: 900px; }
 ul.items li { margin: 2px 0; }
 figure { margin: 12px 0 8px; }

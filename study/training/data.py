@@ -1,8 +1,10 @@
 """Datasets as ready-to-train tensors: split, standardized and moved to the device once.
 
 A dataset is named by a spec string: ``digits`` (scikit-learn's bundled 8x8 digits), ``volumes3d``
-(a seeded synthetic 3D shape task), ``npz:PATH`` (a user's file with arrays ``X`` and ``y``),
-``imagefolder:PATH`` (one sub-folder of images per class, :mod:`study.training.images`) or a
+(a seeded synthetic 3D shape task), ``npz:PATH`` (a user's file with arrays ``X`` and ``y``, or
+their own split ``x_train, y_train, x_val, y_val``: :mod:`study.training.arrays`),
+``imagefolder:PATH`` (one sub-folder of images per class, or ``train/`` and ``val/`` folders of
+them: :mod:`study.training.images`) or a
 loader ``pkg.module:callable`` / ``path/to/file.py:callable`` called without arguments and
 returning ``(X, y)`` in the ``npz`` shapes.
 """
@@ -10,7 +12,6 @@ returning ``(X, y)`` in the ``npz`` shapes.
 from __future__ import annotations
 
 import math
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,17 +20,45 @@ import torch
 
 from study._validation import fail
 from study.errors import DataError
-from study.redact import one_line
-from study.training._imports import load_callable, where_raised
-from study.training.images import Progress, load_image_folder
+from study.training.arrays import Arrays, from_loader, load_npz
+from study.training.images import (
+    Progress,
+    image_names,
+    is_split_folder,
+    load_image_folder,
+    load_image_split,
+)
 from study.training.specs import DATASETS, check_dataset_spec, check_image_size
 
-__all__ = ["DATASETS", "TensorData", "check_dataset_spec", "check_image_size", "load_dataset"]
+__all__ = ["DATASETS", "DataOrigin", "TensorData", "check_dataset_spec", "check_image_size",
+           "load_dataset"]
 
 # Enough for a 3D CNN to learn the task within a few epochs on a CPU, small enough to stay fast.
 _VOLUMES_N = 512
 _VOLUMES_SIZE = 16
 _STD_FLOOR = 1e-8
+
+
+@dataclass(frozen=True, eq=False)
+class DataOrigin:
+    """Where each sample came from, in the user's terms.
+
+    Attributes:
+        given_split: The split is the user's own (``x_train, ...`` in an ``npz``, or ``train/``
+            and ``val/`` image folders), used as given.
+        train_names: Each training sample's name: ``X[17]`` / ``x_train[17]`` (a row of the
+            user's arrays) or an image path relative to the folder.
+        val_names: The same for the validation split.
+        non_finite_train: Positions in the training split of samples that held NaN or inf
+            (kept as 0 when the loader was asked to keep them; refused otherwise).
+        non_finite_val: The same for the validation split.
+    """
+
+    given_split: bool
+    train_names: tuple[str, ...] = field(repr=False)
+    val_names: tuple[str, ...] = field(repr=False)
+    non_finite_train: tuple[int, ...] = ()
+    non_finite_val: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +75,7 @@ class TensorData:
     x_val: torch.Tensor = field(repr=False)
     y_val: torch.Tensor = field(repr=False)
     n_classes: int
+    origin: DataOrigin | None = field(default=None, repr=False)
 
     @property
     def spatial_dims(self) -> int:
@@ -76,11 +106,14 @@ class TensorData:
 def load_dataset(
     spec: str, *, seed: int, val_fraction: float = 0.2, device: str | torch.device = "cpu",
     image_size: str | None = None, progress: Progress | None = None,
+    keep_non_finite: bool = False,
 ) -> TensorData:
     """Load a dataset, split it, standardize it and move it to ``device``.
 
-    The split is stratified and shuffled with ``random_state=seed``. Each channel is standardized
-    with the mean and std of the training split only, applied identically to both splits.
+    The split is stratified and shuffled with ``random_state=seed``, unless the user gave their
+    own (``npz`` with ``x_train, y_train, x_val, y_val``; an image folder with ``train/`` and
+    ``val/``), which is used as given. Each channel is standardized with the mean and std of
+    the training split only, applied identically to both splits.
 
     Args:
         spec: A dataset spec, see :func:`check_dataset_spec`.
@@ -90,9 +123,12 @@ def load_dataset(
         image_size: ``imagefolder:`` only: ``"S"`` or ``"HxW"``; default the most common size.
         progress: ``imagefolder:`` only: called as ``progress(done, total)`` while a large
             folder is decoded.
+        keep_non_finite: A user's samples holding NaN or inf are kept as 0 and listed in
+            ``origin`` (``study doctor``), instead of refused.
 
     Returns:
-        The split as float32 inputs and int64 labels on ``device``.
+        The split as float32 inputs and int64 labels on ``device``, with ``origin`` naming
+        each sample.
 
     Raises:
         ConfigError: ``spec``, ``seed`` or ``val_fraction`` is invalid.
@@ -105,21 +141,17 @@ def load_dataset(
         fail("seed", seed, "an integer >= 0")
     if not 0 < val_fraction < 1:
         fail("val_fraction", val_fraction, "in (0, 1)")
-    if spec == "digits":
-        x, y = _digits()
-    elif spec == "volumes3d":
-        x, y = _volumes3d(seed)
-    elif spec.startswith("npz:"):
-        x, y = _load_npz(Path(spec[4:]).expanduser())
-    elif spec.startswith("imagefolder:"):
-        root = Path(spec[len("imagefolder:"):]).expanduser()
-        x, y, _ = load_image_folder(root, image_size=size, progress=progress)
-        x = x.astype(np.float32)
+    found = _read(spec, seed=seed, size=size, progress=progress, keep=keep_non_finite)
+    if found.split is not None:
+        x_train, y_train, x_val, y_val = found.split
+        n_classes = int(y_train.max()) + 1
+        train_rows, val_rows = np.arange(len(y_train)), np.arange(len(y_val))
     else:
-        x, y = _from_loader(spec)
-    n_classes = int(y.max()) + 1
-    x_train, x_val, y_train, y_val = _split(x, y, n_classes, seed=seed, val_fraction=val_fraction)
-    axes = (0, *range(2, x.ndim))
+        n_classes = int(found.y.max()) + 1
+        train_rows, val_rows = _split(found.y, n_classes, seed=seed, val_fraction=val_fraction)
+        x_train, y_train = found.x[train_rows], found.y[train_rows]
+        x_val, y_val = found.x[val_rows], found.y[val_rows]
+    axes = (0, *range(2, x_train.ndim))
     mean = x_train.mean(axis=axes, keepdims=True, dtype=np.float64)
     std = np.maximum(x_train.std(axis=axes, keepdims=True, dtype=np.float64), _STD_FLOOR)
 
@@ -129,7 +161,58 @@ def load_dataset(
     def to_y(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a.astype(np.int64)).to(device)
 
-    return TensorData(spec, to_x(x_train), to_y(y_train), to_x(x_val), to_y(y_val), n_classes)
+    origin = _origin(found, spec, train_rows, val_rows)
+    return TensorData(spec, to_x(x_train), to_y(y_train), to_x(x_val), to_y(y_val), n_classes,
+                      origin=origin)
+
+
+def _read(spec: str, *, seed: int, size: tuple[int, int] | None, progress: Progress | None,
+          keep: bool) -> Arrays:
+    if spec == "digits":
+        return Arrays(*_digits())
+    if spec == "volumes3d":
+        return Arrays(*_volumes3d(seed))
+    if spec.startswith("npz:"):
+        return load_npz(Path(spec[4:]).expanduser(), keep_non_finite=keep)
+    if spec.startswith("imagefolder:"):
+        root = Path(spec[len("imagefolder:"):]).expanduser()
+        if is_split_folder(root):
+            x_train, y_train, x_val, y_val, _ = load_image_split(root, image_size=size,
+                                                                 progress=progress)
+            return Arrays(split=(x_train.astype(np.float32), y_train,
+                                 x_val.astype(np.float32), y_val))
+        x, y, _ = load_image_folder(root, image_size=size, progress=progress)
+        return Arrays(x.astype(np.float32), y)
+    return from_loader(spec, keep_non_finite=keep)
+
+
+def _origin(found: Arrays, spec: str, train_rows: np.ndarray,
+            val_rows: np.ndarray) -> DataOrigin:
+    """Name each sample as the user finds it: a row of their arrays or an image file."""
+    given = found.split is not None
+    if spec.startswith("imagefolder:"):
+        root = Path(spec[len("imagefolder:"):]).expanduser()
+        if given:
+            train = [f"train/{n}" for n in image_names(root / "train")]
+            val = [f"val/{n}" for n in image_names(root / "val")]
+        else:
+            train = val = image_names(root)
+    else:
+        train, val = ("x_train", "x_val") if given else ("X", "X")
+        train = [f"{train}[{i}]" for i in range(int(train_rows.max()) + 1)]
+        val = [f"{val}[{i}]" for i in range(int(val_rows.max()) + 1)]
+    bad_train, bad_val = found.non_finite
+    if not given:  # rows of X: find where the split put them
+        position = np.full(len(found.y), -1)
+        position[train_rows] = np.arange(len(train_rows))
+        where_val = np.full(len(found.y), -1)
+        where_val[val_rows] = np.arange(len(val_rows))
+        bad_train, bad_val = (tuple(int(p[i]) for i in bad_train if p[i] >= 0)
+                              for p in (position, where_val))
+    return DataOrigin(given_split=given, train_names=tuple(train[i] for i in train_rows),
+                      val_names=tuple(val[i] for i in val_rows),
+                      non_finite_train=tuple(sorted(bad_train)),
+                      non_finite_val=tuple(sorted(bad_val)))
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -159,113 +242,9 @@ def _volumes3d(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x[:, None], y.astype(np.int64)
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read and validate ``X`` and ``y``; return ``X`` as ``(N, C, ...)`` float32, ``y`` int64."""
-    if not path.is_file():
-        raise DataError(f"`dataset` must name an existing .npz file, but got no file at {path}.")
-    # np.load would read a .npy too, and blames pickling for text files; test the format first.
-    if not zipfile.is_zipfile(path):
-        raise DataError(
-            f"`dataset` must be a .npz file (numpy.savez) of X and y, but got {path}, "
-            "which is not a zip archive."
-        )
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"`dataset` must be a readable .npz file, but got {path} ({exc}).") from exc
-    with archive:
-        missing = [key for key in ("X", "y") if key not in archive.files]
-        if missing:
-            raise DataError(
-                f"`dataset` must be a .npz file with arrays X and y, but got {path} "
-                f"without {' and '.join(missing)} (arrays: {', '.join(archive.files) or 'none'})."
-            )
-        x, y = (_read_array(archive, key) for key in ("X", "y"))
-    return _check_x(x), _check_y(y, n=len(x))
-
-
-def _from_loader(spec: str) -> tuple[np.ndarray, np.ndarray]:
-    loader = load_callable(spec, field="dataset")
-    try:
-        result = loader()
-    except Exception as exc:  # user code may raise anything
-        raise DataError(f"`dataset` {spec!r} raised{where_raised(exc)}: {type(exc).__name__}: "
-                        f"{one_line(exc)}") from None
-    if not isinstance(result, tuple | list) or len(result) != 2:
-        length = f" of length {len(result)}" if isinstance(result, tuple | list) else ""
-        raise DataError(f"`dataset` {spec!r} must return a pair (X, y), but returned "
-                        f"{type(result).__name__}{length}.")
-    try:
-        x, y = (np.asarray(a) for a in result)
-    except Exception as exc:  # e.g. a CUDA tensor or ragged lists
-        raise DataError(f"`dataset` {spec!r} must return arrays, but X or y could not be "
-                        f"converted: {one_line(exc)}") from None
-    return _check_x(x), _check_y(y, n=len(x))
-
-
-def _read_array(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
-    try:
-        return archive[key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        # Object arrays need pickle, which a data file must never be allowed to run.
-        raise DataError(
-            f"`{key}` must be a numeric array stored without pickle, but got an unreadable "
-            f"array ({exc})."
-        ) from exc
-
-
-def _check_x(x: np.ndarray) -> np.ndarray:
-    if x.dtype.kind not in "biuf":
-        raise DataError(
-            f"`X` must be a numeric array (bool, int or float), but got X.dtype={x.dtype}."
-        )
-    if x.ndim not in (3, 4, 5):
-        raise DataError(
-            "`X` must have shape (N, H, W), (N, C, H, W) or (N, C, D, H, W), "
-            f"but got X.shape={x.shape}."
-        )
-    if x.size == 0:
-        raise DataError(f"`X` must be non-empty, but got X.shape={x.shape}.")
-    n_bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-    if n_bad:
-        raise DataError(f"`X` must be finite, but got {n_bad} NaN/inf values.")
-    x = x.astype(np.float32)
-    return x[:, None] if x.ndim == 3 else x
-
-
-def _check_y(y: np.ndarray, *, n: int) -> np.ndarray:
-    if y.ndim != 1:
-        raise DataError(f"`y` must be 1-D (one label per sample), but got y.shape={y.shape}.")
-    if len(y) != n:
-        raise DataError(f"`y` must have the same length as `X` ({n}), but got len(y)={len(y)}.")
-    if y.dtype.kind not in "biuf":
-        raise DataError(f"`y` must hold integer class labels, but got y.dtype={y.dtype}.")
-    if y.dtype.kind == "f":
-        bad = y[~(np.isfinite(y) & (y == np.round(y)))]
-        if bad.size:
-            raise DataError(
-                f"`y` must hold integer class labels, but got {bad.size} non-integer values "
-                f"(e.g. {bad[0]!r})."
-            )
-    y = y.astype(np.int64)
-    labels, counts = np.unique(y, return_counts=True)
-    if labels[0] != 0 or labels[-1] != len(labels) - 1 or len(labels) < 2:
-        shown = ", ".join(str(v) for v in labels[:10]) + (", ..." if len(labels) > 10 else "")
-        raise DataError(
-            "`y` must hold labels 0..K-1 with K >= 2 and every class present, "
-            f"but got labels {{{shown}}}."
-        )
-    if counts.min() < 2:
-        raise DataError(
-            "`y` must have at least 2 samples per class (for a stratified split), "
-            f"but got {counts.min()} sample of class {labels[counts.argmin()]}."
-        )
-    return y
-
-
-def _split(
-    x: np.ndarray, y: np.ndarray, n_classes: int, *, seed: int, val_fraction: float
-) -> list[np.ndarray]:
+def _split(y: np.ndarray, n_classes: int, *, seed: int,
+           val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the training and the validation split: stratified, shuffled by ``seed``."""
     from sklearn.model_selection import train_test_split
 
     # Same arithmetic as scikit-learn, checked here to turn its ValueError into a clear message.
@@ -277,6 +256,7 @@ def _split(
             f"sides, but got val_fraction={val_fraction!r}: {n_train} train and {n_val} val "
             f"samples out of {len(y)}."
         )
-    return train_test_split(
-        x, y, test_size=val_fraction, random_state=seed, shuffle=True, stratify=y
+    train_rows, val_rows = train_test_split(
+        np.arange(len(y)), test_size=val_fraction, random_state=seed, shuffle=True, stratify=y
     )
+    return train_rows, val_rows

@@ -22,7 +22,8 @@ import numpy as np
 
 from study.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "cache_dir", "load_image_folder", "parse_image_size"]
+__all__ = ["IMAGE_SUFFIXES", "cache_dir", "image_names", "is_split_folder", "load_image_folder",
+           "parse_image_size"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Below this many files decoding takes a second or two: no progress lines.
@@ -54,6 +55,7 @@ def cache_dir() -> Path:
 
 def load_image_folder(
     root: Path, *, image_size: tuple[int, int] | None = None, progress: Progress | None = None,
+    validation: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decode a folder of class sub-folders into ``X (N, C, H, W) uint8`` and ``y (N,) int64``.
 
@@ -62,6 +64,7 @@ def load_image_folder(
         image_size: ``(H, W)`` to resize to; ``None`` takes the most common size.
         progress: Called as ``progress(done, total)`` while decoding folders of
             :data:`PROGRESS_MIN_FILES` or more images.
+        validation: A given validation split: one class and one image per class suffice.
 
     Returns:
         The images, their labels and the class names (label ``i`` is ``classes[i]``).
@@ -70,7 +73,7 @@ def load_image_folder(
         DataError: The folder is missing, has fewer than two classes, a class has fewer than
             two images, or an image cannot be read; the message names the folder or file.
     """
-    files, labels, classes = _list(root)
+    files, labels, classes = _list(root, validation=validation)
     # The files (names, sizes, times) and the requested size decide the decoded array, so a
     # cached one is found without opening a single image.
     key = _cache_key(root, files, image_size)
@@ -92,7 +95,45 @@ def load_image_folder(
     return x, np.asarray(labels, dtype=np.int64), classes
 
 
-def _list(root: Path) -> tuple[list[Path], list[int], list[str]]:
+def load_image_split(
+    root: Path, *, image_size: tuple[int, int] | None = None, progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Decode ``root/train`` and ``root/val`` (the user's own split) into ``x_train, y_train,
+    x_val, y_val`` at one size (the training images' most common one by default) and return
+    the class names; a validation class is labelled by its name among the training classes.
+
+    Raises:
+        DataError: Either folder is malformed, or ``val/`` holds a class ``train/`` has not.
+    """
+    x_train, y_train, classes = load_image_folder(root / "train", image_size=image_size,
+                                                  progress=progress)
+    size = (int(x_train.shape[2]), int(x_train.shape[3]))
+    x_val, y_val, val_classes = load_image_folder(root / "val", image_size=size,
+                                                  progress=progress, validation=True)
+    unknown = [c for c in val_classes if c not in classes]
+    if unknown:
+        raise DataError(f"`dataset` imagefolder:{root} must hold in val/ only classes of train/ "
+                        f"({', '.join(classes)}), but val/ also holds {', '.join(unknown)}.")
+    if x_val.shape[1] != x_train.shape[1]:  # one split all grayscale, the other not
+        x_train, x_val = (np.repeat(a, 3, axis=1) if a.shape[1] == 1 else a
+                          for a in (x_train, x_val))
+    to_train = np.asarray([classes.index(c) for c in val_classes], dtype=np.int64)
+    return x_train, y_train, x_val, to_train[y_val], classes
+
+
+def is_split_folder(root: Path) -> bool:
+    """``root`` holds the user's own split: ``train/`` and ``val/`` sub-folders, each of class
+    sub-folders (any other folder beside them, such as ``test/``, is ignored)."""
+    return (root / "train").is_dir() and (root / "val").is_dir()
+
+
+def image_names(root: Path) -> list[str]:
+    """The images of ``root`` as paths relative to it, in the order of
+    :func:`load_image_folder`'s rows."""
+    return [str(path.relative_to(root)) for path in _list(root, validation=True)[0]]
+
+
+def _list(root: Path, *, validation: bool = False) -> tuple[list[Path], list[int], list[str]]:
     if not root.is_dir():
         raise DataError(f"`dataset` must name a folder of class sub-folders, but got "
                         f"imagefolder:{root}, which is not a folder.")
@@ -105,15 +146,17 @@ def _list(root: Path) -> tuple[list[Path], list[int], list[str]]:
                         p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             continue  # torchvision skips empty class folders too
-        if len(images) < 2:
+        if len(images) < 2 and not validation:
             raise DataError(f"class {folder.name!r} must hold at least 2 images (for a "
                             f"stratified split), but {folder} holds {len(images)}.")
         files += images
         labels += [len(classes)] * len(images)
         classes.append(folder.name)
-    if len(classes) < 2:
+    least = 1 if validation else 2
+    if len(classes) < least:
         found = ", ".join(repr(c) for c in classes) or "none"
-        raise DataError(f"`dataset` imagefolder:{root} must hold at least 2 class sub-folders "
+        raise DataError(f"`dataset` imagefolder:{root} must hold at least {least} class "
+                        f"sub-folder{'s' if least > 1 else ''} "
                         f"of {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images, but got "
                         f"{len(classes)} ({found}).")
     return files, labels, classes

@@ -253,7 +253,7 @@ def test_npz_nan_in_x(tmp_path):
     x[0, 0, 0] = np.nan
     x[1, 2, 3] = np.inf
     x[5, 1, 1] = -np.inf
-    with pytest.raises(DataError, match=r"`X` must be finite, but got 3 NaN/inf values\."):
+    with pytest.raises(DataError, match=r"`X` must be finite, but got 3 NaN/inf values in"):
         load_dataset(_npz(tmp_path, x, y), seed=0)
 
 

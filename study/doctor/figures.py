@@ -1,0 +1,175 @@
+"""The doctor's figures, as PNG bytes drawn from each check's figure data.
+
+Kinds: ``lr`` (the range test: loss against learning rate, log scale, with the suggestion, the
+divergence onset and the configured rate marked), ``overfit`` (one batch's loss per step),
+``init`` (each layer's activation scale and gradient norm at initialization), ``batch-size``
+(the gradient noise scale against the configured batch size), ``labels`` (the histogram of
+out-of-fold self-confidence) and ``outliers`` (the largest training losses).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from study.doctor.base import CheckResult
+from study.report.figures import to_png
+
+__all__ = ["CAPTIONS", "build_figure", "check_figure"]
+
+CAPTIONS = {
+    "lr": "Learning-rate range test: the smoothed loss as the learning rate grows "
+          "exponentially; dotted lines mark the suggestion (steepest descent), the divergence "
+          "onset and the configured rate.",
+    "overfit": "One small batch trained alone: its loss per step (log scale).",
+    "init": "At initialization: each layer's output scale (RMS) and gradient norm (log scale).",
+    "labels": "Out-of-fold probability each training sample's model gives its own label "
+              "(self-confidence); mislabeled samples pile up near 0.",
+    "outliers": "The largest per-sample training losses after a short training, highest "
+                "first; the dotted line is where a loss counts as extreme.",
+    "batch-size": "The gradient noise scale B_simple at initialization and after a short "
+                  "training, against the configured batch size; the band is where the batch "
+                  "size is within 10x of the trained estimate.",
+}
+_MARKS = (("suggested_lr", "suggested", "#1e8449"), ("onset_lr", "divergence onset", "#c0392b"),
+          ("configured_lr", "configured", "#2457a6"))
+
+
+def check_figure(result: CheckResult) -> bytes | None:
+    """The PNG of ``result``'s figure, or ``None`` when it has none (or no data to draw)."""
+    fig = build_figure(result)
+    return to_png(fig) if fig is not None else None
+
+
+def build_figure(result: CheckResult) -> Figure | None:
+    """``result``'s figure, or ``None`` when it has none (or no data to draw)."""
+    data = result.figure
+    if not data:
+        return None
+    draw = {"lr": _lr, "overfit": _overfit, "init": _init, "batch-size": _batch_size,
+            "labels": _labels, "outliers": _outliers}.get(str(data.get("kind")))
+    return draw(data) if draw is not None and _has_data(data) else None
+
+
+def _has_data(data: Mapping[str, Any]) -> bool:
+    series = {"lr": "loss", "overfit": "loss", "init": "layers", "batch-size": "b_simple",
+              "labels": "self_confidence", "outliers": "loss_sorted"}[str(data["kind"])]
+    return any(v is not None for v in data.get(series) or [])
+
+
+def _lr(data: Mapping[str, Any]) -> Figure:
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.add_subplot()
+    if data.get("raw_loss"):
+        ax.plot(data["lr"], data["raw_loss"], color="0.75", linewidth=0.8, label="loss per step")
+    ax.plot(data["lr"], data["loss"], color="#333", linewidth=1.6, label="smoothed loss")
+    for key, label, color in _MARKS:
+        value = data.get(key)
+        if value:
+            ax.axvline(value, color=color, linestyle=":", linewidth=1.6,
+                       label=f"{label} {value:.2g}")
+    ax.set_xscale("log")
+    losses = [v for v in data["loss"] if v == v]
+    if losses:  # the divergence would squash the curve: cap the axis at 4x the minimum's span
+        low = min(losses)
+        ax.set_ylim(low - 0.05 * abs(low) - 0.05, max(losses[0], low) * 1.5 + 0.5)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title("Learning-rate range test")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def _overfit(data: Mapping[str, Any]) -> Figure:
+    fig = Figure(figsize=(7.5, 3.6))
+    ax = fig.add_subplot()
+    ax.plot(data["step"], [max(v, 1e-6) for v in data["loss"]], color="#2457a6")
+    if data.get("target"):
+        ax.axhline(data["target"], color="#1e8449", linestyle=":", label="near zero")
+        ax.legend(fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss of the batch")
+    ax.set_title("Overfitting one batch")
+    fig.tight_layout()
+    return fig
+
+
+def _init(data: Mapping[str, Any]) -> Figure:
+    layers = list(data["layers"])
+    fig = Figure(figsize=(7.5, 1.6 + 0.28 * len(layers)))
+    axes = fig.subplots(1, 2, sharey=True)
+    positions = range(len(layers))
+    for ax, key, title in ((axes[0], "activation_rms", "output RMS"),
+                           (axes[1], "grad_norm", "gradient norm")):
+        values = [max(float(v), 1e-12) for v in data.get(key) or [0.0] * len(layers)]
+        ax.barh(positions, values, color="#4C72B0")
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=10)
+    axes[0].set_yticks(list(positions), layers, fontsize=8)
+    axes[0].invert_yaxis()
+    loss, reference = data.get("loss"), data.get("reference_loss")
+    if loss is not None and reference is not None:
+        fig.suptitle(f"At initialization: loss {loss:.3g} against ln K = {reference:.3g}",
+                     fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _batch_size(data: Mapping[str, Any]) -> Figure:
+    labels = list(data["labels"])
+    values = [v if v is not None and v > 0 else float("nan") for v in data["b_simple"]]
+    fig = Figure(figsize=(7.5, 2.6))
+    ax = fig.add_subplot()
+    ax.barh(range(len(labels)), values, color="#4C72B0")
+    ax.set_yticks(list(range(len(labels))), labels)
+    ax.invert_yaxis()
+    trained = values[-1]
+    if trained == trained:
+        ax.axvspan(trained / 10, trained * 10, color="#1e8449", alpha=0.08,
+                   label="within 10x of the trained estimate")
+    configured = data["configured_batch_size"]
+    ax.axvline(configured, color="#2457a6", linestyle=":", linewidth=1.6,
+               label=f"configured batch size {configured}")
+    ax.set_xscale("log")
+    ax.set_xlabel("B_simple = tr(Sigma) / |G|^2 (samples)")
+    ax.set_title("Gradient noise scale")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _labels(data: Mapping[str, Any]) -> Figure:
+    counts, edges = list(data["self_confidence"]), list(data["bins"])
+    fig = Figure(figsize=(7.5, 3.2))
+    ax = fig.add_subplot()
+    widths = [b - a for a, b in itertools.pairwise(edges)]
+    ax.bar(edges[:len(counts)], counts, width=widths, align="edge", color="#4C72B0")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_xlabel("out-of-fold probability of the sample's own label")
+    ax.set_ylabel("training samples")
+    ax.set_title("Self-confidence")
+    fig.tight_layout()
+    return fig
+
+
+def _outliers(data: Mapping[str, Any]) -> Figure:
+    losses = list(data["loss_sorted"])
+    fig = Figure(figsize=(7.5, 3.2))
+    ax = fig.add_subplot()
+    ax.plot(range(1, len(losses) + 1), [max(v, 1e-6) for v in losses], color="#2457a6",
+            marker=".", linewidth=1)
+    if data.get("loss_floor"):
+        ax.axhline(data["loss_floor"], color="#c0392b", linestyle=":",
+                   label=f"extreme above {data['loss_floor']:.3g}")
+        ax.legend(fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("rank (highest loss first)")
+    ax.set_ylabel("training loss")
+    ax.set_title("Largest per-sample losses")
+    fig.tight_layout()
+    return fig

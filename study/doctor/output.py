@@ -1,0 +1,159 @@
+"""What the doctor writes: the terminal table, ``doctor.json`` and the HTML page.
+
+``doctor.json`` is ``{"schema": "study.doctor/1", "status", "inputs", "checks": [{"name",
+"status", "evidence", "advice", "budget", "seconds", "details", ...}]}``; a check's
+``suspects`` (the labels check's likely mislabeled samples) and its figure's data sit beside
+its ``details``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from study.doctor.base import CheckResult, worst
+from study.doctor.figures import CAPTIONS, check_figure
+from study.report.blocks import (
+    Bullets,
+    Code,
+    Details,
+    FigureRef,
+    Heading,
+    KeyValues,
+    Para,
+    Table,
+    Verdict,
+)
+from study.report.html import render_html
+
+__all__ = ["SCHEMA", "document", "table_text", "write_outputs"]
+
+SCHEMA = "study.doctor/1"
+# Suspects shown on the page; doctor.json keeps the check's whole list.
+_PAGE_SUSPECTS = 20
+
+
+def table_text(results: Sequence[CheckResult], *, width: int | None = None) -> str:
+    """One row per check (name, status, evidence), and under a warning or a failure what to
+    do; the evidence wraps at the terminal's width."""
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    name_w = max([len("check"), *(len(r.name) for r in results)])
+    lead = name_w + 2 + 7  # "name  status " then the evidence
+    rows = [f"{'check':<{name_w}}  status evidence", f"{'-' * name_w}  ------ {'-' * 8}"]
+    for r in results:
+        lines = textwrap.wrap(r.evidence, max(40, width - lead)) or [""]
+        rows.append(f"{r.name:<{name_w}}  {r.status:<6} {lines[0]}")
+        rows += [" " * lead + line for line in lines[1:]]
+        if r.status != "pass":
+            todo = textwrap.wrap(f"what to do: {r.advice}", max(40, width - lead))
+            rows += [" " * lead + line for line in todo]
+    return "\n".join(rows)
+
+
+def document(results: Sequence[CheckResult], *, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON document of a checklist run."""
+    return {"schema": SCHEMA, "status": worst(results), "inputs": dict(inputs),
+            "checks": [_check_entry(r) for r in results]}
+
+
+def _check_entry(result: CheckResult) -> dict[str, Any]:
+    details = dict(result.details)
+    entry: dict[str, Any] = {"name": result.name, "status": result.status,
+                             "evidence": result.evidence, "advice": result.advice,
+                             "budget": result.budget, "seconds": result.seconds}
+    if "suspects" in details:
+        entry["suspects"] = details.pop("suspects")
+    entry["details"] = details
+    if result.figure is not None:
+        entry["figure"] = dict(result.figure)
+    return entry
+
+
+def write_outputs(results: Sequence[CheckResult], *, inputs: Mapping[str, Any],
+                  folder: Path) -> dict[str, Path]:
+    """Write ``doctor.json``, ``doctor.html`` and ``figures/<check>.png`` into ``folder``.
+
+    Returns:
+        The files written, by kind (``json``, ``html`` and ``figure:<check>``).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {"json": folder / "doctor.json", "html": folder / "doctor.html"}
+    doc = document(results, inputs=inputs)
+    written["json"].write_text(json.dumps(_finite(doc), indent=2) + "\n", encoding="utf-8")
+    figures = {r.name: png for r in results if (png := check_figure(r)) is not None}
+    (folder / "figures").mkdir(exist_ok=True)
+    for name, png in figures.items():
+        path = folder / "figures" / f"{name}.png"
+        path.write_bytes(png)
+        written[f"figure:{name}"] = path
+    page = render_html(f"study doctor: {doc['status']}", _blocks(results, inputs), figures)
+    written["html"].write_text(page, encoding="utf-8")
+    return written
+
+
+def _blocks(results: Sequence[CheckResult], inputs: Mapping[str, Any]) -> list[Any]:
+    status = worst(results)
+    failed = [r.name for r in results if r.status == "fail"]
+    warned = [r.name for r in results if r.status == "warn"]
+    summary = (f"{len(failed)} check(s) failed ({', '.join(failed)})" if failed else
+               f"no check failed; {len(warned)} warned" + (f" ({', '.join(warned)})"
+                                                           if warned else ""))
+    passed = [r.name for r in results if r.status == "pass"]
+    # The first screen: each problem with its evidence; the passes in one line.
+    lines = [(r.name, r.status, r.evidence) for r in results if r.status != "pass"]
+    if passed:
+        lines.append(("the other checks" if lines else "every check", "pass",
+                      ", ".join(passed)))
+    blocks: list[Any] = [
+        Heading(1, f"Why is my training loss rising? Doctor: {status}"),
+        Verdict(code=status, text=f"{summary}. Each check below says what it measured, "
+                                  "its budget, and what it does not rule out.",
+                lines=tuple(lines)),
+        Details("Inputs", [KeyValues([(k, Code(str(v))) for k, v in inputs.items()])]),
+        Heading(2, "Checks", anchor="checks"),
+        Table(["check", "status", "evidence", "what to do", "seconds"],
+              [[r.name, r.status, r.evidence, r.advice, f"{r.seconds:.1f}"] for r in results],
+              numeric=frozenset({4}), wrap=frozenset({2, 3}),
+              highlight=frozenset(i for i, r in enumerate(results) if r.status != "pass")),
+    ]
+    for r in results:
+        blocks += _check_section(r)
+    return blocks
+
+
+def _check_section(result: CheckResult) -> list[Any]:
+    blocks: list[Any] = [
+        Heading(2, f"{result.name}: {result.status}", anchor=f"check-{result.name}"),
+        Para([result.evidence]),
+        Para(["What to do: ", result.advice]),
+        Para([f"Budget: {result.budget}; took {result.seconds:.1f} s."], css="note"),
+    ]
+    if result.figure is not None:
+        blocks.append(FigureRef(result.name, alt=f"{result.name} check",
+                                caption=CAPTIONS.get(str(result.figure.get("kind")),
+                                                     result.name)))
+    suspects = result.details.get("suspects")
+    if suspects:
+        shown = list(suspects)[:_PAGE_SUSPECTS]
+        more = len(suspects) - len(shown)
+        blocks.append(Para([f"Suspects, most suspicious first ({len(suspects)} listed"
+                            + (f"; the first {len(shown)} here, all in doctor.json" if more
+                               else "") + "):"]))
+        blocks.append(Bullets([[Code(str(s))] for s in shown]))
+    return blocks
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as ``null``: JSON has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

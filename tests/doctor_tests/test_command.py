@@ -1,0 +1,159 @@
+"""``study doctor`` end to end: the real CLI on a user's own train/validation split, its table,
+``doctor.json``, page and MLflow run; bad input; ``study run --doctor``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from sklearn.datasets import load_digits
+
+from study.doctor.runner import CHECKS
+from tests.conftest import cli_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def write_split(path, *, scale_val: float = 1.0, flip: float = 0.0, seed: int = 0):
+    """Digits as the user's own split (``x_train, y_train, x_val, y_val``), optionally with a
+    planted fault: validation inputs scaled, or a fraction of training labels flipped."""
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = bunch.data.reshape(-1, 1, 8, 8).astype(np.float32)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, bunch.target, test_size=0.2, random_state=seed, stratify=bunch.target)
+    flipped = np.array([], dtype=int)
+    if flip:
+        rng = np.random.default_rng(seed)
+        flipped = rng.choice(len(y_train), int(flip * len(y_train)), replace=False)
+        y_train = y_train.copy()
+        y_train[flipped] = (y_train[flipped] + rng.integers(1, 10, len(flipped))) % 10
+    np.savez(path, x_train=x_train, y_train=y_train, x_val=x_val * scale_val, y_val=y_val)
+    return f"npz:{path}", flipped
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, mlflow_template_db):
+    """``study doctor`` once on clean digits given as the user's own split."""
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("doctor")
+    shutil.copyfile(mlflow_template_db, tmp / "mlflow.db")
+    tracking = f"sqlite:///{tmp / 'mlflow.db'}"
+    spec, _ = write_split(tmp / "digits.npz")
+    result = run_cli(["doctor", "--dataset", spec, "--output-dir", str(tmp / "out"),
+                      "--experiment", "doc"], cwd=tmp, env=cli_env(tracking), timeout=600)
+    return tmp, tracking, result
+
+
+def test_clean_digits_pass_every_check_and_exit_0(clean_run):
+    tmp, _, result = clean_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads((tmp / "out" / "doctor.json").read_text())
+    assert [c["name"] for c in doc["checks"]] == list(CHECKS)
+    assert [c["name"] for c in doc["checks"] if c["status"] == "fail"] == []
+    assert doc["inputs"]["split"] == "given" and doc["inputs"]["n_val"] == 360
+    assert doc["status"] in ("pass", "warn")
+
+
+def test_table_lists_every_check_with_its_status(clean_run):
+    _, _, result = clean_run
+    rows = [line.split()[:2] for line in result.stdout.splitlines()[2:]
+            if line and not line.startswith(" ") and not line.startswith("doctor:")]
+    assert [r[0] for r in rows] == list(CHECKS)
+    assert all(r[1] in ("pass", "warn") for r in rows)
+    # Progress went to stderr, one line per check.
+    assert sum(line.startswith("doctor [") for line in result.stderr.splitlines()) == 9
+
+
+def test_the_run_holds_the_files_and_the_statuses(clean_run):
+    _, tracking, _ = clean_run
+    client = MlflowClient(tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name("doc").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["study.role"] == "doctor"
+    assert run.data.tags["study.doctor.lr"] in ("pass", "warn")
+    assert run.data.metrics["doctor/failed"] == 0
+    assert run.data.params["doctor.width"] == "16"
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "doctor")}
+    assert {"doctor/doctor.json", "doctor/doctor.html", "doctor/figures"} <= logged
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, tracking_uri):
+    result = run_cli(["doctor", "--dataset", f"npz:{tmp_path / 'missing.npz'}",
+                      "--output-dir", str(tmp_path / "out")], cwd=tmp_path,
+                     env=cli_env(tracking_uri))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: `dataset` must name an existing .npz file, but got no file at "
+        f"{tmp_path / 'missing.npz'}."]
+    assert not (tmp_path / "out").exists()
+    client = MlflowClient(tracking_uri)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_an_unknown_check_is_a_usage_error(tmp_path):
+    result = run_cli(["doctor", "--checks", "lr,vibes"], cwd=tmp_path, env=cli_env())
+    assert result.returncode == 2
+    assert "'--checks': must be among labels" in result.stderr
+
+
+FAULTS = {
+    # fault: (dataset variant, flags, the one check that must fail)
+    "flipped labels": ({"flip": 0.2}, {}, "labels"),
+    "validation scaled": ({"scale_val": 3.0}, {}, "preprocessing"),
+    "lr far too high": ({}, {"lr": 1.0}, "lr"),
+    "weights x10 at init": ({}, {"model": "tests/doctor_tests/models.py:scaled_cnn"}, "init"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_planted_fault_fails_its_own_check_and_no_other(fault, tmp_path):
+    from study.config import StudyConfig
+    from study.doctor import run_checks
+    from study.doctor.command import load_inputs
+    from study.training import HParams
+
+    variant, flags, own = FAULTS[fault]
+    spec, flipped = write_split(tmp_path / "data.npz", **variant)
+    config = StudyConfig(dataset=spec, model=flags.get("model", "cnn"), device="cpu")
+    hp = HParams(width=16, lr=flags.get("lr", 1e-3), batch_size=64, weight_decay=1e-4)
+    results = {r.name: r for r in run_checks(load_inputs(config, hp))}
+    assert [n for n, r in results.items() if r.status == "fail"] == [own], {
+        n: r.evidence for n, r in results.items() if r.status != "pass"}
+    if len(flipped):
+        suspects = results["labels"].details["suspects"]
+        top = suspects[:len(flipped) // 2]
+        hits = len(set(top) & {f"x_train[{i}]" for i in flipped})
+        assert hits >= 0.9 * len(top)
+
+
+def test_run_with_doctor_stops_before_the_study_on_a_failed_check(tmp_path, tracking_uri):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = run_cli(["run", "--doctor", "--study-name", "hot", "--storage", storage,
+                      "--lr-min", "0.5", "--lr-max", "2", "--n-trials", "1", "--epochs", "1"],
+                     cwd=tmp_path, env=cli_env(tracking_uri), timeout=600)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: doctor: lr failed on the search's most demanding corner")
+    assert last.endswith("the study was not started")
+    assert (tmp_path / "reports" / "hot" / "doctor" / "doctor.json").is_file()
+    assert optuna.get_all_study_names(storage) == []
+
+
+def test_run_with_doctor_runs_the_study_when_no_check_fails(tmp_path, tracking_uri):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = run_cli(["run", "--doctor", "--study-name", "ok", "--storage", storage,
+                      "--n-trials", "1", "--epochs", "1", "--width-max", "8"],
+                     cwd=tmp_path, env=cli_env(tracking_uri), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads((tmp_path / "reports" / "ok" / "doctor" / "doctor.json").read_text())
+    assert doc["inputs"]["width"] == 8 and doc["inputs"]["lr"] == 0.01  # the search's corner
+    assert len(optuna.load_study(study_name="ok", storage=storage).trials) == 1

@@ -1,0 +1,195 @@
+"""The data checks on digits (no training): preprocessing, duplicates and shuffling, clean and
+with planted faults."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from study.doctor.base import DoctorInputs
+from study.doctor.data_checks import (
+    CONFLICT_FAIL,
+    D_WARN,
+    LEAK_FAIL,
+    MIX_FAIL,
+    STD_RATIO_FAIL,
+    check_duplicates,
+    check_preprocessing,
+    check_shuffling,
+    order_mixing,
+    trainer_order,
+)
+from study.training.trainer import Trainer
+from tests.doctor_tests.conftest import DEFAULT_HP
+from tests.doctor_tests.test_labels import digits, flip_labels
+
+CHECKS = (check_preprocessing, check_duplicates, check_shuffling)
+
+
+def _inputs(data, **changes) -> DoctorInputs:
+    return DoctorInputs(dataclasses.replace(data, **changes), DEFAULT_HP, seed=0)
+
+
+# preprocessing
+
+@pytest.mark.parametrize("seed", range(5))
+def test_clean_splits_pass_every_data_check(seed):
+    inputs = DoctorInputs(digits(seed), DEFAULT_HP, seed=seed)
+    for check in CHECKS:
+        result = check(inputs, {})
+        assert result.status == "pass", f"{result.name}: {result.evidence}"
+        json.dumps(result.details)
+    row = check_preprocessing(inputs, {}).details["channels"][0]
+    assert abs(row["std_ratio"] - 1) < 0.05 and abs(row["mean_shift_sd"]) < 0.05
+    assert max(abs(row["d_sample_mean"]), abs(row["d_sample_std"])) < D_WARN
+
+
+def test_validation_scaled_threefold_fails():
+    data = digits()
+    result = check_preprocessing(_inputs(data, x_val=data.x_val * 3), {})
+    row = result.details["channels"][0]
+    assert result.status == "fail", result.evidence
+    assert row["std_ratio"] == pytest.approx(3.0, rel=0.02)
+    assert "3.00x" in result.evidence
+
+
+def test_raw_training_against_validation_standardized_on_its_own_fails():
+    data = digits()
+    raw = data.x_train * 6.0 + 4.9  # undo roughly the standardization: digits' 0..16 scale
+    own = (data.x_val - data.x_val.mean()) / data.x_val.std()
+    result = check_preprocessing(_inputs(data, x_train=raw, x_val=own), {})
+    row = result.details["channels"][0]
+    assert result.status == "fail", result.evidence
+    assert row["std_ratio"] < 1 / STD_RATIO_FAIL
+
+
+def test_small_scale_difference_warns_not_fails():
+    data = digits()
+    result = check_preprocessing(_inputs(data, x_val=data.x_val * 1.1), {})
+    row = result.details["channels"][0]
+    assert result.status == "warn", result.evidence
+    assert row["std_ratio"] < STD_RATIO_FAIL and abs(row["d_sample_std"]) > D_WARN
+
+
+def test_tiny_validation_split_does_not_warn():
+    data = digits()
+    result = check_preprocessing(_inputs(data, x_val=data.x_val[:30], y_val=data.y_val[:30]), {})
+    assert result.status == "pass", result.evidence
+    assert result.details["channels"][0]["se_sample_mean"] > 0.15  # a wide SE, no alarm
+
+
+def test_flipped_labels_do_not_fail_the_data_checks():
+    data = digits()
+    y, _ = flip_labels(data.y_train.numpy(), 0.2, seed=0)
+    inputs = _inputs(data, y_train=torch.as_tensor(y))
+    for check in CHECKS:
+        result = check(inputs, {})
+        assert result.status == "pass", f"{result.name}: {result.evidence}"
+
+
+# duplicates
+
+def _with_copies(n_leak: int = 0, n_conflict_pairs: int = 0, n_same_pairs: int = 0):
+    """Digits with ``n_leak`` validation samples replaced by training ones, and training pairs
+    made identical with different (or the same) labels."""
+    data = digits()
+    x_train, y_train, x_val = data.x_train.clone(), data.y_train.clone(), data.x_val.clone()
+    x_val[:n_leak] = x_train[:n_leak]
+    for k in range(n_conflict_pairs + n_same_pairs):
+        a, b = 100 + 2 * k, 101 + 2 * k
+        x_train[b] = x_train[a]
+        y_train[b] = (y_train[a] + 1) % 10 if k < n_conflict_pairs else y_train[a]
+    names_t = [f"train/{i}.png" for i in range(data.n_train)]
+    names_v = [f"val/{i}.png" for i in range(data.n_val)]
+    return DoctorInputs(dataclasses.replace(data, x_train=x_train, y_train=y_train, x_val=x_val),
+                        DEFAULT_HP, seed=0, train_names=names_t, val_names=names_v)
+
+
+def test_a_few_validation_copies_warn_with_their_training_twins():
+    result = check_duplicates(_with_copies(n_leak=5), {})
+    d = result.details
+    assert result.status == "warn", result.evidence
+    assert d["n_val_in_train"] == 5 and d["val_in_train_fraction"] < LEAK_FAIL
+    assert d["val_twins"][0] == {"val": "val/0.png", "train": ["train/0.png"]}
+
+
+def test_many_validation_copies_fail():
+    inputs = _with_copies(n_leak=30)
+    result = check_duplicates(inputs, {})
+    assert result.status == "fail", result.evidence
+    assert result.details["val_in_train_fraction"] == pytest.approx(30 / inputs.data.n_val)
+
+
+@pytest.mark.parametrize(("pairs", "status"), [(3, "warn"), (20, "fail")])
+def test_conflicting_training_copies(pairs, status):
+    result = check_duplicates(_with_copies(n_conflict_pairs=pairs), {})
+    d = result.details
+    assert result.status == status, result.evidence
+    assert d["n_conflicting_samples"] == 2 * pairs
+    assert (d["conflicting_fraction"] > CONFLICT_FAIL) == (status == "fail")
+    assert {c["name"] for c in d["conflicts"][0]} == {"train/100.png", "train/101.png"}
+
+
+def test_same_label_copies_inside_training_are_counted_not_judged():
+    result = check_duplicates(_with_copies(n_same_pairs=4), {})
+    assert result.status == "pass", result.evidence
+    assert result.details["n_train_duplicates"] == 4
+
+
+# shuffling
+
+def test_order_mixing_fails_a_sorted_order_and_passes_a_random_one():
+    y = digits().y_train.numpy()
+    sorted_order = order_mixing(np.sort(y), 64)
+    assert sorted_order["status"] == "fail" and sorted_order["sorted"]
+    assert sorted_order["ratio"] < MIX_FAIL
+    assert sorted_order["longest_run"] > 64 > sorted_order["random_longest_run"]
+    shuffled = order_mixing(np.random.default_rng(0).permutation(y), 64)
+    assert shuffled["status"] == "pass" and not shuffled["sorted"]
+    assert shuffled["ratio"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_order_mixing_sees_class_blocks_larger_than_a_batch():
+    y = np.repeat(np.arange(10), 144)  # grouped in blocks of 144, not sorted overall
+    blocks = np.concatenate([y[i:i + 144] for i in np.random.default_rng(0).permutation(
+        np.arange(0, len(y), 144))])
+    result = order_mixing(blocks, 64)
+    assert result["status"] == "fail" and not result["sorted"]
+
+
+def test_trainer_order_is_the_order_the_trainer_draws(clean_inputs):
+    trainer = Trainer(DEFAULT_HP, clean_inputs.data, epochs=1, seed=clean_inputs.seed,
+                      measure_gap=False)
+    # The trainer's generator (private) draws one randperm per epoch, before anything else.
+    g = trainer._generator
+    first = torch.randperm(clean_inputs.data.n_train, generator=g).numpy()
+    second = torch.randperm(clean_inputs.data.n_train, generator=g).numpy()
+    np.testing.assert_array_equal(trainer_order(clean_inputs, epoch=1), first)
+    np.testing.assert_array_equal(trainer_order(clean_inputs, epoch=2), second)
+
+
+def test_stored_order_sorted_by_class_passes_with_a_note():
+    data = digits()
+    order = torch.argsort(data.y_train, stable=True)
+    inputs = _inputs(data, x_train=data.x_train[order], y_train=data.y_train[order])
+    result = check_shuffling(inputs, {})
+    d = result.details
+    assert result.status == "pass", result.evidence
+    assert d["stored"]["sorted"] and d["stored_grouped"]
+    assert all(m["status"] == "pass" for m in d["epochs"])
+    assert "sorted by class" in result.evidence and "own" in result.advice
+
+
+def test_a_few_corrupted_training_images_do_not_fail_preprocessing():
+    """Five noise images inflate the training pixels' std 1.5x; the per-sample stds agree."""
+    data = digits()
+    x = data.x_train.clone()
+    x[:5] = torch.randn(x[:5].shape, generator=torch.Generator().manual_seed(0)) * 20
+    result = check_preprocessing(_inputs(data, x_train=x), {})
+    row = result.details["channels"][0]
+    assert result.status == "pass", result.evidence
+    assert row["std_ratio"] < 1 / 1.2 and abs(row["d_sample_std"]) < D_WARN

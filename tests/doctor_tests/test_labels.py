@@ -1,0 +1,176 @@
+"""The labels check on digits: clean labels pass, flipped ones are named, misaligned ones fail.
+
+Each expensive result (a check_labels run, ~5 s) is made once per dataset variant and shared
+(cached functions, called inside the tests: they train on the one thread that conftest's
+fixture sets); the outliers tests reuse the flipped one through :func:`flipped_run`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from study.doctor.base import CheckResult, DoctorInputs
+from study.doctor.labels import (
+    FAIL_FRACTION,
+    MAX_LISTED,
+    RESIDUAL_MAX,
+    WARN_FRACTION,
+    Z_SIGNAL,
+    _verdict,
+    check_labels,
+)
+from study.doctor.lr_range import check_lr
+from study.training import load_dataset
+from tests.doctor_tests.conftest import DEFAULT_HP
+
+SMALL_NET = "tests/doctor_tests/models.py:small_net"
+
+
+def flip_labels(y: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``y`` with ``fraction`` of its labels moved to another random class, and their positions."""
+    rng = np.random.default_rng(seed + 100)
+    y = y.copy()
+    flipped = rng.choice(len(y), round(fraction * len(y)), replace=False)
+    y[flipped] = (y[flipped] + rng.integers(1, y.max() + 1, len(flipped))) % (y.max() + 1)
+    return y, flipped
+
+
+@functools.cache
+def digits(seed: int = 0):
+    """Digits as a study loads it (cached: the outliers tests share it)."""
+    return load_dataset("digits", seed=seed)
+
+
+@functools.cache
+def flipped_run(fraction: float) -> tuple[DoctorInputs, np.ndarray, CheckResult]:
+    """Digits (seed 0) with ``fraction`` of the training labels flipped, named ``row<i>``:
+    the inputs, the flipped positions and the labels check's result."""
+    data = digits()
+    y, flipped = flip_labels(data.y_train.numpy(), fraction, seed=0)
+    inputs = DoctorInputs(dataclasses.replace(data, y_train=torch.as_tensor(y)), DEFAULT_HP,
+                          seed=0, train_names=[f"row{i}" for i in range(data.n_train)])
+    return inputs, flipped, check_labels(inputs, {})
+
+
+@functools.cache
+def _clean_run() -> tuple[DoctorInputs, CheckResult]:
+    inputs = DoctorInputs(digits(), DEFAULT_HP, seed=0)
+    return inputs, check_labels(inputs, {})
+
+
+@pytest.fixture
+def clean_run():
+    """Made inside a test, so it trains on the one thread conftest's fixture sets."""
+    return _clean_run()
+
+
+def test_clean_digits_pass(clean_run):
+    _, result = clean_run
+    d = result.details
+    assert result.status == "pass", result.evidence
+    assert d["suspect_fraction"] <= WARN_FRACTION
+    assert d["signal_z"] >= Z_SIGNAL
+    assert d["real_val_accuracy"] > 0.9 > 0.3 > d["shuffled_val_accuracy"]
+    assert d["real_val_loss"] < d["shuffled_val_loss"]
+
+
+def test_result_is_json_able_and_carries_the_out_of_fold_probabilities(clean_run):
+    inputs, result = clean_run
+    json.dumps(result.details)
+    json.dumps(result.figure)
+    probs = result.carry["oof_probs"]
+    assert probs.shape == (inputs.data.n_train, inputs.data.n_classes)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    accuracy = np.mean(probs.argmax(axis=1) == inputs.data.y_train.numpy())
+    assert accuracy == pytest.approx(result.details["oof_accuracy"])
+    assert "\n" not in result.evidence and "\n" not in result.advice
+
+
+def test_twenty_percent_flipped_fails():
+    inputs, flipped, result = flipped_run(0.2)
+    d = result.details
+    assert result.status == "fail", result.evidence
+    assert d["suspect_fraction"] > FAIL_FRACTION
+    assert d["residual_error"] <= RESIDUAL_MAX
+    # The estimate lands near the truth, not at every error of the model.
+    assert d["suspect_fraction"] == pytest.approx(len(flipped) / inputs.data.n_train, abs=0.05)
+
+
+def test_flipped_samples_lead_the_suspects():
+    inputs, flipped, result = flipped_run(0.2)
+    d = result.details
+    positions = result.carry["suspect_positions"]
+    top = positions[:len(flipped) // 2]
+    assert np.isin(top, flipped).mean() >= 0.8
+    assert d["n_suspects"] == len(positions) > MAX_LISTED == len(d["suspects"])
+    assert d["suspects"] == [f"row{i}" for i in positions[:MAX_LISTED]]
+    assert d["suspect_fraction"] == pytest.approx(len(positions) / inputs.data.n_train)
+
+
+def test_ten_percent_flipped_at_least_warns():
+    _, flipped, result = flipped_run(0.1)
+    assert result.status in ("warn", "fail"), result.evidence
+    assert result.details["suspect_fraction"] > WARN_FRACTION
+    assert np.isin(result.carry["suspect_positions"][:len(flipped) // 2], flipped).mean() >= 0.8
+
+
+def test_labels_misaligned_with_inputs_fail():
+    data = digits()
+    perm = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(1))
+    shuffled = data.y_train[perm]
+    inputs = DoctorInputs(dataclasses.replace(data, y_train=shuffled), DEFAULT_HP, seed=0)
+    result = check_labels(inputs, {})
+    d = result.details
+    assert result.status == "fail", result.evidence
+    assert d["signal_z"] < Z_SIGNAL and not d["learned"]
+    assert d["suspects"] == [] and result.carry["oof_probs"] is None
+
+
+def test_user_factory_passes_on_clean_digits(clean_inputs):
+    inputs = dataclasses.replace(clean_inputs, model=SMALL_NET)
+    result = check_labels(inputs, {"lr": check_lr(inputs, {})})
+    d = result.details
+    assert result.status == "pass", result.evidence
+    assert d["suspect_fraction"] <= WARN_FRACTION
+    assert d["lr"] in (d["base_lr"], d["base_lr"] / 10)
+
+
+@pytest.mark.parametrize(("fraction", "residual", "status"), [
+    (WARN_FRACTION, 0.0, "pass"),
+    (WARN_FRACTION + 1e-3, 0.0, "warn"),
+    (FAIL_FRACTION, 0.0, "warn"),
+    (FAIL_FRACTION + 1e-3, RESIDUAL_MAX, "fail"),
+    (FAIL_FRACTION + 1e-3, RESIDUAL_MAX + 1e-3, "warn"),  # the model's own errors: no fail
+])
+def test_status_thresholds(clean_run, fraction, residual, status):
+    details = {**clean_run[1].details, "suspect_fraction": fraction, "residual_error": residual}
+    assert _verdict(details)[0] == status
+
+
+def test_class_with_one_training_sample_warns_without_suspects():
+    data = digits()
+    y = data.y_train
+    keep = torch.cat([torch.nonzero(y != 9).flatten(), torch.nonzero(y == 9).flatten()[:1]])
+    inputs = DoctorInputs(dataclasses.replace(data, x_train=data.x_train[keep], y_train=y[keep]),
+                          DEFAULT_HP, seed=0)
+    result = check_labels(inputs, {})
+    d = result.details
+    assert result.status == "warn", result.evidence
+    assert d["learned"] and d["folds"] == 1
+    assert d["suspects"] == [] and result.carry["oof_probs"] is None
+
+
+def test_a_failing_model_check_turns_a_labels_failure_into_a_warning():
+    inputs, _, alone = flipped_run(0.2)
+    init_failed = {"init": CheckResult("init", "fail", "loss 12.8x ln K", "", "")}
+    after = check_labels(inputs, init_failed)
+    assert alone.status == "fail"
+    assert after.status == "warn"
+    assert after.evidence == f"not conclusive while init fails: {alone.evidence}"
+    assert after.details["suspect_fraction"] == alone.details["suspect_fraction"]
