@@ -293,3 +293,49 @@ def test_bad_input_through_mlflow_run_leaves_no_run(bad_outcomes, entry):
     (discarded,) = client.search_runs(experiments, run_view_type=ViewType.DELETED_ONLY)
     assert discarded.info.status == "FAILED"
     assert not (cwd / "optuna.db").exists() or not optuna.get_all_study_names(storage)
+
+
+def write_digit_folders(root: Path, *, moved: int, seed: int = 0) -> set[str]:
+    """Digits as PNG files in ``train/<digit>/`` and ``val/<digit>/``, with ``moved`` training
+    images put in the folder of another digit (mislabeled); returns their paths."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = (bunch.images * 255 / 16).astype("uint8")
+    train, val = train_test_split(range(len(images)), test_size=0.2, random_state=seed,
+                                  stratify=bunch.target)
+    rng = np.random.default_rng(seed)
+    wrong = set(rng.choice(train, moved, replace=False).tolist())
+    paths = set()
+    for split, rows in (("train", train), ("val", val)):
+        for i in rows:
+            label = int(bunch.target[i])
+            if i in wrong:
+                label = (label + int(rng.integers(1, 10))) % 10
+            folder = root / split / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[i], "L").save(folder / f"{i:04d}.png")
+            if i in wrong:
+                paths.add(f"train/{label}/{i:04d}.png")
+    return paths
+
+
+def test_mlflow_run_doctor_names_mislabeled_image_files(tmp_path, tracking_uri):
+    moved = write_digit_folders(tmp_path / "digits", moved=40)
+    result = mlflow_run("doctor", {"dataset": f"imagefolder:{tmp_path / 'digits'}",
+                                   "output_dir": str(tmp_path / "out"), "device": "cpu"},
+                        cwd=tmp_path, tracking_uri=tracking_uri, experiment="doc")
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads((tmp_path / "out" / "doctor.json").read_text())
+    assert doc["inputs"]["split"] == "given"
+    labels = next(c for c in doc["checks"] if c["name"] == "labels")
+    assert all(s.startswith("train/") and s.endswith(".png") for s in labels["suspects"])
+    assert len(moved & set(labels["suspects"])) >= 30
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("doc").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["study.role"] == "doctor"
+    assert run.data.tags["study.doctor.labels"] == labels["status"]

@@ -116,7 +116,7 @@ def _blocks(results: Sequence[CheckResult], inputs: Mapping[str, Any]) -> list[A
                 lines=tuple(lines)),
         Details("Inputs", [KeyValues([(k, Code(str(v))) for k, v in inputs.items()])]),
         Heading(2, "Checks", anchor="checks"),
-        Table(["check", "status", "evidence", "what to do", "seconds"],
+        Table(["check", "status", "evidence", "what to do (on a pass: not ruled out)", "seconds"],
               [[r.name, r.status, r.evidence, r.advice, f"{r.seconds:.1f}"] for r in results],
               numeric=frozenset({4}), wrap=frozenset({2, 3}),
               highlight=frozenset(i for i, r in enumerate(results) if r.status != "pass")),
@@ -130,7 +130,7 @@ def _check_section(result: CheckResult) -> list[Any]:
     blocks: list[Any] = [
         Heading(2, f"{result.name}: {result.status}", anchor=f"check-{result.name}"),
         Para([result.evidence]),
-        Para(["What to do: ", result.advice]),
+        Para(["What to do: " if result.status != "pass" else "Not ruled out: ", result.advice]),
         Para([f"Budget: {result.budget}; took {result.seconds:.1f} s."], css="note"),
     ]
     if result.figure is not None:
@@ -141,7 +141,8 @@ def _check_section(result: CheckResult) -> list[Any]:
     if suspects:
         shown = list(suspects)[:_PAGE_SUSPECTS]
         more = len(suspects) - len(shown)
-        blocks.append(Para([f"Suspects, most suspicious first ({len(suspects)} listed"
+        kind = "Suspects" if result.name == "labels" else "Samples"
+        blocks.append(Para([f"{kind}, most suspicious first ({len(suspects)} listed"
                             + (f"; the first {len(shown)} here, all in doctor.json" if more
                                else "") + "):"]))
         blocks.append(Bullets([[Code(str(s))] for s in shown]))

@@ -157,3 +157,18 @@ def test_run_with_doctor_runs_the_study_when_no_check_fails(tmp_path, tracking_u
     doc = json.loads((tmp_path / "reports" / "ok" / "doctor" / "doctor.json").read_text())
     assert doc["inputs"]["width"] == 8 and doc["inputs"]["lr"] == 0.01  # the search's corner
     assert len(optuna.load_study(study_name="ok", storage=storage).trials) == 1
+
+
+@pytest.mark.parametrize("model", ["vgg", "resnet", "tests/doctor_tests/models.py:small_net"])
+def test_clean_digits_fail_no_check_on_other_models(model, tmp_path):
+    from study.config import StudyConfig
+    from study.doctor import run_checks
+    from study.doctor.command import load_inputs
+    from study.training import HParams
+
+    spec, _ = write_split(tmp_path / "data.npz")
+    config = StudyConfig(dataset=spec, model=model, device="cpu")
+    hp = HParams(width=16, lr=1e-3, batch_size=64, weight_decay=1e-4)
+    results = run_checks(load_inputs(config, hp))
+    assert [r.name for r in results if r.status == "fail"] == [], {
+        r.name: r.evidence for r in results if r.status != "pass"}
