@@ -136,7 +136,8 @@ def test_run_with_doctor_stops_before_the_study_on_a_failed_check(tmp_path, trac
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     result = run_cli(["run", "--doctor", "--study-name", "hot", "--storage", storage,
-                      "--lr-min", "0.5", "--lr-max", "2", "--n-trials", "1", "--epochs", "1"],
+                      "--lr-min", "0.5", "--lr-max", "2", "--n-trials", "1", "--epochs", "1",
+                      "--width-max", "8"],
                      cwd=tmp_path, env=cli_env(tracking_uri), timeout=600)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
@@ -168,7 +169,8 @@ def test_clean_digits_fail_no_check_on_other_models(model, tmp_path):
 
     spec, _ = write_split(tmp_path / "data.npz")
     config = StudyConfig(dataset=spec, model=model, device="cpu")
-    hp = HParams(width=16, lr=1e-3, batch_size=64, weight_decay=1e-4)
+    # Width 8: half the cost of the default 16, the same layers.
+    hp = HParams(width=8, lr=1e-3, batch_size=64, weight_decay=1e-4)
     results = run_checks(load_inputs(config, hp))
     assert [r.name for r in results if r.status == "fail"] == [], {
         r.name: r.evidence for r in results if r.status != "pass"}

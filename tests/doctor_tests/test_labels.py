@@ -21,6 +21,7 @@ from study.doctor.labels import (
     MAX_LISTED,
     RESIDUAL_MAX,
     WARN_FRACTION,
+    WEAK_SHARE,
     Z_SIGNAL,
     _verdict,
     check_labels,
@@ -150,6 +151,16 @@ def test_user_factory_passes_on_clean_digits(clean_inputs):
 ])
 def test_status_thresholds(clean_run, fraction, residual, status):
     details = {**clean_run[1].details, "suspect_fraction": fraction, "residual_error": residual}
+    assert _verdict(details)[0] == status
+
+
+@pytest.mark.parametrize(("val_error", "status"), [
+    (WEAK_SHARE * 0.2, "fail"),
+    (WEAK_SHARE * 0.2 + 1e-3, "warn"),  # errs on validation itself: its suspects may be its own
+])
+def test_a_model_that_errs_on_validation_cannot_fail_the_labels(clean_run, val_error, status):
+    details = {**clean_run[1].details, "suspect_fraction": 0.2, "residual_error": 0.0,
+               "real_val_accuracy": 1 - val_error}
     assert _verdict(details)[0] == status
 
 
