@@ -74,7 +74,9 @@ class DoctorInputs:
         depth: Blocks per stage of the ResNets (``None`` otherwise).
         seed: Seeds every model and every draw of the checks.
         train_names: How the user names each training sample: its row in their file, or the
-            image's path; same order as ``data.x_train``.
+            image's path; same order as ``data.x_train`` (default: ``data.origin``'s names,
+            else the positions). ``given_split`` and ``non_finite_*`` default to
+            ``data.origin``'s too.
         val_names: The same for the validation split.
         given_split: The split is the user's own (``npz`` with ``x_train, ...``, or an image
             folder with ``train/`` and ``val/``), not one made by the study.
@@ -96,11 +98,19 @@ class DoctorInputs:
     non_finite_val: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        # Names default to the positions in the split.
+        # What is not given comes from the loader's record of the data, else the positions.
+        origin = self.data.origin
         if not self.train_names:
-            object.__setattr__(self, "train_names", tuple(map(str, range(self.data.n_train))))
+            names = origin.train_names if origin else map(str, range(self.data.n_train))
+            object.__setattr__(self, "train_names", tuple(names))
         if not self.val_names:
-            object.__setattr__(self, "val_names", tuple(map(str, range(self.data.n_val))))
+            names = origin.val_names if origin else map(str, range(self.data.n_val))
+            object.__setattr__(self, "val_names", tuple(names))
+        if origin is not None:
+            object.__setattr__(self, "given_split", self.given_split or origin.given_split)
+            for name in ("non_finite_train", "non_finite_val"):
+                if not getattr(self, name):
+                    object.__setattr__(self, name, getattr(origin, name))
 
     def trainer(self, *, epochs: int, data: TensorData | None = None,
                 hparams: HParams | None = None, seed: int | None = None,

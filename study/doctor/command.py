@@ -95,15 +95,8 @@ def load_inputs(config: StudyConfig, hp: HParams) -> DoctorInputs:
     check_batch_sizes(dataclasses.replace(config, batch_sizes=(hp.batch_size,)), data,
                       field="batch_size")
     check_factory(config, data, widths=(hp.width,))
-    origin = data.origin
-    return DoctorInputs(
-        data, hp, model=config.model, init=config.init, depth=config.depth, seed=config.seed,
-        train_names=origin.train_names if origin else (),
-        val_names=origin.val_names if origin else (),
-        given_split=bool(origin and origin.given_split),
-        non_finite_train=origin.non_finite_train if origin else (),
-        non_finite_val=origin.non_finite_val if origin else (),
-    )
+    return DoctorInputs(data, hp, model=config.model, init=config.init, depth=config.depth,
+                        seed=config.seed)
 
 
 def _meta(config: StudyConfig, inputs: DoctorInputs) -> dict[str, Any]:

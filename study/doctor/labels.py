@@ -118,14 +118,7 @@ def check_labels(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Chec
              "oof_probs": suspects.pop("oof_probs")}
     details = {"lr": lr, "base_lr": base_lr, "signal_epochs": SIGNAL_EPOCHS,
                "fold_epochs": FOLD_EPOCHS, "learned": learned, **signal, **suspects}
-    status, evidence, advice = _verdict(details)
-    upstream = [n for n in UPSTREAM if n in found and found[n].status == "fail"]
-    if status == "fail" and upstream:
-        # A model that cannot train blames its own mistakes on the labels: the model's fault
-        # is the finding, the labels' verdict waits for its fix.
-        named = " and ".join(upstream)
-        status, evidence = "warn", f"not conclusive while {named} fails: {evidence}"
-        advice = f"fix what {named} found first, then run the doctor again"
+    status, evidence, advice = _after_upstream(_verdict(details), found)
     if not learned:
         budget = f"{len(LR_FACTORS) + 1} x {SIGNAL_EPOCHS} epochs"
         figure = None
@@ -253,6 +246,20 @@ def _probs(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
             out.append(torch.softmax(logits, dim=1).cpu().numpy())
     model.train()
     return np.concatenate(out).astype(np.float64)
+
+
+def _after_upstream(verdict: tuple[str, str, str],
+                    found: Mapping[str, CheckResult]) -> tuple[str, str, str]:
+    """A failure becomes a warning while a check of the model itself (:data:`UPSTREAM`) fails:
+    a model that cannot train blames its own mistakes on the labels, so the model's fault is
+    the finding and the labels' verdict waits for its fix."""
+    status, evidence, _ = verdict
+    upstream = [n for n in UPSTREAM if n in found and found[n].status == "fail"]
+    if status != "fail" or not upstream:
+        return verdict
+    named = " and ".join(upstream)
+    return ("warn", f"not conclusive while {named} fails: {evidence}",
+            f"fix what {named} found first, then run the doctor again")
 
 
 def _verdict(d: Mapping[str, Any]) -> tuple[str, str, str]:

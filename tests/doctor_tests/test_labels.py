@@ -23,6 +23,7 @@ from study.doctor.labels import (
     WARN_FRACTION,
     WEAK_SHARE,
     Z_SIGNAL,
+    _after_upstream,
     _verdict,
     check_labels,
 )
@@ -177,11 +178,22 @@ def test_class_with_one_training_sample_warns_without_suspects():
     assert d["suspects"] == [] and result.carry["oof_probs"] is None
 
 
-def test_a_failing_model_check_turns_a_labels_failure_into_a_warning():
-    inputs, _, alone = flipped_run(0.2)
-    init_failed = {"init": CheckResult("init", "fail", "loss 12.8x ln K", "", "")}
-    after = check_labels(inputs, init_failed)
-    assert alone.status == "fail"
-    assert after.status == "warn"
-    assert after.evidence == f"not conclusive while init fails: {alone.evidence}"
-    assert after.details["suspect_fraction"] == alone.details["suspect_fraction"]
+@pytest.mark.parametrize(("upstream", "status"), [
+    ({"init": "fail"}, "warn"),
+    ({"overfit-one-batch": "fail", "init": "pass"}, "warn"),
+    ({"init": "warn", "lr": "fail"}, "fail"),  # not a check of the model itself
+    ({}, "fail"),
+])
+def test_a_failing_model_check_turns_a_labels_failure_into_a_warning(upstream, status):
+    found = {name: CheckResult(name, s, "", "", "") for name, s in upstream.items()}
+    result = _after_upstream(("fail", "20% suspects", "relabel"), found)
+    assert result[0] == status
+    if status == "warn":
+        failed = next(n for n, s in upstream.items() if s == "fail")
+        assert result[1] == f"not conclusive while {failed} fails: 20% suspects"
+
+
+def test_a_pass_or_a_warning_stays_whatever_the_model_checks_say():
+    found = {"init": CheckResult("init", "fail", "", "", "")}
+    assert _after_upstream(("pass", "e", "a"), found) == ("pass", "e", "a")
+    assert _after_upstream(("warn", "e", "a"), found) == ("warn", "e", "a")

@@ -62,11 +62,12 @@ def test_corrupted_images_warn_and_lead_the_list(kind):
 
 def test_non_finite_samples_fail_with_their_names(clean_inputs):
     inputs = dataclasses.replace(clean_inputs, non_finite_train=(3, 7), non_finite_val=(1,))
+    train, val = inputs.train_names, inputs.val_names
     result = check_outliers(inputs, {})
     assert result.status == "fail", result.evidence
-    assert result.details["non_finite_train"] == ["3", "7"]
-    assert result.details["non_finite_val"] == ["1"]
-    assert result.details["suspects"][:2] == ["3", "7"]
+    assert result.details["non_finite_train"] == [train[3], train[7]]
+    assert result.details["non_finite_val"] == [val[1]]
+    assert result.details["suspects"][:2] == [train[3], train[7]]
 
 
 def test_input_scores_rank_a_brighter_image_below_a_corrupted_one():
@@ -82,7 +83,7 @@ def test_a_few_wrong_labels_have_extreme_losses_that_the_labels_check_explains()
     data = digits()
     y, flipped = flip_labels(data.y_train.numpy(), 0.02, seed=0)
     inputs = DoctorInputs(dataclasses.replace(data, y_train=torch.as_tensor(y)), DEFAULT_HP,
-                          seed=0)
+                          seed=0, train_names=[str(i) for i in range(data.n_train)])
     alone = check_outliers(inputs, {})
     assert alone.status == "warn", alone.evidence
     named = [int(n) for n in alone.details["extreme_loss"]]
