@@ -112,7 +112,9 @@ def _meta(config: StudyConfig, inputs: DoctorInputs) -> dict[str, Any]:
 
 
 def _open_run(tracker: Tracker, config: StudyConfig, meta: dict[str, Any]) -> str:
-    tags = {"study.role": "doctor", "mlflow.runName": f"doctor-{config.model}-w{meta['width']}"}
+    model = config.model.rpartition(":")[2]  # a factory by its callable's name
+    name = f"doctor-{model}-w{meta['width']}-lr{meta['lr']:g}-bs{meta['batch_size']}"
+    tags = {"study.role": "doctor", "mlflow.runName": name}
     entry = entry_run_id()
     if entry:
         tracker.set_tags(entry, tags)

@@ -75,6 +75,7 @@ def test_the_run_holds_the_files_and_the_statuses(clean_run):
     (run,) = client.search_runs([client.get_experiment_by_name("doc").experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.tags["study.role"] == "doctor"
+    assert run.info.run_name == "doctor-cnn-w16-lr0.001-bs64"
     assert run.data.tags["study.doctor.lr"] in ("pass", "warn")
     assert run.data.metrics["doctor/failed"] == 0
     assert run.data.params["doctor.width"] == "16"
