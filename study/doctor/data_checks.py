@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from study.doctor.base import CheckResult, DoctorInputs
+from study.training.trainer import epoch_orders
 
 __all__ = ["check_duplicates", "check_preprocessing", "check_shuffling", "order_mixing"]
 
@@ -263,13 +264,11 @@ def order_mixing(labels: Sequence[int] | np.ndarray, batch_size: int, *,
 
 
 def trainer_order(inputs: DoctorInputs, *, epoch: int = 1) -> np.ndarray:
-    """The positions the study's trainer visits in ``epoch`` (as ``Trainer._run_epoch`` draws
-    them: one ``torch.randperm`` per epoch from a generator seeded with the seed)."""
-    device = inputs.data.x_train.device
-    g = torch.Generator(device=device)
-    g.manual_seed(inputs.seed)
+    """The positions the study's trainer visits in ``epoch``."""
+    orders = epoch_orders(inputs.data.n_train, seed=inputs.seed,
+                          device=inputs.data.x_train.device)
     for _ in range(epoch):
-        order = torch.randperm(inputs.data.n_train, generator=g, device=device)
+        order = next(orders)
     return order.cpu().numpy()
 
 

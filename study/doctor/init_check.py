@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.doctor.base import CheckResult, DoctorInputs
-from study.training._rng import NoiseStream
+from study.training import NoiseStream
 from study.training.gap import preserved
 from study.training.penalty import KERNEL_MODULES
 from study.training.trainer import INIT_SAMPLES

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from study.doctor.base import CheckResult, DoctorInputs
-from study.training._rng import NoiseStream
+from study.training import NoiseStream
 from study.training.penalty import penalized_parameters, penalty_term
 
 __all__ = ["STEPS", "ShortTraining", "check_lr", "smooth", "sweep_steps"]

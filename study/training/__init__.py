@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from study._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from study.training._rng import NoiseStream
     from study.training.data import TensorData, load_dataset
     from study.training.diagnostics import Diagnosis, curve_record, curve_rows, diagnose
     from study.training.factory import ModelCheck, check_model, is_factory, model_sha256
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
         check_optimizer_mode,
         check_training_options,
     )
-    from study.training.trainer import INIT_SAMPLES, Trainer, resolve_device
+    from study.training.trainer import INIT_SAMPLES, Trainer, epoch_orders, resolve_device
 
 __all__ = [
     "DATASETS",
@@ -56,6 +57,7 @@ __all__ = [
     "HParams",
     "InitReport",
     "ModelCheck",
+    "NoiseStream",
     "PenaltyMode",
     "TensorData",
     "Trainer",
@@ -71,6 +73,7 @@ __all__ = [
     "curve_rows",
     "diagnose",
     "early_losses",
+    "epoch_orders",
     "is_factory",
     "load_dataset",
     "make_optimizer",
@@ -118,6 +121,8 @@ _EXPORTS = {
     "InitReport": "study.training.reports",
     "Trainer": "study.training.trainer",
     "early_losses": "study.training.reports",
+    "epoch_orders": "study.training.trainer",
+    "NoiseStream": "study.training._rng",
     "resolve_device": "study.training.trainer",
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -41,6 +41,7 @@ __all__ = [
     "InitReport",
     "Trainer",
     "early_losses",
+    "epoch_orders",
     "resolve_device",
 ]
 
@@ -52,6 +53,15 @@ _EVAL_BATCH = 1024
 INIT_SAMPLES = 1024
 
 EpochCallback = Callable[[EpochReport], Any]
+
+
+def epoch_orders(n: int, *, seed: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """The order in which a :class:`Trainer` seeded with ``seed`` visits ``n`` training
+    samples, one permutation per epoch (``study doctor`` reads it without training)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    while True:
+        yield torch.randperm(n, generator=generator, device=device)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -169,8 +179,7 @@ class Trainer:
         if self._memory_format is torch.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._net = torch.compile(self.model) if compile else self.model
-        self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(seed)
+        self._orders = epoch_orders(data.n_train, seed=seed, device=self.device)
         # Separate streams: measuring (the gap, the start) never shifts the training masks.
         train_noise, gap_noise, self._init_noise_seed = noise_seeds(seed, 3)
         self._train_noise = NoiseStream(self.device, train_noise)
@@ -252,7 +261,7 @@ class Trainer:
         self.model.train()
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # data, penalty
         seen = 0
-        order = torch.randperm(n, generator=self._generator, device=self.device)
+        order = next(self._orders)
         with self._train_noise.active():
             for lo in range(0, n, hp.batch_size):
                 idx = order[lo:lo + hp.batch_size]

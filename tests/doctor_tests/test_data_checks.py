@@ -164,10 +164,8 @@ def test_order_mixing_sees_class_blocks_larger_than_a_batch():
 def test_trainer_order_is_the_order_the_trainer_draws(clean_inputs):
     trainer = Trainer(DEFAULT_HP, clean_inputs.data, epochs=1, seed=clean_inputs.seed,
                       measure_gap=False)
-    # The trainer's generator (private) draws one randperm per epoch, before anything else.
-    g = trainer._generator
-    first = torch.randperm(clean_inputs.data.n_train, generator=g).numpy()
-    second = torch.randperm(clean_inputs.data.n_train, generator=g).numpy()
+    # The trainer's own order iterator (private): one permutation per epoch.
+    first, second = (next(trainer._orders).numpy() for _ in range(2))
     np.testing.assert_array_equal(trainer_order(clean_inputs, epoch=1), first)
     np.testing.assert_array_equal(trainer_order(clean_inputs, epoch=2), second)
 
