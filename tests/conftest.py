@@ -25,34 +25,6 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-# The modules whose tests run longest (tens of seconds to two minutes each, on 2 cores),
-# longest first. pytest-xdist hands tests out in collection order: started last, they kept one
-# worker busy for minutes after the others had finished; started first, they overlap with the
-# rest.
-SLOW_FIRST = (
-    "tests/test_bench.py",
-    "tests/runtime_tests/test_recovery.py",
-    "tests/runtime_tests/test_workers.py",
-    "tests/test_mlproject_e2e.py",
-    "tests/doctor_tests/test_command.py",
-    "tests/test_safe_names.py",
-    "tests/test_explain_cli.py",
-    "tests/analysis_tests/test_coverage.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the modules of :data:`SLOW_FIRST` first (a stable sort: the same order on every
-    worker, and each module's own order kept)."""
-    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-
-    def key(item: pytest.Item) -> int:
-        path = item.nodeid.split("::", 1)[0]
-        return rank.get(path, len(SLOW_FIRST))
-
-    items.sort(key=key)
-
-
 @pytest.fixture(scope="session")
 def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow SQLite database with its schema migrated, made once per session."""
