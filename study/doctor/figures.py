@@ -73,7 +73,7 @@ def _lr(data: Mapping[str, Any]) -> Figure:
                        label=f"{label} {value:.2g}")
     ax.set_xscale("log")
     losses = [v for v in data["loss"] if v == v]
-    if losses:  # the divergence would squash the curve: cap the axis at 4x the minimum's span
+    if losses:  # the divergence would squash the curve: cap the axis above the starting loss
         low = min(losses)
         ax.set_ylim(low - 0.05 * abs(low) - 0.05, max(losses[0], low) * 1.5 + 0.5)
     ax.set_xlabel("learning rate")
