@@ -91,7 +91,8 @@ def write_outputs(results: Sequence[CheckResult], *, inputs: Mapping[str, Any],
         path = folder / "figures" / f"{name}.png"
         path.write_bytes(png)
         written[f"figure:{name}"] = path
-    page = render_html(f"study doctor: {doc['status']}", _blocks(results, inputs), figures)
+    page = render_html(f"study doctor: {doc['status']}", _blocks(results, inputs), figures,
+                       author="study doctor")
     written["html"].write_text(page, encoding="utf-8")
     return written
 

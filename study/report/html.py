@@ -93,8 +93,10 @@ footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 """
 
 
-def render_html(title: str, blocks: list[Any], figures: Mapping[str, bytes]) -> str:
-    """The page for ``blocks``; ``figures`` maps a :class:`FigureRef` name to PNG bytes."""
+def render_html(title: str, blocks: list[Any], figures: Mapping[str, bytes], *,
+                author: str = "study.report") -> str:
+    """The page for ``blocks``; ``figures`` maps a :class:`FigureRef` name to PNG bytes;
+    ``author`` is the command named in the footer."""
     nav = [f'<a href="#{_attr(b.anchor)}">{_esc(b.text)}</a>' for b in blocks
            if isinstance(b, Heading) and b.level == 2 and b.anchor]
     body = [_block(b, figures) for b in blocks]
@@ -113,7 +115,7 @@ def render_html(title: str, blocks: list[Any], figures: Mapping[str, bytes]) -> 
         "<body>",
         "<main>",
         *body,
-        "<footer>Written by study.report: self-contained page, figures embedded.</footer>",
+        f"<footer>Written by {_esc(author)}: self-contained page, figures embedded.</footer>",
         "</main>",
         "</body>",
         "</html>",

@@ -72,6 +72,7 @@ def test_written_json_has_null_for_nan_and_the_page_names_every_check(tmp_path):
     for name in ("labels", "lr", "shuffling"):
         assert f'id="check-{name}"' in page
     assert 'id="figure-lr"' in page and "data:image/png;base64," in page
+    assert "<footer>Written by study doctor: " in page
     assert files["figure:lr"].read_bytes()[:4] == b"\x89PNG"
     assert "X[19]" in page and "X[20]" not in page  # the page shows 20 suspects, JSON all
     assert len(doc["checks"][0]["suspects"]) == 59
