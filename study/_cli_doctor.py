@@ -75,8 +75,9 @@ def doctor_command(output_dir: str, checks: str, **options: Any) -> None:
     names = [c.strip() for c in checks.split(",") if c.strip()]
     unknown = [c for c in names if c not in _CHECKS]
     if unknown or not names:
-        raise click.BadParameter(f"must be among {', '.join(_CHECKS)}, but got "
-                                 f"{checks!r}.", param_hint="'--checks'")
+        got = ", ".join(unknown) if unknown else "none"
+        raise click.BadParameter(f"must be among {', '.join(_CHECKS)}, but got {got}.",
+                                 param_hint="'--checks'")
     config, hp = fixed_config(options, command="doctor")
     from study.doctor import run_doctor, table_text
 

@@ -180,10 +180,14 @@ def check_duplicates(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> 
     """
     d = inputs.data
     y = d.y_train.cpu().numpy()
+    # Rows that held NaN or inf are zeros now: the outliers check lists them, not as copies.
+    skip_t, skip_v = set(inputs.non_finite_train), set(inputs.non_finite_val)
     groups: dict[bytes, list[int]] = defaultdict(list)
     for i, h in enumerate(_row_hashes(d.x_train)):
-        groups[h].append(i)
-    twins = [(j, groups[h]) for j, h in enumerate(_row_hashes(d.x_val)) if h in groups]
+        if i not in skip_t:
+            groups[h].append(i)
+    twins = [(j, groups[h]) for j, h in enumerate(_row_hashes(d.x_val))
+             if h in groups and j not in skip_v]
     repeated = [g for g in groups.values() if len(g) > 1]
     conflicts = [g for g in repeated if len({int(y[i]) for i in g}) > 1]
     n_conflict = sum(len(g) for g in conflicts)
@@ -207,11 +211,12 @@ def check_duplicates(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> 
         status = "fail"
     else:
         status = "warn" if twins or conflicts else "pass"
-    advice = {
-        "fail": "remove the validation samples found in training (validation measures "
-                "memorization) and resolve the conflicting labels",
-        "warn": "drop the listed copies from validation and fix the conflicting labels",
-        "pass": "exact copies only: resized, re-encoded or cropped copies are not found"}[status]
+    todo = [*(["remove the validation samples found in training (validation then measures "
+               "memorization)"] if twins else []),
+            *(["resolve the conflicting labels of identical training samples"]
+              if conflicts else [])]
+    advice = ("; ".join(todo) if todo else
+              "exact copies only: resized, re-encoded or cropped copies are not found")
     return CheckResult("duplicates", status, evidence, advice, "no training", details=details)
 
 

@@ -48,9 +48,11 @@ __all__ = ["FAIL_FRACTION", "FOLDS", "WARN_FRACTION", "check_labels"]
 SIGNAL_EPOCHS = 6
 FOLD_EPOCHS = 12
 AVERAGED = 6
-# The checks of the model itself: when one fails, a short training's verdict on the labels is
-# the model's failure seen again, so it cannot fail the labels.
-UPSTREAM = ("init", "overfit-one-batch")
+# The checks of the model itself, and of the validation split the labels are scored on: when
+# one fails, a short training's verdict on the labels is that failure seen again (a validation
+# split scaled apart from training is learned worse than shuffled labels' chance), so it
+# cannot fail the labels.
+UPSTREAM = ("preprocessing", "init", "overfit-one-batch")
 # 3 folds: each model sees 2/3 of the training split, at 60% of 5 folds' cost.
 FOLDS = 3
 # The rates tried on the real labels, as factors of training_lr (the lowest validation loss
@@ -104,8 +106,9 @@ def check_labels(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Chec
     hp = dataclasses.replace(inputs.hparams, lr=lr)
     try:
         signal = _signal(inputs, hp, real)
-        learned = signal["signal_z"] >= Z_SIGNAL and (signal["real_val_loss"]
-                                                    < signal["shuffled_val_loss"])
+        # Accuracy decides: a validation split scaled apart from training inflates the loss of
+        # a model that still classifies it far above chance.
+        learned = signal["signal_z"] >= Z_SIGNAL
         suspects = _suspects(inputs, hp) if learned else _no_suspects(inputs)
     except NonFiniteLossError as exc:
         return CheckResult(

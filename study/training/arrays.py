@@ -56,6 +56,12 @@ def load_npz(path: Path, *, keep_non_finite: bool = False) -> Arrays:
         raise DataError(f"`dataset` must be a readable .npz file, but got {path} ({exc}).") from exc
     with archive:
         files = set(archive.files)
+        if files & set(SPLIT_KEYS) and not set(SPLIT_KEYS) <= files:
+            missing = [key for key in SPLIT_KEYS if key not in files]
+            raise DataError(
+                f"`dataset` must be a .npz file with all of x_train, y_train, x_val and y_val "
+                f"(a split of your own), but got {path} without {', '.join(missing)}."
+            )
         if set(SPLIT_KEYS) <= files:
             x_train, y_train, x_val, y_val = (_read_array(archive, key) for key in SPLIT_KEYS)
             return _given_split(x_train, y_train, x_val, y_val, keep_non_finite=keep_non_finite)

@@ -16,9 +16,11 @@ from tests.conftest import cli_env, run_cli
 pytestmark = pytest.mark.slow
 
 
-def write_split(path, *, scale_val: float = 1.0, flip: float = 0.0, seed: int = 0):
+def write_split(path, *, scale_val: float = 1.0, flip: float = 0.0, own_val_norm: bool = False,
+                seed: int = 0):
     """Digits as the user's own split (``x_train, y_train, x_val, y_val``), optionally with a
-    planted fault: validation inputs scaled, or a fraction of training labels flipped."""
+    planted fault: validation inputs scaled, or standardized with their own statistics while
+    training stays raw, or a fraction of training labels flipped."""
     from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
@@ -31,7 +33,10 @@ def write_split(path, *, scale_val: float = 1.0, flip: float = 0.0, seed: int = 
         flipped = rng.choice(len(y_train), int(flip * len(y_train)), replace=False)
         y_train = y_train.copy()
         y_train[flipped] = (y_train[flipped] + rng.integers(1, 10, len(flipped))) % 10
-    np.savez(path, x_train=x_train, y_train=y_train, x_val=x_val * scale_val, y_val=y_val)
+    x_val = x_val * scale_val
+    if own_val_norm:
+        x_val = (x_val - x_val.mean()) / x_val.std()
+    np.savez(path, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
     return f"npz:{path}", flipped
 
 
@@ -100,12 +105,15 @@ def test_an_unknown_check_is_a_usage_error(tmp_path):
     result = run_cli(["doctor", "--checks", "lr,vibes"], cwd=tmp_path, env=cli_env())
     assert result.returncode == 2
     assert "'--checks': must be among labels" in result.stderr
+    assert result.stderr.rstrip().endswith("but got vibes.")
 
 
 FAULTS = {
     # fault: (dataset variant, flags, the one check that must fail)
     "flipped labels": ({"flip": 0.2}, {}, "labels"),
     "validation scaled": ({"scale_val": 3.0}, {}, "preprocessing"),
+    # Found by a first user: the labels check failed too, advising to align x and y.
+    "validation standardized alone": ({"own_val_norm": True}, {}, "preprocessing"),
     "lr far too high": ({}, {"lr": 1.0}, "lr"),
     "weights x10 at init": ({}, {"model": "tests/doctor_tests/models.py:scaled_cnn"}, "init"),
 }

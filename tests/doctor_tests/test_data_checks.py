@@ -191,3 +191,16 @@ def test_a_few_corrupted_training_images_do_not_fail_preprocessing():
     row = result.details["channels"][0]
     assert result.status == "pass", result.evidence
     assert row["std_ratio"] < 1 / 1.2 and abs(row["d_sample_std"]) < D_WARN
+
+
+def test_rows_that_held_nan_are_not_counted_as_copies(clean_inputs):
+    import dataclasses as dc
+
+    x = clean_inputs.data.x_train.clone()
+    x[[3, 50, 700]] = 0.0  # what the loader leaves of rows that held NaN
+    data = dc.replace(clean_inputs.data, x_train=x)
+    with_nan = dc.replace(clean_inputs, data=data, non_finite_train=(3, 50, 700))
+    assert check_duplicates(with_nan, {}).status == "pass"
+    # The same zero rows, not known as NaN, are identical copies (the check sees them).
+    plain = type(clean_inputs)(data, clean_inputs.hparams, train_names=clean_inputs.train_names)
+    assert check_duplicates(plain, {}).details["n_train_duplicates"] == 2

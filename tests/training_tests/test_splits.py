@@ -126,3 +126,12 @@ def test_image_folder_of_classes_keeps_the_seeded_split_and_names_files(tmp_path
     assert not data.origin.given_split
     names = set(data.origin.train_names) | set(data.origin.val_names)
     assert names == {f"{c}/{i:03d}.png" for c in "ab" for i in range(5)}
+
+
+def test_npz_with_part_of_a_split_names_the_missing_arrays(tmp_path):
+    path = tmp_path / "partial.npz"
+    np.savez(path, x_train=np.zeros((4, 1, 2, 2)), y_train=np.arange(4) % 2,
+             x_val=np.zeros((2, 1, 2, 2)))
+    with pytest.raises(DataError, match=r"all of x_train, y_train, x_val and y_val .* "
+                                        r"without y_val\.$"):
+        load_dataset(f"npz:{path}", seed=0)
