@@ -13,14 +13,13 @@ from study._choices import search_spec
 from study._cli_options import SEARCH_FIELDS, WHOLE_NUMBER, config_options, resolve
 from study._validation import check_fixed_hparams
 from study.config import TRAINING_OPTIONS, StudyConfig
+from study.doctor.names import CHECKS
 from study.errors import StudyError
 
 __all__ = ["doctor_command", "doctor_gate", "fixed_config", "fixed_options"]
 
 _NOT_FIXED = (*SEARCH_FIELDS, "n_trials", "timeout", "sampler", "pruner", "heartbeat_interval",
               "storage", "study_name")
-_CHECKS = ("labels", "preprocessing", "duplicates", "outliers", "init", "overfit-one-batch", "lr",
-           "batch-size", "shuffling")
 
 
 def fixed_options(fn: Callable | None = None, *,
@@ -67,16 +66,16 @@ def fixed_config(options: dict[str, Any], *, command: str) -> tuple[StudyConfig,
 @fixed_options(exclude=("epochs", "early_epochs", "objective", "compile"))
 @click.option("--output-dir", type=click.Path(file_okay=False), default="reports/doctor",
               show_default=True, help="Where doctor.json, doctor.html and figures/ go.")
-@click.option("--checks", default=",".join(_CHECKS), show_default=True,
+@click.option("--checks", default=",".join(CHECKS), show_default=True,
               help="The checks to run, comma-separated.")
 def doctor_command(output_dir: str, checks: str, **options: Any) -> None:
     """Why is my training loss rising? Run the checklist on this data and model; exit 1 when a
     check fails."""
     names = [c.strip() for c in checks.split(",") if c.strip()]
-    unknown = [c for c in names if c not in _CHECKS]
+    unknown = [c for c in names if c not in CHECKS]
     if unknown or not names:
         got = ", ".join(unknown) if unknown else "none"
-        raise click.BadParameter(f"must be among {', '.join(_CHECKS)}, but got {got}.",
+        raise click.BadParameter(f"must be among {', '.join(CHECKS)}, but got {got}.",
                                  param_hint="'--checks'")
     config, hp = fixed_config(options, command="doctor")
     from study.doctor import run_doctor, table_text

@@ -15,14 +15,15 @@ from study._lazy import lazy_exports
 if TYPE_CHECKING:
     from study.doctor.base import CheckResult, DoctorInputs
     from study.doctor.command import DoctorOutcome, run_doctor
+    from study.doctor.names import CHECKS
     from study.doctor.output import table_text
-    from study.doctor.runner import CHECKS, run_checks
+    from study.doctor.runner import run_checks
 
 __all__ = ["CHECKS", "CheckResult", "DoctorInputs", "DoctorOutcome", "run_checks", "run_doctor",
            "table_text"]
 
 _EXPORTS = {
-    "CHECKS": "study.doctor.runner",
+    "CHECKS": "study.doctor.names",
     "CheckResult": "study.doctor.base",
     "DoctorInputs": "study.doctor.base",
     "DoctorOutcome": "study.doctor.command",

@@ -9,7 +9,6 @@ its ``details``.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 from study.doctor.base import CheckResult, worst
 from study.doctor.figures import CAPTIONS, check_figure
+from study.report._format import jsonable
 from study.report.blocks import (
     Bullets,
     Code,
@@ -84,7 +84,8 @@ def write_outputs(results: Sequence[CheckResult], *, inputs: Mapping[str, Any],
     folder.mkdir(parents=True, exist_ok=True)
     written = {"json": folder / "doctor.json", "html": folder / "doctor.html"}
     doc = document(results, inputs=inputs)
-    written["json"].write_text(json.dumps(_finite(doc), indent=2) + "\n", encoding="utf-8")
+    written["json"].write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False) + "\n",
+                               encoding="utf-8")
     figures = {r.name: png for r in results if (png := check_figure(r)) is not None}
     (folder / "figures").mkdir(exist_ok=True)
     for name, png in figures.items():
@@ -148,14 +149,3 @@ def _check_section(result: CheckResult) -> list[Any]:
                                else "") + "):"]))
         blocks.append(Bullets([[Code(str(s))] for s in shown]))
     return blocks
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as ``null``: JSON has neither."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

@@ -10,16 +10,14 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from study.doctor.base import CheckResult, DoctorInputs
+from study.doctor.names import CHECKS
 from study.errors import StudyError
 from study.redact import one_line
 
 __all__ = ["CHECKS", "run_checks"]
-
-CHECKS = ("labels", "preprocessing", "duplicates", "outliers", "init", "overfit-one-batch", "lr",
-          "batch-size", "shuffling")
-"""The checks in the order of the checklist (and of ``doctor.json``)."""
 
 # Outliers after labels: a mislabeled sample's high loss is explained by its label. Overfit,
 # batch size and labels after lr: their short trainings use its suggested learning rate.
@@ -73,7 +71,7 @@ def run_checks(inputs: DoctorInputs, *, progress: Progress | None = None,
                 advice="fix the error above; it stops a study's trials the same way",
                 budget="-",
             )
-        result = _timed(result, time.perf_counter() - start)
+        result = replace(result, seconds=round(time.perf_counter() - start, 3))
         found[name] = result
         if progress is not None:
             progress(result, done, len(order))
@@ -83,9 +81,3 @@ def run_checks(inputs: DoctorInputs, *, progress: Progress | None = None,
 def _function(name: str) -> Check:
     module, attribute = _FUNCTIONS[name]
     return getattr(importlib.import_module(module), attribute)
-
-
-def _timed(result: CheckResult, seconds: float) -> CheckResult:
-    from dataclasses import replace
-
-    return replace(result, seconds=round(seconds, 3))

@@ -28,12 +28,15 @@ class Arrays:
 
     ``non_finite`` lists the rows of ``x`` (or of ``x_train`` and ``x_val``) that held NaN or
     inf when the reader was asked to keep them (set to 0); otherwise they are refused.
+    ``names`` are the samples' names where the reader knows them (image paths): those of ``x``
+    twice, or of the two splits; else rows are named ``X[i]`` / ``x_train[i]``.
     """
 
     x: np.ndarray | None = None
     y: np.ndarray | None = None
     split: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     non_finite: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+    names: tuple[list[str], list[str]] | None = None
 
 
 def load_npz(path: Path, *, keep_non_finite: bool = False) -> Arrays:

@@ -21,13 +21,7 @@ import torch
 from study._validation import fail
 from study.errors import DataError
 from study.training.arrays import Arrays, from_loader, load_npz
-from study.training.images import (
-    Progress,
-    image_names,
-    is_split_folder,
-    load_image_folder,
-    load_image_split,
-)
+from study.training.images import Progress, is_split_folder, load_image_folder, load_image_split
 from study.training.specs import DATASETS, check_dataset_spec, check_image_size
 
 __all__ = ["DATASETS", "DataOrigin", "TensorData", "check_dataset_spec", "check_image_size",
@@ -161,7 +155,7 @@ def load_dataset(
     def to_y(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a.astype(np.int64)).to(device)
 
-    origin = _origin(found, spec, train_rows, val_rows)
+    origin = _origin(found, train_rows, val_rows)
     return TensorData(spec, to_x(x_train), to_y(y_train), to_x(x_val), to_y(y_val), n_classes,
                       origin=origin)
 
@@ -177,26 +171,21 @@ def _read(spec: str, *, seed: int, size: tuple[int, int] | None, progress: Progr
     if spec.startswith("imagefolder:"):
         root = Path(spec[len("imagefolder:"):]).expanduser()
         if is_split_folder(root):
-            x_train, y_train, x_val, y_val, _ = load_image_split(root, image_size=size,
-                                                                 progress=progress)
+            (x_train, y_train, x_val, y_val), names = load_image_split(
+                root, image_size=size, progress=progress)
             return Arrays(split=(x_train.astype(np.float32), y_train,
-                                 x_val.astype(np.float32), y_val))
-        x, y, _ = load_image_folder(root, image_size=size, progress=progress)
-        return Arrays(x.astype(np.float32), y)
+                                 x_val.astype(np.float32), y_val), names=names)
+        x, y, _, files = load_image_folder(root, image_size=size, progress=progress)
+        return Arrays(x.astype(np.float32), y, names=(files, files))
     return from_loader(spec, keep_non_finite=keep)
 
 
-def _origin(found: Arrays, spec: str, train_rows: np.ndarray,
+def _origin(found: Arrays, train_rows: np.ndarray,
             val_rows: np.ndarray) -> DataOrigin:
     """Name each sample as the user finds it: a row of their arrays or an image file."""
     given = found.split is not None
-    if spec.startswith("imagefolder:"):
-        root = Path(spec[len("imagefolder:"):]).expanduser()
-        if given:
-            train = [f"train/{n}" for n in image_names(root / "train")]
-            val = [f"val/{n}" for n in image_names(root / "val")]
-        else:
-            train = val = image_names(root)
+    if found.names is not None:
+        train, val = found.names
     else:
         train, val = ("x_train", "x_val") if given else ("X", "X")
         train = [f"{train}[{i}]" for i in range(int(train_rows.max()) + 1)]

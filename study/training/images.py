@@ -22,8 +22,8 @@ import numpy as np
 
 from study.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "cache_dir", "image_names", "is_split_folder", "load_image_folder",
-           "parse_image_size"]
+__all__ = ["IMAGE_SUFFIXES", "cache_dir", "is_split_folder", "load_image_folder",
+           "load_image_split", "parse_image_size"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Below this many files decoding takes a second or two: no progress lines.
@@ -56,7 +56,7 @@ def cache_dir() -> Path:
 def load_image_folder(
     root: Path, *, image_size: tuple[int, int] | None = None, progress: Progress | None = None,
     validation: bool = False,
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Decode a folder of class sub-folders into ``X (N, C, H, W) uint8`` and ``y (N,) int64``.
 
     Args:
@@ -67,19 +67,21 @@ def load_image_folder(
         validation: A given validation split: one class and one image per class suffice.
 
     Returns:
-        The images, their labels and the class names (label ``i`` is ``classes[i]``).
+        The images, their labels, the class names (label ``i`` is ``classes[i]``) and each
+        image's path relative to ``root``.
 
     Raises:
         DataError: The folder is missing, has fewer than two classes, a class has fewer than
             two images, or an image cannot be read; the message names the folder or file.
     """
     files, labels, classes = _list(root, validation=validation)
+    names = [str(path.relative_to(root)) for path in files]
     # The files (names, sizes, times) and the requested size decide the decoded array, so a
     # cached one is found without opening a single image.
     key = _cache_key(root, files, image_size)
     cached = _read_cache(key)
     if cached is not None and len(cached) == len(files):
-        return cached, np.asarray(labels, dtype=np.int64), classes
+        return cached, np.asarray(labels, dtype=np.int64), classes, names
     headers = [_header(path) for path in files]
     size = image_size or collections.Counter((h, w) for h, w, _ in headers).most_common(1)[0][0]
     gray = all(mode in _GRAY_MODES or mode.startswith("I;16") for _, _, mode in headers)
@@ -92,24 +94,25 @@ def load_image_folder(
         if report is not None and ((i + 1) % step == 0 or i + 1 == len(files)):
             report(i + 1, len(files))
     _write_cache(key, x)
-    return x, np.asarray(labels, dtype=np.int64), classes
+    return x, np.asarray(labels, dtype=np.int64), classes, names
 
 
 def load_image_split(
     root: Path, *, image_size: tuple[int, int] | None = None, progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[list[str], list[str]]]:
     """Decode ``root/train`` and ``root/val`` (the user's own split) into ``x_train, y_train,
-    x_val, y_val`` at one size (the training images' most common one by default) and return
-    the class names; a validation class is labelled by its name among the training classes.
+    x_val, y_val`` at one size (the training images' most common one by default), and each
+    image's path relative to ``root``; a validation class is labelled by its name among the
+    training classes.
 
     Raises:
         DataError: Either folder is malformed, or ``val/`` holds a class ``train/`` has not.
     """
-    x_train, y_train, classes = load_image_folder(root / "train", image_size=image_size,
-                                                  progress=progress)
+    x_train, y_train, classes, train_names = load_image_folder(
+        root / "train", image_size=image_size, progress=progress)
     size = (int(x_train.shape[2]), int(x_train.shape[3]))
-    x_val, y_val, val_classes = load_image_folder(root / "val", image_size=size,
-                                                  progress=progress, validation=True)
+    x_val, y_val, val_classes, val_names = load_image_folder(
+        root / "val", image_size=size, progress=progress, validation=True)
     unknown = [c for c in val_classes if c not in classes]
     if unknown:
         raise DataError(f"`dataset` imagefolder:{root} must hold in val/ only classes of train/ "
@@ -118,19 +121,14 @@ def load_image_split(
         x_train, x_val = (np.repeat(a, 3, axis=1) if a.shape[1] == 1 else a
                           for a in (x_train, x_val))
     to_train = np.asarray([classes.index(c) for c in val_classes], dtype=np.int64)
-    return x_train, y_train, x_val, to_train[y_val], classes
+    return ((x_train, y_train, x_val, to_train[y_val]),
+            ([f"train/{n}" for n in train_names], [f"val/{n}" for n in val_names]))
 
 
 def is_split_folder(root: Path) -> bool:
     """``root`` holds the user's own split: ``train/`` and ``val/`` sub-folders, each of class
     sub-folders (any other folder beside them, such as ``test/``, is ignored)."""
     return (root / "train").is_dir() and (root / "val").is_dir()
-
-
-def image_names(root: Path) -> list[str]:
-    """The images of ``root`` as paths relative to it, in the order of
-    :func:`load_image_folder`'s rows."""
-    return [str(path.relative_to(root)) for path in _list(root, validation=True)[0]]
 
 
 def _list(root: Path, *, validation: bool = False) -> tuple[list[Path], list[int], list[str]]:

@@ -42,7 +42,7 @@ def write_folder(root: Path, counts: dict[str, int], *, size=(10, 12), mode="RGB
 
 def test_classes_are_sorted_subfolders_and_labels_follow_them(tmp_path):
     root = write_folder(tmp_path / "data", {"zebra": 3, "ant": 2, "moth": 4})
-    x, y, classes = load_image_folder(root)
+    x, y, classes, _ = load_image_folder(root)
     assert classes == ["ant", "moth", "zebra"]
     assert x.shape == (9, 3, 10, 12) and x.dtype == np.uint8
     assert list(y) == [0, 0, 1, 1, 1, 1, 2, 2, 2]
@@ -52,7 +52,7 @@ def test_classes_are_sorted_subfolders_and_labels_follow_them(tmp_path):
 
 def test_pixels_are_read_exactly_from_png(tmp_path):
     root = write_folder(tmp_path / "data", {"a": 2, "b": 2})
-    x, _, _ = load_image_folder(root)
+    x, _, _, _ = load_image_folder(root)
     expected = np.asarray(Image.open(root / "a" / "000.png")).transpose(2, 0, 1)
     assert np.array_equal(x[0], expected)
 
@@ -60,7 +60,7 @@ def test_pixels_are_read_exactly_from_png(tmp_path):
 def test_jpeg_files_and_upper_case_suffixes_are_read(tmp_path):
     root = write_folder(tmp_path / "data", {"a": 2}, suffix=".JPG")
     write_folder(root, {"b": 2}, suffix=".jpeg")
-    x, y, _ = load_image_folder(root)
+    x, y, _, _ = load_image_folder(root)
     assert x.shape[0] == 4 and sorted(set(y)) == [0, 1]
 
 
@@ -71,7 +71,7 @@ def test_hidden_entries_other_files_and_empty_folders_are_skipped(tmp_path):
     (root / ".cache").mkdir()
     (root / "empty").mkdir()
     (root / "README.md").write_text("top-level files are not classes")
-    x, _, classes = load_image_folder(root)
+    x, _, classes, _ = load_image_folder(root)
     assert classes == ["a", "b"] and x.shape[0] == 4
 
 
@@ -81,13 +81,13 @@ def test_hidden_entries_other_files_and_empty_folders_are_skipped(tmp_path):
 def test_default_size_is_the_most_common_one(tmp_path):
     root = write_folder(tmp_path / "data", {"a": 3, "b": 2}, size=(10, 12))
     write_folder(root, {"b": 1}, size=(20, 7), seed=1)  # overwrites b/000.png
-    x, _, _ = load_image_folder(root)
+    x, _, _, _ = load_image_folder(root)
     assert x.shape[2:] == (10, 12)
 
 
 def test_image_size_resizes_every_image(tmp_path):
     root = write_folder(tmp_path / "data", {"a": 2, "b": 2})
-    x, _, _ = load_image_folder(root, image_size=(5, 7))
+    x, _, _, _ = load_image_folder(root, image_size=(5, 7))
     assert x.shape == (4, 3, 5, 7)
 
 
@@ -99,7 +99,7 @@ def test_all_grayscale_gives_one_channel(tmp_path):
 def test_one_colour_image_makes_every_image_rgb(tmp_path):
     root = write_folder(tmp_path / "data", {"a": 2, "b": 2}, mode="L")
     write_folder(root, {"c": 2}, mode="RGB")
-    x, _, _ = load_image_folder(root)
+    x, _, _, _ = load_image_folder(root)
     assert x.shape[1] == 3
     gray = x[0]
     assert np.array_equal(gray[0], gray[1]) and np.array_equal(gray[1], gray[2])
@@ -169,10 +169,10 @@ def test_a_truncated_file_is_named(tmp_path):
 
 def test_a_second_load_reads_the_cache(tmp_path):
     root = write_folder(tmp_path / "data", {"a": 2, "b": 2})
-    first, _, _ = load_image_folder(root)
+    first, _, _, _ = load_image_folder(root)
     (cached,) = cache_dir().glob("imagefolder-*.npy")
     np.save(cached, np.full_like(first, 7))  # proves the second load did not decode
-    second, _, _ = load_image_folder(root)
+    second, _, _, _ = load_image_folder(root)
     assert (second == 7).all()
 
 
@@ -182,7 +182,7 @@ def test_a_changed_file_invalidates_the_cache(tmp_path):
     path = root / "a" / "000.png"
     Image.new("RGB", (12, 10), (255, 0, 0)).save(path)
     os.utime(path, ns=(1, 1))
-    x, _, _ = load_image_folder(root)
+    x, _, _, _ = load_image_folder(root)
     assert tuple(x[0, :, 0, 0]) == (255, 0, 0)
     assert len(list(cache_dir().glob("imagefolder-*.npy"))) == 2
 
