@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.doctor.base import CheckResult, DoctorInputs
+from study.report._format import jsonable
 from study.training import NoiseStream
 from study.training.gap import preserved
 from study.training.penalty import KERNEL_MODULES
@@ -148,26 +149,19 @@ def check_init(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> CheckR
     table = _probe(trainer.model, x, y, NoiseStream(x.device, inputs.seed))
     flags = _flags(table, _rms(x))
     ratio = loss / reference
-    table = {key: _finite(values) if key != "layers" else values for key, values in table.items()}
-    details = {"loss": _finite(loss), "reference_loss": reference,
+    table = {key: jsonable(values) if key != "layers" else values for key, values in table.items()}
+    details = {"loss": jsonable(loss), "reference_loss": reference,
                "label_entropy": label_entropy(data.y_train, data.n_classes),
-               "ratio": _finite(ratio), "data_rms": _finite(_rms(x)), "batch_size": size,
+               "ratio": jsonable(ratio), "data_rms": jsonable(_rms(x)), "batch_size": size,
                **table, "flagged": flags}
     figure = {"kind": "init", "layers": table["layers"],
               "activation_rms": table["activation_rms"], "input_rms": table["input_rms"],
               "grad_norm": table["grad_norm"], "reference_loss": reference,
-              "loss": _finite(loss)}
+              "loss": jsonable(loss)}
     status, advice = _verdict(ratio, flags)
     return CheckResult("init", status, _evidence(details), advice,
                        f"{INIT_SAMPLES} samples forward + 1 batch backward", details=details,
                        figure=figure)
-
-
-def _finite(value):
-    """``value`` (a float or a list of floats) with NaN and infinities as None (JSON)."""
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value if math.isfinite(value) else None
 
 
 def _evidence(details: Mapping) -> str:
