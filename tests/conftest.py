@@ -98,9 +98,15 @@ def cli_env(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], *, cwd: Path, env: dict[str, str],
-            timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real ``study`` console script in a subprocess."""
+def run_cli(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 300,
+            fresh: bool = False) -> subprocess.CompletedProcess:
+    """Run ``study ARGS`` in a process of its own: forked from a server that imported the
+    heavy modules once (:mod:`tests._forked_cli`), or, with ``fresh`` or
+    ``STUDY_TEST_FRESH_CLI=1``, the real console script in a new interpreter."""
     exe = Path(sys.executable).with_name("study")
-    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    if fresh or os.environ.get("STUDY_TEST_FRESH_CLI") == "1":
+        return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    from tests._forked_cli import run_forked
+
+    return run_forked(args, cwd=cwd, env=env, exe=exe, timeout=timeout)

@@ -276,12 +276,12 @@ class Tracker(ArtifactsMixin):
         batch = {"metrics": metrics, "params": params or [], "tags": tags or []}
         if not any(batch.values()):
             return
+        self._check_written(run_id)
         if BUFFERING_ENV not in os.environ:
             # Read by MLflow's logging thread on each round: set only while batches are in
             # flight, and only where the user has not set it.
             os.environ[BUFFERING_ENV] = "1"
             self._set_buffering = True
-        self._check_written(run_id)
         try:
             operation = self.client.log_batch(run_id, **batch, synchronous=False)
         except Exception:  # the queue refused the batch: write it now instead
@@ -298,10 +298,13 @@ class Tracker(ArtifactsMixin):
         while pending and pending[0][0] < settled:
             if _failed(pending[0][1]):
                 # The batches merged into a failed write follow it (MLflow reports them done).
-                batches = [batch for _, _, batch in pending]
-                pending.clear()
-                for batch in batches:
-                    self._log_batch(run_id, **batch)
+                batches = [batch for _, _, batch in self._pending.pop(run_id)]
+                try:
+                    for batch in batches:
+                        self._log_batch(run_id, **batch)
+                except BaseException:
+                    self._unset_buffering()  # the trial stops here: nothing left in flight
+                    raise
                 return
             pending.pop(0)
 

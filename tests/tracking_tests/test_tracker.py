@@ -262,5 +262,7 @@ def test_a_store_down_during_training_stops_the_trial_at_its_next_batch(server, 
         time.sleep(2.5)  # MLflow's queue tries to write it meanwhile, and fails
         with pytest.raises(TrackingError, match=r"unreachable for 1 s .*log-batch"):
             tracker.log_metrics(run_id, {"loss": 0.4}, step=2)
+        # Nothing of the trial is in flight any more: the process-wide buffering goes too.
+        assert BUFFERING_ENV not in os.environ
     finally:
         server.start()
