@@ -23,10 +23,13 @@ run: install
 	  mlflow run . -e main --env-manager local
 
 # The tests in TEST_WORKERS processes (pytest-xdist; most of their time is subprocesses and
-# servers, one torch thread each), then those that restart PostgreSQL, alone.
+# servers, one torch thread each), a module's tests in one of them (its module fixtures, the
+# trained studies and servers, are made once, not once per process), then those that restart
+# PostgreSQL, alone.
 TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadscope
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) -m "not cluster"
+	$(PY) -m pytest $(XDIST) -m "not cluster"
 	$(PY) -m pytest -m cluster
 
 # The storages, tracking and runtime tests on the oldest supported versions (constraints-floor.txt),
@@ -39,7 +42,7 @@ test-floor:
 	  -c constraints-floor.txt -e ".[dev]"
 	$(FLOOR_VENV)/bin/python -m pip list --disable-pip-version-check 2>/dev/null \
 	  | grep -iE '^(mlflow|optuna|sqlalchemy|numpy|pandas|psycopg) '
-	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) -m "not cluster" \
+	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider $(XDIST) -m "not cluster" \
 	  tests/storages_tests tests/tracking_tests tests/runtime_tests
 	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider -m cluster tests/runtime_tests
 
