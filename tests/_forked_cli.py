@@ -90,10 +90,14 @@ def run_forked(args: list[str], *, cwd: Path, env: dict[str, str], exe: Path,
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
         child = _context.Process(target=_child, args=(argv, str(cwd), dict(env), out, err))
         child.start()
-        child.join(timeout)
-        if child.exitcode is None:
-            child.kill()
-            child.join()
+        try:
+            child.join(timeout)
+        finally:  # past the timeout, or the test interrupted: no child outlives the call
+            running = child.exitcode is None
+            if running:
+                child.kill()
+                child.join()
+        if running:
             raise subprocess.TimeoutExpired(argv, timeout, output=_read(out), stderr=_read(err))
         return subprocess.CompletedProcess(argv, child.exitcode, _read(out), _read(err))
 

@@ -23,6 +23,7 @@ import contextlib
 import io
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -90,6 +91,8 @@ class Tracker(ArtifactsMixin):
         self._nested: set[str] = set()  # open runs created here under a parent: asynchronous
         self._pending: dict[str, list[tuple[float, Any, dict[str, list[Any]]]]] = {}
         self._set_buffering = False
+        # A hand-over racing a close (MLflow shuts its queue down) is never written: a hang.
+        self._queue_lock = threading.Lock()
         shown = redact(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "default"))
         try:
             self.client = MlflowClient(tracking_uri)
@@ -283,7 +286,8 @@ class Tracker(ArtifactsMixin):
             os.environ[BUFFERING_ENV] = "1"
             self._set_buffering = True
         try:
-            operation = self.client.log_batch(run_id, **batch, synchronous=False)
+            with self._queue_lock:
+                operation = self.client.log_batch(run_id, **batch, synchronous=False)
         except Exception:  # the queue refused the batch: write it now instead
             self._log_batch(run_id, **batch)
             return
@@ -346,15 +350,12 @@ class Tracker(ArtifactsMixin):
     def _set_terminated(self, run_id: str, status: str) -> None:
         """``MlflowClient.set_terminated``; on a tracking URI with a password, the links MLflow
         prints on closing a run are printed redacted."""
-        if not self._secret_uri:
-            self.client.set_terminated(run_id, status=status)
-            return
         printed = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(printed):
-                self.client.set_terminated(run_id, status=status)
-        finally:
-            sys.stdout.write(redact(printed.getvalue()))
+        with self._queue_lock, contextlib.ExitStack() as stack:
+            if self._secret_uri:
+                stack.callback(lambda: sys.stdout.write(redact(printed.getvalue())))
+                stack.enter_context(contextlib.redirect_stdout(printed))
+            self.client.set_terminated(run_id, status=status)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         deadline = time.monotonic() + self.retry_seconds

@@ -127,3 +127,39 @@ def test_a_tracker_with_a_password_in_its_uri_closes_in_the_foreground(server):
     _, (run_id,) = _trial_runs(tracker, 1)
     tracker.close_run(run_id, "FINISHED", tags={"study.state": "COMPLETE"})
     assert MlflowClient(server.uri).get_run(run_id).info.status == "FINISHED"  # no wait
+
+
+def test_a_hand_over_never_runs_while_a_background_close_shuts_mlflows_queue(tracking_uri):
+    """MLflow's ``set_terminated`` shuts its asynchronous queue down; a batch handed over
+    meanwhile could land after the drain, never be written, and hang the close (seen once in
+    CI). The real calls are spied on, with the close slowed to widen the window."""
+    tracker = Tracker(tracking_uri, retry_seconds=0, close_in_background=True)
+    _, (first, second) = _trial_runs(tracker, 2)
+    client, spans = tracker.client, {"close": [], "hand-over": []}
+    real_terminate, real_log_batch = client.set_terminated, client.log_batch
+
+    def spied(kind, call, pause=0.0):
+        def wrapper(*args, **kwargs):
+            start = time.monotonic()
+            time.sleep(pause)
+            try:
+                return call(*args, **kwargs)
+            finally:
+                spans[kind].append((start, time.monotonic()))
+        return wrapper
+
+    client.set_terminated = spied("close", real_terminate, pause=0.3)
+    client.log_batch = spied("hand-over", real_log_batch)
+    tracker.log_metrics(first, {"loss": 1.0}, step=1)
+    tracker.close_run(first, "FINISHED", tags={}, metrics={}, step=1)
+    for epoch in range(1, 6):  # while the first run closes
+        tracker.log_metrics(second, {"loss": 1.0 / epoch}, step=epoch)
+        time.sleep(0.05)
+    tracker.close_run(second, "FINISHED", tags={}, metrics={}, step=5)
+    tracker.wait_closed()
+    overlaps = [(h, c) for h in spans["hand-over"] for c in spans["close"]
+                if h[0] < c[1] and c[0] < h[1]]
+    assert len(spans["close"]) == 2 and len(spans["hand-over"]) >= 6
+    assert overlaps == []
+    history = MlflowClient(tracking_uri).get_metric_history(second, "loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]
