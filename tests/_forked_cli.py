@@ -2,7 +2,7 @@
 MLflow, Optuna and the commands once.
 
 A fresh interpreter spends about 4 s of CPU importing them before it parses a flag; the tests
-run the CLI about a hundred times, so most of that time went to imports. Each call here is
+run the CLI about 85 times, so most of that time went to imports. Each call here is
 still its own process with the given working directory, environment, argv and output
 streams, running :func:`study.cli.main` and the process's exit handlers as the console script
 does; only the imports are shared. The server is Python's ``forkserver``: it imports before it
@@ -37,18 +37,17 @@ _start_lock = threading.Lock()
 _started = False
 
 
-def _ensure_server() -> None:
-    """Start this process's fork server once, without MLflow's and the study's variables (a
-    test's settings at that moment must not reach the imports every child shares)."""
+def _ensure_server(env: dict[str, str]) -> None:
+    """Start this process's fork server once, with ``env`` (the tests' base environment: a
+    test's own settings at that moment must not reach the imports every child shares)."""
     global _started
     with _start_lock:
         if _started:
             return
         _context.set_forkserver_preload(PRELOAD)
         saved = dict(os.environ)
-        for name in saved:
-            if name.startswith(("MLFLOW_", "STUDY_")):
-                del os.environ[name]
+        os.environ.clear()
+        os.environ.update(env)
         try:
             multiprocessing.forkserver.ensure_running()
         finally:
@@ -80,11 +79,11 @@ def _child(argv: list[str], cwd: str, env: dict[str, str], out: str, err: str) -
 
 
 def run_forked(args: list[str], *, cwd: Path, env: dict[str, str], exe: Path,
-               timeout: float) -> subprocess.CompletedProcess:
+               timeout: float, server_env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run ``study args`` in a forked child; the result of :func:`subprocess.run` with
     ``capture_output=True, text=True`` (``TimeoutExpired`` after ``timeout`` seconds, the child
-    killed)."""
-    _ensure_server()
+    killed). ``server_env``: the environment the fork server starts with, on the first call."""
+    _ensure_server(server_env)
     argv = [str(exe), *args]
     with tempfile.TemporaryDirectory(prefix="study-cli-") as tmp:
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")

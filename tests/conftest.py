@@ -109,4 +109,4 @@ def run_cli(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float =
                               text=True, timeout=timeout)
     from tests._forked_cli import run_forked
 
-    return run_forked(args, cwd=cwd, env=env, exe=exe, timeout=timeout)
+    return run_forked(args, cwd=cwd, env=env, exe=exe, timeout=timeout, server_env=cli_env())
