@@ -296,6 +296,11 @@ class Objective:
                            "final_val_accuracy": history[-1].val_accuracy})
             if not math.isfinite(value):
                 raise TrialFailedError(f"objective {config.objective} is {value}")
+            # Inside the try: a Ctrl-C while the run closes still fails and re-queues the
+            # trial and closes its run KILLED, rather than leaving it RUNNING.
+            found = self._diagnose(history, ending)
+            end_trial_run(self.tracker, run_id, state="COMPLETE", tags=diagnosis_tags(found),
+                          metrics=final_metrics(history), step=history[-1].epoch)
         except optuna.TrialPruned:
             found = self._diagnose(seen, ending)
             end_trial_run(self.tracker, run_id, state="PRUNED", tags=diagnosis_tags(found))
@@ -324,9 +329,6 @@ class Objective:
             _retry_running(trial, INTERRUPTED)
             end_trial_run(self.tracker, run_id, state="FAIL", failure=INTERRUPTED, interrupted=True)
             raise
-        found = self._diagnose(history, ending)
-        end_trial_run(self.tracker, run_id, state="COMPLETE", tags=diagnosis_tags(found),
-                      metrics=final_metrics(history), step=history[-1].epoch)
         return value
 
     def _train_seed(self, trial: optuna.Trial) -> tuple[int, bool]:

@@ -212,8 +212,10 @@ def test_workers_dead_before_opening_or_linking_their_runs_leave_one_linked_run_
 def test_a_signal_fails_and_requeues_the_running_trial_and_says_so_in_one_line(
         signum, code, tmp_path, tracking_uri, mlflow_client):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    # A trial far longer than the test waits (it is signalled within its first epochs): with 8
+    # epochs, a loaded CI machine once saw the trial end between the poll and the signal.
     args = ["run", "--storage", storage, "--study-name", "t", "--tracking-uri", tracking_uri,
-            "--experiment", "stopped", "--n-trials", "3", "--epochs", "8", "--width-min", "8",
+            "--experiment", "stopped", "--n-trials", "3", "--epochs", "300", "--width-min", "8",
             "--width-max", "8", "--batch-sizes", "64", "--device", "cpu", "--pruner", "none"]
 
     with study_process(args, tmp_path) as proc:
