@@ -24,13 +24,12 @@ run: install
 
 # The tests in TEST_WORKERS processes (pytest-xdist; most of their time is subprocesses and
 # servers, one torch thread each), a module's tests in one of them (its module fixtures, the
-# trained studies and servers, are made once, not once per process), then those that restart
-# PostgreSQL, alone.
+# trained studies and servers, are made once, not once per process). The tests that stop
+# PostgreSQL stop a cluster of their own (tests/private_postgres.py), so none runs alone.
 TEST_WORKERS ?= 3
 XDIST := -n $(TEST_WORKERS) --dist loadscope
 test: install
-	$(PY) -m pytest $(XDIST) -m "not cluster"
-	$(PY) -m pytest -m cluster
+	$(PY) -m pytest $(XDIST)
 
 # The storages, tracking and runtime tests on the oldest supported versions (constraints-floor.txt),
 # in a venv of their own, so that pyproject.toml's lower bounds are tested, not hoped for.
@@ -42,9 +41,8 @@ test-floor:
 	  -c constraints-floor.txt -e ".[dev]"
 	$(FLOOR_VENV)/bin/python -m pip list --disable-pip-version-check 2>/dev/null \
 	  | grep -iE '^(mlflow|optuna|sqlalchemy|numpy|pandas|psycopg) '
-	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider $(XDIST) -m "not cluster" \
+	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider $(XDIST) \
 	  tests/storages_tests tests/tracking_tests tests/runtime_tests
-	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider -m cluster tests/runtime_tests
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,33 +1,29 @@
 """The real servers restart under a study: two workers on PostgreSQL, a real ``mlflow server``.
 
-The database (``pg_ctlcluster ... stop``, a pause, ``start``) and the tracking server (stopped
-and started again on the same port) each go away for a few seconds while trials train. Every
-worker either rides it out or stops with one line; at most one re-run of the same command
-finishes the study: budget met, nothing RUNNING in either store, one run per trial.
-Fails under CI=true when PostgreSQL cannot be restarted here, like the other server tests.
+The database (a PostgreSQL cluster of the test's own, :mod:`tests.private_postgres`: ``pg_ctl
+stop``, a pause, ``start``) and the tracking server (stopped and started again on the same port)
+each go away for a few seconds while trials train. Every worker either rides it out or stops
+with one line; at most one re-run of the same command finishes the study: budget met, nothing
+RUNNING in either store, one run per trial. Fails under CI=true when PostgreSQL's binaries are
+missing, like the other server tests.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import cli_env, run_cli
-from tests.servers import (
-    MlflowServer,
-    check_scaled_study,
-    poll_trials,
-    postgres_url,
-)
+from tests.private_postgres import PrivatePostgres, private_postgres
+from tests.servers import MlflowServer, check_scaled_study, poll_trials
 
-# cluster: the database restarts stop PostgreSQL for every test running beside them.
-pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.usefixtures("clean_env")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_env")]
 
 BUDGET = 6
 # Several seconds per trial on 2 CPU cores, so that the outage falls inside training.
@@ -37,19 +33,10 @@ TRIALS = ["--epochs", "6", "--width-min", "8", "--width-max", "8", "--batch-size
 OUTAGE_SECONDS = 6
 
 
-def _cluster() -> list[str]:
-    """``pg_ctlcluster VERSION main``, or a skip (a failure under CI=true) when it cannot run."""
-    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-    if not versions or shutil.which("pg_ctlcluster") is None:
-        reason = "no local PostgreSQL cluster to restart (pg_ctlcluster)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason + " (CI=true: this real-server test must run)")
-        pytest.skip(reason)
-    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"]
-
-
-def _pg(cluster: list[str], action: str) -> None:
-    subprocess.run([*cluster, action], check=True, capture_output=True, timeout=120)
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PrivatePostgres]:
+    with private_postgres() as pg:
+        yield pg
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -80,10 +67,9 @@ def _outage_then_finish(args: list[str], storage: str, cwd: Path, outage) -> str
 
 @pytest.mark.parametrize(("which", "seen"), [("database", "storage postgresql://"),
                                            ("tracking server", "MLflow")])
-def test_two_workers_ride_out_a_server_restart(which, seen, tmp_path, new_postgres_database,
+def test_two_workers_ride_out_a_server_restart(which, seen, tmp_path, cluster,
                                                mlflow_template_db):
-    cluster = _cluster() if which == "database" else []
-    storage = postgres_url(new_postgres_database())
+    storage = cluster.new_database()
     server = MlflowServer(tmp_path / "mlflow", mlflow_template_db).start()
     try:
         args = ["run", "--storage", storage, "--tracking-uri", server.uri, "--experiment",
@@ -91,12 +77,12 @@ def test_two_workers_ride_out_a_server_restart(which, seen, tmp_path, new_postgr
 
         def restart() -> None:
             if which == "database":
-                _pg(cluster, "stop")
+                cluster.stop()
             else:
                 server.stop()
             time.sleep(OUTAGE_SECONDS)
             if which == "database":
-                _pg(cluster, "start")
+                cluster.start()
             else:
                 server.start()
 
@@ -109,9 +95,8 @@ def test_two_workers_ride_out_a_server_restart(which, seen, tmp_path, new_postgr
 
 
 def test_a_database_down_past_the_timeout_stops_in_one_line_and_a_rerun_finishes(
-        tmp_path, new_postgres_database, mlflow_template_db):
-    cluster = _cluster()
-    storage = postgres_url(new_postgres_database())
+        tmp_path, cluster, mlflow_template_db):
+    storage = cluster.new_database()
     server = MlflowServer(tmp_path / "mlflow", mlflow_template_db).start()
     try:
         args = ["run", "--storage", storage, "--tracking-uri", server.uri, "--experiment",
@@ -121,11 +106,11 @@ def test_a_database_down_past_the_timeout_stops_in_one_line_and_a_rerun_finishes
             poll_trials(storage, "r", lambda ts: [t for t in ts if t.state == TrialState.RUNNING
                                                   and "mlflow_run_id" in t.user_attrs],
                         proc=proc, timeout=240, what="a RUNNING trial with its MLflow run")
-            _pg(cluster, "stop")
+            cluster.stop()
             try:
                 assert proc.wait(timeout=300) == 1
             finally:
-                _pg(cluster, "start")
+                cluster.start()
         finally:
             if proc.poll() is None:
                 proc.kill()
