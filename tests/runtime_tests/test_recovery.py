@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from study.config import StudyConfig
 from study.keys import PARENT_RUN_ATTR
 from study.runtime.lifecycle import load_study, prepare_study
-from study.runtime.session import run_session
+from study.runtime.session import Interrupted, run_session
 from study.tracking import Tracker, start_trial_run
 from tests.conftest import cli_env, run_cli
 from tests.servers import (
@@ -241,6 +241,35 @@ def test_a_signal_fails_and_requeues_the_running_trial_and_says_so_in_one_line(
     assert run.info.status == "KILLED" and run.data.tags["study.failure"] == "interrupted"
     parent = mlflow_client.get_run(study_user_attrs(storage, "t")[PARENT_RUN_ATTR])
     assert parent.info.status == "KILLED"
+
+
+def test_an_interrupt_while_a_complete_trials_run_closes_fails_requeues_and_kills_it(
+        storage_url, tracking_uri, mlflow_client, monkeypatch):
+    config = StudyConfig(study_name="closing", storage=storage_url, tracking_uri=tracking_uri,
+                         experiment="closing", epochs=1, width_min=4, width_max=4,
+                         batch_sizes=(64,), n_trials=2, device="cpu", pruner="none")
+    close_run = Tracker.close_run
+    interrupted: list[str] = []
+
+    def interrupted_once(self, run_id, status, **kwargs):
+        # Ctrl-C lands as the trained trial's run is being closed FINISHED.
+        if status == "FINISHED" and not interrupted:
+            interrupted.append(run_id)
+            raise KeyboardInterrupt
+        return close_run(self, run_id, status, **kwargs)
+
+    monkeypatch.setattr(Tracker, "close_run", interrupted_once)
+    with pytest.raises(Interrupted, match="trial 0 failed and queued again"):
+        run_session(config)
+
+    trials = study_trials(storage_url, "closing")
+    stopped = trials[0]
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs["failure"] == "interrupted"
+    (retry,) = _retries_of(trials, 0)
+    assert retry.state == TrialState.WAITING and retry.params == stopped.params
+    run = mlflow_client.get_run(interrupted[0])
+    assert run.info.run_id == stopped.user_attrs["mlflow_run_id"]
+    assert run.info.status == "KILLED" and run.data.tags["study.state"] == "FAIL"
 
 
 # --- exceptions, NaN, out of memory -------------------------------------------------------------
