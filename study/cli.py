@@ -58,7 +58,8 @@ class _Group(click.Group):
 @click.version_option(package_name="study", prog_name="study")
 def cli() -> None:
     """Hyperparameter studies of CNN width, learning rate, batch size and weight decay,
-    tracked in MLflow, that explain why bigger models start at a higher training loss."""
+    tracked in MLflow, that measure whether bigger models start at a higher training loss and
+    why (and why validation lags training)."""
 
 
 def _print_result(result: Any, *, who: str = "study") -> None:

@@ -138,9 +138,22 @@ def short_line(block: Mapping[str, Any]) -> str:
     if code == "inconclusive" or carrier is None:
         return f"Gap: {_bracket(gap)} at {window}, {_unsettled(early)}; {closing} — {code}."
     est = gap["estimate"]
-    how = f"lags training by {_num(est)}" if est > 0 else f"is below training by {_num(-est)}"
+    if est > 0:
+        how = f"lags training by {_num(est)}"
+    else:  # no lag to close at the window: say what follows it instead
+        how = f"is below training by {_num(-est)}"
+        closing = _after_no_lag(block, closing)
     return (f"Gap: validation {how} at {window}, carried by {LABELS[carrier]} "
             f"({_bracket(early[carrier])}); {closing} — {code}.")
+
+
+def _after_no_lag(block: Mapping[str, Any], closing: str) -> str:
+    """``no lag through epoch 6`` when none opens later, else ``a lag opens later (closes at
+    epoch 4)``: "closes at epoch 1" would read as if the validation loss below had lagged."""
+    last = _last_epoch(block)
+    if block.get("closes_at_epoch") == 1 and last:
+        return f"no lag through epoch {last}"
+    return f"a lag opens later ({closing})" if last else closing
 
 
 def _by_setting(groups: Mapping[str, Mapping[str, Any]]) -> str:

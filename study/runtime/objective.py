@@ -149,7 +149,7 @@ def final_metrics(history: Sequence[EpochReport]) -> dict[str, float]:
 def _keep_end(trial: optuna.Trial, history: Sequence[EpochReport],
               ending: Mapping[str, Any]) -> None:
     """The trial's per-epoch figures as user attr ``curve`` (one row per epoch), with the
-    figures gathered for its end (``ending``), in one write."""
+    figures gathered for its end (``ending``); nothing when both are empty."""
     attrs = {**ending, **({CURVE_ATTR: curve_record(history)} if history else {})}
     if attrs:
         set_user_attrs(trial, attrs)
@@ -158,7 +158,7 @@ def _keep_end(trial: optuna.Trial, history: Sequence[EpochReport],
 def _keep_start(trial: optuna.Trial, n_params: int, init: InitReport, *,
                 also: Mapping[str, Any] | None = None) -> None:
     """The parameter count and the loss at initialization as user attrs (``init_*``), with
-    ``also`` in the same write."""
+    ``also`` (a write per attr: Optuna has no call that sets several)."""
     set_user_attrs(trial, {**(also or {}), "n_params": n_params,
                            **{k.replace("/", "_"): v for k, v in init.metrics().items()}})
 
@@ -243,7 +243,8 @@ class Objective:
         hp = suggest_hparams(trial, self.config)
         # The epochs so far, kept on the trial as its curve once it ends, however it ends
         # (written every epoch, the growing list would cost O(epochs^2) storage), with the
-        # early-window, final and diagnosis figures gathered meanwhile: one write at the end.
+        # early-window, final and diagnosis figures gathered meanwhile: written once, at the
+        # end (a completed trial writes them before its run closes and empties both).
         seen: list[EpochReport] = []
         ending: dict[str, Any] = {}
         try:
@@ -269,8 +270,8 @@ class Objective:
             self.tracker, self.experiment_id, parent_run_id=self.parent_run_id,
             study_name=trial.study.study_name, trial_number=trial.number,
         )
-        # The trial's link to its run goes with its first figures (one write; recovery finds
-        # a run not yet linked by its tags). Every failure path below writes it too.
+        # The trial's link to its run goes with its first figures (recovery finds a run not
+        # yet linked by its tags). Every failure path below writes it too.
         linked = {RUN_ID_ATTR: run_id, HPARAMS_ATTR: dict(vars(hp))}
         prune = config.pruner != "none"  # the no-op pruner would still read the trial back
 
@@ -296,9 +297,12 @@ class Objective:
                            "final_val_accuracy": history[-1].val_accuracy})
             if not math.isfinite(value):
                 raise TrialFailedError(f"objective {config.objective} is {value}")
-            # Inside the try: a Ctrl-C while the run closes still fails and re-queues the
-            # trial and closes its run KILLED, rather than leaving it RUNNING.
+            # Inside the try: a Ctrl-C while the trial's figures are kept or its run closes
+            # still fails and re-queues the trial and closes its run KILLED.
             found = self._diagnose(history, ending)
+            _keep_end(trial, history, ending)
+            seen.clear()
+            ending.clear()  # kept: the write at the end of __call__ has nothing left to do
             end_trial_run(self.tracker, run_id, state="COMPLETE", tags=diagnosis_tags(found),
                           metrics=final_metrics(history), step=history[-1].epoch)
         except optuna.TrialPruned:

@@ -372,10 +372,21 @@ def test_the_short_line_names_the_gap_the_part_and_the_closing():
                         r"epoch 1 — normalization-statistics\.", line), line
 
 
+def test_the_short_line_of_a_negative_gap_says_when_a_later_lag_closes():
+    below = gap_block(study({"timing": -0.5, "mode": 0.0, "generalization": JITTER}, bn=False,
+                            epochs=3))
+    assert short_line(below).endswith("; no lag through epoch 3 — epoch-averaging.")
+    later = {**below, "closes_at_epoch": 3}  # a lag opened after the window and closed here
+    assert "; a lag opens later (closes at epoch 3) — " in short_line(later)
+    still = {**below, "closes_at_epoch": None, "closing": "open"}
+    assert "; a lag opens later (not closed by epoch 3) — " in short_line(still)
+
+
 def test_the_short_line_of_a_negative_gap_and_of_none():
     below = gap_block(study({"timing": -0.5, "mode": 0.0, "generalization": JITTER}, bn=False))
     assert "validation is below training by 0.50" in short_line(below)
-    assert short_line(below).endswith("— epoch-averaging.")
+    assert short_line(below).endswith("; no lag through epoch 1 — epoch-averaging.")
+    assert "closes" not in short_line(below)
     none = gap_block(study({"timing": 0.0, "mode": 0.0, "generalization": JITTER}, bn=False))
     assert short_line(none).startswith("Gap: none worth explaining at epoch 1")
 

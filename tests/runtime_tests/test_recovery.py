@@ -243,11 +243,25 @@ def test_a_signal_fails_and_requeues_the_running_trial_and_says_so_in_one_line(
     assert parent.info.status == "KILLED"
 
 
+def _closing_config(storage_url: str, tracking_uri: str) -> StudyConfig:
+    return StudyConfig(study_name="closing", storage=storage_url, tracking_uri=tracking_uri,
+                       experiment="closing", epochs=1, width_min=4, width_max=4,
+                       batch_sizes=(64,), n_trials=2, device="cpu", pruner="none")
+
+
+def _assert_interrupted_and_requeued(storage_url: str, mlflow_client) -> None:
+    trials = study_trials(storage_url, "closing")
+    stopped = trials[0]
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs["failure"] == "interrupted"
+    assert "curve" in stopped.user_attrs  # its figures are kept however it ended
+    (retry,) = _retries_of(trials, 0)
+    assert retry.state == TrialState.WAITING and retry.params == stopped.params
+    run = mlflow_client.get_run(stopped.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["study.state"] == "FAIL"
+
+
 def test_an_interrupt_while_a_complete_trials_run_closes_fails_requeues_and_kills_it(
         storage_url, tracking_uri, mlflow_client, monkeypatch):
-    config = StudyConfig(study_name="closing", storage=storage_url, tracking_uri=tracking_uri,
-                         experiment="closing", epochs=1, width_min=4, width_max=4,
-                         batch_sizes=(64,), n_trials=2, device="cpu", pruner="none")
     close_run = Tracker.close_run
     interrupted: list[str] = []
 
@@ -260,16 +274,30 @@ def test_an_interrupt_while_a_complete_trials_run_closes_fails_requeues_and_kill
 
     monkeypatch.setattr(Tracker, "close_run", interrupted_once)
     with pytest.raises(Interrupted, match="trial 0 failed and queued again"):
-        run_session(config)
+        run_session(_closing_config(storage_url, tracking_uri))
 
-    trials = study_trials(storage_url, "closing")
-    stopped = trials[0]
-    assert stopped.state == TrialState.FAIL and stopped.user_attrs["failure"] == "interrupted"
-    (retry,) = _retries_of(trials, 0)
-    assert retry.state == TrialState.WAITING and retry.params == stopped.params
-    run = mlflow_client.get_run(interrupted[0])
-    assert run.info.run_id == stopped.user_attrs["mlflow_run_id"]
-    assert run.info.status == "KILLED" and run.data.tags["study.state"] == "FAIL"
+    assert interrupted
+    _assert_interrupted_and_requeued(storage_url, mlflow_client)
+
+
+def test_an_interrupt_while_a_complete_trials_figures_are_kept_fails_requeues_and_kills_it(
+        storage_url, tracking_uri, mlflow_client, monkeypatch):
+    set_user_attr = optuna.Trial.set_user_attr
+    interrupted: list[int] = []
+
+    def interrupted_once(self, key, value):
+        # Ctrl-C lands as the trained trial's curve is being written.
+        if key == "curve" and not interrupted:
+            interrupted.append(self.number)
+            raise KeyboardInterrupt
+        return set_user_attr(self, key, value)
+
+    monkeypatch.setattr(optuna.Trial, "set_user_attr", interrupted_once)
+    with pytest.raises(Interrupted, match="trial 0 failed and queued again"):
+        run_session(_closing_config(storage_url, tracking_uri))
+
+    assert interrupted == [0]
+    _assert_interrupted_and_requeued(storage_url, mlflow_client)
 
 
 # --- exceptions, NaN, out of memory -------------------------------------------------------------
