@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -46,6 +47,7 @@ def open_parent_run(
         if entry and entry != parent.info.run_id:
             tag_session(tracker, entry, study_name=study.study_name,
                         parent_run_id=parent.info.run_id)
+            _note_other_experiment(tracker, entry, parent, study.study_name)
         return parent.info.run_id, parent.info.experiment_id, False
     if not create:
         raise TrackingError(
@@ -67,6 +69,20 @@ def open_parent_run(
                      owner=worker_stamp() if created_here else None, new_run=created_here)
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
     return run_id, experiment_id, created_here
+
+
+def _note_other_experiment(tracker: Tracker, entry: str, parent: Any,
+                           study_name: str) -> None:
+    """Say so when ``mlflow run`` opened this session's run in another experiment than the
+    study's (it cannot be moved there: MLflow chose it before ``study`` started)."""
+    run = tracker.get_run(entry)
+    there = parent.info.experiment_id
+    if run is None or run.info.experiment_id == there:
+        return
+    here, there = tracker.experiment_name(run.info.experiment_id), tracker.experiment_name(there)
+    print(f"note: this `mlflow run` run is in experiment {here!r}, study {study_name!r} and its "
+          f"runs in {there!r} (the run's tags link it to them; `mlflow run "
+          f"--experiment-name {there}` keeps them together).", file=sys.stderr)
 
 
 def adopt_orphaned_parent(tracker: Tracker, study: optuna.Study, run_id: str) -> bool:

@@ -306,3 +306,23 @@ def test_entry_point_run_becomes_parent_then_later_ones_are_sessions(
     assert len(trials) == 2
     stored = optuna.load_study(study_name="s", storage=storage_url).user_attrs[CONFIG_ATTR]
     assert stored["experiment"] == "launched"
+
+
+def test_a_session_run_in_another_experiment_is_said_once(
+        storage_url, tracking_uri, mlflow_client, monkeypatch, capsys):
+    run_session(small_config(storage_url, tracking_uri, n_trials=1))  # experiment "exp"
+    same = mlflow_client.create_run(mlflow_client.get_experiment_by_name("exp").experiment_id)
+    monkeypatch.setenv("MLFLOW_RUN_ID", same.info.run_id)
+    capsys.readouterr()
+    run_session(small_config(storage_url, tracking_uri, n_trials=1))
+    assert "note:" not in capsys.readouterr().err
+
+    other = mlflow_client.create_run("0")  # what `mlflow run` without an experiment opens
+    monkeypatch.setenv("MLFLOW_RUN_ID", other.info.run_id)
+    run_session(small_config(storage_url, tracking_uri, n_trials=1))
+
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == ["note: this `mlflow run` run is in experiment 'Default', study 's' and its "
+                     "runs in 'exp' (the run's tags link it to them; `mlflow run "
+                     "--experiment-name exp` keeps them together)."]
+    assert mlflow_client.get_run(other.info.run_id).data.tags["study.role"] == "session"
