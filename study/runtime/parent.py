@@ -76,10 +76,10 @@ def _note_other_experiment(tracker: Tracker, entry: str, parent: Any,
     """Say so when ``mlflow run`` opened this session's run in another experiment than the
     study's (it cannot be moved there: MLflow chose it before ``study`` started)."""
     run = tracker.get_run(entry)
-    there = parent.info.experiment_id
-    if run is None or run.info.experiment_id == there:
+    if run is None or run.info.experiment_id == parent.info.experiment_id:
         return
-    here, there = tracker.experiment_name(run.info.experiment_id), tracker.experiment_name(there)
+    here = tracker.experiment_name(run.info.experiment_id)
+    there = tracker.experiment_name(parent.info.experiment_id)
     print(f"note: this `mlflow run` run is in experiment {here!r}, study {study_name!r} and its "
           f"runs in {there!r} (the run's tags link it to them; `mlflow run "
           f"--experiment-name {there}` keeps them together).", file=sys.stderr)
