@@ -116,10 +116,11 @@ def _tries(code: str, early: Mapping[str, Any], ci: str) -> list[str]:
 
 
 def short_line(block: Mapping[str, Any]) -> str:
-    """One line for the terminal and the MLflow run description, e.g. ``Gap: validation lags
-    training by 0.42 at epoch 1, carried by BatchNorm statistics (0.35 [0.30, 0.40]); closes at
-    epoch 3 — normalization-statistics.``; for a comparison of settings (``groups``), the
-    verdicts of the settings (pooled over different settings, the trials answer none of them).
+    """One line for the terminal and the MLflow run description, its code first like the
+    size lines', e.g. ``Gap: normalization-statistics. Validation lags training by 0.42 at
+    epoch 1, carried by BatchNorm statistics (0.35 [0.30, 0.40]); closes at epoch 3.``; for a
+    comparison of settings (``groups``), the verdicts of the settings (pooled over different
+    settings, the trials answer none of them).
     """
     groups = block.get("groups") or {}
     if len(groups) > 1:
@@ -130,21 +131,20 @@ def short_line(block: Mapping[str, Any]) -> str:
     closing = closing_words(block)
     gap = early.get("gap")
     if gap is None:
-        return f"Gap: no trial logged it at {window} — {code}."
+        return f"Gap: {code}. No trial logged it at {window}."
     if code == "none":
-        return (f"Gap: none worth explaining at {window} ({_bracket(gap)}, within "
-                f"±{_num(early['threshold'])}) — none.")
+        return (f"Gap: none. Nothing worth explaining at {window} ({_bracket(gap)}, within "
+                f"±{_num(early['threshold'])}).")
+    if gap["estimate"] <= 0:  # no lag to close at the window: say what follows it instead
+        closing = _after_no_lag(block, closing)
     carrier = early.get("carrier")
     if code == "inconclusive" or carrier is None:
-        return f"Gap: {_bracket(gap)} at {window}, {_unsettled(early)}; {closing} — {code}."
+        return (f"Gap: {code}. Validation minus training loss: {_bracket(gap)} at {window}, "
+                f"{_unsettled(early)}; {closing}.")
     est = gap["estimate"]
-    if est > 0:
-        how = f"lags training by {_num(est)}"
-    else:  # no lag to close at the window: say what follows it instead
-        how = f"is below training by {_num(-est)}"
-        closing = _after_no_lag(block, closing)
-    return (f"Gap: validation {how} at {window}, carried by {LABELS[carrier]} "
-            f"({_bracket(early[carrier])}); {closing} — {code}.")
+    how = f"lags training by {_num(est)}" if est > 0 else f"is below training by {_num(-est)}"
+    return (f"Gap: {code}. Validation {how} at {window}, carried by {LABELS[carrier]} "
+            f"({_bracket(early[carrier])}); {closing}.")
 
 
 def _after_no_lag(block: Mapping[str, Any], closing: str) -> str:

@@ -56,8 +56,8 @@ def gap_line(analysis: Mapping[str, Any]) -> tuple[str, str, str] | None:
     label, _, rest = line.partition(": ")
     if not rest:
         return "Gap", code, line
-    # The badge shows the code: drop short_line's own " — code." ending.
-    rest = rest.removesuffix(f" — {code}.").rstrip(".")
+    # The badge shows the code: drop short_line's own leading "code. ".
+    rest = rest.removeprefix(f"{code}. ").rstrip(".")
     return label, code, _sentence(rest) + "."
 
 

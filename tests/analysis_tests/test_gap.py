@@ -260,7 +260,7 @@ def test_no_trials_give_an_empty_inconclusive_block():
     block = gap_block([])
     assert (block["n_trials"], block["epochs"], block["closes_at_epoch"]) == (0, [], None)
     assert block["verdict"]["code"] == "inconclusive"
-    assert short_line(block) == "Gap: no trial logged it at epoch 1 — inconclusive."
+    assert short_line(block) == "Gap: inconclusive. No trial logged it at epoch 1."
 
 
 def test_trials_without_gap_records_are_left_out_and_counted():
@@ -367,28 +367,38 @@ def test_the_short_line_names_the_gap_the_part_and_the_closing():
     block = gap_block(study({"timing": -0.1, "mode": 0.5, "generalization": JITTER},
                             epochs=1))
     line = short_line(block)
-    assert re.fullmatch(r"Gap: validation lags training by 0\.40 at epoch 1, carried by "
-                        r"BatchNorm statistics \(0\.50 \[0\.50, 0\.50\]\); not closed by "
-                        r"epoch 1 — normalization-statistics\.", line), line
+    assert re.fullmatch(r"Gap: normalization-statistics\. Validation lags training by 0\.40 "
+                        r"at epoch 1, carried by BatchNorm statistics \(0\.50 \[0\.50, "
+                        r"0\.50\]\); not closed by epoch 1\.", line), line
 
 
 def test_the_short_line_of_a_negative_gap_says_when_a_later_lag_closes():
     below = gap_block(study({"timing": -0.5, "mode": 0.0, "generalization": JITTER}, bn=False,
                             epochs=3))
-    assert short_line(below).endswith("; no lag through epoch 3 — epoch-averaging.")
+    assert short_line(below).startswith("Gap: epoch-averaging. Validation is below training")
+    assert short_line(below).endswith("; no lag through epoch 3.")
     later = {**below, "closes_at_epoch": 3}  # a lag opened after the window and closed here
-    assert "; a lag opens later (closes at epoch 3) — " in short_line(later)
+    assert short_line(later).endswith("; a lag opens later (closes at epoch 3).")
     still = {**below, "closes_at_epoch": None, "closing": "open"}
-    assert "; a lag opens later (not closed by epoch 3) — " in short_line(still)
+    assert short_line(still).endswith("; a lag opens later (not closed by epoch 3).")
+
+
+def test_the_short_line_of_an_uncertain_negative_gap_puts_its_code_first_and_no_closing():
+    block = gap_block(study({"timing": [-0.9, 0.1, -0.3], "mode": 0.0, "generalization": 0.0},
+                            bn=False, epochs=3))
+    line = short_line(block)
+    assert block["verdict"]["code"] == "inconclusive" and block["early"]["gap"]["estimate"] < 0
+    assert line.startswith("Gap: inconclusive. Validation minus training loss: -0.37 [")
+    assert "closes at epoch 1" not in line
 
 
 def test_the_short_line_of_a_negative_gap_and_of_none():
     below = gap_block(study({"timing": -0.5, "mode": 0.0, "generalization": JITTER}, bn=False))
-    assert "validation is below training by 0.50" in short_line(below)
-    assert short_line(below).endswith("; no lag through epoch 1 — epoch-averaging.")
+    assert "Validation is below training by 0.50" in short_line(below)
+    assert short_line(below).endswith("; no lag through epoch 1.")
     assert "closes" not in short_line(below)
     none = gap_block(study({"timing": 0.0, "mode": 0.0, "generalization": JITTER}, bn=False))
-    assert short_line(none).startswith("Gap: none worth explaining at epoch 1")
+    assert short_line(none).startswith("Gap: none. Nothing worth explaining at epoch 1 (")
 
 
 def test_table_rows_one_per_group_with_the_same_columns():
