@@ -29,6 +29,7 @@ from study._cli_options import (
     store_options,
 )
 from study._signals import Interrupts
+from study._text import finished_of
 from study._validation import check_positive
 from study.config import StudyConfig, resolve_config
 from study.errors import StudyError
@@ -65,7 +66,7 @@ def cli() -> None:
 def _print_result(result: Any, *, who: str = "study") -> None:
     counts = result.counts
     click.echo(
-        f"{who} {result.study_name!r}: {result.n_finished}/{result.n_trials} finished "
+        f"{who} {result.study_name!r}: {finished_of(result.n_finished, result.n_trials)} "
         f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed); "
         f"parent run {result.parent_run_id}"
     )

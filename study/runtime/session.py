@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from study._validation import check_new_study_name
 from study.config import StudyConfig
 from study.errors import StudyError, TrackingError, TrialFailedError
+from study._text import finished_of
 from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR
 from study.redact import redact
 from study.runtime._optuna_logs import optuna_quiet
@@ -343,8 +344,8 @@ def _optimize(
               file=out)
         return
     if done >= config.n_trials:
-        print(f"study {study.study_name!r}: budget met ({done}/{config.n_trials} finished "
-              f"trials); nothing to run.", file=out)
+        print(f"study {study.study_name!r}: budget met ({finished_of(done, config.n_trials)}); "
+              f"nothing to run.", file=out)
         return
     failures: list[str] = []
     start = (f"{done}/{config.n_trials} finished; running trials on {device} "
@@ -380,7 +381,7 @@ def _optimize(
     if len(failures) >= MAX_CONSECUTIVE_FAILURES:
         raise StudyError(
             f"{len(failures)} trials failed in a row (last: {failures[-1]}); the study stopped "
-            f"at {n_finished(study)}/{config.n_trials} finished trials."
+            f"with {finished_of(n_finished(study), config.n_trials)}."
         )
 
 

@@ -129,6 +129,17 @@ def test_met_budget_runs_no_trial(storage_url, tracking_uri, mlflow_client):
     assert len(runs_by_role(mlflow_client, "trial")) == 1
 
 
+def test_a_smaller_budget_on_resume_says_how_many_finished_and_the_budget(storage_url,
+                                                                         tracking_uri):
+    run_session(small_config(storage_url, tracking_uri, n_trials=2))
+    out = io.StringIO()
+    again = run_session(small_config(storage_url, tracking_uri, n_trials=1), out=out)
+
+    assert again.n_finished == 2
+    assert "budget met (2 finished, budget 1); nothing to run." in out.getvalue()
+    assert "2/1" not in out.getvalue()
+
+
 def test_pruned_trial_is_a_finished_run_tagged_pruned_and_study_continues(storage_url,
                                                                           tracking_uri,
                                                                           mlflow_client):
