@@ -15,6 +15,7 @@ from study.analysis.sources import StudyData, trials_from_table
 from study.config import StudyConfig
 from study.landscape import sharpness_figure
 from study.redact import redact
+from study.storages import shown_storage
 from study.report._format import TRIAL_COLUMNS
 from study.report.writers import write_report
 from study.tracking import Tracker
@@ -39,7 +40,7 @@ def report_study(
     out = Path(output_dir)
     meta = {
         "study_name": data.study_name,
-        "storage": redact(config.storage),
+        "storage": shown_storage(config.storage),
         "tracking_uri": redact(tracker.tracking_uri) if tracker else None,
         "parent_run_id": data.parent_run_id,
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -10,7 +10,13 @@ from study._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from study.storages._rdb import StudyRDBStorage, read_trials
-    from study.storages._urls import JOURNAL_PREFIX, check_storage_url, create_storage, storage_kind
+    from study.storages._urls import (
+        JOURNAL_PREFIX,
+        check_storage_url,
+        create_storage,
+        shown_storage,
+        storage_kind,
+    )
 
 __all__ = [
     "JOURNAL_PREFIX",
@@ -18,6 +24,7 @@ __all__ = [
     "check_storage_url",
     "create_storage",
     "read_trials",
+    "shown_storage",
     "storage_kind",
 ]
 
@@ -27,6 +34,7 @@ _EXPORTS = {
     "JOURNAL_PREFIX": "study.storages._urls",
     "check_storage_url": "study.storages._urls",
     "create_storage": "study.storages._urls",
+    "shown_storage": "study.storages._urls",
     "storage_kind": "study.storages._urls",
 }
 

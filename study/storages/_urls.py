@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-__all__ = ["JOURNAL_PREFIX", "check_storage_url", "create_storage", "storage_kind"]
+__all__ = ["JOURNAL_PREFIX", "check_storage_url", "create_storage", "shown_storage", "storage_kind"]
 
 JOURNAL_PREFIX = "journal:"
 _ALLOWED = "sqlite:///FILE, journal:PATH or postgresql://USER@HOST[:PORT]/DB"
@@ -31,6 +31,21 @@ def storage_kind(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).get_backend_name()
+
+
+def shown_storage(url: str) -> str:
+    """``url`` as a report shows it: a relative SQLite or journal file made absolute (a report
+    read elsewhere would otherwise name a file relative to nowhere), the password redacted."""
+    from pathlib import Path
+
+    if url.startswith(JOURNAL_PREFIX):
+        path = url[len(JOURNAL_PREFIX):]
+        return JOURNAL_PREFIX + str(Path(path).expanduser().resolve())
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        path, sep, query = url[len(prefix):].partition("?")
+        return prefix + str(Path(path).resolve()) + sep + query
+    return redact(url)
 
 
 def check_storage_url(url: str) -> None:

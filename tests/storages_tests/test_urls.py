@@ -10,9 +10,25 @@ import pytest
 
 from study.errors import ConfigError, StorageError
 from study.redact import one_line, redact, redact_url
-from study.storages import check_storage_url, create_storage, storage_kind
+from study.storages import check_storage_url, create_storage, shown_storage, storage_kind
 from tests.servers import postgres_database
 from tests.servers import postgres_url as servers_postgres_url
+
+# --- shown_storage --------------------------------------------------------------------------------
+
+
+def test_shown_storage_makes_a_relative_sqlite_or_journal_file_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert shown_storage("sqlite:///optuna.db") == f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert shown_storage("sqlite:///o.db?timeout=5") == f"sqlite:///{tmp_path / 'o.db'}?timeout=5"
+    assert shown_storage("journal:study.log") == f"journal:{tmp_path / 'study.log'}"
+
+
+def test_shown_storage_keeps_an_absolute_path_and_redacts_a_server_password():
+    assert shown_storage("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert "hunter2" not in shown_storage("postgresql://bob:hunter2@db/optuna")
+    assert shown_storage("postgresql://bob:hunter2@db/optuna").endswith("@db/optuna")
+
 
 # --- check_storage_url --------------------------------------------------------------------------
 
