@@ -15,9 +15,9 @@ from study.analysis.sources import StudyData, trials_from_table
 from study.config import StudyConfig
 from study.landscape import sharpness_figure
 from study.redact import redact
-from study.storages import shown_storage
 from study.report._format import TRIAL_COLUMNS
 from study.report.writers import write_report
+from study.storages import shown_storage
 from study.tracking import Tracker
 
 __all__ = ["report_study"]

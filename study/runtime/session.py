@@ -14,10 +14,10 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from study._text import finished_of
 from study._validation import check_new_study_name
 from study.config import StudyConfig
 from study.errors import StudyError, TrackingError, TrialFailedError
-from study._text import finished_of
 from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR
 from study.redact import redact
 from study.runtime._optuna_logs import optuna_quiet
