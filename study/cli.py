@@ -191,7 +191,7 @@ def analyze_command(output_dir: str | None, compare_widths: str | None,
     document, path, logged = analyze_study(config, output_dir=output_folder(config, output_dir),
                                            compare_widths=widths)
     click.echo(answer_text(document["verdict"], document.get("gap")))
-    click.echo(f"wrote {path}; logged to {logged}")
+    click.echo(f"wrote {path}; {logged}")
 
 
 @cli.command("report")
@@ -217,7 +217,7 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
     )
     click.echo(answer_text(document["verdict"], document.get("gap")))
     click.echo(f"wrote {len(files)} files to {out} (open {out / 'report.html'}); "
-               f"logged to {logged}")
+               f"{logged}")
 
 
 @cli.command("explain")

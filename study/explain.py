@@ -257,7 +257,7 @@ def _one_mode(config: StudyConfig, why: str) -> None:
 
 def _wrote(outcome: ExplainOutcome) -> str:
     return (f"wrote {outcome.report_dir} (open {outcome.report_dir / 'report.html'}); "
-            f"logged to {outcome.logged}")
+            f"{outcome.logged}")
 
 
 def _name(config: StudyConfig, stem: str) -> str:

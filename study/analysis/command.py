@@ -39,7 +39,7 @@ def log_to_parent(tracker: Tracker | None, data: StudyData, local: Path,
     entry = entry_run_id()
     if entry and entry != run_id:
         tag_session(tracker, entry, study_name=data.study_name, parent_run_id=run_id)
-    return f"run {run_id}, artifacts {artifact_path}/"
+    return f"logged to run {run_id}, artifacts {artifact_path}/"
 
 
 def open_tracker(config: StudyConfig) -> Tracker | None:

@@ -46,6 +46,7 @@ from study.analysis.gap_stats import (
     SPLIT,
     closing_epoch,
     closing_state,
+    first_undecided,
     summarize,
     trial_epochs,
 )
@@ -142,7 +143,8 @@ def _body(trials: Sequence[GapTrial], *, level: float, early_epochs: int) -> dic
         "closing": closing_state(epochs, closes),
         "verdict": verdict(early_entry, decision, window=window, level=level,
                            closes_at=closes, last_epoch=epochs[-1]["epoch"] if epochs else None,
-                           unsplit=unsplit, closing=closing_state(epochs, closes)),
+                           unsplit=unsplit, closing=closing_state(epochs, closes),
+                           undecided=first_undecided(epochs, closes)),
         "notes": _notes(len(trials), used, inconsistent, epochs),
     }
 

@@ -37,7 +37,7 @@ from scipy import stats
 from study.analysis.table import to_float
 
 __all__ = ["GAP_FLOOR", "GAP_FRACTION", "PARTS", "SPLIT", "Decision", "closing_epoch",
-           "closing_state", "decide", "interval", "negligible", "summarize", "threshold",
+           "closing_state", "decide", "first_undecided", "interval", "negligible", "summarize", "threshold",
            "trial_epochs", "worth_explaining"]
 
 PARTS = ("timing", "mode", "generalization")
@@ -237,6 +237,16 @@ def closing_state(epochs: Sequence[Mapping[str, Any]], closes_at: int | None) ->
         return "closed"
     last = next((e for e in reversed(epochs) if "lag" in e), None)
     return "open" if last is not None and lags(last["lag"], last["threshold"]) else "unclear"
+
+
+def first_undecided(epochs: Sequence[Mapping[str, Any]],
+                    closes_at: int | None) -> Mapping[str, Any] | None:
+    """The first epoch after ``closes_at`` whose lag is not shown at or below the threshold
+    (its interval straddles it): the closing holds only as far as the intervals tell."""
+    if closes_at is None:
+        return None
+    return next((e for e in epochs if e["epoch"] > closes_at and "lag" in e
+                 and not caught_up(e["lag"], e["threshold"])), None)
 
 
 def caught_up(value: Mapping[str, Any], limit: float) -> bool:

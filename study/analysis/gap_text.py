@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from study.analysis.gap_stats import GAP_FLOOR, GAP_FRACTION, Decision
+from study.analysis.gap_stats import GAP_FLOOR, GAP_FRACTION, Decision, first_undecided
 
 __all__ = ["CARRIER_CODES", "CODES", "LABELS", "gap_table_rows", "short_line", "verdict"]
 
@@ -56,14 +56,17 @@ _MORE = "more trials of this setting (intervals narrow as 1/sqrt(n))"
 
 def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level: float,
             closes_at: int | None, last_epoch: int | None, unsplit: int = 0,
-            closing: str | None = None) -> dict[str, Any]:
-    """``{"code", "text", "try"}`` of the early window (``window``: "epoch 1", ...)."""
+            closing: str | None = None,
+            undecided: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``{"code", "text", "try"}`` of the early window (``window``: "epoch 1", ...);
+    ``undecided``: the first epoch after ``closes_at`` that cannot tell whether it lags."""
     ci = f"{level:.0%} CI"
     status, n = decision.status, early.get("n", 0)
-    closing = _closing(closes_at, last_epoch, closing)
     if status == "no-trials":
         return _out("inconclusive", f"No trial logged the gap parts at {window}.", [_MORE])
     gap = early["gap"]
+    closing = _closing(closes_at, last_epoch, closing, undecided=undecided,
+                       below=gap["estimate"] <= 0)
     if status == "no-interval":
         return _out("inconclusive", f"Only one trial reached {window}: its gap is "
                     f"{_num(gap['estimate'])}, but one trial gives no interval.", [_MORE])
@@ -135,8 +138,11 @@ def short_line(block: Mapping[str, Any]) -> str:
     if code == "none":
         return (f"Gap: none. Nothing worth explaining at {window} ({_bracket(gap)}, within "
                 f"±{_num(early['threshold'])}).")
+    undecided = first_undecided(block.get("epochs") or [], block.get("closes_at_epoch"))
     if gap["estimate"] <= 0:  # no lag to close at the window: say what follows it instead
-        closing = _after_no_lag(block, closing)
+        closing = _after_no_lag(block, closing, shown=undecided is not None)
+    if undecided is not None:
+        closing = f"{closing}, though {_cannot_tell(undecided)}"
     carrier = early.get("carrier")
     if code == "inconclusive" or carrier is None:
         return (f"Gap: {code}. Validation minus training loss: {_bracket(gap)} at {window}, "
@@ -147,12 +153,13 @@ def short_line(block: Mapping[str, Any]) -> str:
             f"({_bracket(early[carrier])}); {closing}.")
 
 
-def _after_no_lag(block: Mapping[str, Any], closing: str) -> str:
-    """``no lag through epoch 6`` when none opens later, else ``a lag opens later (closes at
-    epoch 4)``: "closes at epoch 1" would read as if the validation loss below had lagged."""
+def _after_no_lag(block: Mapping[str, Any], closing: str, *, shown: bool = False) -> str:
+    """``no lag through epoch 6`` when none opens later (``no lag shown after it`` when a
+    later epoch cannot tell), else ``a lag opens later (closes at epoch 4)``: "closes at epoch 1"
+    would read as if the validation loss below had lagged."""
     last = _last_epoch(block)
     if block.get("closes_at_epoch") == 1 and last:
-        return f"no lag through epoch {last}"
+        return "no lag shown after it" if shown else f"no lag through epoch {last}"
     return f"a lag opens later ({closing})" if last else closing
 
 
@@ -241,15 +248,28 @@ def _last_epoch(block: Mapping[str, Any]) -> int | None:
     return max((e["epoch"] for e in block.get("epochs") or []), default=None)
 
 
-def _closing(closes_at: int | None, last_epoch: int | None, state: str | None = None) -> str:
+def _closing(closes_at: int | None, last_epoch: int | None, state: str | None = None, *,
+             undecided: Mapping[str, Any] | None = None, below: bool = False) -> str:
     if closes_at is not None:
-        return f"The lag closes at epoch {closes_at}."
+        if below and closes_at == 1:  # validation below training: nothing lagged to close
+            said = ("No later epoch shows a lag" if undecided
+                    else f"No lag opens through epoch {last_epoch}")
+        else:
+            said = (f"{'A lag opens later and closes' if below else 'The lag closes'} at "
+                    f"epoch {closes_at}")
+        return f"{said}{f', though {_cannot_tell(undecided)}' if undecided else ''}."
     if not last_epoch:
         return ""
     if state == "unclear":
         return (f"Whether the lag has closed by epoch {last_epoch} cannot be told: its interval "
                 f"straddles the threshold (more trials would tell).")
     return f"The lag has not closed by epoch {last_epoch}."
+
+
+def _cannot_tell(entry: Mapping[str, Any]) -> str:
+    """``epoch 3 cannot tell (lag 0.10 [-0.19, 0.40], 10 trials)``."""
+    return (f"epoch {entry['epoch']} cannot tell (lag {_bracket(entry['lag'])}, "
+            f"{entry.get('n', '?')} trials)")
 
 
 def closing_words(block: Mapping[str, Any]) -> str:

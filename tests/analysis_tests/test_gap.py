@@ -392,6 +392,37 @@ def test_the_short_line_of_an_uncertain_negative_gap_puts_its_code_first_and_no_
     assert "closes at epoch 1" not in line
 
 
+def _below_then_unsure() -> list[GapTrial]:
+    """Validation below training at epoch 1 (epoch averaging); no lag at epoch 2; at epoch 3
+    a lag whose interval straddles the threshold (0.10 [-0.20, 0.40])."""
+    lag3 = spread(0.10, 0.30)
+    return [GapTrial([record(1, 1.0, -0.5 + j, 0.0, 0.0),
+                      record(2, 1.0, -0.1 + j, 0.0, 0.0),
+                      record(3, 1.0, lag3[i], 0.0, 0.0)], has_batchnorm=False,
+                     has_dropout=False)
+            for i, j in enumerate(JITTER)]
+
+
+def test_a_later_epoch_that_cannot_tell_is_named_not_hidden_behind_no_lag():
+    block = gap_block(_below_then_unsure())
+    assert block["closes_at_epoch"] == 1  # the rule: no later epoch *shows* a lag
+    line = short_line(block)
+    assert "no lag through" not in line
+    assert line.endswith("; no lag shown after it, though epoch 3 cannot tell "
+                         "(lag 0.10 [-0.20, 0.40], 3 trials).")
+    text = block["verdict"]["text"]
+    assert text.endswith("No later epoch shows a lag, though epoch 3 cannot tell "
+                         "(lag 0.10 [-0.20, 0.40], 3 trials).")
+    assert "closes at epoch 1" not in text
+
+
+def test_a_negative_gap_whose_later_epochs_all_tell_says_no_lag_through_the_last():
+    trials = study({"timing": -0.5, "mode": 0.0, "generalization": JITTER}, bn=False, epochs=3)
+    block = gap_block(trials)
+    assert short_line(block).endswith("; no lag through epoch 3.")
+    assert block["verdict"]["text"].endswith("No lag opens through epoch 3.")
+
+
 def test_the_short_line_of_a_negative_gap_and_of_none():
     below = gap_block(study({"timing": -0.5, "mode": 0.0, "generalization": JITTER}, bn=False))
     assert "Validation is below training by 0.50" in short_line(below)
