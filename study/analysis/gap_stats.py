@@ -37,8 +37,8 @@ from scipy import stats
 from study.analysis.table import to_float
 
 __all__ = ["GAP_FLOOR", "GAP_FRACTION", "PARTS", "SPLIT", "Decision", "closing_epoch",
-           "closing_state", "decide", "first_undecided", "interval", "negligible", "summarize", "threshold",
-           "trial_epochs", "worth_explaining"]
+           "closing_state", "decide", "first_undecided", "interval", "negligible", "summarize",
+           "threshold", "trial_epochs", "worth_explaining"]
 
 PARTS = ("timing", "mode", "generalization")
 SPLIT = ("mode_batchnorm", "mode_dropout")
