@@ -3,14 +3,17 @@
 Python raises a signal's exception at the next bytecode boundary of the main thread. When that
 boundary lies inside a finalizer (a weakref callback of SQLAlchemy's, a ``__del__``), the
 interpreter prints "Exception ignored" and the interrupt is lost: the study would go on. The
-handlers here also latch the signal, and :meth:`Interrupts.check`, which a session runs after
-every epoch, raises it again when it was swallowed.
+handlers here also latch the signal, and :meth:`Interrupts.check`, which a session runs before
+its first trial, after every epoch and after every trial, raises it again when it was
+swallowed. The swallowed one's "Exception ignored ... KeyboardInterrupt" traceback is not
+printed (``sys.unraisablehook``, for that exception only): the latch answers it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from typing import Any
 
 __all__ = ["Interrupts"]
@@ -34,6 +37,13 @@ class Interrupts:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGINT, self._handle)
             signal.signal(signal.SIGTERM, self._handle)
+            previous = sys.unraisablehook
+
+            def unraisable(info: Any) -> None:
+                if not (self.signum is not None and isinstance(info.exc_value, KeyboardInterrupt)):
+                    previous(info)
+
+            sys.unraisablehook = unraisable
 
     def check(self, *_: Any) -> None:
         """Raise a signal that arrived and was swallowed (an epoch hook: any arguments)."""

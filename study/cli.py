@@ -118,7 +118,7 @@ def run_command(workers: int, trials_per_gpu: int | None, doctor: bool, quiet: b
                                        trials_per_gpu=trials_per_gpu, quiet=quiet))
     else:
         _print_result(run_session(config, given=given, out=_progress(quiet),
-                                  hooks=_checked()))
+                                  hooks=_checked(), checkpoint=_checkpoint()))
 
 
 @cli.command("worker")
@@ -131,7 +131,8 @@ def worker_command(quiet: bool, **options: Any) -> None:
     from study.runtime import run_session
 
     _print_result(run_session(config, given=given, worker=True, out=_progress(quiet),
-                              hooks=_checked()), who="worker done, study")
+                              hooks=_checked(), checkpoint=_checkpoint()),
+                  who="worker done, study")
 
 
 @cli.command("trial")
@@ -333,6 +334,13 @@ def _interrupted(interrupt: BaseException) -> int:
     which trials failed and were queued again, how to resume); exit 128 + the signal."""
     click.echo(getattr(interrupt, "summary", None) or "interrupted", err=True)
     return 128 + int(getattr(interrupt, "signum", None) or signal.SIGINT)
+
+
+def _checkpoint() -> Any:
+    """The session's check, before the first trial and after each, that raises a Ctrl-C or
+    SIGTERM a finalizer swallowed during start-up or a trial's close."""
+    interrupts = click.get_current_context().obj
+    return interrupts.check if isinstance(interrupts, Interrupts) else None
 
 
 def _checked() -> tuple[Any, ...]:

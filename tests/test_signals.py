@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import sys
 import weakref
 
 import pytest
@@ -14,7 +15,15 @@ from study.cli import _Terminated
 
 
 @pytest.fixture
-def interrupts():
+def unraisable(monkeypatch):
+    """What reaches the unraisable hook that was in place before the handlers."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    return seen
+
+
+@pytest.fixture
+def interrupts(unraisable, monkeypatch):
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     latch = Interrupts(_Terminated)
     latch.install()
@@ -42,7 +51,39 @@ def test_a_signal_swallowed_by_a_finalizer_is_raised_at_the_next_check(interrupt
     held = Held()
     weakref.finalize(held, signal.raise_signal, signal.SIGINT)
     del held
-    gc.collect()  # the finalizer runs; the interpreter prints "Exception ignored" for it
+    gc.collect()  # the finalizer runs; the interrupt it raises is swallowed
     assert interrupts.signum == signal.SIGINT
     with pytest.raises(KeyboardInterrupt):
         interrupts.check((), None)  # as a session's epoch hook is called
+
+
+def test_a_swallowed_interrupt_prints_no_traceback_but_other_errors_still_do(interrupts,
+                                                                             unraisable):
+    class Held:
+        pass
+
+    held, other = Held(), Held()
+    weakref.finalize(held, signal.raise_signal, signal.SIGINT)
+    del held
+    gc.collect()
+    assert interrupts.signum == signal.SIGINT and unraisable == []
+    weakref.finalize(other, lambda: 1 / 0)
+    del other
+    gc.collect()
+    assert [type(u.exc_value) for u in unraisable] == [ZeroDivisionError]
+
+
+def test_an_unlatched_keyboard_interrupt_in_a_finalizer_is_still_reported(interrupts,
+                                                                          unraisable):
+    class Held:
+        pass
+
+    def interrupt():
+        raise KeyboardInterrupt  # not from a signal: nothing latched it
+
+    held = Held()
+    weakref.finalize(held, interrupt)
+    del held
+    gc.collect()
+    assert interrupts.signum is None
+    assert [type(u.exc_value) for u in unraisable] == [KeyboardInterrupt]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import optuna
@@ -93,7 +93,7 @@ class SessionResult:
 def run_session(
     config: StudyConfig, *, given: Mapping[str, Any] | None = None, out: TextIO | None = None,
     data: TensorData | None = None, worker: bool = False, hooks: Sequence[EpochHook] = (),
-    queue: Sequence[QueuedTrial] = (),
+    queue: Sequence[QueuedTrial] = (), checkpoint: Callable[[], None] | None = None,
 ) -> SessionResult:
     """Create or resume the study and run trials until ``n_trials`` of them have finished.
 
@@ -107,6 +107,8 @@ def run_session(
         hooks: Extra per-epoch callbacks for every trial (see :class:`Objective`).
         queue: A designed experiment (``study explain``): these trials are enqueued where the
             study lacks them, and the session runs the queue only, nothing sampled.
+        checkpoint: Called before the first trial and after each one; what it raises
+            (the CLI's Ctrl-C that a finalizer swallowed) ends the session there.
 
     Raises:
         StudyError: Bad input, an unreachable store, or a study whose trials keep failing.
@@ -122,7 +124,7 @@ def run_session(
     with _summarized(ctx):
         _optimize(ctx.study, ctx.config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
                   parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks,
-                  queue_only=bool(queue), sampler=ctx.sampler)
+                  queue_only=bool(queue), sampler=ctx.sampler, checkpoint=checkpoint)
     return _result(ctx)
 
 
@@ -336,8 +338,9 @@ def _optimize(
     study: optuna.Study, config: StudyConfig, data: TensorData, tracker: Tracker, *,
     experiment_id: str, parent_run_id: str, device: str, out: TextIO,
     hooks: Sequence[EpochHook] = (), queue_only: bool = False,
-    sampler: Mapping[str, Any] | None = None,
+    sampler: Mapping[str, Any] | None = None, checkpoint: Callable[[], None] | None = None,
 ) -> None:
+    checkpoint = checkpoint or (lambda: None)
     done = n_finished(study)
     if queue_only and not _waiting(study):
         print(f"study {study.study_name!r}: every designed trial has run; nothing to run.",
@@ -373,7 +376,9 @@ def _optimize(
             if (finished + running >= config.n_trials or drained
                     or len(failures) >= MAX_CONSECUTIVE_FAILURES):
                 study.stop()
+            checkpoint()
 
+        checkpoint()
         with optuna_quiet():  # the progress lines say how each trial ended
             study.optimize(objective, timeout=config.timeout, catch=(TrialFailedError,),
                            callbacks=[after_trial])

@@ -129,6 +129,37 @@ def test_met_budget_runs_no_trial(storage_url, tracking_uri, mlflow_client):
     assert len(runs_by_role(mlflow_client, "trial")) == 1
 
 
+def test_a_checkpoint_that_raises_before_the_first_trial_runs_none(storage_url, tracking_uri,
+                                                                    mlflow_client):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_session(small_config(storage_url, tracking_uri, n_trials=2), checkpoint=interrupted)
+
+    study = optuna.load_study(study_name="s", storage=storage_url)
+    assert study.trials == []
+    assert runs_by_role(mlflow_client, "trial") == []
+
+
+def test_a_checkpoint_that_raises_after_a_trial_stops_with_that_trial_complete(
+        storage_url, tracking_uri, mlflow_client):
+    calls = []
+
+    def second_call_raises():
+        calls.append(1)
+        if len(calls) == 2:  # the first: before any trial; the second: after trial 0
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_session(small_config(storage_url, tracking_uri, n_trials=3),
+                    checkpoint=second_call_raises)
+
+    study = optuna.load_study(study_name="s", storage=storage_url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
+    assert [r.info.status for r in runs_by_role(mlflow_client, "trial")] == ["FINISHED"]
+
+
 def test_a_smaller_budget_on_resume_says_how_many_finished_and_the_budget(storage_url,
                                                                          tracking_uri):
     run_session(small_config(storage_url, tracking_uri, n_trials=2))
