@@ -14,6 +14,7 @@ __all__ = [
     "CURVE_FIELDS",
     "FAILURE_ATTR",
     "HPARAMS_ATTR",
+    "INTERRUPTED",
     "LANDSCAPE_ATTR_PREFIX",
     "MODEL_SHA_ATTR",
     "MODEL_SHA_TAG",
@@ -40,6 +41,8 @@ MODEL_SHA_ATTR = "model_sha256"
 RUN_ID_ATTR = "mlflow_run_id"
 HPARAMS_ATTR = "hparams"
 FAILURE_ATTR = "failure"
+INTERRUPTED = "interrupted"
+"""The ``failure`` of a trial stopped by Ctrl-C or SIGTERM (it is queued again)."""
 TRAIN_SEED_ATTR = "train_seed"
 """The trial's own training seed (weights and batch order); a retried trial keeps it."""
 WORKER_ATTR = "worker"

@@ -14,6 +14,7 @@ from study.keys import (
     CURVE_ATTR,
     FAILURE_ATTR,
     HPARAMS_ATTR,
+    INTERRUPTED,
     RUN_ID_ATTR,
     TRAIN_SEED_ATTR,
     WEIGHTS_ARTIFACT,
@@ -58,8 +59,6 @@ __all__ = [
     "train_logged",
 ]
 
-# The failure of a trial stopped by Ctrl-C or SIGTERM (it is queued again).
-INTERRUPTED = "interrupted"
 # Trial user attr: the seed of the sampler that proposed the trial and, for a worker, the
 # identity its salt came from (see study.runtime.recovery.worker_identity).
 SAMPLER_ATTR = "sampler_seed"

@@ -7,7 +7,7 @@ import datetime as dt
 from optuna.trial import TrialState
 
 from study.config import StudyConfig
-from study.keys import CONFIG_ATTR, HPARAMS_ATTR, WORKER_ATTR
+from study.keys import CONFIG_ATTR, FAILURE_ATTR, HPARAMS_ATTR, INTERRUPTED, WORKER_ATTR
 from study.redact import redact
 from study.runtime.lifecycle import FINISHED_STATES, count_states, open_study
 from study.runtime.recovery import dead_here
@@ -27,7 +27,7 @@ def study_status(config: StudyConfig) -> str:
     trials = study.get_trials(deepcopy=False)
     lines = [
         f"study {study.study_name!r} in {redact(config.storage)}",
-        "trials: " + ", ".join(f"{counts[s.name]} {s.name.lower()}" for s in TrialState),
+        "trials: " + ", ".join(_count(counts[s.name], s, trials) for s in TrialState),
     ]
     lines.append(_throughput_line(trials))
     try:
@@ -41,6 +41,17 @@ def study_status(config: StudyConfig) -> str:
         lines.append(f"objective: {stored.get('objective')} | model {stored.get('model')} on "
                      f"{stored.get('dataset')} | {stored.get('epochs')} epochs")
     return "\n".join(lines)
+
+
+def _count(n: int, state: TrialState, trials: list) -> str:
+    """``3 fail (2 interrupted)``: a Ctrl-C or SIGTERM fails the trial it stops (Optuna has no
+    other state for it) and queues it again; nothing in it went wrong."""
+    said = f"{n} {state.name.lower()}"
+    if state is not TrialState.FAIL:
+        return said
+    stopped = sum(t.state is TrialState.FAIL and t.user_attrs.get(FAILURE_ATTR) == INTERRUPTED
+                  for t in trials)
+    return f"{said} ({stopped} interrupted)" if stopped else said
 
 
 def _throughput_line(trials: list) -> str:

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from study.config import StudyConfig
-from study.keys import CONFIG_ATTR, WORKER_ATTR
+from study.keys import CONFIG_ATTR, FAILURE_ATTR, INTERRUPTED, WORKER_ATTR
 from study.runtime.recovery import worker_stamp
 from study.runtime.status import study_status
 
@@ -61,3 +61,20 @@ def test_throughput_counts_finished_trials_over_their_own_span(tmp_path):
     hours = (finished[-1].datetime_complete - finished[0].datetime_start).total_seconds() / 3600
 
     assert _throughput(config) == f"throughput: {2 / hours:.1f} finished trials per hour"
+
+
+def test_the_trials_line_says_how_many_failures_were_interrupts(tmp_path):
+    config = _study_with(tmp_path, [])
+    study = optuna.load_study(study_name="s", storage=config.storage)
+    for reason in (INTERRUPTED, "ValueError: boom", INTERRUPTED):
+        trial = study.ask()
+        trial.set_user_attr(FAILURE_ATTR, reason)
+        study.tell(trial, state=TrialState.FAIL)
+    (line,) = [x for x in study_status(config).splitlines() if x.startswith("trials:")]
+    assert "3 fail (2 interrupted)" in line
+
+
+def test_the_trials_line_of_failures_without_interrupts_is_unchanged(tmp_path):
+    config = _study_with(tmp_path, [TrialState.FAIL])
+    (line,) = [x for x in study_status(config).splitlines() if x.startswith("trials:")]
+    assert "1 fail," in line and "interrupted" not in line
