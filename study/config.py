@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -381,10 +382,12 @@ def check_no_conflict(stored: StudyConfig, given: Mapping[str, Any], *, study_na
     for key in StudyConfig.field_names("study"):
         if key in given and given[key] != getattr(stored, key):
             stored_value = getattr(stored, key)
+            how = (f"drop -P {key} or set a new -P study_name=NAME"  # `mlflow run` sets it
+                   if os.environ.get("MLFLOW_RUN_ID")
+                   else "drop the flag or use a new --study-name")
             raise ConfigError(
                 f"`{key}` conflicts with study '{study_name}': it was created with "
-                f"{key}={_show(stored_value)}, but got {key}={_show(given[key])}; drop the flag "
-                f"or use a new --study-name."
+                f"{key}={_show(stored_value)}, but got {key}={_show(given[key])}; {how}."
             )
 
 

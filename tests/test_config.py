@@ -627,6 +627,18 @@ def test_check_no_conflict_names_field_and_both_values():
         check_no_conflict(DEFAULTS, {"epochs": 5}, study_name="s")
 
 
+def test_check_no_conflict_names_the_flags_on_the_command_line(monkeypatch):
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    with pytest.raises(ConfigError, match=r"; drop the flag or use a new --study-name\.$"):
+        check_no_conflict(DEFAULTS, {"epochs": 5}, study_name="s")
+
+
+def test_check_no_conflict_names_the_project_parameters_under_mlflow_run(monkeypatch):
+    monkeypatch.setenv("MLFLOW_RUN_ID", "0123abcd")
+    with pytest.raises(ConfigError, match=r"; drop -P epochs or set a new -P study_name=NAME\.$"):
+        check_no_conflict(DEFAULTS, {"epochs": 5}, study_name="s")
+
+
 def test_check_no_conflict_shows_lists_comma_joined():
     with pytest.raises(ConfigError, match=r"batch_sizes='32,64,128', but got batch_sizes='16'"):
         check_no_conflict(DEFAULTS, {"batch_sizes": (16,)}, study_name="s")
