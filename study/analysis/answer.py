@@ -62,9 +62,16 @@ def _plain(block: Mapping[str, Any], code: str) -> str:
         return (f"{rise}; the L2 penalty ({_bracket(p, fmt)}) and the data ({_bracket(d, fmt)}) "
                 f"both carry it.")
     if code == "no-increase":
-        lower = "lower" if t["estimate"] < 0 else "not higher"
         faster = (": they fit the data faster" if d["ci95"][1] < 0 else "")
-        text = (f"Bigger models {start} {lower} ({_bracket(t, fmt)} per decade{span}){faster}; "
+        if t["ci95"][1] < 0:
+            said = f"Bigger models {start} lower"
+        else:  # the interval allows a rise, one too small to matter: say that, not "lower"
+            tolerance = (block.get("verdict") or {}).get("tolerance")
+            below = (f"; a rise under {fmt(tolerance)}, 1% of the loss, is negligible"
+                     if tolerance is not None else "")
+            said = f"Bigger models {start} no more than negligibly higher"
+            span = f"{span}{below}"
+        text = (f"{said} ({_bracket(t, fmt)} per decade{span}){faster}; "
                 f"the L2 penalty adds {fmt(p['estimate'])}.")
         return text + _would(block.get("threshold") or {},
                               "start" if block.get("question") == "init" else "be")
@@ -135,12 +142,14 @@ def paragraph(blocks: Mapping[str, Mapping[str, Any]], *, early_epochs: int,
             intro = intro.replace("the early window", f"the first {epochs}")
         sentences.append(f"{intro}, {where_text(block)}: "
                          f"{_parts(block.get('decomposition'))}.")
-        reach = _reach(block.get("reference") or {})
+        estimated = bool((block.get("decomposition") or {}).get("width_effect_total"))
+        reach = _reach(block.get("reference") or {}) if estimated else None
         if reach:
             sentences.append(reach)
         verdict = block.get("verdict") or {}
         why = str(verdict.get("why", ""))
-        sentences.append(f"{verdict.get('code', 'inconclusive')}: {why}.")
+        code = str(verdict.get("code", "inconclusive"))
+        sentences.append(f"{_CODE_WORDS.get(code, code).capitalize()}: {why}.")
         threshold = _threshold(block.get("threshold") or {}, question)
         if threshold:
             sentences.append(threshold)

@@ -91,14 +91,14 @@ def decide(parts: Mapping[str, Estimate] | None, *, n: int, tolerance: float
         more = MIN_TRIALS - n
         return {"code": "inconclusive",
                 "why": f"only {n} usable trial{'s' if n != 1 else ''}, fewer than the "
-                       f"{MIN_TRIALS} the regression needs; run at least {more} more"}
+                       f"{MIN_TRIALS} a verdict needs; run at least {more} more"}
     if parts is None:
         return {"code": "inconclusive", "why": "no size effect could be estimated"}
     t, d, p = (parts[k] for k in ("total", "data", "penalty"))
     (t_lo, t_hi), (d_lo, d_hi), (p_lo, p_hi) = t.ci95, d.ci95, p.ci95
     tol = _num(tolerance)
     if t_hi < tolerance:
-        return {"code": "no-increase",
+        return {"code": "no-increase", "tolerance": tolerance,
                 "why": f"bigger models are not higher here: every rise the total's 95% CI "
                        f"allows is below {tol} per decade (1% of the median loss)"}
     if t_lo <= 0:

@@ -1,0 +1,57 @@
+"""The first-screen line of each size question (study.analysis.answer.headline): its words
+follow the interval, never say more than it does."""
+
+from __future__ import annotations
+
+from study.analysis.answer import headline, paragraph
+from study.analysis.verdict import MIN_TRIALS
+
+
+def _block(total: tuple[float, float, float], *, data: tuple[float, float, float],
+           code: str = "no-increase", tolerance: float | None = 0.0235) -> dict:
+    def effect(values):
+        return {"estimate": values[0], "ci95": [values[1], values[2]]}
+
+    penalty = tuple(t - d for t, d in zip(total, data, strict=True))
+    verdict = {"code": code, **({"tolerance": tolerance} if tolerance is not None else {})}
+    return {"question": "init", "n_trials_used": MIN_TRIALS, "verdict": verdict,
+            "decomposition": {"width_effect_total": effect(total),
+                              "width_effect_data": effect(data),
+                              "width_effect_penalty": effect(penalty)}}
+
+
+def test_no_increase_whose_interval_allows_a_small_rise_does_not_say_lower():
+    line = headline(_block((-0.02, -0.0613, 0.0213), data=(-0.026, -0.067, 0.015)))
+    assert line.startswith("At initialization: no increase. Bigger models start no more than "
+                           "negligibly higher (-0.0200 [-0.0613, +0.0213] per decade; a rise "
+                           "under +0.0235, 1% of the loss, is negligible)")
+    assert "start lower" not in line
+
+
+def test_no_increase_whose_interval_lies_below_zero_says_lower():
+    line = headline(_block((-0.05, -0.08, -0.01), data=(-0.06, -0.09, -0.02)))
+    assert "Bigger models start lower (-0.0500 [-0.0800, -0.0100] per decade)" in line
+    assert "negligibly" not in line
+
+
+def _short_of_the_sizes(block: dict) -> dict:
+    return {**block, "reference": {"span": {"extrapolated": [True, True],
+                                            "shortfall_decades": 0.58,
+                                            "reached_widths": [5, 20]}}}
+
+
+def test_the_paragraph_says_the_trials_fell_short_only_of_an_estimated_effect():
+    estimated = _short_of_the_sizes(_block((0.1, 0.05, 0.15), data=(0.02, -0.03, 0.07),
+                                           code="inconclusive"))
+    none = {**_short_of_the_sizes(estimated), "decomposition": {},
+            "verdict": {"code": "inconclusive", "why": "no size effect could be estimated"}}
+    assert "extrapolated over 0.58 decades" in paragraph({"init": estimated}, early_epochs=1,
+                                                           design={})
+    text = paragraph({"init": none}, early_epochs=1, design={})
+    assert "no size effect could be estimated" in text and "extrapolated" not in text
+
+
+def test_the_paragraph_names_the_verdict_in_words():
+    text = paragraph({"init": _block((-0.05, -0.08, -0.01), data=(-0.06, -0.09, -0.02))},
+                     early_epochs=1, design={})
+    assert "No increase: " in text and "no-increase" not in text
