@@ -79,9 +79,11 @@ def _plain(block: Mapping[str, Any], code: str) -> str:
     if t["ci95"][0] <= 0:  # the total itself is unsettled
         more = why.split("; ", 1)[1].split(", if ")[0] if "; " in why else ""
         where = f" ({span.lstrip(', ')})" if span else ""
+        verb = "start" if block.get("question") == "init" else "be"
         return (f"Cannot tell yet whether bigger models {start} higher{where}: "
                 f"{_bracket(t, fmt)} per decade holds both a fall and a rise"
-                + (f"; {more}." if more else "."))
+                + (f"; {more}." if more else ".")
+                + _would(block.get("threshold") or {}, verb))
     return f"Bigger models {start} higher ({_bracket(t, fmt)} per decade{span}); {why}."
 
 

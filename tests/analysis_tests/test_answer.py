@@ -55,3 +55,14 @@ def test_the_paragraph_names_the_verdict_in_words():
     text = paragraph({"init": _block((-0.05, -0.08, -0.01), data=(-0.06, -0.09, -0.02))},
                      early_epochs=1, design={})
     assert "No increase: " in text and "no-increase" not in text
+
+
+def test_an_unsettled_size_effect_still_names_the_threshold_weight_decay():
+    block = {**_block((-0.017, -0.059, 0.025), data=(-0.022, -0.064, 0.02),
+                      code="inconclusive"),
+             "threshold": {"status": "inside", "estimate": 7.7e-4}}
+    line = headline(block)
+    assert line.startswith("At initialization: inconclusive. Cannot tell yet whether bigger "
+                           "models start higher: -0.0170 [-0.0590, +0.0250] per decade holds "
+                           "both a fall and a rise.")
+    assert line.endswith(" They would start higher above weight decay 7.7e-04.")
