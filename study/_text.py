@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["finished_of"]
+__all__ = ["finished_of", "settings_of"]
 
 
 def finished_of(done: int, budget: int) -> str:
@@ -11,3 +11,12 @@ def finished_of(done: int, budget: int) -> str:
     if done > budget:
         return f"{done} finished, budget {budget}"
     return f"{done}/{budget} finished"
+
+
+def settings_of(params: dict) -> str:
+    """``width=20 lr=0.0055 batch_size=32 ...``: floats to 3 significant digits, and SGD's
+    ``momentum`` only where the optimizer is SGD (Adam and AdamW ignore it)."""
+    shown = {k: v for k, v in params.items()
+             if not (k == "momentum" and params.get("optimizer", "sgd") != "sgd")}
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in shown.items())

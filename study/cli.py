@@ -29,7 +29,7 @@ from study._cli_options import (
     store_options,
 )
 from study._signals import Interrupts
-from study._text import finished_of
+from study._text import finished_of, settings_of
 from study._validation import check_positive
 from study.config import StudyConfig, resolve_config
 from study.errors import StudyError
@@ -71,7 +71,7 @@ def _print_result(result: Any, *, who: str = "study") -> None:
         f"parent run {result.parent_run_id}"
     )
     if result.best_value is not None:
-        click.echo(f"best value {result.best_value:.6g} with {result.best_params}")
+        click.echo(f"best value {result.best_value:.6g} with {settings_of(result.best_params)}")
 
 
 _QUIET = click.option("--quiet", is_flag=True, default=False,

@@ -139,14 +139,17 @@ def ui_hint(environ: Mapping[str, str]) -> str:
     # MLflow 3 opens the GenAI view of an experiment first; this opens its training runs.
     page = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning" \
         if experiment_id else ""
+    # The command and the URL on lines of their own: nothing to trim after a copy.
     if tracking.startswith(("http://", "https://")):
-        where = f"open {redact(tracking).rstrip('/')}{page}"
+        where = [f"  open {redact(tracking).rstrip('/')}{page}"]
     else:
-        where = (f"{shlex.join([*_mlflow_command(), 'ui', '--backend-store-uri'])} "
-                 f"{shlex.quote(redact(tracking))}, then open http://127.0.0.1:5000{page}")
-    return (f"the study in the MLflow UI: {where} (experiment "
-            f"{environ.get('MLFLOW_EXPERIMENT_NAME') or experiment_id or 'of this run'}, "
-            f"parent run {environ.get('MLFLOW_RUN_ID', '?')})")
+        where = [f"  {shlex.join([*_mlflow_command(), 'ui', '--backend-store-uri'])} "
+                 f"{shlex.quote(redact(tracking))}",
+                 f"  then open http://127.0.0.1:5000{page}"]
+    return "\n".join([
+        f"the study in the MLflow UI (experiment "
+        f"{environ.get('MLFLOW_EXPERIMENT_NAME') or experiment_id or 'of this run'}, "
+        f"parent run {environ.get('MLFLOW_RUN_ID', '?')}):", *where])
 
 
 def _mlflow_command() -> list[str]:

@@ -161,7 +161,9 @@ def test_mlflow_run_main_leaves_analysis_and_report_on_the_parent(two_mains, tmp
     assert lines[first + 2].startswith("Gap")  # the gap's line third, once
     assert result.stdout.count("\nGap") == 1
     ui = f"{Path(sys.executable).with_name('mlflow')} ui --backend-store-uri"
-    assert f"the study in the MLflow UI: {ui}" in result.stdout
+    hint = lines.index(next(line for line in lines
+                            if line.startswith("the study in the MLflow UI (experiment main")))
+    assert lines[hint + 1].startswith(f"  {ui} ") and not lines[hint + 1].endswith(",")
     experiment_id = client.get_experiment_by_name("main").experiment_id
     assert f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs" \
            "?workflowType=machine_learning" in result.stdout

@@ -6,6 +6,7 @@ import datetime as dt
 
 from optuna.trial import TrialState
 
+from study._text import settings_of
 from study.config import StudyConfig
 from study.keys import CONFIG_ATTR, FAILURE_ATTR, HPARAMS_ATTR, INTERRUPTED, WORKER_ATTR
 from study.redact import redact
@@ -33,7 +34,7 @@ def study_status(config: StudyConfig) -> str:
     try:
         best = study.best_trial
         lines.append(f"best: trial {best.number} value={best.value:.6g} "
-                     f"params={best.user_attrs.get(HPARAMS_ATTR, best.params)}")
+                     f"{settings_of(dict(best.user_attrs.get(HPARAMS_ATTR, best.params)))}")
     except ValueError:
         lines.append("best: none yet")
     lines.append(_running_line(trials))

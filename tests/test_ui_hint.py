@@ -1,0 +1,27 @@
+"""The lines `mlflow run` prints under the verdict: where to see the study in the MLflow UI."""
+
+from __future__ import annotations
+
+import shlex
+
+from study.mlproject import ui_hint
+
+
+def test_a_local_store_gives_the_command_and_the_url_on_lines_of_their_own():
+    lines = ui_hint({"MLFLOW_TRACKING_URI": "sqlite:////tmp/x y/mlflow.db",
+                     "MLFLOW_EXPERIMENT_ID": "7", "MLFLOW_EXPERIMENT_NAME": "study",
+                     "MLFLOW_RUN_ID": "abc"}).splitlines()
+    assert lines[0] == "the study in the MLflow UI (experiment study, parent run abc):"
+    command = shlex.split(lines[1])
+    assert command[1:] == ["ui", "--backend-store-uri", "sqlite:////tmp/x y/mlflow.db"]
+    assert command[0].endswith("mlflow")
+    assert lines[2] == ("  then open http://127.0.0.1:5000/#/experiments/7/runs"
+                        "?workflowType=machine_learning")
+
+
+def test_a_tracking_server_gives_its_own_url_without_the_password():
+    lines = ui_hint({"MLFLOW_TRACKING_URI": "http://bob:hunter2@tracker:5000/",
+                     "MLFLOW_EXPERIMENT_ID": "3", "MLFLOW_RUN_ID": "r"}).splitlines()
+    assert len(lines) == 2 and "hunter2" not in lines[1]
+    assert lines[1].startswith("  open http://") and lines[1].endswith(
+        "tracker:5000/#/experiments/3/runs?workflowType=machine_learning")
