@@ -11,10 +11,12 @@ from optuna.trial import FrozenTrial
 from study.keys import FAILURE_ATTR
 from study.training import EpochReport
 
-__all__ = ["EPOCH_LINES_AFTER", "Progress"]
+__all__ = ["EPOCH_LINES_AFTER", "EPOCH_LINES_EVERY", "Progress"]
 
 # A trial that has trained this long shows its epochs: shorter ones are reported when they end.
 EPOCH_LINES_AFTER = 5.0
+# At most one epoch line this often: epochs of a fraction of a second would flood the log.
+EPOCH_LINES_EVERY = 5.0
 
 
 class Progress:
@@ -33,6 +35,7 @@ class Progress:
         self.total, self.initial, self.out, self.label = total, initial, out, label
         self._start = time.monotonic()
         self._trial_start = self._start
+        self._epoch_line = float("-inf")
         self._bar: Any = None
         if start:
             print(f"[{label}] {start}", file=out, flush=True)
@@ -50,13 +53,17 @@ class Progress:
 
     def epoch(self, history: list[EpochReport], report: EpochReport, *, epochs: int) -> None:
         """A per-epoch hook: once the running trial has trained for
-        :data:`EPOCH_LINES_AFTER` seconds, one line per epoch (plain output only; the bar
-        already moves on a terminal)."""
+        :data:`EPOCH_LINES_AFTER` seconds, a line for the epoch that ends, at most one every
+        :data:`EPOCH_LINES_EVERY` seconds (plain output only; the bar already moves on a
+        terminal)."""
         now = time.monotonic()
         if report.epoch == 1:
             self._trial_start = now - report.seconds
-        if self._bar is not None or now - self._trial_start < EPOCH_LINES_AFTER:
+            self._epoch_line = float("-inf")
+        if self._bar is not None or now - self._trial_start < EPOCH_LINES_AFTER \
+                or now - self._epoch_line < EPOCH_LINES_EVERY:
             return
+        self._epoch_line = now
         print(f"[{self.label}]   epoch {report.epoch}/{epochs} loss={report.loss:.4g} "
               f"val_loss={report.val_loss:.4g} | trial {now - self._trial_start:.0f}s",
               file=self.out, flush=True)

@@ -9,7 +9,8 @@ import re
 import optuna
 import pytest
 
-from study.runtime.progress import EPOCH_LINES_AFTER, Progress
+from study.runtime import progress as progress_module
+from study.runtime.progress import EPOCH_LINES_AFTER, EPOCH_LINES_EVERY, Progress
 from study.training import EpochReport
 
 
@@ -47,3 +48,18 @@ def test_epoch_lines_only_once_a_trial_has_trained_a_while(seconds, shown):
     progress = Progress(total=3, initial=0, out=out, label="s")
     progress.epoch([], _report(1, seconds), epochs=4)
     assert ("epoch 1/4 loss=1.5 val_loss=1.6" in out.getvalue()) is shown
+
+
+@pytest.mark.parametrize(("gap", "shown"), [(EPOCH_LINES_EVERY - 0.5, False),
+                                            (EPOCH_LINES_EVERY + 0.5, True)])
+def test_short_epochs_of_a_long_trial_print_at_most_one_line_every_few_seconds(monkeypatch, gap,
+                                                                                shown):
+    clock = [1000.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    progress = Progress(total=3, initial=0, out=out, label="s")
+    progress.epoch([], _report(1, EPOCH_LINES_AFTER + 1), epochs=400)  # printed
+    clock[0] += gap
+    progress.epoch([], _report(2, 0.1), epochs=400)
+    assert ("epoch 2/400" in out.getvalue()) is shown
+    assert "epoch 1/400" in out.getvalue()
