@@ -162,7 +162,7 @@ def test_mlflow_run_main_leaves_analysis_and_report_on_the_parent(two_mains, tmp
     assert result.stdout.count("\nGap") == 1
     ui = f"{Path(sys.executable).with_name('mlflow')} ui --backend-store-uri"
     hint = lines.index(next(line for line in lines
-                            if line.startswith("the study in the MLflow UI (experiment main")))
+                            if line.startswith("the study in the MLflow UI (experiment ")))
     assert lines[hint + 1].startswith(f"  {ui} ") and not lines[hint + 1].endswith(",")
     experiment_id = client.get_experiment_by_name("main").experiment_id
     assert f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs" \
