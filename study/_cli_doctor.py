@@ -60,7 +60,7 @@ def fixed_config(options: dict[str, Any], *, command: str) -> tuple[StudyConfig,
                            penalty_mode=config.penalty_mode[0], **config.training_options())
 
 
-@click.command("doctor")
+@click.command("doctor", short_help="Why is my training loss rising? Run 9 checks.")
 # The checks have budgets of their own (steps, folds); a trial's epochs and objective do not
 # apply.
 @fixed_options(exclude=("epochs", "early_epochs", "objective", "compile"))

@@ -89,7 +89,7 @@ def _progress(quiet: bool) -> TextIO | None:
     return _Discard() if quiet else None
 
 
-@cli.command("run")
+@cli.command("run", short_help="Create or resume a study; run trials up to --n-trials.")
 @config_options()
 @click.option("--workers", type=WHOLE_NUMBER, default=1, show_default=True,
               help="Local worker processes (journal: or postgresql:// storage; not SQLite).")
@@ -121,7 +121,7 @@ def run_command(workers: int, trials_per_gpu: int | None, doctor: bool, quiet: b
                                   hooks=_checked(), checkpoint=_checkpoint()))
 
 
-@cli.command("worker")
+@cli.command("worker", short_help="Join a study (same --storage) and run its trials.")
 @config_options()
 @_QUIET
 def worker_command(quiet: bool, **options: Any) -> None:
@@ -161,7 +161,7 @@ def trial_command(**options: Any) -> None:
 cli.add_command(doctor_command)
 
 
-@cli.command("status")
+@cli.command("status", short_help="Trials by state, the best trial, throughput, live workers.")
 @click.option("--study-name", default=StudyConfig.study_name, show_default=True,
               help="Name of the Optuna study.")
 @click.option("--storage", envvar="STUDY_STORAGE", default="sqlite:///optuna.db",
@@ -175,7 +175,7 @@ def status_command(study_name: str, storage: str) -> None:
     click.echo(study_status(config))
 
 
-@cli.command("analyze")
+@cli.command("analyze", short_help="Answer the questions; write analysis.json, log it to MLflow.")
 @store_options
 @compare_option
 def analyze_command(output_dir: str | None, compare_widths: str | None,
@@ -195,7 +195,7 @@ def analyze_command(output_dir: str | None, compare_widths: str | None,
     click.echo(f"wrote {path}; {logged}")
 
 
-@cli.command("report")
+@cli.command("report", short_help="Write the HTML, Markdown, JSON and CSV report; log it.")
 @store_options
 @report_options
 @compare_option
@@ -221,7 +221,7 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
                f"{logged}")
 
 
-@cli.command("explain")
+@cli.command("explain", short_help="Answer a question with a controlled experiment.")
 @config_options(exclude=("lr_min", "lr_max", "batch_sizes", "weight_decay_min",
                          "weight_decay_max", "n_trials", "sampler", "pruner"))
 @click.option("--question", default="size", show_default=True,
@@ -260,7 +260,7 @@ def explain_command(question: str, lr: float, batch_size: int, weight_decay: flo
         click.echo(line)
 
 
-@cli.command("landscape")
+@cli.command("landscape", short_help="Loss-landscape probe of chosen trials, logged to their runs.")
 @store_options
 @landscape_options
 def landscape_command(output_dir: str | None, trials: str, where: str | None,

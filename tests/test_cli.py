@@ -193,6 +193,13 @@ def test_help_lists_the_commands(tmp_path):
     assert {"run", "trial", "status"} <= set(proc.stdout.split())
 
 
+def test_help_gives_every_command_a_whole_summary_in_80_columns(tmp_path):
+    proc = run_cli(["--help"], cwd=tmp_path, env={**cli_env(), "COLUMNS": "80"})
+    listed = proc.stdout.split("Commands:")[1].strip().splitlines()
+    assert len(listed) == 9
+    assert all(len(line) <= 80 and not line.endswith("...") for line in listed), listed
+
+
 def test_run_help_lists_the_flags(tmp_path):
     proc = run_cli(["run", "--help"], cwd=tmp_path, env=cli_env())
     assert proc.returncode == 0
