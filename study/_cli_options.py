@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from study._validation import folder_name
+from study._validation import check_dataset_path, folder_name
 from study.config import StudyConfig, resolve_config
 
 __all__ = [
@@ -116,6 +116,7 @@ def resolve(options: dict[str, Any]) -> tuple[StudyConfig, dict[str, Any]]:
     config_file = options.pop("config_file", None)
     explicit = {k: v for k, v in options.items() if v is not None}
     config, given = resolve_config(explicit=explicit, config_file=config_file)
+    check_dataset_path(config.dataset)
     keras_like = [v for v in config.bn_momentum if ":" not in v and float(v) > KERAS_LIKE]
     if keras_like and "bn_momentum" in given:
         click.echo(f"warning: `bn_momentum` {','.join(keras_like)} is in PyTorch's convention "

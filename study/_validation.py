@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from study.errors import ConfigError, StudyError
+from study.errors import ConfigError, DataError, StudyError
 
 
 def fail(field: str, value: Any, allowed: str, *, error: type[StudyError] = ConfigError) -> None:
@@ -73,3 +73,32 @@ def folder_name(name: str) -> str:
     ``reports/<folder_name>`` never points outside ``reports/``."""
     safe = _UNSAFE_NAME.sub("_", name).lstrip(". ")
     return safe or "study"
+
+
+def no_npz_file(path: object) -> DataError:
+    """The error of an ``npz:`` dataset whose file is missing (the loader's, and the CLI's
+    before any heavy import)."""
+    return DataError(f"`dataset` must name an existing .npz file, but got no file at {path}.")
+
+
+def not_a_folder(root: object) -> DataError:
+    """The error of an ``imagefolder:`` dataset that is not a folder."""
+    return DataError(f"`dataset` must name a folder of class sub-folders, but got "
+                     f"imagefolder:{root}, which is not a folder.")
+
+
+def check_dataset_path(spec: str) -> None:
+    """Refuse a missing ``npz:`` file or ``imagefolder:`` folder at once: the CLI checks it
+    before importing torch (seconds), the loaders check it again.
+
+    Raises:
+        DataError: The same line the loaders give.
+    """
+    from pathlib import Path
+
+    if spec.startswith("npz:") and not Path(spec[4:]).expanduser().is_file():
+        raise no_npz_file(Path(spec[4:]).expanduser())
+    if spec.startswith("imagefolder:"):
+        root = Path(spec[len("imagefolder:"):]).expanduser()
+        if not root.is_dir():
+            raise not_a_folder(root)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from study._validation import no_npz_file
 from study.errors import DataError
 from study.redact import one_line
 from study.training._imports import load_callable, where_raised
@@ -46,7 +47,7 @@ def load_npz(path: Path, *, keep_non_finite: bool = False) -> Arrays:
         DataError: A missing, unreadable or malformed file, naming it and what it holds.
     """
     if not path.is_file():
-        raise DataError(f"`dataset` must name an existing .npz file, but got no file at {path}.")
+        raise no_npz_file(path)
     # np.load would read a .npy too, and blames pickling for text files; test the format first.
     if not zipfile.is_zipfile(path):
         raise DataError(

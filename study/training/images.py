@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from study._validation import not_a_folder
 from study.errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "cache_dir", "is_split_folder", "load_image_folder",
@@ -133,8 +134,7 @@ def is_split_folder(root: Path) -> bool:
 
 def _list(root: Path, *, validation: bool = False) -> tuple[list[Path], list[int], list[str]]:
     if not root.is_dir():
-        raise DataError(f"`dataset` must name a folder of class sub-folders, but got "
-                        f"imagefolder:{root}, which is not a folder.")
+        raise not_a_folder(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     files: list[Path] = []
     labels: list[int] = []
