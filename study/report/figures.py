@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -260,8 +261,18 @@ def _seed_label(rows: pd.DataFrame, evaluator: str) -> str:
         label += seeds("bootstrap_seed") or "?"
     label += ")"
     if not np.isfinite(rows["_value"]).any():
-        label += ": failed"
+        errors = [str(e) for e in rows.get("error", []) if not is_missing(e)]
+        label += f": not computed ({_short_reason(errors[0])})" if errors else ": not computed"
     return label
+
+
+def _short_reason(error: str) -> str:
+    """``5 usable trials, needs 10`` for the importance table's longer reason (a legend line
+    wider than the figure is cut off); other reasons up to 48 characters."""
+    found = re.fullmatch(r"(\d+) usable trials for .+?, .+? needs at least (\d+)", error)
+    if found:
+        return f"{found[1]} usable trials, needs {found[2]}"
+    return error if len(error) <= 48 else error[:47] + "…"
 
 
 def _importance_panel(ax: Any, rows: pd.DataFrame, evaluators: list[str],
@@ -272,6 +283,9 @@ def _importance_panel(ax: Any, rows: pd.DataFrame, evaluators: list[str],
     Records the legend label of each (target, evaluator) in ``labels``.
     """
     target = rows["target"].iloc[0]
+    whole = rows  # an evaluator that could not run has one row without a param: legend only
+    named = [not is_missing(p) and str(p) != "" for p in rows["param"]]
+    rows = rows[named] if any(named) else rows
     flags = rows["derived"] if "derived" in rows.columns else [False] * len(rows)
     derived = {p for p, d in zip(rows["param"], flags, strict=True)
                if not is_missing(d) and bool(d)}
@@ -279,12 +293,15 @@ def _importance_panel(ax: Any, rows: pd.DataFrame, evaluators: list[str],
     params = sorted(means.index, key=lambda p: (p in derived, -np.nan_to_num(means[p], nan=-1)))
     params = params[::-1]  # most important at the top, derived at the bottom
     position = {p: i for i, p in enumerate(params)}
-    present = [ev for ev in evaluators if (rows["evaluator"] == ev).any()]
+    present = [ev for ev in evaluators if (whole["evaluator"] == ev).any()]
     height = 0.8 / max(1, len(present))
     top = float(np.nanmax(np.r_[rows["_hi"].to_numpy(float), rows["_value"].to_numpy(float),
                                 0.05]))
     for j, ev in enumerate(present):
         sub = rows[rows["evaluator"] == ev].drop_duplicates("param").set_index("param")
+        if sub.empty:
+            labels[(target, ev)] = _seed_label(whole[whole["evaluator"] == ev], ev)
+            continue
         offset = ((len(present) - 1) / 2 - j) * height
         value = sub["_value"].to_numpy(dtype=float)
         err = np.vstack([np.clip(np.nan_to_num(value - sub["_lo"].to_numpy(float)), 0, None),
@@ -299,7 +316,7 @@ def _importance_panel(ax: Any, rows: pd.DataFrame, evaluators: list[str],
                 bar.set_edgecolor("0.25")
         for y, v in zip(ys, value, strict=True):
             if not np.isfinite(v):
-                ax.text(0.01 * top, y, "error (see table)", va="center", fontsize=7,
+                ax.text(0.01 * top, y, "not computed (see legend)", va="center", fontsize=7,
                         color="0.35")
         labels[(target, ev)] = _seed_label(sub.reset_index(), ev)
     ax.set_yticks(range(len(params)),

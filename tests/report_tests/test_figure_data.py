@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -106,3 +108,32 @@ def test_overlapping_intervals_say_no_ranking_can_be_read():
     narrow = frame.assign(ci_lo=frame["importance"] - 1e-6, ci_hi=frame["importance"] + 1e-6)
     fig = build_importance_figure(narrow)
     assert not any("no ranking" in ax.get_title() for ax in fig.axes if ax.patches)
+
+
+def test_an_evaluator_that_could_not_run_says_why_in_the_legend():
+    frame = make_importance()
+    short = "9 usable trials for objective, ped-anova needs at least 10"
+    skipped = (frame["target"] == "objective") & (frame["evaluator"] == "ped-anova")
+    frame.loc[skipped, ["importance", "ci_lo", "ci_hi"]] = math.nan
+    frame.loc[skipped, "error"] = short
+    fig = build_importance_figure(frame)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("ped-anova" in t and t.endswith(": not computed (9 usable trials, needs 10)")
+               for t in legend), legend
+    assert not any("failed" in t for t in legend)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "not computed (see legend)" in texts and "error (see table)" not in texts
+
+
+def test_an_evaluator_that_could_not_run_at_all_draws_no_blank_row():
+    frame = make_importance()
+    skipped = (frame["target"] == "objective") & (frame["evaluator"] == "ped-anova")
+    whole = frame[skipped].iloc[[0]].assign(param="", importance=math.nan, ci_lo=math.nan,
+                                            ci_hi=math.nan, derived=False,
+                                            error="5 usable trials for objective, ped-anova "
+                                                  "needs at least 10")
+    fig = build_importance_figure(pd.concat([frame[~skipped], whole], ignore_index=True))
+    ticks = [t.get_text() for ax in fig.axes if ax.patches for t in ax.get_yticklabels()]
+    assert "" not in ticks and "lr" in ticks
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.endswith(": not computed (5 usable trials, needs 10)") for t in legend), legend
