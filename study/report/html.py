@@ -137,7 +137,8 @@ def _verdict(block: Verdict) -> str:
         f'<p class="verdict-line verdict-{_slug(code)}" data-question="{_attr(label)}">'
         f'<span class="badge">{_esc(label)}: {_esc(code)}</span> {_esc(sentence)}</p>'
         for label, code, sentence in block.lines)
-    return (f'<div class="verdict verdict-{_slug(block.code)}" id="verdict-box">{rows}'
+    # Each line carries its own code's colour; the box, holding several codes, stays neutral.
+    return (f'<div class="verdict" id="verdict-box">{rows}'
             f'<p class="verdict-text verdict-detail" id="verdict-text">{_esc(block.text)}</p>'
             f'</div>')
 

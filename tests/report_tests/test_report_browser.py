@@ -86,6 +86,9 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
             verdict_text = verdict.inner_text()
             badges = page.locator("#verdict-box .badge").all_inner_texts()
             lines = page.locator("#verdict-box .verdict-line").all_inner_texts()
+            borders = page.evaluate("""() => [document.getElementById('verdict-box'),
+                ...document.querySelectorAll('#verdict-box .verdict-line')].map(
+                el => getComputedStyle(el).borderLeftColor)""")
             title = page.title()
             overflow = page.evaluate(
                 "() => document.documentElement.scrollWidth - window.innerWidth")
@@ -122,6 +125,9 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
                                                    for line in expected]
     assert [" ".join(t.split()).lower() for t in lines] == [line.replace(". ", " ", 1).lower()
                                                             for line in expected]
+    # each line in its code's colour; the box, holding several codes, in the neutral one
+    assert borders[0] == "rgb(119, 119, 119)", borders
+    assert len(set(borders[1:])) >= 1 and len(borders) == 1 + len(expected)
     assert trials_overflow is not None and trials_overflow <= 0
     assert title == "Study report: demo"
     assert overflow <= 0, "the page scrolls horizontally (wide tables must scroll in a box)"
