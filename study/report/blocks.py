@@ -36,7 +36,7 @@ class Para:
 @dataclass
 class Verdict:
     """The verdict box: one line per question (label, code, plain sentence), then the
-    detail; ``code`` is the early window's (the box's colour)."""
+    detail; ``code`` is the early window's (the box's colour when it has no lines)."""
 
     code: str
     text: str

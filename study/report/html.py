@@ -124,7 +124,7 @@ def render_html(title: str, blocks: list[Any], figures: Mapping[str, bytes], *,
 
 
 def _slug(code: str) -> str:
-    return re.sub(r"[^a-z0-9-]", "", code.lower())
+    return re.sub(r"[^a-z0-9-]", "", re.sub(r"\s+", "-", code.strip().lower()))
 
 
 def _verdict(block: Verdict) -> str:

@@ -329,3 +329,15 @@ def test_broken_figure_becomes_placeholder(tmp_path: Path, inputs: dict[str, Any
     _check_complete(paths, tmp_path)
     assert any("curves" in r.getMessage() for r in caplog.records)
     assert all("secret" not in r.getMessage() for r in caplog.records)
+
+
+def test_each_verdict_line_gets_its_codes_colour_class_and_the_box_none():
+    from study.report.blocks import Verdict
+    from study.report.html import _verdict
+
+    page = _verdict(Verdict(code="no-increase", text="detail", lines=(
+        ("At initialization", "no increase", "Bigger models start lower."),
+        ("Gap", "epoch-averaging", "Validation is below training."))))
+    assert 'class="verdict-line verdict-no-increase"' in page
+    assert 'class="verdict-line verdict-epoch-averaging"' in page
+    assert '<div class="verdict" id="verdict-box">' in page
