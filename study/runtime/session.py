@@ -348,7 +348,8 @@ def _optimize(
         return
     if done >= config.n_trials:
         print(f"study {study.study_name!r}: budget met ({finished_of(done, config.n_trials)}); "
-              f"nothing to run.", file=out)
+              f"nothing to run. The budget counts the study's trials in all: --n-trials "
+              f"{done + config.n_trials} would run {config.n_trials} more.", file=out)
         return
     failures: list[str] = []
     start = (f"{done}/{config.n_trials} finished; running trials on {device} "

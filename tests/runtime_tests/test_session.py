@@ -168,6 +168,7 @@ def test_a_smaller_budget_on_resume_says_how_many_finished_and_the_budget(storag
 
     assert again.n_finished == 2
     assert "budget met (2 finished, budget 1); nothing to run." in out.getvalue()
+    assert "--n-trials 3 would run 1 more." in out.getvalue()
     assert "2/1" not in out.getvalue()
 
 
