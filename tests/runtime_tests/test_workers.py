@@ -69,7 +69,8 @@ def test_two_workers_share_a_postgresql_study_and_throughput(server, new_postgre
 
     assert two.returncode == 0, two.stderr
     assert one.returncode == 0, one.stderr
-    assert f"/{BUDGET} finished" in two.stdout
+    # the budget met; workers that finish at once may pass it (README)
+    assert f"/{BUDGET} finished" in two.stdout or f"finished, budget {BUDGET}" in two.stdout
     trials = check_scaled_study(pg_two, server.uri, "workers-2", "w", BUDGET, workers=2)
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2, f"both workers should have run trials: {timeline(trials)}"
