@@ -256,7 +256,7 @@ def explain_command(question: str, lr: float, batch_size: int, weight_decay: flo
     for line in explain_main(
             question, config, given, n_widths=n_widths, replicates=replicates, report=report,
             fixed={"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay},
-            output_dir=output_dir, before_run=_quiet_libraries):
+            output_dir=output_dir, before_run=_quiet_libraries, interrupted=_checkpoint()):
         click.echo(line)
 
 

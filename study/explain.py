@@ -63,7 +63,8 @@ def explain_options(question: str, options: Mapping[str, Any]) -> dict[str, Any]
 def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *,
                  fixed: Mapping[str, Any], n_widths: int, replicates: int,
                  output_dir: str | Path | None, report: Mapping[str, Any],
-                 before_run: Callable[[], None] = lambda: None) -> list[str]:
+                 before_run: Callable[[], None] = lambda: None,
+                 interrupted: Callable[..., None] | None = None) -> list[str]:
     """Check the settings of ``question``, run its experiment, and return the lines to print.
 
     Args:
@@ -77,6 +78,8 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
         report: ``evaluators``, ``seed``, ``n_bootstrap`` and ``compare_widths`` (``"A,B"``
             or ``None``).
         before_run: Called once the settings are checked, before anything is created.
+        interrupted: Raises a Ctrl-C or SIGTERM a finalizer swallowed (the CLI's latch):
+            called before the first trial, after every epoch and after every trial.
 
     Raises:
         ConfigError: A bad setting (one line naming it); nothing is created then.
@@ -90,12 +93,12 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
         check_gap(config, given, replicates=replicates, compare_widths=report["compare_widths"])
         before_run()
         outcome = gap_study(config, given, **fixed, replicates=replicates,
-                            output_dir=output_dir, report=report)
+                            output_dir=output_dir, report=report, interrupted=interrupted)
         return gap_lines(outcome)
     check_explain(config, n_widths=n_widths, replicates=replicates)
     before_run()
     outcome = explain_study(config, given, **fixed, n_widths=n_widths, replicates=replicates,
-                            output_dir=output_dir, report=report)
+                            output_dir=output_dir, report=report, interrupted=interrupted)
     from study.analysis.command import answer_text
 
     return [answer_text(outcome.document["verdict"], outcome.document.get("gap")),
@@ -104,7 +107,8 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
 
 def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,
                   batch_size: int, weight_decay: float, n_widths: int, replicates: int,
-                  output_dir: str | Path | None, report: Mapping[str, Any]) -> ExplainOutcome:
+                  output_dir: str | Path | None, report: Mapping[str, Any],
+                  interrupted: Callable[..., None] | None = None) -> ExplainOutcome:
     """Run (or resume) the size experiment, then write and log its analysis and report.
 
     Args:
@@ -131,7 +135,8 @@ def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,
     if "study_name" not in given:
         config = config.replace(study_name=_name(config, f"{config.penalty_mode[0]}-lr{lr:g}-"
                                                          f"wd{weight_decay:g}"))
-    return _run(config, given, design.trials(), output_dir=output_dir, report=report)
+    return _run(config, given, design.trials(), output_dir=output_dir, report=report,
+                interrupted=interrupted)
 
 
 def check_explain(config: StudyConfig, *, n_widths: int, replicates: int) -> tuple[int, ...]:
@@ -171,7 +176,8 @@ def check_gap(config: StudyConfig, given: Mapping[str, Any], *, replicates: int,
 
 def gap_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float, batch_size: int,
               weight_decay: float, replicates: int, output_dir: str | Path | None,
-              report: Mapping[str, Any]) -> ExplainOutcome:
+              report: Mapping[str, Any],
+              interrupted: Callable[..., None] | None = None) -> ExplainOutcome:
     """Run (or resume) the gap experiment, then write and log its analysis and report.
 
     Args:
@@ -196,7 +202,8 @@ def gap_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float, batch
     if "study_name" not in given:
         config = config.replace(study_name=_name(config, f"gap-{'-'.join(design.optimizers)}"
                                                          f"-lr{lr:g}"))
-    return _run(config, given, design.trials(), output_dir=output_dir, report=report)
+    return _run(config, given, design.trials(), output_dir=output_dir, report=report,
+                interrupted=interrupted)
 
 
 def gap_lines(outcome: ExplainOutcome) -> list[str]:
@@ -232,7 +239,8 @@ def table_lines(rows: Sequence[Mapping[str, str]]) -> list[str]:
 
 
 def _run(config: StudyConfig, given: Mapping[str, Any], queue: Sequence[QueuedTrial], *,
-         output_dir: str | Path | None, report: Mapping[str, Any]) -> ExplainOutcome:
+         output_dir: str | Path | None, report: Mapping[str, Any],
+         interrupted: Callable[..., None] | None = None) -> ExplainOutcome:
     """Run the designed trials of ``config`` (those the study lacks), then analyze and report."""
     defining = {k: getattr(config, k) for k in StudyConfig.field_names("study")}
     # Imported once the settings are checked: a bad flag answers without loading torch.
@@ -240,7 +248,8 @@ def _run(config: StudyConfig, given: Mapping[str, Any], queue: Sequence[QueuedTr
     from study.report.command import report_study
     from study.runtime.session import run_session
 
-    session = run_session(config, given={**given, **defining}, queue=queue)
+    session = run_session(config, given={**given, **defining}, queue=queue,
+                          hooks=(interrupted,) if interrupted else (), checkpoint=interrupted)
     out = Path(output_dir) if output_dir else Path("reports") / folder_name(config.study_name)
     widths = report.get("compare_widths")
     document, _, logged = analyze_study(config, output_dir=out, compare_widths=widths)

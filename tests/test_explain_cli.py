@@ -258,3 +258,29 @@ def test_a_bad_gap_input_is_one_line_and_creates_nothing(tmp_path, monkeypatch, 
     out = capsys.readouterr()
     assert out.out == "" and out.err.count("\n") == 1 and message in out.err, out.err
     assert list(tmp_path.iterdir()) == []  # neither optuna.db nor mlflow.db
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_a_swallowed_interrupt_stops_explain_before_its_first_trial(tmp_path, monkeypatch,
+                                                                    capsys):
+    import signal
+
+    from study import cli as cli_module
+
+    class Latched(cli_module.Interrupts):
+        """A Ctrl-C that a finalizer swallowed while the stores opened: only the latch holds
+        it."""
+
+        def install(self) -> None:
+            self.signum = signal.SIGINT
+
+    monkeypatch.setattr(cli_module, "Interrupts", Latched)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert cli_module.main(["explain", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
+                            *GAP, "--replicates", "1"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1].startswith("interrupted")
+    (study,) = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
+    trials = optuna.load_study(study_name=study.study_name,
+                               storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    assert trials and {t.state for t in trials} == {optuna.trial.TrialState.WAITING}
