@@ -233,13 +233,19 @@ class Objective:
         self.device = device
 
     def __call__(self, trial: optuna.Trial) -> float:
-        seed, recorded = self._train_seed(trial)
-        # Who runs the trial (crash recovery reads it), with which sampler seed, and, once,
-        # its training seed.
-        set_user_attrs(trial, {WORKER_ATTR: worker_stamp(),
-                               **({SAMPLER_ATTR: self.sampler} if self.sampler else {}),
-                               **({} if recorded else {TRAIN_SEED_ATTR: seed})})
-        hp = suggest_hparams(trial, self.config)
+        try:
+            seed, recorded = self._train_seed(trial)
+            # Who runs the trial (crash recovery reads it), with which sampler seed, and,
+            # once, its training seed.
+            set_user_attrs(trial, {WORKER_ATTR: worker_stamp(),
+                                   **({SAMPLER_ATTR: self.sampler} if self.sampler else {}),
+                                   **({} if recorded else {TRAIN_SEED_ATTR: seed})})
+            hp = suggest_hparams(trial, self.config)
+        except (KeyboardInterrupt, SystemExit):  # before training: nothing lost, queue it again
+            with contextlib.suppress(StorageError):
+                trial.set_user_attr(FAILURE_ATTR, INTERRUPTED)
+                _retry_running(trial, INTERRUPTED)
+            raise
         # The epochs so far, kept on the trial as its curve once it ends, however it ends
         # (written every epoch, the growing list would cost O(epochs^2) storage), with the
         # early-window, final and diagnosis figures gathered meanwhile: written once, at the

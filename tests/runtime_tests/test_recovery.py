@@ -300,6 +300,34 @@ def test_an_interrupt_while_a_complete_trials_figures_are_kept_fails_requeues_an
     _assert_interrupted_and_requeued(storage_url, mlflow_client)
 
 
+def test_an_interrupt_before_training_fails_and_requeues_the_trial_without_a_run(
+        storage_url, tracking_uri, mlflow_client, monkeypatch):
+    set_user_attr = optuna.Trial.set_user_attr
+    interrupted: list[int] = []
+
+    def interrupted_once(self, key, value):
+        # Ctrl-C lands between Optuna's ask and the training: as the worker is recorded.
+        if key == "worker" and not interrupted:
+            interrupted.append(self.number)
+            raise KeyboardInterrupt
+        return set_user_attr(self, key, value)
+
+    monkeypatch.setattr(optuna.Trial, "set_user_attr", interrupted_once)
+    with pytest.raises(Interrupted, match="trial 0 failed and queued again"):
+        run_session(_closing_config(storage_url, tracking_uri))
+
+    assert interrupted == [0]
+    trials = study_trials(storage_url, "closing")
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs["failure"] == "interrupted"
+    (retry,) = _retries_of(trials, 0)
+    assert retry.state == TrialState.WAITING
+    experiment = mlflow_client.get_experiment_by_name("closing")
+    runs = mlflow_client.search_runs([experiment.experiment_id],
+                                     filter_string="tags.`study.role` = 'trial'")
+    assert runs == []  # it never trained: no trial run to close
+
+
 # --- exceptions, NaN, out of memory -------------------------------------------------------------
 
 
