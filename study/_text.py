@@ -13,10 +13,10 @@ def finished_of(done: int, budget: int) -> str:
     return f"{done}/{budget} finished"
 
 
-def settings_of(params: dict) -> str:
-    """``width=20 lr=0.0055 batch_size=32 ...``: floats to 3 significant digits, and SGD's
-    ``momentum`` only where the optimizer is SGD (Adam and AdamW ignore it)."""
+def settings_of(params: dict, *, digits: int = 3) -> str:
+    """``width=20 lr=0.0055 batch_size=32 ...``: floats to ``digits`` significant digits, and
+    SGD's ``momentum`` only where the optimizer is SGD (Adam and AdamW ignore it)."""
     shown = {k: v for k, v in params.items()
              if not (k == "momentum" and params.get("optimizer", "sgd") != "sgd")}
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+    return " ".join(f"{k}={v:.{digits}g}" if isinstance(v, float) else f"{k}={v}"
                     for k, v in shown.items())

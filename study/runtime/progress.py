@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 from optuna.trial import FrozenTrial
 
+from study._text import settings_of
 from study.keys import FAILURE_ATTR
 from study.training import EpochReport
 
@@ -76,10 +77,7 @@ class Progress:
             f" ({reason})" if reason else ""
         )
         if trial.state.name == "FAIL" and trial.params:  # what to re-run or avoid
-            detail += " with " + " ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in trial.params.items()
-            )
+            detail += " with " + settings_of(trial.params, digits=4)
         shown = min(finished, self.total)
         if self._bar is not None:
             self._bar.n = shown

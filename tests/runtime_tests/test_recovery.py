@@ -243,6 +243,22 @@ def test_a_signal_fails_and_requeues_the_running_trial_and_says_so_in_one_line(
     assert parent.info.status == "KILLED"
 
 
+def _interrupt_once_at_attr(monkeypatch, key: str) -> list[int]:
+    """Raise KeyboardInterrupt the first time a trial sets user attr ``key`` (through the real
+    ``optuna.Trial.set_user_attr`` otherwise); returns the numbers of the trials it hit."""
+    set_user_attr = optuna.Trial.set_user_attr
+    interrupted: list[int] = []
+
+    def interrupted_once(self, name, value):
+        if name == key and not interrupted:
+            interrupted.append(self.number)
+            raise KeyboardInterrupt
+        return set_user_attr(self, name, value)
+
+    monkeypatch.setattr(optuna.Trial, "set_user_attr", interrupted_once)
+    return interrupted
+
+
 def _closing_config(storage_url: str, tracking_uri: str) -> StudyConfig:
     return StudyConfig(study_name="closing", storage=storage_url, tracking_uri=tracking_uri,
                        experiment="closing", epochs=1, width_min=4, width_max=4,
@@ -282,17 +298,8 @@ def test_an_interrupt_while_a_complete_trials_run_closes_fails_requeues_and_kill
 
 def test_an_interrupt_while_a_complete_trials_figures_are_kept_fails_requeues_and_kills_it(
         storage_url, tracking_uri, mlflow_client, monkeypatch):
-    set_user_attr = optuna.Trial.set_user_attr
-    interrupted: list[int] = []
-
-    def interrupted_once(self, key, value):
-        # Ctrl-C lands as the trained trial's curve is being written.
-        if key == "curve" and not interrupted:
-            interrupted.append(self.number)
-            raise KeyboardInterrupt
-        return set_user_attr(self, key, value)
-
-    monkeypatch.setattr(optuna.Trial, "set_user_attr", interrupted_once)
+    # Ctrl-C lands as the trained trial's curve is being written.
+    interrupted = _interrupt_once_at_attr(monkeypatch, "curve")
     with pytest.raises(Interrupted, match="trial 0 failed and queued again"):
         run_session(_closing_config(storage_url, tracking_uri))
 
@@ -302,17 +309,8 @@ def test_an_interrupt_while_a_complete_trials_figures_are_kept_fails_requeues_an
 
 def test_an_interrupt_before_training_fails_and_requeues_the_trial_without_a_run(
         storage_url, tracking_uri, mlflow_client, monkeypatch):
-    set_user_attr = optuna.Trial.set_user_attr
-    interrupted: list[int] = []
-
-    def interrupted_once(self, key, value):
-        # Ctrl-C lands between Optuna's ask and the training: as the worker is recorded.
-        if key == "worker" and not interrupted:
-            interrupted.append(self.number)
-            raise KeyboardInterrupt
-        return set_user_attr(self, key, value)
-
-    monkeypatch.setattr(optuna.Trial, "set_user_attr", interrupted_once)
+    # Ctrl-C lands between Optuna's ask and the training: as the worker is recorded.
+    interrupted = _interrupt_once_at_attr(monkeypatch, "worker")
     with pytest.raises(Interrupted, match="trial 0 failed and queued again"):
         run_session(_closing_config(storage_url, tracking_uri))
 
