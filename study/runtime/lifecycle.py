@@ -23,6 +23,7 @@ __all__ = [
     "FINISHED_STATES",
     "LoadedStudy",
     "PreparedStudy",
+    "TrialCounter",
     "count_states",
     "load_study",
     "make_pruner",
@@ -233,3 +234,20 @@ def count_states(study: optuna.Study | Sequence[FrozenTrial]) -> dict[str, int]:
 def n_finished(study: optuna.Study) -> int:
     """COMPLETE + PRUNED trials: what the budget counts."""
     return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialCounter:
+    """How many trials of one study are in some states, through its storage's public
+    ``get_n_trials``: one ``COUNT`` on the service's RDB storage, where ``Study.get_trials``
+    reads every unfinished trial again (all queued ones included) to count them."""
+
+    storage: optuna.storages.BaseStorage
+    study_id: int
+
+    @classmethod
+    def of(cls, storage: optuna.storages.BaseStorage, study_name: str) -> TrialCounter:
+        return cls(storage, storage.get_study_id_from_name(study_name))
+
+    def __call__(self, *states: TrialState) -> int:
+        return self.storage.get_n_trials(self.study_id, state=states)

@@ -31,6 +31,7 @@ from study.runtime.inputs import (
 from study.runtime.lifecycle import (
     FINISHED_STATES,
     PreparedStudy,
+    TrialCounter,
     count_states,
     load_study,
     missing_local_store,
@@ -124,7 +125,8 @@ def run_session(
     with _summarized(ctx):
         _optimize(ctx.study, ctx.config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
                   parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks,
-                  queue_only=bool(queue), sampler=ctx.sampler, checkpoint=checkpoint)
+                  queue_only=bool(queue), sampler=ctx.sampler, checkpoint=checkpoint,
+                  counter=ctx.counter)
     return _result(ctx)
 
 
@@ -206,10 +208,6 @@ def _trials(numbers: list[int]) -> str:
     return f"trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
 
 
-def _waiting(study: optuna.Study) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-
-
 @dataclasses.dataclass(frozen=True)
 class _Session:
     config: StudyConfig
@@ -222,6 +220,7 @@ class _Session:
     owns_parent: bool
     entry: str | None
     sampler: dict[str, Any]
+    counter: TrialCounter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +280,8 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
     if not worker and not owns_parent:
         owns_parent = adopt_orphaned_parent(tracker, study, parent_run_id)
     return _Session(config, study, tracker, inputs.data, device, parent_run_id, experiment_id,
-                    owns_parent, entry, sampler)
+                    owns_parent, entry, sampler,
+                    TrialCounter.of(prepared.storage, study.study_name))
 
 
 def _load(prepared: PreparedStudy, *, worker: bool) -> tuple[optuna.Study, dict[str, Any]]:
@@ -339,10 +339,11 @@ def _optimize(
     experiment_id: str, parent_run_id: str, device: str, out: TextIO,
     hooks: Sequence[EpochHook] = (), queue_only: bool = False,
     sampler: Mapping[str, Any] | None = None, checkpoint: Callable[[], None] | None = None,
+    counter: TrialCounter,
 ) -> None:
     checkpoint = checkpoint or (lambda: None)
-    done = n_finished(study)
-    if queue_only and not _waiting(study):
+    done = counter(*FINISHED_STATES)
+    if queue_only and not counter(TrialState.WAITING):
         print(f"study {study.study_name!r}: every designed trial has run; nothing to run.",
               file=out)
         return
@@ -362,18 +363,16 @@ def _optimize(
             hooks=(*hooks, lambda h, r: progress.epoch(h, r, epochs=config.epochs)))
 
         def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-            # One read of the states: what finished (the budget) and what others still run.
-            states = [t.state for t in study.get_trials(
-                deepcopy=False, states=(*FINISHED_STATES, TrialState.RUNNING))]
-            finished = sum(s in FINISHED_STATES for s in states)
+            # Counted, not read: what finished (the budget) and what others still run.
+            finished = counter(*FINISHED_STATES)
             progress.trial_done(trial, finished)
             if trial.state is TrialState.FAIL:
                 failures.append(str(trial.user_attrs.get(FAILURE_ATTR, "unknown error")))
             elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 failures.clear()
             # Trials other workers are running count: stopping here keeps the budget exact.
-            running = states.count(TrialState.RUNNING)
-            drained = queue_only and not _waiting(study)
+            running = counter(TrialState.RUNNING)
+            drained = queue_only and not counter(TrialState.WAITING)
             if (finished + running >= config.n_trials or drained
                     or len(failures) >= MAX_CONSECUTIVE_FAILURES):
                 study.stop()

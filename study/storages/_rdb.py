@@ -1,11 +1,12 @@
 """The RDB storage the service uses: Optuna's ``RDBStorage``, changed through public methods
 only.
 
-- ``get_all_trials`` and ``get_trial`` read with plain SQL (:mod:`study.storages._sqlread`,
-  about ten times faster on a large study), where that reader knows the installed Optuna and
-  the database; elsewhere, and after any layout error, Optuna's own reader serves them (one
-  warning). Optuna's ``Study`` reads its trials through its own cache, which does not call
-  them: what wants the fast read calls them on the storage (or :func:`read_trials`).
+- ``get_all_trials``, ``get_trial`` and ``get_n_trials`` read with plain SQL
+  (:mod:`study.storages._sqlread`, about ten times faster on a large study), where that reader
+  knows the installed Optuna and the database; elsewhere, and after any layout error, Optuna's
+  own reader serves them (one warning). Optuna's ``Study`` reads its trials through its own
+  cache, which does not call them: what wants the fast read calls them on the storage (or
+  :func:`read_trials`, or :class:`~study.runtime.lifecycle.TrialCounter` for counts).
 - With ``storage_timeout``, public calls that fail on a lost connection are retried for up to
   that many seconds (:mod:`study.storages._retry`). A call whose reply was lost may have been
   committed, so the calls that differ when made twice are checked first: ``create_new_study``
@@ -38,7 +39,12 @@ from study.storages._retry import (
     retried,
 )
 from study.storages._sqlite import tune_sqlite_engine
-from study.storages._sqlread import LAYOUT_ERRORS, fast_read_problem, read_trial
+from study.storages._sqlread import (
+    LAYOUT_ERRORS,
+    count_trials,
+    fast_read_problem,
+    read_trial,
+)
 from study.storages._sqlread import read_trials as _read_trials
 
 __all__ = ["StudyRDBStorage", "read_trials"]
@@ -123,6 +129,20 @@ class StudyRDBStorage(optuna.storages.RDBStorage):
             except LAYOUT_ERRORS as exc:
                 self._fast_off(f"{type(exc).__name__}: {exc}")
         return super().get_trial(trial_id)
+
+    def get_n_trials(self, study_id: int,
+                     state: tuple[TrialState, ...] | TrialState | None = None) -> int:
+        """Optuna's ``get_n_trials``, one ``COUNT`` where the plain-SQL reader can (Optuna's
+        reads every trial of those states to count them)."""
+        if self._fast():
+            states = (state,) if isinstance(state, TrialState) else state
+            try:
+                return count_trials(self.engine, study_id, states=states)
+            except KeyError:
+                raise
+            except LAYOUT_ERRORS as exc:
+                self._fast_off(f"{type(exc).__name__}: {exc}")
+        return super().get_n_trials(study_id, state)
 
     def create_new_study(self, directions: Sequence[StudyDirection],
                          study_name: str | None = None) -> int:

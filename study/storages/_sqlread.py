@@ -23,7 +23,7 @@ from typing import Any
 from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["LAYOUT_ERRORS", "fast_read_problem", "read_trial", "read_trials"]
+__all__ = ["LAYOUT_ERRORS", "count_trials", "fast_read_problem", "read_trial", "read_trials"]
 
 # What this reader was written for and twin-tested against (tests/storages_tests/test_rdb.py).
 _OPTUNA_MAJORS = ("5",)
@@ -143,6 +143,30 @@ def read_trials(engine: Any, study_id: int, *,
             return []
         return _with_children(conn, heads, _child_queries(lambda table, child: child.join(
             trials_t, trials_t.c.trial_id == table.c.trial_id).where(where)))
+
+
+def count_trials(engine: Any, study_id: int, *,
+                 states: Container[TrialState] | None = None) -> int:
+    """How many trials of a study are in ``states`` (all when ``None``), as
+    ``RDBStorage.get_n_trials`` counts them: one ``COUNT``, no trial read.
+
+    Raises:
+        KeyError: No study with this id.
+    """
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    trials_t, study_t = models.TrialModel.__table__, models.StudyModel.__table__
+    where = trials_t.c.study_id == study_id
+    if states is not None:
+        where = sa.and_(where, trials_t.c.state.in_(list(states)))  # type: ignore[arg-type]
+    counted = sa.select(sa.func.count()).select_from(trials_t).where(where).scalar_subquery()
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(study_t.c.study_id, counted)
+                           .where(study_t.c.study_id == study_id)).first()
+    if row is None:
+        raise KeyError(f"No study with study_id {study_id} exists.")
+    return int(row[1])
 
 
 def read_trial(engine: Any, trial_id: int) -> FrozenTrial:

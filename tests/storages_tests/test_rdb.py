@@ -88,6 +88,8 @@ def _check_against_orm(url: str) -> None:
     for states in (None, (TrialState.COMPLETE, TrialState.PRUNED), (TrialState.RUNNING,), ()):
         _same(storage.get_all_trials(study_id, states=states),
               orm.get_all_trials(study_id, states=states))
+        assert storage.get_n_trials(study_id, states) == orm.get_n_trials(study_id, states)
+    assert storage.get_n_trials(study_id, TrialState.FAIL) == 1  # a bare state, as Optuna's
     ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
     _same([storage.get_trial(i) for i in ids], [orm.get_trial(i) for i in ids])
     _same(read_trials(storage, "s"), orm.get_all_trials(study_id))
@@ -133,6 +135,14 @@ def test_a_missing_study_is_optunas_key_error(storage_url):
     storage = create_storage(storage_url)
     with pytest.raises(KeyError, match="study_id 99"):
         storage.get_all_trials(99)
+    assert storage._fast_reads
+
+
+def test_counting_a_missing_study_is_optunas_key_error(storage_url):
+    storage = create_storage(storage_url)
+    optuna.create_study(storage=storage).ask()
+    with pytest.raises(KeyError, match="study_id 99"):
+        storage.get_n_trials(99)
     assert storage._fast_reads
 
 
@@ -200,6 +210,7 @@ def test_another_optuna_major_version_uses_optunas_reader(storage_url, monkeypat
     with caplog.at_level("WARNING"):
         (trial,) = read_trials(storage, "s")
     assert trial.value == 1.0
+    assert storage.get_n_trials(storage.get_study_id_from_name("s"), TrialState.COMPLETE) == 1
     assert not storage._fast_reads
     assert "fast trial reads disabled (written for Optuna 5, not 6.0.0); using Optuna's " \
            "reader" in caplog.text
