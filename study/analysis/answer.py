@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from study.analysis.verdict import MIN_TRIALS, SMALL_SHARE
+from study.analysis.verdict import MIN_TRIALS, SMALL_SHARE, number_text
 
 __all__ = ["ADAPTIVE_SAMPLERS", "design_note", "headline", "paragraph", "weight_decay_text",
            "where_text"]
@@ -67,7 +67,8 @@ def _plain(block: Mapping[str, Any], code: str) -> str:
             said = f"Bigger models {start} lower"
         else:  # the interval allows a rise, one too small to matter: say that, not "lower"
             tolerance = (block.get("verdict") or {}).get("tolerance")
-            below = (f"; a rise under {fmt(tolerance)}, 1% of the loss, is negligible"
+            # Written as the verdict's text writes it: one threshold, one number on the page.
+            below = (f"; a rise under {number_text(tolerance)}, 1% of the loss, is negligible"
                      if tolerance is not None else "")
             said = f"Bigger models {start} no more than negligibly higher"
             span = f"{span}{below}"

@@ -44,6 +44,7 @@ __all__ = [
     "SMALL_SHARE",
     "decide",
     "no_increase_tolerance",
+    "number_text",
     "penalty_share",
     "trials_needed",
 ]
@@ -96,7 +97,7 @@ def decide(parts: Mapping[str, Estimate] | None, *, n: int, tolerance: float
         return {"code": "inconclusive", "why": "no size effect could be estimated"}
     t, d, p = (parts[k] for k in ("total", "data", "penalty"))
     (t_lo, t_hi), (d_lo, d_hi), (p_lo, p_hi) = t.ci95, d.ci95, p.ci95
-    tol = _num(tolerance)
+    tol = number_text(tolerance)
     if t_hi < tolerance:
         return {"code": "no-increase", "tolerance": tolerance,
                 "why": f"bigger models are not higher here: every rise the total's 95% CI "
@@ -110,7 +111,7 @@ def decide(parts: Mapping[str, Estimate] | None, *, n: int, tolerance: float
     if p_lo > 0 and d_hi <= bar:
         return {"code": "penalty",
                 "why": f"the rise is the L2 penalty in the reported loss, not worse fitting "
-                       f"(the data part's 95% CI stays at or below {_num(d_hi)} per decade, "
+                       f"(the data part's 95% CI stays at or below {number_text(d_hi)} per decade, "
                        f"at most a fifth of the rise)"}
     if d_lo > 0 and p_hi <= bar:
         return {"code": "optimization",
@@ -125,7 +126,7 @@ def decide(parts: Mapping[str, Estimate] | None, *, n: int, tolerance: float
         routes = [trials_needed(n, half_width=d.t_crit * d.se, gap=bar - d.estimate)]
         return {"code": "inconclusive",
                 "why": f"the penalty part rises, but the data part may carry up to "
-                       f"{_num(d_hi)} per decade, more than a fifth of the rise; "
+                       f"{number_text(d_hi)} per decade, more than a fifth of the rise; "
                        f"{_more(n, routes)}"}
     routes = [trials_needed(n, half_width=p.t_crit * p.se, gap=abs(p.estimate)),
               trials_needed(n, half_width=d.t_crit * d.se, gap=abs(d.estimate))]
@@ -167,5 +168,6 @@ def _more(n: int, routes: list[int | None]) -> str:
             f"holds and the interval narrows as 1/sqrt(n)")
 
 
-def _num(value: float) -> str:
+def number_text(value: float) -> str:
+    """A signed number as the verdict texts write it (two or three significant digits)."""
     return f"{value:+.2g}" if abs(value) < 0.01 else f"{value:+.3f}"
