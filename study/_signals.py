@@ -7,6 +7,13 @@ handlers here also latch the signal, and :meth:`Interrupts.check`, which a sessi
 its first trial, after every epoch and after every trial, raises it again when it was
 swallowed. The swallowed one's "Exception ignored ... KeyboardInterrupt" traceback is not
 printed (``sys.unraisablehook``, for that exception only): the latch answers it.
+
+Between trials a session runs Optuna's own code (``ask``, ``tell``, the callbacks): an interrupt
+raised in the middle of ``tell`` left the trial RUNNING beside a closed run, and Optuna 5.1's
+clean-up there fails with an ``UnboundLocalError`` traceback. Inside :meth:`Interrupts.deferred`
+a signal is only latched (a second one raises at once: a store that hangs can still be left);
+:meth:`Interrupts.live` (the trial's own code) raises the latched one on entry, and so does the
+check after each trial.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["Interrupts"]
@@ -30,6 +38,7 @@ class Interrupts:
     def __init__(self, terminated: type[KeyboardInterrupt]) -> None:
         self.signum: int | None = None
         self._terminated = terminated
+        self._deferred = False
 
     def install(self) -> None:
         """Handle SIGINT and SIGTERM (in the main thread; elsewhere, an embedding
@@ -50,9 +59,30 @@ class Interrupts:
         if self.signum is not None:
             self._raise(self.signum)
 
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Latch a signal inside, without raising it (a second one raises)."""
+        before, self._deferred = self._deferred, True
+        try:
+            yield
+        finally:
+            self._deferred = before
+
+    @contextlib.contextmanager
+    def live(self) -> Iterator[None]:
+        """Raise a signal at once inside (also one latched before entering)."""
+        before, self._deferred = self._deferred, False
+        try:
+            self.check()
+            yield
+        finally:
+            self._deferred = before
+
     def _handle(self, signum: int, frame: object) -> None:
+        again = self.signum is not None
         self.signum = signum
-        self._raise(signum)
+        if again or not self._deferred:
+            self._raise(signum)
 
     def _raise(self, signum: int) -> None:
         if signum == signal.SIGINT:

@@ -118,7 +118,7 @@ def run_command(workers: int, trials_per_gpu: int | None, doctor: bool, quiet: b
                                        trials_per_gpu=trials_per_gpu, quiet=quiet))
     else:
         _print_result(run_session(config, given=given, out=_progress(quiet),
-                                  hooks=_checked(), checkpoint=_checkpoint()))
+                                  hooks=_checked(), interrupts=_interrupts()))
 
 
 @cli.command("worker", short_help="Join a study (same --storage) and run its trials.")
@@ -131,7 +131,7 @@ def worker_command(quiet: bool, **options: Any) -> None:
     from study.runtime import run_session
 
     _print_result(run_session(config, given=given, worker=True, out=_progress(quiet),
-                              hooks=_checked(), checkpoint=_checkpoint()),
+                              hooks=_checked(), interrupts=_interrupts()),
                   who="worker done, study")
 
 
@@ -256,7 +256,7 @@ def explain_command(question: str, lr: float, batch_size: int, weight_decay: flo
     for line in explain_main(
             question, config, given, n_widths=n_widths, replicates=replicates, report=report,
             fixed={"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay},
-            output_dir=output_dir, before_run=_quiet_libraries, interrupted=_checkpoint()):
+            output_dir=output_dir, before_run=_quiet_libraries, interrupts=_interrupts()):
         click.echo(line)
 
 
@@ -336,11 +336,11 @@ def _interrupted(interrupt: BaseException) -> int:
     return 128 + int(getattr(interrupt, "signum", None) or signal.SIGINT)
 
 
-def _checkpoint() -> Any:
-    """The session's check, before the first trial and after each, that raises a Ctrl-C or
-    SIGTERM a finalizer swallowed during start-up or a trial's close."""
+def _interrupts() -> Interrupts | None:
+    """The command's Ctrl-C/SIGTERM handlers, for a session to check (before the first trial
+    and after each), defer (between trials) and raise at once (inside a trial)."""
     interrupts = click.get_current_context().obj
-    return interrupts.check if isinstance(interrupts, Interrupts) else None
+    return interrupts if isinstance(interrupts, Interrupts) else None
 
 
 def _checked() -> tuple[Any, ...]:

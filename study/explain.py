@@ -23,6 +23,7 @@ from study.runtime.explain import ExplainDesign, QueuedTrial, explain_config, wi
 from study.runtime.gap_design import GapDesign, check_replicates, gap_config
 
 if TYPE_CHECKING:
+    from study._signals import Interrupts
     from study.runtime.session import SessionResult
 
 __all__ = ["EXPLAIN_EPOCHS", "GAP_EPOCHS", "QUESTIONS", "ExplainOutcome", "check_explain",
@@ -64,7 +65,7 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
                  fixed: Mapping[str, Any], n_widths: int, replicates: int,
                  output_dir: str | Path | None, report: Mapping[str, Any],
                  before_run: Callable[[], None] = lambda: None,
-                 interrupted: Callable[..., None] | None = None) -> list[str]:
+                 interrupts: Interrupts | None = None) -> list[str]:
     """Check the settings of ``question``, run its experiment, and return the lines to print.
 
     Args:
@@ -78,8 +79,8 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
         report: ``evaluators``, ``seed``, ``n_bootstrap`` and ``compare_widths`` (``"A,B"``
             or ``None``).
         before_run: Called once the settings are checked, before anything is created.
-        interrupted: Raises a Ctrl-C or SIGTERM a finalizer swallowed (the CLI's latch):
-            called before the first trial, after every epoch and after every trial.
+        interrupts: The command's Ctrl-C/SIGTERM handlers (see
+            :func:`~study.runtime.session.run_session`); also checked after every epoch.
 
     Raises:
         ConfigError: A bad setting (one line naming it); nothing is created then.
@@ -93,12 +94,12 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
         check_gap(config, given, replicates=replicates, compare_widths=report["compare_widths"])
         before_run()
         outcome = gap_study(config, given, **fixed, replicates=replicates,
-                            output_dir=output_dir, report=report, interrupted=interrupted)
+                            output_dir=output_dir, report=report, interrupts=interrupts)
         return gap_lines(outcome)
     check_explain(config, n_widths=n_widths, replicates=replicates)
     before_run()
     outcome = explain_study(config, given, **fixed, n_widths=n_widths, replicates=replicates,
-                            output_dir=output_dir, report=report, interrupted=interrupted)
+                            output_dir=output_dir, report=report, interrupts=interrupts)
     from study.analysis.command import answer_text
 
     return [answer_text(outcome.document["verdict"], outcome.document.get("gap")),
@@ -108,7 +109,7 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
 def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,
                   batch_size: int, weight_decay: float, n_widths: int, replicates: int,
                   output_dir: str | Path | None, report: Mapping[str, Any],
-                  interrupted: Callable[..., None] | None = None) -> ExplainOutcome:
+                  interrupts: Interrupts | None = None) -> ExplainOutcome:
     """Run (or resume) the size experiment, then write and log its analysis and report.
 
     Args:
@@ -136,7 +137,7 @@ def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,
         config = config.replace(study_name=_name(config, f"{config.penalty_mode[0]}-lr{lr:g}-"
                                                          f"wd{weight_decay:g}"))
     return _run(config, given, design.trials(), output_dir=output_dir, report=report,
-                interrupted=interrupted)
+                interrupts=interrupts)
 
 
 def check_explain(config: StudyConfig, *, n_widths: int, replicates: int) -> tuple[int, ...]:
@@ -177,7 +178,7 @@ def check_gap(config: StudyConfig, given: Mapping[str, Any], *, replicates: int,
 def gap_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float, batch_size: int,
               weight_decay: float, replicates: int, output_dir: str | Path | None,
               report: Mapping[str, Any],
-              interrupted: Callable[..., None] | None = None) -> ExplainOutcome:
+              interrupts: Interrupts | None = None) -> ExplainOutcome:
     """Run (or resume) the gap experiment, then write and log its analysis and report.
 
     Args:
@@ -203,7 +204,7 @@ def gap_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float, batch
         config = config.replace(study_name=_name(config, f"gap-{'-'.join(design.optimizers)}"
                                                          f"-lr{lr:g}"))
     return _run(config, given, design.trials(), output_dir=output_dir, report=report,
-                interrupted=interrupted)
+                interrupts=interrupts)
 
 
 def gap_lines(outcome: ExplainOutcome) -> list[str]:
@@ -240,7 +241,7 @@ def table_lines(rows: Sequence[Mapping[str, str]]) -> list[str]:
 
 def _run(config: StudyConfig, given: Mapping[str, Any], queue: Sequence[QueuedTrial], *,
          output_dir: str | Path | None, report: Mapping[str, Any],
-         interrupted: Callable[..., None] | None = None) -> ExplainOutcome:
+         interrupts: Interrupts | None = None) -> ExplainOutcome:
     """Run the designed trials of ``config`` (those the study lacks), then analyze and report."""
     defining = {k: getattr(config, k) for k in StudyConfig.field_names("study")}
     # Imported once the settings are checked: a bad flag answers without loading torch.
@@ -249,7 +250,7 @@ def _run(config: StudyConfig, given: Mapping[str, Any], queue: Sequence[QueuedTr
     from study.runtime.session import run_session
 
     session = run_session(config, given={**given, **defining}, queue=queue,
-                          hooks=(interrupted,) if interrupted else (), checkpoint=interrupted)
+                          hooks=(interrupts.check,) if interrupts else (), interrupts=interrupts)
     out = Path(output_dir) if output_dir else Path("reports") / folder_name(config.study_name)
     widths = report.get("compare_widths")
     document, _, logged = analyze_study(config, output_dir=out, compare_widths=widths)

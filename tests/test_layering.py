@@ -27,7 +27,7 @@ from tests.conftest import REPO, cli_env
 # a layer (analysis and landscape) stay out of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("study.errors", "study.keys", "study._lazy"),
-    ("study._validation", "study.redact", "study._text"),
+    ("study._validation", "study.redact", "study._text", "study._signals"),
     ("study._coerce",),
     ("study.training",),
     ("study.storages",),

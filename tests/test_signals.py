@@ -87,3 +87,31 @@ def test_an_unlatched_keyboard_interrupt_in_a_finalizer_is_still_reported(interr
     gc.collect()
     assert interrupts.signum is None
     assert [type(u.exc_value) for u in unraisable] == [KeyboardInterrupt]
+
+
+def test_a_signal_inside_deferred_is_latched_not_raised(interrupts):
+    with interrupts.deferred():
+        signal.raise_signal(signal.SIGINT)  # raises nothing here
+    assert interrupts.signum == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.check()
+
+
+def test_a_second_signal_inside_deferred_raises_at_once(interrupts):
+    with interrupts.deferred():
+        signal.raise_signal(signal.SIGINT)
+        with pytest.raises(_Terminated):
+            signal.raise_signal(signal.SIGTERM)
+
+
+def test_live_raises_a_latched_signal_on_entry_and_defers_again_after(interrupts):
+    with interrupts.deferred():
+        signal.raise_signal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt), interrupts.live():
+            pytest.fail("the body of live() ran with a signal latched")
+        assert interrupts._deferred
+
+
+def test_a_signal_inside_live_within_deferred_raises_at_once(interrupts):
+    with interrupts.deferred(), interrupts.live(), pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)

@@ -43,6 +43,7 @@ from study.training import (
 )
 
 if TYPE_CHECKING:
+    from study._signals import Interrupts
     from study.config import StudyConfig
     from study.tracking import Tracker
     from study.training import TensorData
@@ -216,13 +217,16 @@ class Objective:
             an exception they raise fails the trial like any other.
         sampler: Recorded on each trial as ``sampler_seed`` (the sampler's seed, and a
             worker's identity it was salted with).
+        interrupts: The command's Ctrl-C/SIGTERM handlers: a call runs
+            :meth:`~study._signals.Interrupts.live` (the session defers them between trials).
     """
 
     def __init__(
         self, config: StudyConfig, data: TensorData, tracker: Tracker, *,
         experiment_id: str, parent_run_id: str, device: str, hooks: Sequence[EpochHook] = (),
-        sampler: Mapping[str, Any] | None = None,
+        sampler: Mapping[str, Any] | None = None, interrupts: Interrupts | None = None,
     ) -> None:
+        self.interrupts = interrupts
         self.sampler = dict(sampler) if sampler else None
         self.hooks = tuple(hooks)
         self.config = config
@@ -233,7 +237,13 @@ class Objective:
         self.device = device
 
     def __call__(self, trial: optuna.Trial) -> float:
+        with contextlib.ExitStack() as live:
+            return self._call(trial, live)
+
+    def _call(self, trial: optuna.Trial, live: contextlib.ExitStack) -> float:
         try:
+            if self.interrupts is not None:  # one latched between trials is raised here
+                live.enter_context(self.interrupts.live())
             seed, recorded = self._train_seed(trial)
             # Who runs the trial (crash recovery reads it), with which sampler seed, and,
             # once, its training seed.

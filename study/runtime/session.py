@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TextIO
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -58,6 +58,9 @@ from study.runtime.recovery import (
 from study.tracking import Tracker
 from study.training import TensorData, resolve_device
 
+if TYPE_CHECKING:
+    from study._signals import Interrupts
+
 __all__ = ["Interrupted", "SessionResult", "run_session", "run_with_workers"]
 
 # A study whose trials keep failing is broken (bad data, bad bounds): stop instead of looping.
@@ -94,7 +97,7 @@ class SessionResult:
 def run_session(
     config: StudyConfig, *, given: Mapping[str, Any] | None = None, out: TextIO | None = None,
     data: TensorData | None = None, worker: bool = False, hooks: Sequence[EpochHook] = (),
-    queue: Sequence[QueuedTrial] = (), checkpoint: Callable[[], None] | None = None,
+    queue: Sequence[QueuedTrial] = (), interrupts: Interrupts | None = None,
 ) -> SessionResult:
     """Create or resume the study and run trials until ``n_trials`` of them have finished.
 
@@ -108,8 +111,10 @@ def run_session(
         hooks: Extra per-epoch callbacks for every trial (see :class:`Objective`).
         queue: A designed experiment (``study explain``): these trials are enqueued where the
             study lacks them, and the session runs the queue only, nothing sampled.
-        checkpoint: Called before the first trial and after each one; what it raises
-            (the CLI's Ctrl-C that a finalizer swallowed) ends the session there.
+        interrupts: The command's Ctrl-C/SIGTERM handlers: checked before the first trial
+            and after each one (a Ctrl-C that a finalizer swallowed ends the session there),
+            deferred while Optuna's own code runs between trials (a trial's ``tell`` is
+            never cut in half), live inside each trial.
 
     Raises:
         StudyError: Bad input, an unreachable store, or a study whose trials keep failing.
@@ -125,7 +130,7 @@ def run_session(
     with _summarized(ctx):
         _optimize(ctx.study, ctx.config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
                   parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks,
-                  queue_only=bool(queue), sampler=ctx.sampler, checkpoint=checkpoint,
+                  queue_only=bool(queue), sampler=ctx.sampler, interrupts=interrupts,
                   counter=ctx.counter)
     return _result(ctx)
 
@@ -338,10 +343,10 @@ def _optimize(
     study: optuna.Study, config: StudyConfig, data: TensorData, tracker: Tracker, *,
     experiment_id: str, parent_run_id: str, device: str, out: TextIO,
     hooks: Sequence[EpochHook] = (), queue_only: bool = False,
-    sampler: Mapping[str, Any] | None = None, checkpoint: Callable[[], None] | None = None,
+    sampler: Mapping[str, Any] | None = None, interrupts: Interrupts | None = None,
     counter: TrialCounter,
 ) -> None:
-    checkpoint = checkpoint or (lambda: None)
+    checkpoint = interrupts.check if interrupts is not None else (lambda: None)
     done = counter(*FINISHED_STATES)
     if queue_only and not counter(TrialState.WAITING):
         print(f"study {study.study_name!r}: every designed trial has run; nothing to run.",
@@ -359,7 +364,7 @@ def _optimize(
                   start=start) as progress:
         objective = Objective(
             config, data, tracker, experiment_id=experiment_id, parent_run_id=parent_run_id,
-            device=device, sampler=sampler,
+            device=device, sampler=sampler, interrupts=interrupts,
             hooks=(*hooks, lambda h, r: progress.epoch(h, r, epochs=config.epochs)))
 
         def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -379,7 +384,8 @@ def _optimize(
             checkpoint()
 
         checkpoint()
-        with optuna_quiet():  # the progress lines say how each trial ended
+        deferred = interrupts.deferred() if interrupts is not None else contextlib.nullcontext()
+        with optuna_quiet(), deferred:  # the progress lines say how each trial ended
             study.optimize(objective, timeout=config.timeout, catch=(TrialFailedError,),
                            callbacks=[after_trial])
         tracker.wait_closed()  # before the last progress line: every trial run is closed

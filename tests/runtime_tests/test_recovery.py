@@ -326,6 +326,71 @@ def test_an_interrupt_before_training_fails_and_requeues_the_trial_without_a_run
     assert runs == []  # it never trained: no trial run to close
 
 
+@pytest.fixture
+def handlers(monkeypatch):
+    """The command's own Ctrl-C/SIGTERM handlers, installed for one test."""
+    import sys
+
+    from study._signals import Interrupts
+    from study.cli import _Terminated
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
+    interrupts = Interrupts(_Terminated)
+    interrupts.install()
+    yield interrupts
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_a_ctrl_c_during_optunas_tell_lets_the_trial_finish_then_stops(
+        storage_url, tracking_uri, mlflow_client, monkeypatch, handlers):
+    from study.storages import StudyRDBStorage
+
+    tell = StudyRDBStorage.set_trial_state_values
+    hit: list[int] = []
+
+    def ctrl_c_while_telling(self, trial_id, state, values=None):
+        if state.is_finished() and not hit:
+            hit.append(trial_id)
+            signal.raise_signal(signal.SIGINT)  # its handler runs here, inside Optuna's tell
+        return tell(self, trial_id, state, values)
+
+    monkeypatch.setattr(StudyRDBStorage, "set_trial_state_values", ctrl_c_while_telling)
+    with pytest.raises(Interrupted, match=r"^interrupted; run the same command to resume$"):
+        run_session(_closing_config(storage_url, tracking_uri), interrupts=handlers)
+
+    assert len(hit) == 1
+    assert [t.state for t in study_trials(storage_url, "closing")] == [TrialState.COMPLETE]
+    experiment = mlflow_client.get_experiment_by_name("closing")
+    runs = mlflow_client.search_runs([experiment.experiment_id],
+                                     filter_string="tags.`study.role` = 'trial'")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+
+
+def test_a_ctrl_c_latched_between_trials_fails_and_requeues_the_next_one_at_its_start(
+        storage_url, tracking_uri, mlflow_client, monkeypatch, handlers):
+    # The signal lands in Optuna's ask (deferred there): the trial it created is the one stopped.
+    ask = optuna.Study.ask
+    hit: list[int] = []
+
+    def ctrl_c_while_asking(self, *args, **kwargs):
+        trial = ask(self, *args, **kwargs)
+        if not hit:
+            hit.append(trial.number)
+            signal.raise_signal(signal.SIGINT)
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", ctrl_c_while_asking)
+    with pytest.raises(Interrupted, match="trial 0 failed and queued again"):
+        run_session(_closing_config(storage_url, tracking_uri), interrupts=handlers)
+
+    trials = study_trials(storage_url, "closing")
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs["failure"] == "interrupted"
+    assert [t.state for t in _retries_of(trials, 0)] == [TrialState.WAITING]
+
+
 # --- exceptions, NaN, out of memory -------------------------------------------------------------
 
 

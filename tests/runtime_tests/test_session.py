@@ -10,6 +10,7 @@ import math
 import optuna
 import pytest
 
+from study._signals import Interrupts
 from study.config import StudyConfig
 from study.errors import StudyError
 from study.keys import CONFIG_ATTR, PARENT_RUN_ATTR
@@ -131,11 +132,13 @@ def test_met_budget_runs_no_trial(storage_url, tracking_uri, mlflow_client):
 
 def test_a_checkpoint_that_raises_before_the_first_trial_runs_none(storage_url, tracking_uri,
                                                                     mlflow_client):
-    def interrupted():
-        raise KeyboardInterrupt
+    class Latched(Interrupts):
+        def check(self, *_):
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_session(small_config(storage_url, tracking_uri, n_trials=2), checkpoint=interrupted)
+        run_session(small_config(storage_url, tracking_uri, n_trials=2),
+                    interrupts=Latched(KeyboardInterrupt))
 
     study = optuna.load_study(study_name="s", storage=storage_url)
     assert study.trials == []
@@ -146,14 +149,15 @@ def test_a_checkpoint_that_raises_after_a_trial_stops_with_that_trial_complete(
         storage_url, tracking_uri, mlflow_client):
     calls = []
 
-    def second_call_raises():
-        calls.append(1)
-        if len(calls) == 2:  # the first: before any trial; the second: after trial 0
-            raise KeyboardInterrupt
+    class SecondCheckRaises(Interrupts):
+        def check(self, *_):
+            calls.append(1)
+            if len(calls) == 3:  # before any trial; entering trial 0; after trial 0
+                raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run_session(small_config(storage_url, tracking_uri, n_trials=3),
-                    checkpoint=second_call_raises)
+                    interrupts=SecondCheckRaises(KeyboardInterrupt))
 
     study = optuna.load_study(study_name="s", storage=storage_url)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
