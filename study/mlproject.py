@@ -126,14 +126,33 @@ def main_pipeline(argv: Sequence[str]) -> int:
         return code
     code = main(["report", *store, *_pairs(argv, _REPORT_FLAGS)])
     if code == 0:
-        print(ui_hint(os.environ), flush=True)
+        print(ui_hint(os.environ, parent_run_id=_study_parent(os.environ)), flush=True)
     return code
 
 
-def ui_hint(environ: Mapping[str, str]) -> str:
+def _study_parent(environ: Mapping[str, str]) -> str | None:
+    """The study's parent run: this ``mlflow run`` run, or the parent it is a later session
+    of (its tags say which); ``None`` when the run cannot be read."""
+    from study.tracking import Tracker
+    from study.tracking.runs import PARENT_TAG, ROLE_TAG
+
+    run_id = environ.get("MLFLOW_RUN_ID")
+    try:
+        run = Tracker(environ.get("MLFLOW_TRACKING_URI"), retry_seconds=0).get_run(run_id) \
+            if run_id else None
+    except Exception:  # only the hint's run id is at stake: the study is done
+        return None
+    if run is None:
+        return None
+    tags = run.data.tags
+    return tags.get(PARENT_TAG, run_id) if tags.get(ROLE_TAG) == "session" else run_id
+
+
+def ui_hint(environ: Mapping[str, str], *, parent_run_id: str | None = None) -> str:
     """Where to see the study: the command that starts this environment's MLflow UI (its own
     ``mlflow``, which may not be on ``PATH``) and the URL of the experiment's runs, for the
-    tracking store and run that ``mlflow run`` set in ``environ``."""
+    tracking store and experiment that ``mlflow run`` set in ``environ``, and the study's
+    ``parent_run_id`` (this ``mlflow run`` run's, ``MLFLOW_RUN_ID``, when not given)."""
     tracking = environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     experiment_id = environ.get("MLFLOW_EXPERIMENT_ID")
     # MLflow 3 opens the GenAI view of an experiment first; this opens its training runs.
@@ -149,7 +168,7 @@ def ui_hint(environ: Mapping[str, str]) -> str:
     return "\n".join([
         f"the study in the MLflow UI (experiment "
         f"{environ.get('MLFLOW_EXPERIMENT_NAME') or experiment_id or 'of this run'}, "
-        f"parent run {environ.get('MLFLOW_RUN_ID', '?')}):", *where])
+        f"parent run {parent_run_id or environ.get('MLFLOW_RUN_ID', '?')}):", *where])
 
 
 def _mlflow_command() -> list[str]:

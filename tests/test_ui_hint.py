@@ -25,3 +25,27 @@ def test_a_tracking_server_gives_its_own_url_without_the_password():
     assert len(lines) == 2 and "hunter2" not in lines[1]
     assert lines[1].startswith("  open http://") and lines[1].endswith(
         "tracker:5000/#/experiments/3/runs?workflowType=machine_learning")
+
+
+def test_the_study_parent_is_named_rather_than_a_later_sessions_run():
+    lines = ui_hint({"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db", "MLFLOW_EXPERIMENT_ID": "7",
+                     "MLFLOW_RUN_ID": "session"}, parent_run_id="parent").splitlines()
+    assert lines[0] == "the study in the MLflow UI (experiment 7, parent run parent):"
+
+
+def test_a_later_mlflow_run_session_leads_to_its_study_parent(tracking_uri):
+    from study.mlproject import _study_parent
+    from study.tracking import Tracker, claim_parent_run, tag_session
+
+    tracker = Tracker(tracking_uri, retry_seconds=0)
+    experiment_id = tracker.experiment_id("study")
+    parent = tracker.create_run(experiment_id, name="s", tags={})
+    claim_parent_run(tracker, parent, study_name="s", storage="sqlite:///optuna.db",
+                     params={}, owner=None)
+    session = tracker.create_run(experiment_id, name="later", tags={})
+    tag_session(tracker, session, study_name="s", parent_run_id=parent)
+    environ = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_RUN_ID": session}
+
+    assert _study_parent(environ) == parent
+    assert _study_parent({**environ, "MLFLOW_RUN_ID": parent}) == parent
+    assert _study_parent({**environ, "MLFLOW_RUN_ID": "0" * 32}) is None

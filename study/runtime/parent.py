@@ -86,18 +86,24 @@ def _note_other_experiment(tracker: Tracker, entry: str, parent: Any,
 
 
 def adopt_orphaned_parent(tracker: Tracker, study: optuna.Study, run_id: str) -> bool:
-    """Take over a parent run left RUNNING by a session whose process is gone (killed, or
-    stopped by a tracking outage before it could close the run), so that this session closes
-    it. Gone means: a process of this host that no longer exists, or one whose trial was
-    failed as dead (its heartbeat went stale). A live owner, or ``mlflow run``, keeps it."""
+    """Take over the study's parent run when no live session holds it, so that this session
+    closes it with its own status: one left RUNNING by a session whose process is gone
+    (killed, or stopped by a tracking outage before it could close the run: a process of this
+    host that no longer exists, or one whose trial was failed as dead), or one an earlier
+    session ended, reopened RUNNING (a resumed study's parent says how its last session ended,
+    not that an earlier one was interrupted). A live owner, or ``mlflow run``, keeps it."""
     parent = tracker.get_run(run_id)
     owner = parent.data.tags.get(OWNER_TAG) if parent is not None else None
-    if parent is None or parent.info.status != "RUNNING" or not owner:
+    if parent is None or not owner:
         return False
-    died = dead_here(owner) or owner in dead_workers(study.get_trials(deepcopy=False))
-    if died:
-        tracker.set_tags(run_id, {OWNER_TAG: worker_stamp()})
-    return died
+    running = parent.info.status == "RUNNING"
+    if running and not (dead_here(owner) or owner in dead_workers(study.get_trials(
+            deepcopy=False))):
+        return False
+    tracker.set_tags(run_id, {OWNER_TAG: worker_stamp()})
+    if not running:
+        tracker.end_run(run_id, "RUNNING")
+    return True
 
 
 def study_metrics(study: optuna.Study) -> dict[str, float]:

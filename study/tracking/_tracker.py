@@ -101,10 +101,9 @@ class Tracker(ArtifactsMixin):
             raise TrackingError(
                 f"`tracking_uri` could not be opened: {shown}: {one_line(exc)}"
             ) from None
-        # MLflow prints "View run <URI>/#/..." links on closing a run, the URI as given.
+        # MLflow prints "View run <URI>/#/..." links on closing a run, the URI as given: with a
+        # secret URI through a process-wide stdout redirection, never on a background thread.
         self._secret_uri = redact(self.tracking_uri) != self.tracking_uri
-        # Not with a secret URI: its close links are printed through a process-wide
-        # redirection of stdout, which must not span a background thread's work.
         if close_in_background and asynchronous and not self._secret_uri:
             self._closer = Closer()
         try:
@@ -123,7 +122,6 @@ class Tracker(ArtifactsMixin):
         return experiment.experiment_id
 
     def experiment_name(self, experiment_id: str) -> str:
-        """The name of experiment ``experiment_id``."""
         return self._call(self.client.get_experiment, experiment_id).name
 
     def get_run(self, run_id: str) -> Any | None:
@@ -242,7 +240,9 @@ class Tracker(ArtifactsMixin):
 
     def end_run(self, run_id: str, status: str) -> None:
         """Terminate ``run_id`` with an MLflow status (FINISHED, FAILED, KILLED), after every
-        batch logged to it."""
+        batch logged to it; RUNNING reopens a terminated run (a resumed study's parent)."""
+        if status == "RUNNING":
+            return self._call(self.client.update_run, run_id, status=status)
         self._terminate(run_id, status)
 
     def find_runs(self, experiment_id: str, filter_string: str = "", *,

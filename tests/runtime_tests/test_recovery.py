@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from study.config import StudyConfig
 from study.keys import PARENT_RUN_ATTR
 from study.runtime.lifecycle import load_study, prepare_study
+from study.runtime.parent import adopt_orphaned_parent
 from study.runtime.session import Interrupted, run_session
 from study.tracking import Tracker, start_trial_run
 from tests.conftest import cli_env, run_cli
@@ -294,6 +295,36 @@ def test_an_interrupt_while_a_complete_trials_run_closes_fails_requeues_and_kill
 
     assert interrupted
     _assert_interrupted_and_requeued(storage_url, mlflow_client)
+
+
+def test_a_resumed_session_reopens_the_parent_an_interrupt_killed_and_closes_it_finished(
+        storage_url, tracking_uri, mlflow_client, monkeypatch):
+    with monkeypatch.context() as patched:
+        _interrupt_once_at_attr(patched, "curve")
+        with pytest.raises(Interrupted):
+            run_session(_closing_config(storage_url, tracking_uri))
+    parent_id = study_user_attrs(storage_url, "closing")[PARENT_RUN_ATTR]
+    assert mlflow_client.get_run(parent_id).info.status == "KILLED"
+
+    result = run_session(_closing_config(storage_url, tracking_uri))
+
+    assert result.n_finished == 2 and result.parent_run_id == parent_id
+    parent = mlflow_client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["study/n_complete"] == 2
+
+
+def test_a_parent_that_mlflow_run_opened_is_left_to_it(storage_url, tracking_uri,
+                                                       mlflow_client):
+    tracker = Tracker(tracking_uri, retry_seconds=0)
+    experiment_id = tracker.experiment_id("closing")
+    entry = tracker.create_run(experiment_id, name="entry", tags={})  # no owner: not ours
+    tracker.end_run(entry, "KILLED")
+    study = optuna.create_study(storage=storage_url, study_name="closing")
+    study.set_user_attr(PARENT_RUN_ATTR, entry)
+
+    assert not adopt_orphaned_parent(tracker, study, entry)
+    assert mlflow_client.get_run(entry).info.status == "KILLED"
 
 
 def test_an_interrupt_while_a_complete_trials_figures_are_kept_fails_requeues_and_kills_it(
