@@ -14,6 +14,7 @@ from study.analysis.sources import StudyData, early_epochs, load_study_data
 from study.config import StudyConfig
 from study.errors import TrackingError
 from study.redact import redact
+from study.runtime.lifecycle import missing_local_store
 from study.runtime.parent import entry_run_id
 from study.tracking import Tracker, tag_session
 
@@ -43,8 +44,14 @@ def log_to_parent(tracker: Tracker | None, data: StudyData, local: Path,
 
 
 def open_tracker(config: StudyConfig) -> Tracker | None:
-    """The study's tracking store, or ``None`` (with a warning) when it cannot be opened:
-    results are then written locally only."""
+    """The study's tracking store, or ``None`` (with a warning) when it cannot be opened or
+    is a SQLite file that does not exist (opening it would create an empty one): results are
+    then written locally only."""
+    uri = config.tracking_uri
+    if uri.startswith("sqlite:") and missing_local_store(uri):
+        print(f"warning: no MLflow database at {redact(uri)} (no such file); results are "
+              f"written locally only.", file=sys.stderr)
+        return None
     try:
         return Tracker(config.tracking_uri)
     except TrackingError as exc:

@@ -4,6 +4,7 @@ from its MLflow runs."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import optuna
@@ -50,6 +51,9 @@ def load_study_data(config: StudyConfig, tracker: Tracker | None) -> StudyData:
                 f"{missing} No parent run tagged study.name={config.study_name!r} in "
                 f"experiment {config.experiment!r} either."
             ) from None
+        # Said, not silent: a mistyped --storage would otherwise look like the study.
+        print(f"note: {missing} Reading study {config.study_name!r} from its MLflow runs "
+              f"instead (parent run {parent.info.run_id}).", file=sys.stderr)
         table = trial_table_from_mlflow(tracker.client, parent.info.experiment_id,
                                         parent_run_id=parent.info.run_id)
         counts = table["state"].value_counts().to_dict() if len(table) else {}

@@ -75,12 +75,19 @@ def test_analysis_is_logged_to_the_parent_run(studies):
     assert tags["study.verdict"] == document["verdict"]["code"]
 
 
-def test_analysis_from_mlflow_alone_matches_optuna(studies):
-    tmp, configs, _ = studies
+def test_analysis_from_mlflow_alone_matches_optuna(studies, capsys):
+    tmp, configs, results = studies
     from_optuna, _, _ = analyze_study(configs["l2-in-loss"], output_dir=tmp / "a-opt")
     only_mlflow = configs["l2-in-loss"].replace(storage=f"sqlite:///{tmp / 'absent.db'}")
+    capsys.readouterr()
 
     from_mlflow, _, _ = analyze_study(only_mlflow, output_dir=tmp / "a-mlf")
+
+    (note,) = [line for line in capsys.readouterr().err.splitlines() if "absent.db" in line]
+    assert note.startswith("note: `storage` must point to an existing study database")
+    assert note.endswith(f"Reading study {only_mlflow.study_name!r} from its MLflow runs "
+                         f"instead (parent run {results['l2-in-loss'].parent_run_id}).")
+    assert not (tmp / "absent.db").exists()
 
     assert from_mlflow["verdict"]["code"] == from_optuna["verdict"]["code"]
     assert from_mlflow["n_trials_used"] == from_optuna["n_trials_used"]
@@ -96,6 +103,20 @@ def test_unknown_study_in_both_stores_is_one_storage_error(studies):
     with pytest.raises(StorageError, match="nope"):
         analyze_study(missing, output_dir=tmp / "a-missing")
     assert not (tmp / "a-missing").exists()
+
+
+def test_a_tracking_database_that_does_not_exist_is_not_created(studies, capsys):
+    tmp, configs, _ = studies
+    absent = f"sqlite:///{tmp / 'no-mlflow.db'}"
+
+    _, _, logged = analyze_study(configs["none"].replace(tracking_uri=absent),
+                                 output_dir=tmp / "a-local")
+
+    assert not (tmp / "no-mlflow.db").exists()
+    assert (tmp / "a-local" / "analysis.json").exists()
+    assert f"warning: no MLflow database at {absent} (no such file); results are written " \
+           "locally only." in capsys.readouterr().err
+    assert logged.startswith("not logged")
 
 
 def test_report_writes_every_file_and_logs_them(studies):
