@@ -19,7 +19,18 @@ from study.errors import StudyError
 __all__ = ["doctor_command", "doctor_gate", "fixed_config", "fixed_options"]
 
 _NOT_FIXED = (*SEARCH_FIELDS, "n_trials", "timeout", "sampler", "pruner", "heartbeat_interval",
-              "storage", "study_name")
+              "storage", "storage_timeout", "study_name")
+# One configuration: the help of the flags a study searches says "one", not "searched".
+_ONE = {
+    "penalty_mode": "l2-in-loss, coupled, decoupled or none (one).",
+    "optimizer": "adam, sgd or adamw (one).",
+    "momentum": "SGD's momentum (one value).",
+    "dropout": "Dropout rate before the classifier of the built-in models (one value; 0: no "
+               "dropout layer).",
+    "bn_momentum": "BatchNorm momentum in PyTorch's convention: keras (Keras's 0.99) = 0.01, "
+                   "pytorch = 0.1 (one value).",
+    "seed": "Seed of the data split and the training.",
+}
 
 
 def fixed_options(fn: Callable | None = None, *,
@@ -36,7 +47,7 @@ def fixed_options(fn: Callable | None = None, *,
                       help="Learning rate.")(fn)
     fn = click.option("--width", type=WHOLE_NUMBER, default=16, show_default=True,
                       help="Filters in the first block.")(fn)
-    return config_options(exclude=(*_NOT_FIXED, *exclude))(fn)
+    return config_options(exclude=(*_NOT_FIXED, *exclude), helps=_ONE)(fn)
 
 
 def fixed_config(options: dict[str, Any], *, command: str) -> tuple[StudyConfig, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,26 +81,30 @@ def _help(field: dataclasses.Field) -> str:
     return f"{text}  [default: {_show_default(field.default)}]"
 
 
-def config_options(exclude: Sequence[str] = ()) -> Callable[[Callable], Callable]:
+def config_options(exclude: Sequence[str] = (), *,
+                   helps: Mapping[str, str] | None = None) -> Callable[[Callable], Callable]:
     """Add one option per :class:`StudyConfig` field, plus ``--config FILE``.
 
     Options default to ``None`` so that only values the user gave count as explicit.
+    ``helps`` replaces the help of fields a command uses otherwise (the field's default is
+    added unless the text gives one).
     """
 
     def decorate(fn: Callable) -> Callable:
         for field in reversed(dataclasses.fields(StudyConfig)):
             if field.name in exclude:
                 continue
+            text = (helps or {}).get(field.name) or _help(field)
+            if "[default:" not in text:
+                text = f"{text}  [default: {_show_default(field.default)}]"
             if field.type in (bool, "bool"):
-                fn = click.option(
-                    f"--{field.name}/--no-{field.name}", field.name, default=None,
-                    help=f"{field.metadata['help']}  [default: {_show_default(field.default)}]",
-                )(fn)
+                fn = click.option(f"--{field.name}/--no-{field.name}", field.name,
+                                  default=None, help=text)(fn)
                 continue
             fn = click.option(
                 "--" + field.name.replace("_", "-"), field.name,
                 type=_click_type(field.name), default=None,
-                envvar=field.metadata.get("envvar"), help=_help(field),
+                envvar=field.metadata.get("envvar"), help=text,
             )(fn)
         return click.option(
             "--config", "config_file", type=click.Path(dir_okay=False), default=None,

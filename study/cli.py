@@ -223,7 +223,10 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
 
 @cli.command("explain", short_help="Answer a question with a controlled experiment.")
 @config_options(exclude=("lr_min", "lr_max", "batch_sizes", "weight_decay_min",
-                         "weight_decay_max", "n_trials", "sampler", "pruner"))
+                         "weight_decay_max", "n_trials", "sampler", "pruner"), helps={
+    "study_name": "Name of the Optuna study (created or resumed).  [default: named after "
+                  "the question and its settings, e.g. explain-l2-in-loss-lr0.001-wd0.01-...]",
+    "epochs": "Training epochs per trial.  [default: 1 for --question size, 6 for gap]"})
 @click.option("--question", default="size", show_default=True,
               help="size: widths on a log grid x seeds paired with penalty-mode none controls. "
                    "gap: the values of --optimizer, --bn-momentum, --dropout (--momentum for "

@@ -207,6 +207,35 @@ def test_run_help_lists_the_flags(tmp_path):
     assert "--penalty-mode" in proc.stdout
 
 
+def _help_text(command: str) -> str:
+    """``study COMMAND --help``, its lines joined (wrapping aside)."""
+    from click.testing import CliRunner
+
+    from study.cli import cli
+
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+def test_explain_help_gives_explains_own_defaults():
+    from study.explain import EXPLAIN_EPOCHS, GAP_EPOCHS
+
+    text = _help_text("explain")
+    assert f"[default: {EXPLAIN_EPOCHS} for --question size, {GAP_EPOCHS} for gap]" in text
+    assert "[default: named after the question and its settings" in text
+    assert "[default: cnn-width]" not in text and "per trial. [default: 3]" not in text
+
+
+@pytest.mark.parametrize("command", ["doctor", "trial"])
+def test_one_configuration_commands_describe_one_value_not_a_search(command):
+    text = _help_text(command)
+    assert "searched" not in text and "sampler" not in text
+    assert "--storage-timeout" not in text and "--storage " not in text
+    assert "adam, sgd or adamw (one). [default: adam]" in text
+    assert "Seed of the data split and the training. [default: 0]" in text
+
+
 def test_status_of_missing_database_is_one_line_and_creates_nothing(tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     outcome = _run(["status", "--storage", storage, "--study-name", "nope"], tmp_path, storage,
