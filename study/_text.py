@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["finished_of", "settings_of"]
+import math
+from collections.abc import Callable
+
+__all__ = ["finished_of", "interval_formatter", "settings_of"]
 
 
 def finished_of(done: int, budget: int) -> str:
@@ -20,3 +23,27 @@ def settings_of(params: dict, *, digits: int = 3) -> str:
              if not (k == "momentum" and params.get("optimizer", "sgd") != "sgd")}
     return " ".join(f"{k}={v:.{digits}g}" if isinstance(v, float) else f"{k}={v}"
                     for k, v in shown.items())
+
+
+def interval_formatter(values: list[float], *, signed: bool = True) -> Callable[[float], str]:
+    """Fixed decimals for one sentence: two significant digits of its largest number, more (up
+    to four) where an interval is narrower; a number that would print as zero keeps two
+    significant digits. ``values`` are (estimate, low, high) triples; ``signed``: ``+`` before
+    positive numbers too."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    scale = max((abs(v) for v in finite), default=0.0)
+    decimals = 2 if scale <= 0 else min(4, max(2, 1 - math.floor(math.log10(scale))))
+    halves = [abs(b - a) / 2 for a, b in zip(finite[1::3], finite[2::3], strict=False)]
+    narrow = min((h for h in halves if h > 0), default=0.0)
+    if narrow > 0:
+        decimals = max(decimals, min(4, -math.floor(math.log10(narrow))))
+
+    sign = "+" if signed else ""
+
+    def fmt(value: float) -> str:
+        if value != 0 and abs(value) < 0.5 * 10**-decimals:
+            return f"{value:{sign}.2g}"
+        text = f"{value:{sign}.{decimals}f}"
+        return text.replace("-", sign, 1) if float(text) == 0 else text
+
+    return fmt

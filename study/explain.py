@@ -96,14 +96,30 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
         outcome = gap_study(config, given, **fixed, replicates=replicates,
                             output_dir=output_dir, report=report, interrupts=interrupts)
         return gap_lines(outcome)
-    check_explain(config, n_widths=n_widths, replicates=replicates)
+    grid = check_explain(config, n_widths=n_widths, replicates=replicates)
     before_run()
     outcome = explain_study(config, given, **fixed, n_widths=n_widths, replicates=replicates,
                             output_dir=output_dir, report=report, interrupts=interrupts)
     from study.analysis.command import answer_text
 
     return [answer_text(outcome.document["verdict"], outcome.document.get("gap")),
+            *_more_replicates(outcome.document, replicates=replicates, per_replicate=len(
+                grid) * len(ExplainDesign(grid, 1, config.penalty_mode[0], config.seed).modes)),
             _wrote(outcome)]
+
+
+def _more_replicates(document: Mapping[str, Any], *, per_replicate: int,
+                     replicates: int) -> list[str]:
+    """The flag that gives a design too small for a verdict its trials ("run at least 2
+    more" alone does not say how, in a design of fixed size)."""
+    from study.analysis.verdict import MIN_TRIALS
+
+    used = int(document.get("n_trials_used") or 0)
+    if used >= MIN_TRIALS:
+        return []
+    wanted = replicates + -(-(MIN_TRIALS - used) // per_replicate)
+    return [f"more trials: the same command with --replicates {wanted} runs "
+            f"{wanted * per_replicate} (a verdict needs {MIN_TRIALS} usable trials)."]
 
 
 def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,

@@ -284,3 +284,26 @@ def test_a_swallowed_interrupt_stops_explain_before_its_first_trial(tmp_path, mo
     trials = optuna.load_study(study_name=study.study_name,
                                storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
     assert trials and {t.state for t in trials} == {optuna.trial.TrialState.WAITING}
+
+
+@pytest.mark.parametrize(("used", "per", "replicates", "wanted"), [
+    (6, 6, 1, "--replicates 2 runs 12"),  # 3 widths and their controls, one replicate
+    (7, 6, 1, "--replicates 2 runs 12"),
+    (3, 6, 1, "--replicates 2 runs 12"),  # failed trials: the shortfall, not the design
+    (4, 4, 1, "--replicates 2 runs 8"),   # penalty mode none: no controls
+    (2, 4, 1, "--replicates 3 runs 12"),
+])
+def test_a_design_too_small_for_a_verdict_names_the_replicates_that_fill_it(used, per,
+                                                                             replicates, wanted):
+    from study.explain import _more_replicates
+
+    (line,) = _more_replicates({"n_trials_used": used}, per_replicate=per,
+                               replicates=replicates)
+    assert line == (f"more trials: the same command with {wanted} (a verdict needs 8 usable "
+                    f"trials).")
+
+
+def test_a_design_big_enough_for_a_verdict_gets_no_advice():
+    from study.explain import _more_replicates
+
+    assert _more_replicates({"n_trials_used": 8}, per_replicate=6, replicates=1) == []

@@ -6,10 +6,10 @@ higher."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
+from study._text import interval_formatter
 from study.analysis.verdict import MIN_TRIALS, SMALL_SHARE, number_text
 
 __all__ = ["ADAPTIVE_SAMPLERS", "design_note", "headline", "paragraph", "weight_decay_text",
@@ -46,7 +46,7 @@ def _plain(block: Mapping[str, Any], code: str) -> str:
             int(block.get("n_trials_used") or 0) < MIN_TRIALS:
         return f"Cannot tell yet: {(block.get('verdict') or {}).get('why', 'no size effect')}."
     t, d, p = (decomposition[f"width_effect_{k}"] for k in ("total", "data", "penalty"))
-    fmt = _formatter([v for e in (t, d, p) for v in (e["estimate"], *e["ci95"])])
+    fmt = interval_formatter([v for e in (t, d, p) for v in (e["estimate"], *e["ci95"])])
     start = "start" if block.get("question") == "init" else "are"
     span = _span_text(block.get("reference") or {})
     share = decomposition.get("penalty_share") or {}
@@ -210,7 +210,7 @@ def _parts(decomposition: Mapping[str, Any] | None) -> str:
     if not decomposition or not decomposition.get("width_effect_total"):
         return "no size effect could be estimated"
     effects = {k: decomposition[f"width_effect_{k}"] for k in ("total", "data", "penalty")}
-    fmt = _formatter([v for e in effects.values() for v in (e["estimate"], *e["ci95"])])
+    fmt = interval_formatter([v for e in effects.values() for v in (e["estimate"], *e["ci95"])])
     penalty = effects["penalty"]
     if penalty["estimate"] == 0 and penalty["ci95"] == [0.0, 0.0]:
         pen = "L2 penalty part 0 (no penalty in the reported loss)"
@@ -270,27 +270,6 @@ def _ci_text(ci: Any) -> str:
     if hi is None:
         return f"95% CI from {weight_decay_text(lo)} up"
     return f"95% CI {weight_decay_text(lo)} to {weight_decay_text(hi)}"
-
-
-def _formatter(values: list[float]) -> Any:
-    """Signed fixed decimals for one sentence: two significant digits of its largest number,
-    more (up to four) where an interval is narrower; a number that would print as zero keeps
-    two significant digits."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    scale = max((abs(v) for v in finite), default=0.0)
-    decimals = 2 if scale <= 0 else min(4, max(2, 1 - math.floor(math.log10(scale))))
-    halves = [abs(b - a) / 2 for a, b in zip(finite[1::3], finite[2::3], strict=False)]
-    narrow = min((h for h in halves if h > 0), default=0.0)
-    if narrow > 0:
-        decimals = max(decimals, min(4, -math.floor(math.log10(narrow))))
-
-    def fmt(value: float) -> str:
-        if value != 0 and abs(value) < 0.5 * 10**-decimals:
-            return f"{value:+.2g}"
-        text = f"{value:+.{decimals}f}"
-        return text.replace("-", "+", 1) if float(text) == 0 else text
-
-    return fmt
 
 
 def _count(n: float) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from study._text import interval_formatter
 from study.analysis.gap_stats import GAP_FLOOR, GAP_FRACTION, Decision, first_undecided
 
 __all__ = ["CARRIER_CODES", "CODES", "LABELS", "gap_table_rows", "short_line", "verdict"]
@@ -76,12 +77,14 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
                     f"{GAP_FLOOR} nats and {GAP_FRACTION:.0%} of the training loss).",
                     TRY["none"])
     if status == "unclear":
-        return _out("inconclusive", f"At {window} the gap, {_est(gap, ci)}, is too uncertain "
-                    f"to tell whether it exceeds ±{_num(early['threshold'])}; n = {n}.",
-                    [_MORE])
-    side = (f"At {window} validation is {_num(abs(gap['estimate']))} "
+        return _out("inconclusive", f"At {window} the gap, {_est(gap, ci)}, may still be "
+                    f"negligible: its interval reaches into ±{_num(early['threshold'])}, the "
+                    f"smallest gap worth explaining (the larger of {GAP_FLOOR} nats and "
+                    f"{GAP_FRACTION:.0%} of the training loss); {n} trials.", [_MORE])
+    fmt = interval_formatter([gap["estimate"], *gap["ci95"]], signed=False)
+    side = (f"At {window} validation is {fmt(abs(gap['estimate']))} "
             f"{'above' if gap['estimate'] > 0 else 'below'} training ({ci} "
-            f"{_num(gap['ci95'][0])} to {_num(gap['ci95'][1])})")
+            f"{fmt(gap['ci95'][0])} to {fmt(gap['ci95'][1])})")
     if status == "not-carried":
         return _out("inconclusive", f"{side}, but no part is shown to carry it: "
                     f"{_not_shown(early, decision, ci)}.",
@@ -231,7 +234,8 @@ def _unsettled(early: Mapping[str, Any]) -> str:
     if early.get("carrier") == "mode":
         return "carried by the train/eval mode difference, BatchNorm or dropout unknown"
     if not (lo > early["threshold"] or hi < -early["threshold"]):
-        return f"too uncertain to tell against ±{_num(early['threshold'])}"
+        return (f"its interval reaches into ±{_num(early['threshold'])}, the smallest gap "
+                f"worth explaining")
     return "no part shown to carry it"
 
 
@@ -301,11 +305,14 @@ def _est(value: Mapping[str, Any], ci: str) -> str:
     lo, hi = value["ci95"]
     if lo is None:
         return f"{_num(value['estimate'])} (no interval)"
-    return f"{_num(value['estimate'])} ({ci} {_num(lo)} to {_num(hi)})"
+    # One number of decimals per interval, as the size lines; signs only where negative (prose)
+    fmt = interval_formatter([value["estimate"], lo, hi], signed=False)
+    return f"{fmt(value['estimate'])} ({ci} {fmt(lo)} to {fmt(hi)})"
 
 
 def _bracket(value: Mapping[str, Any]) -> str:
     lo, hi = value["ci95"]
     if lo is None:
         return f"{_num(value['estimate'])} [no interval]"
-    return f"{_num(value['estimate'])} [{_num(lo)}, {_num(hi)}]"
+    fmt = interval_formatter([value["estimate"], lo, hi])
+    return f"{fmt(value['estimate'])} [{fmt(lo)}, {fmt(hi)}]"

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from study.analysis.gap_stats import first_undecided
 from study.analysis.gap_text import LABELS, gap_table_rows, short_line
 from study.report._format import MISSING, as_float, effect, fmt_num, text
 from study.report.blocks import Bullets, Details, FigureRef, Heading, Para, Table
@@ -138,7 +139,10 @@ def _closing_text(block: Mapping[str, Any]) -> str:
     lag = "The lag (timing + mode: all of the gap but overfitting)"
     closes = block.get("closes_at_epoch")
     if closes is not None:
-        return f"{lag} closes at epoch {fmt_num(closes)}: there it is {rule}."
+        undecided = first_undecided(block.get("epochs") or [], closes)
+        later = (f" Epoch {undecided['epoch']} cannot tell whether it opens again: its interval "
+                 f"straddles the threshold (more trials would tell)." if undecided else "")
+        return f"{lag} closes at epoch {fmt_num(closes)}: there it is {rule}.{later}"
     last = max((as_float(e.get("epoch")) for e in block.get("epochs") or []
                 if isinstance(e, Mapping)), default=float("nan"))
     if block.get("closing") == "unclear":

@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from study.analysis.gap_stats import first_undecided
 from study.report.figures import message_figure, to_png
 
 __all__ = ["MAX_PANELS", "PART_LABELS", "build_gap_figure", "gap_figure"]
@@ -150,8 +151,13 @@ def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
 def _title(label: str | None, panel: Mapping[str, Any]) -> str:
     code = (panel.get("verdict") or {}).get("code", "inconclusive")
     closes = panel.get("closes_at_epoch")
-    when = f"lag closes at epoch {closes}" if closes is not None else \
-        ("lag unclear" if panel.get("closing") == "unclear" else "lag not closed")
+    below = closes == 1 and (((panel.get("early") or {}).get("gap") or {})
+                             .get("estimate", 1.0) <= 0)  # nothing lagged to close
+    when = ("no lag shown" if below else f"lag closes at epoch {closes}") if closes is not None \
+        else ("lag unclear" if panel.get("closing") == "unclear" else "lag not closed")
+    undecided = first_undecided(panel.get("epochs") or [], closes)
+    if undecided is not None:  # as the verdict says it: the closing holds only so far
+        when = f"{when}; epoch {undecided['epoch']} cannot tell"
     head = f"{label}\n" if label else ""
     n = panel.get("n_trials", 0)
     return f"{head}{code} ({n} trial{'s' * (n != 1)}; {when})"

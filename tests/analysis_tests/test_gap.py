@@ -105,7 +105,7 @@ def test_a_gap_whose_lower_bound_is_just_above_the_threshold_is_explained():
 def test_a_gap_whose_lower_bound_is_just_below_the_threshold_is_inconclusive():
     verdict = gap_block(_gap(THRESHOLD - EPS, 0.2))["verdict"]
     assert verdict["code"] == "inconclusive"
-    assert "too uncertain" in verdict["text"]
+    assert "may still be negligible: its interval reaches into ±" in verdict["text"]
 
 
 def test_a_gap_whose_interval_is_just_inside_the_threshold_is_none():
@@ -368,8 +368,8 @@ def test_the_short_line_names_the_gap_the_part_and_the_closing():
                             epochs=1))
     line = short_line(block)
     assert re.fullmatch(r"Gap: normalization-statistics\. Validation lags training by 0\.40 "
-                        r"at epoch 1, carried by BatchNorm statistics \(0\.50 \[0\.50, "
-                        r"0\.50\]\); not closed by epoch 1\.", line), line
+                        r"at epoch 1, carried by BatchNorm statistics \(\+0\.50 \[\+0\.50, "
+                        r"\+0\.50\]\); not closed by epoch 1\.", line), line
 
 
 def test_the_short_line_of_a_negative_gap_says_when_a_later_lag_closes():
@@ -409,10 +409,10 @@ def test_a_later_epoch_that_cannot_tell_is_named_not_hidden_behind_no_lag():
     line = short_line(block)
     assert "no lag through" not in line
     assert line.endswith("; no lag shown after it, though epoch 3 cannot tell "
-                         "(lag 0.10 [-0.20, 0.40], 3 trials).")
+                         "(lag +0.10 [-0.20, +0.40], 3 trials).")
     text = block["verdict"]["text"]
     assert text.endswith("No later epoch shows a lag, though epoch 3 cannot tell "
-                         "(lag 0.10 [-0.20, 0.40], 3 trials).")
+                         "(lag +0.10 [-0.20, +0.40], 3 trials).")
     assert "closes at epoch 1" not in text
 
 

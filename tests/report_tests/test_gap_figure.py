@@ -174,3 +174,21 @@ def test_nothing_to_draw_gives_no_figure_and_a_message_png(block):
 
 def test_the_png_is_a_png(keras):
     assert gap_figure(keras).startswith(b"\x89PNG")
+
+
+def test_a_title_names_a_later_epoch_that_cannot_tell_as_the_verdict_does():
+    from tests.analysis_tests.test_gap import _below_then_unsure
+
+    block = gap_block(_below_then_unsure())
+    ax = build_gap_figure(block).axes[0]
+    assert ax.get_title().endswith("; no lag shown; epoch 3 cannot tell)")
+    assert "closes at epoch 1" not in ax.get_title()
+
+
+def test_the_reports_closing_text_names_the_epoch_that_cannot_tell():
+    from study.report.gap_blocks import _closing_text
+    from tests.analysis_tests.test_gap import _below_then_unsure
+
+    text = _closing_text(gap_block(_below_then_unsure()))
+    assert text.endswith("Epoch 3 cannot tell whether it opens again: its interval straddles "
+                         "the threshold (more trials would tell).")
