@@ -47,7 +47,9 @@ def open_tracker(config: StudyConfig) -> Tracker | None:
     """The study's tracking store, or ``None`` (with a warning) when it cannot be opened or
     is a SQLite file that does not exist (opening it would create an empty one): results are
     then written locally only."""
-    uri = config.tracking_uri
+    import mlflow
+
+    uri = config.tracking_uri or mlflow.get_tracking_uri()  # unset: MLflow's own (env, default)
     if uri.startswith("sqlite:") and missing_local_store(uri):
         print(f"warning: no MLflow database at {redact(uri)} (no such file); results are "
               f"written locally only.", file=sys.stderr)

@@ -105,6 +105,33 @@ def test_unknown_study_in_both_stores_is_one_storage_error(studies):
     assert not (tmp / "a-missing").exists()
 
 
+def test_an_unset_tracking_uri_is_mlflows_own_from_the_environment(studies, monkeypatch):
+    tmp, configs, results = studies
+    config = configs["none"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", config.tracking_uri)
+
+    _, _, logged = analyze_study(config.replace(tracking_uri=None), output_dir=tmp / "a-env")
+
+    assert logged.startswith(f"logged to run {results['none'].parent_run_id}")
+
+
+def test_an_unset_tracking_uri_without_a_database_here_creates_none(studies, monkeypatch,
+                                                                     capsys):
+    tmp, configs, _ = studies
+    here = tmp / "elsewhere"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    _, _, logged = analyze_study(configs["none"].replace(tracking_uri=None),
+                                 output_dir=tmp / "a-default")
+
+    assert list(here.iterdir()) == []
+    assert f"warning: no MLflow database at sqlite:///{here / 'mlflow.db'} (no such file)" \
+        in capsys.readouterr().err
+    assert logged.startswith("not logged")
+
+
 def test_a_tracking_database_that_does_not_exist_is_not_created(studies, capsys):
     tmp, configs, _ = studies
     absent = f"sqlite:///{tmp / 'no-mlflow.db'}"
