@@ -94,8 +94,10 @@ def config_options(exclude: Sequence[str] = (), *,
         for field in reversed(dataclasses.fields(StudyConfig)):
             if field.name in exclude:
                 continue
-            text = (helps or {}).get(field.name) or _help(field)
-            if "[default:" not in text:
+            text = (helps or {}).get(field.name)
+            if text is None:
+                text = _help(field)
+            elif "[default:" not in text:
                 text = f"{text}  [default: {_show_default(field.default)}]"
             if field.type in (bool, "bool"):
                 fn = click.option(f"--{field.name}/--no-{field.name}", field.name,

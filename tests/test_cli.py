@@ -227,6 +227,14 @@ def test_explain_help_gives_explains_own_defaults():
     assert "[default: cnn-width]" not in text and "per trial. [default: 3]" not in text
 
 
+@pytest.mark.parametrize("command", ["run", "worker", "explain", "doctor", "trial", "analyze",
+                                     "report", "status"])
+def test_no_flag_states_its_default_twice(command):
+    import re
+
+    assert not re.search(r"\(default:[^)]*\)\.? \[default:", _help_text(command))
+
+
 @pytest.mark.parametrize("command", ["doctor", "trial"])
 def test_one_configuration_commands_describe_one_value_not_a_search(command):
     text = _help_text(command)
