@@ -95,7 +95,8 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
         before_run()
         outcome = gap_study(config, given, **fixed, replicates=replicates,
                             output_dir=output_dir, report=report, interrupts=interrupts)
-        return gap_lines(outcome)
+        lines = gap_lines(outcome)
+        return [*lines[:-1], *_more_gap_replicates(outcome.document, replicates), lines[-1]]
     grid = check_explain(config, n_widths=n_widths, replicates=replicates)
     before_run()
     outcome = explain_study(config, given, **fixed, n_widths=n_widths, replicates=replicates,
@@ -106,6 +107,14 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
             *_more_replicates(outcome.document, replicates=replicates, per_replicate=len(
                 grid) * len(ExplainDesign(grid, 1, config.penalty_mode[0], config.seed).modes)),
             _wrote(outcome)]
+
+
+def _more_gap_replicates(document: Mapping[str, Any], replicates: int) -> list[str]:
+    """The flag that gives an inconclusive gap design more trials (twice as many)."""
+    if ((document.get("gap") or {}).get("verdict") or {}).get("code") != "inconclusive":
+        return []
+    return [f"more trials: the same command with --replicates {2 * replicates} (intervals "
+            f"narrow as 1/sqrt(n))."]
 
 
 def _more_replicates(document: Mapping[str, Any], *, per_replicate: int,

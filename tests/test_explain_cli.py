@@ -307,3 +307,14 @@ def test_a_design_big_enough_for_a_verdict_gets_no_advice():
     from study.explain import _more_replicates
 
     assert _more_replicates({"n_trials_used": 8}, per_replicate=6, replicates=1) == []
+
+
+@pytest.mark.parametrize(("code", "lines"), [
+    ("inconclusive", ["more trials: the same command with --replicates 4 (intervals narrow as "
+                      "1/sqrt(n))."]),
+    ("epoch-averaging", []),
+])
+def test_an_inconclusive_gap_design_names_the_replicates_to_add(code, lines):
+    from study.explain import _more_gap_replicates
+
+    assert _more_gap_replicates({"gap": {"verdict": {"code": code}}}, 2) == lines

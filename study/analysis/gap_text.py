@@ -163,6 +163,8 @@ def _after_no_lag(block: Mapping[str, Any], closing: str, *, shown: bool = False
     last = _last_epoch(block)
     if block.get("closes_at_epoch") == 1 and last:
         return "no lag shown after it" if shown else f"no lag through epoch {last}"
+    if block.get("closes_at_epoch") is None and block.get("closing") == "unclear":
+        return f"whether a lag opens later is {closing}"  # none is shown: do not claim one
     return f"a lag opens later ({closing})" if last else closing
 
 

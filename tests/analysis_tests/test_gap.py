@@ -383,6 +383,15 @@ def test_the_short_line_of_a_negative_gap_says_when_a_later_lag_closes():
     assert short_line(still).endswith("; a lag opens later (not closed by epoch 3).")
 
 
+def test_one_trial_below_training_claims_no_later_lag_it_cannot_show():
+    block = gap_block(study({"timing": -0.5, "mode": 0.0, "generalization": 0.0}, n=1,
+                            bn=False, epochs=2))
+    assert block["closes_at_epoch"] is None and block["closing"] == "unclear"
+    line = short_line(block)
+    assert line.endswith("; whether a lag opens later is unclear at epoch 2.")
+    assert "a lag opens later (" not in line
+
+
 def test_the_short_line_of_an_uncertain_negative_gap_puts_its_code_first_and_no_closing():
     block = gap_block(study({"timing": [-0.9, 0.1, -0.3], "mode": 0.0, "generalization": 0.0},
                             bn=False, epochs=3))
