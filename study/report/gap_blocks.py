@@ -95,7 +95,8 @@ def _caption(block: Mapping[str, Any]) -> str:
             "loss at its end), mode (eval against train mode: BatchNorm's running statistics, "
             "dropout) and generalization (validation against training data, both in eval "
             f"mode). The diamond is the gap with its {level} interval, the lines the two "
-            "losses; the dotted line marks the epoch where the lag (timing + mode) closes.")
+            "losses; the dotted line marks the epoch where a lag (timing + mode) that opened "
+            "closes.")
 
 
 def _table_intro(block: Mapping[str, Any]) -> str:
@@ -139,10 +140,16 @@ def _closing_text(block: Mapping[str, Any]) -> str:
     lag = "The lag (timing + mode: all of the gap but overfitting)"
     closes = block.get("closes_at_epoch")
     if closes is not None:
+        # Validation below training at epoch 1: no lag opened, so none "closes" there.
+        below = closes == 1 and as_float(((block.get("early") or {}).get("gap") or {})
+                                         .get("estimate")) <= 0
         undecided = first_undecided(block.get("epochs") or [], closes)
-        later = (f" Epoch {undecided['epoch']} cannot tell whether it opens again: its interval "
-                 f"straddles the threshold (more trials would tell)." if undecided else "")
-        return f"{lag} closes at epoch {fmt_num(closes)}: there it is {rule}.{later}"
+        later = (f" Epoch {undecided['epoch']} cannot tell whether it opens"
+                 f"{'' if below else ' again'}: its interval straddles the threshold (more "
+                 f"trials would tell)." if undecided else "")
+        said = f"{lag} is shown at no epoch: from epoch 1 it is" if below else \
+            f"{lag} closes at epoch {fmt_num(closes)}: there it is"
+        return f"{said} {rule}.{later}"
     last = max((as_float(e.get("epoch")) for e in block.get("epochs") or []
                 if isinstance(e, Mapping)), default=float("nan"))
     if block.get("closing") == "unclear":

@@ -139,7 +139,7 @@ def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
         handles.setdefault(label, line)
     ax.axhline(0.0, color="0.3", lw=0.8)
     closes = panel.get("closes_at_epoch")
-    if closes is not None:
+    if closes is not None and not _nothing_to_close(panel):
         mark = ax.axvline(closes, color="0.25", ls=":", lw=1.5, label=_CLOSES, zorder=1)
         handles.setdefault(_CLOSES, mark)
     ax.set_xlim(x.min() - 0.6, x.max() + 0.6)
@@ -148,13 +148,19 @@ def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
     ax.grid(True, axis="y", alpha=0.3)
 
 
+def _nothing_to_close(panel: Mapping[str, Any]) -> bool:
+    """Whether the lag "closes" at epoch 1 only because validation starts below training
+    there: nothing lagged, so no closing is drawn or named (as the verdict line says)."""
+    gap = (panel.get("early") or {}).get("gap") or {}
+    return panel.get("closes_at_epoch") == 1 and gap.get("estimate", 1.0) <= 0
+
+
 def _title(label: str | None, panel: Mapping[str, Any]) -> str:
     code = (panel.get("verdict") or {}).get("code", "inconclusive")
     closes = panel.get("closes_at_epoch")
-    below = closes == 1 and (((panel.get("early") or {}).get("gap") or {})
-                             .get("estimate", 1.0) <= 0)  # nothing lagged to close
-    when = ("no lag shown" if below else f"lag closes at epoch {closes}") if closes is not None \
-        else ("lag unclear" if panel.get("closing") == "unclear" else "lag not closed")
+    when = ("no lag shown" if _nothing_to_close(panel) else f"lag closes at epoch {closes}") \
+        if closes is not None else \
+        ("lag unclear" if panel.get("closing") == "unclear" else "lag not closed")
     undecided = first_undecided(panel.get("epochs") or [], closes)
     if undecided is not None:  # as the verdict says it: the closing holds only so far
         when = f"{when}; epoch {undecided['epoch']} cannot tell"

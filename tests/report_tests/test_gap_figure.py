@@ -183,6 +183,8 @@ def test_a_title_names_a_later_epoch_that_cannot_tell_as_the_verdict_does():
     ax = build_gap_figure(block).axes[0]
     assert ax.get_title().endswith("; no lag shown; epoch 3 cannot tell)")
     assert "closes at epoch 1" not in ax.get_title()
+    _, labels = ax.get_legend_handles_labels()
+    assert not any("closes" in label for label in labels)  # no closing line is drawn either
 
 
 def test_the_reports_closing_text_names_the_epoch_that_cannot_tell():
@@ -190,5 +192,7 @@ def test_the_reports_closing_text_names_the_epoch_that_cannot_tell():
     from tests.analysis_tests.test_gap import _below_then_unsure
 
     text = _closing_text(gap_block(_below_then_unsure()))
-    assert text.endswith("Epoch 3 cannot tell whether it opens again: its interval straddles "
-                         "the threshold (more trials would tell).")
+    assert text.startswith("The lag (timing + mode: all of the gap but overfitting) is shown at no "
+                           "epoch: from epoch 1 it is at most")
+    assert text.endswith("Epoch 3 cannot tell whether it opens: its interval straddles the "
+                         "threshold (more trials would tell).")
