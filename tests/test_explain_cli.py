@@ -181,8 +181,10 @@ def test_the_gap_table_has_one_row_per_setting(gap_runs):
         assert outcome.returncode == 0, outcome.stderr[-3000:]
         rows, after = gap_table(outcome.stdout)
         assert rows == dict.fromkeys(document["gap"]["groups"], n) and len(rows) == 2
-        assert after[0].startswith("Gap by setting: ") and after[1].startswith("wrote ")
-        assert len(after) == 2
+        assert after[0].startswith("Gap by setting: ") and after[-1].startswith("wrote ")
+        more = (f"more trials: the same command with --replicates {2 * int(n)} (intervals "
+                f"narrow as 1/sqrt(n)).")
+        assert after[1:-1] in ([], [more])  # the hint, where the verdict is inconclusive
 
 
 def test_running_it_again_with_more_replicates_trains_only_the_new_ones(gap_runs):
