@@ -67,6 +67,24 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture
+def installed_interrupts(monkeypatch: pytest.MonkeyPatch):
+    """The ``study`` command's own Ctrl-C/SIGTERM handlers, installed for one test (the
+    previous handlers and unraisable hook restored after it)."""
+    import signal
+
+    from study._signals import Interrupts
+    from study.cli import _Terminated
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    interrupts = Interrupts(_Terminated)
+    interrupts.install()
+    yield interrupts
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path):
     """One real ``mlflow server`` on loopback per test module; each test uses its own

@@ -10,7 +10,6 @@ import weakref
 
 import pytest
 
-from study._signals import Interrupts
 from study.cli import _Terminated
 
 
@@ -23,13 +22,8 @@ def unraisable(monkeypatch):
 
 
 @pytest.fixture
-def interrupts(unraisable, monkeypatch):
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    latch = Interrupts(_Terminated)
-    latch.install()
-    yield latch
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
+def interrupts(unraisable, installed_interrupts):
+    return installed_interrupts  # installed over the recording hook of `unraisable`
 
 
 def test_nothing_is_raised_without_a_signal(interrupts):

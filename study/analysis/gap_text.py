@@ -9,7 +9,8 @@ from typing import Any
 from study._text import interval_formatter
 from study.analysis.gap_stats import GAP_FLOOR, GAP_FRACTION, Decision, first_undecided
 
-__all__ = ["CARRIER_CODES", "CODES", "LABELS", "gap_table_rows", "short_line", "verdict"]
+__all__ = ["CARRIER_CODES", "CODES", "LABELS", "gap_table_rows", "nothing_to_close", "short_line",
+           "verdict"]
 
 CODES = ("normalization-statistics", "dropout", "epoch-averaging", "overfitting", "none",
          "inconclusive")
@@ -156,12 +157,19 @@ def short_line(block: Mapping[str, Any]) -> str:
             f"({_bracket(early[carrier])}); {closing}.")
 
 
+def nothing_to_close(block: Mapping[str, Any]) -> bool:
+    """Whether the lag "closes" at epoch 1 only because validation starts below training
+    there: nothing lagged, so the line, the report and the figure say no lag was shown."""
+    estimate = ((block.get("early") or {}).get("gap") or {}).get("estimate")
+    return block.get("closes_at_epoch") == 1 and estimate is not None and estimate <= 0
+
+
 def _after_no_lag(block: Mapping[str, Any], closing: str, *, shown: bool = False) -> str:
     """``no lag through epoch 6`` when none opens later (``no lag shown after it`` when a
     later epoch cannot tell), else ``a lag opens later (closes at epoch 4)``: "closes at epoch 1"
     would read as if the validation loss below had lagged."""
     last = _last_epoch(block)
-    if block.get("closes_at_epoch") == 1 and last:
+    if nothing_to_close(block) and last:
         return "no lag shown after it" if shown else f"no lag through epoch {last}"
     if block.get("closes_at_epoch") is None and block.get("closing") == "unclear":
         return f"whether a lag opens later is {closing}"  # none is shown: do not claim one

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from study.analysis.gap_stats import first_undecided
-from study.analysis.gap_text import LABELS, gap_table_rows, short_line
+from study.analysis.gap_text import LABELS, gap_table_rows, nothing_to_close, short_line
 from study.report._format import MISSING, as_float, effect, fmt_num, text
 from study.report.blocks import Bullets, Details, FigureRef, Heading, Para, Table
 
@@ -140,9 +140,7 @@ def _closing_text(block: Mapping[str, Any]) -> str:
     lag = "The lag (timing + mode: all of the gap but overfitting)"
     closes = block.get("closes_at_epoch")
     if closes is not None:
-        # Validation below training at epoch 1: no lag opened, so none "closes" there.
-        below = closes == 1 and as_float(((block.get("early") or {}).get("gap") or {})
-                                         .get("estimate")) <= 0
+        below = nothing_to_close(block)  # validation below training: no lag opened
         undecided = first_undecided(block.get("epochs") or [], closes)
         later = (f" Epoch {undecided['epoch']} cannot tell whether it opens"
                  f"{'' if below else ' again'}: its interval straddles the threshold (more "

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from study.analysis.gap_stats import first_undecided
+from study.analysis.gap_text import nothing_to_close
 from study.report.figures import message_figure, to_png
 
 __all__ = ["MAX_PANELS", "PART_LABELS", "build_gap_figure", "gap_figure"]
@@ -139,7 +140,7 @@ def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
         handles.setdefault(label, line)
     ax.axhline(0.0, color="0.3", lw=0.8)
     closes = panel.get("closes_at_epoch")
-    if closes is not None and not _nothing_to_close(panel):
+    if closes is not None and not nothing_to_close(panel):
         mark = ax.axvline(closes, color="0.25", ls=":", lw=1.5, label=_CLOSES, zorder=1)
         handles.setdefault(_CLOSES, mark)
     ax.set_xlim(x.min() - 0.6, x.max() + 0.6)
@@ -148,17 +149,10 @@ def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
     ax.grid(True, axis="y", alpha=0.3)
 
 
-def _nothing_to_close(panel: Mapping[str, Any]) -> bool:
-    """Whether the lag "closes" at epoch 1 only because validation starts below training
-    there: nothing lagged, so no closing is drawn or named (as the verdict line says)."""
-    gap = (panel.get("early") or {}).get("gap") or {}
-    return panel.get("closes_at_epoch") == 1 and gap.get("estimate", 1.0) <= 0
-
-
 def _title(label: str | None, panel: Mapping[str, Any]) -> str:
     code = (panel.get("verdict") or {}).get("code", "inconclusive")
     closes = panel.get("closes_at_epoch")
-    when = ("no lag shown" if _nothing_to_close(panel) else f"lag closes at epoch {closes}") \
+    when = ("no lag shown" if nothing_to_close(panel) else f"lag closes at epoch {closes}") \
         if closes is not None else \
         ("lag unclear" if panel.get("closing") == "unclear" else "lag not closed")
     undecided = first_undecided(panel.get("epochs") or [], closes)

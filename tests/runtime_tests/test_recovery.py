@@ -357,25 +357,8 @@ def test_an_interrupt_before_training_fails_and_requeues_the_trial_without_a_run
     assert runs == []  # it never trained: no trial run to close
 
 
-@pytest.fixture
-def handlers(monkeypatch):
-    """The command's own Ctrl-C/SIGTERM handlers, installed for one test."""
-    import sys
-
-    from study._signals import Interrupts
-    from study.cli import _Terminated
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
-    interrupts = Interrupts(_Terminated)
-    interrupts.install()
-    yield interrupts
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
-
-
 def test_a_ctrl_c_during_optunas_tell_lets_the_trial_finish_then_stops(
-        storage_url, tracking_uri, mlflow_client, monkeypatch, handlers):
+        storage_url, tracking_uri, mlflow_client, monkeypatch, installed_interrupts):
     from study.storages import StudyRDBStorage
 
     tell = StudyRDBStorage.set_trial_state_values
@@ -389,7 +372,7 @@ def test_a_ctrl_c_during_optunas_tell_lets_the_trial_finish_then_stops(
 
     monkeypatch.setattr(StudyRDBStorage, "set_trial_state_values", ctrl_c_while_telling)
     with pytest.raises(Interrupted, match=r"^interrupted; run the same command to resume$"):
-        run_session(_closing_config(storage_url, tracking_uri), interrupts=handlers)
+        run_session(_closing_config(storage_url, tracking_uri), interrupts=installed_interrupts)
 
     assert len(hit) == 1
     assert [t.state for t in study_trials(storage_url, "closing")] == [TrialState.COMPLETE]
@@ -400,7 +383,7 @@ def test_a_ctrl_c_during_optunas_tell_lets_the_trial_finish_then_stops(
 
 
 def test_a_ctrl_c_latched_between_trials_fails_and_requeues_the_next_one_at_its_start(
-        storage_url, tracking_uri, mlflow_client, monkeypatch, handlers):
+        storage_url, tracking_uri, mlflow_client, monkeypatch, installed_interrupts):
     # The signal lands in Optuna's ask (deferred there): the trial it created is the one stopped.
     ask = optuna.Study.ask
     hit: list[int] = []
@@ -414,7 +397,7 @@ def test_a_ctrl_c_latched_between_trials_fails_and_requeues_the_next_one_at_its_
 
     monkeypatch.setattr(optuna.Study, "ask", ctrl_c_while_asking)
     with pytest.raises(Interrupted, match="trial 0 failed and queued again"):
-        run_session(_closing_config(storage_url, tracking_uri), interrupts=handlers)
+        run_session(_closing_config(storage_url, tracking_uri), interrupts=installed_interrupts)
 
     trials = study_trials(storage_url, "closing")
     assert trials[0].state == TrialState.FAIL
