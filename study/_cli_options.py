@@ -16,6 +16,7 @@ from study._validation import check_dataset_path, folder_name
 from study.config import StudyConfig, resolve_config
 
 __all__ = [
+    "EXPLAIN_HELPS",
     "KERAS_LIKE",
     "REPORT_OPTIONS",
     "SEARCH_FIELDS",
@@ -36,6 +37,22 @@ _FIELD_TYPES = typing.get_type_hints(StudyConfig)
 KERAS_LIKE = 0.5
 SEARCH_FIELDS = ("width_min", "width_max", "lr_min", "lr_max", "batch_sizes",
                   "weight_decay_min", "weight_decay_max")
+# `study explain` searches nothing: size fixes every training option, gap crosses their values.
+_CROSSED = "; several (comma-separated) are crossed for --question gap"
+EXPLAIN_HELPS = {
+    "study_name": "Name of the Optuna study (created or resumed).  [default: named after "
+                  "the question and its settings, e.g. explain-l2-in-loss-lr0.001-wd0.01-...]",
+    "epochs": "Training epochs per trial.  [default: 1 for --question size, 6 for gap]",
+    "seed": "Seed of the data split and of the design's training seeds (no sampler).",
+    "penalty_mode": "l2-in-loss, coupled, decoupled or none (one; --question size pairs each "
+                    "trial with a control under none).",
+    "optimizer": f"adam, sgd or adamw: one for --question size{_CROSSED}.",
+    "momentum": f"SGD's momentum: one value for --question size{_CROSSED} (with sgd).",
+    "dropout": "Dropout rate before the classifier of the built-in models (0: no dropout "
+               f"layer): one value for --question size{_CROSSED}.",
+    "bn_momentum": "BatchNorm momentum in PyTorch's convention: keras (Keras's 0.99) = 0.01, "
+                   f"pytorch = 0.1: one for --question size{_CROSSED}.",
+}
 
 
 class _WholeNumber(click.ParamType):

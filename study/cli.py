@@ -18,6 +18,7 @@ import click
 
 from study._cli_doctor import doctor_command, doctor_gate, fixed_config, fixed_options
 from study._cli_options import (
+    EXPLAIN_HELPS,
     WHOLE_NUMBER,
     compare_option,
     config_options,
@@ -223,11 +224,8 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
 
 @cli.command("explain", short_help="Answer a question with a controlled experiment.")
 @config_options(exclude=("lr_min", "lr_max", "batch_sizes", "weight_decay_min",
-                         "weight_decay_max", "n_trials", "sampler", "pruner"), helps={
-    "study_name": "Name of the Optuna study (created or resumed).  [default: named after "
-                  "the question and its settings, e.g. explain-l2-in-loss-lr0.001-wd0.01-...]",
-    "epochs": "Training epochs per trial.  [default: 1 for --question size, 6 for gap]",
-    "seed": "Seed of the data split and of the design's training seeds (no sampler)."})
+                         "weight_decay_max", "n_trials", "sampler", "pruner"),
+                helps=EXPLAIN_HELPS)
 @click.option("--question", default="size", show_default=True,
               help="size: widths on a log grid x seeds paired with penalty-mode none controls. "
                    "gap: the values of --optimizer, --bn-momentum, --dropout (--momentum for "

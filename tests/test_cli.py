@@ -227,6 +227,15 @@ def test_explain_help_gives_explains_own_defaults():
     assert "[default: cnn-width]" not in text and "per trial. [default: 3]" not in text
 
 
+def test_explain_help_says_its_training_options_are_fixed_or_crossed_not_searched():
+    text = _help_text("explain")
+    assert "are searched" not in text and "searched." not in text
+    assert "adam, sgd or adamw: one for --question size; several (comma-separated) are " \
+           "crossed for --question gap. [default: adam]" in text
+    assert "--question size pairs each trial with a control under none). " \
+           "[default: l2-in-loss]" in text
+
+
 @pytest.mark.parametrize("command", ["run", "worker", "explain", "doctor", "trial", "analyze",
                                      "report", "status"])
 def test_no_flag_states_its_default_twice(command):
