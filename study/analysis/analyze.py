@@ -125,6 +125,10 @@ def question_block(table: pd.DataFrame, question: str, *,
         verdict = decide(None, n=n, tolerance=tolerance)
         if n >= MIN_TRIALS:
             verdict["why"] = why
+        if n and usable["n_params"].nunique() == 1:  # more trials of one size cannot tell
+            verdict = {"code": "inconclusive", "one_size": True,
+                       "why": _one_size(usable.get("width", pd.Series(["?"])).iloc[0],
+                                        usable["n_params"].iloc[0])}
         return {**block, "reference": {}, "models": {}, "decomposition": None,
                 "by_weight_decay": [], "by_mode": {}, "threshold": None, "verdict": verdict,
                 "curves": None, "effect_curve": None}
@@ -155,6 +159,12 @@ def question_block(table: pd.DataFrame, question: str, *,
     }
 
 
+def _one_size(width: Any, n_params: Any) -> str:
+    """Why a study of one model size has no size effect, and what gives it one."""
+    return (f"every trial has one size (width {width}, {int(n_params):,} parameters): a size "
+            f"effect needs several (--width-min below --width-max)")
+
+
 def _verdict(blocks: Mapping[str, Any], *, early_epochs: int,
              design: Mapping[str, Any]) -> dict[str, Any]:
     """The verdict block: the early code (``code``, as in ``/1``) and the initialization code,
@@ -163,9 +173,10 @@ def _verdict(blocks: Mapping[str, Any], *, early_epochs: int,
     lines = {q: headline(blocks[q], early_epochs=early_epochs) for q in QUESTIONS}
     top = "\n".join(lines[q] for q in QUESTIONS)
     detail = paragraph(blocks, early_epochs=early_epochs, design=design)
+    asked = not all(blocks[q]["verdict"].get("one_size") for q in QUESTIONS)
     return {"code": blocks["early"]["verdict"]["code"], "why": blocks["early"]["verdict"]["why"],
             "init_code": blocks["init"]["verdict"]["code"], "lines": lines, "headline": top,
-            "detail": detail, "text": f"{top}\n\n{detail}"}
+            "detail": detail, "text": f"{top}\n\n{detail}", "size_asked": asked}
 
 
 def write_analysis(document: Mapping[str, Any], path: str | Path) -> Path:

@@ -42,6 +42,8 @@ def headline(block: Mapping[str, Any], *, early_epochs: int = 1) -> str:
 
 def _plain(block: Mapping[str, Any], code: str) -> str:
     decomposition = block.get("decomposition") or {}
+    if (block.get("verdict") or {}).get("one_size"):
+        return f"Not asked: {block['verdict']['why']}."
     if not decomposition.get("width_effect_total") or \
             int(block.get("n_trials_used") or 0) < MIN_TRIALS:
         return f"Cannot tell yet: {(block.get('verdict') or {}).get('why', 'no size effect')}."
@@ -135,9 +137,13 @@ def paragraph(blocks: Mapping[str, Mapping[str, Any]], *, early_epochs: int,
               design: Mapping[str, Any]) -> str:
     """The verdict text: both questions, their thresholds, and the design note."""
     sentences = []
+    one_size = [(blocks.get(q) or {}).get("verdict", {}).get("one_size") for q in ("init", "early")]
+    if all(one_size):
+        why = blocks["early"]["verdict"]["why"]
+        sentences.append(f"The size question is not asked here: {why}.")
     for question in ("init", "early"):
         block = blocks.get(question)
-        if not block:
+        if not block or all(one_size):
             continue
         intro = _QUESTIONS[question]
         if question == "early":

@@ -103,10 +103,14 @@ def analyze_study(config: StudyConfig, *, output_dir: Path,
 
 def answer_text(verdict: Mapping[str, Any], gap: Mapping[str, Any] | None) -> str:
     """The answer in words: the two size questions' lines, the gap's line third (``gap``: the
-    document's block, if any), a blank line, the detail paragraph."""
+    document's block, if any; first when the study has one model size), a blank line, the
+    detail paragraph."""
     if not gap or "headline" not in verdict:
         return str(verdict.get("text", ""))
-    return f"{verdict['headline']}\n{short_line(gap)}\n\n{verdict.get('detail', '')}".rstrip()
+    lines = [verdict["headline"], short_line(gap)]
+    if verdict.get("size_asked") is False:  # one model size: the gap is what was asked
+        lines.reverse()
+    return f"{lines[0]}\n{lines[1]}\n\n{verdict.get('detail', '')}".rstrip()
 
 
 def describe_parent(tracker: Tracker, run_id: str, verdict: dict, *, more: str = "",

@@ -40,13 +40,13 @@ from typing import Any
 
 import numpy as np
 
+from study.analysis.gap_closing import reading
 from study.analysis.gap_stats import (
     GAP_FLOOR,
     GAP_FRACTION,
     SPLIT,
     closing_epoch,
     closing_state,
-    first_undecided,
     summarize,
     trial_epochs,
 )
@@ -97,15 +97,18 @@ def gap_block(trials: Iterable[GapTrial], *, level: float = 0.95,
     if early_epochs < 1:
         raise ValueError(f"early_epochs must be >= 1, got {early_epochs}")
     trials = list(trials)
-    block = {"question": QUESTION, **_body(trials, level=level, early_epochs=early_epochs)}
     labels = list(dict.fromkeys(t.group for t in trials if t.group is not None))
+    block = {"question": QUESTION, **_body(trials, level=level, early_epochs=early_epochs,
+                                           grouped=bool(labels))}
     if labels:
         block["groups"] = {label: _body([t for t in trials if t.group == label], level=level,
-                                        early_epochs=early_epochs) for label in labels}
+                                        early_epochs=early_epochs, grouped=True)
+                           for label in labels}
     return block
 
 
-def _body(trials: Sequence[GapTrial], *, level: float, early_epochs: int) -> dict[str, Any]:
+def _body(trials: Sequence[GapTrial], *, level: float, early_epochs: int,
+          grouped: bool) -> dict[str, Any]:
     """Everything of the block for one set of trials (module docs)."""
     by_epoch: dict[int, list[tuple[dict[str, float], dict[str, bool]]]] = defaultdict(list)
     early: list[tuple[dict[str, float], dict[str, bool]]] = []
@@ -130,6 +133,9 @@ def _body(trials: Sequence[GapTrial], *, level: float, early_epochs: int) -> dic
     early_entry, decision = summarize(*_unzip(early), level=level)
     window = window_name(list(range(1, early_epochs + 1)))
     closes = closing_epoch(epochs)
+    state = closing_state(epochs, closes)
+    start = (early_entry.get("gap") or {}).get("estimate")
+    below = start is not None and start <= 0
     unsplit = sum(1 for row, kind in early
                   if kind["batchnorm"] and kind["dropout"] and not set(SPLIT) <= set(row))
     return {
@@ -140,11 +146,10 @@ def _body(trials: Sequence[GapTrial], *, level: float, early_epochs: int) -> dic
         "epochs": epochs,
         "early": {"epochs": list(range(1, early_epochs + 1)), **early_entry},
         "closes_at_epoch": closes,
-        "closing": closing_state(epochs, closes),
+        "closing": state,
         "verdict": verdict(early_entry, decision, window=window, level=level,
-                           closes_at=closes, last_epoch=epochs[-1]["epoch"] if epochs else None,
-                           unsplit=unsplit, closing=closing_state(epochs, closes),
-                           undecided=first_undecided(epochs, closes)),
+                           closing=reading(epochs, closes, state=state, below=below),
+                           unsplit=unsplit, grouped=grouped),
         "notes": _notes(len(trials), used, inconsistent, epochs),
     }
 

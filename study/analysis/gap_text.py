@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from study._text import interval_formatter
-from study.analysis.gap_stats import GAP_FLOOR, GAP_FRACTION, Decision, first_undecided
+from study.analysis.gap_closing import NO_LAG, Closing, closing_of, table_cell
+from study.analysis.gap_stats import GAP_FLOOR, GAP_FRACTION, Decision
 
-__all__ = ["CARRIER_CODES", "CODES", "LABELS", "gap_table_rows", "nothing_to_close", "short_line",
-           "verdict"]
+__all__ = ["CARRIER_CODES", "CODES", "LABELS", "gap_table_rows", "short_line", "verdict"]
 
 CODES = ("normalization-statistics", "dropout", "epoch-averaging", "overfitting", "none",
          "inconclusive")
@@ -57,18 +57,16 @@ _MORE = "more trials of this setting (intervals narrow as 1/sqrt(n))"
 
 
 def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level: float,
-            closes_at: int | None, last_epoch: int | None, unsplit: int = 0,
-            closing: str | None = None,
-            undecided: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            closing: Closing, unsplit: int = 0, grouped: bool = False) -> dict[str, Any]:
     """``{"code", "text", "try"}`` of the early window (``window``: "epoch 1", ...);
-    ``undecided``: the first epoch after ``closes_at`` that cannot tell whether it lags."""
+    ``grouped``: the trials are one setting's (or a block split by setting), so "group them"
+    is no advice."""
     ci = f"{level:.0%} CI"
     status, n = decision.status, early.get("n", 0)
     if status == "no-trials":
         return _out("inconclusive", f"No trial logged the gap parts at {window}.", [_MORE])
     gap = early["gap"]
-    closing = _closing(closes_at, last_epoch, closing, undecided=undecided,
-                       below=gap["estimate"] <= 0)
+    ending = _closing(closing)
     if status == "no-interval":
         return _out("inconclusive", f"Only one trial reached {window}: its gap is "
                     f"{_num(gap['estimate'])}, but one trial gives no interval.", [_MORE])
@@ -83,13 +81,18 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
                     f"smallest gap worth explaining (the larger of {GAP_FLOOR} nats and "
                     f"{GAP_FRACTION:.0%} of the training loss); {n} trials.", [_MORE])
     fmt = interval_formatter([gap["estimate"], *gap["ci95"]], signed=False)
-    side = (f"At {window} validation is {fmt(abs(gap['estimate']))} "
-            f"{'above' if gap['estimate'] > 0 else 'below'} training ({ci} "
-            f"{fmt(gap['ci95'][0])} to {fmt(gap['ci95'][1])})")
+    bounds = f"({ci} {fmt(gap['ci95'][0])} to {fmt(gap['ci95'][1])})"
+    side = f"At {window} validation is {fmt(abs(gap['estimate']))} above training {bounds}" \
+        if gap["estimate"] > 0 else \
+        f"At {window} validation does not lag training: it is below it, the gap " \
+        f"{fmt(gap['estimate'])} {bounds}"
     if status == "not-carried":
-        return _out("inconclusive", f"{side}, but no part is shown to carry it: "
-                    f"{_not_shown(early, decision, ci)}.",
-                    [_MORE, "group the trials by setting: pooled settings mix their gaps"])
+        which = "but no part is shown to carry it" if gap["estimate"] > 0 else \
+            "no part is shown to put it there"
+        tries = [_MORE] if grouped else \
+            [_MORE, "group the trials by setting: pooled settings mix their gaps"]
+        return _out("inconclusive", f"{side}; {which}: {_not_shown(early, decision, ci)}. "
+                    f"{ending}", tries)
     part = _est(early[decision.carrier], ci)
     if decision.carrier == "mode":
         return _out("inconclusive", f"{side}; the train/eval mode difference carries {part}, "
@@ -97,7 +100,7 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
                     f"dropout logged no split, so whether BatchNorm or dropout is unknown.",
                     ["log gap/mode_batchnorm and gap/mode_dropout"])
     code = CARRIER_CODES[decision.carrier]
-    text = f"{side}; {_CARRIES[decision.carrier]} {part}: {_WHY[decision.carrier]}. {closing}"
+    text = f"{side}; {_CARRIES[decision.carrier]} {part}: {_WHY[decision.carrier]}. {ending}"
     return _out(code, text, _tries(code, early, ci))
 
 
@@ -135,18 +138,13 @@ def short_line(block: Mapping[str, Any]) -> str:
     code = (block.get("verdict") or {}).get("code", "inconclusive")
     early = block.get("early") or {}
     window = _window(block)
-    closing = closing_words(block)
+    closing = closing_words(closing_of(block))
     gap = early.get("gap")
     if gap is None:
         return f"Gap: {code}. No trial logged it at {window}."
     if code == "none":
         return (f"Gap: none. Nothing worth explaining at {window} ({_bracket(gap)}, within "
                 f"±{_num(early['threshold'])}).")
-    undecided = first_undecided(block.get("epochs") or [], block.get("closes_at_epoch"))
-    if gap["estimate"] <= 0:  # no lag to close at the window: say what follows it instead
-        closing = _after_no_lag(block, closing, shown=undecided is not None)
-    if undecided is not None:
-        closing = f"{closing}, though {_cannot_tell(undecided)}"
     carrier = early.get("carrier")
     if code == "inconclusive" or carrier is None:
         return (f"Gap: {code}. Validation minus training loss: {_bracket(gap)} at {window}, "
@@ -157,23 +155,27 @@ def short_line(block: Mapping[str, Any]) -> str:
             f"({_bracket(early[carrier])}); {closing}.")
 
 
-def nothing_to_close(block: Mapping[str, Any]) -> bool:
-    """Whether the lag "closes" at epoch 1 only because validation starts below training
-    there: nothing lagged, so the line, the report and the figure say no lag was shown."""
-    estimate = ((block.get("early") or {}).get("gap") or {}).get("estimate")
-    return block.get("closes_at_epoch") == 1 and estimate is not None and estimate <= 0
-
-
-def _after_no_lag(block: Mapping[str, Any], closing: str, *, shown: bool = False) -> str:
-    """``no lag through epoch 6`` when none opens later (``no lag shown after it`` when a
-    later epoch cannot tell), else ``a lag opens later (closes at epoch 4)``: "closes at epoch 1"
-    would read as if the validation loss below had lagged."""
-    last = _last_epoch(block)
-    if nothing_to_close(block) and last:
-        return "no lag shown after it" if shown else f"no lag through epoch {last}"
-    if block.get("closes_at_epoch") is None and block.get("closing") == "unclear":
-        return f"whether a lag opens later is {closing}"  # none is shown: do not claim one
-    return f"a lag opens later ({closing})" if last else closing
+def closing_words(closing: Closing) -> str:
+    """The closing in a few words: ``closes at epoch 2``, ``no lag through epoch 6``,
+    ``no lag from epoch 2`` or ``not closed by epoch 6`` (``a lag opens later (...)`` after a
+    validation loss below training), each with the later epoch that cannot tell."""
+    kind, last = closing.kind, closing.last
+    if kind == "no-epochs":
+        return "no epochs"
+    said = {"no-gap": f"no lag through epoch {last}",
+            "no-lag": "no lag shown" if closing.undecided else f"no lag through epoch {last}",
+            "no-lag-from": f"no lag from epoch {closing.epoch} (before it the intervals cannot "
+                           f"tell)",
+            "closed": f"closes at epoch {closing.epoch}",
+            "open": f"not closed by epoch {last}",
+            "unclear": f"unclear at epoch {last}"}[kind]
+    if closing.below and kind == "unclear":  # no lag is shown: do not claim one
+        said = f"whether a lag opens later is {said}"
+    elif closing.below and kind in ("closed", "open"):
+        said = f"a lag opens later ({said})"
+    if closing.undecided is not None:
+        said = f"{said}, though {_cannot_tell(closing.undecided)}"
+    return said
 
 
 def _by_setting(groups: Mapping[str, Mapping[str, Any]]) -> str:
@@ -186,19 +188,20 @@ def _by_setting(groups: Mapping[str, Mapping[str, Any]]) -> str:
         by_code.setdefault(str(code), []).append(str(label))
     parts = [f"{code} in {len(labels)} of {len(groups)} ({_named(labels)})"
              for code, labels in sorted(by_code.items(), key=lambda kv: -len(kv[1]))]
-    states: dict[str, list[str]] = {"closed": [], "open": [], "unclear": []}
+    states: dict[str, list[str]] = {"closed": [], "none": [], "open": [], "unclear": []}
     for label, group in groups.items():
-        state = "closed" if group.get("closes_at_epoch") is not None else \
-            ("unclear" if group.get("closing") == "unclear" else "open")
-        states[state].append(str(label))
+        kind = closing_of(group).kind
+        states["none" if kind in NO_LAG else kind if kind in states else "unclear"].append(
+            str(label))
     last = max((_last_epoch(group) or 0 for group in groups.values()), default=0)
-    catches = f"validation catches up by epoch {last} in {len(states['closed'])} of {len(groups)}"
-    if states["closed"]:
-        catches += f" ({_named(states['closed'])})"
-    for key, words in (("open", "not"), ("unclear", "unclear")):
-        if states[key]:
-            catches += f", {words} in {len(states[key])} ({_named(states[key])})"
-    return f"Gap by setting: {', '.join(parts)}; {catches}."
+    words = {"closed": f"catches up by epoch {last}", "none": "is behind at no epoch",
+             "open": f"has not caught up by epoch {last}", "unclear": "cannot be told"}
+    said: list[str] = []
+    for key, labels in states.items():
+        if labels:
+            said.append(f"{words[key]} in {len(labels)}{f' of {len(groups)}' * (not said)} "
+                        f"({_named(labels)})")
+    return f"Gap by setting: {', '.join(parts)}; validation {', '.join(said)}."
 
 
 def _named(labels: list[str]) -> str:
@@ -228,9 +231,7 @@ def gap_table_rows(block: Mapping[str, Any], *, max_epochs: int = 5) -> list[dic
                     for k in epochs})
         row.update({f"{_short(k)} ({_window(group)})": _bracket(early[k]) if k in early else "—"
                     for k in parts})
-        closes = group.get("closes_at_epoch")
-        row["closes at epoch"] = str(closes) if closes is not None else \
-            ("?" if group.get("closing") == "unclear" else "no")
+        row["closes at epoch"] = table_cell(closing_of(group))
         row["verdict"] = (group.get("verdict") or {}).get("code", "inconclusive")
         rows.append(row)
     return rows
@@ -262,39 +263,33 @@ def _last_epoch(block: Mapping[str, Any]) -> int | None:
     return max((e["epoch"] for e in block.get("epochs") or []), default=None)
 
 
-def _closing(closes_at: int | None, last_epoch: int | None, state: str | None = None, *,
-             undecided: Mapping[str, Any] | None = None, below: bool = False) -> str:
-    if closes_at is not None:
-        if below and closes_at == 1:  # validation below training: nothing lagged to close
-            said = ("No later epoch shows a lag" if undecided
-                    else f"No lag opens through epoch {last_epoch}")
-        else:
-            said = (f"{'A lag opens later and closes' if below else 'The lag closes'} at "
-                    f"epoch {closes_at}")
-        return f"{said}{f', though {_cannot_tell(undecided)}' if undecided else ''}."
-    if not last_epoch:
+def _closing(closing: Closing) -> str:
+    """The verdict's closing sentence (:func:`closing_words` in a sentence)."""
+    kind, last, undecided = closing.kind, closing.last, closing.undecided
+    caveat = f", though {_cannot_tell(undecided)}" if undecided is not None else ""
+    if kind == "no-epochs":
         return ""
-    if state == "unclear":
-        return (f"Whether the lag has closed by epoch {last_epoch} cannot be told: its interval "
+    if kind == "no-gap":
+        return f"Validation is behind training at no epoch through {last}."
+    if kind == "no-lag":
+        return f"No later epoch shows a lag{caveat}." if undecided is not None else \
+            f"No lag opens through epoch {last}."
+    if kind == "no-lag-from":
+        return (f"No lag from epoch {closing.epoch} on (before it the intervals cannot "
+                f"tell){caveat}.")
+    if kind == "closed":
+        said = "A lag opens later and closes" if closing.below else "The lag closes"
+        return f"{said} at epoch {closing.epoch}{caveat}."
+    if kind == "unclear":
+        return (f"Whether the lag has closed by epoch {last} cannot be told: its interval "
                 f"straddles the threshold (more trials would tell).")
-    return f"The lag has not closed by epoch {last_epoch}."
+    return f"The lag has not closed by epoch {last}."
 
 
 def _cannot_tell(entry: Mapping[str, Any]) -> str:
     """``epoch 3 cannot tell (lag 0.10 [-0.19, 0.40], 10 trials)``."""
     return (f"epoch {entry['epoch']} cannot tell (lag {_bracket(entry['lag'])}, "
             f"{entry.get('n', '?')} trials)")
-
-
-def closing_words(block: Mapping[str, Any]) -> str:
-    """``closes at epoch 2``, ``not closed by epoch 6`` or ``unclear at epoch 6``."""
-    closes, last = block.get("closes_at_epoch"), _last_epoch(block)
-    if closes is not None:
-        return f"closes at epoch {closes}"
-    if not last:
-        return "no epochs"
-    return f"unclear at epoch {last}" if block.get("closing") == "unclear" \
-        else f"not closed by epoch {last}"
 
 
 def _short(part: str) -> str:

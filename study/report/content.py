@@ -75,9 +75,12 @@ def _verdict_box(verdict: Mapping[str, Any],
             code, _, sentence = rest.partition(". ")
             rows.append((label, code or text(verdict.get(code_key)), sentence))
     detail = text(verdict.get("detail")) if rows else ""
+    # One model size: the size lines say "not asked", the gap's line is the answer.
+    rows = [gap, *rows] if gap and verdict.get("size_asked") is False else \
+        [*rows, *([gap] if gap else [])]
     return Verdict(text(verdict.get("code")) or "none",
                    detail or text(verdict.get("text")) or "No verdict: the analysis is missing.",
-                   tuple(rows) + ((gap,) if gap else ()))
+                   tuple(rows))
 
 
 def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance: pd.DataFrame,
@@ -92,9 +95,9 @@ def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance
     blocks += _meta_blocks(meta, analysis, table)
     verdict = analysis.get("verdict") if isinstance(analysis.get("verdict"), Mapping) else {}
     blocks += [Heading(2, "Verdict", "verdict"), _verdict_box(verdict, gap_line(analysis))]
-    blocks += answer_blocks(analysis)
-    blocks += figure_blocks()
-    blocks += gap_blocks(analysis)
+    size, gap = [*answer_blocks(analysis), *figure_blocks()], gap_blocks(analysis)
+    # One model size: the gap is what the study asked, the size sections only say "not asked".
+    blocks += [*gap, *size] if verdict.get("size_asked") is False else [*size, *gap]
     blocks += _figure_blocks()
     for name, (heading, caption) in (extra_figures or {}).items():
         blocks += [Heading(2, heading, name), FigureRef(name, heading, caption)]

@@ -13,8 +13,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from study.analysis.gap_stats import first_undecided
-from study.analysis.gap_text import LABELS, gap_table_rows, nothing_to_close, short_line
+from study.analysis.gap_closing import closing_of
+from study.analysis.gap_text import LABELS, gap_table_rows, short_line
 from study.report._format import MISSING, as_float, effect, fmt_num, text
 from study.report.blocks import Bullets, Details, FigureRef, Heading, Para, Table
 
@@ -138,19 +138,25 @@ def _closing_text(block: Mapping[str, Any]) -> str:
              "larger" if math.isfinite(floor) and math.isfinite(fraction) else "the threshold")
     rule = f"at most {limit}, and no later epoch shows it above that"
     lag = "The lag (timing + mode: all of the gap but overfitting)"
-    closes = block.get("closes_at_epoch")
-    if closes is not None:
-        below = nothing_to_close(block)  # validation below training: no lag opened
-        undecided = first_undecided(block.get("epochs") or [], closes)
+    closing = closing_of(block)
+    if closing.kind == "no-gap":
+        return (f"Validation is behind training at no epoch: through epoch {closing.last} the "
+                f"gap (validation minus training) is at most {limit}, so no lag opens to "
+                f"close.")
+    if closing.kind in ("no-lag", "no-lag-from", "closed"):
+        below = closing.kind != "closed"  # validation below training: no lag opened
+        undecided = closing.undecided
         later = (f" Epoch {undecided['epoch']} cannot tell whether it opens"
                  f"{'' if below else ' again'}: its interval straddles the threshold (more "
                  f"trials would tell)." if undecided else "")
-        said = f"{lag} is shown at no epoch: from epoch 1 it is" if below else \
-            f"{lag} closes at epoch {fmt_num(closes)}: there it is"
-        return f"{said} {rule}.{later}"
-    last = max((as_float(e.get("epoch")) for e in block.get("epochs") or []
-                if isinstance(e, Mapping)), default=float("nan"))
-    if block.get("closing") == "unclear":
+        since = f"from epoch {closing.epoch or 1} it is"
+        said = f"{lag} is shown at no epoch: {since}" if below else \
+            f"{lag} closes at epoch {closing.epoch}: there it is"
+        before = (" Before it the intervals straddle the threshold."
+                  if closing.kind == "no-lag-from" else "")
+        return f"{said} {rule}.{before}{later}"
+    last = closing.last if closing.last is not None else float("nan")
+    if closing.kind == "unclear":
         return (f"Whether {lag[0].lower()}{lag[1:]} has closed by epoch {fmt_num(last)}, the "
                 f"last any trial reached, cannot be told: its interval straddles the threshold "
                 f"(it closes where it is {rule}); more trials would tell.")

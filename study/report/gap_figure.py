@@ -20,8 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from study.analysis.gap_stats import first_undecided
-from study.analysis.gap_text import nothing_to_close
+from study.analysis.gap_closing import closing_of
 from study.report.figures import message_figure, to_png
 
 __all__ = ["MAX_PANELS", "PART_LABELS", "build_gap_figure", "gap_figure"]
@@ -139,9 +138,9 @@ def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
                        marker="o", ms=3.5, lw=1.5, label=label, zorder=4)[0]
         handles.setdefault(label, line)
     ax.axhline(0.0, color="0.3", lw=0.8)
-    closes = panel.get("closes_at_epoch")
-    if closes is not None and not nothing_to_close(panel):
-        mark = ax.axvline(closes, color="0.25", ls=":", lw=1.5, label=_CLOSES, zorder=1)
+    closing = closing_of(panel)
+    if closing.kind == "closed":
+        mark = ax.axvline(closing.epoch, color="0.25", ls=":", lw=1.5, label=_CLOSES, zorder=1)
         handles.setdefault(_CLOSES, mark)
     ax.set_xlim(x.min() - 0.6, x.max() + 0.6)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -151,11 +150,11 @@ def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
 
 def _title(label: str | None, panel: Mapping[str, Any]) -> str:
     code = (panel.get("verdict") or {}).get("code", "inconclusive")
-    closes = panel.get("closes_at_epoch")
-    when = ("no lag shown" if nothing_to_close(panel) else f"lag closes at epoch {closes}") \
-        if closes is not None else \
-        ("lag unclear" if panel.get("closing") == "unclear" else "lag not closed")
-    undecided = first_undecided(panel.get("epochs") or [], closes)
+    closing = closing_of(panel)
+    when = {"closed": f"lag closes at epoch {closing.epoch}",
+            "no-lag-from": f"no lag from epoch {closing.epoch}", "unclear": "lag unclear",
+            "open": "lag not closed", "no-epochs": "no epochs"}.get(closing.kind, "no lag shown")
+    undecided = closing.undecided
     if undecided is not None:  # as the verdict says it: the closing holds only so far
         when = f"{when}; epoch {undecided['epoch']} cannot tell"
     head = f"{label}\n" if label else ""

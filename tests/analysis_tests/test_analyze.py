@@ -243,3 +243,27 @@ def test_too_few_trials_read_the_same_on_both_lines():
     for line in found["verdict"]["lines"].values():
         assert ": inconclusive. Cannot tell yet: only 5 usable trials" in line
         assert "[" not in line  # no interval from a regression without residual df
+
+
+@pytest.mark.parametrize("n", [4, 12])  # below and above the 8 trials a verdict needs
+def test_a_study_of_one_size_says_the_size_question_is_not_asked_not_run_more(n):
+    """Found by a first user: a gap experiment (one width) was told to "run at least 4 more"
+    trials, which can never give a size effect."""
+    table = _noise_free_trials()
+    table = table[table["width"] == 8].head(n) if n <= 4 else \
+        pd.concat([table[table["width"] == 8]] * 3).head(n).assign(number=range(n))
+    found = analyze(table, study_name="s", early_epochs=1)
+    assert found["verdict"]["size_asked"] is False
+    assert found["verdict"]["code"] == found["verdict"]["init_code"] == "inconclusive"
+    assert found["init"]["verdict"]["one_size"] is True
+    for line in found["verdict"]["lines"].values():
+        assert line.endswith(": inconclusive. Not asked: every trial has one size (width 8, "
+                             "3,570 parameters): a size effect needs several (--width-min "
+                             "below --width-max).")
+    assert "more" not in found["verdict"]["text"]
+    assert found["verdict"]["detail"].startswith("The size question is not asked here")
+
+
+def test_a_study_of_several_sizes_is_asked(document):
+    assert document["verdict"]["size_asked"] is True
+    assert "one_size" not in document["init"]["verdict"]

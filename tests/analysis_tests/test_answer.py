@@ -66,3 +66,25 @@ def test_an_unsettled_size_effect_still_names_the_threshold_weight_decay():
                            "models start higher: -0.0170 [-0.0590, +0.0250] per decade holds "
                            "both a fall and a rise.")
     assert line.endswith(" They would start higher above weight decay 7.7e-04.")
+
+
+def _gap() -> dict:
+    from study.analysis.gap import GapTrial, gap_block
+
+    def record(epoch: int, gap: float) -> dict:
+        return {"epoch": epoch, "data_loss": 1.0, "val_loss": 1.0 + gap, "gap_timing": gap,
+                "gap_mode": 0.0, "gap_generalization": 0.0}
+
+    return gap_block([GapTrial([record(1, -0.5 + j)], False, False) for j in (-0.01, 0, 0.01)])
+
+
+def test_the_gap_line_leads_where_the_size_question_was_not_asked():
+    from study.analysis.command import answer_text
+    from study.analysis.gap_text import short_line
+
+    gap = _gap()
+    asked = {"headline": "At initialization: x.\nOver the first epoch: y.", "detail": "d"}
+    assert answer_text({**asked, "size_asked": True}, gap).splitlines()[:3] == [
+        "At initialization: x.", "Over the first epoch: y.", short_line(gap)]
+    assert answer_text({**asked, "size_asked": False}, gap).splitlines()[:3] == [
+        short_line(gap), "At initialization: x.", "Over the first epoch: y."]

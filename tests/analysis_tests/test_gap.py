@@ -377,10 +377,58 @@ def test_the_short_line_of_a_negative_gap_says_when_a_later_lag_closes():
                             epochs=3))
     assert short_line(below).startswith("Gap: epoch-averaging. Validation is below training")
     assert short_line(below).endswith("; no lag through epoch 3.")
-    later = {**below, "closes_at_epoch": 3}  # a lag opened after the window and closed here
+    later = gap_block(_lags(-0.5, 0.5, 0.0))  # a lag opens at epoch 2 and closes at 3
+    assert later["closes_at_epoch"] == 3
     assert short_line(later).endswith("; a lag opens later (closes at epoch 3).")
-    still = {**below, "closes_at_epoch": None, "closing": "open"}
+    still = gap_block(_lags(-0.5, 0.5, 0.5))
     assert short_line(still).endswith("; a lag opens later (not closed by epoch 3).")
+
+
+def test_a_negative_gap_that_only_the_first_epoch_cannot_tell_claims_no_lag_that_opens():
+    """Found by a first user: "a lag opens later (closes at epoch 2)" where epoch 1's interval
+    straddled the threshold and epoch 2 was wholly below training."""
+    first = spread(-0.3, 0.6)
+    trials = [GapTrial([record(1, 1.0, first[i], 0.0, 0.0), record(2, 1.0, -0.25 + j, 0.0, 0.0)],
+                       has_batchnorm=False, has_dropout=False) for i, j in enumerate(JITTER)]
+    block = gap_block(trials)
+    assert block["closes_at_epoch"] == 2
+    line = short_line(block)
+    assert "opens" not in line and "closes" not in line
+    assert line.endswith("; no lag from epoch 2 (before it the intervals cannot tell).")
+    assert gap_table_rows(block)[0]["closes at epoch"] == "no lag from 2"
+
+
+def test_a_gap_within_the_threshold_at_every_epoch_is_no_lag_whatever_its_parts_say():
+    """Found by a first user: verdict none beside a closing that "cannot be told", because
+    the parts' intervals are wide while they cancel in the gap."""
+    timing = spread(0.0, 0.4)
+    trials = [GapTrial([record(e, 1.0, timing[i], 0.0, -timing[i] + j) for e in (1, 2, 3)],
+                       has_batchnorm=False, has_dropout=False) for i, j in enumerate(JITTER)]
+    block = gap_block(trials)
+    assert block["verdict"]["code"] == "none" and block["closing"] == "unclear"
+    assert gap_table_rows(block)[0]["closes at epoch"] == "no lag"
+    grouped = {"groups": {"sgd": block, "adam": gap_block(_lags(0.5, 0.5, 0.5))}}
+    assert short_line(grouped).endswith(
+        "validation is behind at no epoch in 1 of 2 (sgd), has not caught up by epoch 3 in 1 "
+        "(adam).")
+
+
+def test_validation_clearly_below_training_reads_as_no_lag_and_gives_no_grouping_advice():
+    """Found by a first user: one setting's trials, validation below training at every epoch,
+    told to "group the trials by setting" under a verdict that did not say it does not lag."""
+    shift = spread(0.0, 0.5)  # timing and mode trade places from trial to trial
+    trials = [GapTrial([record(e, 1.0, -0.25 + shift[i], 0.1 - shift[i] + j, 0.0)
+                        for e in (1, 2)], has_batchnorm=True, has_dropout=False, group="adam")
+              for i, j in enumerate(JITTER)]
+    group = gap_block(trials)["groups"]["adam"]
+    verdict = group["verdict"]
+    assert verdict["code"] == "inconclusive"
+    assert verdict["text"].startswith("At epoch 1 validation does not lag training: it is "
+                                      "below it, the gap -0.15 (95% CI")
+    assert verdict["text"].endswith("Validation is behind training at no epoch through 2.")
+    assert not any("group the trials" in t for t in verdict["try"])
+    pooled = gap_block([GapTrial(t.curve, True, False) for t in trials])["verdict"]
+    assert any("group the trials" in t for t in pooled["try"])
 
 
 def test_one_trial_below_training_claims_no_later_lag_it_cannot_show():
@@ -417,7 +465,7 @@ def test_a_later_epoch_that_cannot_tell_is_named_not_hidden_behind_no_lag():
     assert block["closes_at_epoch"] == 1  # the rule: no later epoch *shows* a lag
     line = short_line(block)
     assert "no lag through" not in line
-    assert line.endswith("; no lag shown after it, though epoch 3 cannot tell "
+    assert line.endswith("; no lag shown, though epoch 3 cannot tell "
                          "(lag +0.10 [-0.20, +0.40], 3 trials).")
     text = block["verdict"]["text"]
     assert text.endswith("No later epoch shows a lag, though epoch 3 cannot tell "
@@ -429,7 +477,8 @@ def test_a_negative_gap_whose_later_epochs_all_tell_says_no_lag_through_the_last
     trials = study({"timing": -0.5, "mode": 0.0, "generalization": JITTER}, bn=False, epochs=3)
     block = gap_block(trials)
     assert short_line(block).endswith("; no lag through epoch 3.")
-    assert block["verdict"]["text"].endswith("No lag opens through epoch 3.")
+    assert block["verdict"]["text"].endswith("Validation is behind training at no epoch "
+                                             "through 3.")
 
 
 def test_the_short_line_of_a_negative_gap_and_of_none():
@@ -468,8 +517,8 @@ def test_the_short_line_of_a_comparison_gives_each_settings_verdict():
     assert short_line(block) == (
         "Gap by setting: normalization-statistics in 2 of 3 (adam, bn 0.01, dropout 0; sgd, bn "
         "0.01, dropout 0), none in 1 of 3 (adam, bn 0.1, dropout 0); validation catches up by "
-        "epoch 2 in 1 of 3 (adam, bn 0.1, dropout 0), not in 1 (adam, bn 0.01, dropout 0), "
-        "unclear in 1 (sgd, bn 0.01, dropout 0).")
+        "epoch 2 in 1 of 3 (adam, bn 0.1, dropout 0), has not caught up by epoch 2 in 1 (adam, "
+        "bn 0.01, dropout 0), cannot be told in 1 (sgd, bn 0.01, dropout 0).")
 
 
 def test_a_lag_shown_above_the_threshold_at_the_last_epoch_is_open():

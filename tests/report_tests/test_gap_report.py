@@ -93,6 +93,19 @@ def test_the_gap_line_follows_the_two_size_lines(v2, keras):
     assert f"{keras['early']['gap']['estimate']:.2f}" in sentence
 
 
+def test_one_model_size_puts_the_gap_first_in_the_box_and_the_page(v2, keras):
+    """A gap experiment trains one width: its size lines say "not asked", the gap answers."""
+    one_size = _v3(v2, keras)
+    one_size["verdict"]["size_asked"] = False
+    blocks = _blocks(one_size)
+    assert [row[0] for row in _verdict(blocks).lines] == ["Gap", *(
+        row[0] for row in _verdict(_blocks(v2)).lines)]
+    anchors = [b.anchor for b in blocks if isinstance(b, Heading) and b.level == 2]
+    assert anchors.index("gap") < anchors.index("decomposition") < anchors.index("curves")
+    asked = [b.anchor for b in _blocks(_v3(v2, keras)) if isinstance(b, Heading) and b.level == 2]
+    assert asked.index("decomposition") < asked.index("gap")
+
+
 def test_no_gap_line_when_no_trial_logged_the_parts(v2):
     assert len(_verdict(_blocks(_v3(v2, gap_block([])))).lines) == 2
 
