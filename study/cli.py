@@ -123,7 +123,8 @@ def run_command(workers: int, trials_per_gpu: int | None, doctor: bool, quiet: b
 
 
 @cli.command("worker", short_help="Join a study (same --storage) and run its trials.")
-@config_options()
+@config_options(helps={"study_name": "Name of the existing Optuna study to join (study run "
+                                     "creates it)."})
 @_QUIET
 def worker_command(quiet: bool, **options: Any) -> None:
     """Join an existing study (same --storage) and run trials until its budget is met."""
@@ -181,8 +182,8 @@ def status_command(study_name: str, storage: str) -> None:
 @compare_option
 def analyze_command(output_dir: str | None, compare_widths: str | None,
                     **options: Any) -> None:
-    """Answer both questions (at initialization, over the first epoch), print the verdict,
-    write and log analysis.json."""
+    """Answer the questions (the size effect at initialization and over the first epoch, why
+    validation lags training), print the verdict, write and log analysis.json."""
     config, _ = resolve(options)
     from study.analysis.span import parse_compare_widths
 

@@ -227,6 +227,13 @@ def test_explain_help_gives_explains_own_defaults():
     assert "[default: cnn-width]" not in text and "per trial. [default: 3]" not in text
 
 
+def test_worker_help_says_it_joins_an_existing_study():
+    text = _help_text("worker")
+    assert "created or resumed" not in text
+    assert "Name of the existing Optuna study to join (study run creates it). " \
+           "[default: cnn-width]" in text
+
+
 def test_explain_help_says_its_training_options_are_fixed_or_crossed_not_searched():
     text = _help_text("explain")
     assert "are searched" not in text and "searched." not in text
@@ -263,6 +270,21 @@ def test_status_of_missing_database_is_one_line_and_creates_nothing(tmp_path, tr
     assert "`storage`" in lines[0]
     assert "does not exist" in lines[0]
     assert not (tmp_path / "optuna.db").exists()
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_analyze_of_a_missing_study_and_store_is_one_error_line_no_warning(command, tmp_path):
+    """Found by a first user: a warning that results are written locally only came before
+    the error that there is nothing to analyze."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    outcome = _run([command, "--storage", storage, "--study-name", "nope"], tmp_path, storage,
+                   tracking)
+    assert outcome.returncode == 1
+    assert _stderr_lines(outcome) == [
+        f"error: `storage` must point to an existing study database, but got "
+        f"storage='{storage}', which does not exist."]
+    assert not list(tmp_path.iterdir())
 
 
 def test_status_of_missing_study_is_one_line(tmp_path, tracking_uri):

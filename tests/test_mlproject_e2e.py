@@ -341,3 +341,10 @@ def test_mlflow_run_doctor_names_mislabeled_image_files(tmp_path, tracking_uri):
     assert run.info.status == "FINISHED"
     assert run.data.tags["study.role"] == "doctor"
     assert run.data.tags["study.doctor.labels"] == labels["status"]
+    # Every suspect, not only the first 100 of doctor.json, in a file logged beside it.
+    listed = (tmp_path / "out" / labels["suspects_file"]).read_text().splitlines()
+    assert len(listed) == 1 + labels["details"]["n_suspects"]
+    assert [line.split(",")[1] for line in listed[1:len(labels["suspects"]) + 1]] == \
+        labels["suspects"]
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "doctor")}
+    assert f"doctor/{labels['suspects_file']}" in logged

@@ -43,30 +43,31 @@ def log_to_parent(tracker: Tracker | None, data: StudyData, local: Path,
     return f"logged to run {run_id}, artifacts {artifact_path}/"
 
 
-def open_tracker(config: StudyConfig) -> Tracker | None:
-    """The study's tracking store, or ``None`` (with a warning) when it cannot be opened or
-    is a SQLite file that does not exist (opening it would create an empty one): results are
-    then written locally only."""
+def open_tracker(config: StudyConfig) -> tuple[Tracker | None, str | None]:
+    """The study's tracking store, or ``None`` with a warning when it cannot be opened or is a
+    SQLite file that does not exist (opening it would create an empty one): results are then
+    written locally only. The warning is the caller's to print once the study is found (a
+    missing study is one line, not a warning and an error)."""
     import mlflow
 
     uri = config.tracking_uri or mlflow.get_tracking_uri()  # unset: MLflow's own (env, default)
     if uri.startswith("sqlite:") and missing_local_store(uri):
-        print(f"warning: no MLflow database at {redact(uri)} (no such file); results are "
-              f"written locally only.", file=sys.stderr)
-        return None
+        return None, (f"warning: no MLflow database at {redact(uri)} (no such file); results "
+                      f"are written locally only.")
     try:
-        return Tracker(config.tracking_uri)
+        return Tracker(config.tracking_uri), None
     except TrackingError as exc:
-        print(f"warning: {exc}; results are written locally only.", file=sys.stderr)
-        return None
+        return None, f"warning: {exc}; results are written locally only."
 
 
 def analyzed_study(config: StudyConfig, *, compare_widths: tuple[int, int] | None = None
                    ) -> tuple[Tracker | None, StudyData, dict]:
     """The tracking store, the study's trials and their analysis document, read between
     ``compare_widths`` (default: the study's searched width range)."""
-    tracker = open_tracker(config)
+    tracker, warning = open_tracker(config)
     data = load_study_data(config, tracker)
+    if warning:
+        print(warning, file=sys.stderr)
     widths, source = (compare_widths, "given") if compare_widths else \
         (configured_widths(data.settings), "configured")
     document = analyze(data.table, study_name=data.study_name,

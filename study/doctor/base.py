@@ -39,6 +39,8 @@ class CheckResult:
         figure: JSON-able data of the check's figure (its axes, lines and labels), or ``None``.
         carry: Written nowhere: what later checks reuse (arrays such as out-of-fold
             probabilities).
+        listing: Every sample the check flags, one row each, most suspicious first (written
+            as ``<name>_suspects.csv``: ``suspects`` holds only the first of them).
     """
 
     name: str
@@ -50,6 +52,7 @@ class CheckResult:
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     figure: Mapping[str, Any] | None = None
     carry: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    listing: Sequence[Mapping[str, Any]] = dataclasses.field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

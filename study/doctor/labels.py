@@ -78,7 +78,8 @@ RESIDUAL_MAX = 0.2
 # on validation more than half as often as it flags training labels may be flagging its own
 # mistakes (small_net at width 8 on clean digits: 40% against 12%), so a high share only warns.
 WEAK_SHARE = 0.5
-# The list of names in details; the count and fraction cover all of them.
+# The list of names in details; the count and fraction cover all of them, and the result's
+# listing (labels_suspects.csv) every one.
 MAX_LISTED = 100
 _EVAL_CHUNK = 1024
 
@@ -119,6 +120,7 @@ def check_labels(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Chec
               "bins": suspects.pop("bins")}
     carry = {"suspect_positions": suspects.pop("positions"),
              "oof_probs": suspects.pop("oof_probs")}
+    listing = suspects.pop("table", [])
     details = {"lr": lr, "base_lr": base_lr, "signal_epochs": SIGNAL_EPOCHS,
                "fold_epochs": FOLD_EPOCHS, "learned": learned, **signal, **suspects}
     status, evidence, advice = _after_upstream(_verdict(details), found)
@@ -126,7 +128,7 @@ def check_labels(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Chec
         budget = f"{len(LR_FACTORS) + 1} x {SIGNAL_EPOCHS} epochs"
         figure = None
     return CheckResult("labels", status, evidence, advice, f"{budget} at lr {lr:.2g}",
-                       details=details, figure=figure, carry=carry)
+                       details=details, figure=figure, carry=carry, listing=listing)
 
 
 def _best_real(inputs: DoctorInputs,
@@ -192,7 +194,10 @@ def _suspects(inputs: DoctorInputs, hp: HParams) -> dict[str, Any]:
     self_conf = probs[np.arange(n), y]
     hist, bins = np.histogram(self_conf, bins=20, range=(0.0, 1.0))
     names = [str(inputs.train_names[i]) for i in positions[:MAX_LISTED]]
-    return {"folds": folds, "n_suspects": len(positions),
+    table = [{"rank": rank, "sample": str(inputs.train_names[i]), "label": int(y[i]),
+              "predicted": int(probs[i].argmax()), "self_confidence": float(self_conf[i])}
+             for rank, i in enumerate(positions, 1)]
+    return {"table": table, "folds": folds, "n_suspects": len(positions),
             "suspect_fraction": float(len(positions) / max(n, 1)),
             "oof_accuracy": float(np.mean(probs.argmax(axis=1) == y)),
             "residual_error": _residual_error(probs, y, positions),
@@ -288,10 +293,11 @@ def _verdict(d: Mapping[str, Any]) -> tuple[str, str, str]:
                 "the short-trained model errs often itself, so the suspects mix its own "
                 "mistakes with wrong labels: review the top ones, then rerun once it trains")
     if d["suspect_fraction"] > FAIL_FRACTION:
-        return ("fail", evidence, "many labels contradict the inputs: review the listed "
-                "suspects (most suspicious first) and relabel or drop the wrong ones")
+        return ("fail", evidence, "many labels contradict the inputs: review the suspects "
+                "(labels_suspects.csv, most suspicious first) and relabel or drop the wrong "
+                "ones")
     if d["suspect_fraction"] > WARN_FRACTION:
-        return ("warn", evidence, "review the listed suspects (most suspicious first); a "
-                "few % mislabeled slows training and caps accuracy")
+        return ("warn", evidence, "review the suspects (labels_suspects.csv, most "
+                "suspicious first); a few % mislabeled slows training and caps accuracy")
     return ("pass", evidence, "does not rule out systematic mislabeling the model learns as "
             "the task, nor noise in the validation labels")

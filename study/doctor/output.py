@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from study.doctor.base import CheckResult, worst
 from study.doctor.figures import CAPTIONS, check_figure
 from study.report._format import jsonable
@@ -31,7 +33,7 @@ from study.report.blocks import (
 )
 from study.report.html import render_html
 
-__all__ = ["SCHEMA", "document", "table_text", "write_outputs"]
+__all__ = ["SCHEMA", "document", "suspects_file", "table_text", "write_outputs"]
 
 SCHEMA = "study.doctor/1"
 # Suspects shown on the page; doctor.json keeps the check's whole list.
@@ -68,6 +70,8 @@ def _check_entry(result: CheckResult) -> dict[str, Any]:
                              "budget": result.budget, "seconds": result.seconds}
     if "suspects" in details:
         entry["suspects"] = details.pop("suspects")
+    if result.listing:
+        entry["suspects_file"] = suspects_file(result.name)
     entry["details"] = details
     if result.figure is not None:
         entry["figure"] = dict(result.figure)
@@ -76,16 +80,23 @@ def _check_entry(result: CheckResult) -> dict[str, Any]:
 
 def write_outputs(results: Sequence[CheckResult], *, inputs: Mapping[str, Any],
                   folder: Path) -> dict[str, Path]:
-    """Write ``doctor.json``, ``doctor.html`` and ``figures/<check>.png`` into ``folder``.
+    """Write ``doctor.json``, ``doctor.html``, ``figures/<check>.png`` and
+    ``<check>_suspects.csv`` (every sample a check flags) into ``folder``.
 
     Returns:
-        The files written, by kind (``json``, ``html`` and ``figure:<check>``).
+        The files written, by kind (``json``, ``html``, ``figure:<check>`` and
+        ``suspects:<check>``).
     """
     folder.mkdir(parents=True, exist_ok=True)
     written = {"json": folder / "doctor.json", "html": folder / "doctor.html"}
     doc = document(results, inputs=inputs)
     written["json"].write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False) + "\n",
                                encoding="utf-8")
+    for r in results:
+        if r.listing:
+            path = folder / suspects_file(r.name)
+            pd.DataFrame(list(r.listing)).to_csv(path, index=False)
+            written[f"suspects:{r.name}"] = path
     figures = {r.name: png for r in results if (png := check_figure(r)) is not None}
     (folder / "figures").mkdir(exist_ok=True)
     for name, png in figures.items():
@@ -128,6 +139,25 @@ def _blocks(results: Sequence[CheckResult], inputs: Mapping[str, Any]) -> list[A
     return blocks
 
 
+def suspects_file(check: str) -> str:
+    """The file that lists every sample ``check`` flags."""
+    return f"{check}_suspects.csv"
+
+
+def _where(result: CheckResult, shown: Sequence[Any]) -> str:
+    """``262 found; the first 20 here, the first 100 in doctor.json, all in
+    labels_suspects.csv`` (each place named only where it holds fewer than all)."""
+    listed = list(result.details.get("suspects") or [])
+    found = len(result.listing) or len(listed)
+    places = [f"the first {len(shown)} here"] if len(shown) < found else ["all here"]
+    if len(listed) < found:
+        places.append(f"the first {len(listed)} in doctor.json")
+    places.append(f"all in {suspects_file(result.name)}" if result.listing else
+                  "all in doctor.json")
+    return f"{found} found; {', '.join(places)}" if len(shown) < found else \
+        f"{found} found"
+
+
 def _check_section(result: CheckResult) -> list[Any]:
     blocks: list[Any] = [
         Heading(2, f"{result.name}: {result.status}", anchor=f"check-{result.name}"),
@@ -142,10 +172,7 @@ def _check_section(result: CheckResult) -> list[Any]:
     suspects = result.details.get("suspects")
     if suspects:
         shown = list(suspects)[:_PAGE_SUSPECTS]
-        more = len(suspects) - len(shown)
         kind = "Suspects" if result.name == "labels" else "Samples"
-        blocks.append(Para([f"{kind}, most suspicious first ({len(suspects)} listed"
-                            + (f"; the first {len(shown)} here, all in doctor.json" if more
-                               else "") + "):"]))
+        blocks.append(Para([f"{kind}, most suspicious first ({_where(result, shown)}):"]))
         blocks.append(Bullets([[Code(str(s))] for s in shown]))
     return blocks

@@ -100,6 +100,9 @@ def test_too_few_trials_say_how_many_more():
                       tolerance=TOL)
     assert decision["code"] == "inconclusive"
     assert "run at least 1 more" in decision["why"]
+    # Found by a first user: "5 more" read as --n-trials 5, which is a total, not an increment.
+    assert decision["why"].endswith("(study run's --n-trials is the total of finished trials "
+                                    "to reach)")
     assert code((0.3, 0.5), (-0.2, -0.1), (0.5, 0.6), n=MIN_TRIALS) == "penalty"
 
 

@@ -113,6 +113,10 @@ def test_flipped_samples_lead_the_suspects():
     assert d["n_suspects"] == len(positions) > MAX_LISTED == len(d["suspects"])
     assert d["suspects"] == [f"row{i}" for i in positions[:MAX_LISTED]]
     assert d["suspect_fraction"] == pytest.approx(len(positions) / inputs.data.n_train)
+    # Found by a first user: only the first 100 of 262 suspects could be read anywhere.
+    assert [row["sample"] for row in result.listing] == [f"row{i}" for i in positions]
+    assert [row["rank"] for row in result.listing[:3]] == [1, 2, 3]
+    assert {"label", "predicted", "self_confidence"} <= set(result.listing[0])
 
 
 def test_ten_percent_flipped_at_least_warns():

@@ -3,8 +3,10 @@ the checks themselves are tested in their own modules)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import pandas as pd
 import pytest
 
 from study.doctor.base import CheckResult, worst
@@ -76,6 +78,25 @@ def test_written_json_has_null_for_nan_and_the_page_names_every_check(tmp_path):
     assert files["figure:lr"].read_bytes()[:4] == b"\x89PNG"
     assert "X[19]" in page and "X[20]" not in page  # the page shows 20 suspects, JSON all
     assert len(doc["checks"][0]["suspects"]) == 59
+    assert "59 found; the first 20 here, all in doctor.json" in page
+    assert not list(tmp_path.rglob("*.csv"))  # no listing, no file
+
+
+def test_every_suspect_is_written_where_the_page_and_the_json_say(tmp_path):
+    rows = [{"rank": i + 1, "sample": f"X[{i}]", "label": 1, "predicted": 2,
+             "self_confidence": 0.01} for i in range(262)]
+    labels = dataclasses.replace(
+        _results()[0], details={"suspects": [r["sample"] for r in rows[:100]]}, listing=rows)
+    files = write_outputs([labels], inputs={}, folder=tmp_path)
+    written = pd.read_csv(files["suspects:labels"])
+    assert files["suspects:labels"].name == "labels_suspects.csv"
+    assert written["sample"].tolist() == [r["sample"] for r in rows]
+    assert list(written.columns) == ["rank", "sample", "label", "predicted", "self_confidence"]
+    doc = json.loads(files["json"].read_text())
+    assert doc["checks"][0]["suspects_file"] == "labels_suspects.csv"
+    assert len(doc["checks"][0]["suspects"]) == 100
+    assert ("262 found; the first 20 here, the first 100 in doctor.json, all in "
+            "labels_suspects.csv") in files["html"].read_text()
 
 
 def test_the_first_screen_gives_each_problem_its_line_and_the_passes_one(tmp_path):
