@@ -95,9 +95,11 @@ def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance
     blocks += _meta_blocks(meta, analysis, table)
     verdict = analysis.get("verdict") if isinstance(analysis.get("verdict"), Mapping) else {}
     blocks += [Heading(2, "Verdict", "verdict"), _verdict_box(verdict, gap_line(analysis))]
-    size, gap = [*answer_blocks(analysis), *figure_blocks()], gap_blocks(analysis)
-    # One model size: the gap is what the study asked, the size sections only say "not asked".
-    blocks += [*gap, *size] if verdict.get("size_asked") is False else [*size, *gap]
+    if verdict.get("size_asked") is False:  # one model size: the gap is what it asked
+        blocks += [*gap_blocks(analysis), Heading(2, "The size question", "decomposition"),
+                   Para([f"Not asked: {text(verdict.get('why'))}."])]
+    else:
+        blocks += [*answer_blocks(analysis), *figure_blocks(), *gap_blocks(analysis)]
     blocks += _figure_blocks()
     for name, (heading, caption) in (extra_figures or {}).items():
         blocks += [Heading(2, heading, name), FigureRef(name, heading, caption)]

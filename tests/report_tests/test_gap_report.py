@@ -102,6 +102,9 @@ def test_one_model_size_puts_the_gap_first_in_the_box_and_the_page(v2, keras):
         row[0] for row in _verdict(_blocks(v2)).lines)]
     anchors = [b.anchor for b in blocks if isinstance(b, Heading) and b.level == 2]
     assert anchors.index("gap") < anchors.index("decomposition") < anchors.index("curves")
+    # The size sections are one line, not empty figures and tables of a question not asked.
+    assert "size-effect" not in anchors and "threshold" not in anchors
+    assert f"Not asked: {one_size['verdict']['why']}." in _paras(blocks)
     asked = [b.anchor for b in _blocks(_v3(v2, keras)) if isinstance(b, Heading) and b.level == 2]
     assert asked.index("decomposition") < asked.index("gap")
 
