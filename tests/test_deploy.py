@@ -65,6 +65,16 @@ def test_the_tracking_server_is_a_deployment_and_a_service_on_port_5000():
     assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "study-stores"
 
 
+def test_every_volume_the_manifests_mount_is_claimed_by_them():
+    """Found by a first user: the tracking server mounted a claim no file created."""
+    claimed = {doc["metadata"]["name"] for doc in _kind("PersistentVolumeClaim")}
+    mounted = {volume["persistentVolumeClaim"]["claimName"]
+               for doc in _kind("Deployment") + _kind("Job")
+               for volume in doc["spec"]["template"]["spec"].get("volumes", [])
+               if "persistentVolumeClaim" in volume}
+    assert mounted and mounted <= claimed
+
+
 def test_no_manifest_holds_a_password():
     for document in _documents():
         text = yaml.safe_dump(document)

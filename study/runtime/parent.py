@@ -49,6 +49,12 @@ def open_parent_run(
                         parent_run_id=parent.info.run_id)
             _note_other_experiment(tracker, entry, parent, study.study_name)
         return parent.info.run_id, parent.info.experiment_id, False
+    if not create and stored_id:  # created against another tracking store (a local file?)
+        raise TrackingError(
+            f"study {study.study_name!r} has its parent run {stored_id} in another MLflow "
+            f"tracking store than {redact(tracker.tracking_uri)}; give the worker the tracking "
+            f"URI the study was created with (--tracking-uri or MLFLOW_TRACKING_URI)."
+        )
     if not create:
         raise TrackingError(
             f"study {study.study_name!r} has no parent run in {redact(tracker.tracking_uri)}"

@@ -55,18 +55,43 @@ def _count(n: int, state: TrialState, trials: list) -> str:
     return f"{said} ({stopped} interrupted)" if stopped else said
 
 
+# Stretches longer than this with no trial running are idle time between sessions, not part
+# of the rate (a session's own pauses between trials, sampling and closing runs, are shorter).
+IDLE_GAP = dt.timedelta(minutes=1)
+
+
 def _throughput_line(trials: list) -> str:
-    """Finished (COMPLETE or PRUNED) trials per hour, from the first one's start to the last
-    one's end: failed and running trials would count work that the budget does not."""
+    """Finished (COMPLETE or PRUNED) trials per hour of busy time: the union of every trial's
+    run (failed ones too: that time was spent), idle stretches between sessions left out."""
     finished = [t for t in trials if t.state in FINISHED_STATES
                 and t.datetime_start and t.datetime_complete]
     if not finished:
         return "throughput: no finished trials yet"
-    span = max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)
-    hours = span / dt.timedelta(hours=1)
+    hours = busy_time(trials) / dt.timedelta(hours=1)
     if hours <= 0:
         return f"throughput: {len(finished)} finished trial(s), no time span yet"
-    return f"throughput: {len(finished) / hours:.1f} finished trials per hour"
+    return (f"throughput: {len(finished) / hours:.1f} finished trials per hour "
+            f"({_duration(hours)} of running trials)")
+
+
+def busy_time(trials: list) -> dt.timedelta:
+    """The time during which some trial ran: the union of the trials' [start, end] spans,
+    gaps under :data:`IDLE_GAP` counted as busy."""
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials
+                   if t.datetime_start and t.datetime_complete)
+    total, start, end = dt.timedelta(0), None, None
+    for lo, hi in spans:
+        if end is not None and lo - end <= IDLE_GAP:
+            end = max(end, hi)
+            continue
+        if end is not None:
+            total += end - start
+        start, end = lo, hi
+    return total + (end - start if end is not None else dt.timedelta(0))
+
+
+def _duration(hours: float) -> str:
+    return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"
 
 
 def _running_line(trials: list) -> str:

@@ -175,10 +175,21 @@ def test_worker_joins_only_existing_studies_and_takes_their_config_and_budget(
 
     # 3. Another study name in the same storage, and 4. a study-defining flag that differs
     #    from the stored config (both refused before anything runs; run concurrently).
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        refused = pool.map(lambda extra: _study(["worker", *extra, *where], tmp_path)[0],
-                           [["--study-name", "nope"], ["--study-name", "w", "--epochs", "5"]])
-        other, conflict = list(refused)
+    #    5. The study's tracking store is not the worker's (found by a first user: the study
+    #    was created against a local mlflow.db, the workers given the cluster's server).
+    shutil.copyfile(mlflow_template_db, tmp_path / "other.db")
+    elsewhere = ["--tracking-uri", f"sqlite:///{tmp_path / 'other.db'}"]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        refused = pool.map(lambda extra: _study(["worker", *where, *extra], tmp_path)[0],
+                           [["--study-name", "nope"], ["--study-name", "w", "--epochs", "5"],
+                            ["--study-name", "w", *elsewhere]])
+        other, conflict, lost = list(refused)
+    assert lost.returncode == 1, lost.stderr
+    (line,) = stderr_lines(lost.stderr)
+    assert line.startswith("error: study 'w' has its parent run ") and \
+        "in another MLflow tracking store than sqlite:///" in line and \
+        line.endswith("give the worker the tracking URI the study was created with "
+                      "(--tracking-uri or MLFLOW_TRACKING_URI).")
     assert other.returncode == 1, other.stderr
     (line,) = stderr_lines(other.stderr)
     assert "`study_name` must name an existing study" in line
@@ -191,7 +202,7 @@ def test_worker_joins_only_existing_studies_and_takes_their_config_and_budget(
     assert "epochs=1" in line and "epochs=5" in line
     assert n_finished(study_trials(storage, "w")) == first
 
-    # 5. No search-space flags (defaults: epochs 3, width up to 32, budget 20): the worker
+    # 6. No search-space flags (defaults: epochs 3, width up to 32, budget 20): the worker
     #    trains with the stored config up to the stored budget.
     joined, _ = _study(["worker", "--study-name", "w", *where], tmp_path)
     assert joined.returncode == 0, joined.stderr
