@@ -99,8 +99,10 @@ def _span_text(ref: Mapping[str, Any]) -> str:
     widths, counts = ref.get("widths"), ref.get("n_params")
     if not widths or not counts or None in widths or None in counts:
         return ""
-    return (f", width {widths[0]:g} to {widths[1]:g}, {_count(counts[0])} to "
-            f"{_count(counts[1])} parameters")
+    # Interpolated between the trials' counts (fewer than 3 widths): said to be approximate.
+    exact = (ref.get("span") or {}).get("exact_n_params") or (True, True)
+    low, high = (("" if ok else "about ") + _count(n) for ok, n in zip(exact, counts, strict=True))
+    return f", width {widths[0]:g} to {widths[1]:g}, {low} to {high} parameters"
 
 
 def _share_text(share: Mapping[str, Any]) -> str | None:

@@ -57,6 +57,11 @@ class SizeMap:
         slope = (lp[i] - lp[i - 1]) / (lw[i] - lw[i - 1])
         return float(math.exp(lp[i - 1] + slope * (math.log(width) - lw[i - 1])))
 
+    def exact(self, width: float) -> bool:
+        """Whether :meth:`n_params` at ``width`` is the model's own count (a trial's, or the
+        quadratic that reproduces every trial's), not an interpolation."""
+        return bool((self.widths == width).any()) or self.quadratic is not None
+
     def width(self, n_params: np.ndarray) -> np.ndarray:
         """The (real-valued) width of each parameter count, inverting :meth:`n_params`."""
         counts = np.asarray(n_params, dtype=float)
@@ -94,6 +99,7 @@ class Span:
     reached_widths: tuple[float, float]
     reached_n_params: tuple[float, float]
     source: str  # "configured", "given" (--compare-widths) or "drawn" (no configuration known)
+    exact: tuple[bool, bool] = (True, True)  # whether each count is the model's, not interpolated
 
     @property
     def x(self) -> tuple[float, float]:
@@ -118,7 +124,8 @@ class Span:
         return {"widths": list(self.widths), "n_params": list(self.n_params),
                 "reached_widths": list(self.reached_widths),
                 "reached_n_params": list(self.reached_n_params), "source": self.source,
-                "extrapolated": list(self.extrapolated), "shortfall_decades": self.shortfall}
+                "extrapolated": list(self.extrapolated), "shortfall_decades": self.shortfall,
+                "exact_n_params": list(self.exact)}
 
 
 def compare_span(sizes: SizeMap | None, widths: Sequence[float] | None, *,
@@ -139,7 +146,7 @@ def compare_span(sizes: SizeMap | None, widths: Sequence[float] | None, *,
     if not (counts[0] > 0 and counts[1] > counts[0]):
         return None
     return Span((a, b), counts, reached, (sizes.n_params(reached[0]), sizes.n_params(reached[1])),
-                source)
+                source, (sizes.exact(a), sizes.exact(b)))
 
 
 def parse_compare_widths(value: str | Sequence[int] | None) -> tuple[int, int] | None:
