@@ -279,8 +279,11 @@ def _run(config: StudyConfig, given: Mapping[str, Any], queue: Sequence[QueuedTr
     out = Path(output_dir) if output_dir else Path("reports") / folder_name(config.study_name)
     widths = report.get("compare_widths")
     document, _, logged = analyze_study(config, output_dir=out, compare_widths=widths)
-    report_study(config, output_dir=out, evaluators=report["evaluators"], seed=report["seed"],
-                 n_bootstrap=report["n_bootstrap"], compare_widths=widths)
+    _, _, reported = report_study(config, output_dir=out, evaluators=report["evaluators"],
+                                  seed=report["seed"], n_bootstrap=report["n_bootstrap"],
+                                  compare_widths=widths)
+    # Both go to the study's parent run: "logged to run X, artifacts analysis/ and report/".
+    logged += " and report/" if reported.startswith("logged to run") else f"; report {reported}"
     return ExplainOutcome(session, document, out, logged)
 
 

@@ -182,6 +182,8 @@ def test_the_gap_table_has_one_row_per_setting(gap_runs):
         rows, after = gap_table(outcome.stdout)
         assert rows == dict.fromkeys(document["gap"]["groups"], n) and len(rows) == 2
         assert after[0].startswith("Gap by setting: ") and after[-1].startswith("wrote ")
+        # Found by a first user: it named analysis/ only, where the report went too.
+        assert after[-1].endswith(", artifacts analysis/ and report/")
         more = (f"more trials: the same command with --replicates {2 * int(n)} (intervals "
                 f"narrow as 1/sqrt(n)).")
         assert after[1:-1] in ([], [more])  # the hint, where the verdict is inconclusive

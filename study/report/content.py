@@ -95,6 +95,7 @@ def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance
     blocks += _meta_blocks(meta, analysis, table)
     verdict = analysis.get("verdict") if isinstance(analysis.get("verdict"), Mapping) else {}
     blocks += [Heading(2, "Verdict", "verdict"), _verdict_box(verdict, gap_line(analysis))]
+    blocks += _config_blocks(meta)
     if verdict.get("size_asked") is False:  # one model size: the gap is what it asked
         blocks += [*gap_blocks(analysis), Heading(2, "The size question", "decomposition"),
                    Para([f"Not asked: {text(verdict.get('why'))}."])]
@@ -131,12 +132,17 @@ def _meta_blocks(meta: Mapping[str, Any], analysis: Mapping[str, Any],
         ("Used by the analysis", f"{fmt_num(used)} trials; early window = "
                                  f"{_window(window)}"),
     ]
-    blocks: list[Any] = [KeyValues(items)]
+    return [KeyValues(items)]
+
+
+def _config_blocks(meta: Mapping[str, Any]) -> list[Any]:
+    """The study's stored settings, folded (after the verdict: the answer comes first, and
+    report.md cannot fold them)."""
     config = meta.get("config")
-    if isinstance(config, Mapping) and config:
-        rows = [[Code(text(k)), _compact(v)] for k, v in config.items()]
-        blocks.append(Details("Configuration", [Table(["setting", "value"], rows)]))
-    return blocks
+    if not isinstance(config, Mapping) or not config:
+        return []
+    rows = [[Code(text(k)), _compact(v)] for k, v in config.items()]
+    return [Details("Configuration", [Table(["setting", "value"], rows)])]
 
 
 def _figure_blocks() -> list[Any]:
@@ -267,8 +273,12 @@ def _seeds(rows: pd.DataFrame, column: str) -> str:
 
 
 def _compact(value: Any, limit: int = 300) -> str:
-    """A value as short text: numbers formatted, containers as compact JSON."""
-    if isinstance(value, (Mapping, list, tuple)):
+    """A value as short text: numbers formatted, a list of values comma-separated, other
+    containers as compact JSON."""
+    if isinstance(value, (list, tuple)) and all(not isinstance(v, (Mapping, list, tuple))
+                                                 for v in value):
+        out = ", ".join(fmt_num(v) for v in value)  # as the flag takes it: adam,sgd
+    elif isinstance(value, (Mapping, list, tuple)):
         if isinstance(value, Mapping) and all(not isinstance(v, (Mapping, list, tuple))
                                               for v in value.values()):
             out = ", ".join(f"{k} = {fmt_num(v)}" for k, v in value.items())

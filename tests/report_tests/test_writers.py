@@ -133,6 +133,9 @@ def test_writes_every_file(written: tuple[dict[str, Any], dict[str, Path], Path]
     for figure in ("size_effect", "threshold", "curves", "importance"):
         assert f"figures/{figure}.png" in markdown
     assert "| **`log10_n_params`** |" in markdown
+    # Found by a first user: report.md opened on the settings table, as JSON lists.
+    assert markdown.index("## Verdict") < markdown.index("**Configuration**")
+    assert "| `batch_sizes` | 32, 64, 128 |" in markdown and '\\["' not in markdown
 
 
 def test_data_text_is_escaped(tmp_path: Path) -> None:
