@@ -68,9 +68,15 @@ def claim_parent_run(tracker: Tracker, run_id: str, *, study_name: str, storage:
 
 
 def tag_session(tracker: Tracker, run_id: str, *, study_name: str, parent_run_id: str) -> None:
-    """Tag ``run_id`` (a later ``mlflow run`` of the study) as a session of its parent run."""
+    """Tag ``run_id`` (a later ``mlflow run`` of the study) as a session of its parent run;
+    its description says where the study's settings are (MLflow logged the entry point's
+    params, MLproject defaults included, before the study was read)."""
+    note = (f"A session of study {study_name!r}: the study's settings, trials and answer are "
+            f"on its parent run {parent_run_id}. The params here are this `mlflow run`'s, "
+            f"MLproject defaults included: a resumed study keeps the settings it was created "
+            f"with.")
     tracker.set_tags(run_id, {ROLE_TAG: "session", NAME_TAG: study_name,
-                              PARENT_TAG: parent_run_id})
+                              PARENT_TAG: parent_run_id, "mlflow.note.content": note})
 
 
 def find_parent_run(tracker: Tracker, experiment_name: str, study_name: str) -> Any | None:

@@ -348,6 +348,10 @@ def test_entry_point_run_becomes_parent_then_later_ones_are_sessions(
     assert session.data.tags["study.role"] == "session"
     assert session.data.tags["study.parent_run_id"] == entry
     assert session.data.metrics["study/n_complete"] == 2
+    # Its params are MLflow's own record of the entry point: the UI says where the study's are.
+    assert session.data.tags["mlflow.note.content"].startswith(
+        f"A session of study 's': the study's settings, trials and answer are on its parent run "
+        f"{entry}.")
     trials = mlflow_client.search_runs([experiment_id], "tags.`study.role` = 'trial'")
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {entry}
     assert len(trials) == 2
