@@ -76,10 +76,15 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
                     f"{GAP_FLOOR} nats and {GAP_FRACTION:.0%} of the training loss).",
                     TRY["none"])
     if status == "unclear":
+        limit = (f"±{_num(early['threshold'])}, the smallest gap worth explaining (the larger "
+                 f"of {GAP_FLOOR} nats and {GAP_FRACTION:.0%} of the training loss)")
+        if gap["ci95"][1] <= early["threshold"]:  # below training or level with it: no lag
+            return _out("inconclusive", f"At {window} validation does not lag training: the "
+                        f"gap, {_est(gap, ci)}, is at most +{_num(early['threshold'])}; whether "
+                        f"validation is below training by a gap worth explaining is not shown: "
+                        f"its interval reaches into {limit}; {n} trials. {ending}", [_MORE])
         return _out("inconclusive", f"At {window} the gap, {_est(gap, ci)}, may still be "
-                    f"negligible: its interval reaches into ±{_num(early['threshold'])}, the "
-                    f"smallest gap worth explaining (the larger of {GAP_FLOOR} nats and "
-                    f"{GAP_FRACTION:.0%} of the training loss); {n} trials.", [_MORE])
+                    f"negligible: its interval reaches into {limit}; {n} trials.", [_MORE])
     fmt = interval_formatter([gap["estimate"], *gap["ci95"]], signed=False)
     bounds = f"({ci} {fmt(gap['ci95'][0])} to {fmt(gap['ci95'][1])})"
     side = f"At {window} validation is {fmt(abs(gap['estimate']))} above training {bounds}" \
@@ -245,6 +250,10 @@ def _unsettled(early: Mapping[str, Any]) -> str:
     if early.get("carrier") == "mode":
         return "carried by the train/eval mode difference, BatchNorm or dropout unknown"
     if not (lo > early["threshold"] or hi < -early["threshold"]):
+        if hi <= early["threshold"]:
+            return (f"not behind training (at most +{_num(early['threshold'])}), below it by "
+                    f"a gap worth explaining or not: its interval reaches into "
+                    f"±{_num(early['threshold'])}")
         return (f"its interval reaches into ±{_num(early['threshold'])}, the smallest gap "
                 f"worth explaining")
     return "no part shown to carry it"

@@ -533,3 +533,18 @@ def test_a_lag_whose_interval_straddles_the_threshold_is_unclear_not_open():
     assert (block["closes_at_epoch"], block["closing"]) == (None, "unclear")
     assert "unclear at epoch 2" in short_line(block)
     assert "cannot be told" in block["verdict"]["text"]
+
+
+def test_a_gap_that_may_be_negligible_but_is_not_above_training_says_it_does_not_lag():
+    """Found by a first user: -0.33 [-0.64, -0.03] read only "may still be negligible"."""
+    block = gap_block(study({"timing": spread(-0.33, 0.3), "mode": 0.0,
+                             "generalization": 0.0}, bn=False, epochs=2))
+    verdict = block["verdict"]
+    assert verdict["code"] == "inconclusive"
+    assert verdict["text"].startswith("At epoch 1 validation does not lag training: the gap, "
+                                      "-0.33 (95% CI -0.63 to -0.03), is at most +0.05;")
+    assert "not behind training (at most +0.05)" in short_line(block)
+    above = gap_block(study({"timing": spread(0.05, 0.3), "mode": 0.0, "generalization": 0.0},
+                            bn=False))
+    assert above["verdict"]["text"].startswith("At epoch 1 the gap, ")
+    assert "may still be negligible" in above["verdict"]["text"]
