@@ -5,9 +5,11 @@ threshold, and the regressions behind them. Reads ``study.analysis/2`` and ``/1`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from study._text import interval_formatter
 from study.analysis.answer import where_text
 from study.report._format import MISSING, effect, fmt_ci, fmt_num, fmt_p, text
 from study.report.blocks import Code, FigureRef, Heading, Para, Table
@@ -96,11 +98,9 @@ def _question(block: Mapping[str, Any]) -> list[Any]:
         return [Para([f"No size effect: {text(verdict.get('why')) or 'too few trials'}."],
                      "note")]
     out: list[Any] = [Para([_reference_text(block)])]
-    rows = []
-    for part, label in _PARTS:
-        value = effect(decomposition.get(f"width_effect_{part}"))
-        rows.append([label, _signed(value[0]) if value else MISSING,
-                     fmt_ci(value[1:]) if value else MISSING])
+    values = [effect(decomposition.get(f"width_effect_{part}")) for part, _ in _PARTS]
+    cells = _cells(values)  # the numbers of the verdict's line, as that line writes them
+    rows = [[label, *pair] for (_, label), pair in zip(_PARTS, cells, strict=True)]
     out.append(Table(["part", "per decade", "95% CI"], rows, numeric=frozenset({1})))
     by_decay = [r for r in block.get("by_weight_decay") or [] if isinstance(r, Mapping)]
     if len(by_decay) > 1:
@@ -130,12 +130,21 @@ def _reference_text(block: Mapping[str, Any]) -> str:
     return f"Reference: {where_text(block)}."
 
 def _decay_row(row: Mapping[str, Any]) -> list[str]:
-    cells = [fmt_num(row.get("weight_decay"), 3)]
-    for part in ("total", "data", "penalty"):
-        value = effect(row.get(part))
-        cells += [_signed(value[0]) if value else MISSING, fmt_ci(value[1:]) if value else
-                  MISSING]
-    return cells
+    pairs = _cells([effect(row.get(part)) for part in ("total", "data", "penalty")])
+    return [fmt_num(row.get("weight_decay"), 3), *(cell for pair in pairs for cell in pair)]
+
+
+def _cells(values: list[tuple[float, float, float] | None]) -> list[tuple[str, str]]:
+    """``(estimate, "[lo, hi]")`` of each part, signed, in the decimals that the answer's
+    sentences give the same numbers (:func:`study._text.interval_formatter`)."""
+    fmt = interval_formatter([v for value in values if value for v in value])
+
+    def one(v: float) -> str:
+        return fmt(v) if math.isfinite(v) else MISSING
+
+    return [(one(value[0]), f"[{one(value[1])}, {one(value[2])}]"
+             if math.isfinite(value[1]) or math.isfinite(value[2]) else MISSING)
+            if value else (MISSING, MISSING) for value in values]
 
 
 def _threshold_text(found: Any) -> str:
@@ -190,6 +199,3 @@ def _percent(ci: Any) -> str:
         return "unbounded"
     return f"{100 * lo:.0f}% to {100 * hi:.0f}%"
 
-
-def _signed(value: float) -> str:
-    return f"{value:+.4g}"

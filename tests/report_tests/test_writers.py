@@ -123,8 +123,14 @@ def test_writes_every_file(written: tuple[dict[str, Any], dict[str, Path], Path]
         for model in ("data loss", "squared weight norm", "total loss on the data"):
             assert f"{question}: {model}" in text
     assert "log10_n_params" in text and "Threshold weight decay" in text
-    total = analysis["decomposition"]["width_effect_total"]["estimate"]
-    assert f"{total:+.4g}" in text
+    # The parts' table writes the numbers as the answer's line does (one decimals rule).
+    from study._text import interval_formatter
+
+    parts = [analysis["decomposition"][f"width_effect_{k}"] for k in ("total", "data", "penalty")]
+    fmt = interval_formatter([v for p in parts for v in (p["estimate"], *p["ci95"])])
+    total = parts[0]
+    assert f"{fmt(total['estimate'])} [{fmt(total['ci95'][0])}, {fmt(total['ci95'][1])}]" \
+        in " ".join(text.split())
     assert "fanova" in text and "ped-anova" in text and "constant column" in text
     assert "non-finite loss (nan) at epoch 2" in text  # failed trials with their diagnosis
     assert "***" in text and "alice" in text  # storage shown, redacted
