@@ -25,7 +25,7 @@ from typing import Any
 
 from study.analysis.gap_stats import caught_up, first_undecided, lags
 
-__all__ = ["NO_LAG", "Closing", "closing_of", "table_cell"]
+__all__ = ["NO_LAG", "Closing", "closing_of", "reading", "table_cell"]
 
 NO_LAG = frozenset({"no-gap", "no-lag", "no-lag-from"})
 

@@ -146,16 +146,20 @@ def suspects_file(check: str) -> str:
 
 def _where(result: CheckResult, shown: Sequence[Any]) -> str:
     """``262 found; the first 20 here, the first 100 in doctor.json, all in
-    labels_suspects.csv`` (each place named only where it holds fewer than all)."""
+    labels_suspects.csv``; without a listing (a check that keeps its list in doctor.json only)
+    ``59 listed; the first 20 here, all in doctor.json``."""
     listed = list(result.details.get("suspects") or [])
-    found = len(result.listing) or len(listed)
-    places = [f"the first {len(shown)} here"] if len(shown) < found else ["all here"]
+    if not result.listing:
+        more = f"; the first {len(shown)} here, all in doctor.json" \
+            if len(shown) < len(listed) else ""
+        return f"{len(listed)} listed{more}"
+    found = len(result.listing)
+    if len(shown) == found:
+        return f"{found} found"
+    places = [f"the first {len(shown)} here"]
     if len(listed) < found:
         places.append(f"the first {len(listed)} in doctor.json")
-    places.append(f"all in {suspects_file(result.name)}" if result.listing else
-                  "all in doctor.json")
-    return f"{found} found; {', '.join(places)}" if len(shown) < found else \
-        f"{found} found"
+    return f"{found} found; {', '.join([*places, f'all in {suspects_file(result.name)}'])}"
 
 
 def _check_section(result: CheckResult) -> list[Any]:

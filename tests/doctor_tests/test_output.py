@@ -78,7 +78,7 @@ def test_written_json_has_null_for_nan_and_the_page_names_every_check(tmp_path):
     assert files["figure:lr"].read_bytes()[:4] == b"\x89PNG"
     assert "X[19]" in page and "X[20]" not in page  # the page shows 20 suspects, JSON all
     assert len(doc["checks"][0]["suspects"]) == 59
-    assert "59 found; the first 20 here, all in doctor.json" in page
+    assert "59 listed; the first 20 here, all in doctor.json" in page
     assert not list(tmp_path.rglob("*.csv"))  # no listing, no file
 
 
