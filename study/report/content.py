@@ -51,8 +51,10 @@ __all__ = [
 ]
 
 MAX_TABLE_ROWS = 200
+TRAINING_COLUMNS = ("optimizer", "momentum", "dropout", "bn_momentum")
 EVALUATOR_ORDER = ("fanova", "ped-anova", "mdi")
 _TRIAL_HEADERS = {"number": "#", "batch_size": "batch", "weight_decay": "weight decay",
+                  "bn_momentum": "BN momentum",
                   "penalty_mode": "penalty mode", "n_params": "params",
                   "init_loss": "init total",
                   "early_loss": "early total", "early_data_loss": "early data",
@@ -104,7 +106,8 @@ def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance
     blocks += _figure_blocks()
     for name, (heading, caption) in (extra_figures or {}).items():
         blocks += [Heading(2, heading, name), FigureRef(name, heading, caption)]
-    blocks += model_blocks(analysis)
+    if verdict.get("size_asked") is not False:  # one size: no regression answers anything
+        blocks += model_blocks(analysis)
     blocks += _importance_blocks(importance)
     blocks += _trial_blocks(table)
     blocks += _failed_blocks(table)
@@ -204,6 +207,11 @@ def _trial_blocks(table: pd.DataFrame) -> list[Any]:
     if table.empty:
         return [*blocks, Para(["No trials."], "note")]
     columns = [c for c in TRIAL_COLUMNS if c in table.columns]
+    # The training options a study varied (a gap experiment's settings) go beside penalty_mode.
+    varied = [c for c in TRAINING_COLUMNS if c in table.columns
+              and table[c].map(text).nunique(dropna=True) > 1]
+    at = columns.index("penalty_mode") + 1 if "penalty_mode" in columns else len(columns)
+    columns[at:at] = varied
     shown = table.head(MAX_TABLE_ROWS)
     note = "Every column of every trial (its MLflow run, objective value, seeds) is in " \
            "trials.csv and report.json."

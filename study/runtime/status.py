@@ -40,7 +40,8 @@ def study_status(config: StudyConfig) -> str:
     lines.append(_running_line(trials))
     if stored:
         lines.append(f"objective: {stored.get('objective')} | model {stored.get('model')} on "
-                     f"{stored.get('dataset')} | {stored.get('epochs')} epochs")
+                     f"{stored.get('dataset')} | {stored.get('epochs')} "
+                     f"epoch{'' if stored.get('epochs') == 1 else 's'}")
     return "\n".join(lines)
 
 

@@ -101,11 +101,12 @@ def test_one_model_size_puts_the_gap_first_in_the_box_and_the_page(v2, keras):
     assert [row[0] for row in _verdict(blocks).lines] == ["Gap", *(
         row[0] for row in _verdict(_blocks(v2)).lines)]
     anchors = [b.anchor for b in blocks if isinstance(b, Heading) and b.level == 2]
+    asked = [b.anchor for b in _blocks(_v3(v2, keras)) if isinstance(b, Heading) and b.level == 2]
     assert anchors.index("gap") < anchors.index("decomposition") < anchors.index("curves")
     # The size sections are one line, not empty figures and tables of a question not asked.
     assert "size-effect" not in anchors and "threshold" not in anchors
+    assert "regressions" not in anchors and "regressions" in asked
     assert f"Not asked: {one_size['verdict']['why']}." in _paras(blocks)
-    asked = [b.anchor for b in _blocks(_v3(v2, keras)) if isinstance(b, Heading) and b.level == 2]
     assert asked.index("decomposition") < asked.index("gap")
 
 
@@ -312,3 +313,20 @@ def test_the_figure_drawn_is_the_documents_gap_block(tmp_path, v2, keras, monkey
     writers.write_report(tmp_path, analysis=_v3(v2, keras), table=None, importance=None,
                          meta=None)
     assert drawn == [keras]
+
+
+def test_the_trials_table_shows_the_training_options_the_study_varied(v2):
+    """Found by a first user: a gap study of adam against sgd did not say which trial ran
+    which."""
+    from study.report.blocks import Table
+
+    table = pd.DataFrame({"number": [0, 1], "state": ["COMPLETE"] * 2, "width": [8, 8],
+                          "penalty_mode": ["none"] * 2, "optimizer": ["adam", "sgd"],
+                          "momentum": [0.9, 0.9], "dropout": [0.0, 0.5],
+                          "bn_momentum": [0.1, 0.1]})
+    blocks = build_blocks(analysis=v2, table=table, importance=pd.DataFrame(), meta={})[1]
+    start = next(i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.anchor == "trials")
+    trials = next(b for b in blocks[start:] if isinstance(b, Table))
+    assert trials.headers[trials.headers.index("penalty mode") + 1:][:2] == ["optimizer",
+                                                                            "dropout"]
+    assert "momentum" not in trials.headers and "BN momentum" not in trials.headers
