@@ -4,6 +4,7 @@ options of the commands that read a study, and how they resolve into a config.""
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +22,7 @@ __all__ = [
     "REPORT_OPTIONS",
     "SEARCH_FIELDS",
     "WHOLE_NUMBER",
+    "WORKER_HELPS",
     "compare_option",
     "config_options",
     "importance_options",
@@ -37,6 +39,14 @@ _FIELD_TYPES = typing.get_type_hints(StudyConfig)
 KERAS_LIKE = 0.5
 SEARCH_FIELDS = ("width_min", "width_max", "lr_min", "lr_max", "batch_sizes",
                   "weight_decay_min", "weight_decay_max")
+# `study worker` joins a study: what defines it, and its budget, are the study's own.
+WORKER_HELPS = {
+    **{f.name: re.sub(r" ?\(default: [^)]*\)", "", f.metadata["help"])
+       + "  [default: the study's; another value is refused]"
+       for f in dataclasses.fields(StudyConfig) if f.metadata["scope"] == "study"},
+    "study_name": "Name of the existing Optuna study to join (study run creates it).",
+    "n_trials": "Finished trials the study should reach.  [default: the study's budget]",
+}
 # `study explain` searches nothing: size fixes every training option, gap crosses their values.
 _CROSSED = "; several (comma-separated) are crossed for --question gap"
 EXPLAIN_HELPS = {

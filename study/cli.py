@@ -20,6 +20,7 @@ from study._cli_doctor import doctor_command, doctor_gate, fixed_config, fixed_o
 from study._cli_options import (
     EXPLAIN_HELPS,
     WHOLE_NUMBER,
+    WORKER_HELPS,
     compare_option,
     config_options,
     importance_options,
@@ -123,8 +124,7 @@ def run_command(workers: int, trials_per_gpu: int | None, doctor: bool, quiet: b
 
 
 @cli.command("worker", short_help="Join a study (same --storage) and run its trials.")
-@config_options(helps={"study_name": "Name of the existing Optuna study to join (study run "
-                                     "creates it)."})
+@config_options(helps=WORKER_HELPS)
 @_QUIET
 def worker_command(quiet: bool, **options: Any) -> None:
     """Join an existing study (same --storage) and run trials until its budget is met."""

@@ -232,6 +232,11 @@ def test_worker_help_says_it_joins_an_existing_study():
     assert "created or resumed" not in text
     assert "Name of the existing Optuna study to join (study run creates it). " \
            "[default: cnn-width]" in text
+    # What defines the study, and its budget, are the study's (found by a first user: the
+    # help said 3 epochs for a worker that trained the study's 1).
+    assert "Training epochs per trial. [default: the study's; another value is refused]" \
+        in text
+    assert "[default: 3]" not in text and "[default: the study's budget]" in text
 
 
 def test_explain_help_says_its_training_options_are_fixed_or_crossed_not_searched():
