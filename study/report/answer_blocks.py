@@ -106,13 +106,17 @@ def _question(block: Mapping[str, Any]) -> list[Any]:
     if len(by_decay) > 1:
         out.append(Para(["In l2-in-loss, by weight decay:"]))
         out.append(Table(["weight decay", "total", "95% CI", "data", "95% CI", "penalty",
-                          "95% CI"], [_decay_row(r) for r in by_decay],
+                          "95% CI"], [[fmt_num(r.get("weight_decay"), 3), *cells]
+                                      for r, cells in zip(by_decay, _part_rows(by_decay),
+                                                          strict=True)],
                          numeric=frozenset({0, 1, 3, 5})))
     by_mode = block.get("by_mode") if isinstance(block.get("by_mode"), Mapping) else {}
     if len(by_mode) > 1:
         out.append(Para(["By penalty mode, at the reference weight decay:"]))
         out.append(Table(["penalty mode", "total", "95% CI", "data", "95% CI", "penalty",
-                          "95% CI"], [[text(m), *_decay_row(r)[1:]] for m, r in by_mode.items()],
+                          "95% CI"], [[text(m), *cells] for m, cells in
+                                      zip(by_mode, _part_rows(list(by_mode.values())),
+                                          strict=True)],
                          numeric=frozenset({1, 3, 5})))
     share = decomposition.get("penalty_share")
     if isinstance(share, Mapping) and share.get("estimate") is not None:
@@ -129,9 +133,12 @@ def _question(block: Mapping[str, Any]) -> list[Any]:
 def _reference_text(block: Mapping[str, Any]) -> str:
     return f"Reference: {where_text(block)}."
 
-def _decay_row(row: Mapping[str, Any]) -> list[str]:
-    pairs = _cells([effect(row.get(part)) for part in ("total", "data", "penalty")])
-    return [fmt_num(row.get("weight_decay"), 3), *(cell for pair in pairs for cell in pair)]
+def _part_rows(entries: list[Mapping[str, Any]]) -> list[list[str]]:
+    """The total, data and penalty cells of each entry (a weight decay's or a mode's), each
+    part's column in one decimals rule (a column of the same data part reads alike)."""
+    columns = [_cells([effect(e.get(part)) for e in entries])
+               for part in ("total", "data", "penalty")]
+    return [[cell for column in columns for cell in column[i]] for i in range(len(entries))]
 
 
 def _cells(values: list[tuple[float, float, float] | None]) -> list[tuple[str, str]]:

@@ -350,3 +350,20 @@ def test_each_verdict_line_gets_its_codes_colour_class_and_the_box_none():
     assert 'class="verdict-line verdict-no-increase"' in page
     assert 'class="verdict-line verdict-epoch-averaging"' in page
     assert '<div class="verdict" id="verdict-box">' in page
+
+
+def test_a_column_of_the_weight_decay_table_reads_in_one_decimals_rule() -> None:
+    """A data part that is the same at every weight decay is written the same in each row."""
+    from study.report.answer_blocks import answer_blocks
+    from study.report.blocks import Table
+
+    rows = [{"weight_decay": wd, "total": {"estimate": -0.0064 + p, "ci95": [-0.03 + p, 0.02 + p]},
+             "data": {"estimate": -0.0064, "ci95": [-0.0333, 0.0204]},
+             "penalty": {"estimate": p, "ci95": [0.99 * p, 1.01 * p]}}
+            for wd, p in ((1e-5, 0.0005), (1e-3, 0.03), (1e-2, 0.27))]
+    analysis = make_analysis()
+    analysis["by_weight_decay"] = rows
+    tables = [b for b in answer_blocks(analysis) if isinstance(b, Table)
+              and b.headers[0] == "weight decay"]
+    data = [row[3] for row in tables[-1].rows]
+    assert len(set(data)) == 1, data
