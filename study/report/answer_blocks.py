@@ -134,11 +134,21 @@ def _reference_text(block: Mapping[str, Any]) -> str:
     return f"Reference: {where_text(block)}."
 
 def _part_rows(entries: list[Mapping[str, Any]]) -> list[list[str]]:
-    """The total, data and penalty cells of each entry (a weight decay's or a mode's), each
-    part's column in one decimals rule (a column of the same data part reads alike)."""
-    columns = [_cells([effect(e.get(part)) for e in entries])
-               for part in ("total", "data", "penalty")]
-    return [[cell for column in columns for cell in column[i]] for i in range(len(entries))]
+    """The total, data and penalty cells of each entry (a weight decay's or a mode's): three
+    significant digits, signed, so that a part that is the same in every row reads the same
+    and a small total keeps its digits."""
+    def cell(v: float) -> str:
+        return f"{v:+.3g}" if math.isfinite(v) else MISSING
+
+    out = []
+    for entry in entries:
+        row = []
+        for part in ("total", "data", "penalty"):
+            value = effect(entry.get(part))
+            row += [cell(value[0]), f"[{cell(value[1])}, {cell(value[2])}]"] if value else \
+                [MISSING, MISSING]
+        out.append(row)
+    return out
 
 
 def _cells(values: list[tuple[float, float, float] | None]) -> list[tuple[str, str]]:
