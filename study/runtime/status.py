@@ -13,7 +13,11 @@ from study.redact import redact
 from study.runtime.lifecycle import FINISHED_STATES, count_states, open_study
 from study.runtime.recovery import dead_here
 
-__all__ = ["study_status"]
+__all__ = ["busy_time", "study_status"]
+
+# Stretches longer than this with no trial running are idle time between sessions, not part
+# of the rate (a session's own pauses between trials, sampling and closing runs, are shorter).
+IDLE_GAP = dt.timedelta(minutes=1)
 
 
 def study_status(config: StudyConfig) -> str:
@@ -54,11 +58,6 @@ def _count(n: int, state: TrialState, trials: list) -> str:
     stopped = sum(t.state is TrialState.FAIL and t.user_attrs.get(FAILURE_ATTR) == INTERRUPTED
                   for t in trials)
     return f"{said} ({stopped} interrupted)" if stopped else said
-
-
-# Stretches longer than this with no trial running are idle time between sessions, not part
-# of the rate (a session's own pauses between trials, sampling and closing runs, are shorter).
-IDLE_GAP = dt.timedelta(minutes=1)
 
 
 def _throughput_line(trials: list) -> str:
