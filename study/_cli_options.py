@@ -218,7 +218,7 @@ def compare_option(fn: Callable) -> Callable:
     return click.option(
         "--compare-widths", default=None, metavar="A,B",
         help="Read the size effect between the models of widths A and B (the same for every "
-             "replicate of a study).  [default: the searched width range]")(fn)
+             "replicate of a study).  [default: the study's --width-min and --width-max]")(fn)
 
 
 def landscape_options(fn: Callable) -> Callable:

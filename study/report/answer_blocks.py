@@ -62,8 +62,8 @@ def answer_blocks(analysis: Mapping[str, Any]) -> list[Any]:
     """The size effect of each question, part by part."""
     blocks: list[Any] = [Heading(2, "The answer, part by part", "decomposition"),
                          Para(["Change of the loss per decade (10x) of parameters, between the "
-                               "two compared models (by default the smallest and largest of "
-                               "the searched width range; --compare-widths A,B for others), at "
+                               "two compared models (by default the study's --width-min and "
+                               "--width-max; --compare-widths A,B for others), at "
                                "the reference settings; total = data + penalty."])]
     for key, title, block in questions(analysis):
         blocks.append(Heading(3, title, f"answer-{key}"))
