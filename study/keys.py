@@ -19,6 +19,7 @@ __all__ = [
     "MODEL_SHA_ATTR",
     "MODEL_SHA_TAG",
     "PARENT_RUN_ATTR",
+    "PARENT_STORE_ATTR",
     "RUN_ID_ATTR",
     "TRAIN_SEED_ATTR",
     "WEIGHTS_ARTIFACT",
@@ -32,6 +33,8 @@ BUDGET_ATTR = "n_trials"
 """The budget of finished trials set by the last ``study run`` (workers take it)."""
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 """The MLflow run every trial run nests under."""
+PARENT_STORE_ATTR = "mlflow_tracking_uri"
+"""The tracking store of that run (passwords redacted): where workers must log."""
 LANDSCAPE_ATTR_PREFIX = "landscape_trial_"
 """``landscape_trial_<number>``: a probe's figures for a (finished, hence immutable) trial."""
 MODEL_SHA_ATTR = "model_sha256"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -13,7 +14,7 @@ from optuna.trial import FrozenTrial
 
 from study.config import StudyConfig
 from study.errors import TrackingError
-from study.keys import PARENT_RUN_ATTR
+from study.keys import PARENT_RUN_ATTR, PARENT_STORE_ATTR
 from study.redact import redact
 from study.runtime.lifecycle import count_states
 from study.runtime.recovery import dead_here, dead_workers, worker_stamp
@@ -50,10 +51,12 @@ def open_parent_run(
             _note_other_experiment(tracker, entry, parent, study.study_name)
         return parent.info.run_id, parent.info.experiment_id, False
     if not create and stored_id:  # created against another tracking store (a local file?)
+        where = study.user_attrs.get(PARENT_STORE_ATTR)
         raise TrackingError(
             f"study {study.study_name!r} has its parent run {stored_id} in another MLflow "
-            f"tracking store than {redact(tracker.tracking_uri)}; give the worker the tracking "
-            f"URI the study was created with (--tracking-uri or MLFLOW_TRACKING_URI)."
+            f"tracking store than {redact(tracker.tracking_uri)}"
+            f"{f' ({where})' if where else ''}; give the worker the tracking URI the study "
+            f"was created with (--tracking-uri or MLFLOW_TRACKING_URI)."
         )
     if not create:
         raise TrackingError(
@@ -74,7 +77,15 @@ def open_parent_run(
                      storage=redact(config.storage), params=config.to_params(),
                      owner=worker_stamp() if created_here else None, new_run=created_here)
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    study.set_user_attr(PARENT_STORE_ATTR, redact(_absolute(tracker.tracking_uri)))
     return run_id, experiment_id, created_here
+
+
+def _absolute(uri: str) -> str:
+    """A relative SQLite URI made absolute (a worker elsewhere cannot tell where ``./`` was)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    return uri
 
 
 def _note_other_experiment(tracker: Tracker, entry: str, parent: Any,

@@ -187,9 +187,9 @@ def test_worker_joins_only_existing_studies_and_takes_their_config_and_budget(
     assert lost.returncode == 1, lost.stderr
     (line,) = stderr_lines(lost.stderr)
     assert line.startswith("error: study 'w' has its parent run ") and \
-        "in another MLflow tracking store than sqlite:///" in line and \
-        line.endswith("give the worker the tracking URI the study was created with "
-                      "(--tracking-uri or MLFLOW_TRACKING_URI).")
+        f"in another MLflow tracking store than sqlite:///{tmp_path / 'other.db'} " \
+        f"(sqlite:///{tmp_path / 'mlflow.db'}); give the worker the tracking URI the study " \
+        f"was created with (--tracking-uri or MLFLOW_TRACKING_URI)." in line
     assert other.returncode == 1, other.stderr
     (line,) = stderr_lines(other.stderr)
     assert "`study_name` must name an existing study" in line
