@@ -10,7 +10,13 @@ from typing import Any
 import click
 
 from study._choices import search_spec
-from study._cli_options import SEARCH_FIELDS, WHOLE_NUMBER, config_options, resolve
+from study._cli_options import (
+    SEARCH_FIELDS,
+    TRAINING_FLAGS,
+    WHOLE_NUMBER,
+    config_options,
+    resolve,
+)
 from study._validation import check_fixed_hparams
 from study.config import TRAINING_OPTIONS, StudyConfig
 from study.doctor.names import CHECKS
@@ -21,16 +27,8 @@ __all__ = ["doctor_command", "doctor_gate", "fixed_config", "fixed_options"]
 _NOT_FIXED = (*SEARCH_FIELDS, "n_trials", "timeout", "sampler", "pruner", "heartbeat_interval",
               "storage", "storage_timeout", "study_name")
 # One configuration: the help of the flags a study searches says "one", not "searched".
-_ONE = {
-    "penalty_mode": "l2-in-loss, coupled, decoupled or none (one).",
-    "optimizer": "adam, sgd or adamw (one).",
-    "momentum": "SGD's momentum (one value).",
-    "dropout": "Dropout rate before the classifier of the built-in models (one value; 0: no "
-               "dropout layer).",
-    "bn_momentum": "BatchNorm momentum in PyTorch's convention: keras (Keras's 0.99) = 0.01, "
-                   "pytorch = 0.1 (one value).",
-    "seed": "Seed of the data split and the training.",
-}
+_ONE = {**{name: f"{what} ({one})." for name, (what, one) in TRAINING_FLAGS.items()},
+        "seed": "Seed of the data split and the training."}
 
 
 def fixed_options(fn: Callable | None = None, *,

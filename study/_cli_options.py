@@ -21,6 +21,7 @@ __all__ = [
     "KERAS_LIKE",
     "REPORT_OPTIONS",
     "SEARCH_FIELDS",
+    "TRAINING_FLAGS",
     "WHOLE_NUMBER",
     "WORKER_HELPS",
     "compare_option",
@@ -47,21 +48,28 @@ WORKER_HELPS = {
     "study_name": "Name of the existing Optuna study to join (study run creates it).",
     "n_trials": "Finished trials the study should reach.  [default: the study's budget]",
 }
+# What each training flag is, for the commands that do not search it (doctor and trial take
+# one value, explain one for size and several crossed for gap): (what it is, how many).
+TRAINING_FLAGS = {
+    "penalty_mode": ("l2-in-loss, coupled, decoupled or none", "one"),
+    "optimizer": ("adam, sgd or adamw", "one"),
+    "momentum": ("SGD's momentum", "one value"),
+    "dropout": ("Dropout rate before the classifier of the built-in models, 0 for no dropout "
+                "layer", "one value"),
+    "bn_momentum": ("BatchNorm momentum in PyTorch's convention: keras (Keras's 0.99) = 0.01, "
+                    "pytorch = 0.1", "one value"),
+}
 # `study explain` searches nothing: size fixes every training option, gap crosses their values.
-_CROSSED = "; several (comma-separated) are crossed for --question gap"
 EXPLAIN_HELPS = {
     "study_name": "Name of the Optuna study (created or resumed).  [default: named after "
                   "the question and its settings, e.g. explain-l2-in-loss-lr0.001-wd0.01-...]",
     "epochs": "Training epochs per trial.  [default: 1 for --question size, 6 for gap]",
     "seed": "Seed of the data split and of the design's training seeds (no sampler).",
-    "penalty_mode": "l2-in-loss, coupled, decoupled or none (one; --question size pairs each "
-                    "trial with a control under none).",
-    "optimizer": f"adam, sgd or adamw: one for --question size{_CROSSED}.",
-    "momentum": f"SGD's momentum: one value for --question size{_CROSSED} (with sgd).",
-    "dropout": "Dropout rate before the classifier of the built-in models (0: no dropout "
-               f"layer): one value for --question size{_CROSSED}.",
-    "bn_momentum": "BatchNorm momentum in PyTorch's convention: keras (Keras's 0.99) = 0.01, "
-                   f"pytorch = 0.1: one for --question size{_CROSSED}.",
+    **{name: f"{what}: {one} for --question size; several (comma-separated) are crossed for "
+             f"--question gap{' (with sgd)' * (name == 'momentum')}."
+       for name, (what, one) in TRAINING_FLAGS.items()},
+    "penalty_mode": f"{TRAINING_FLAGS['penalty_mode'][0]} (one; --question size pairs each "
+                    f"trial with a control under none).",
 }
 
 

@@ -193,17 +193,17 @@ def _suspects(inputs: DoctorInputs, hp: HParams) -> dict[str, Any]:
             dtype=np.int64)
     self_conf = probs[np.arange(n), y]
     hist, bins = np.histogram(self_conf, bins=20, range=(0.0, 1.0))
-    names = [str(inputs.train_names[i]) for i in positions[:MAX_LISTED]]
     table = [{"rank": rank, "sample": str(inputs.train_names[i]), "label": int(y[i]),
               "predicted": int(probs[i].argmax()), "self_confidence": float(self_conf[i])}
              for rank, i in enumerate(positions, 1)]
+    listed = table[:MAX_LISTED]  # details keep the first, the table (labels_suspects.csv) all
     return {"table": table, "folds": folds, "n_suspects": len(positions),
             "suspect_fraction": float(len(positions) / max(n, 1)),
             "oof_accuracy": float(np.mean(probs.argmax(axis=1) == y)),
             "residual_error": _residual_error(probs, y, positions),
-            "suspects": names,
-            "suspect_labels": [int(y[i]) for i in positions[:MAX_LISTED]],
-            "suspect_predicted": [int(probs[i].argmax()) for i in positions[:MAX_LISTED]],
+            "suspects": [row["sample"] for row in listed],
+            "suspect_labels": [row["label"] for row in listed],
+            "suspect_predicted": [row["predicted"] for row in listed],
             "self_confidence_hist": hist.tolist(), "bins": [float(b) for b in bins],
             "positions": positions, "oof_probs": probs if folds >= 2 else None}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -18,6 +17,7 @@ from study.keys import PARENT_RUN_ATTR, PARENT_STORE_ATTR
 from study.redact import redact
 from study.runtime.lifecycle import count_states
 from study.runtime.recovery import dead_here, dead_workers, worker_stamp
+from study.storages import shown_storage
 from study.tracking import OWNER_TAG, Tracker, claim_parent_run, tag_session
 
 __all__ = ["adopt_orphaned_parent", "best_trial", "entry_run_id", "open_parent_run",
@@ -77,15 +77,8 @@ def open_parent_run(
                      storage=redact(config.storage), params=config.to_params(),
                      owner=worker_stamp() if created_here else None, new_run=created_here)
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
-    study.set_user_attr(PARENT_STORE_ATTR, redact(_absolute(tracker.tracking_uri)))
+    study.set_user_attr(PARENT_STORE_ATTR, shown_storage(tracker.tracking_uri))
     return run_id, experiment_id, created_here
-
-
-def _absolute(uri: str) -> str:
-    """A relative SQLite URI made absolute (a worker elsewhere cannot tell where ``./`` was)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
-    return uri
 
 
 def _note_other_experiment(tracker: Tracker, entry: str, parent: Any,
