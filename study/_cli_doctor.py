@@ -92,9 +92,9 @@ def doctor_command(output_dir: str, checks: str, **options: Any) -> None:
     outcome = run_doctor(config, hp, output_dir=Path(output_dir), checks=names)
     click.echo(table_text(outcome.results))
     lists = [str(path) for kind, path in outcome.files.items() if kind.startswith("suspects:")]
+    listed = f"; every flagged sample in {', '.join(lists)}" if lists else ""
     click.echo(f"doctor: {outcome.status}; wrote {outcome.files['json']}, "
-               f"{outcome.files['html']}{''.join(f' and {p} (every suspect)' for p in lists)}; "
-               f"logged to run {outcome.run_id}")
+               f"{outcome.files['html']}{listed}; logged to run {outcome.run_id}")
     if outcome.status == "fail":
         failed = [r.name for r in outcome.results if r.status == "fail"]
         raise StudyError(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}")

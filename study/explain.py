@@ -283,8 +283,8 @@ def _run(config: StudyConfig, given: Mapping[str, Any], queue: Sequence[QueuedTr
                                   seed=report["seed"], n_bootstrap=report["n_bootstrap"],
                                   compare_widths=widths)
     # Both go to the study's parent run: "logged to run X, artifacts analysis/ and report/".
-    logged += " and report/" if reported.startswith("logged to run") else f"; report {reported}"
-    return ExplainOutcome(session, document, out, logged)
+    both = f"{logged} and report/" if reported.run_id else f"{logged}; report {reported}"
+    return ExplainOutcome(session, document, out, both)
 
 
 def _one_mode(config: StudyConfig, why: str) -> None:

@@ -3,6 +3,7 @@ to the study's parent run."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,12 +19,24 @@ from study.runtime.lifecycle import missing_local_store
 from study.runtime.parent import entry_run_id
 from study.tracking import Tracker, tag_session
 
-__all__ = ["analyze_study", "analyzed_study", "answer_text", "configured_widths", "describe_parent",
-           "log_to_parent", "open_tracker"]
+__all__ = ["Logged", "analyze_study", "analyzed_study", "answer_text", "configured_widths",
+           "describe_parent", "log_to_parent", "open_tracker"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Logged:
+    """Where files went in MLflow: the run (``None`` when not logged) and, for the user, the
+    words ``str()`` gives (``logged to run X, artifacts analysis/`` or why not)."""
+
+    run_id: str | None
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def log_to_parent(tracker: Tracker | None, data: StudyData, local: Path,
-                  artifact_path: str) -> str:
+                  artifact_path: str) -> Logged:
     """Log ``local`` (a file or folder) to the study's parent run under ``artifact_path``;
     returns where, for the user. Under ``mlflow run`` the entry point's run is tagged as a
     session of the study.
@@ -32,15 +45,16 @@ def log_to_parent(tracker: Tracker | None, data: StudyData, local: Path,
         TrackingError: The artifact store refused the files.
     """
     if tracker is None:
-        return "not logged (no tracking store)"
+        return Logged(None, "not logged (no tracking store)")
     run_id = data.parent_run_id
     if not run_id or tracker.get_run(run_id) is None:
-        return f"not logged: the parent run {run_id} is not in {redact(tracker.tracking_uri)}"
+        return Logged(None, f"not logged: the parent run {run_id} is not in "
+                            f"{redact(tracker.tracking_uri)}")
     tracker.log_artifacts(run_id, local, artifact_path)
     entry = entry_run_id()
     if entry and entry != run_id:
         tag_session(tracker, entry, study_name=data.study_name, parent_run_id=run_id)
-    return f"logged to run {run_id}, artifacts {artifact_path}/"
+    return Logged(run_id, f"logged to run {run_id}, artifacts {artifact_path}/")
 
 
 def open_tracker(config: StudyConfig) -> tuple[Tracker | None, str | None]:
@@ -86,7 +100,7 @@ def configured_widths(settings: Mapping[str, Any]) -> tuple[int, int] | None:
 
 
 def analyze_study(config: StudyConfig, *, output_dir: Path,
-                  compare_widths: tuple[int, int] | None = None) -> tuple[dict, Path, str]:
+                  compare_widths: tuple[int, int] | None = None) -> tuple[dict, Path, Logged]:
     """Analyze the study, write ``analysis.json`` and log it to the parent run, whose
     description (``mlflow.note.content``) becomes the verdict and tag ``study.verdict`` its code.
 
@@ -96,8 +110,8 @@ def analyze_study(config: StudyConfig, *, output_dir: Path,
     tracker, data, document = analyzed_study(config, compare_widths=compare_widths)
     path = write_analysis(document, Path(output_dir) / "analysis.json")
     logged = log_to_parent(tracker, data, path, "analysis")
-    if tracker is not None and data.parent_run_id and not logged.startswith("not logged"):
-        describe_parent(tracker, data.parent_run_id, document["verdict"],
+    if tracker is not None and logged.run_id:
+        describe_parent(tracker, logged.run_id, document["verdict"],
                         gap=document.get("gap"))
     return document, path, logged
 

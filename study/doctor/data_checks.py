@@ -215,9 +215,29 @@ def check_duplicates(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> 
                "memorization)"] if twins else []),
             *(["resolve the conflicting labels of identical training samples"]
               if conflicts else [])]
-    advice = ("; ".join(todo) if todo else
+    advice = ("; ".join(todo) + " (every one in duplicates_suspects.csv)" if todo else
               "exact copies only: resized, re-encoded or cropped copies are not found")
-    return CheckResult("duplicates", status, evidence, advice, "no training", details=details)
+    return CheckResult("duplicates", status, evidence, advice, "no training", details=details,
+                       listing=_duplicate_rows(twins, conflicts, (y, d.y_val.cpu().numpy()),
+                                               (names_t, names_v)))
+
+
+def _duplicate_rows(twins: list[tuple[int, list[int]]], conflicts: list[list[int]],
+                    labels: tuple[np.ndarray, np.ndarray],
+                    names: tuple[Sequence[str], Sequence[str]]) -> list[dict[str, Any]]:
+    """Every flagged sample (duplicates_suspects.csv): the validation samples found in training
+    with their training copies, then each group of identical training samples with different
+    labels, one row per sample."""
+    (y_t, y_v), (names_t, names_v) = labels, names
+    rows: list[dict[str, Any]] = [
+        {"kind": "validation sample in training", "split": "val", "sample": str(names_v[j]),
+         "label": int(y_v[j]), "group": None,
+         "copies_in_train": "; ".join(str(names_t[i]) for i in g)}
+        for j, g in twins]
+    rows += [{"kind": "conflicting labels", "split": "train", "sample": str(names_t[i]),
+              "label": int(y_t[i]), "group": k, "copies_in_train": None}
+             for k, g in enumerate(conflicts, 1) for i in g]
+    return [{"rank": rank, **row} for rank, row in enumerate(rows, 1)]
 
 
 def _longest_run(labels: np.ndarray) -> int:

@@ -174,6 +174,7 @@ def check_outliers(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Ch
         "non_finite_val": _names(inputs.val_names, inputs.non_finite_val),
         "input_outliers_train": _names(inputs.train_names, far_train),
         "input_outliers_val": _names(inputs.val_names, far_val),
+        "n_input_outliers_train": len(far_train), "n_input_outliers_val": len(far_val),
         "input_z_max_train": float(z_train.max(initial=0.0)),
         "input_z_max_val": float(z_val.max(initial=0.0)),
         "extreme_loss": _names(inputs.train_names, unexplained),
@@ -188,15 +189,44 @@ def check_outliers(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Ch
     budget = f"{runs} x {EPOCHS} epochs, kept lr {lr:.2g}"
     figure = {"kind": "outliers", "loss_sorted": sorted(float(v) for v in losses)[::-1][:200],
               "loss_floor": details["loss_floor"]} if trained else None
+    flagged = [(inputs.train_names, "train", "non-finite", inputs.non_finite_train),
+               (inputs.val_names, "val", "non-finite", inputs.non_finite_val),
+               (inputs.train_names, "train", "input outlier", far_train),
+               (inputs.val_names, "val", "input outlier", far_val),
+               (inputs.train_names, "train", "extreme loss", unexplained),
+               (inputs.train_names, "train", "extreme loss, suspect label", by_label)]
+    listing = _listing(flagged, z={"train": z_train, "val": z_val},
+                       losses=losses if trained else None)
     return CheckResult("outliers", status, evidence, advice, budget, details=details,
-                       figure=figure, carry={"losses": losses, "input_z": z_train})
+                       figure=figure, carry={"losses": losses, "input_z": z_train},
+                       listing=listing)
+
+
+def _listing(flagged: Sequence[tuple[Sequence[str], str, str, Sequence[int] | np.ndarray]], *,
+             z: Mapping[str, np.ndarray], losses: np.ndarray | None) -> list[dict[str, Any]]:
+    """Every flagged sample, one row each in the order of ``flagged`` (outliers_suspects.csv):
+    its split, why, its input's robust z and, for training samples after a short training, its
+    loss. A sample flagged twice is listed once, under its first reason."""
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()  # a zeroed non-finite row may also score as an outlier
+    for names, split, reason, positions in flagged:
+        for i in (int(p) for p in positions):
+            if (split, i) in seen:
+                continue
+            seen.add((split, i))
+            loss = float(losses[i]) if losses is not None and split == "train" else None
+            score = float(z[split][i])
+            rows.append({"rank": len(rows) + 1, "sample": str(names[i]), "split": split,
+                         "reason": reason, "input_z": score if math.isfinite(score) else None,
+                         "loss": loss})
+    return rows
 
 
 def _verdict(inputs: DoctorInputs, d: Mapping[str, Any], *,
              n_train: int) -> tuple[str, str, str]:
     """Status, evidence and advice of the outliers check."""
     n_nf = len(inputs.non_finite_train) + len(inputs.non_finite_val)
-    n_far = len(d["input_outliers_train"]) + len(d["input_outliers_val"])
+    n_far = d["n_input_outliers_train"] + d["n_input_outliers_val"]
     evidence = (f"{n_nf} samples with NaN/inf; {n_far} inputs beyond {INPUT_Z:g} robust z "
                 f"(max {d['input_z_max_train']:.1f} train, {d['input_z_max_val']:.1f} val); "
                 f"{d['n_extreme_loss']} unexplained losses > {d['loss_floor']:.1f} nats "
@@ -204,10 +234,10 @@ def _verdict(inputs: DoctorInputs, d: Mapping[str, Any], *,
     if not d["trained"]:
         evidence += f"; the short training at lr {d['lr']:.2g} diverged, losses not measured"
     if n_nf:
-        return ("fail", evidence, "remove or repair the samples holding NaN/inf (listed); a "
-                "study refuses them")
+        return ("fail", evidence, "remove or repair the samples holding NaN/inf (listed in "
+                "outliers_suspects.csv); a study refuses them")
     if n_far or d["n_extreme_loss"] > max(MAX_UNEXPLAINED_FRACTION * n_train, MIN_UNEXPLAINED):
-        return ("warn", evidence, "look at the listed samples (most extreme first): corrupted "
-                "or mis-scaled inputs should be repaired or dropped")
+        return ("warn", evidence, "look at the listed samples (outliers_suspects.csv, most "
+                "extreme first): corrupted or mis-scaled inputs should be repaired or dropped")
     return ("pass", evidence, "does not rule out corrupted samples that look ordinary and "
             "that the model fits anyway")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from study.analysis.analyze import write_analysis
-from study.analysis.command import analyzed_study, describe_parent, log_to_parent
+from study.analysis.command import Logged, analyzed_study, describe_parent, log_to_parent
 from study.analysis.importance import importance_table
 from study.analysis.sources import StudyData, trials_from_table
 from study.config import StudyConfig
@@ -26,7 +26,7 @@ __all__ = ["report_study"]
 def report_study(
     config: StudyConfig, *, output_dir: Path, evaluators: Sequence[str], seed: int,
     n_bootstrap: int, compare_widths: tuple[int, int] | None = None,
-) -> tuple[dict, dict[str, Path], str]:
+) -> tuple[dict, dict[str, Path], Logged]:
     """Write ``report.html``, ``report.md``, ``report.json`` and ``trials.csv`` (plus figures
     and ``analysis.json``) and log them to the parent run under ``report/``.
 
@@ -52,8 +52,8 @@ def report_study(
                          meta=meta, extra_figures=_landscape_figure(data))
     write_analysis(document, out / "analysis.json")
     logged = log_to_parent(tracker, data, out, "report")
-    if tracker is not None and data.parent_run_id and not logged.startswith("not logged"):
-        _tell_the_story(tracker, data.parent_run_id, document, data.table)
+    if tracker is not None and logged.run_id:
+        _tell_the_story(tracker, logged.run_id, document, data.table)
     return document, files, logged
 
 

@@ -193,7 +193,9 @@ def _importance_blocks(importance: pd.DataFrame) -> list[Any]:
         rows.append([text(rec.get("target")), text(rec.get("evaluator")),
                      fmt_num(rec.get("evaluator_seed")), fmt_num(rec.get("bootstrap_seed")),
                      fmt_num(rec.get("n_trials")), fmt_num(rec.get("n_bootstrap")),
-                     Code(text(rec.get("param"))), fmt_num(rec.get("importance"), 3),
+                     # An evaluator that could not run has one row, for no single param.
+                     "all" if is_missing(rec.get("param")) else Code(text(rec.get("param"))),
+                     fmt_num(rec.get("importance"), 3),
                      fmt_ci([rec.get("ci_lo"), rec.get("ci_hi")]), note])
     headers = ["target", "evaluator", "evaluator seed", "bootstrap seed", "n trials",
                "n bootstrap", "param", "importance", "95% CI", "note"]

@@ -134,6 +134,30 @@ def test_conflicting_training_copies(pairs, status):
     assert {c["name"] for c in d["conflicts"][0]} == {"train/100.png", "train/101.png"}
 
 
+def test_every_validation_copy_is_listed_beyond_the_first_hundred_kept_in_details():
+    result = check_duplicates(_with_copies(n_leak=120), {})
+    rows = result.listing
+    assert len(result.details["val_twins"]) == 100
+    assert [r["sample"] for r in rows] == [f"val/{i}.png" for i in range(120)]
+    assert rows[0] == {"rank": 1, "kind": "validation sample in training", "split": "val",
+                       "sample": "val/0.png", "label": int(digits().y_val[0]), "group": None,
+                       "copies_in_train": "train/0.png"}
+    assert "duplicates_suspects.csv" in result.advice
+
+
+def test_conflicting_copies_are_listed_by_group_with_their_labels():
+    rows = check_duplicates(_with_copies(n_conflict_pairs=2), {}).listing
+    assert [(r["sample"], r["group"], r["kind"]) for r in rows] == [
+        ("train/100.png", 1, "conflicting labels"), ("train/101.png", 1, "conflicting labels"),
+        ("train/102.png", 2, "conflicting labels"), ("train/103.png", 2, "conflicting labels")]
+    assert rows[0]["label"] != rows[1]["label"]
+
+
+def test_clean_splits_list_no_copies():
+    result = check_duplicates(_with_copies(), {})
+    assert result.status == "pass" and result.listing == []
+
+
 def test_same_label_copies_inside_training_are_counted_not_judged():
     result = check_duplicates(_with_copies(n_same_pairs=4), {})
     assert result.status == "pass", result.evidence

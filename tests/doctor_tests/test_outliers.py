@@ -60,6 +60,24 @@ def test_corrupted_images_warn_and_lead_the_list(kind):
     assert d["input_z_max_train"] > INPUT_Z
 
 
+def test_every_outlier_is_counted_and_listed_beyond_the_first_hundred():
+    inputs, planted = _corrupted("constant", n=120)
+    result = check_outliers(inputs, {})
+    d = result.details
+    assert "120 inputs beyond" in result.evidence
+    assert d["n_input_outliers_train"] == 120 and len(d["input_outliers_train"]) == 100
+    far = [r for r in result.listing if r["reason"] == "input outlier"]
+    assert sorted(r["sample"] for r in far) == sorted(planted)
+    assert all(r["split"] == "train" and r["input_z"] > INPUT_Z for r in far)
+    assert [r["rank"] for r in result.listing] == list(range(1, len(result.listing) + 1))
+    assert "outliers_suspects.csv" in result.advice
+
+
+def test_clean_digits_list_no_input_outlier(clean_inputs):
+    result = check_outliers(clean_inputs, {})
+    assert not [r for r in result.listing if r["reason"] != "extreme loss"]
+
+
 def test_non_finite_samples_fail_with_their_names(clean_inputs):
     inputs = dataclasses.replace(clean_inputs, non_finite_train=(3, 7), non_finite_val=(1,))
     train, val = inputs.train_names, inputs.val_names
@@ -68,6 +86,9 @@ def test_non_finite_samples_fail_with_their_names(clean_inputs):
     assert result.details["non_finite_train"] == [train[3], train[7]]
     assert result.details["non_finite_val"] == [val[1]]
     assert result.details["suspects"][:2] == [train[3], train[7]]
+    assert [(r["sample"], r["split"], r["reason"]) for r in result.listing[:3]] == [
+        (train[3], "train", "non-finite"), (train[7], "train", "non-finite"),
+        (val[1], "val", "non-finite")]
 
 
 def test_input_scores_rank_a_brighter_image_below_a_corrupted_one():

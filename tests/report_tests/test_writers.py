@@ -225,6 +225,21 @@ def test_none_model_and_empty_importance(tmp_path: Path, inputs: dict[str, Any],
     assert _strict_json(paths["report.json"].read_text())["importance"] == []
 
 
+def test_an_evaluator_that_could_not_run_names_all_params_in_its_row(
+        tmp_path: Path, inputs: dict[str, Any]) -> None:
+    importance = pd.concat([inputs["importance"], pd.DataFrame([{
+        "target": "objective", "evaluator": "shap", "evaluator_seed": 0, "bootstrap_seed": 0,
+        "n_trials": 4, "n_bootstrap": 30, "param": None, "importance": math.nan,
+        "ci_lo": math.nan, "ci_hi": math.nan, "derived": False,
+        "error": "4 usable trials for objective, shap needs at least 10"}])], ignore_index=True)
+    paths = write_report(tmp_path, analysis=inputs["analysis"], table=inputs["table"],
+                         importance=importance, meta=inputs["meta"])
+    row = next(line for line in paths["report.md"].read_text(encoding="utf-8").splitlines()
+               if "shap needs at least 10" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["objective", "shap"] and cells[6] == "all"
+
+
 @pytest.mark.parametrize("case", ["only-fail", "empty-table", "no-analysis", "no-curves",
                                   "sparse"])
 def test_degenerate_inputs_still_report(tmp_path: Path, case: str,
