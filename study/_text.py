@@ -47,3 +47,10 @@ def interval_formatter(values: list[float], *, signed: bool = True) -> Callable[
         return text.replace("-", sign, 1) if float(text) == 0 else text
 
     return fmt
+
+
+def as_sentence(words: str) -> str:
+    """``words`` capitalized and closed with a period: ``every trial ...`` -> ``Every trial
+    ....``."""
+    words = words.strip().rstrip(".")
+    return f"{words[:1].upper()}{words[1:]}." if words else ""

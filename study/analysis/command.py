@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from study._text import as_sentence
 from study.analysis.analyze import analyze, write_analysis
 from study.analysis.gap_text import short_line
 from study.analysis.sources import StudyData, early_epochs, load_study_data
@@ -118,14 +119,13 @@ def analyze_study(config: StudyConfig, *, output_dir: Path,
 
 def answer_text(verdict: Mapping[str, Any], gap: Mapping[str, Any] | None) -> str:
     """The answer in words: the two size questions' lines, the gap's line third (``gap``: the
-    document's block, if any; first when the study has one model size), a blank line, the
-    detail paragraph."""
+    document's block, if any), a blank line, the detail paragraph. A study of one model size:
+    the gap's line, then one line saying why the size question is not asked."""
     if not gap or "headline" not in verdict:
         return str(verdict.get("text", ""))
-    lines = [verdict["headline"], short_line(gap)]
-    if verdict.get("size_asked") is False:  # one model size: the gap is what was asked
-        lines.reverse()
-    return f"{lines[0]}\n{lines[1]}\n\n{verdict.get('detail', '')}".rstrip()
+    if verdict.get("size_asked") is False:
+        return f"{short_line(gap)}\nModel size: not asked. {as_sentence(verdict.get('why', ''))}"
+    return f"{verdict['headline']}\n{short_line(gap)}\n\n{verdict.get('detail', '')}".rstrip()
 
 
 def describe_parent(tracker: Tracker, run_id: str, verdict: dict, *, more: str = "",

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from study._text import as_sentence
 from study.report._format import (
     MISSING,
     TRIAL_COLUMNS,
@@ -77,12 +78,15 @@ def _verdict_box(verdict: Mapping[str, Any],
             code, _, sentence = rest.partition(". ")
             rows.append((label, code or text(verdict.get(code_key)), sentence))
     detail = text(verdict.get("detail")) if rows else ""
-    # One model size: the size lines say "not asked", the gap's line is the answer.
-    rows = [gap, *rows] if gap and verdict.get("size_asked") is False else \
-        [*rows, *([gap] if gap else [])]
+    if verdict.get("size_asked") is False:
+        # One model size: the gap's line is the answer; the size question, not asked, gets one
+        # line (not one per question plus a detail saying it a third time).
+        size = ("Model size", "not asked", as_sentence(text(verdict.get("why"))))
+        return Verdict(text(verdict.get("code")) or "none", "",
+                       (gap, size) if gap else (size,))
     return Verdict(text(verdict.get("code")) or "none",
                    detail or text(verdict.get("text")) or "No verdict: the analysis is missing.",
-                   tuple(rows))
+                   tuple([*rows, *([gap] if gap else [])]))
 
 
 def build_blocks(*, analysis: Mapping[str, Any], table: pd.DataFrame, importance: pd.DataFrame,

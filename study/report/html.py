@@ -138,9 +138,9 @@ def _verdict(block: Verdict) -> str:
         f'<span class="badge">{_esc(label)}: {_esc(code)}</span> {_esc(sentence)}</p>'
         for label, code, sentence in block.lines)
     # Each line carries its own code's colour; the box, holding several codes, stays neutral.
-    return (f'<div class="verdict" id="verdict-box">{rows}'
-            f'<p class="verdict-text verdict-detail" id="verdict-text">{_esc(block.text)}</p>'
-            f'</div>')
+    detail = (f'<p class="verdict-text verdict-detail" id="verdict-text">{_esc(block.text)}</p>'
+              if block.text else "")
+    return f'<div class="verdict" id="verdict-box">{rows}{detail}</div>'
 
 
 def _block(block: Any, figures: Mapping[str, bytes]) -> str:

@@ -67,7 +67,7 @@ def _block(block: Any, figure_paths: Mapping[str, str]) -> str:
         if block.lines:
             rows = "\n".join(f"- **{md_text(label)}: {_code(code)}** {md_text(sentence)}"
                              for label, code, sentence in block.lines)
-            return f"{rows}\n\n> {md_text(block.text)}"
+            return f"{rows}\n\n> {md_text(block.text)}" if block.text else rows
         return f"**Verdict: {_code(block.code)}**\n\n> {md_text(block.text)}"
     if isinstance(block, KeyValues):
         return "\n".join(f"- **{md_text(k)}:** {_inline([v])}" for k, v in block.items)

@@ -86,5 +86,6 @@ def test_the_gap_line_leads_where_the_size_question_was_not_asked():
     asked = {"headline": "At initialization: x.\nOver the first epoch: y.", "detail": "d"}
     assert answer_text({**asked, "size_asked": True}, gap).splitlines()[:3] == [
         "At initialization: x.", "Over the first epoch: y.", short_line(gap)]
-    assert answer_text({**asked, "size_asked": False}, gap).splitlines()[:3] == [
-        short_line(gap), "At initialization: x.", "Over the first epoch: y."]
+    one_size = {**asked, "size_asked": False, "why": "every trial has one size"}
+    assert answer_text(one_size, gap).splitlines() == [
+        short_line(gap), "Model size: not asked. Every trial has one size."]

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from study._text import as_sentence
 from study.analysis.gap import gap_block
 from study.analysis.gap_text import LABELS, gap_table_rows, short_line
 from study.report.blocks import Bullets, Details, FigureRef, Heading, Para, Table, Verdict
@@ -98,8 +99,12 @@ def test_one_model_size_puts_the_gap_first_in_the_box_and_the_page(v2, keras):
     one_size = _v3(v2, keras)
     one_size["verdict"]["size_asked"] = False
     blocks = _blocks(one_size)
-    assert [row[0] for row in _verdict(blocks).lines] == ["Gap", *(
-        row[0] for row in _verdict(_blocks(v2)).lines)]
+    box = _verdict(blocks)
+    why = one_size["verdict"]["why"]
+    # One line for the size question (not one per question, nor a detail saying it again).
+    assert box.lines[0][0] == "Gap"
+    assert box.lines[1:] == (("Model size", "not asked", as_sentence(why)),)
+    assert box.text == ""
     anchors = [b.anchor for b in blocks if isinstance(b, Heading) and b.level == 2]
     asked = [b.anchor for b in _blocks(_v3(v2, keras)) if isinstance(b, Heading) and b.level == 2]
     assert anchors.index("gap") < anchors.index("decomposition") < anchors.index("curves")
@@ -108,6 +113,17 @@ def test_one_model_size_puts_the_gap_first_in_the_box_and_the_page(v2, keras):
     assert "regressions" not in anchors and "regressions" in asked
     assert f"Not asked: {one_size['verdict']['why']}." in _paras(blocks)
     assert asked.index("decomposition") < asked.index("gap")
+
+
+def test_a_box_without_detail_renders_no_empty_detail():
+    from study.report.html import render_html
+    from study.report.markdown import render_markdown
+
+    box = Verdict("none", "", (("Gap", "none", "validation does not lag training."),))
+    page = render_html("t", [box], {})
+    assert 'id="verdict-text"' not in page and "validation does not lag training." in page
+    markdown = render_markdown("t", [box], {})
+    assert "validation does not lag training." in markdown and "\n> " not in markdown
 
 
 def test_no_gap_line_when_no_trial_logged_the_parts(v2):
