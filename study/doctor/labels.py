@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from study.doctor.base import CheckResult, DoctorInputs, training_lr
+from study.doctor.base import CheckResult, DoctorInputs, short_epochs, training_lr
 from study.errors import NonFiniteLossError
 from study.training.reports import EpochReport
 from study.training.specs import HParams
@@ -45,6 +45,7 @@ __all__ = ["FAIL_FRACTION", "FOLDS", "WARN_FRACTION", "check_labels"]
 # ~10% on digits); the folds train 12 and average the held-out probabilities of the last 6
 # (a snapshot ensemble). At the range test's ~1e-2 the last epoch alone swings enough that the
 # top suspects of 10% flipped labels were half clean samples; averaged, 97-100% are flipped.
+# A smaller training split trains as many steps, not epochs (base.short_epochs).
 SIGNAL_EPOCHS = 6
 FOLD_EPOCHS = 12
 AVERAGED = 6
@@ -95,9 +96,10 @@ def check_labels(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Chec
     otherwise.
     """
     base_lr = training_lr(inputs, found)
-    budget = (f"{len(LR_FACTORS) + 1} x {SIGNAL_EPOCHS} epochs + {FOLDS} folds x "
-              f"{FOLD_EPOCHS} epochs")
-    real, lr = _best_real(inputs, base_lr)
+    signal_epochs = short_epochs(SIGNAL_EPOCHS, inputs)
+    budget = (f"{len(LR_FACTORS) + 1} x {signal_epochs} epochs + {FOLDS} folds x "
+              f"{short_epochs(FOLD_EPOCHS, inputs)} epochs")
+    real, lr = _best_real(inputs, base_lr, epochs=signal_epochs)
     if real is None:
         return CheckResult(
             "labels", "warn", evidence=f"every short training diverged (lr {base_lr:.2g} and "
@@ -106,7 +108,7 @@ def check_labels(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Chec
             details={"lr": base_lr})
     hp = dataclasses.replace(inputs.hparams, lr=lr)
     try:
-        signal = _signal(inputs, hp, real)
+        signal = _signal(inputs, hp, real, epochs=signal_epochs)
         # Accuracy decides: a validation split scaled apart from training inflates the loss of
         # a model that still classifies it far above chance.
         learned = signal["signal_z"] >= Z_SIGNAL
@@ -121,25 +123,26 @@ def check_labels(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Chec
     carry = {"suspect_positions": suspects.pop("positions"),
              "oof_probs": suspects.pop("oof_probs")}
     listing = suspects.pop("table", [])
-    details = {"lr": lr, "base_lr": base_lr, "signal_epochs": SIGNAL_EPOCHS,
-               "fold_epochs": FOLD_EPOCHS, "learned": learned, **signal, **suspects}
+    details = {"lr": lr, "base_lr": base_lr, "signal_epochs": signal_epochs,
+               "fold_epochs": short_epochs(FOLD_EPOCHS, inputs), "learned": learned,
+               **signal, **suspects}
     status, evidence, advice = _after_upstream(_verdict(details), found)
     if not learned:
-        budget = f"{len(LR_FACTORS) + 1} x {SIGNAL_EPOCHS} epochs"
+        budget = f"{len(LR_FACTORS) + 1} x {signal_epochs} epochs"
         figure = None
     return CheckResult("labels", status, evidence, advice, f"{budget} at lr {lr:.2g}",
                        details=details, figure=figure, carry=carry, listing=listing)
 
 
-def _best_real(inputs: DoctorInputs,
-               base_lr: float) -> tuple[list[EpochReport] | None, float]:
+def _best_real(inputs: DoctorInputs, base_lr: float, *,
+               epochs: int) -> tuple[list[EpochReport] | None, float]:
     """Train on the real labels at each candidate rate; the history and rate of the lowest
     validation loss (``None`` when every one diverged)."""
     best: tuple[float, list[EpochReport] | None, float] = (math.inf, None, base_lr)
     for factor in LR_FACTORS:
         lr = base_lr * factor
         try:
-            history = inputs.trainer(epochs=SIGNAL_EPOCHS,
+            history = inputs.trainer(epochs=epochs,
                                      hparams=dataclasses.replace(inputs.hparams, lr=lr)).fit()
         except NonFiniteLossError:
             continue
@@ -149,12 +152,13 @@ def _best_real(inputs: DoctorInputs,
     return best[1], best[2]
 
 
-def _signal(inputs: DoctorInputs, hp: HParams, real: list[EpochReport]) -> dict[str, Any]:
+def _signal(inputs: DoctorInputs, hp: HParams, real: list[EpochReport], *,
+            epochs: int) -> dict[str, Any]:
     """Validation accuracy and loss after training on the real and on shuffled labels."""
     y = inputs.data.y_train
     g = torch.Generator().manual_seed(inputs.seed)
     perm = torch.randperm(len(y), generator=g).to(y.device)
-    shuffled = inputs.trainer(epochs=SIGNAL_EPOCHS, hparams=hp,
+    shuffled = inputs.trainer(epochs=epochs, hparams=hp,
                               data=inputs.with_labels(y[perm])).fit()
     # The best epoch of each: a training that learned, then diverged at a high lr, still
     # shows the signal; both get the same selection, which lifts shuffled labels by little.
@@ -233,15 +237,16 @@ def _fold_probs(inputs: DoctorInputs, hp: HParams, fit: np.ndarray, held: np.nda
     data = dataclasses.replace(d, x_train=d.x_train[fit_t], y_train=d.y_train[fit_t],
                                x_val=d.x_train[held_t], y_val=d.y_train[held_t])
     total = np.zeros((data.n_val, d.n_classes))
-    trainer = inputs.trainer(epochs=FOLD_EPOCHS, data=data, hparams=hp, seed=seed)
+    epochs, averaged = short_epochs(FOLD_EPOCHS, inputs), short_epochs(AVERAGED, inputs)
+    trainer = inputs.trainer(epochs=epochs, data=data, hparams=hp, seed=seed)
 
     def snapshot(report: EpochReport) -> None:
-        if report.epoch > FOLD_EPOCHS - AVERAGED:
+        if report.epoch > epochs - averaged:
             total[:] += _probs(trainer.model, data.x_val)
 
     trainer.callbacks.append(snapshot)
     trainer.fit()
-    return total / AVERAGED
+    return total / averaged
 
 
 def _probs(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:

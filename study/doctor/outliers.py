@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from study.doctor.base import CheckResult, DoctorInputs, training_lr
+from study.doctor.base import CheckResult, DoctorInputs, short_epochs, training_lr
 from study.doctor.labels import LR_FACTORS
 from study.errors import NonFiniteLossError
 
@@ -39,7 +39,8 @@ __all__ = ["EPOCHS", "INPUT_Z", "LOSS_Z", "MAX_UNEXPLAINED_FRACTION", "MIN_UNEXP
            "check_outliers", "input_scores"]
 
 # 6 epochs: the built-in cnn fits clean digits to ~97% validation accuracy at lr 1e-3; at the
-# range test's ~1e-2 it already fits most training samples (median loss < 0.01).
+# range test's ~1e-2 it already fits most training samples (median loss < 0.01). A smaller
+# training split trains as many steps (base.short_epochs).
 EPOCHS = 6
 # Input outliers: on clean digits (seeds 0-2) the largest robust z of a sample's mean, std or
 # max |x| is 3.3 in training and 2.5-2.9 in validation; a sample of noise x20 scores 590-730,
@@ -95,7 +96,8 @@ def _losses(inputs: DoctorInputs,
     rates = [float(chosen)] if chosen else [base * f for f in LR_FACTORS]
     best: tuple[float, Any, float] = (math.inf, None, rates[0])
     for lr in rates:
-        trainer = inputs.trainer(epochs=EPOCHS, hparams=dataclasses.replace(inputs.hparams, lr=lr))
+        trainer = inputs.trainer(epochs=short_epochs(EPOCHS, inputs),
+                                 hparams=dataclasses.replace(inputs.hparams, lr=lr))
         try:
             loss = trainer.fit()[-1].val_loss
         except NonFiniteLossError:
@@ -182,11 +184,11 @@ def check_outliers(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Ch
         "n_extreme_loss": len(unexplained), "n_explained_by_label": len(by_label),
         "loss_floor": LOSS_FLOOR_NATS * math.log(max(d.n_classes, 2)),
         "median_loss": float(np.median(losses)) if trained else None,
-        "trained": trained, "lr": lr, "epochs": EPOCHS,
+        "trained": trained, "lr": lr, "epochs": short_epochs(EPOCHS, inputs),
         "suspects": _names(inputs.train_names, list(dict.fromkeys(
             [*inputs.non_finite_train, *far_train.tolist(), *unexplained])))}
     status, evidence, advice = _verdict(inputs, details, n_train=d.n_train)
-    budget = f"{runs} x {EPOCHS} epochs, kept lr {lr:.2g}"
+    budget = f"{runs} x {short_epochs(EPOCHS, inputs)} epochs, kept lr {lr:.2g}"
     figure = {"kind": "outliers", "loss_sorted": sorted(float(v) for v in losses)[::-1][:200],
               "loss_floor": details["loss_floor"]} if trained else None
     flagged = [(inputs.train_names, "train", "non-finite", inputs.non_finite_train),

@@ -14,7 +14,7 @@ from study.config import StudyConfig
 from study.keys import MODEL_SHA_ATTR, MODEL_SHA_TAG
 from study.redact import redact
 from study.tracking import Tracker
-from study.training import TensorData, check_model, is_factory, load_dataset
+from study.training import TensorData, check_model, factory_defaults, is_factory, load_dataset
 
 __all__ = ["check_batch_sizes", "check_factory", "load_data", "record_model_source"]
 
@@ -56,9 +56,24 @@ def check_factory(config: StudyConfig, data: TensorData, *,
     if not is_factory(config.model):
         return None
     widths = widths if widths is not None else (config.width_min, config.width_max)
-    return check_model(config.model, widths=widths, data=data, depth=config.depth,
-                       dropout=_other_than(config.dropout, 0.0),
-                       bn_momentum=_other_than(config.bn_momentum, 0.1)).sha256
+    sha256 = check_model(config.model, widths=widths, data=data, depth=config.depth,
+                         dropout=_other_than(config.dropout, 0.0),
+                         bn_momentum=_other_than(config.bn_momentum, 0.1)).sha256
+    _say_replaced_defaults(config)
+    return sha256
+
+
+def _say_replaced_defaults(config: StudyConfig, out: TextIO | None = None) -> None:
+    """One warning per option whose value replaces a different default the factory declares
+    (``build(..., dropout=0.3)`` run without ``--dropout`` trains with 0.0, the flag's)."""
+    for field, own in factory_defaults(config.model).items():
+        kind, value = search_spec(getattr(config, field))
+        if kind != "fixed" or not isinstance(own, int | float) or float(own) == float(value):
+            continue
+        flag = f"--{field.replace('_', '-')}"
+        print(f"warning: {config.model} declares {field}={own!r} but is built with "
+              f"{field}={float(value):g}, the value of {flag}; pass {flag} {own} to build it "
+              f"with its own.", file=out if out is not None else sys.stderr, flush=True)
 
 
 def _other_than(values: tuple[str, ...], default: float) -> float:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from study.training.data import TensorData, load_dataset
     from study.training.diagnostics import Diagnosis, curve_record, curve_rows, diagnose
     from study.training.factory import ModelCheck, check_model, is_factory, model_sha256
-    from study.training.models import build_model, count_parameters
+    from study.training.models import build_model, count_parameters, factory_defaults
     from study.training.penalty import (
         KERNEL_MODULES,
         make_optimizer,
@@ -74,6 +74,7 @@ __all__ = [
     "diagnose",
     "early_losses",
     "epoch_orders",
+    "factory_defaults",
     "is_factory",
     "load_dataset",
     "make_optimizer",
@@ -105,6 +106,7 @@ _EXPORTS = {
     "build_model": "study.training.models",
     "check_model_spec": "study.training.specs",
     "count_parameters": "study.training.models",
+    "factory_defaults": "study.training.models",
     "KERNEL_MODULES": "study.training.penalty",
     "PenaltyMode": "study.training.specs",
     "make_optimizer": "study.training.penalty",

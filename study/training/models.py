@@ -134,6 +134,17 @@ def build_model(
 _FACTORY_DEFAULTS = {"dropout": 0.0, "bn_momentum": 0.1}
 
 
+def factory_defaults(spec: str) -> dict[str, Any]:
+    """The defaults ``spec``'s factory declares for the options it is passed (``dropout``,
+    ``bn_momentum``): a flag's value replaces them, which the caller says where they differ."""
+    try:
+        parameters = inspect.signature(load_callable(spec, field="model")).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {name: p.default for name, p in parameters.items()
+            if name in _FACTORY_DEFAULTS and p.default is not inspect.Parameter.empty}
+
+
 def _factory_options(spec: str, factory: Callable[..., Any],
                     options: dict[str, float]) -> dict[str, float]:
     """The keyword arguments of ``options`` that ``factory``'s signature accepts.

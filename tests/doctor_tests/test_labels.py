@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from study.doctor.base import CheckResult, DoctorInputs
+from study.doctor.base import CheckResult, DoctorInputs, short_epochs
 from study.doctor.labels import (
     FAIL_FRACTION,
     MAX_LISTED,
@@ -124,6 +124,38 @@ def test_ten_percent_flipped_at_least_warns():
     assert result.status in ("warn", "fail"), result.evidence
     assert result.details["suspect_fraction"] > WARN_FRACTION
     assert np.isin(result.carry["suspect_positions"][:len(flipped) // 2], flipped).mean() >= 0.8
+
+
+def _three_digits(per_class: int, val_per_class: int):
+    """Digits 0, 1 and 2 only, ``per_class`` training and ``val_per_class`` validation samples
+    each: an easy task on a split far smaller than digits."""
+    d = digits()
+
+    def pick(x, y, k):
+        idx = torch.cat([torch.nonzero(y == c).flatten()[:k] for c in range(3)])
+        return x[idx], y[idx]
+
+    (xt, yt), (xv, yv) = pick(d.x_train, d.y_train, per_class), pick(d.x_val, d.y_val,
+                                                                    val_per_class)
+    return dataclasses.replace(d, x_train=xt, y_train=yt, x_val=xv, y_val=yv, n_classes=3)
+
+
+def test_short_trainings_take_as_many_steps_on_a_small_split():
+    small = DoctorInputs(_three_digits(30, 10), DEFAULT_HP, seed=0)
+    full = DoctorInputs(digits(), DEFAULT_HP, seed=0)
+    assert short_epochs(6, full) == 6  # sized on digits: unchanged
+    assert short_epochs(6, small) == 69  # 2 batches of 64 an epoch: 138 steps, as on digits
+    wide = DoctorInputs(digits(), dataclasses.replace(DEFAULT_HP, batch_size=16), seed=0)
+    assert short_epochs(6, wide) == 6  # more steps an epoch than digits: never fewer epochs
+
+
+def test_an_easy_task_on_ninety_samples_is_learned_not_called_misaligned():
+    # Found by a first user: 6 epochs of 2 batches left the model at chance, and correct
+    # labels failed with "check that x and y are aligned".
+    result = check_labels(DoctorInputs(_three_digits(30, 10), DEFAULT_HP, seed=0), {})
+    assert result.details["learned"], result.evidence
+    assert result.status == "pass", result.evidence
+    assert result.details["real_val_accuracy"] >= 0.9
 
 
 def test_labels_misaligned_with_inputs_fail():

@@ -241,6 +241,25 @@ def test_a_factory_that_takes_the_options_gets_the_defaults_too(tmp_path):
     assert model.seen == {"dropout": 0.0, "bn_momentum": 0.1}
 
 
+def test_a_flag_replacing_a_factorys_own_default_is_said_once_per_option(tmp_path, capsys):
+    # Found by a first user: build(..., dropout=0.3) without --dropout trained with 0.0, silently.
+    from study.config import StudyConfig
+    from study.runtime.inputs import check_factory
+
+    spec = f"{write(tmp_path, OPTIONS)}:build"
+    check_factory(StudyConfig(model=spec, width_min=2, width_max=8), data())
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {spec} declares dropout=0.5 but is built with dropout=0, the value of "
+        f"--dropout; pass --dropout 0.5 to build it with its own.",
+        f"warning: {spec} declares bn_momentum=0.2 but is built with bn_momentum=0.1, the value "
+        f"of --bn-momentum; pass --bn-momentum 0.2 to build it with its own."]
+    check_factory(StudyConfig(model=spec, width_min=2, width_max=8, dropout=("0.5",),
+                              bn_momentum=("0.2",)), data())
+    check_factory(StudyConfig(model=f"{write(tmp_path, GOOD, 'plain.py')}:build", width_min=2,
+                              width_max=8), data())
+    assert capsys.readouterr().err == ""  # the same values, or no such argument: nothing to say
+
+
 def test_a_factory_with_var_keywords_gets_the_options(tmp_path):
     model = _build(f"{write(tmp_path, VAR_KEYWORDS)}:build", dropout=0.2)
     assert model.seen == {"input_shape": (3, 6, 6), "n_classes": 2, "dropout": 0.2,
