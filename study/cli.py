@@ -323,6 +323,9 @@ def _mlflow_http_defaults() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     # The artifact-download bar (landscape weights) would bury the one line a command prints.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # On a tracking server MLflow prints two "View run/experiment" links to stdout at every
+    # run's close (fetching the run again to do it): one pair per trial, amid the summaries.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 class _Terminated(KeyboardInterrupt):

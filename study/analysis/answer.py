@@ -64,7 +64,9 @@ def _plain(block: Mapping[str, Any], code: str) -> str:
         return (f"{rise}; the L2 penalty ({_bracket(p, fmt)}) and the data ({_bracket(d, fmt)}) "
                 f"both carry it.")
     if code == "no-increase":
-        faster = (": they fit the data faster" if d["ci95"][1] < 0 else "")
+        # The data part falls with size: before any update that is a lower start, not a fit.
+        faster = ("" if d["ci95"][1] >= 0 else ": their data loss starts lower"
+                  if block.get("question") == "init" else ": they fit the data faster")
         if t["ci95"][1] < 0:
             said = f"Bigger models {start} lower"
         else:  # the interval allows a rise, one too small to matter: say that, not "lower"
@@ -72,7 +74,8 @@ def _plain(block: Mapping[str, Any], code: str) -> str:
             # Written as the verdict's text writes it: one threshold, one number on the page.
             below = (f"; a rise under {number_text(tolerance)}, 1% of the loss, is negligible"
                      if tolerance is not None else "")
-            said = f"Bigger models {start} no more than negligibly higher"
+            said = (f"Bigger models {start} lower or negligibly higher" if t["estimate"] < 0
+                    else f"Bigger models {start} at most negligibly higher")
             span = f"{span}{below}"
         text = (f"{said} ({_bracket(t, fmt)} per decade{span}){faster}; "
                 f"the L2 penalty adds {fmt(p['estimate'])}.")

@@ -300,12 +300,16 @@ class Objective:
             if prune and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {report.epoch}")
 
+        started: list[bool] = []  # train_logged logged the params (with n_params)
+
+        def on_start(n_params: int, init: InitReport) -> None:
+            started.append(True)
+            _keep_start(trial, n_params, init, also=linked)
+
         try:
             history = train_logged(
                 hp, config, self.data, self.tracker, run_id, device=self.device, seed=seed,
-                on_epoch=on_epoch,
-                on_start=lambda n, init: _keep_start(trial, n, init, also=linked),
-                hooks=self.hooks, new_run=True,
+                on_epoch=on_epoch, on_start=on_start, hooks=self.hooks, new_run=True,
             )
             value = objective_value(config.objective, history, config.early_epochs)
             ending.update({"final_val_loss": history[-1].val_loss,
@@ -337,6 +341,8 @@ class Objective:
                 _release_cuda_memory()
             reason = failure_reason(exc)
             set_user_attrs(trial, {**linked, FAILURE_ATTR: reason})
+            if not started:
+                self._log_sampled(run_id, hp, seed)
             report = getattr(exc, "report", None)
             found = self._diagnose([*seen, *([report] if report is not None else [])], ending,
                                    non_finite=isinstance(exc, NonFiniteLossError))
@@ -346,9 +352,18 @@ class Objective:
         except BaseException:  # KeyboardInterrupt, SIGTERM, SystemExit: Optuna marks it FAIL
             set_user_attrs(trial, {**linked, FAILURE_ATTR: INTERRUPTED})
             _retry_running(trial, INTERRUPTED)
+            if not started:
+                self._log_sampled(run_id, hp, seed)
             end_trial_run(self.tracker, run_id, state="FAIL", failure=INTERRUPTED, interrupted=True)
             raise
         return value
+
+    def _log_sampled(self, run_id: str, hp: HParams, seed: int) -> None:
+        """The params of a trial that failed before its model was built (no ``n_params``):
+        its run can still be found in MLflow by the configuration that failed."""
+        self.tracker.log_params(run_id, trial_params(
+            hp, self.config, device=self.device, n_params=None, seed=seed,
+            input_shape=(self.data.in_channels, *self.data.input_size)), new_run=True)
 
     def _train_seed(self, trial: optuna.Trial) -> tuple[int, bool]:
         """The trial's own training seed, and whether the trial already records it: carried

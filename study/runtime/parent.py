@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -15,13 +16,13 @@ from study.config import StudyConfig
 from study.errors import TrackingError
 from study.keys import PARENT_RUN_ATTR, PARENT_STORE_ATTR
 from study.redact import redact
-from study.runtime.lifecycle import count_states
+from study.runtime.lifecycle import count_states, missing_local_store
 from study.runtime.recovery import dead_here, dead_workers, worker_stamp
 from study.storages import shown_storage
 from study.tracking import OWNER_TAG, Tracker, claim_parent_run, tag_session
 
-__all__ = ["adopt_orphaned_parent", "best_trial", "entry_run_id", "open_parent_run",
-           "study_metrics"]
+__all__ = ["adopt_orphaned_parent", "best_trial", "check_parent_store", "entry_run_id",
+           "open_parent_run", "parent_elsewhere", "study_metrics"]
 
 
 def entry_run_id() -> str | None:
@@ -50,14 +51,12 @@ def open_parent_run(
                         parent_run_id=parent.info.run_id)
             _note_other_experiment(tracker, entry, parent, study.study_name)
         return parent.info.run_id, parent.info.experiment_id, False
-    if not create and stored_id:  # created against another tracking store (a local file?)
-        where = study.user_attrs.get(PARENT_STORE_ATTR)
-        raise TrackingError(
-            f"study {study.study_name!r} has its parent run {stored_id} in another MLflow "
-            f"tracking store than {redact(tracker.tracking_uri)}"
-            f"{f' ({where})' if where else ''}; give the worker the tracking URI the study "
-            f"was created with (--tracking-uri or MLFLOW_TRACKING_URI)."
-        )
+    where = study.user_attrs.get(PARENT_STORE_ATTR)
+    if stored_id and (_elsewhere(where, tracker.tracking_uri) or (not create and not where)):
+        # Another store: a new parent run here would re-point the study, and every worker
+        # given the right store would then be refused.
+        raise TrackingError(parent_elsewhere(study.study_name, stored_id, where,
+                                             tracker.tracking_uri))
     if not create:
         raise TrackingError(
             f"study {study.study_name!r} has no parent run in {redact(tracker.tracking_uri)}"
@@ -79,6 +78,38 @@ def open_parent_run(
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
     study.set_user_attr(PARENT_STORE_ATTR, shown_storage(tracker.tracking_uri))
     return run_id, experiment_id, created_here
+
+
+def parent_elsewhere(study_name: str, run_id: str, where: str | None, here: str) -> str:
+    """The one line refusing a session whose tracking store lacks the study's parent run."""
+    recorded = f" ({where})" if where else ""
+    fix = f"--tracking-uri {where}" if where else "--tracking-uri"
+    return (f"study {study_name!r} has its parent run {run_id} in another MLflow tracking "
+            f"store{recorded} than {redact(here)}; pass the one it was created with ({fix}, or "
+            f"MLFLOW_TRACKING_URI).")
+
+
+def check_parent_store(attrs: Mapping[str, Any], *, study_name: str,
+                       tracking_uri: str | None) -> None:
+    """Before the tracking store is opened: refuse a local SQLite store that does not exist
+    when the study recorded its parent run in another one (opening it would create an empty
+    ``mlflow.db`` and find no parent run there). ``tracking_uri`` ``None``: MLflow's own.
+
+    Raises:
+        TrackingError: The line of :func:`parent_elsewhere`.
+    """
+    import mlflow
+
+    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+    run_id, where = attrs.get(PARENT_RUN_ATTR), attrs.get(PARENT_STORE_ATTR)
+    if run_id and tracking_uri.startswith("sqlite:") and missing_local_store(tracking_uri) \
+            and _elsewhere(where, tracking_uri):
+        raise TrackingError(parent_elsewhere(study_name, run_id, where, tracking_uri))
+
+
+def _elsewhere(where: str | None, tracking_uri: str) -> bool:
+    """Whether the study recorded its parent run's store and it is not ``tracking_uri``."""
+    return bool(where) and where != shown_storage(tracking_uri)
 
 
 def _note_other_experiment(tracker: Tracker, entry: str, parent: Any,

@@ -18,16 +18,11 @@ from study._text import finished_of
 from study._validation import check_new_study_name
 from study.config import StudyConfig
 from study.errors import StudyError, TrackingError, TrialFailedError
-from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR
+from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR, WORKER_ATTR
 from study.redact import redact
 from study.runtime._optuna_logs import optuna_quiet
 from study.runtime.explain import QueuedTrial, missing
-from study.runtime.inputs import (
-    check_batch_sizes,
-    check_factory,
-    load_data,
-    record_model_source,
-)
+from study.runtime.inputs import check_batch_sizes, check_factory, load_data, record_model_source
 from study.runtime.lifecycle import (
     FINISHED_STATES,
     PreparedStudy,
@@ -42,6 +37,7 @@ from study.runtime.objective import INTERRUPTED, EpochHook, Objective
 from study.runtime.parent import (
     adopt_orphaned_parent,
     best_trial,
+    check_parent_store,
     entry_run_id,
     open_parent_run,
     study_metrics,
@@ -54,6 +50,7 @@ from study.runtime.recovery import (
     fail_dead_trials,
     worker_identity,
     worker_salt,
+    worker_stamp,
 )
 from study.tracking import Tracker
 from study.training import TensorData, resolve_device
@@ -127,7 +124,7 @@ def run_session(
         existing = [t.user_attrs for t in ctx.study.get_trials(deepcopy=False)]
         for trial in missing(queue, existing):
             ctx.study.enqueue_trial(trial.params, user_attrs=trial.user_attrs)
-    with _summarized(ctx):
+    with _summarized(ctx, own=worker_stamp()):
         _optimize(ctx.study, ctx.config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
                   parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks,
                   queue_only=bool(queue), sampler=ctx.sampler, interrupts=interrupts,
@@ -166,35 +163,37 @@ def run_with_workers(
 
 
 @contextlib.contextmanager
-def _summarized(ctx: _Session) -> Iterator[None]:
+def _summarized(ctx: _Session, *, own: str | None = None) -> Iterator[None]:
     """Log the study summary however the session ends; close a parent run we own with the
     matching status (FINISHED, KILLED on Ctrl-C/SIGTERM, FAILED otherwise). Ctrl-C/SIGTERM
-    comes out as :class:`Interrupted`, saying which trials it failed and queued again."""
+    comes out as :class:`Interrupted`, saying which trials it failed and queued again: those
+    of the process stamped ``own`` (a worker: not its neighbours'), else all."""
     status = "FAILED"
-    before = _interrupted_trials(ctx.study)
+    before = _interrupted_trials(ctx.study, own)
     try:
         yield
         status = "FINISHED"
     except KeyboardInterrupt as exc:
         status = "KILLED"
-        raise Interrupted(_interrupt_summary(ctx.study, before),
+        raise Interrupted(_interrupt_summary(ctx.study, before, own),
                           signum=getattr(exc, "signum", None)) from exc
     finally:
         _summarize(ctx, status)
 
 
-def _interrupted_trials(study: optuna.Study) -> set[int]:
+def _interrupted_trials(study: optuna.Study, own: str | None) -> set[int]:
     try:
         return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                if t.user_attrs.get(FAILURE_ATTR) == INTERRUPTED}
+                if t.user_attrs.get(FAILURE_ATTR) == INTERRUPTED
+                and own in (None, t.user_attrs.get(WORKER_ATTR))}
     except StudyError:  # the storage went away too: the summary says less
         return set()
 
 
-def _interrupt_summary(study: optuna.Study, before: set[int]) -> str:
+def _interrupt_summary(study: optuna.Study, before: set[int], own: str | None) -> str:
     """``interrupted: trial 7 failed and queued again; run the same command to resume``."""
     resume = "run the same command to resume"
-    failed = sorted(_interrupted_trials(study) - before)
+    failed = sorted(_interrupted_trials(study, own) - before)
     if not failed:
         return f"interrupted; {resume}"
     try:
@@ -257,6 +256,9 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
     else:
         check_new_study_name(config.study_name)
     inputs = _check_inputs(config, data, device=device, out=out, batch_field=batch_field)
+    if prepared is not None and prepared.study_id is not None:
+        check_parent_store(prepared.storage.get_study_user_attrs(prepared.study_id),
+                           study_name=config.study_name, tracking_uri=config.tracking_uri)
     # Trial runs close in the background: the next trial's sampling reads Optuna, not MLflow.
     tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout,
                       close_in_background=True)
@@ -273,10 +275,10 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
     config = prepared.config
     if worker and "n_trials" not in given and BUDGET_ATTR in study.user_attrs:
         config = config.replace(n_trials=study.user_attrs[BUDGET_ATTR])
-    elif not worker:
-        study.set_user_attr(BUDGET_ATTR, config.n_trials)
     parent_run_id, experiment_id, owns_parent = open_parent_run(
         tracker, study, config, create=not worker)
+    if not worker:  # once the parent run is found: a refused session changes nothing
+        study.set_user_attr(BUDGET_ATTR, config.n_trials)
     record_model_source(study, tracker, parent_run_id, spec=config.model,
                         sha256=inputs.model_sha, out=out)
     prepared.stale_handler.attach(tracker, storage=prepared.storage,

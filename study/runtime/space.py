@@ -69,11 +69,11 @@ def train_seed(study_seed: int, trial_number: int) -> int:
     return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0])
 
 
-def trial_params(hp: HParams, config: StudyConfig, *, device: str, n_params: int,
+def trial_params(hp: HParams, config: StudyConfig, *, device: str, n_params: int | None,
                  seed: int, input_shape: tuple[int, ...] | None = None) -> dict:
     """The params of a trial run (SPEC sections 5 and 9); ``seed`` is its training seed and
     ``input_shape`` the ``(C, H, W)`` the model was built for (an image folder's resolved
-    size)."""
+    size). ``n_params`` is ``None`` (left out) for a model that was never built."""
     shape = {"input_shape": "x".join(str(s) for s in input_shape)} if input_shape else {}
     return {**shape,
         "width": hp.width, "lr": hp.lr, "batch_size": hp.batch_size,

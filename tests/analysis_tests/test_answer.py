@@ -22,10 +22,21 @@ def _block(total: tuple[float, float, float], *, data: tuple[float, float, float
 
 def test_no_increase_whose_interval_allows_a_small_rise_does_not_say_lower():
     line = headline(_block((-0.02, -0.0613, 0.0213), data=(-0.026, -0.067, 0.015)))
-    assert line.startswith("At initialization: no increase. Bigger models start no more than "
+    assert line.startswith("At initialization: no increase. Bigger models start lower or "
                            "negligibly higher (-0.0200 [-0.0613, +0.0213] per decade; a rise "
                            "under +0.024, 1% of the loss, is negligible)")  # the verdict's digits
-    assert "start lower" not in line
+    assert "start lower (" not in line
+    rising = headline(_block((0.01, -0.0113, 0.0313), data=(0.004, -0.037, 0.045)))
+    assert "Bigger models start at most negligibly higher (+0.010 [-0.011, +0.031]" in rising
+
+
+def test_a_falling_data_part_at_initialization_is_a_lower_start_not_a_faster_fit():
+    # Found by a first user: nothing is fitted before the first update.
+    block = _block((-0.05, -0.08, -0.01), data=(-0.06, -0.09, -0.02))
+    assert headline(block).endswith("per decade): their data loss starts lower; the L2 penalty "
+                                    "adds +0.0100.")
+    early = headline({**block, "question": "early"})
+    assert "per decade): they fit the data faster; the L2 penalty" in early
 
 
 def test_no_increase_whose_interval_lies_below_zero_says_lower():

@@ -221,6 +221,37 @@ def test_non_finite_trial_fails_in_both_stores_and_study_continues(storage_url, 
     assert result.counts["FAIL"] == 1
 
 
+RAISES_AT_6 = """
+from torch import nn
+
+def build(width, *, input_shape, n_classes):
+    if width == 6:
+        raise ValueError("no six")
+    return nn.Sequential(nn.Conv2d(input_shape[0], width, 3), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(width, n_classes))
+"""
+
+
+def test_a_trial_that_fails_before_its_model_is_built_logs_its_params(
+        tmp_path, storage_url, tracking_uri, mlflow_client):
+    # Found by a user: such runs had no params, so the failed configurations could not be
+    # found in MLflow by their settings.
+    (tmp_path / "net.py").write_text(RAISES_AT_6)
+    config = small_config(storage_url, tracking_uri, n_trials=1, pruner="none",
+                          model=f"{tmp_path / 'net.py'}:build")
+    create_with_queue(config, [{"width": 6, "lr": 1e-2, "weight_decay": 1e-3}])
+
+    run_session(config)
+
+    failed = optuna.load_study(study_name="s", storage=storage_url).trials[0]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    run = mlflow_client.get_run(failed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "no six" in run.data.tags["study.failure"]
+    assert run.data.params["width"] == "6" and run.data.params["lr"] == "0.01"
+    assert TRIAL_PARAMS - {"n_params"} <= set(run.data.params)
+    assert "n_params" not in run.data.params  # never built: no count to give
+
+
 def test_each_trial_keeps_its_curve_written_once_when_it_ends(tmp_path, tracking_uri):
     journal = tmp_path / "optuna.journal"  # a log of every storage write, so writes count
     config = small_config(f"journal:{journal}", tracking_uri, epochs=3, n_trials=2,
@@ -377,3 +408,21 @@ def test_a_session_run_in_another_experiment_is_said_once(
                      "runs in 'exp' (the run's tags link it to them; `mlflow run "
                      "--experiment-name exp` keeps them together)."]
     assert mlflow_client.get_run(other.info.run_id).data.tags["study.role"] == "session"
+
+
+def test_a_worker_says_only_its_own_interrupted_trial():
+    # Found by a user: two workers stopped together each claimed both trials.
+    from study.runtime.session import _interrupt_summary
+
+    study = optuna.create_study()
+    for number, stamp in ((0, "host:1:a"), (1, "host:2:b")):
+        trial = study.ask()
+        trial.set_user_attr("worker", stamp)
+        trial.set_user_attr("failure", "interrupted")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        assert trial.number == number
+    resume = "run the same command to resume"
+    spent = "failed (retried too often to queue again)"  # nothing queued them again here
+    assert _interrupt_summary(study, set(), "host:2:b") == f"interrupted: trial 1 {spent}; {resume}"
+    assert _interrupt_summary(study, set(), None) == f"interrupted: trials 0, 1 {spent}; {resume}"
+    assert _interrupt_summary(study, {0, 1}, None) == f"interrupted; {resume}"

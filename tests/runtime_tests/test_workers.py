@@ -95,6 +95,8 @@ def test_two_workers_on_a_journal_file_meet_the_budget(server, tmp_path):
                       "--n-trials", str(BUDGET), *TINY], tmp_path)
 
     assert proc.returncode == 0, proc.stderr
+    # MLflow's "View run" links, one per trial on a server, stay out of the output.
+    assert "View run" not in proc.stdout + proc.stderr
     trials = check_scaled_study(storage, server.uri, "journal", "j", BUDGET, workers=2)
     assert len({t.user_attrs["worker"] for t in trials}) == 2, timeline(trials)
 
@@ -177,19 +179,31 @@ def test_worker_joins_only_existing_studies_and_takes_their_config_and_budget(
     #    from the stored config (both refused before anything runs; run concurrently).
     #    5. The study's tracking store is not the worker's (found by a first user: the study
     #    was created against a local mlflow.db, the workers given the cluster's server).
+    #    6. So is `study run` given another store (found by a second user: it started a new
+    #    parent run there and re-pointed the study, locking out every worker given the right
+    #    one), and 7. a worker given a local store that does not exist (it created it).
     shutil.copyfile(mlflow_template_db, tmp_path / "other.db")
     elsewhere = ["--tracking-uri", f"sqlite:///{tmp_path / 'other.db'}"]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        refused = pool.map(lambda extra: _study(["worker", *where, *extra], tmp_path)[0],
-                           [["--study-name", "nope"], ["--study-name", "w", "--epochs", "5"],
-                            ["--study-name", "w", *elsewhere]])
-        other, conflict, lost = list(refused)
-    assert lost.returncode == 1, lost.stderr
-    (line,) = stderr_lines(lost.stderr)
-    assert line.startswith("error: study 'w' has its parent run ") and \
-        f"in another MLflow tracking store than sqlite:///{tmp_path / 'other.db'} " \
-        f"(sqlite:///{tmp_path / 'mlflow.db'}); give the worker the tracking URI the study " \
-        f"was created with (--tracking-uri or MLFLOW_TRACKING_URI)." in line
+    absent = ["--tracking-uri", f"sqlite:///{tmp_path / 'absent.db'}"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        refused = pool.map(lambda argv: _study([*argv[:1], *where, *argv[1:]], tmp_path)[0],
+                           [["worker", "--study-name", "nope"],
+                            ["worker", "--study-name", "w", "--epochs", "5"],
+                            ["worker", "--study-name", "w", *elsewhere],
+                            ["run", "--study-name", "w", *elsewhere],
+                            ["worker", "--study-name", "w", *absent]])
+        other, conflict, lost, moved, created_store = list(refused)
+    home = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for proc, here in ((lost, "other.db"), (moved, "other.db"), (created_store, "absent.db")):
+        assert proc.returncode == 1, proc.stderr
+        (line,) = stderr_lines(proc.stderr)
+        assert line.startswith("error: study 'w' has its parent run ") and \
+            f"in another MLflow tracking store ({home}) than sqlite:///{tmp_path / here}; " \
+            f"pass the one it was created with (--tracking-uri {home}, or " \
+            f"MLFLOW_TRACKING_URI)." in line
+    assert not (tmp_path / "absent.db").exists()
+    assert MlflowClient(f"sqlite:///{tmp_path / 'other.db'}").search_runs(["0"]) == []
+    assert study_user_attrs(storage, "w")["mlflow_tracking_uri"] == home
     assert other.returncode == 1, other.stderr
     (line,) = stderr_lines(other.stderr)
     assert "`study_name` must name an existing study" in line
