@@ -18,8 +18,9 @@ from study._text import finished_of
 from study._validation import check_new_study_name
 from study.config import StudyConfig
 from study.errors import StudyError, TrackingError, TrialFailedError
-from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR, WORKER_ATTR
+from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR
 from study.redact import redact
+from study.runtime._interrupted import interrupt_summary, interrupted_trials
 from study.runtime._optuna_logs import optuna_quiet
 from study.runtime.explain import QueuedTrial, missing
 from study.runtime.inputs import check_batch_sizes, check_factory, load_data, record_model_source
@@ -33,7 +34,7 @@ from study.runtime.lifecycle import (
     n_finished,
     prepare_study,
 )
-from study.runtime.objective import INTERRUPTED, EpochHook, Objective
+from study.runtime.objective import EpochHook, Objective
 from study.runtime.parent import (
     adopt_orphaned_parent,
     best_trial,
@@ -44,7 +45,6 @@ from study.runtime.parent import (
 )
 from study.runtime.progress import Progress
 from study.runtime.recovery import (
-    RETRIED_FROM_ATTR,
     StaleTrialHandler,
     close_orphan_runs,
     fail_dead_trials,
@@ -169,47 +169,16 @@ def _summarized(ctx: _Session, *, own: str | None = None) -> Iterator[None]:
     comes out as :class:`Interrupted`, saying which trials it failed and queued again: those
     of the process stamped ``own`` (a worker: not its neighbours'), else all."""
     status = "FAILED"
-    before = _interrupted_trials(ctx.study, own)
+    before = interrupted_trials(ctx.study, own)
     try:
         yield
         status = "FINISHED"
     except KeyboardInterrupt as exc:
         status = "KILLED"
-        raise Interrupted(_interrupt_summary(ctx.study, before, own),
+        raise Interrupted(interrupt_summary(ctx.study, before, own),
                           signum=getattr(exc, "signum", None)) from exc
     finally:
         _summarize(ctx, status)
-
-
-def _interrupted_trials(study: optuna.Study, own: str | None) -> set[int]:
-    try:
-        return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                if t.user_attrs.get(FAILURE_ATTR) == INTERRUPTED
-                and own in (None, t.user_attrs.get(WORKER_ATTR))}
-    except StudyError:  # the storage went away too: the summary says less
-        return set()
-
-
-def _interrupt_summary(study: optuna.Study, before: set[int], own: str | None) -> str:
-    """``interrupted: trial 7 failed and queued again; run the same command to resume``."""
-    resume = "run the same command to resume"
-    failed = sorted(_interrupted_trials(study, own) - before)
-    if not failed:
-        return f"interrupted; {resume}"
-    try:
-        retried = {t.user_attrs.get(RETRIED_FROM_ATTR) for t in study.get_trials(
-            deepcopy=False, states=(TrialState.WAITING,))}
-    except StudyError:
-        return f"interrupted: {_trials(failed)} failed; {resume}"
-    queued = [n for n in failed if n in retried]
-    spent = [n for n in failed if n not in retried]
-    parts = [f"{_trials(queued)} failed and queued again"] if queued else []
-    parts += [f"{_trials(spent)} failed (retried too often to queue again)"] if spent else []
-    return f"interrupted: {', '.join(parts)}; {resume}"
-
-
-def _trials(numbers: list[int]) -> str:
-    return f"trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,8 +306,21 @@ def _summarize(ctx: _Session, status: str) -> None:
             tracker.log_metrics(ctx.entry, metrics)
         if ctx.owns_parent:
             tracker.end_run(ctx.parent_run_id, status)
+        elif status == "FINISHED" and _completed(ctx) and \
+                adopt_orphaned_parent(tracker, ctx.study, ctx.parent_run_id):
+            # The session that owned the parent is gone (killed, or stopped by a signal) and
+            # this one finished the study: its parent says so, not "RUNNING" for ever.
+            tracker.end_run(ctx.parent_run_id, "FINISHED")
     except TrackingError as exc:
         print(f"warning: study summary not logged: {exc}", file=sys.stderr)
+
+
+def _completed(ctx: _Session) -> bool:
+    """Whether the study's own budget (not a worker's --n-trials) is met and none of its
+    trials runs or waits anymore."""
+    budget = int(ctx.study.user_attrs.get(BUDGET_ATTR, ctx.config.n_trials))
+    return ctx.counter(*FINISHED_STATES) >= budget and \
+        not ctx.counter(TrialState.RUNNING, TrialState.WAITING)
 
 
 def _optimize(

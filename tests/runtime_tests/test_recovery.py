@@ -314,6 +314,38 @@ def test_a_resumed_session_reopens_the_parent_an_interrupt_killed_and_closes_it_
     assert parent.data.metrics["study/n_complete"] == 2
 
 
+def test_a_worker_that_completes_the_study_closes_the_parent_an_interrupt_left(
+        storage_url, tracking_uri, mlflow_client, monkeypatch):
+    # Found by a user: workers finished the study and its parent stayed KILLED (or RUNNING,
+    # after a kill -9) until another `study run` came along.
+    with monkeypatch.context() as patched:
+        _interrupt_once_at_attr(patched, "curve")
+        with pytest.raises(Interrupted):
+            run_session(_closing_config(storage_url, tracking_uri))
+    parent_id = study_user_attrs(storage_url, "closing")[PARENT_RUN_ATTR]
+
+    result = run_session(_closing_config(storage_url, tracking_uri), worker=True)
+
+    assert result.n_finished == 2
+    parent = mlflow_client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["study/n_complete"] == 2
+
+
+def test_a_worker_leaves_an_unfinished_study_s_parent_as_it_is(storage_url, tracking_uri,
+                                                                mlflow_client, monkeypatch):
+    with monkeypatch.context() as patched:
+        _interrupt_once_at_attr(patched, "curve")
+        with pytest.raises(Interrupted):
+            run_session(_closing_config(storage_url, tracking_uri))
+    parent_id = study_user_attrs(storage_url, "closing")[PARENT_RUN_ATTR]
+
+    run_session(_closing_config(storage_url, tracking_uri).replace(n_trials=1), worker=True,
+                given={"n_trials": 1})  # its own smaller budget: the study's is not met
+
+    assert mlflow_client.get_run(parent_id).info.status == "KILLED"
+
+
 def test_a_parent_that_mlflow_run_opened_is_left_to_it(storage_url, tracking_uri,
                                                        mlflow_client):
     tracker = Tracker(tracking_uri, retry_seconds=0)

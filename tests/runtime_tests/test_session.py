@@ -412,7 +412,7 @@ def test_a_session_run_in_another_experiment_is_said_once(
 
 def test_a_worker_says_only_its_own_interrupted_trial():
     # Found by a user: two workers stopped together each claimed both trials.
-    from study.runtime.session import _interrupt_summary
+    from study.runtime._interrupted import interrupt_summary
 
     study = optuna.create_study()
     for number, stamp in ((0, "host:1:a"), (1, "host:2:b")):
@@ -423,6 +423,6 @@ def test_a_worker_says_only_its_own_interrupted_trial():
         assert trial.number == number
     resume = "run the same command to resume"
     spent = "failed (retried too often to queue again)"  # nothing queued them again here
-    assert _interrupt_summary(study, set(), "host:2:b") == f"interrupted: trial 1 {spent}; {resume}"
-    assert _interrupt_summary(study, set(), None) == f"interrupted: trials 0, 1 {spent}; {resume}"
-    assert _interrupt_summary(study, {0, 1}, None) == f"interrupted; {resume}"
+    assert interrupt_summary(study, set(), "host:2:b") == f"interrupted: trial 1 {spent}; {resume}"
+    assert interrupt_summary(study, set(), None) == f"interrupted: trials 0, 1 {spent}; {resume}"
+    assert interrupt_summary(study, {0, 1}, None) == f"interrupted; {resume}"
