@@ -124,13 +124,23 @@ def _percent(value: float) -> str:
 
 
 def _would(found: Mapping[str, Any], verb: str) -> str:
-    estimate = found.get("estimate") or found.get("extrapolated")
-    if not estimate:
-        return ""
-    if found.get("estimate") is not None and found.get("status") == "inside":
+    """The threshold weight decay in the question's line, qualified as the paragraph's
+    threshold sentence qualifies it (``verb`` ``start``: the initialization question)."""
+    status, estimate = found.get("status"), found.get("estimate")
+    if estimate and status == "inside":
         return f" They would {verb} higher above weight decay {weight_decay_text(estimate)}."
-    return (f" They would {verb} higher above weight decay {weight_decay_text(estimate)} "
-            f"(extrapolated).")
+    if estimate and status == "outside":
+        # At initialization only the penalty's factor depends on the weight decay: exact.
+        how = "exact at initialization" if verb == "start" else "extrapolated"
+        return (f" They would {verb} higher above weight decay {weight_decay_text(estimate)} "
+                f"(outside the weight decays studied; {how}).")
+    extrapolated = found.get("extrapolated")
+    if status == "never" and extrapolated:
+        studied = (found.get("studied_range") or [None, None])[1]
+        return (f" If the data part stayed as at weight decay {weight_decay_text(studied)}, "
+                f"they would {verb} higher above about {weight_decay_text(extrapolated)} "
+                f"(extrapolated).")
+    return ""
 
 
 def weight_decay_text(value: float | None) -> str:
@@ -196,7 +206,11 @@ def where_text(block: Mapping[str, Any]) -> str:
     if block.get("question") == "early" and ref.get("lr") is not None:
         bits.append(f"lr {weight_decay_text(ref['lr'])}")
     if ref.get("batch_size") is not None:
-        bits.append(f"batch size {ref['batch_size']:.3g}")
+        size = float(ref["batch_size"])
+        # The reference is the trials' geometric median: between two sizes when they split.
+        between = "" if abs(size - round(size)) < 1e-6 else \
+            " (the geometric middle of the sizes trained)"
+        bits.append(f"batch size {size:.3g}{between}")
     span = _span_text(ref)
     if span:
         bits.append(span.lstrip(", "))

@@ -81,8 +81,9 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
         if gap["ci95"][1] <= early["threshold"]:  # below training or level with it: no lag
             return _out("inconclusive", f"At {window} validation does not lag training: the "
                         f"gap, {_est(gap, ci)}, is at most +{_num(early['threshold'])}; whether "
-                        f"validation is below training by a gap worth explaining is not shown: "
-                        f"its interval reaches into {limit}; {n} trials. {ending}", [_MORE])
+                        f"validation is below training by more than {limit[1:]} cannot be "
+                        f"told; "
+                        f"{n} trials. {ending}", [_MORE])
         return _out("inconclusive", f"At {window} the gap, {_est(gap, ci)}, may still be "
                     f"negligible: its interval reaches into {limit}; {n} trials.", [_MORE])
     fmt = interval_formatter([gap["estimate"], *gap["ci95"]], signed=False)
@@ -175,7 +176,7 @@ def closing_words(closing: Closing) -> str:
             "open": f"not closed by epoch {last}",
             "unclear": f"unclear at epoch {last}"}[kind]
     if closing.below and kind == "unclear":  # no lag is shown: do not claim one
-        said = f"whether a lag opens later is {said}"
+        said = f"whether validation lags at epoch {last} cannot be told"
     elif closing.below and kind in ("closed", "open"):
         said = f"a lag opens later ({said})"
     if closing.undecided is not None:
@@ -200,7 +201,8 @@ def _by_setting(groups: Mapping[str, Mapping[str, Any]]) -> str:
             str(label))
     last = max((_last_epoch(group) or 0 for group in groups.values()), default=0)
     words = {"closed": f"catches up by epoch {last}", "none": "is behind at no epoch",
-             "open": f"has not caught up by epoch {last}", "unclear": "cannot be told"}
+             "open": f"has not caught up by epoch {last}",
+             "unclear": f"may or may not lag at epoch {last} (the intervals cannot tell)"}
     said: list[str] = []
     for key, labels in states.items():
         if labels:
@@ -251,9 +253,9 @@ def _unsettled(early: Mapping[str, Any]) -> str:
         return "carried by the train/eval mode difference, BatchNorm or dropout unknown"
     if not (lo > early["threshold"] or hi < -early["threshold"]):
         if hi <= early["threshold"]:
-            return (f"not behind training (at most +{_num(early['threshold'])}), below it by "
-                    f"a gap worth explaining or not: its interval reaches into "
-                    f"±{_num(early['threshold'])}")
+            return (f"so validation is not behind training by more than "
+                    f"{_num(early['threshold'])}; whether it is below it by more cannot be "
+                    f"told")
         return (f"its interval reaches into ±{_num(early['threshold'])}, the smallest gap "
                 f"worth explaining")
     return "no part shown to carry it"
@@ -290,8 +292,10 @@ def _closing(closing: Closing) -> str:
         said = "A lag opens later and closes" if closing.below else "The lag closes"
         return f"{said} at epoch {closing.epoch}{caveat}."
     if kind == "unclear":
-        return (f"Whether the lag has closed by epoch {last} cannot be told: its interval "
-                f"straddles the threshold (more trials would tell).")
+        what = f"validation lags training at epoch {last}" if closing.below else \
+            f"the lag has closed by epoch {last}"
+        return (f"Whether {what} cannot be told: its interval straddles the threshold (more "
+                f"trials would tell).")
     return f"The lag has not closed by epoch {last}."
 
 

@@ -100,3 +100,34 @@ def test_the_gap_line_leads_where_the_size_question_was_not_asked():
     one_size = {**asked, "size_asked": False, "why": "every trial has one size"}
     assert answer_text(one_size, gap).splitlines() == [
         short_line(gap), "Model size: not asked. Every trial has one size."]
+
+
+def test_the_line_qualifies_a_threshold_as_the_paragraph_does():
+    # Found by a first user: the line said "(extrapolated)" where the paragraph said "exact at
+    # initialization", and named a threshold where the analysis found none.
+    base = _block((-0.05, -0.08, -0.01), data=(-0.06, -0.09, -0.02))
+    outside = {"status": "outside", "estimate": 2.2e-3, "ci95": [1e-3, 4e-3],
+               "studied_range": [1e-5, 1e-4]}
+    init = headline({**base, "threshold": outside})
+    assert init.endswith("They would start higher above weight decay 2.2e-03 (outside the "
+                         "weight decays studied; exact at initialization).")
+    early = headline({**base, "question": "early", "threshold": outside})
+    assert early.endswith("They would be higher above weight decay 2.2e-03 (outside the "
+                          "weight decays studied; extrapolated).")
+    never = {"status": "never", "estimate": None, "extrapolated": 2e-2,
+             "studied_range": [1e-5, 1e-3]}
+    line = headline({**base, "question": "early", "threshold": never})
+    assert line.endswith("If the data part stayed as at weight decay 1.0e-03, they would be "
+                         "higher above about 2.0e-02 (extrapolated).")
+    assert "would be higher above weight decay" not in line
+    assert "would" not in headline({**base, "threshold": {"status": "never"}})
+
+
+def test_a_reference_batch_size_between_the_trained_ones_is_called_so():
+    # Found by two users: "batch size 45.3" read as a size some trial used.
+    from study.analysis.answer import where_text
+
+    assert "batch size 45.3 (the geometric middle of the sizes trained)" in where_text(
+        {"reference": {"batch_size": 45.2548}, "n_trials_used": 8})
+    assert "batch size 64, 8 trials" in where_text(
+        {"reference": {"batch_size": 64.0}, "n_trials_used": 8})
