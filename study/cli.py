@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import shlex
 import signal
 import sys
 import warnings
@@ -219,7 +220,8 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
         compare_widths=widths,
     )
     click.echo(answer_text(document["verdict"], document.get("gap")))
-    click.echo(f"wrote {len(files)} files to {out} (open {out / 'report.html'}); "
+    page = shlex.quote(str(out / "report.html"))  # a study name of any characters
+    click.echo(f"wrote {len(files)} files to {out} (open {page}); "
                f"{logged}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -294,7 +295,8 @@ def _one_mode(config: StudyConfig, why: str) -> None:
 
 
 def _wrote(outcome: ExplainOutcome) -> str:
-    return (f"wrote {outcome.report_dir} (open {outcome.report_dir / 'report.html'}); "
+    page = shlex.quote(str(outcome.report_dir / "report.html"))  # names of any characters
+    return (f"wrote {outcome.report_dir} (open {page}); "
             f"{outcome.logged}")
 
 

@@ -160,7 +160,8 @@ def check_init(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> CheckR
               "loss": jsonable(loss)}
     status, advice = _verdict(ratio, flags)
     return CheckResult("init", status, _evidence(details), advice,
-                       f"{INIT_SAMPLES} samples forward + 1 batch backward", details=details,
+                       f"{min(INIT_SAMPLES, data.n_train)} samples forward + 1 batch "
+                       f"backward", details=details,
                        figure=figure)
 
 

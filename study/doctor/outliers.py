@@ -229,9 +229,11 @@ def _verdict(inputs: DoctorInputs, d: Mapping[str, Any], *,
     """Status, evidence and advice of the outliers check."""
     n_nf = len(inputs.non_finite_train) + len(inputs.non_finite_val)
     n_far = d["n_input_outliers_train"] + d["n_input_outliers_val"]
-    evidence = (f"{n_nf} samples with NaN/inf; {n_far} inputs beyond {INPUT_Z:g} robust z "
+    evidence = (f"{_count(n_nf, 'sample')} with NaN/inf; {_count(n_far, 'input')} beyond "
+                f"{INPUT_Z:g} robust z "
                 f"(max {d['input_z_max_train']:.1f} train, {d['input_z_max_val']:.1f} val); "
-                f"{d['n_extreme_loss']} unexplained losses > {d['loss_floor']:.1f} nats "
+                f"{d['n_extreme_loss']} unexplained loss{'es' * (d['n_extreme_loss'] != 1)} > "
+                f"{d['loss_floor']:.1f} nats "
                 f"(+{d['n_explained_by_label']} explained by their labels)")
     if not d["trained"]:
         evidence += f"; the short training at lr {d['lr']:.2g} diverged, losses not measured"
@@ -243,3 +245,7 @@ def _verdict(inputs: DoctorInputs, d: Mapping[str, Any], *,
                 "extreme first): corrupted or mis-scaled inputs should be repaired or dropped")
     return ("pass", evidence, "does not rule out corrupted samples that look ordinary and "
             "that the model fits anyway")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"

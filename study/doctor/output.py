@@ -166,7 +166,9 @@ def _check_section(result: CheckResult) -> list[Any]:
     blocks: list[Any] = [
         Heading(2, f"{result.name}: {result.status}", anchor=f"check-{result.name}"),
         Para([result.evidence]),
-        Para(["What to do: " if result.status != "pass" else "Not ruled out: ", result.advice]),
+        # A pass's advice says what it does not rule out: "Limits", not "Not ruled out: does
+        # not rule out".
+        Para(["What to do: " if result.status != "pass" else "Limits: ", result.advice]),
         Para([f"Budget: {result.budget}; took {result.seconds:.1f} s."], css="note"),
     ]
     if result.figure is not None:

@@ -94,7 +94,8 @@ def write_report(out_dir: Path | str, *, analysis: Mapping[str, Any] | None,
                                meta=meta)
     paths["report.json"] = _write(out / "report.json",
                                   json.dumps(document, indent=1, allow_nan=False) + "\n")
-    paths["trials.csv"] = _write(out / "trials.csv", trial_frame(table).to_csv(index=False))
+    paths["trials.csv"] = _write(out / "trials.csv", _csv_cells(trial_frame(table)).to_csv(
+        index=False))
     return paths
 
 
@@ -126,6 +127,17 @@ def trial_frame(table: pd.DataFrame | None) -> pd.DataFrame:
 
 
 # -- internals --------------------------------------------------------------------------------
+def _csv_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells holding lists or dicts (``gap_curve``) as JSON text, not Python's repr: a CSV
+    reader elsewhere parses them with ``json.loads``."""
+    frame = frame.copy()
+    for column in frame.select_dtypes(include="object").columns:
+        frame[column] = frame[column].map(
+            lambda v: json.dumps(jsonable(v), allow_nan=False) if isinstance(v, list | dict)
+            else v)
+    return frame
+
+
 def _trials(table: Any) -> pd.DataFrame:
     if not isinstance(table, pd.DataFrame):
         return pd.DataFrame(columns=list(TRIAL_COLUMNS))

@@ -235,12 +235,14 @@ class Objective:
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.device = device
+        self.number: int | None = None  # the running trial's (for progress lines)
 
     def __call__(self, trial: optuna.Trial) -> float:
         with contextlib.ExitStack() as live:
             return self._call(trial, live)
 
     def _call(self, trial: optuna.Trial, live: contextlib.ExitStack) -> float:
+        self.number = trial.number
         try:
             if self.interrupts is not None:  # one latched between trials is raised here
                 live.enter_context(self.interrupts.live())

@@ -52,7 +52,8 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
 
-    def epoch(self, history: list[EpochReport], report: EpochReport, *, epochs: int) -> None:
+    def epoch(self, history: list[EpochReport], report: EpochReport, *, epochs: int,
+              trial: int | None = None) -> None:
         """A per-epoch hook: once the running trial has trained for
         :data:`EPOCH_LINES_AFTER` seconds, a line for the epoch that ends, at most one every
         :data:`EPOCH_LINES_EVERY` seconds (plain output only; the bar already moves on a
@@ -65,8 +66,9 @@ class Progress:
                 or now - self._epoch_line < EPOCH_LINES_EVERY:
             return
         self._epoch_line = now
-        print(f"[{self.label}]   epoch {report.epoch}/{epochs} loss={report.loss:.4g} "
-              f"val_loss={report.val_loss:.4g} | trial {now - self._trial_start:.0f}s",
+        which = "" if trial is None else f"trial {trial} "
+        print(f"[{self.label}]   {which}epoch {report.epoch}/{epochs} loss={report.loss:.4g} "
+              f"val_loss={report.val_loss:.4g} | {now - self._trial_start:.0f}s into the trial",
               file=self.out, flush=True)
 
     def trial_done(self, trial: FrozenTrial, finished: int) -> None:

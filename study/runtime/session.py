@@ -349,7 +349,8 @@ def _optimize(
         objective = Objective(
             config, data, tracker, experiment_id=experiment_id, parent_run_id=parent_run_id,
             device=device, sampler=sampler, interrupts=interrupts,
-            hooks=(*hooks, lambda h, r: progress.epoch(h, r, epochs=config.epochs)))
+            hooks=(*hooks, lambda h, r: progress.epoch(h, r, epochs=config.epochs,
+                                                       trial=objective.number)))
 
         def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
             # Counted, not read: what finished (the budget) and what others still run.

@@ -103,5 +103,6 @@ def _running_line(trials: list) -> str:
     line = (f"running: {len(running) - len(stale)} live trial(s) on {len(workers)} worker(s)"
             f", {len(stale)} stale")
     if stale:
-        line += f" {stale} (worker process gone; the next `study run` re-queues them)"
+        line += (f" {stale} (worker process gone; the next `study run` or `study worker` "
+                 f"re-queues them)")
     return line

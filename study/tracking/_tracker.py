@@ -106,10 +106,12 @@ class Tracker(ArtifactsMixin):
         self._secret_uri = redact(self.tracking_uri) != self.tracking_uri
         if close_in_background and asynchronous and not self._secret_uri:
             self._closer = Closer()
+        self._opened = False
         try:
             self._call(self.client.search_experiments, max_results=1)
         except TrackingError as exc:
             raise TrackingError(f"`tracking_uri` could not be opened: {shown}: {exc}") from None
+        self._opened = True
 
     # -- experiments and runs -----------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
@@ -367,10 +369,12 @@ class Tracker(ArtifactsMixin):
                 if not is_transient(exc):
                     raise TrackingError(f"MLflow {_name(fn)} failed: {one_line(exc)}") from None
                 if time.monotonic() + delay > deadline:
+                    # Once opened, a study's trials and runs are in the stores: it resumes.
+                    resumes = ": the study resumes" if self._opened else ""
                     raise TrackingError(
                         f"MLflow tracking store {redact(self.tracking_uri)} unreachable for "
                         f"{self.retry_seconds:g} s ({one_line(exc)}); stopping. Run the same "
-                        f"command again when it is back: the study resumes."
+                        f"command again when it is back{resumes}."
                     ) from None
                 print(f"warning: MLflow {_name(fn)} failed ({one_line(exc)[:160]}); "
                       f"retrying in {delay:g} s", file=sys.stderr, flush=True)

@@ -225,6 +225,19 @@ def test_none_model_and_empty_importance(tmp_path: Path, inputs: dict[str, Any],
     assert _strict_json(paths["report.json"].read_text())["importance"] == []
 
 
+def test_list_cells_of_trials_csv_are_json(tmp_path: Path, inputs: dict[str, Any]) -> None:
+    # Found by a first user: gap_curve was Python's repr (single quotes), not JSON.
+    table = inputs["table"].copy()
+    curve = [{"epoch": 1, "gap_timing": 0.25, "gap_mode": None}]
+    table["gap_curve"] = [curve] + [None] * (len(table) - 1)
+    paths = write_report(tmp_path, analysis=inputs["analysis"], table=table,
+                         importance=inputs["importance"], meta=inputs["meta"])
+    rows = list(csv.DictReader(paths["trials.csv"].open(encoding="utf-8")))
+    first = min(rows, key=lambda r: int(r["number"]))
+    assert json.loads(first["gap_curve"]) == curve
+    assert all(r["gap_curve"] == "" for r in rows if r is not first)
+
+
 def test_an_evaluator_that_could_not_run_names_all_params_in_its_row(
         tmp_path: Path, inputs: dict[str, Any]) -> None:
     importance = pd.concat([inputs["importance"], pd.DataFrame([{

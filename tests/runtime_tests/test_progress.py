@@ -63,3 +63,12 @@ def test_short_epochs_of_a_long_trial_print_at_most_one_line_every_few_seconds(m
     progress.epoch([], _report(2, 0.1), epochs=400)
     assert ("epoch 2/400" in out.getvalue()) is shown
     assert "epoch 1/400" in out.getvalue()
+
+
+def test_an_epoch_line_names_its_trial():
+    # Found by a first user: epoch lines of trials that overlap in time could not be told apart.
+    out = io.StringIO()
+    Progress(total=3, initial=0, out=out, label="s").epoch(
+        [], _report(1, EPOCH_LINES_AFTER + 1), epochs=4, trial=7)
+    assert re.match(r"\[s\]   trial 7 epoch 1/4 loss=1\.5 val_loss=1\.6 \| \d+s into the trial$",
+                    out.getvalue().strip())

@@ -30,7 +30,7 @@ def test_status_tells_live_running_trials_from_stale_ones(tmp_path):
     lines = study_status(config).splitlines()
     (running,) = [line for line in lines if line.startswith("running:")]
     assert running == ("running: 2 live trial(s) on 1 worker(s), 1 stale [2] (worker process "
-                       "gone; the next `study run` re-queues them)")
+                       "gone; the next `study run` or `study worker` re-queues them)")
 
 
 def _study_with(tmp_path, states: list[TrialState]) -> StudyConfig:

@@ -99,3 +99,13 @@ def test_a_refused_connection_is_retried_then_unreachable(capsys, monkeypatch):
     with pytest.raises(TrackingError, match=r"unreachable for 1.5 s .*Connection refused"):
         Tracker(f"http://127.0.0.1:{_closed_port()}", retry_seconds=1.5)
     assert "retrying in 1 s" in capsys.readouterr().err
+
+
+def test_a_store_never_opened_does_not_promise_that_the_study_resumes(monkeypatch):
+    # Found by a user: a brand-new study, never created, was said to resume.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(TrackingError) as caught:
+        Tracker(f"http://127.0.0.1:{_closed_port()}", retry_seconds=0.2)
+    message = str(caught.value)
+    assert message.startswith("`tracking_uri` could not be opened: ")
+    assert message.endswith("Run the same command again when it is back.")
