@@ -25,7 +25,8 @@ CAPTIONS = {
           "exponentially; dotted lines mark the suggestion (steepest descent), the divergence "
           "onset and the configured rate.",
     "overfit": "One small batch trained alone: its loss per step (log scale).",
-    "init": "At initialization: each layer's output scale (RMS) and gradient norm (log scale).",
+    "init": "At initialization, per layer with weights (forward order): the RMS of its output "
+            "and the norm of its weights' gradient on one batch (log scales).",
     "labels": "Out-of-fold probability each training sample's model gives its own label "
               "(self-confidence); mislabeled samples pile up near 0.",
     "outliers": "The largest per-sample training losses after a short training, highest "
@@ -100,17 +101,34 @@ def _overfit(data: Mapping[str, Any]) -> Figure:
 
 
 def _init(data: Mapping[str, Any]) -> Figure:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     layers = list(data["layers"])
-    fig = Figure(figsize=(7.5, 1.6 + 0.28 * len(layers)))
+    kinds = list(data.get("layer_types") or [""] * len(layers))
+    # "0 Conv2d", not the bare index of an nn.Sequential.
+    names = [f"{name} {kind}".strip() for name, kind in zip(layers, kinds, strict=True)]
+    fig = Figure(figsize=(7.5, 1.9 + 0.28 * len(layers)))
     axes = fig.subplots(1, 2, sharey=True)
-    positions = range(len(layers))
-    for ax, key, title in ((axes[0], "activation_rms", "output RMS"),
-                           (axes[1], "grad_norm", "gradient norm")):
+    positions = list(range(len(layers)))
+    for ax, key, label in ((axes[0], "activation_rms", "RMS of the layer's output"),
+                           (axes[1], "grad_norm", "norm of the weights' gradient")):
         values = [max(float(v), 1e-12) for v in data.get(key) or [0.0] * len(layers)]
-        ax.barh(positions, values, color="#4C72B0")
+        # Points, not bars: on a log axis a bar's length depends on an arbitrary baseline.
+        ax.hlines(positions, min(values) / 1.5, values, color="#c8d3e6", linewidth=1)
+        ax.plot(values, positions, "o", color="#4C72B0")
         ax.set_xscale("log")
-        ax.set_title(title, fontsize=10)
-    axes[0].set_yticks(list(positions), layers, fontsize=8)
+        ax.set_xlim(min(values) / 1.5, max(values) * 1.5)
+        # Decades over a wide range; 1-2-5 within a narrow one (which has no decade tick).
+        wide = max(values) / min(values) > 30
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0),
+                                              numticks=12))
+        ax.xaxis.set_major_formatter(FuncFormatter(
+            lambda v, _: f"{v:g}" if 1e-3 <= v < 1e4 else f"{v:.0e}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"{label} (log)", fontsize=9)
+        ax.grid(axis="x", color="#eeeeee")
+    axes[0].set_yticks(positions, names, fontsize=8)
+    axes[0].set_ylabel("layer (forward order)", fontsize=9)
     axes[0].invert_yaxis()
     loss, reference = data.get("loss"), data.get("reference_loss")
     if loss is not None and reference is not None:

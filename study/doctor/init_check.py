@@ -92,7 +92,9 @@ def _probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         for p, grad in zip(model.parameters(), saved, strict=True):
             p.grad = grad
     names = [name for name, _ in layers if name in rms]
-    return {"layers": names, "input_rms": [rms[n][0] for n in names],
+    kinds = dict(layers)
+    return {"layers": names, "layer_types": [type(kinds[n]).__name__ for n in names],
+            "input_rms": [rms[n][0] for n in names],
             "activation_rms": [rms[n][1] for n in names],
             "grad_norm": [g for (name, _), g in zip(layers, grads, strict=True) if name in rms]}
 
@@ -154,7 +156,7 @@ def check_init(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> CheckR
                "label_entropy": label_entropy(data.y_train, data.n_classes),
                "ratio": jsonable(ratio), "data_rms": jsonable(_rms(x)), "batch_size": size,
                **table, "flagged": flags}
-    figure = {"kind": "init", "layers": table["layers"],
+    figure = {"kind": "init", "layers": table["layers"], "layer_types": table["layer_types"],
               "activation_rms": table["activation_rms"], "input_rms": table["input_rms"],
               "grad_norm": table["grad_norm"], "reference_loss": reference,
               "loss": jsonable(loss)}

@@ -160,7 +160,10 @@ def build_importance_figure(importance: pd.DataFrame | None, *,
         if len(set(texts.values())) == 1:
             handles.append(Patch(color=colors[ev], label=next(iter(texts.values()))))
         else:
-            handles += [Patch(color=colors[ev], label=f"{t}: {label}")
+            # An evaluator that ran on no trial of a target draws no bar there: a hollow
+            # swatch, not the colour of bars that are not in that panel.
+            handles += [Patch(facecolor="white" if "not computed" in label else colors[ev],
+                              edgecolor=colors[ev], label=f"{t}: {label}")
                         for t, label in texts.items()]
     if any_derived:
         handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="///",

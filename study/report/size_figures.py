@@ -190,7 +190,9 @@ def _threshold_panel(ax: Any, block: Mapping[str, Any], xlim: tuple[float, float
         right = np.log10(estimate) > np.mean(np.log10([wd[0], wd[-1]]))
         ax.annotate(label, (estimate, 1.0), xycoords=("data", "axes fraction"),
                     xytext=(-4 if right else 4, -14), textcoords="offset points",
-                    ha="right" if right else "left", fontsize=9, color="tab:green")
+                    ha="right" if right else "left", fontsize=9, color="tab:green", zorder=10,
+                    # Readable where the curves pass behind it (found by a first user).
+                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1})
     return note
 
 

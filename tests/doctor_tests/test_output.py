@@ -13,6 +13,7 @@ from study.doctor.base import CheckResult, worst
 from study.doctor.figures import build_figure
 from study.doctor.output import SCHEMA, document, table_text, write_outputs
 from study.doctor.runner import CHECKS, run_checks
+from study.report.figures import to_png
 
 LR_FIGURE = {"kind": "lr", "lr": [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0],
              "loss": [2.3, 2.2, 1.5, 0.9, 1.4, 9.0], "raw_loss": [2.3, 2.25, 1.4, 1.0, 1.5, 12],
@@ -124,14 +125,29 @@ def test_lr_figure_draws_the_curve_and_marks_the_three_rates():
     assert ax.get_ylim()[1] < 9.0  # divergence clipped: the valley stays readable
 
 
-def test_init_figure_names_each_layer():
+def test_init_figure_names_each_layer_with_its_type_and_labels_its_axes():
     result = CheckResult("init", "fail", "", "", "", figure={
-        "kind": "init", "layers": ["features.0", "head.1"], "activation_rms": [1.0, 30.0],
-        "grad_norm": [0.5, 2.0], "loss": 29.5, "reference_loss": 2.30})
+        "kind": "init", "layers": ["features.0", "head.1"], "layer_types": ["Conv2d", "Linear"],
+        "activation_rms": [1.0, 30.0], "grad_norm": [0.5, 2.0], "loss": 29.5,
+        "reference_loss": 2.30})
     fig = build_figure(result)
-    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["features.0", "head.1"]
-    assert [p.get_width() for p in fig.axes[1].patches] == [0.5, 2.0]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["features.0 Conv2d",
+                                                                     "head.1 Linear"]
+    (points,) = fig.axes[1].get_lines()
+    assert list(points.get_xdata()) == [0.5, 2.0]
+    assert [ax.get_xscale() for ax in fig.axes] == ["log", "log"]
+    assert fig.axes[0].get_xlabel() == "RMS of the layer's output (log)"
+    assert fig.axes[1].get_xlabel() == "norm of the weights' gradient (log)"
+    assert fig.axes[0].get_ylabel() == "layer (forward order)"
     assert "29.5" in fig._suptitle.get_text()
+    # Found by a first user: minor-tick labels ran into each other over a narrow range.
+    narrow = build_figure(CheckResult("init", "pass", "", "", "", figure={
+        "kind": "init", "layers": ["0", "3", "9"], "activation_rms": [0.45, 0.41, 0.19],
+        "grad_norm": [0.155, 0.27, 0.21], "loss": 1.12, "reference_loss": 1.1}))
+    to_png(narrow)  # drawn: tick labels are made
+    for ax in narrow.axes:
+        labels = [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
+        assert labels == []
 
 
 def test_a_figure_without_data_is_not_drawn():

@@ -137,3 +137,10 @@ def test_an_evaluator_that_could_not_run_at_all_draws_no_blank_row():
     assert "" not in ticks and "lr" in ticks
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any(t.endswith(": not computed (5 usable trials, needs 10)") for t in legend), legend
+    # Found by a first user: its swatch had the colour of the other panel's bars.
+    swatches = dict(zip(legend, fig.legends[0].get_patches(), strict=True))
+    hollow = next(p for t, p in swatches.items() if t.endswith("not computed (5 usable trials, "
+                                                                "needs 10)"))
+    drawn = next(p for t, p in swatches.items() if t.startswith("early_loss: ped-anova"))
+    assert hollow.get_facecolor()[:3] == (1.0, 1.0, 1.0)
+    assert hollow.get_edgecolor() == drawn.get_facecolor()

@@ -152,6 +152,17 @@ def test_a_threshold_legend_entry_only_when_a_threshold_is_drawn(analysis, thres
     assert not any(ax.texts for ax in figure.axes)
 
 
+def test_the_threshold_label_sits_on_a_box_over_the_curves(threshold_fig):
+    # Found by a first user: a curve crossing "threshold 1.8e-02" made it unreadable.
+    labels = [t for ax in threshold_fig.axes for t in ax.texts
+              if t.get_text().startswith("threshold ")]
+    assert labels
+    for label in labels:
+        box = label.get_bbox_patch()
+        assert box is not None and box.get_facecolor()[:3] == (1.0, 1.0, 1.0)
+        assert label.get_zorder() > max(line.get_zorder() for line in label.axes.get_lines())
+
+
 def test_no_text_is_clipped(size_figure, threshold_fig):
     assert _texts_inside(size_figure) == []
     assert _texts_inside(threshold_fig) == []
