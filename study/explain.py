@@ -125,11 +125,19 @@ def _more_replicates(document: Mapping[str, Any], *, per_replicate: int,
     from study.analysis.verdict import MIN_TRIALS
 
     used = int(document.get("n_trials_used") or 0)
-    if used >= MIN_TRIALS:
+    if used < MIN_TRIALS:
+        wanted = replicates + -(-(MIN_TRIALS - used) // per_replicate)
+        return [f"more trials: the same command with --replicates {wanted} runs "
+                f"{wanted * per_replicate} (a verdict needs {MIN_TRIALS} usable trials)."]
+    # An inconclusive question names the total that would decide it: the replicates for it.
+    needed = [int(n) for q in ("init", "early")
+              if (n := ((document.get(q) or {}).get("verdict") or {}).get("trials_needed"))]
+    if not needed or min(needed) <= used:
         return []
-    wanted = replicates + -(-(MIN_TRIALS - used) // per_replicate)
+    wanted = -(-min(needed) // per_replicate)
     return [f"more trials: the same command with --replicates {wanted} runs "
-            f"{wanted * per_replicate} (a verdict needs {MIN_TRIALS} usable trials)."]
+            f"{wanted * per_replicate} (about {min(needed)} would decide, if the estimate "
+            f"holds)."]
 
 
 def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,

@@ -311,6 +311,20 @@ def test_a_design_big_enough_for_a_verdict_gets_no_advice():
     from study.explain import _more_replicates
 
     assert _more_replicates({"n_trials_used": 8}, per_replicate=6, replicates=1) == []
+    decided = {"n_trials_used": 8, "init": {"verdict": {"code": "penalty"}}}
+    assert _more_replicates(decided, per_replicate=6, replicates=1) == []
+
+
+def test_an_inconclusive_verdict_names_the_replicates_for_the_trials_it_asks():
+    # Found by a first user: "about 17 more trials (25 in total) would decide" with no flag.
+    from study.explain import _more_replicates
+
+    document = {"n_trials_used": 8, "init": {"verdict": {"code": "inconclusive",
+                                                         "trials_needed": 25}},
+                "early": {"verdict": {"code": "inconclusive", "trials_needed": 40}}}
+    assert _more_replicates(document, per_replicate=8, replicates=1) == [
+        "more trials: the same command with --replicates 4 runs 32 (about 25 would decide, if "
+        "the estimate holds)."]
 
 
 @pytest.mark.parametrize(("code", "lines"), [

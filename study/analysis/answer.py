@@ -225,10 +225,10 @@ def _reach(ref: Mapping[str, Any]) -> str | None:
     if not (low or high) or span.get("shortfall_decades", 0) < _NEGLIGIBLE_SHORTFALL:
         return None
     reached = span.get("reached_widths") or [None, None]
+    decades = f"{span.get('shortfall_decades', 0):.2g}"
     return (f"The trials reached widths {reached[0]:g} to {reached[1]:g} only, so the effect "
-            f"at the compared sizes is extrapolated over "
-            f"{span.get('shortfall_decades', 0):.2g} decades of parameters (its interval "
-            f"includes that).")
+            f"at the compared sizes is extrapolated over {decades} "
+            f"decade{'' if decades == '1' else 's'} of parameters (its interval includes that).")
 
 
 def _parts(decomposition: Mapping[str, Any] | None) -> str:

@@ -106,7 +106,7 @@ def decide(parts: Mapping[str, Estimate] | None, *, n: int, tolerance: float
     if t_lo <= 0:
         routes = [trials_needed(n, half_width=t.t_crit * t.se, gap=abs(t.estimate)),
                   trials_needed(n, half_width=t.t_crit * t.se, gap=tolerance - t.estimate)]
-        return {"code": "inconclusive",
+        return {"code": "inconclusive", **_needed(n, routes),
                 "why": f"the 95% CI of the total is too wide to tell; {_more(n, routes)}"}
     bar = max(SMALL_SHARE * t.estimate, tolerance)
     if p_lo > 0 and d_hi <= bar:
@@ -125,13 +125,13 @@ def decide(parts: Mapping[str, Estimate] | None, *, n: int, tolerance: float
                        "and also fit the data more slowly"}
     if p_lo > 0:
         routes = [trials_needed(n, half_width=d.t_crit * d.se, gap=bar - d.estimate)]
-        return {"code": "inconclusive",
+        return {"code": "inconclusive", **_needed(n, routes),
                 "why": f"the penalty part rises, but the data part may carry up to "
                        f"{number_text(d_hi)} per decade, more than a fifth of the rise; "
                        f"{_more(n, routes)}"}
     routes = [trials_needed(n, half_width=p.t_crit * p.se, gap=abs(p.estimate)),
               trials_needed(n, half_width=d.t_crit * d.se, gap=abs(d.estimate))]
-    return {"code": "inconclusive",
+    return {"code": "inconclusive", **_needed(n, routes),
             "why": f"the total rises, but neither part is shown to carry it; {_more(n, routes)}"}
 
 
@@ -157,6 +157,12 @@ def penalty_share(parts: Mapping[str, Estimate] | None) -> dict[str, Any] | None
         return {"estimate": share, "ci95": [None, None]}
     half = math.sqrt(root)
     return {"estimate": share, "ci95": [(b - half) / a, (b + half) / a]}
+
+
+def _needed(n: int, routes: list[int | None]) -> dict[str, int]:
+    """``trials_needed``: the total the ``why`` names (for a flag that adds them), if any."""
+    known = [r for r in routes if r is not None]
+    return {"trials_needed": min(known)} if known and min(known) <= MORE_TRIALS_CAP * n else {}
 
 
 def _more(n: int, routes: list[int | None]) -> str:

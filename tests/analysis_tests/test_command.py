@@ -169,6 +169,23 @@ def test_report_writes_every_file_and_logs_them(studies):
             "report/trials.csv"} <= logged
 
 
+def test_analyze_beside_an_earlier_report_says_the_report_is_out_of_date(studies, capsys):
+    # Found by a first user: analyze --compare-widths left report.* of other widths beside it.
+    from study.cli import main
+
+    tmp, configs, _ = studies
+    config = configs["none"]
+    args = ["analyze", "--study-name", config.study_name, "--storage", config.storage,
+            "--tracking-uri", config.tracking_uri]
+    assert main([*args, "--output-dir", str(tmp / "a-fresh")]) == 0
+    assert "note: the report" not in capsys.readouterr().err
+    report_study(config, output_dir=tmp / "a-stale", evaluators=["fanova"], seed=0,
+                 n_bootstrap=2)
+    assert main([*args, "--output-dir", str(tmp / "a-stale"), "--compare-widths", "4,20"]) == 0
+    assert f"note: the report in {tmp / 'a-stale'} is from an earlier analysis; `study report` " \
+           f"with the same flags brings it up to date." in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def spread(tmp_path_factory, mlflow_template_db):
     """Digits, l2-in-loss, lr 1e-5, widths 2-64, weight decays spread over 1e-5..3e-2."""

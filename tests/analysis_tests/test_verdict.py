@@ -111,11 +111,13 @@ def test_a_wide_interval_says_how_many_trials_would_decide():
     # half-width 0.25 at estimate 0.125: (0.25 / 0.125)^2 * 16 = 64 trials in all, 48 more
     assert decision["code"] == "inconclusive"
     assert "about 48 more trials (64 in total)" in decision["why"]
+    assert decision["trials_needed"] == 64  # the same number, for explain's --replicates
 
 
 def test_a_hopeless_interval_caps_the_estimate_of_trials():
     decision = decide(parts((-10.0, 10.1), (-1, 1), (0, 1)), n=20, tolerance=TOL)
     assert "more than 200 trials" in decision["why"]
+    assert "trials_needed" not in decision  # no number to act on
 
 
 def test_no_fit_is_inconclusive():
