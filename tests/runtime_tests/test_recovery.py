@@ -297,13 +297,19 @@ def test_an_interrupt_while_a_complete_trials_run_closes_fails_requeues_and_kill
     _assert_interrupted_and_requeued(storage_url, mlflow_client)
 
 
-def test_a_resumed_session_reopens_the_parent_an_interrupt_killed_and_closes_it_finished(
-        storage_url, tracking_uri, mlflow_client, monkeypatch):
+def _interrupted_first_session(storage_url: str, tracking_uri: str, monkeypatch) -> str:
+    """Run the closing study's first session, interrupted in its first trial; its parent run's
+    id (the run is KILLED)."""
     with monkeypatch.context() as patched:
         _interrupt_once_at_attr(patched, "curve")
         with pytest.raises(Interrupted):
             run_session(_closing_config(storage_url, tracking_uri))
-    parent_id = study_user_attrs(storage_url, "closing")[PARENT_RUN_ATTR]
+    return study_user_attrs(storage_url, "closing")[PARENT_RUN_ATTR]
+
+
+def test_a_resumed_session_reopens_the_parent_an_interrupt_killed_and_closes_it_finished(
+        storage_url, tracking_uri, mlflow_client, monkeypatch):
+    parent_id = _interrupted_first_session(storage_url, tracking_uri, monkeypatch)
     assert mlflow_client.get_run(parent_id).info.status == "KILLED"
 
     result = run_session(_closing_config(storage_url, tracking_uri))
@@ -318,11 +324,7 @@ def test_a_worker_that_completes_the_study_closes_the_parent_an_interrupt_left(
         storage_url, tracking_uri, mlflow_client, monkeypatch):
     # Found by a user: workers finished the study and its parent stayed KILLED (or RUNNING,
     # after a kill -9) until another `study run` came along.
-    with monkeypatch.context() as patched:
-        _interrupt_once_at_attr(patched, "curve")
-        with pytest.raises(Interrupted):
-            run_session(_closing_config(storage_url, tracking_uri))
-    parent_id = study_user_attrs(storage_url, "closing")[PARENT_RUN_ATTR]
+    parent_id = _interrupted_first_session(storage_url, tracking_uri, monkeypatch)
 
     result = run_session(_closing_config(storage_url, tracking_uri), worker=True)
 
@@ -334,11 +336,7 @@ def test_a_worker_that_completes_the_study_closes_the_parent_an_interrupt_left(
 
 def test_a_worker_leaves_an_unfinished_study_s_parent_as_it_is(storage_url, tracking_uri,
                                                                 mlflow_client, monkeypatch):
-    with monkeypatch.context() as patched:
-        _interrupt_once_at_attr(patched, "curve")
-        with pytest.raises(Interrupted):
-            run_session(_closing_config(storage_url, tracking_uri))
-    parent_id = study_user_attrs(storage_url, "closing")[PARENT_RUN_ATTR]
+    parent_id = _interrupted_first_session(storage_url, tracking_uri, monkeypatch)
 
     run_session(_closing_config(storage_url, tracking_uri).replace(n_trials=1), worker=True,
                 given={"n_trials": 1})  # its own smaller budget: the study's is not met
