@@ -254,7 +254,7 @@ def _variants(ws: Workspace, config: Any, kind: str, n: int,
         begin = time.perf_counter()
         document, _, logged = analyze_study(config, output_dir=out)
         seconds = time.perf_counter() - begin
-        if document["n_trials_total"] != n or not logged.startswith("logged to run "):
+        if document["n_trials_total"] != n or logged.run_id is None:
             raise RuntimeError(f"analysis saw {document['n_trials_total']} trials; "
                                f"logged: {logged}")
         return seconds

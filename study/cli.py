@@ -7,7 +7,6 @@ with exit code 1; click's usage errors become one line with exit code 2.
 from __future__ import annotations
 
 import io
-import os
 import shlex
 import signal
 import sys
@@ -18,6 +17,7 @@ from typing import Any, TextIO
 import click
 
 from study._cli_doctor import doctor_command, doctor_gate, fixed_config, fixed_options
+from study._cli_env import mlflow_env_defaults
 from study._cli_options import (
     EXPLAIN_HELPS,
     WHOLE_NUMBER,
@@ -320,19 +320,6 @@ def _landscape_line(r: Any, radius: float) -> str:
             f"({DIRECTION_LABELS[r.normalization]}, weights {r.weights_source})")
 
 
-def _mlflow_http_defaults() -> None:
-    """Bound MLflow's own HTTP retries (7 by default, minutes of backoff): our tracker retries
-    with its own --tracking-timeout. A user's explicit setting wins."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    # The artifact-download bar (landscape weights) would bury the one line a command prints.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # On a tracking server MLflow prints two "View run/experiment" links to stdout at every
-    # run's close (fetching the run again to do it): one pair per trial, amid the summaries.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C raises :class:`KeyboardInterrupt` so the same clean-up
     runs; ``signum`` gives the exit code (128 + 15)."""
@@ -375,7 +362,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (1 for domain errors, 2 for usage errors)."""
-    _mlflow_http_defaults()
+    mlflow_env_defaults()
     interrupts = Interrupts(_Terminated)
     interrupts.install()
     try:

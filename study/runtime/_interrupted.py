@@ -19,7 +19,8 @@ def interrupted_trials(study: optuna.Study, own: str | None) -> set[int]:
     try:
         return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                 if t.user_attrs.get(FAILURE_ATTR) == INTERRUPTED
-                and own in (None, t.user_attrs.get(WORKER_ATTR))}
+                # A trial stopped before it was stamped is this process's (or nobody's).
+                and (own is None or t.user_attrs.get(WORKER_ATTR) in (own, None))}
     except StudyError:  # the storage went away too: the summary says less
         return set()
 

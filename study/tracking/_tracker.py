@@ -4,8 +4,8 @@ Everything goes through an explicit :class:`~mlflow.MlflowClient` and explicit r
 active-run stack is thread-local, so nothing here relies on ``mlflow.start_run``.
 
 The params, metrics and closing tags of the nested runs a tracker created (the trial runs, whose
-data nothing reads before they close) go through MLflow's
-asynchronous logging (``MlflowClient.log_batch(..., synchronous=False)``): the training loop
+data nothing reads before they close) go through MLflow's asynchronous logging
+(``MlflowClient.log_batch(..., synchronous=False)``): the training loop
 hands a batch over and goes on, and closing the run (``MlflowClient.set_terminated`` drains
 MLflow's queue first) writes what is left before the status. MLflow buffers only when
 ``MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS`` is set (the batches of that many seconds in one write);
@@ -98,15 +98,14 @@ class Tracker(ArtifactsMixin):
             self.client = MlflowClient(tracking_uri)
             self.tracking_uri = self.client.tracking_uri
         except Exception as exc:  # MlflowException for unsupported schemes, driver errors
-            raise TrackingError(
-                f"`tracking_uri` could not be opened: {shown}: {one_line(exc)}"
-            ) from None
-        # MLflow prints "View run <URI>/#/..." links on closing a run, the URI as given: with a
-        # secret URI through a process-wide stdout redirection, never on a background thread.
+            raise TrackingError(f"`tracking_uri` could not be opened: {shown}: "
+                                f"{one_line(exc)}") from None
+        # MLflow's "View run <URI>" links name the URI as given: a secret one is redacted
+        # through a process-wide stdout redirection, never on a background thread.
         self._secret_uri = redact(self.tracking_uri) != self.tracking_uri
         if close_in_background and asynchronous and not self._secret_uri:
             self._closer = Closer()
-        self._opened = False
+        self._opened = False  # until then an outage is no study's to resume
         try:
             self._call(self.client.search_experiments, max_results=1)
         except TrackingError as exc:
@@ -350,8 +349,7 @@ class Tracker(ArtifactsMixin):
             self._call(self._set_terminated, run_id, status)
 
     def _set_terminated(self, run_id: str, status: str) -> None:
-        """``MlflowClient.set_terminated``; on a tracking URI with a password, the links MLflow
-        prints on closing a run are printed redacted."""
+        """``MlflowClient.set_terminated``, the links it prints redacted (a secret URI)."""
         printed = io.StringIO()
         with self._queue_lock, contextlib.ExitStack() as stack:
             if self._secret_uri:
@@ -369,13 +367,11 @@ class Tracker(ArtifactsMixin):
                 if not is_transient(exc):
                     raise TrackingError(f"MLflow {_name(fn)} failed: {one_line(exc)}") from None
                 if time.monotonic() + delay > deadline:
-                    # Once opened, a study's trials and runs are in the stores: it resumes.
                     resumes = ": the study resumes" if self._opened else ""
                     raise TrackingError(
                         f"MLflow tracking store {redact(self.tracking_uri)} unreachable for "
                         f"{self.retry_seconds:g} s ({one_line(exc)}); stopping. Run the same "
-                        f"command again when it is back{resumes}."
-                    ) from None
+                        f"command again when it is back{resumes}.") from None
                 print(f"warning: MLflow {_name(fn)} failed ({one_line(exc)[:160]}); "
                       f"retrying in {delay:g} s", file=sys.stderr, flush=True)
                 time.sleep(delay)
