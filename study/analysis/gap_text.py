@@ -82,8 +82,7 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
             return _out("inconclusive", f"At {window} validation does not lag training: the "
                         f"gap, {_est(gap, ci)}, is at most +{_num(early['threshold'])}; whether "
                         f"validation is below training by more than {limit[1:]} cannot be "
-                        f"told; "
-                        f"{n} trials. {ending}", [_MORE])
+                        f"told; {n} trials. {ending}", [_MORE])
         return _out("inconclusive", f"At {window} the gap, {_est(gap, ci)}, may still be "
                     f"negligible: its interval reaches into {limit}; {n} trials.", [_MORE])
     fmt = interval_formatter([gap["estimate"], *gap["ci95"]], signed=False)
