@@ -500,3 +500,22 @@ def test_a_batchnorm_momentum_in_keras_terms_is_warned_about(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert ("warning: `bn_momentum` 0.51 is in PyTorch's convention" in err) is warned
     assert err.strip().splitlines()[-1].startswith("error: `momentum` must be a single value")
+
+
+def test_the_command_keeps_mlflows_database_creation_lines_out_of_its_output(tmp_path):
+    # Found by a user: two INFO lines of MLflow amid the first run's output.
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['x']\n"
+            "from study._cli_env import mlflow_env_defaults\n"
+            "{call}"
+            "import mlflow\n"
+            "mlflow.MlflowClient('sqlite:///{db}').search_experiments()\n")
+    seen = {}
+    for name, call in (("plain", ""), ("command", "mlflow_env_defaults()\n")):
+        proc = subprocess.run([sys.executable, "-c", code.format(call=call, db=tmp_path / name)],
+                              capture_output=True, text=True, timeout=120, env=cli_env())
+        assert proc.returncode == 0, proc.stderr
+        seen[name] = "Creating initial MLflow database tables" in proc.stderr
+    assert seen == {"plain": True, "command": False}  # MLflow says it; the command does not

@@ -291,7 +291,8 @@ def _recover(study: optuna.Study, handler: StaleTrialHandler, tracker: Tracker,
     closed = close_orphan_runs(study, tracker, experiment_id)
     if dead or closed:
         print(f"recovered: {len(dead)} trial(s) of dead workers failed and queued again "
-              f"{dead}; {closed} run(s) left RUNNING closed.", file=out, flush=True)
+              f"{dead}, their runs closed; {closed} other run(s) left RUNNING closed.",
+              file=out, flush=True)
 
 
 def _summarize(ctx: _Session, status: str) -> None:

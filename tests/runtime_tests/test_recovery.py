@@ -185,8 +185,8 @@ def test_workers_dead_before_opening_or_linking_their_runs_leave_one_linked_run_
 
     run_session(config.replace(n_trials=2))
 
-    assert "recovered: 2 trial(s) of dead workers failed and queued again [1, 2]" in \
-        capsys.readouterr().err
+    assert "recovered: 2 trial(s) of dead workers failed and queued again [1, 2], their runs " \
+           "closed; " in capsys.readouterr().err
     trials = study_trials(storage_url, "early")
     assert [t.state.name for t in trials[:3]] == ["COMPLETE", "FAIL", "FAIL"], _timeline(trials)
     started = [t for t in trials if t.state.name != "WAITING"]  # a queued retry has no run yet
