@@ -3,7 +3,6 @@ where the user has not set it (README: what the code changes beyond its own obje
 
 from __future__ import annotations
 
-import logging
 import os
 
 __all__ = ["mlflow_env_defaults"]
@@ -11,8 +10,7 @@ __all__ = ["mlflow_env_defaults"]
 
 def mlflow_env_defaults() -> None:
     """Bound MLflow's own HTTP retries (7 by default, minutes of backoff): our tracker retries
-    with its own --tracking-timeout. A user's explicit setting wins. Also quiets MLflow's
-    database-creation INFO lines."""
+    with its own --tracking-timeout. A user's explicit setting wins."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -21,6 +19,6 @@ def mlflow_env_defaults() -> None:
     # On a tracking server MLflow prints two "View run/experiment" links to stdout at every
     # run's close (fetching the run again to do it): one pair per trial, amid the summaries.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    # MLflow's two INFO lines as it creates a new mlflow.db, amid the command's own output (a
-    # level on that one logger; its handlers are left alone).
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    # MLflow's INFO lines ("Creating initial MLflow database tables" as it makes mlflow.db)
+    # amid the command's own output; its warnings and errors still show.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
