@@ -114,8 +114,15 @@ def _more_gap_replicates(document: Mapping[str, Any], replicates: int) -> list[s
     """The flag that gives an inconclusive gap design more trials (twice as many)."""
     if ((document.get("gap") or {}).get("verdict") or {}).get("code") != "inconclusive":
         return []
-    return [f"more trials: the same command with --replicates {2 * replicates} (intervals "
-            f"narrow as 1/sqrt(n))."]
+    return [f"more trials: the same command with {_replicates_flag(2 * replicates)} "
+            f"(intervals narrow as 1/sqrt(n))."]
+
+
+def _replicates_flag(n: int) -> str:
+    """``--replicates N``, or ``-P replicates=N`` under ``mlflow run`` (the MLproject's)."""
+    from study.runtime.parent import entry_run_id
+
+    return f"-P replicates={n}" if entry_run_id() else f"--replicates {n}"
 
 
 def _more_replicates(document: Mapping[str, Any], *, per_replicate: int,
@@ -127,7 +134,7 @@ def _more_replicates(document: Mapping[str, Any], *, per_replicate: int,
     used = int(document.get("n_trials_used") or 0)
     if used < MIN_TRIALS:
         wanted = replicates + -(-(MIN_TRIALS - used) // per_replicate)
-        return [f"more trials: the same command with --replicates {wanted} runs "
+        return [f"more trials: the same command with {_replicates_flag(wanted)} runs "
                 f"{wanted * per_replicate} (a verdict needs {MIN_TRIALS} usable trials)."]
     # An inconclusive question names the total that would decide it: the replicates for it.
     needed = [int(n) for q in ("init", "early")
@@ -135,7 +142,7 @@ def _more_replicates(document: Mapping[str, Any], *, per_replicate: int,
     if not needed or min(needed) <= used:
         return []
     wanted = -(-min(needed) // per_replicate)
-    return [f"more trials: the same command with --replicates {wanted} runs "
+    return [f"more trials: the same command with {_replicates_flag(wanted)} runs "
             f"{wanted * per_replicate} (about {min(needed)} would decide, if the estimate "
             f"holds)."]
 

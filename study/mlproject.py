@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from study.analysis.span import parse_compare_widths
 from study.cli import main
 from study.config import StudyConfig, coerce_values
 from study.errors import ConfigError
@@ -81,6 +82,7 @@ def _discard_unclaimed_entry() -> None:
 
 
 _REPORT_FLAGS = ("--evaluators", "--importance-seed", "--n-bootstrap")
+_ANALYSIS_FLAGS = ("--compare-widths",)  # analyze's and report's, not run's
 _STORE_FLAGS = ("--study-name", "--storage", "--output-dir")
 
 
@@ -114,45 +116,59 @@ def main_pipeline(argv: Sequence[str]) -> int:
     Study flags go to ``run``; the store flags to all three; the importance flags to ``report``.
     Stops at the first step that fails and returns its exit code.
     """
-    run_args = _without(argv, (*_REPORT_FLAGS, "--output-dir"))
+    analysis = _pairs(argv, _ANALYSIS_FLAGS)
+    try:  # checked before the study runs: a bad value costs no trials
+        parse_compare_widths(dict(zip(analysis[::2], analysis[1::2], strict=True)).get(
+            "--compare-widths"))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        _discard_unclaimed_entry()
+        return 1
+    run_args = _without(argv, (*_REPORT_FLAGS, *_ANALYSIS_FLAGS, "--output-dir"))
     code = mlproject_main("run", run_args)
     if code:
         return code
     store = _pairs(argv, _STORE_FLAGS)
     # `report` prints the same verdict again: say it once (analyze's errors still show).
     with contextlib.redirect_stdout(io.StringIO()):
-        code = main(["analyze", *store])
+        code = main(["analyze", *store, *analysis])
     if code:
         return code
-    code = main(["report", *store, *_pairs(argv, _REPORT_FLAGS)])
+    code = main(["report", *store, *analysis, *_pairs(argv, _REPORT_FLAGS)])
     if code == 0:
-        print(ui_hint(os.environ, parent_run_id=_study_parent(os.environ)), flush=True)
+        parent, experiment = _study_parent(os.environ)
+        print(ui_hint(os.environ, parent_run_id=parent, experiment=experiment), flush=True)
     return code
 
 
-def _study_parent(environ: Mapping[str, str]) -> str | None:
-    """The study's parent run: this ``mlflow run`` run, or the parent it is a later session
-    of (its tags say which); ``None`` when the run cannot be read."""
+def _study_parent(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The study's parent run (this ``mlflow run`` run, or the parent it is a later session
+    of: its tags say which) and the name of this run's experiment; ``None`` for what cannot be
+    read."""
     from study.tracking import Tracker
     from study.tracking.runs import PARENT_TAG, ROLE_TAG
 
     run_id = environ.get("MLFLOW_RUN_ID")
     try:
-        run = Tracker(environ.get("MLFLOW_TRACKING_URI"), retry_seconds=0).get_run(run_id) \
-            if run_id else None
-    except Exception:  # only the hint's run id is at stake: the study is done
-        return None
+        tracker = Tracker(environ.get("MLFLOW_TRACKING_URI"), retry_seconds=0)
+        run = tracker.get_run(run_id) if run_id else None
+        experiment = tracker.experiment_name(run.info.experiment_id) if run else None
+    except Exception:  # only the hint's names are at stake: the study is done
+        return None, None
     if run is None:
-        return None
+        return None, None
     tags = run.data.tags
-    return tags.get(PARENT_TAG, run_id) if tags.get(ROLE_TAG) == "session" else run_id
+    parent = tags.get(PARENT_TAG, run_id) if tags.get(ROLE_TAG) == "session" else run_id
+    return parent, experiment
 
 
-def ui_hint(environ: Mapping[str, str], *, parent_run_id: str | None = None) -> str:
+def ui_hint(environ: Mapping[str, str], *, parent_run_id: str | None = None,
+            experiment: str | None = None) -> str:
     """Where to see the study: the command that starts this environment's MLflow UI (its own
     ``mlflow``, which may not be on ``PATH``) and the URL of the experiment's runs, for the
     tracking store and experiment that ``mlflow run`` set in ``environ``, and the study's
-    ``parent_run_id`` (this ``mlflow run`` run's, ``MLFLOW_RUN_ID``, when not given)."""
+    ``parent_run_id`` (this ``mlflow run`` run's, ``MLFLOW_RUN_ID``, when not given).
+    ``experiment``: its name, where ``environ`` holds only its id."""
     tracking = environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     experiment_id = environ.get("MLFLOW_EXPERIMENT_ID")
     # MLflow 3 opens the GenAI view of an experiment first; this opens its training runs.
@@ -167,7 +183,7 @@ def ui_hint(environ: Mapping[str, str], *, parent_run_id: str | None = None) -> 
                  f"  then open http://127.0.0.1:5000{page}"]
     return "\n".join([
         f"the study in the MLflow UI (experiment "
-        f"{environ.get('MLFLOW_EXPERIMENT_NAME') or experiment_id or 'of this run'}, "
+        f"{environ.get('MLFLOW_EXPERIMENT_NAME') or experiment or experiment_id or 'of this run'}, "
         f"parent run {parent_run_id or environ.get('MLFLOW_RUN_ID', '?')}):", *where])
 
 

@@ -336,3 +336,12 @@ def test_an_inconclusive_gap_design_names_the_replicates_to_add(code, lines):
     from study.explain import _more_gap_replicates
 
     assert _more_gap_replicates({"gap": {"verdict": {"code": code}}}, 2) == lines
+
+
+def test_under_mlflow_run_the_advice_names_the_mlproject_parameter(monkeypatch):
+    # Found by a user: `mlflow run ... -e explain` was told to add --replicates.
+    from study.explain import _more_replicates
+
+    monkeypatch.setenv("MLFLOW_RUN_ID", "0" * 32)
+    (line,) = _more_replicates({"n_trials_used": 6}, per_replicate=6, replicates=1)
+    assert line.startswith("more trials: the same command with -P replicates=2 runs 12")

@@ -131,11 +131,11 @@ def two_mains(tmp_path_factory, mlflow_template_db):
     tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
     storage = f"sqlite:///{tmp / 'optuna.db'}"
     results = {}
-    for name, experiment, n_trials, n_bootstrap in (("first", "main", "4", "3"),
-                                                    ("second", "two", "2", "2")):
+    for name, experiment, n_trials, n_bootstrap, widths in (("first", "main", "4", "3", ""),
+                                                            ("second", "two", "2", "2", "4,16")):
         results[name] = mlflow_run(
             "main", {"study_name": name, "n_trials": n_trials, "epochs": "1",
-                     "storage": storage, "n_bootstrap": n_bootstrap},
+                     "storage": storage, "n_bootstrap": n_bootstrap, "compare_widths": widths},
             cwd=tmp, tracking_uri=tracking_uri, experiment=experiment, project=project)
     return project, tracking_uri, results
 
@@ -190,6 +190,11 @@ def test_mlflow_run_main_writes_one_report_folder_per_study(two_mains):
     assert sorted(p.name for p in (project / "reports").iterdir()) == ["first", "second"]
     for name in ("first", "second"):
         assert (project / "reports" / name / "report.html").is_file()
+    # `main` takes --compare-widths for its analysis and report (found by a user: refused).
+    widths = {name: json.loads((project / "reports" / name / "analysis.json").read_text())
+              ["reference"]["span"] for name in ("first", "second")}
+    assert (widths["first"]["widths"], widths["first"]["source"]) == ([4, 32], "configured")
+    assert (widths["second"]["widths"], widths["second"]["source"]) == ([4, 16], "given")
 
 
 def test_mlflow_run_explain_leaves_the_verdict_on_its_parent_run(tmp_path, tracking_uri):
@@ -348,3 +353,18 @@ def test_mlflow_run_doctor_names_mislabeled_image_files(tmp_path, tracking_uri):
         labels["suspects"]
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "doctor")}
     assert f"doctor/{labels['suspects_file']}" in logged
+
+
+def test_main_refuses_bad_compare_widths_before_running_the_study(tmp_path, monkeypatch,
+                                                                   capsys):
+    from study.mlproject import main_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    code = main_pipeline(["--study-name", "w", "--storage", storage, "--compare-widths", "8,4"])
+    assert code == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: `compare_widths` must be two widths A,B with 1 <= A < B, but got "
+        "compare_widths='8,4'.")
+    assert list(tmp_path.iterdir()) == []

@@ -46,6 +46,14 @@ def test_a_later_mlflow_run_session_leads_to_its_study_parent(tracking_uri):
     tag_session(tracker, session, study_name="s", parent_run_id=parent)
     environ = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_RUN_ID": session}
 
-    assert _study_parent(environ) == parent
-    assert _study_parent({**environ, "MLFLOW_RUN_ID": parent}) == parent
-    assert _study_parent({**environ, "MLFLOW_RUN_ID": "0" * 32}) is None
+    assert _study_parent(environ) == (parent, "study")
+    assert _study_parent({**environ, "MLFLOW_RUN_ID": parent}) == (parent, "study")
+    assert _study_parent({**environ, "MLFLOW_RUN_ID": "0" * 32}) == (None, None)
+
+
+def test_an_experiment_known_by_its_id_only_is_named():
+    # Found by a user: `mlflow run --experiment-name study` gave "(experiment 1, ...)".
+    lines = ui_hint({"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db", "MLFLOW_EXPERIMENT_ID": "1",
+                     "MLFLOW_RUN_ID": "r"}, parent_run_id="r", experiment="study").splitlines()
+    assert lines[0] == "the study in the MLflow UI (experiment study, parent run r):"
+    assert lines[-1].endswith("/#/experiments/1/runs?workflowType=machine_learning")

@@ -171,8 +171,9 @@ def _more(n: int, routes: list[int | None]) -> str:
         return (f"more than {MORE_TRIALS_CAP * n} trials ({MORE_TRIALS_CAP}x the current {n}) "
                 f"would be needed at this noise level")
     needed = min(known)
-    return (f"about {needed - n} more trials ({needed} in total) would decide, if the estimate "
-            f"holds and the interval narrows as 1/sqrt(n)")
+    more = needed - n
+    return (f"about {more} more trial{'s' * (more != 1)} ({needed} in total) would decide, if "
+            f"the estimate holds and the interval narrows as 1/sqrt(n)")
 
 
 def number_text(value: float) -> str:

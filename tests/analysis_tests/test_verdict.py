@@ -114,6 +114,12 @@ def test_a_wide_interval_says_how_many_trials_would_decide():
     assert decision["trials_needed"] == 64  # the same number, for explain's --replicates
 
 
+def test_one_more_trial_is_said_in_the_singular():
+    from study.analysis.verdict import _more
+
+    assert _more(22, [23]).startswith("about 1 more trial (23 in total) would decide")
+
+
 def test_a_hopeless_interval_caps_the_estimate_of_trials():
     decision = decide(parts((-10.0, 10.1), (-1, 1), (0, 1)), n=20, tolerance=TOL)
     assert "more than 200 trials" in decision["why"]
