@@ -93,7 +93,8 @@ def decide(parts: Mapping[str, Estimate] | None, *, n: int, tolerance: float
         return {"code": "inconclusive",
                 "why": f"only {n} usable trial{'s' if n != 1 else ''}, fewer than the "
                        f"{MIN_TRIALS} a verdict needs; run at least {more} more (study run's "
-                       f"--n-trials is the total of finished trials to reach)"}
+                       f"--n-trials is the total of finished trials to reach; study explain's "
+                       f"--replicates the seeds per width)"}
     if parts is None:
         return {"code": "inconclusive", "why": "no size effect could be estimated"}
     t, d, p = (parts[k] for k in ("total", "data", "penalty"))

@@ -102,7 +102,8 @@ def test_too_few_trials_say_how_many_more():
     assert "run at least 1 more" in decision["why"]
     # Found by a first user: "5 more" read as --n-trials 5, which is a total, not an increment.
     assert decision["why"].endswith("(study run's --n-trials is the total of finished trials "
-                                    "to reach)")
+                                    "to reach; study explain's --replicates the seeds per "
+                                    "width)")  # the second found by a later user
     assert code((0.3, 0.5), (-0.2, -0.1), (0.5, 0.6), n=MIN_TRIALS) == "penalty"
 
 
