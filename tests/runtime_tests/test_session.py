@@ -238,7 +238,7 @@ def test_a_trial_that_fails_before_its_model_is_built_logs_its_params(
     # found in MLflow by their settings.
     (tmp_path / "net.py").write_text(RAISES_AT_6)
     config = small_config(storage_url, tracking_uri, n_trials=1, pruner="none",
-                          model=f"{tmp_path / 'net.py'}:build")
+                          model=f"{tmp_path / 'net.py'}:build", timeout=0.01)  # that trial only
     create_with_queue(config, [{"width": 6, "lr": 1e-2, "weight_decay": 1e-3}])
 
     run_session(config)
