@@ -130,8 +130,10 @@ def start_workers(config: StudyConfig, devices: Sequence[str], *,
         WorkersInterrupted: A signal was passed on (raised once every worker has exited).
     """
     env = worker_env(config, devices, tracking_uri=tracking_uri)
+    # Their summaries repeat the one this process prints for the study: stdout stays one
+    # summary; their progress, warnings and errors (stderr) still show.
     procs = [subprocess.Popen(worker_command(config, device, quiet=quiet), env=env,
-                              start_new_session=True)
+                              start_new_session=True, stdout=subprocess.DEVNULL)
              for device in devices]
     received: list[int] = []
 

@@ -95,8 +95,10 @@ def test_two_workers_on_a_journal_file_meet_the_budget(server, tmp_path):
                       "--n-trials", str(BUDGET), *TINY], tmp_path)
 
     assert proc.returncode == 0, proc.stderr
-    # MLflow's "View run" links, one per trial on a server, stay out of the output.
+    # MLflow's "View run" links, one per trial on a server, stay out of the output, and the
+    # workers' own summaries too: stdout is the study's one summary (found by a user).
     assert "View run" not in proc.stdout + proc.stderr
+    assert "worker done" not in proc.stdout and proc.stdout.count("study 'j': ") == 1
     trials = check_scaled_study(storage, server.uri, "journal", "j", BUDGET, workers=2)
     assert len({t.user_attrs["worker"] for t in trials}) == 2, timeline(trials)
 
