@@ -54,3 +54,10 @@ def as_sentence(words: str) -> str:
     ....``."""
     words = words.strip().rstrip(".")
     return f"{words[:1].upper()}{words[1:]}." if words else ""
+
+
+def shell_path(path: object) -> str:
+    """``path`` as a shell takes it (quoted where a study name put quotes or spaces in it)."""
+    import shlex
+
+    return shlex.quote(str(path))

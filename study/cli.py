@@ -7,7 +7,6 @@ with exit code 1; click's usage errors become one line with exit code 2.
 from __future__ import annotations
 
 import io
-import shlex
 import signal
 import sys
 import warnings
@@ -32,7 +31,7 @@ from study._cli_options import (
     store_options,
 )
 from study._signals import Interrupts
-from study._text import finished_of, settings_of
+from study._text import finished_of, settings_of, shell_path
 from study._validation import check_positive
 from study.config import StudyConfig, resolve_config
 from study.errors import StudyError
@@ -223,8 +222,7 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
         compare_widths=widths,
     )
     click.echo(answer_text(document["verdict"], document.get("gap")))
-    page = shlex.quote(str(out / "report.html"))  # a study name of any characters
-    click.echo(f"wrote {len(files)} files to {out} (open {page}); "
+    click.echo(f"wrote {len(files)} files to {out} (open {shell_path(out / 'report.html')}); "
                f"{logged}")
 
 

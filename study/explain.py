@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shlex
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study._choices import search_spec
+from study._text import shell_path
 from study._validation import check_choice, check_fixed_hparams, fail, folder_name
 from study.config import TRAINING_OPTIONS, StudyConfig
 from study.errors import ConfigError, StudyError
@@ -310,9 +310,8 @@ def _one_mode(config: StudyConfig, why: str) -> None:
 
 
 def _wrote(outcome: ExplainOutcome) -> str:
-    page = shlex.quote(str(outcome.report_dir / "report.html"))  # names of any characters
-    return (f"wrote {outcome.report_dir} (open {page}); "
-            f"{outcome.logged}")
+    page = shell_path(outcome.report_dir / "report.html")
+    return f"wrote {outcome.report_dir} (open {page}); {outcome.logged}"
 
 
 def _name(config: StudyConfig, stem: str) -> str:

@@ -167,11 +167,10 @@ def _needed(n: int, routes: list[int | None]) -> dict[str, int]:
 
 
 def _more(n: int, routes: list[int | None]) -> str:
-    known = [r for r in routes if r is not None]
-    if not known or min(known) > MORE_TRIALS_CAP * n:
+    needed = _needed(n, routes).get("trials_needed")
+    if needed is None:
         return (f"more than {MORE_TRIALS_CAP * n} trials ({MORE_TRIALS_CAP}x the current {n}) "
                 f"would be needed at this noise level")
-    needed = min(known)
     more = needed - n
     return (f"about {more} more trial{'s' * (more != 1)} ({needed} in total) would decide, if "
             f"the estimate holds and the interval narrows as 1/sqrt(n)")

@@ -96,9 +96,10 @@ def check_labels(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Chec
     otherwise.
     """
     base_lr = training_lr(inputs, found)
-    signal_epochs = short_epochs(SIGNAL_EPOCHS, inputs)
+    signal_epochs, fold_epochs = short_epochs(SIGNAL_EPOCHS, inputs), short_epochs(FOLD_EPOCHS,
+                                                                                  inputs)
     budget = (f"{len(LR_FACTORS) + 1} x {signal_epochs} epochs + {FOLDS} folds x "
-              f"{short_epochs(FOLD_EPOCHS, inputs)} epochs")
+              f"{fold_epochs} epochs")
     real, lr = _best_real(inputs, base_lr, epochs=signal_epochs)
     if real is None:
         return CheckResult(
@@ -124,7 +125,7 @@ def check_labels(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Chec
              "oof_probs": suspects.pop("oof_probs")}
     listing = suspects.pop("table", [])
     details = {"lr": lr, "base_lr": base_lr, "signal_epochs": signal_epochs,
-               "fold_epochs": short_epochs(FOLD_EPOCHS, inputs), "learned": learned,
+               "fold_epochs": fold_epochs, "learned": learned,
                **signal, **suspects}
     status, evidence, advice = _after_upstream(_verdict(details), found)
     if not learned:

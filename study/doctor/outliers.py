@@ -81,8 +81,8 @@ def input_scores(x: torch.Tensor) -> np.ndarray:
     return (np.abs(feats - med) / np.maximum(mad, MAD_FLOOR)).max(axis=1)
 
 
-def _losses(inputs: DoctorInputs,
-            found: Mapping[str, CheckResult]) -> tuple[np.ndarray, float, int]:
+def _losses(inputs: DoctorInputs, found: Mapping[str, CheckResult], *,
+            epochs: int) -> tuple[np.ndarray, float, int]:
     """Each training sample's loss (eval mode) after a short training on the training split,
     the rate it trained at and the number of trainings.
 
@@ -96,8 +96,7 @@ def _losses(inputs: DoctorInputs,
     rates = [float(chosen)] if chosen else [base * f for f in LR_FACTORS]
     best: tuple[float, Any, float] = (math.inf, None, rates[0])
     for lr in rates:
-        trainer = inputs.trainer(epochs=short_epochs(EPOCHS, inputs),
-                                 hparams=dataclasses.replace(inputs.hparams, lr=lr))
+        trainer = inputs.trainer(epochs=epochs, hparams=dataclasses.replace(inputs.hparams, lr=lr))
         try:
             loss = trainer.fit()[-1].val_loss
         except NonFiniteLossError:
@@ -154,7 +153,7 @@ def check_outliers(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Ch
     passes otherwise. ``details["suspects"]`` lists training samples: the non-finite ones, then
     input outliers and unexplained extreme losses, each most extreme first.
     """
-    d = inputs.data
+    d, epochs = inputs.data, short_epochs(EPOCHS, inputs)
     z_train, z_val = input_scores(d.x_train), input_scores(d.x_val)
     far_train = np.flatnonzero(z_train > INPUT_Z)
     far_train = far_train[np.argsort(-z_train[far_train], kind="stable")]
@@ -162,7 +161,7 @@ def check_outliers(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Ch
     far_val = far_val[np.argsort(-z_val[far_val], kind="stable")]
     explained = _explained_by_label(found.get("labels"), d.y_train.cpu().numpy())
     try:
-        losses, lr, runs = _losses(inputs, found)
+        losses, lr, runs = _losses(inputs, found, epochs=epochs)
         extreme = _extreme(losses, d.n_classes)
         trained = True
     except NonFiniteLossError:
@@ -184,11 +183,11 @@ def check_outliers(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Ch
         "n_extreme_loss": len(unexplained), "n_explained_by_label": len(by_label),
         "loss_floor": LOSS_FLOOR_NATS * math.log(max(d.n_classes, 2)),
         "median_loss": float(np.median(losses)) if trained else None,
-        "trained": trained, "lr": lr, "epochs": short_epochs(EPOCHS, inputs),
+        "trained": trained, "lr": lr, "epochs": epochs,
         "suspects": _names(inputs.train_names, list(dict.fromkeys(
             [*inputs.non_finite_train, *far_train.tolist(), *unexplained])))}
     status, evidence, advice = _verdict(inputs, details, n_train=d.n_train)
-    budget = f"{runs} x {short_epochs(EPOCHS, inputs)} epochs, kept lr {lr:.2g}"
+    budget = f"{runs} x {epochs} epochs, kept lr {lr:.2g}"
     figure = {"kind": "outliers", "loss_sorted": sorted(float(v) for v in losses)[::-1][:200],
               "loss_floor": details["loss_floor"]} if trained else None
     flagged = [(inputs.train_names, "train", "non-finite", inputs.non_finite_train),
