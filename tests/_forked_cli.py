@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import subprocess
@@ -34,6 +35,11 @@ PRELOAD = ["torch", "mlflow", "optuna", "sqlalchemy", "study.cli", "study.runtim
 
 _context = multiprocessing.get_context("forkserver")
 _start_lock = threading.Lock()
+# A child's exit code is read once from its status pipe, by whichever thread polls first, and
+# Process.start() polls every live child of the process: two threads polling one child at once
+# leave one of them at EOF, which multiprocessing reports as exit code 255. Every poll and
+# start holds this lock (the tests run CLI calls from several threads).
+_poll_lock = threading.Lock()
 _started = False
 
 
@@ -88,14 +94,19 @@ def run_forked(args: list[str], *, cwd: Path, env: dict[str, str], exe: Path,
     with tempfile.TemporaryDirectory(prefix="study-cli-") as tmp:
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
         child = _context.Process(target=_child, args=(argv, str(cwd), dict(env), out, err))
-        child.start()
+        with _poll_lock:
+            child.start()
         try:
-            child.join(timeout)
+            multiprocessing.connection.wait([child.sentinel], timeout)
         finally:  # past the timeout, or the test interrupted: no child outlives the call
-            running = child.exitcode is None
+            with _poll_lock:
+                running = child.exitcode is None
+                if running:
+                    child.kill()
             if running:
-                child.kill()
-                child.join()
+                multiprocessing.connection.wait([child.sentinel])
+                with _poll_lock:
+                    child.join()
         if running:
             raise subprocess.TimeoutExpired(argv, timeout, output=_read(out), stderr=_read(err))
         return subprocess.CompletedProcess(argv, child.exitcode, _read(out), _read(err))

@@ -25,6 +25,22 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# The longest modules first: pytest-xdist's loadscope hands modules out in collection order,
+# and a long one collected late (test_mlproject_e2e alone runs for minutes) decides when the
+# whole run ends while the other workers idle.
+_LONGEST_FIRST = ("tests/test_mlproject_e2e.py", "tests/doctor_tests/test_command.py",
+                  "tests/runtime_tests/test_server_restarts.py",
+                  "tests/runtime_tests/test_recovery.py", "tests/test_bench.py",
+                  "tests/runtime_tests/test_workers.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Those modules first, in that order; the rest keep theirs (the sort is stable, so each
+    module's tests stay together and in their order)."""
+    rank = {path: i for i, path in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
 @pytest.fixture(scope="session")
 def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow SQLite database with its schema migrated, made once per session."""
