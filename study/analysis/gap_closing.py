@@ -82,11 +82,14 @@ def reading(epochs: Sequence[Mapping[str, Any]], closes_at: int | None, *, state
 
 def table_cell(closing: Closing) -> str:
     """The ``closes at epoch`` cell of a table of settings: ``3``, ``no lag``, ``no lag from
-    2``, ``no`` (open) or ``?`` (unclear)."""
+    2``, ``not by 6`` (open) or ``unclear at 6`` (a bare "no" beside "no lag" read as its
+    opposite)."""
     if closing.kind == "closed":
         return str(closing.epoch)
     if closing.kind == "no-lag-from":
         return f"no lag from {closing.epoch}"
     if closing.kind in NO_LAG:
         return "no lag"
-    return {"open": "no", "unclear": "?"}.get(closing.kind, "—")
+    if closing.kind in ("open", "unclear"):
+        return f"{'not by' if closing.kind == 'open' else 'unclear at'} {closing.last}"
+    return "—"

@@ -33,8 +33,9 @@ _WHY = {
 }
 TRY = {
     "normalization-statistics": [
-        "a BatchNorm momentum nearer PyTorch's 0.1 (0.9 in Keras terms): the running "
-        "statistics then forget their initial values within a few dozen steps",
+        "a higher BatchNorm momentum in PyTorch's convention (its default is 0.1; Keras's "
+        "0.99 is 0.01 there): the running statistics then follow the moving weights in fewer "
+        "steps",
         "more steps per epoch (smaller batches), so the running statistics see more updates "
         "before each validation",
         "a validation that does not rely on stale running statistics: recompute the BatchNorm "
@@ -54,6 +55,7 @@ TRY = {
     "none": [],
 }
 _MORE = "more trials of this setting (intervals narrow as 1/sqrt(n))"
+_FIXABLE = ("normalization-statistics", "overfitting")  # codes whose advice changes training
 
 
 def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level: float,
@@ -124,10 +126,29 @@ def _tries(code: str, early: Mapping[str, Any], ci: str) -> list[str]:
                 f"validation minus training with dropout off on both, is "
                 f"{_est(early['generalization'], ci)}"]
     if code == "epoch-averaging":
-        end = early["train_data_loss"]["estimate"] + early["timing"]["estimate"]
-        return [f"{TRY['epoch-averaging'][0]}: {_num(end)} here, against a validation loss "
-                f"of {_num(early['val_loss']['estimate'])}"]
+        return _against_the_end(early, ci)
     return list(TRY[code])
+
+
+def _against_the_end(early: Mapping[str, Any], ci: str) -> list[str]:
+    """The epoch-averaging advice: compare with the training loss at the epoch's end; where
+    validation is still above that by more than the threshold and a part is shown to put it
+    there, that part and its own advice (nothing to fix would hide it)."""
+    end = early["train_data_loss"]["estimate"] + early["timing"]["estimate"]
+    val = early["val_loss"]["estimate"]
+    compare = (f"compare validation with the training loss at the epoch's end (the epoch "
+               f"mean plus the timing part), not with the epoch's mean: {_num(end)} here, "
+               f"against a validation loss of {_num(val)}")
+    parts = [k for k in ("mode_batchnorm", "mode_dropout") if k in early] or ["mode"]
+    shown = [k for k in (*parts, "generalization")
+             if k in early and (early[k]["ci95"][0] or 0) > early["threshold"]]
+    if val - end <= early["threshold"] or not shown:
+        return [f"nothing to fix: {compare}"]
+    part = max(shown, key=lambda k: early[k]["estimate"])
+    code = CARRIER_CODES.get(part)
+    return [f"{compare}: validation is still {_num(val - end)} above it, and "
+            f"{LABELS[part]} put {_est(early[part], ci)} there",
+            *(TRY[code] if code in _FIXABLE else [])]
 
 
 def short_line(block: Mapping[str, Any]) -> str:
@@ -207,7 +228,24 @@ def _by_setting(groups: Mapping[str, Mapping[str, Any]]) -> str:
         if labels:
             said.append(f"{words[key]} in {len(labels)}{f' of {len(groups)}' * (not said)} "
                         f"({_named(labels)})")
-    return f"Gap by setting: {', '.join(parts)}; validation {', '.join(said)}."
+    return f"Gap by setting: {', '.join(parts)}; validation {', '.join(said)}.{_largest(groups)}"
+
+
+def _largest(groups: Mapping[str, Mapping[str, Any]]) -> str:
+    """`` Largest: BatchNorm statistics +1.86 [+1.34, +2.37] at epoch 1 (adam, bn 0.01,
+    dropout 0); try a higher BatchNorm momentum ... (each setting's advice: the report).``,
+    from the setting whose carrier part is largest; empty when no setting has a carrier."""
+    carried = [(label, g) for label, g in groups.items()
+               if (g.get("early") or {}).get("carrier") in CARRIER_CODES]
+    if not carried:
+        return ""
+    label, group = max(carried, key=lambda lg: abs(
+        lg[1]["early"][lg[1]["early"]["carrier"]]["estimate"]))
+    early, code = group["early"], (group.get("verdict") or {}).get("code")
+    advice = f"; try {TRY[code][0]} (each setting's advice: the report)" \
+        if code in _FIXABLE else ""
+    return (f" Largest: {LABELS[early['carrier']]} {_bracket(early[early['carrier']])} at "
+            f"{_window(group)} ({label}){advice}.")
 
 
 def _named(labels: list[str]) -> str:

@@ -18,9 +18,11 @@ from study.analysis.gap_text import LABELS, gap_table_rows, short_line
 from study.report._format import MISSING, as_float, effect, fmt_num, text
 from study.report.blocks import Bullets, Details, FigureRef, Heading, Para, Table
 
-__all__ = ["GAP_FIGURE", "gap_blocks", "gap_line", "gap_of", "has_trials"]
+__all__ = ["GAP_FIGURE", "MAX_PANELS", "gap_blocks", "gap_line", "gap_of", "has_trials"]
 
 GAP_FIGURE = "gap"  # figures/gap.png
+# More panels than this no longer fit a report's width at a readable size.
+MAX_PANELS = 6
 QUESTION = "Why does validation lag training?"
 _PART_HEADERS = {"gap": "gap", "timing": "timing", "mode": "mode",
                  "mode_batchnorm": "mode: BatchNorm", "mode_dropout": "mode: dropout",
@@ -78,18 +80,23 @@ def gap_blocks(analysis: Mapping[str, Any]) -> list[Any]:
     if not groups:
         return [*out, *_answer(block, figure), *_notes(block)]
     # The settings' own verdicts lead: pooled, settings chosen to differ mix their gaps.
+    # Pooled, no verdict or closing: it read "has not closed" beside settings that closed.
     return [*out, Para([short_line(block)]), figure, *_group_blocks(block, groups),
             Heading(3, "All settings pooled, per epoch", "gap-epochs"),
-            _verdict_para(block, "All settings pooled, verdict"),
-            Para([_table_intro(block)]), _epoch_table(block), Para([_closing_text(block)]),
-            *_notes(block)]
+            Para([f"Pooled over {len(groups)} settings chosen to differ, these means answer "
+                  "none of them (each setting's verdict and closing epoch are above). "
+                  f"{_table_intro(block)}"]), _epoch_table(block), *_notes(block)]
 
 
 # -- internals --------------------------------------------------------------------------------
 def _caption(block: Mapping[str, Any]) -> str:
     level = _level(block)
-    panels = ("One panel per setting. " if isinstance(block.get("groups"), Mapping)
-              and block["groups"] else "")
+    groups = block.get("groups") if isinstance(block.get("groups"), Mapping) else {}
+    drawn = [k for k, g in groups.items() if isinstance(g, Mapping) and g.get("epochs")]
+    panels = ("" if not drawn else "One panel per setting. " if len(drawn) <= MAX_PANELS else
+              f"One panel for each of the first {MAX_PANELS} of the {len(drawn)} settings "
+              f"({'; '.join(map(str, drawn[:MAX_PANELS]))}); the table below has all of "
+              "them. ")
     return (f"{panels}Per epoch, validation loss minus the training data loss, split into "
             "its parts as stacked bars: timing (the epoch's mean training loss against the "
             "loss at its end), mode (eval against train mode: BatchNorm's running statistics, "

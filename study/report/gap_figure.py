@@ -22,12 +22,11 @@ from matplotlib.ticker import MaxNLocator
 
 from study.analysis.gap_closing import closing_of
 from study.report.figures import message_figure, to_png
+from study.report.gap_blocks import MAX_PANELS
 
 __all__ = ["MAX_PANELS", "PART_LABELS", "build_gap_figure", "gap_figure"]
 
 QUESTION = "Why does validation lag training?"
-# More panels than this no longer fit a report's width at a readable size.
-MAX_PANELS = 6
 _PANEL_HEIGHT = 3.4  # inches
 PART_LABELS = {"timing": "timing (epoch averaging)", "mode": "mode (train vs eval)",
                "mode_batchnorm": "mode: BatchNorm statistics", "mode_dropout": "mode: dropout",

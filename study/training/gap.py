@@ -6,7 +6,9 @@ while the weights moved) and ``V`` the validation loss after the epoch (eval mod
 On a fixed subset ``S`` of the training split, with the weights at the end of the epoch:
 
 - ``T``: train mode, on batches of the trial's size (BatchNorm normalizes with batch statistics
-  as in training; dropout is on);
+  as in training; dropout is on); in chunks like ``E``'s where the model has no BatchNorm, so
+  that a model with neither BatchNorm nor dropout reads the same sums in both modes (its mode
+  part is 0, not rounding noise);
 - ``E``: eval mode (BatchNorm's running statistics; dropout off);
 - ``M``, for models with both BatchNorm and dropout: BatchNorm in eval mode, dropout on.
 
@@ -119,7 +121,7 @@ class GapProbe:
         x: The training inputs (the first ``n`` are read).
         y: The training labels.
         n: The size of ``S`` (:func:`gap_sample_count`).
-        batch_size: The trial's batch size (``T`` only).
+        batch_size: The trial's batch size (``T`` only, and only with BatchNorm).
         loss_sum: Summed cross-entropy of a batch as a 0-d float64 tensor, through the trainer's
             forward path (compiled or not, autocast, memory format).
         noise: The dropout masks' stream.
@@ -133,7 +135,8 @@ class GapProbe:
         self._loss_sum = loss_sum
         self._noise = noise
         self._dropouts = [m for m in model.modules() if isinstance(m, _DropoutNd)]
-        self.splits_mode = has_batchnorm(model) and has_dropout(model)
+        self._batchnorm = has_batchnorm(model)  # the only layer whose output needs the batch
+        self.splits_mode = self._batchnorm and has_dropout(model)
 
     def sums(self) -> torch.Tensor:
         """Summed losses ``[T, E]`` (``[T, E, M]`` when :attr:`splits_mode`), float64 on the
@@ -148,7 +151,7 @@ class GapProbe:
                     dropout.train()
                 mixed.append(self._over(_CHUNK))
             self.model.train()
-            train_mode = self._over(self._batch_size)
+            train_mode = self._over(self._batch_size if self._batchnorm else _CHUNK)
         return torch.stack([train_mode, eval_mode, *mixed])
 
     def _over(self, batch: int) -> torch.Tensor:

@@ -130,6 +130,22 @@ def test_a_negative_gap_just_past_minus_the_threshold_is_explained():
     assert code(trials) == "epoch-averaging"
 
 
+def test_epoch_averaging_names_a_lag_that_remains_at_the_epochs_end_and_its_advice():
+    """Found by a first user: validation below the epoch's mean but above its end, by a
+    BatchNorm part shown above the threshold, read "nothing to fix"."""
+    still = study({"timing": -0.6, "mode": [0.14, 0.15, 0.16], "generalization": 0.02})
+    verdict = gap_block(still)["verdict"]
+    assert verdict["code"] == "epoch-averaging"
+    assert verdict["try"][0].startswith("compare validation with the training loss at the "
+                                        "epoch's end"), verdict["try"]
+    assert "validation is still 0.17 above it, and BatchNorm statistics put 0.15" in \
+        verdict["try"][0], verdict["try"]
+    assert any("higher BatchNorm momentum" in t for t in verdict["try"][1:])
+    level = study({"timing": -0.6, "mode": [0.0, 0.01, 0.02], "generalization": 0.0})
+    tries = gap_block(level)["verdict"]["try"]
+    assert len(tries) == 1 and tries[0].startswith("nothing to fix: compare"), tries
+
+
 # -- the carrier: the largest part, its paired lead over every other part shown ---------------
 def _lead(lo: float) -> list[GapTrial]:
     """Mode leads generalization by a per-trial difference whose interval starts at ``lo``;
@@ -184,7 +200,8 @@ def test_each_code_from_the_part_that_carries_the_gap(parts, kinds, split, expec
 def test_normalization_statistics_says_what_to_try():
     verdict = gap_block(study({"timing": -0.1, "mode": 0.5, "generalization": JITTER}))["verdict"]
     tries = " ".join(verdict["try"])
-    assert "0.1" in tries and "0.9 in Keras" in tries and "smaller batches" in tries
+    assert "higher BatchNorm momentum" in tries and "default is 0.1" in tries \
+        and "smaller batches" in tries
     assert "recompute the BatchNorm statistics" in tries
     assert "the BatchNorm statistics carry 0.50" in verdict["text"]
 
@@ -408,9 +425,22 @@ def test_a_gap_within_the_threshold_at_every_epoch_is_no_lag_whatever_its_parts_
     assert block["verdict"]["code"] == "none" and block["closing"] == "unclear"
     assert gap_table_rows(block)[0]["closes at epoch"] == "no lag"
     grouped = {"groups": {"sgd": block, "adam": gap_block(_lags(0.5, 0.5, 0.5))}}
-    assert short_line(grouped).endswith(
-        "validation is behind at no epoch in 1 of 2 (sgd), has not caught up by epoch 3 in 1 "
-        "(adam).")
+    assert ("validation is behind at no epoch in 1 of 2 (sgd), has not caught up by epoch 3 in 1 "
+            "(adam).") in short_line(grouped)
+
+
+def test_the_line_of_settings_names_the_largest_carrier_and_its_advice_where_there_is_one():
+    """Found by a first user: the line of settings gave codes without a size or advice."""
+    bn = gap_block(study({"timing": -0.1, "mode": 0.5, "generalization": JITTER}))
+    small = gap_block(study({"timing": -0.1, "mode": 0.2, "generalization": JITTER}))
+    line = short_line({"groups": {"bn 0.01": bn, "bn 0.1": small}})
+    assert line.endswith(" Largest: BatchNorm statistics +0.50 [+0.50, +0.50] at epoch 1 "
+                         "(bn 0.01); try a higher BatchNorm momentum in PyTorch's convention "
+                         "(its default is 0.1; Keras's 0.99 is 0.01 there): the running "
+                         "statistics then follow the moving weights in fewer steps (each "
+                         "setting's advice: the report)."), line
+    averaging = {"groups": {"a": gap_block(_lags(0.5, 0.5, 0.5)), "b": gap_block(_lags(0.3))}}
+    assert "; try" not in short_line(averaging)  # nothing to fix: no advice in the line
 
 
 def test_validation_clearly_below_training_reads_as_no_lag_and_gives_no_grouping_advice():

@@ -69,6 +69,22 @@ def test_what_a_model_contains_is_read_from_its_dropout_and_its_split():
         [(True, False), (False, True), (True, True)]
 
 
+def test_a_model_without_dropout_whose_mode_part_is_zero_has_no_batchnorm():
+    """Found by a first user: a factory without BatchNorm had its (zero) mode part called
+    BatchNorm statistics and its settings labelled with a BatchNorm momentum."""
+    flat = [{**r, "gap_mode": 0.0} for r in gap_records([_record(1), _record(2)])]
+    noise = [{**r, "gap_mode": 2.1e-08} for r in flat]  # an earlier version's rounding
+    moving = gap_records([_record(1), _record(2)])
+    for curve in (flat, noise):
+        trials = gap_trials(_table([{"gap_curve": curve, "dropout": 0.0},
+                                    {"gap_curve": curve, "dropout": 0.5}]))
+        assert [(t.has_batchnorm, t.has_dropout) for t in trials] == [(False, False),
+                                                                      (False, True)]
+        assert [t.group for t in trials] == ["adam, dropout 0", "adam, dropout 0.5"]
+    (trial,) = gap_trials(_table([{"gap_curve": moving, "dropout": 0.0}]))
+    assert trial.has_batchnorm
+
+
 def test_the_document_has_no_gap_block_without_measured_trials():
     table = _table([{"gap_curve": None}])
     assert analyze(table, study_name="s", early_epochs=1)["gap"] is None

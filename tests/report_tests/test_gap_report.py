@@ -16,7 +16,7 @@ from study.analysis.gap import gap_block
 from study.analysis.gap_text import LABELS, gap_table_rows, short_line
 from study.report.blocks import Bullets, Details, FigureRef, Heading, Para, Table, Verdict
 from study.report.content import build_blocks
-from study.report.gap_blocks import gap_blocks
+from study.report.gap_blocks import MAX_PANELS, gap_blocks
 from tests.report_tests.factory import (
     make_analysis,
     make_analysis_v1,
@@ -254,6 +254,30 @@ def test_groups_keep_the_pooled_epochs_last(grouped):
     assert [r[2] for r in pooled.rows] == [_cell(e["gap"]) for e in grouped["epochs"]]
     assert [b.text for b in section if isinstance(b, Heading)][-1] == \
         "All settings pooled, per epoch"
+
+
+def test_the_pooled_epochs_give_no_verdict_or_closing_of_their_own(grouped):
+    """Found by a first user: the pooled verdict ("has not closed by epoch 6") contradicted
+    the settings' own line ("catches up by epoch 6 in 6 of 12")."""
+    section = gap_blocks({"gap": grouped})
+    at = next(i for i, b in enumerate(section)
+              if isinstance(b, Heading) and b.text == "All settings pooled, per epoch")
+    words = " ".join(str(p) for b in section[at:] if isinstance(b, Para) for p in b.parts)
+    assert f"Pooled over {len(GROUPS)} settings chosen to differ, these means answer none" in words
+    assert "verdict:" not in words.lower() and "closes at epoch" not in words
+    assert "has not closed" not in words
+
+
+def test_a_figure_of_fewer_panels_than_settings_names_the_ones_it_draws(grouped):
+    many = copy.deepcopy(grouped)
+    first = next(iter(many["groups"].values()))
+    many["groups"] = {f"setting {i}": first for i in range(MAX_PANELS + 2)}
+    (figure,) = [b for b in gap_blocks({"gap": many}) if isinstance(b, FigureRef)]
+    named = "; ".join(f"setting {i}" for i in range(MAX_PANELS))
+    assert (f"One panel for each of the first {MAX_PANELS} of the {MAX_PANELS + 2} settings "
+            f"({named}); the table below has all of them.") in figure.caption
+    (few,) = [b for b in gap_blocks({"gap": grouped}) if isinstance(b, FigureRef)]
+    assert few.caption.startswith("One panel per setting. ")
 
 
 def test_without_groups_there_is_no_settings_table(keras):
