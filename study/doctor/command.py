@@ -65,7 +65,10 @@ def run_doctor(config: StudyConfig, hp: HParams, *, output_dir: Path,
         results = run_checks(inputs, progress=progress, checks=checks)
         files = write_outputs(results, inputs={**meta, "mlflow_run_id": run_id},
                               folder=Path(output_dir))
-        tracker.log_artifacts(run_id, Path(output_dir), ARTIFACT_PATH)
+        for path in files.values():  # this run's files only, not whatever else the folder holds
+            sub = path.parent.relative_to(Path(output_dir)).as_posix()
+            tracker.log_artifacts(run_id, path, ARTIFACT_PATH if sub == "." else
+                                  f"{ARTIFACT_PATH}/{sub}")
     except BaseException as exc:
         tracker.end_run(run_id, "FAILED" if isinstance(exc, Exception) else "KILLED")
         raise

@@ -19,6 +19,7 @@ import pandas as pd
 
 from study.doctor.base import CheckResult, worst
 from study.doctor.figures import CAPTIONS, check_figure
+from study.doctor.names import CHECKS
 from study.report._format import jsonable
 from study.report.blocks import (
     Bullets,
@@ -106,7 +107,18 @@ def write_outputs(results: Sequence[CheckResult], *, inputs: Mapping[str, Any],
     page = render_html(f"study doctor: {doc['status']}", _blocks(results, inputs), figures,
                        author="study doctor")
     written["html"].write_text(page, encoding="utf-8")
+    _remove_stale(folder, set(written.values()))
     return written
+
+
+def _remove_stale(folder: Path, written: set[Path]) -> None:
+    """Remove the doctor's own files an earlier run left in ``folder`` (a suspects list or a
+    figure this run did not write): beside this run's ``doctor.json`` they would describe
+    another run. Nothing else in the folder is touched."""
+    for name in CHECKS:
+        for stale in (folder / suspects_file(name), folder / "figures" / f"{name}.png"):
+            if stale not in written:
+                stale.unlink(missing_ok=True)
 
 
 def _blocks(results: Sequence[CheckResult], inputs: Mapping[str, Any]) -> list[Any]:

@@ -88,6 +88,29 @@ def test_the_run_holds_the_files_and_the_statuses(clean_run):
     assert {"doctor/doctor.json", "doctor/doctor.html", "doctor/figures"} <= logged
 
 
+def test_a_second_run_in_the_same_folder_keeps_and_logs_only_its_own_files(tmp_path,
+                                                                          tracking_uri):
+    """Found by a first user: an earlier run's suspects list and figures stayed beside the new
+    doctor.json and went to the new MLflow run."""
+    out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    for stale in ("outliers_suspects.csv", "figures/labels.png"):
+        (out / stale).write_text("from an earlier run")
+    (out / "notes.txt").write_text("the user's own")
+    result = run_cli(["doctor", "--checks", "lr", "--output-dir", str(out), "--experiment",
+                      "again"], cwd=tmp_path, env=cli_env(tracking_uri), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (out / "outliers_suspects.csv").exists()
+    assert not (out / "figures" / "labels.png").exists()
+    assert (out / "notes.txt").read_text() == "the user's own"
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("again").experiment_id])
+    top = {a.path for a in client.list_artifacts(run.info.run_id, "doctor")}
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "doctor/figures")}
+    assert top == {"doctor/doctor.json", "doctor/doctor.html", "doctor/figures"}
+    assert figures == {"doctor/figures/lr.png"}
+
+
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, tracking_uri):
     result = run_cli(["doctor", "--dataset", f"npz:{tmp_path / 'missing.npz'}",
                       "--output-dir", str(tmp_path / "out")], cwd=tmp_path,
