@@ -17,7 +17,7 @@ from study.doctor.names import CHECKS
 from study.errors import StudyError
 from study.redact import one_line
 
-__all__ = ["CHECKS", "run_checks"]
+__all__ = ["CHECKS", "point_back", "run_checks"]
 
 # Outliers after labels: a mislabeled sample's high loss is explained by its label. Overfit,
 # batch size and labels after lr: their short trainings use its suggested learning rate.
@@ -34,6 +34,11 @@ _FUNCTIONS = {
     "lr": ("study.doctor.lr_range", "check_lr"),
     "batch-size": ("study.doctor.noise_scale", "check_batch_size"),
 }
+
+# Faults of the training data itself, and the trainings whose readings they spoil: labels that
+# carry no signal give "no descent" and a huge noise scale whatever the lr and batch size.
+_DATA_FAULTS = ("labels", "outliers")
+_TRAININGS = ("lr", "overfit-one-batch", "batch-size")
 
 Check = Callable[[DoctorInputs, Mapping[str, CheckResult]], CheckResult]
 Progress = Callable[[CheckResult, int, int], None]
@@ -75,7 +80,20 @@ def run_checks(inputs: DoctorInputs, *, progress: Progress | None = None,
         found[name] = result
         if progress is not None:
             progress(result, done, len(order))
-    return [found[name] for name in CHECKS if name in found]
+    return point_back([found[name] for name in CHECKS if name in found])
+
+
+def point_back(results: Sequence[CheckResult]) -> list[CheckResult]:
+    """``results`` with the advice of each training check that did not pass led by the
+    failed data checks (:data:`_DATA_FAULTS`), which can cause its reading by themselves."""
+    failed = [r.name for r in results if r.name in _DATA_FAULTS and r.status == "fail"]
+    if not failed:
+        return list(results)
+    one = len(failed) == 1
+    first = (f"first fix what the {' and '.join(failed)} check{'' if one else 's'} found, "
+             f"which can cause this reading by {'itself' if one else 'themselves'}; then ")
+    return [replace(r, advice=first + r.advice)
+            if r.name in _TRAININGS and r.status != "pass" else r for r in results]
 
 
 def _function(name: str) -> Check:
