@@ -2,8 +2,9 @@
 
 A fresh model of the user's configuration (the same optimizer, penalty mode and batch size)
 trains on shuffled training batches while the learning rate grows exponentially from
-``min(1e-6, lr / 100)`` to ``max(10, 10 * lr)``, one step per rate, for at most
-:data:`STEPS` steps (fewer, down to 100, for batches above 256 samples). The optimizer
+1e-6 to ``max(10, 10 * lr)``, one step per rate: :data:`STEPS` steps over the 7 decades up
+to 10 (fewer, down to 100, for batches above 256 samples), and as many per decade beyond, so
+that the configured rate moves neither point. The optimizer
 minimizes its usual objective (the data loss plus the ``l2-in-loss`` penalty); the curve
 records the *data loss* (the cross-entropy of each batch before its step), which the penalty's
 growth does not blur when the weights blow up.
@@ -41,7 +42,7 @@ from study.doctor.base import CheckResult, DoctorInputs
 from study.training import NoiseStream
 from study.training.penalty import penalized_parameters, penalty_term
 
-__all__ = ["STEPS", "ShortTraining", "check_lr", "smooth", "sweep_steps"]
+__all__ = ["STEPS", "ShortTraining", "check_lr", "smooth", "sweep_rates", "sweep_steps"]
 
 # 200 steps: about 1.3 s for the built-in cnn on digits at batch 64 on one CPU thread (28 steps
 # per decade over the default 7 decades, fine enough to place a rate within a third of one).
@@ -130,6 +131,18 @@ def sweep_steps(batch_size: int) -> int:
     return max(MIN_STEPS, min(STEPS, SAMPLE_BUDGET // max(batch_size, 1)))
 
 
+def sweep_rates(configured: float, batch_size: int) -> np.ndarray:
+    """The default sweep's rates (:data:`LR_LOW` to :data:`LR_HIGH` in
+    :func:`sweep_steps` steps), continued at the same spacing up to ``10 * configured`` for a
+    configured rate above a tenth of :data:`LR_HIGH`. The steps up to :data:`LR_HIGH` are the
+    same whatever the configured rate, so its onset and steepest descent do not move with it;
+    a rate below the sweep is judged against them without training there."""
+    base = sweep_steps(batch_size)
+    per_decade = (base - 1) / math.log10(LR_HIGH / LR_LOW)
+    extra = max(0, math.ceil(per_decade * math.log10(10 * configured / LR_HIGH)))
+    return LR_LOW * 10 ** (np.arange(base + extra) / per_decade)
+
+
 def memory(steps: int) -> int:
     """The smoothing's memory in steps (also the steps skipped before any slope is read)."""
     return max(2, round(steps * MEMORY_FRACTION))
@@ -199,10 +212,9 @@ def check_lr(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> CheckRes
         ``configured_lr``.
     """
     configured = float(inputs.hparams.lr)
-    low, high = min(LR_LOW, configured / 100), max(LR_HIGH, configured * 10)
-    steps = sweep_steps(inputs.hparams.batch_size)
-    lrs = np.geomspace(low, high, steps)
-    skip = memory(steps)
+    lrs = sweep_rates(configured, inputs.hparams.batch_size)
+    low, high, steps = lrs[0], lrs[-1], len(lrs)
+    skip = memory(sweep_steps(inputs.hparams.batch_size))
     beta = 1 - 1 / skip
     losses, non_finite_lr = _sweep(inputs, lrs, beta=beta)
     smoothed = smooth(np.asarray(losses), beta=beta)

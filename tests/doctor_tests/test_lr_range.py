@@ -10,7 +10,14 @@ import pytest
 
 from study.doctor.base import CheckResult, DoctorInputs, training_lr
 from study.doctor.init_check import check_init
-from study.doctor.lr_range import SLOW_FACTOR, STEPS, check_lr, smooth, sweep_steps
+from study.doctor.lr_range import (
+    SLOW_FACTOR,
+    STEPS,
+    check_lr,
+    smooth,
+    sweep_rates,
+    sweep_steps,
+)
 from study.doctor.noise_scale import check_batch_size
 from study.doctor.overfit import check_overfit_one_batch
 from tests.doctor_tests.conftest import DEFAULT_HP
@@ -64,6 +71,26 @@ def test_lr_far_too_low_warns(digits_data):
     assert result.status == "warn", result.evidence
     assert result.details["configured_lr"] < result.details["suggested_lr"] / SLOW_FACTOR
     assert result.details["lr_low"] <= TOO_LOW
+
+
+@pytest.mark.parametrize("configured", [1e-7, 10.0])
+def test_the_configured_rate_moves_neither_the_onset_nor_the_suggestion(digits_data, configured):
+    """Found by a first user: on the same data and seed, --lr 1e-7 put the onset at 1.4 and
+    --lr 10 at 0.35, against 0.28 at the default (the range, and so the steps per decade,
+    followed the configured rate)."""
+    default = lr_result(digits_data).details
+    other = lr_result(digits_data, lr=configured).details
+    assert (other["onset_lr"], other["suggested_lr"]) == (default["onset_lr"],
+                                                          default["suggested_lr"])
+
+
+def test_the_sweep_goes_past_a_configured_rate_above_its_top_at_the_same_spacing():
+    rates = sweep_rates(100.0, 64)
+    default = sweep_rates(1e-3, 64)
+    np.testing.assert_allclose(rates[:len(default)], default, rtol=1e-12)
+    np.testing.assert_allclose(default[[0, -1]], [1e-6, 10.0], rtol=1e-12)
+    assert rates[-1] >= 1000.0 > rates[-2]
+    np.testing.assert_allclose(np.diff(np.log10(rates)), np.diff(np.log10(rates))[0])
 
 
 def test_figure_holds_the_sweep(digits_data):
