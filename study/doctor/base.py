@@ -47,6 +47,8 @@ class CheckResult:
             probabilities).
         listing: Every sample the check flags, one row each, most suspicious first (written
             as ``<name>_suspects.csv``: ``suspects`` holds only the first of them).
+        note: A pass whose ``advice`` is something to do, not a limit (a stored order grouped
+            by class that the study reshuffles): shown as a note, in the terminal too.
     """
 
     name: str
@@ -59,6 +61,7 @@ class CheckResult:
     figure: Mapping[str, Any] | None = None
     carry: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     listing: Sequence[Mapping[str, Any]] = dataclasses.field(default=(), repr=False)
+    note: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -326,4 +326,4 @@ def check_shuffling(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> C
         advice = "label order only: an order correlated with something else is not seen"
     details = {"batch_size": b, "epochs": epochs, "stored": stored, "stored_grouped": grouped}
     return CheckResult("shuffling", status, evidence, advice, "2 epochs' orders, no training",
-                       details=details)
+                       details=details, note=status == "pass" and grouped)

@@ -43,7 +43,7 @@ _PAGE_SUSPECTS = 20
 
 def table_text(results: Sequence[CheckResult], *, width: int | None = None) -> str:
     """One row per check (name, status, evidence), and under a warning or a failure what to
-    do; the evidence wraps at the terminal's width."""
+    do (under a pass with a note, the note); the evidence wraps at the terminal's width."""
     width = width or shutil.get_terminal_size((120, 24)).columns
     name_w = max([len("check"), *(len(r.name) for r in results)])
     lead = name_w + 2 + 7  # "name  status " then the evidence
@@ -52,8 +52,9 @@ def table_text(results: Sequence[CheckResult], *, width: int | None = None) -> s
         lines = textwrap.wrap(r.evidence, max(40, width - lead)) or [""]
         rows.append(f"{r.name:<{name_w}}  {r.status:<6} {lines[0]}")
         rows += [" " * lead + line for line in lines[1:]]
-        if r.status != "pass":
-            todo = textwrap.wrap(f"what to do: {r.advice}", max(40, width - lead))
+        if r.status != "pass" or r.note:
+            todo = textwrap.wrap(f"{'what to do' if r.status != 'pass' else 'note'}: "
+                                 f"{r.advice}", max(40, width - lead))
             rows += [" " * lead + line for line in todo]
     return "\n".join(rows)
 
@@ -68,7 +69,8 @@ def _check_entry(result: CheckResult) -> dict[str, Any]:
     details = dict(result.details)
     entry: dict[str, Any] = {"name": result.name, "status": result.status,
                              "evidence": result.evidence, "advice": result.advice,
-                             "budget": result.budget, "seconds": result.seconds}
+                             "budget": result.budget, "seconds": result.seconds,
+                             **({"note": True} if result.note else {})}
     if "suspects" in details:
         entry["suspects"] = details.pop("suspects")
     if result.listing:
@@ -180,7 +182,8 @@ def _check_section(result: CheckResult) -> list[Any]:
         Para([result.evidence]),
         # A pass's advice says what it does not rule out: "Limits", not "Not ruled out: does
         # not rule out".
-        Para(["What to do: " if result.status != "pass" else "Limits: ", result.advice]),
+        Para(["What to do: " if result.status != "pass" else "Note: " if result.note
+              else "Limits: ", result.advice]),
         Para([f"Budget: {result.budget}; took {result.seconds:.1f} s."], css="note"),
     ]
     if result.figure is not None:

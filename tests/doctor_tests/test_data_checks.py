@@ -204,6 +204,7 @@ def test_stored_order_sorted_by_class_passes_with_a_note():
     assert d["stored"]["sorted"] and d["stored_grouped"]
     assert all(m["status"] == "pass" for m in d["epochs"])
     assert "sorted by class" in result.evidence and "own" in result.advice
+    assert result.note  # shown like a warning's advice, though it passes
 
 
 def test_a_few_corrupted_training_images_do_not_fail_preprocessing():

@@ -57,6 +57,20 @@ def test_table_has_one_row_per_check_and_advice_only_under_problems():
     assert max(len(line) for line in lines) <= 100
 
 
+def test_a_pass_with_a_note_shows_it_in_the_table_the_page_and_the_json(tmp_path):
+    """Found by a first user: a stored order sorted by class passed, and its advice (a loop of
+    your own must shuffle) was missing from the terminal and labelled "Limits:" on the page."""
+    plain = _results()[2]
+    noted = dataclasses.replace(plain, note=True)
+    assert "note: a training loop of your own must shuffle too" in table_text([noted], width=100)
+    assert "a training loop of your own" not in table_text([plain], width=100)
+    files = write_outputs([noted], inputs={}, folder=tmp_path)
+    page = files["html"].read_text()
+    assert "Note: " in page and "Limits: " not in page
+    assert json.loads(files["json"].read_text())["checks"][0]["note"] is True
+    assert "note" not in document([plain], inputs={})["checks"][0]
+
+
 def test_document_follows_the_schema_and_hoists_suspects():
     doc = document(_results(), inputs={"dataset": "digits"})
     assert doc["schema"] == SCHEMA and doc["status"] == "fail"
