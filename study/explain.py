@@ -111,11 +111,18 @@ def explain_main(question: str, config: StudyConfig, given: Mapping[str, Any], *
 
 
 def _more_gap_replicates(document: Mapping[str, Any], replicates: int) -> list[str]:
-    """The flag that gives an inconclusive gap design more trials (twice as many)."""
-    if ((document.get("gap") or {}).get("verdict") or {}).get("code") != "inconclusive":
+    """The flag that gives an inconclusive gap design more trials (twice as many); with
+    settings, only where one of them is inconclusive (pooled, they answer none of them)."""
+    block = document.get("gap") or {}
+    groups = block.get("groups") or {}
+    verdicts = {label: (g.get("verdict") or {}).get("code") for label, g in groups.items()} \
+        if groups else {"": (block.get("verdict") or {}).get("code")}
+    open_ = [label for label, code in verdicts.items() if code == "inconclusive"]
+    if not open_:
         return []
+    which = f"; inconclusive: {'; '.join(open_)}" if groups else ""
     return [f"more trials: the same command with {_replicates_flag(2 * replicates)} "
-            f"(intervals narrow as 1/sqrt(n))."]
+            f"(intervals narrow as 1/sqrt(n){which})."]
 
 
 def _replicates_flag(n: int) -> str:

@@ -338,6 +338,22 @@ def test_an_inconclusive_gap_design_names_the_replicates_to_add(code, lines):
     assert _more_gap_replicates({"gap": {"verdict": {"code": code}}}, 2) == lines
 
 
+def test_settings_with_verdicts_ask_for_no_more_trials_whatever_the_pooled_verdict():
+    """Found by a first user: two settings with verdicts were told to run more trials (the
+    pooled verdict, which answers neither, was inconclusive)."""
+    from study.explain import _more_gap_replicates
+
+    def block(*codes):
+        return {"gap": {"verdict": {"code": "inconclusive"},
+                        "groups": {f"s{i}": {"verdict": {"code": c}}
+                                   for i, c in enumerate(codes)}}}
+
+    assert _more_gap_replicates(block("normalization-statistics", "epoch-averaging"), 2) == []
+    assert _more_gap_replicates(block("none", "inconclusive", "inconclusive"), 3) == [
+        "more trials: the same command with --replicates 6 (intervals narrow as 1/sqrt(n); "
+        "inconclusive: s1; s2)."]
+
+
 def test_under_mlflow_run_the_advice_names_the_mlproject_parameter(monkeypatch):
     # Found by a user: `mlflow run ... -e explain` was told to add --replicates.
     from study.explain import _more_replicates
