@@ -49,6 +49,8 @@ STD_RATIO_WARN = 1.2
 SHIFT_WARN = 0.2
 D_WARN = 0.35
 Z_MIN = 4.0
+# Per-sample points of each split in the preprocessing figure (and doctor.json).
+_FIGURE_POINTS = 1000
 # duplicates: conflicting labels on more than 1% of the training samples, or copies of training
 # samples making up more than 5% of the validation split, bias what is learned or measured.
 CONFLICT_FAIL = 0.01
@@ -139,9 +141,22 @@ def check_preprocessing(inputs: DoctorInputs, found: Mapping[str, CheckResult]) 
                 "the same source and pipeline",
         "pass": "compares means and stds only; a shift in content with the same statistics "
                 "is not seen"}[status]
+    c = int(worst_row["channel"])
+    figure = {"kind": "preprocessing", "channel": c, "n_train": inputs.data.n_train,
+              "n_val": inputs.data.n_val,
+              **{f"{split}_{stat}": _thinned(stats[f"sample_{stat}"][:, c])
+                 for split, stats in (("train", tr), ("val", va)) for stat in ("mean", "std")}}
     return CheckResult("preprocessing", status, evidence, advice, "no training",
                        details={"channels": rows, "n_train": inputs.data.n_train,
-                                "n_val": inputs.data.n_val})
+                                "n_val": inputs.data.n_val}, figure=figure)
+
+
+def _thinned(values: np.ndarray) -> list[float]:
+    """At most :data:`_FIGURE_POINTS` of ``values``, evenly spaced: enough to see two clouds
+    apart, small enough for doctor.json."""
+    keep = np.unique(np.linspace(0, len(values) - 1, min(len(values), _FIGURE_POINTS))
+                     .round().astype(int)) if len(values) else np.array([], dtype=int)
+    return [float(v) for v in values[keep]]
 
 
 def _preprocessing_level(row: Mapping[str, float]) -> str:

@@ -4,7 +4,8 @@ Kinds: ``lr`` (the range test: loss against learning rate, log scale, with the s
 divergence onset and the configured rate marked), ``overfit`` (one batch's loss per step),
 ``init`` (each layer's activation scale and gradient norm at initialization), ``batch-size``
 (the gradient noise scale against the configured batch size), ``labels`` (the histogram of
-out-of-fold self-confidence) and ``outliers`` (the largest training losses).
+out-of-fold self-confidence), ``outliers`` (the largest training losses) and ``preprocessing``
+(each sample's mean and std, training against validation).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ CAPTIONS = {
           "exponentially; dotted lines mark the suggestion (steepest descent), the divergence "
           "onset and the configured rate.",
     "overfit": "One small batch trained alone: its loss per step (log scale).",
+    "preprocessing": "Each sample's mean and standard deviation over its pixels (the channel "
+                     "that differs most), training against validation: splits preprocessed "
+                     "alike overlap.",
     "init": "At initialization, per layer with weights (forward order): the RMS of its output "
             "and the norm of its weights' gradient on one batch (log scales).",
     "labels": "Out-of-fold probability each training sample's model gives its own label "
@@ -51,13 +55,15 @@ def build_figure(result: CheckResult) -> Figure | None:
     if not data:
         return None
     draw = {"lr": _lr, "overfit": _overfit, "init": _init, "batch-size": _batch_size,
-            "labels": _labels, "outliers": _outliers}.get(str(data.get("kind")))
+            "labels": _labels, "outliers": _outliers,
+            "preprocessing": _preprocessing}.get(str(data.get("kind")))
     return draw(data) if draw is not None and _has_data(data) else None
 
 
 def _has_data(data: Mapping[str, Any]) -> bool:
     series = {"lr": "loss", "overfit": "loss", "init": "layers", "batch-size": "b_simple",
-              "labels": "self_confidence", "outliers": "loss_sorted"}[str(data["kind"])]
+              "labels": "self_confidence", "outliers": "loss_sorted",
+              "preprocessing": "train_mean"}[str(data["kind"])]
     return any(v is not None for v in data.get(series) or [])
 
 
@@ -134,6 +140,24 @@ def _init(data: Mapping[str, Any]) -> Figure:
     if loss is not None and reference is not None:
         fig.suptitle(f"At initialization: loss {loss:.3g} against ln K = {reference:.3g}",
                      fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _preprocessing(data: Mapping[str, Any]) -> Figure:
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.add_subplot()
+    for split, label, color in (("train", "training samples", "#4C72B0"),
+                                ("val", "validation samples", "#DD8452")):
+        shown, n = len(data[f"{split}_mean"]), data.get(f"n_{split}")
+        count = f"{shown} of {n}" if n and n > shown else f"{shown}"
+        ax.scatter(data[f"{split}_mean"], data[f"{split}_std"], s=7, alpha=0.45,
+                   color=color, linewidths=0, label=f"{label} ({count})")
+    channel = data.get("channel", 0)
+    ax.set_xlabel(f"per-sample mean (channel {channel})")
+    ax.set_ylabel(f"per-sample std (channel {channel})")
+    ax.set_title("Training and validation inputs, sample by sample")
+    ax.legend(fontsize=8, loc="best", markerscale=2)
     fig.tight_layout()
     return fig
 

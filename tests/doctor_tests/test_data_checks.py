@@ -229,3 +229,28 @@ def test_rows_that_held_nan_are_not_counted_as_copies(clean_inputs):
     # The same zero rows, not known as NaN, are identical copies (the check sees them).
     plain = type(clean_inputs)(data, clean_inputs.hparams, train_names=clean_inputs.train_names)
     assert check_duplicates(plain, {}).details["n_train_duplicates"] == 2
+
+
+def test_the_preprocessing_figure_shows_each_splits_samples_and_a_scaled_split_apart():
+    """Found by a first user: a failed preprocessing check had no figure."""
+    from study.doctor.figures import build_figure
+
+    data = digits()
+    scaled = check_preprocessing(_inputs(data, x_val=data.x_val * 16), {})
+    clean = check_preprocessing(_inputs(data), {})
+    assert scaled.status == "fail" and clean.status == "pass"
+    for result in (scaled, clean):
+        fig = result.figure
+        assert fig["kind"] == "preprocessing" and fig["channel"] == 0
+        assert len(fig["train_mean"]) == len(fig["train_std"]) == min(1000, data.n_train)
+        assert len(fig["val_mean"]) == len(fig["val_std"]) == data.n_val
+        json.dumps(fig)
+    # The scaled validation samples' stds lie far above every training sample's.
+    assert min(scaled.figure["val_std"]) > 5 * max(scaled.figure["train_std"])
+    ax = build_figure(scaled).axes[0]
+    assert ax.get_xlabel() == "per-sample mean (channel 0)"
+    assert ax.get_ylabel() == "per-sample std (channel 0)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        f"training samples (1000 of {data.n_train})", f"validation samples ({data.n_val})"]
+    points = [c.get_offsets() for c in ax.collections]
+    np.testing.assert_allclose(points[1][:, 1], scaled.figure["val_std"])
