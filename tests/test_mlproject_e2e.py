@@ -332,12 +332,16 @@ def write_digit_folders(root: Path, *, moved: int, seed: int = 0) -> set[str]:
 
 def test_mlflow_run_doctor_names_mislabeled_image_files(tmp_path, tracking_uri):
     moved = write_digit_folders(tmp_path / "digits", moved=40)
+    # The two checks this is about (lr: the labels check trains at its suggestion); the
+    # parameter reaches the command (every check on every model: tests/doctor_tests).
     result = mlflow_run("doctor", {"dataset": f"imagefolder:{tmp_path / 'digits'}",
-                                   "output_dir": str(tmp_path / "out"), "device": "cpu"},
+                                   "output_dir": str(tmp_path / "out"), "device": "cpu",
+                                   "checks": "lr,labels"},
                         cwd=tmp_path, tracking_uri=tracking_uri, experiment="doc")
     assert result.returncode == 0, result.stderr[-3000:]
     doc = json.loads((tmp_path / "out" / "doctor.json").read_text())
     assert doc["inputs"]["split"] == "given"
+    assert [c["name"] for c in doc["checks"]] == ["labels", "lr"]
     labels = next(c for c in doc["checks"] if c["name"] == "labels")
     assert all(s.startswith("train/") and s.endswith(".png") for s in labels["suspects"])
     assert len(moved & set(labels["suspects"])) >= 30
