@@ -4,8 +4,9 @@ Kinds: ``lr`` (the range test: loss against learning rate, log scale, with the s
 divergence onset and the configured rate marked), ``overfit`` (one batch's loss per step),
 ``init`` (each layer's activation scale and gradient norm at initialization), ``batch-size``
 (the gradient noise scale against the configured batch size), ``labels`` (the histogram of
-out-of-fold self-confidence), ``outliers`` (the largest training losses) and ``preprocessing``
-(each sample's mean and std, training against validation).
+out-of-fold self-confidence; ``labels-signal`` where the labels were not learned: validation
+accuracy on real against shuffled labels), ``outliers`` (the largest training losses) and
+``preprocessing`` (each sample's mean and std, training against validation).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ CAPTIONS = {
           "exponentially; dotted lines mark the suggestion (steepest descent), the divergence "
           "onset and the configured rate.",
     "overfit": "One small batch trained alone: its loss per step (log scale).",
+    "labels-signal": "Validation accuracy per epoch of a short training on the real training "
+                     "labels and of one on the same labels shuffled: labels that belong to "
+                     "their inputs lift the first far above the second.",
     "preprocessing": "Each sample's mean and standard deviation over its pixels (the channel "
                      "that differs most), training against validation: splits preprocessed "
                      "alike overlap.",
@@ -55,7 +59,7 @@ def build_figure(result: CheckResult) -> Figure | None:
     if not data:
         return None
     draw = {"lr": _lr, "overfit": _overfit, "init": _init, "batch-size": _batch_size,
-            "labels": _labels, "outliers": _outliers,
+            "labels": _labels, "outliers": _outliers, "labels-signal": _labels_signal,
             "preprocessing": _preprocessing}.get(str(data.get("kind")))
     return draw(data) if draw is not None and _has_data(data) else None
 
@@ -63,7 +67,7 @@ def build_figure(result: CheckResult) -> Figure | None:
 def _has_data(data: Mapping[str, Any]) -> bool:
     series = {"lr": "loss", "overfit": "loss", "init": "layers", "batch-size": "b_simple",
               "labels": "self_confidence", "outliers": "loss_sorted",
-              "preprocessing": "train_mean"}[str(data["kind"])]
+              "labels-signal": "real", "preprocessing": "train_mean"}[str(data["kind"])]
     return any(v is not None for v in data.get(series) or [])
 
 
@@ -140,6 +144,22 @@ def _init(data: Mapping[str, Any]) -> Figure:
     if loss is not None and reference is not None:
         fig.suptitle(f"At initialization: loss {loss:.3g} against ln K = {reference:.3g}",
                      fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _labels_signal(data: Mapping[str, Any]) -> Figure:
+    fig = Figure(figsize=(7.5, 3.6))
+    ax = fig.add_subplot()
+    for key, label, color in (("real", "real labels", "#4C72B0"),
+                              ("shuffled", "shuffled labels", "#8C8C8C")):
+        values = list(data[key])
+        ax.plot(range(1, len(values) + 1), values, color=color, linewidth=1.6, label=label)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("epoch of the short training")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("Can the model learn these labels?")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 

@@ -113,6 +113,7 @@ def check_labels(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Chec
         # Accuracy decides: a validation split scaled apart from training inflates the loss of
         # a model that still classifies it far above chance.
         learned = signal["signal_z"] >= Z_SIGNAL
+        curves = signal.pop("curves")
         suspects = _suspects(inputs, hp) if learned else _no_suspects(inputs)
     except NonFiniteLossError as exc:
         return CheckResult(
@@ -128,9 +129,9 @@ def check_labels(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> Chec
                "fold_epochs": fold_epochs, "learned": learned,
                **signal, **suspects}
     status, evidence, advice = _after_upstream(_verdict(details), found)
-    if not learned:
+    if not learned:  # no suspects searched: the figure shows why
         budget = f"{len(LR_FACTORS) + 1} x {signal_epochs} epochs"
-        figure = None
+        figure = {"kind": "labels-signal", **curves}
     return CheckResult("labels", status, evidence, advice, f"{budget} at lr {lr:.2g}",
                        details=details, figure=figure, carry=carry, listing=listing)
 
@@ -172,7 +173,9 @@ def _signal(inputs: DoctorInputs, hp: HParams, real: list[EpochReport], *,
     return {"real_val_accuracy": a, "shuffled_val_accuracy": b,
             "real_val_loss": min(r.val_loss for r in real),
             "shuffled_val_loss": min(r.val_loss for r in shuffled), "accuracy_se": se,
-            "signal_z": (a - b) / se}
+            "signal_z": (a - b) / se,
+            "curves": {"real": [r.val_accuracy for r in real],
+                       "shuffled": [r.val_accuracy for r in shuffled]}}
 
 
 def _suspects(inputs: DoctorInputs, hp: HParams) -> dict[str, Any]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from study.doctor.base import CheckResult, DoctorInputs
+from study.doctor.figures import CAPTIONS, build_figure
 from study.doctor.runner import point_back, run_checks
+from study.training import load_dataset
 from tests.doctor_tests.conftest import DEFAULT_HP
 
 
@@ -16,13 +19,20 @@ def _result(name: str, status: str) -> CheckResult:
     return CheckResult(name, status, evidence="-", advice="do this", budget="-")
 
 
+@pytest.fixture(scope="module")
+def rolled() -> dict[str, CheckResult]:
+    """lr, batch-size and labels on digits whose training labels are rolled by one."""
+    data = load_dataset("digits", seed=0)
+    shifted = dataclasses.replace(data, y_train=torch.roll(data.y_train, 1))
+    return {r.name: r for r in run_checks(DoctorInputs(shifted, DEFAULT_HP, seed=0),
+                                          checks=("lr", "batch-size", "labels"))}
+
+
 def test_labels_that_carry_no_signal_lead_the_advice_of_the_trainings_that_did_not_pass(
-        digits_data):
+        rolled):
     """Found by a first user: labels rolled by one made lr warn "no descent" and batch-size
     advise a larger batch, with no word of the labels."""
-    shifted = dataclasses.replace(digits_data, y_train=torch.roll(digits_data.y_train, 1))
-    results = {r.name: r for r in run_checks(DoctorInputs(shifted, DEFAULT_HP, seed=0),
-                                             checks=("lr", "batch-size", "labels"))}
+    results = rolled
     assert results["labels"].status == "fail", results["labels"].evidence
     led = [r for name, r in results.items() if name != "labels" and r.status != "pass"]
     assert led, {n: r.evidence for n, r in results.items()}
@@ -41,3 +51,19 @@ def test_only_the_trainings_that_did_not_pass_are_led_and_only_after_a_data_fail
     assert advice["batch-size"] == advice["init"] == advice["preprocessing"] == "do this"
     clean = [_result("labels", "warn"), _result("lr", "fail")]
     assert point_back(clean) == clean  # a warning of the data is not a fault that explains it
+
+
+def test_labels_not_learned_draw_real_against_shuffled_accuracy(rolled):
+    """Found by a first user: a failed labels check had no figure (no suspects searched)."""
+    result = rolled["labels"]
+    figure = result.figure
+    assert figure["kind"] == "labels-signal"
+    assert len(figure["real"]) == len(figure["shuffled"]) > 1
+    assert max(figure["real"]) == result.details["real_val_accuracy"]
+    assert max(figure["shuffled"]) == result.details["shuffled_val_accuracy"]
+    ax = build_figure(result).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["real labels", "shuffled labels"]
+    assert list(ax.get_lines()[0].get_ydata()) == figure["real"]
+    assert ax.get_xlabel() == "epoch of the short training"
+    assert ax.get_ylabel() == "validation accuracy" and ax.get_ylim() == (0, 1)
+    assert "labels-signal" in CAPTIONS
