@@ -87,12 +87,8 @@ def _lr(data: Mapping[str, Any]) -> Figure:
     if losses:  # the divergence would squash the curve: cap the axis above the starting loss
         low = min(losses)
         ax.set_ylim(low - 0.05 * abs(low) - 0.05, max(losses[0], low) * 1.5 + 0.5)
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
-    ax.set_title("Learning-rate range test")
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, x="learning rate", y="training loss",
+                     title="Learning-rate range test", legend={"loc": "upper left"})
 
 
 def _overfit(data: Mapping[str, Any]) -> Figure:
@@ -156,12 +152,8 @@ def _labels_signal(data: Mapping[str, Any]) -> Figure:
         values = list(data[key])
         ax.plot(range(1, len(values) + 1), values, color=color, linewidth=1.6, label=label)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("epoch of the short training")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("Can the model learn these labels?")
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, x="epoch of the short training", y="validation accuracy",
+                     title="Can the model learn these labels?", legend={"loc": "best"})
 
 
 def _preprocessing(data: Mapping[str, Any]) -> Figure:
@@ -174,12 +166,10 @@ def _preprocessing(data: Mapping[str, Any]) -> Figure:
         ax.scatter(data[f"{split}_mean"], data[f"{split}_std"], s=7, alpha=0.45,
                    color=color, linewidths=0, label=f"{label} ({count})")
     channel = data.get("channel", 0)
-    ax.set_xlabel(f"per-sample mean (channel {channel})")
-    ax.set_ylabel(f"per-sample std (channel {channel})")
-    ax.set_title("Training and validation inputs, sample by sample")
-    ax.legend(fontsize=8, loc="best", markerscale=2)
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, x=f"per-sample mean (channel {channel})",
+                     y=f"per-sample std (channel {channel})",
+                     title="Training and validation inputs, sample by sample",
+                     legend={"loc": "best", "markerscale": 2})
 
 
 def _batch_size(data: Mapping[str, Any]) -> Figure:
@@ -233,5 +223,17 @@ def _outliers(data: Mapping[str, Any]) -> Figure:
     ax.set_xlabel("rank (highest loss first)")
     ax.set_ylabel("training loss")
     ax.set_title("Largest per-sample losses")
+    fig.tight_layout()
+    return fig
+
+
+def _finished(fig: Figure, ax: Any, *, x: str, y: str, title: str,
+              legend: Mapping[str, Any] | None = None) -> Figure:
+    """``fig`` with its axis labels, title and (given its options) legend, laid out."""
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    if legend is not None:
+        ax.legend(fontsize=8, **legend)
     fig.tight_layout()
     return fig
