@@ -25,18 +25,25 @@ def settings_of(params: dict, *, digits: int = 3) -> str:
                     for k, v in shown.items())
 
 
-def interval_formatter(values: list[float], *, signed: bool = True) -> Callable[[float], str]:
+def interval_formatter(values: list[float], *, signed: bool = True,
+                       significant: int = 2) -> Callable[[float], str]:
     """Fixed decimals for one sentence: two significant digits of its largest number, more (up
     to four) where an interval is narrower; a number that would print as zero keeps two
     significant digits. ``values`` are (estimate, low, high) triples; ``signed``: ``+`` before
-    positive numbers too."""
+    positive numbers too. ``significant=3``: three significant digits of the largest number
+    where the narrowest interval carries them (its half-width to two significant digits), so
+    that replicates of one setting, whose narrowest intervals straddle a power of ten, print
+    the same decimals."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     scale = max((abs(v) for v in finite), default=0.0)
-    decimals = 2 if scale <= 0 else min(4, max(2, 1 - math.floor(math.log10(scale))))
+    decimals = 2 if scale <= 0 else max(2, 1 - math.floor(math.log10(scale)))
     halves = [abs(b - a) / 2 for a, b in zip(finite[1::3], finite[2::3], strict=False)]
     narrow = min((h for h in halves if h > 0), default=0.0)
     if narrow > 0:
-        decimals = max(decimals, min(4, -math.floor(math.log10(narrow))))
+        by_width = -math.floor(math.log10(narrow))
+        more = min(decimals + significant - 2, by_width + 1) if significant > 2 else decimals
+        decimals = max(decimals, by_width, more)
+    decimals = min(4, decimals)
 
     sign = "+" if signed else ""
 

@@ -184,9 +184,12 @@ def test_the_gap_table_has_one_row_per_setting(gap_runs):
         assert after[0].startswith("Gap by setting: ") and after[-1].startswith("wrote ")
         # Found by a first user: it named analysis/ only, where the report went too.
         assert after[-1].endswith(", artifacts analysis/ and report/")
+        groups = document["gap"]["groups"]
+        open_ = [label for label, g in groups.items() if g["verdict"]["code"] == "inconclusive"]
         more = (f"more trials: the same command with --replicates {2 * int(n)} (intervals "
-                f"narrow as 1/sqrt(n)).")
-        assert after[1:-1] in ([], [more])  # the hint, where the verdict is inconclusive
+                f"narrow as 1/sqrt(n); inconclusive: {'; '.join(open_)}).")
+        # The hint where a setting's verdict is inconclusive, naming those settings.
+        assert after[1:-1] == ([more] if open_ else [])
 
 
 def test_running_it_again_with_more_replicates_trains_only_the_new_ones(gap_runs):

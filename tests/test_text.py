@@ -33,3 +33,22 @@ def test_an_interval_keeps_one_number_of_decimals_for_its_three_numbers():
     assert [unsigned(v) for v in (-0.34, -0.58, -0.089, 0.2)] == ["-0.34", "-0.58", "-0.09",
                                                                   "0.20"]
     assert interval_formatter([0.0, -0.001, 0.001], signed=False)(-0.0) == "0.0000"  # not -0
+
+
+def test_replicates_whose_narrowest_intervals_straddle_a_power_of_ten_print_alike():
+    """Found by a user reading three replicate studies side by side: seed 1 printed "+0.40
+    [+0.38, +0.41]" (its narrowest half-width 0.0103), seeds 0 and 2 "+0.402 [+0.389, +0.415]"
+    (0.0098)."""
+    from study._text import interval_formatter
+
+    seed0 = [0.4016, 0.3886, 0.4147, -0.0287, -0.0385, -0.0189, 0.4303, 0.4173, 0.4434]
+    seed1 = [0.3964, 0.3785, 0.4143, -0.0335, -0.0483, -0.0187, 0.4299, 0.4196, 0.4402]
+    assert interval_formatter(seed1)(0.4143) == "+0.41"  # two digits by default
+    steady0 = interval_formatter(seed0, significant=3)
+    steady1 = interval_formatter(seed1, significant=3)
+    assert [steady0(v) for v in seed0[:3]] == ["+0.402", "+0.389", "+0.415"]
+    assert [steady1(v) for v in seed1[:3]] == ["+0.396", "+0.379", "+0.414"]
+    # No more digits than the narrowest interval carries: a wide one keeps the default's.
+    wide = [0.01, -0.0113, 0.0313]
+    assert interval_formatter(wide, significant=3)(0.01) == interval_formatter(wide)(0.01) \
+        == "+0.010"

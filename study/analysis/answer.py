@@ -48,7 +48,8 @@ def _plain(block: Mapping[str, Any], code: str) -> str:
             int(block.get("n_trials_used") or 0) < MIN_TRIALS:
         return f"Cannot tell yet: {(block.get('verdict') or {}).get('why', 'no size effect')}."
     t, d, p = (decomposition[f"width_effect_{k}"] for k in ("total", "data", "penalty"))
-    fmt = interval_formatter([v for e in (t, d, p) for v in (e["estimate"], *e["ci95"])])
+    fmt = interval_formatter([v for e in (t, d, p) for v in (e["estimate"], *e["ci95"])],
+                             significant=3)  # the detail's number_text: the same numbers
     start = "start" if block.get("question") == "init" else "are"
     span = _span_text(block.get("reference") or {})
     share = decomposition.get("penalty_share") or {}
@@ -235,7 +236,8 @@ def _parts(decomposition: Mapping[str, Any] | None) -> str:
     if not decomposition or not decomposition.get("width_effect_total"):
         return "no size effect could be estimated"
     effects = {k: decomposition[f"width_effect_{k}"] for k in ("total", "data", "penalty")}
-    fmt = interval_formatter([v for e in effects.values() for v in (e["estimate"], *e["ci95"])])
+    fmt = interval_formatter([v for e in effects.values() for v in (e["estimate"], *e["ci95"])],
+                             significant=3)
     penalty = effects["penalty"]
     if penalty["estimate"] == 0 and penalty["ci95"] == [0.0, 0.0]:
         pen = "L2 penalty part 0 (no penalty in the reported loss)"

@@ -154,7 +154,7 @@ def _part_rows(entries: list[Mapping[str, Any]]) -> list[list[str]]:
 def _cells(values: list[tuple[float, float, float] | None]) -> list[tuple[str, str]]:
     """``(estimate, "[lo, hi]")`` of each part, signed, in the decimals that the answer's
     sentences give the same numbers (:func:`study._text.interval_formatter`)."""
-    fmt = interval_formatter([v for value in values if value for v in value])
+    fmt = interval_formatter([v for value in values if value for v in value], significant=3)
 
     def one(v: float) -> str:
         return fmt(v) if math.isfinite(v) else MISSING

@@ -127,7 +127,8 @@ def test_writes_every_file(written: tuple[dict[str, Any], dict[str, Path], Path]
     from study._text import interval_formatter
 
     parts = [analysis["decomposition"][f"width_effect_{k}"] for k in ("total", "data", "penalty")]
-    fmt = interval_formatter([v for p in parts for v in (p["estimate"], *p["ci95"])])
+    fmt = interval_formatter([v for p in parts for v in (p["estimate"], *p["ci95"])],
+                             significant=3)
     total = parts[0]
     assert f"{fmt(total['estimate'])} [{fmt(total['ci95'][0])}, {fmt(total['ci95'][1])}]" \
         in " ".join(text.split())
