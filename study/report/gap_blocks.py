@@ -102,8 +102,9 @@ def _caption(block: Mapping[str, Any]) -> str:
             "loss at its end), mode (eval against train mode: BatchNorm's running statistics, "
             "dropout) and generalization (validation against training data, both in eval "
             f"mode). The diamond is the gap with its {level} interval, the lines the two "
-            "losses; the dotted line marks the epoch where a lag (timing + mode) that opened "
-            "closes.")
+            "losses (left out, their level in the panel's title, where they would flatten a "
+            "small gap); the dotted line marks the epoch where a lag (timing + mode) that "
+            "opened closes.")
 
 
 def _table_intro(block: Mapping[str, Any]) -> str:

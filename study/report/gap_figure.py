@@ -62,8 +62,8 @@ def build_gap_figure(block: Mapping[str, Any] | None) -> Figure | None:
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     handles: dict[str, Any] = {}
     for ax, (label, panel) in zip(axes, panels, strict=False):
-        _panel(ax, panel, handles)
-        ax.set_title(_title(label, panel), fontsize=9.5)
+        off_scale = _panel(ax, panel, handles)
+        ax.set_title(_title(label, panel, off_scale=off_scale), fontsize=9.5)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     for ax in axes[::cols]:
@@ -77,8 +77,8 @@ def build_gap_figure(block: Mapping[str, Any] | None) -> Figure | None:
     gap = 1.15 if titled else 0.85  # inches between rows: the x label, then the next title
     height = rows * _PANEL_HEIGHT + (rows - 1) * gap + top + bottom
     fig.set_size_inches(width, height)
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, top=1 - top / height,
-                        bottom=bottom / height, hspace=gap / _PANEL_HEIGHT, wspace=0.28)
+    fig.subplots_adjust(left=0.9 / width, right=1 - 0.2 / width, top=1 - top / height,
+                        bottom=bottom / height, hspace=gap / _PANEL_HEIGHT, wspace=0.3)
     fig.legend(handles=ordered, loc="lower center", ncols=ncols, frameon=False, fontsize=8.5)
     shown = f" ({len(panels)} of {_n_groups(block)} settings)" if _n_groups(block) > len(
         panels) else ""
@@ -112,7 +112,8 @@ def _parts(panel: Mapping[str, Any]) -> list[str]:
     return ["timing", *(split or ["mode"]), "generalization"]
 
 
-def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
+def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> bool:
+    """Draw ``panel`` on ``ax``; whether its losses were left out, off its scale."""
     epochs = panel["epochs"]
     x = np.array([e["epoch"] for e in epochs], dtype=float)
     up, down = np.zeros(len(x)), np.zeros(len(x))
@@ -132,8 +133,12 @@ def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
                         elinewidth=1, label=_GAP_LABEL.format(level=panel.get("level", 0.95)),
                         zorder=5)
     handles.setdefault(marks.get_label(), marks)
-    for key, label, style in _LINES:
-        line = ax.plot(x, [e[key]["estimate"] for e in epochs], color="0.15", ls=style,
+    losses = {key: [e[key]["estimate"] for e in epochs] for key, _, _ in _LINES}
+    # Losses of 2.3 nats would flatten a gap of 0.02 and its parts to the zero line (and on an
+    # axis of their own their noise would look like a trend): the title gives their level.
+    off_scale = _dwarfed(losses, np.concatenate([up, down, lo, hi]))
+    for key, label, style in ([] if off_scale else _LINES):
+        line = ax.plot(x, losses[key], color="0.15", ls=style,
                        marker="o", ms=3.5, lw=1.5, label=label, zorder=4)[0]
         handles.setdefault(label, line)
     ax.axhline(0.0, color="0.3", lw=0.8)
@@ -142,12 +147,27 @@ def _panel(ax: Any, panel: Mapping[str, Any], handles: dict[str, Any]) -> None:
         mark = ax.axvline(closing.epoch, color="0.25", ls=":", lw=1.5, label=_CLOSES, zorder=1)
         handles.setdefault(_CLOSES, mark)
     ax.set_xlim(x.min() - 0.6, x.max() + 0.6)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # A locator asked for integers falls back to fractions where the range holds one or two.
+    if len(x) <= 12:
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.grid(True, axis="y", alpha=0.3)
+    return off_scale
 
 
-def _title(label: str | None, panel: Mapping[str, Any]) -> str:
+def _dwarfed(losses: Mapping[str, list[float]], gap_values: np.ndarray) -> bool:
+    """Whether the losses reach ten times further from zero than the gap, its interval and
+    its stacked parts: drawn on one axis with them, those would be a flat line."""
+    finite = gap_values[np.isfinite(gap_values)]
+    reach = float(np.max(np.abs(finite))) if finite.size else 0.0
+    loss = max((abs(v) for values in losses.values() for v in values
+                if v is not None and np.isfinite(v)), default=0.0)
+    return loss > 10 * reach
+
+
+def _title(label: str | None, panel: Mapping[str, Any], *, off_scale: bool = False) -> str:
     code = (panel.get("verdict") or {}).get("code", "inconclusive")
     closing = closing_of(panel)
     when = {"closed": f"lag closes at epoch {closing.epoch}",
@@ -158,4 +178,7 @@ def _title(label: str | None, panel: Mapping[str, Any]) -> str:
         when = f"{when}; epoch {undecided['epoch']} cannot tell"
     head = f"{label}\n" if label else ""
     n = panel.get("n_trials", 0)
+    if off_scale:  # the losses' level, where the lines were left out
+        last = panel["epochs"][-1]
+        when = f"{when}; losses about {last['train_data_loss']['estimate']:.2g}, off scale"
     return f"{head}{code} ({n} trial{'s' * (n != 1)}; {when})"

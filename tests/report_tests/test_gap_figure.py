@@ -127,7 +127,7 @@ def test_one_panel_per_group_titled_by_its_setting():
                    for t in simulate_gap(SCENARIO[name], 3)[0]]
     block = gap_block(trials)
     fig = build_gap_figure(block)
-    visible = [ax for ax in fig.axes if ax.get_visible()]
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]  # not right axes
     assert len(visible) == 3
     for ax, (label, group) in zip(visible, block["groups"].items(), strict=True):
         assert ax.get_title().startswith(label + "\n")
@@ -196,3 +196,28 @@ def test_the_reports_closing_text_names_the_epoch_that_cannot_tell():
                            "epoch: from epoch 1 it is at most")
     assert text.endswith("Epoch 3 cannot tell whether it opens: its interval straddles the "
                          "threshold (more trials would tell).")
+
+
+def test_losses_that_would_flatten_a_small_gap_are_left_out_and_named_in_the_title():
+    """Found by a user: in a one-epoch size study the losses (2.3 nats) squashed a gap of -0.02
+    and its parts into the zero line, under fractional epoch ticks."""
+    block = _block("no gap")
+    (ax,) = build_gap_figure(block).axes
+    assert [line.get_label() for line in ax.get_lines()
+            if line.get_label() in ("training data loss (epoch mean)", "validation loss")] == []
+    level = block["epochs"][-1]["train_data_loss"]["estimate"]
+    assert ax.get_title().endswith(f"; losses about {level:.2g}, off scale)")
+    low, high = ax.get_ylim()
+    assert high - low < 0.2 * level  # the axis is the gap's, not the losses'
+    kept = build_gap_figure(_block("keras batchnorm")).axes[0]
+    assert "off scale" not in kept.get_title()
+    assert {"training data loss (epoch mean)", "validation loss"} <= {
+        line.get_label() for line in kept.get_lines()}
+
+
+def test_a_single_epoch_gets_one_integer_tick():
+    block = _block("no gap")
+    one = {**block, "epochs": block["epochs"][:1]}
+    (ax,) = build_gap_figure(one).axes
+    assert list(ax.get_xticks()) == [1.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1"]
