@@ -100,9 +100,10 @@ class Reference:
         return max((self.span.widths[1] - self.span.widths[0]) / 2, 0.5)
 
     def median(self, name: str) -> float | None:
-        """The median of ``name`` (lr, batch_size or weight_decay) on its own scale."""
+        """The median of ``name`` (lr, batch_size or weight_decay) on its own scale, to 12
+        significant digits (10 ** log10(32) is 32.00000000000001)."""
         value = self.centers.get(f"log10_{name}")
-        return None if value is None or not math.isfinite(value) else float(10**value)
+        return None if value is None or not math.isfinite(value) else float(f"{10**value:.12g}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -267,3 +267,13 @@ def test_a_study_of_one_size_says_the_size_question_is_not_asked_not_run_more(n)
 def test_a_study_of_several_sizes_is_asked(document):
     assert document["verdict"]["size_asked"] is True
     assert "one_size" not in document["init"]["verdict"]
+
+
+def test_the_reference_batch_size_is_written_without_float_noise():
+    """Found by a user: analysis.json held ``"batch_size": 32.00000000000001`` (the median's
+    10 ** log10(32))."""
+    table = _noise_free_trials()
+    table["batch_size"] = np.where(np.arange(len(table)) % 2, 16, 64)  # geometric middle 32
+    found = analyze(table, study_name="s", early_epochs=1, compare_widths=(2, 64))
+    assert found["reference"]["batch_size"] == 32.0
+    assert '"batch_size": 32.0' in json.dumps(found["reference"])
