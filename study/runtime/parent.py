@@ -73,7 +73,7 @@ def open_parent_run(
         experiment_id = tracker.experiment_id(config.experiment)
         run_id = tracker.create_run(experiment_id, name=study.study_name, tags={})
     claim_parent_run(tracker, run_id, study_name=study.study_name,
-                     storage=redact(config.storage), params=config.to_params(),
+                     storage=shown_storage(config.storage), params=config.to_params(),
                      owner=worker_stamp() if created_here else None, new_run=created_here)
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
     study.set_user_attr(PARENT_STORE_ATTR, shown_storage(tracker.tracking_uri))

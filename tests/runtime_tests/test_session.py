@@ -426,3 +426,13 @@ def test_a_worker_says_only_its_own_interrupted_trial():
     assert interrupt_summary(study, set(), "host:2:b") == f"interrupted: trial 1 {spent}; {resume}"
     assert interrupt_summary(study, set(), None) == f"interrupted: trials 0, 1 {spent}; {resume}"
     assert interrupt_summary(study, {0, 1}, None) == f"interrupted; {resume}"
+
+
+def test_a_relative_sqlite_storage_is_tagged_on_the_parent_as_the_report_shows_it(
+        tmp_path, monkeypatch, tracking_uri, mlflow_client):
+    """Found by a user: the tag said sqlite:///optuna.db, the report sqlite:////tmp/.../optuna.db
+    (a relative path names a file relative to wherever the run is read)."""
+    monkeypatch.chdir(tmp_path)
+    run_session(small_config("sqlite:///optuna.db", tracking_uri, n_trials=1, epochs=1))
+    (parent,) = runs_by_role(mlflow_client, "parent")
+    assert parent.data.tags["study.storage"] == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
