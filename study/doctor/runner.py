@@ -35,10 +35,11 @@ _FUNCTIONS = {
     "batch-size": ("study.doctor.noise_scale", "check_batch_size"),
 }
 
-# Faults of the training data itself, and the trainings whose readings they spoil: labels that
-# carry no signal give "no descent" and a huge noise scale whatever the lr and batch size.
-_DATA_FAULTS = ("labels", "outliers")
+# Which failed data check can cause which other check's reading by itself: labels that carry
+# no signal give "no descent" and a huge noise scale whatever the lr and batch size; splits
+# scaled apart make validation inputs look like outliers.
 _TRAININGS = ("lr", "overfit-one-batch", "batch-size")
+_CAUSES = {"preprocessing": ("outliers",), "labels": _TRAININGS, "outliers": _TRAININGS}
 
 Check = Callable[[DoctorInputs, Mapping[str, CheckResult]], CheckResult]
 Progress = Callable[[CheckResult, int, int], None]
@@ -84,16 +85,21 @@ def run_checks(inputs: DoctorInputs, *, progress: Progress | None = None,
 
 
 def point_back(results: Sequence[CheckResult]) -> list[CheckResult]:
-    """``results`` with the advice of each training check that did not pass led by the
-    failed data checks (:data:`_DATA_FAULTS`), which can cause its reading by themselves."""
-    failed = [r.name for r in results if r.name in _DATA_FAULTS and r.status == "fail"]
-    if not failed:
-        return list(results)
-    one = len(failed) == 1
-    first = (f"first fix what the {' and '.join(failed)} check{'' if one else 's'} found, "
-             f"which can cause this reading by {'itself' if one else 'themselves'}; then ")
-    return [replace(r, advice=first + r.advice)
-            if r.name in _TRAININGS and r.status != "pass" else r for r in results]
+    """``results`` with the advice of each check that did not pass led by the failed data
+    checks that can cause its reading by themselves (:data:`_CAUSES`)."""
+    failed = {r.name for r in results if r.status == "fail"}
+    return [_led(r, [c for c in CHECKS if c in failed and r.name in _CAUSES.get(c, ())])
+            for r in results]
+
+
+def _led(result: CheckResult, causes: list[str]) -> CheckResult:
+    if not causes or result.status == "pass":
+        return result
+    one = len(causes) == 1
+    return replace(result, advice=f"first fix what the {' and '.join(causes)} "
+                                  f"check{'' if one else 's'} found, which can cause this "
+                                  f"reading by {'itself' if one else 'themselves'}; then "
+                                  f"{result.advice}")
 
 
 def _function(name: str) -> Check:

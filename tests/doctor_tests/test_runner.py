@@ -53,6 +53,17 @@ def test_only_the_trainings_that_did_not_pass_are_led_and_only_after_a_data_fail
     assert point_back(clean) == clean  # a warning of the data is not a fault that explains it
 
 
+def test_splits_preprocessed_apart_lead_the_advice_of_the_outliers_they_make():
+    """Found by a first user: validation scaled x16 failed preprocessing and also warned of
+    validation input outliers, with no word of the preprocessing."""
+    results = point_back([_result("preprocessing", "fail"), _result("outliers", "warn"),
+                          _result("lr", "warn")])
+    advice = {r.name: r.advice for r in results}
+    assert advice["outliers"] == ("first fix what the preprocessing check found, which can "
+                                  "cause this reading by itself; then do this")
+    assert advice["lr"] == "do this"  # training sees only the training split
+
+
 def test_labels_not_learned_draw_real_against_shuffled_accuracy(rolled):
     """Found by a first user: a failed labels check had no figure (no suspects searched)."""
     result = rolled["labels"]
