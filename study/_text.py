@@ -41,8 +41,7 @@ def interval_formatter(values: list[float], *, signed: bool = True,
     narrow = min((h for h in halves if h > 0), default=0.0)
     if narrow > 0:
         by_width = -math.floor(math.log10(narrow))
-        more = min(decimals + significant - 2, by_width + 1) if significant > 2 else decimals
-        decimals = max(decimals, by_width, more)
+        decimals = max(decimals, by_width, min(decimals + significant - 2, by_width + 1))
     decimals = min(4, decimals)
 
     sign = "+" if signed else ""

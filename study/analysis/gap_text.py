@@ -239,13 +239,17 @@ def _largest(groups: Mapping[str, Mapping[str, Any]]) -> str:
                if (g.get("early") or {}).get("carrier") in CARRIER_CODES]
     if not carried:
         return ""
-    label, group = max(carried, key=lambda lg: abs(
-        lg[1]["early"][lg[1]["early"]["carrier"]]["estimate"]))
+    label, group = max(carried, key=lambda lg: abs(_carried(lg[1]["early"])["estimate"]))
     early, code = group["early"], (group.get("verdict") or {}).get("code")
     advice = f"; try {TRY[code][0]} (each setting's advice: the report)" \
         if code in _FIXABLE else ""
-    return (f" Largest: {LABELS[early['carrier']]} {_bracket(early[early['carrier']])} at "
+    return (f" Largest: {LABELS[early['carrier']]} {_bracket(_carried(early))} at "
             f"{_window(group)} ({label}){advice}.")
+
+
+def _carried(early: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The early window's carrier part (its estimate and interval)."""
+    return early[early["carrier"]]
 
 
 def _named(labels: list[str]) -> str:
