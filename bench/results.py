@@ -58,6 +58,16 @@ def _num(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def floor_figures(doc: dict[str, Any]) -> list[tuple[str, float]]:
+    """``floor_fixed_ms_per_trial`` and ``fixed_over_floor`` (none in results saved before
+    bench/floor.py existed)."""
+    floor = (doc.get("floor") or {}).get("per_trial_median")
+    if not floor:
+        return []
+    fixed = doc["overhead"]["decomposition"]["per_trial_fixed"]
+    return [("floor_fixed_ms_per_trial", floor * 1000), ("fixed_over_floor", fixed / floor)]
+
+
 def figures(doc: dict[str, Any]) -> list[tuple[str, float]]:
     """The ``name=value`` figures of a run, in the order ``bench/run.py`` prints them."""
     o, a, p, dp = doc["overhead"], doc["analysis"], doc["pruning"], doc["data_path"]
@@ -74,6 +84,7 @@ def figures(doc: dict[str, Any]) -> list[tuple[str, float]]:
         ("per_epoch_overhead_seconds", d["per_epoch"]),
         ("session_fixed_seconds", d["session_fixed"]),
         ("fixed_ms_per_trial", d["per_trial_fixed"] * 1000),
+        *floor_figures(doc),
         ("analysis_table_seconds_10k", j["table"]),
         ("analysis_table_seconds_10k_optuna_orm", j["table_orm"]),
         ("report_seconds_10k", j["report"]),

@@ -26,6 +26,9 @@ Figures:
 - ``data_path_ratio``: training samples/s of device-resident tensors over a ``DataLoader``.
 - ``fixed_ms_per_trial``: the service's cost per trial outside training and the per-epoch
   callbacks (from the decomposition of ``overhead_ratio``).
+- ``floor_fixed_ms_per_trial`` / ``fixed_over_floor``: the least a trial can cost the stores on
+  this machine while keeping the SPEC's contract through supported APIs (``bench/floor.py``), and
+  ``fixed_ms_per_trial`` over it: the fixed cost as a ratio against a floor of the same run.
 - ``peer_<name>_ratio`` / ``peer_<name>_fixed_ms_per_trial`` / ``peer_<name>_metric_rows``:
   what a user would write instead (``mlflowcb``: Optuna + optuna-integration's
   ``MLflowCallback``; ``docs``: the MLflow docs' nested-runs recipe; ``docs_async``: that recipe
@@ -134,6 +137,7 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
     from bench.analysis10k import bench_analysis
     from bench.data_path import bench_data_path
     from bench.default_study import bench_default_study
+    from bench.floor import bench_floor
     from bench.gap_cost import bench_gap_cost
     from bench.gpu import bench_gpu
     from bench.init_cost import bench_init_cost
@@ -162,6 +166,12 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
         log(f"  {d['per_trial_overhead'] * 1000:.0f} ms per trial outside training, "
             f"{d['session_fixed'] * 1000:.0f} ms per session")
         log(f"  fixed cost {d['per_trial_fixed'] * 1000:.0f} ms per trial")
+        log("the floor: a trial's least store calls under the SPEC's contract ...")
+        f = doc["floor"] = bench_floor(ws, plan)
+        log(f"  {f['per_trial_median'] * 1000:.0f} ms per trial "
+            f"({f['per_trial_median_without_close'] * 1000:.0f} ms without the runs' close); "
+            f"the service's fixed cost is {d['per_trial_fixed'] / f['per_trial_median']:.2f}x "
+            f"the floor")
         log("peers (MLflowCallback, the MLflow docs recipe, sync and async) on the same "
             "trials ...")
         doc["peers"] = bench_peers(ws, data, plan, device)

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from bench.floor import floor_note
 from bench.overhead import predicted_ratio, trial_seconds_for
 
 PREDICTION = "prediction (not measured)"
@@ -80,6 +81,14 @@ def _summary_rows(doc: dict[str, Any]) -> list[list[str]]:
          met(doc, "fixed_ms_per_trial", d["per_trial_fixed"] * 1000),
          "per trial outside training and the per-epoch writes (decomposition, section 1)"],
     ]
+    f = doc.get("floor") or {}
+    if f.get("per_trial_median"):
+        floor, bare = f["per_trial_median"], f.get("per_trial_median_without_close")
+        rows.append(["`floor_fixed_ms_per_trial`", f"{floor * 1000:.1f} ms", "none", "-",
+                     "the least a trial costs the stores here under the SPEC's contract "
+                     "(supported APIs, no training: `bench/floor.py`)"
+                     + (f", {bare * 1000:.1f} ms without the run's close" if bare else "")
+                     + f"; `fixed_over_floor` {d['per_trial_fixed'] / floor:.2f}"])
     if doc.get("default_study"):
         ds = doc["default_study"]
         rows.append(["`overhead_ratio_default`", f"{ds['ratio']:.3f}", "none", "-",
@@ -206,7 +215,7 @@ def overhead(doc: dict[str, Any]) -> dict[str, str]:
         "per_trial_ms": f"{d['per_trial_overhead'] * 1000:.0f}",
         "per_epoch_ms": f"{d['per_epoch'] * 1000:.1f}",
         "per_trial_fixed_ms": f"{d['per_trial_fixed'] * 1000:.0f}",
-        "session_ms": f"{d['session_fixed'] * 1000:.0f}",
+        "session_ms": f"{d['session_fixed'] * 1000:.0f}", "floor_note": floor_note(doc),
         "init_fraction": f"{d.get('init_epoch_fraction', 0.0):.3f}",
         "bare_trial_ms": f"{d['bare_per_trial'] * 1000:.0f}",
         "prediction_table": table(["case", "training per trial T", "epochs E", "trials N",

@@ -23,7 +23,8 @@ from bench.harness import SMOKE
 from bench.peers import PEERS, SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
-FIGURES = ("overhead_ratio", "fixed_ms_per_trial", "overhead_ratio_default",
+FIGURES = ("overhead_ratio", "fixed_ms_per_trial", "floor_fixed_ms_per_trial",
+           "fixed_over_floor", "overhead_ratio_default",
            "analysis_seconds_10k", "report_seconds_10k", "pruning_epoch_saving",
            "pruning_best_ratio", "data_path_ratio")
 PLAN = SMOKE  # the plan --smoke runs

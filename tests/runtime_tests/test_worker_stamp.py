@@ -26,6 +26,22 @@ def test_the_stamp_is_host_pid_and_start():
     assert len(boot) == 8 and ticks.isdigit()
 
 
+def test_a_forked_child_stamps_itself_not_its_parent():
+    parent = worker_stamp()  # read (and kept) in the parent before the fork
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report its stamp and leave without running pytest's exit
+        os.write(write, worker_stamp().encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        stamp = pipe.read()
+    os.waitpid(child, 0)
+
+    assert stamp.split(":")[1] == str(child)
+    assert stamp != parent and worker_stamp() == parent
+
+
 def test_this_process_is_alive():
     assert dead_here(worker_stamp()) is False
 
