@@ -137,11 +137,9 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
     from bench.analysis10k import bench_analysis
     from bench.data_path import bench_data_path
     from bench.default_study import bench_default_study
-    from bench.floor import bench_floor
     from bench.gap_cost import bench_gap_cost
     from bench.gpu import bench_gpu
     from bench.init_cost import bench_init_cost
-    from bench.overhead import bench_overhead
     from bench.peers import bench_peers
     from bench.peers import log_lines as peer_lines
     from bench.profiling import bench_profile
@@ -158,20 +156,7 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
         doc["run"]["template_seconds"] = ws.template_seconds
         log(f"MLflow template database migrated in {ws.template_seconds:.1f} s (not timed)")
         data = load_dataset("digits", seed=0, device=device)
-        log(f"overhead: widths {plan.widths}, {plan.overhead_repeats} interleaved repeats ...")
-        o = doc["overhead"] = bench_overhead(ws, data, plan, device)
-        log("  " + ", ".join(f"{k} {spread(v)}" for k, v in o["times"].items()))
-        log(f"  overhead_ratio {o['ratio']:.3f} (trainer/bare {o['trainer_ratio']:.3f})")
-        d = o["decomposition"]
-        log(f"  {d['per_trial_overhead'] * 1000:.0f} ms per trial outside training, "
-            f"{d['session_fixed'] * 1000:.0f} ms per session")
-        log(f"  fixed cost {d['per_trial_fixed'] * 1000:.0f} ms per trial")
-        log("the floor: a trial's least store calls under the SPEC's contract ...")
-        f = doc["floor"] = bench_floor(ws, plan)
-        log(f"  {f['per_trial_median'] * 1000:.0f} ms per trial "
-            f"({f['per_trial_median_without_close'] * 1000:.0f} ms without the runs' close); "
-            f"the service's fixed cost is {d['per_trial_fixed'] / f['per_trial_median']:.2f}x "
-            f"the floor")
+        _overhead_and_floor(ws, data, plan, device, doc)
         log("peers (MLflowCallback, the MLflow docs recipe, sync and async) on the same "
             "trials ...")
         doc["peers"] = bench_peers(ws, data, plan, device)
@@ -214,6 +199,29 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
     finally:
         os.chdir(cwd)
         ws.close()
+
+
+def _overhead_and_floor(ws: Workspace, data: Any, plan: Plan, device: Any,
+                        doc: dict[str, Any]) -> None:
+    """``overhead_ratio`` with the service's cost decomposed, then the floor of a trial's
+    store cost it is read against (``doc["overhead"]``, ``doc["floor"]``)."""
+    from bench.floor import bench_floor
+    from bench.overhead import bench_overhead
+
+    log(f"overhead: widths {plan.widths}, {plan.overhead_repeats} interleaved repeats ...")
+    o = doc["overhead"] = bench_overhead(ws, data, plan, device)
+    log("  " + ", ".join(f"{k} {spread(v)}" for k, v in o["times"].items()))
+    log(f"  overhead_ratio {o['ratio']:.3f} (trainer/bare {o['trainer_ratio']:.3f})")
+    d = o["decomposition"]
+    log(f"  {d['per_trial_overhead'] * 1000:.0f} ms per trial outside training, "
+        f"{d['session_fixed'] * 1000:.0f} ms per session")
+    log(f"  fixed cost {d['per_trial_fixed'] * 1000:.0f} ms per trial")
+    log("the floor: a trial's least store calls under the SPEC's contract ...")
+    f = doc["floor"] = bench_floor(ws, plan)
+    log(f"  {f['per_trial_median'] * 1000:.0f} ms per trial "
+        f"({f['per_trial_median_without_close'] * 1000:.0f} ms without the runs' close); "
+        f"the service's fixed cost is {d['per_trial_fixed'] / f['per_trial_median']:.2f}x "
+        f"the floor")
 
 
 def with_peers(pairs: list[tuple[str, float]], doc: dict[str, Any]
