@@ -13,7 +13,7 @@ import io
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bench.costmeter import OTHER, SERVICE_CATEGORIES, TRAIN_FIT, TRAIN_INIT, CostMeter
@@ -143,8 +143,10 @@ def run_service(config: Any, data: Any) -> tuple[float, Any]:
     return seconds, result
 
 
-def bench_overhead(ws: Workspace, data: Any, plan: Plan, device: Any) -> dict[str, Any]:
-    """The four variants, interleaved; the decomposition comes from the instrumented one."""
+def bench_overhead(ws: Workspace, data: Any, plan: Plan, device: Any, *,
+                   also: Mapping[str, Callable[[], float]] | None = None) -> dict[str, Any]:
+    """The four variants, interleaved (with the variants ``also``, whose seconds join
+    ``times`` and ``median``); the decomposition comes from the instrumented one."""
     from study.training.trainer import HParams, Trainer
 
     widths = plan.widths
@@ -184,7 +186,8 @@ def bench_overhead(ws: Workspace, data: Any, plan: Plan, device: Any) -> dict[st
     check = [abs(Trainer(HParams(w, LR, BATCH, WEIGHT_DECAY), data, epochs=EPOCHS,
                          seed=0).fit()[-1].val_loss - bare_fit(data, w)) for w in widths]
     times = interleaved({"service": service, "instrumented": instrumented,
-                         "trainer": trainer, "bare": bare}, plan.overhead_repeats)
+                         "trainer": trainer, "bare": bare, **(also or {})},
+                        plan.overhead_repeats)
     med = {name: median(values) for name, values in times.items()}
     pair_ratios = [s / b for s, b in zip(times["service"], times["bare"], strict=True)]
     return {

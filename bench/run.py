@@ -26,8 +26,9 @@ Figures:
 - ``data_path_ratio``: training samples/s of device-resident tensors over a ``DataLoader``.
 - ``fixed_ms_per_trial``: the service's cost per trial outside training and the per-epoch
   callbacks (from the decomposition of ``overhead_ratio``).
-- ``floor_fixed_ms_per_trial`` / ``fixed_over_floor``: the least a trial can cost the stores on
-  this machine while keeping the SPEC's contract through supported APIs (``bench/floor.py``), and
+- ``floor_fixed_ms_per_trial`` / ``fixed_over_floor``: an estimate of the least a trial can cost
+  the stores on this machine while keeping the SPEC's contract through supported APIs
+  (``bench/floor.py``, interleaved with ``overhead_ratio``'s variants), and
   ``fixed_ms_per_trial`` over it: the fixed cost as a ratio against a floor of the same run.
 - ``peer_<name>_ratio`` / ``peer_<name>_fixed_ms_per_trial`` / ``peer_<name>_metric_rows``:
   what a user would write instead (``mlflowcb``: Optuna + optuna-integration's
@@ -203,25 +204,25 @@ def measure(plan: Plan, device: Any, doc: dict[str, Any]) -> None:
 
 def _overhead_and_floor(ws: Workspace, data: Any, plan: Plan, device: Any,
                         doc: dict[str, Any]) -> None:
-    """``overhead_ratio`` with the service's cost decomposed, then the floor of a trial's
-    store cost it is read against (``doc["overhead"]``, ``doc["floor"]``)."""
-    from bench.floor import bench_floor
+    """``overhead_ratio`` with the service's cost decomposed, interleaved with the floor of a
+    trial's store cost it is read against (``doc["overhead"]``, ``doc["floor"]``)."""
+    from bench.floor import floor_result, floor_variants
     from bench.overhead import bench_overhead
 
-    log(f"overhead: widths {plan.widths}, {plan.overhead_repeats} interleaved repeats ...")
-    o = doc["overhead"] = bench_overhead(ws, data, plan, device)
+    log(f"overhead and its floor: widths {plan.widths}, {plan.overhead_repeats} interleaved "
+        "repeats ...")
+    o = doc["overhead"] = bench_overhead(ws, data, plan, device,
+                                         also=floor_variants(ws, plan.widths))
     log("  " + ", ".join(f"{k} {spread(v)}" for k, v in o["times"].items()))
     log(f"  overhead_ratio {o['ratio']:.3f} (trainer/bare {o['trainer_ratio']:.3f})")
     d = o["decomposition"]
     log(f"  {d['per_trial_overhead'] * 1000:.0f} ms per trial outside training, "
         f"{d['session_fixed'] * 1000:.0f} ms per session")
-    log(f"  fixed cost {d['per_trial_fixed'] * 1000:.0f} ms per trial")
-    log("the floor: a trial's least store calls under the SPEC's contract ...")
-    f = doc["floor"] = bench_floor(ws, plan)
-    log(f"  {f['per_trial_median'] * 1000:.0f} ms per trial "
-        f"({f['per_trial_median_without_close'] * 1000:.0f} ms without the runs' close); "
-        f"the service's fixed cost is {d['per_trial_fixed'] / f['per_trial_median']:.2f}x "
-        f"the floor")
+    f = doc["floor"] = floor_result(o["times"], len(plan.widths))
+    log(f"  fixed cost {d['per_trial_fixed'] * 1000:.0f} ms per trial, "
+        f"{d['per_trial_fixed'] / f['per_trial_median']:.2f}x the floor of "
+        f"{f['per_trial_median'] * 1000:.0f} ms ({f['per_trial_median_with_close'] * 1000:.0f}"
+        " ms with the runs' close)")
 
 
 def with_peers(pairs: list[tuple[str, float]], doc: dict[str, Any]
