@@ -26,10 +26,12 @@ Figures:
 - ``data_path_ratio``: training samples/s of device-resident tensors over a ``DataLoader``.
 - ``fixed_ms_per_trial``: the service's cost per trial outside training and the per-epoch
   callbacks (from the decomposition of ``overhead_ratio``).
-- ``floor_fixed_ms_per_trial`` / ``fixed_over_floor``: an estimate of the least a trial can cost
-  the stores on this machine while keeping the SPEC's contract through supported APIs
-  (``bench/floor.py``, interleaved with ``overhead_ratio``'s variants), and
-  ``fixed_ms_per_trial`` over it: the fixed cost as a ratio against a floor of the same run.
+- ``floor_fixed_ms_per_trial`` / ``floor_with_close_ms_per_trial`` / ``fixed_over_floor``: an
+  estimate of the least a trial's path can cost the stores on this machine while keeping the
+  SPEC's contract through supported APIs (``bench/floor.py``, interleaved with
+  ``overhead_ratio``'s variants), the same with the run's close made synchronously, and
+  ``fixed_ms_per_trial`` over the first: the fixed cost as a ratio against a floor of the same
+  run.
 - ``peer_<name>_ratio`` / ``peer_<name>_fixed_ms_per_trial`` / ``peer_<name>_metric_rows``:
   what a user would write instead (``mlflowcb``: Optuna + optuna-integration's
   ``MLflowCallback``; ``docs``: the MLflow docs' nested-runs recipe; ``docs_async``: that recipe

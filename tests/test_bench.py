@@ -24,7 +24,7 @@ from bench.peers import PEERS, SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("overhead_ratio", "fixed_ms_per_trial", "floor_fixed_ms_per_trial",
-           "fixed_over_floor", "overhead_ratio_default",
+           "floor_with_close_ms_per_trial", "fixed_over_floor", "overhead_ratio_default",
            "analysis_seconds_10k", "report_seconds_10k", "pruning_epoch_saving",
            "pruning_best_ratio", "data_path_ratio")
 PLAN = SMOKE  # the plan --smoke runs
