@@ -99,11 +99,7 @@ def _overfit(data: Mapping[str, Any]) -> Figure:
         ax.axhline(data["target"], color="#1e8449", linestyle=":", label="near zero")
         ax.legend(fontsize=8)
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss of the batch")
-    ax.set_title("Overfitting one batch")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, x="step", y="loss of the batch", title="Overfitting one batch")
 
 
 def _init(data: Mapping[str, Any]) -> Figure:
@@ -188,11 +184,8 @@ def _batch_size(data: Mapping[str, Any]) -> Figure:
     ax.axvline(configured, color="#2457a6", linestyle=":", linewidth=1.6,
                label=f"configured batch size {configured}")
     ax.set_xscale("log")
-    ax.set_xlabel("B_simple = tr(Sigma) / |G|^2 (samples)")
-    ax.set_title("Gradient noise scale")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, x="B_simple = tr(Sigma) / |G|^2 (samples)", y="",
+                     title="Gradient noise scale", legend={"loc": "lower right"})
 
 
 def _labels(data: Mapping[str, Any]) -> Figure:
@@ -202,11 +195,8 @@ def _labels(data: Mapping[str, Any]) -> Figure:
     widths = [b - a for a, b in itertools.pairwise(edges)]
     ax.bar(edges[:len(counts)], counts, width=widths, align="edge", color="#4C72B0")
     ax.set_yscale("symlog", linthresh=1)
-    ax.set_xlabel("out-of-fold probability of the sample's own label")
-    ax.set_ylabel("training samples")
-    ax.set_title("Self-confidence")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, x="out-of-fold probability of the sample's own label",
+                     y="training samples", title="Self-confidence")
 
 
 def _outliers(data: Mapping[str, Any]) -> Figure:
@@ -220,11 +210,8 @@ def _outliers(data: Mapping[str, Any]) -> Figure:
                    label=f"extreme above {data['loss_floor']:.3g}")
         ax.legend(fontsize=8)
     ax.set_yscale("log")
-    ax.set_xlabel("rank (highest loss first)")
-    ax.set_ylabel("training loss")
-    ax.set_title("Largest per-sample losses")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, x="rank (highest loss first)", y="training loss",
+                     title="Largest per-sample losses")
 
 
 def _finished(fig: Figure, ax: Any, *, x: str, y: str, title: str,
