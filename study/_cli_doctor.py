@@ -28,7 +28,9 @@ _NOT_FIXED = (*SEARCH_FIELDS, "n_trials", "timeout", "sampler", "pruner", "heart
               "storage", "storage_timeout", "study_name")
 # One configuration: the help of the flags a study searches says "one", not "searched".
 _ONE = {**{name: f"{what} ({one})." for name, (what, one) in TRAINING_FLAGS.items()},
-        "seed": "Seed of the data split and the training."}
+        "seed": "Seed of the data split and the training.",
+        # No study here: the run (trial's, or doctor's) is the command's own.
+        "experiment": "MLflow experiment of the command's run."}
 
 
 def fixed_options(fn: Callable | None = None, *,

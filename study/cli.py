@@ -73,7 +73,8 @@ def _print_result(result: Any, *, who: str = "study") -> None:
         f"parent run {result.parent_run_id}"
     )
     if result.best_value is not None:
-        click.echo(f"best value {result.best_value:.6g} with {settings_of(result.best_params)}")
+        click.echo(f"best {result.objective} {result.best_value:.6g} with "
+                   f"{settings_of(result.best_params)}")
 
 
 _QUIET = click.option("--quiet", is_flag=True, default=False,
@@ -117,7 +118,8 @@ def run_command(workers: int, trials_per_gpu: int | None, doctor: bool, quiet: b
 
     if workers > 1 or trials_per_gpu is not None:
         _print_result(run_with_workers(config, workers, given=given, out=_progress(quiet),
-                                       trials_per_gpu=trials_per_gpu, quiet=quiet))
+                                       trials_per_gpu=trials_per_gpu, quiet=quiet,
+                                       interrupts=_interrupts()))
     else:
         _print_result(run_session(config, given=given, out=_progress(quiet),
                                   hooks=_checked(), interrupts=_interrupts()))

@@ -383,7 +383,7 @@ def check_no_conflict(stored: StudyConfig, given: Mapping[str, Any], *, study_na
         if key in given and given[key] != getattr(stored, key):
             how = (f"drop -P {key} or set a new -P study_name=NAME" if os.environ.get(
                 "MLFLOW_RUN_ID") else "drop the flag or use a new --study-name")  # mlflow run
-            raise ConfigError(f"`{key}` conflicts with study '{study_name}': it was created with "
+            raise ConfigError(f"`{key}` conflicts with study {study_name!r}: it was created with "
                               f"{key}={_show(getattr(stored, key))}, but got "
                               f"{key}={_show(given[key])}; {how}.")
 

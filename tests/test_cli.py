@@ -263,6 +263,8 @@ def test_one_configuration_commands_describe_one_value_not_a_search(command):
     assert "--storage-timeout" not in text and "--storage " not in text
     assert "adam, sgd or adamw (one). [default: adam]" in text
     assert "Seed of the data split and the training. [default: 0]" in text
+    assert "study's runs" not in text  # no study: the experiment holds the command's run
+    assert "MLflow experiment of the command's run. [default: study]" in text
 
 
 def test_status_of_missing_database_is_one_line_and_creates_nothing(tmp_path, tracking_uri):
@@ -339,6 +341,11 @@ def test_quiet_prints_no_progress_but_the_summary(tmp_path, mlflow_template_db):
     assert quiet.returncode == 0, quiet.output
     assert "[cnn-width]" not in quiet.stderr
     assert "study 'cnn-width': 1/1 finished" in quiet.stdout
+
+
+def test_run_names_the_objective_of_its_best_value(created_study):
+    (best,) = [line for line in created_study.stdout.splitlines() if line.startswith("best ")]
+    assert best.startswith("best val_loss "), best  # the default objective, by name
 
 
 def test_run_creates_a_study_with_one_finished_trial(created_study):

@@ -3,6 +3,7 @@ large image folder decodes) and a user's model factory (built, run once, its sou
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import TextIO
 
@@ -16,7 +17,29 @@ from study.redact import redact
 from study.tracking import Tracker
 from study.training import TensorData, check_model, factory_defaults, is_factory, load_dataset
 
-__all__ = ["check_batch_sizes", "check_factory", "load_data", "record_model_source"]
+__all__ = ["CheckedInputs", "check_batch_sizes", "check_factory", "check_inputs", "load_data",
+           "record_model_source"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedInputs:
+    """A session's data, loaded and checked, and its model factory's source hash (if any)."""
+
+    data: TensorData
+    model_sha: str | None
+
+
+def check_inputs(config: StudyConfig, data: TensorData | None, *, device: object,
+                 out: TextIO, batch_field: str) -> CheckedInputs:
+    """Load the data (unless given) and check the batch sizes and a model factory against it.
+
+    Raises:
+        StudyError: One of them is bad (nothing has been created).
+    """
+    if data is None:
+        data = load_data(config, device=device, out=out)
+    check_batch_sizes(config, data, field=batch_field)
+    return CheckedInputs(data, check_factory(config, data))
 
 
 def load_data(config: StudyConfig, *, device: object, out: TextIO | None = None) -> TensorData:

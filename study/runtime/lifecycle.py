@@ -24,6 +24,7 @@ __all__ = [
     "LoadedStudy",
     "PreparedStudy",
     "TrialCounter",
+    "check_store_folder",
     "count_states",
     "load_study",
     "make_pruner",
@@ -203,17 +204,37 @@ def _open(config: StudyConfig) -> tuple[PreparedStudy, optuna.Study]:
     return prepared, optuna.load_study(study_name=config.study_name, storage=prepared.storage)
 
 
+def _local_path(url: str) -> Path | None:
+    """The file of a SQLite or journal storage URL (``None`` for a server or in-memory)."""
+    kind = storage_kind(url)
+    if kind == "journal":
+        return Path(url[len(JOURNAL_PREFIX):])
+    if kind != "sqlite":
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
 def missing_local_store(url: str) -> bool:
     """Whether ``url`` is a SQLite or journal file that does not exist yet (opening it would
     create it)."""
-    kind = storage_kind(url)
-    if kind == "journal":
-        return not Path(url[len(JOURNAL_PREFIX):]).exists()
-    if kind != "sqlite":
-        return False
-    from sqlalchemy.engine import make_url
+    path = _local_path(url)
+    return path is not None and not path.exists()
 
-    return not Path(make_url(url).database).exists()
+
+def check_store_folder(url: str) -> None:
+    """Check that the folder of a new SQLite or journal file exists, before anything else
+    is created for the study (the tracking store included).
+
+    Raises:
+        StorageError: It does not, or is not a folder.
+    """
+    path = _local_path(url)
+    if path is not None and not path.absolute().parent.is_dir():
+        raise StorageError(f"`storage` could not be opened: {redact(url)}: the folder "
+                           f"{path.absolute().parent} does not exist; create it first.")
 
 
 def _known(storage: optuna.storages.BaseStorage) -> str:

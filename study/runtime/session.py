@@ -23,11 +23,12 @@ from study.redact import redact
 from study.runtime._interrupted import interrupt_summary, interrupted_trials
 from study.runtime._optuna_logs import optuna_quiet
 from study.runtime.explain import QueuedTrial, missing
-from study.runtime.inputs import check_batch_sizes, check_factory, load_data, record_model_source
+from study.runtime.inputs import CheckedInputs, check_inputs, record_model_source
 from study.runtime.lifecycle import (
     FINISHED_STATES,
     PreparedStudy,
     TrialCounter,
+    check_store_folder,
     count_states,
     load_study,
     missing_local_store,
@@ -89,6 +90,7 @@ class SessionResult:
     n_trials: int
     best_value: float | None
     best_params: dict[str, Any] | None
+    objective: str = "val_loss"  # what best_value is (the study's metric)
 
 
 def run_session(
@@ -119,12 +121,13 @@ def run_session(
     out = out or sys.stderr
     # A designed experiment (study explain) fixes one batch size, given as --batch-size.
     ctx = _open_session(config, given=dict(given or {}), data=data, worker=worker, out=out,
-                        batch_field="batch_size" if queue else "batch_sizes")
-    if queue:
-        existing = [t.user_attrs for t in ctx.study.get_trials(deepcopy=False)]
-        for trial in missing(queue, existing):
-            ctx.study.enqueue_trial(trial.params, user_attrs=trial.user_attrs)
-    with _summarized(ctx, own=worker_stamp()):
+                        batch_field="batch_size" if queue else "batch_sizes",
+                        interrupts=interrupts)
+    with _summarized(ctx, own=worker_stamp(), interrupts=interrupts):
+        if queue:
+            existing = [t.user_attrs for t in ctx.study.get_trials(deepcopy=False)]
+            for trial in missing(queue, existing):
+                ctx.study.enqueue_trial(trial.params, user_attrs=trial.user_attrs)
         _optimize(ctx.study, ctx.config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
                   parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks,
                   queue_only=bool(queue), sampler=ctx.sampler, interrupts=interrupts,
@@ -135,6 +138,7 @@ def run_session(
 def run_with_workers(
     config: StudyConfig, workers: int, *, given: Mapping[str, Any] | None = None,
     out: TextIO | None = None, trials_per_gpu: int | None = None, quiet: bool = False,
+    interrupts: Interrupts | None = None,
 ) -> SessionResult:
     """Like :func:`run_session`, with ``workers`` local ``study worker`` processes doing the
     trials (journal or PostgreSQL storage); this process only prepares, waits and sums up.
@@ -149,8 +153,9 @@ def run_with_workers(
     devices = worker_devices(config.device, workers, trials_per_gpu)
     check_workers(config, len(devices))
     out = out or sys.stderr
-    ctx = _open_session(config, given=dict(given or {}), data=None, worker=False, out=out)
-    with _summarized(ctx):
+    ctx = _open_session(config, given=dict(given or {}), data=None, worker=False, out=out,
+                        interrupts=interrupts)
+    with _summarized(ctx, interrupts=interrupts):
         for _ in range(MAX_ROUNDS):
             codes = start_workers(ctx.config, devices, tracking_uri=ctx.tracker.tracking_uri,
                                   quiet=quiet)
@@ -163,14 +168,18 @@ def run_with_workers(
 
 
 @contextlib.contextmanager
-def _summarized(ctx: _Session, *, own: str | None = None) -> Iterator[None]:
+def _summarized(ctx: _Session, *, own: str | None = None,
+                interrupts: Interrupts | None = None) -> Iterator[None]:
     """Log the study summary however the session ends; close a parent run we own with the
     matching status (FINISHED, KILLED on Ctrl-C/SIGTERM, FAILED otherwise). Ctrl-C/SIGTERM
     comes out as :class:`Interrupted`, saying which trials it failed and queued again: those
-    of the process stamped ``own`` (a worker: not its neighbours'), else all."""
+    of the process stamped ``own`` (a worker: not its neighbours'), else all; one held while
+    the session opened its stores (``interrupts``) is raised on entry."""
     status = "FAILED"
     before = interrupted_trials(ctx.study, own)
     try:
+        if interrupts is not None:
+            interrupts.check()
         yield
         status = "FINISHED"
     except KeyboardInterrupt as exc:
@@ -196,27 +205,16 @@ class _Session:
     counter: TrialCounter
 
 
-@dataclasses.dataclass(frozen=True)
-class _Inputs:
-    data: TensorData
-    model_sha: str | None
-
-
-def _check_inputs(config: StudyConfig, data: TensorData | None, *, device: Any, out: TextIO,
-                  batch_field: str) -> _Inputs:
-    """Load the data and check the batch sizes and a model factory against it."""
-    if data is None:
-        data = load_data(config, device=device, out=out)
-    check_batch_sizes(config, data, field=batch_field)
-    return _Inputs(data, check_factory(config, data))
-
-
 def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorData | None,
-                  worker: bool, out: TextIO, batch_field: str = "batch_sizes") -> _Session:
+                  worker: bool, out: TextIO, batch_field: str = "batch_sizes",
+                  interrupts: Interrupts | None = None) -> _Session:
     """Check every input, then open (or create) the study and its parent run, recovered.
 
     A new study's inputs are checked before any store is opened, so a bad one leaves no file
-    behind; a resumed study's (its stored config names its data) right after its storage."""
+    behind; a resumed study's (its stored config names its data) right after its storage.
+    Once the inputs are checked, Ctrl-C and SIGTERM are held (``interrupts``) until the
+    session's first check: a store is never left half-created (MLflow's first migration takes
+    seconds) and the parent run is closed KILLED."""
     device = resolve_device(config.device)
     prepared = None
     if worker or not missing_local_store(config.storage):
@@ -224,7 +222,17 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
         config = prepared.config
     else:
         check_new_study_name(config.study_name)
-    inputs = _check_inputs(config, data, device=device, out=out, batch_field=batch_field)
+        check_store_folder(config.storage)
+    inputs = check_inputs(config, data, device=device, out=out, batch_field=batch_field)
+    with interrupts.deferred() if interrupts is not None else contextlib.nullcontext():
+        return _open_stores(config, prepared, inputs, device=device, given=given,
+                            worker=worker, out=out)
+
+
+def _open_stores(config: StudyConfig, prepared: PreparedStudy | None,
+                 inputs: CheckedInputs, *, device: Any, given: dict[str, Any], worker: bool,
+                 out: TextIO) -> _Session:
+    """The tracker, the study and its parent run, recovered (see :func:`_open_session`)."""
     if prepared is not None and prepared.study_id is not None:
         check_parent_store(prepared.storage.get_study_user_attrs(prepared.study_id),
                            study_name=config.study_name, tracking_uri=config.tracking_uri)
@@ -278,6 +286,7 @@ def _result(ctx: _Session) -> SessionResult:
         counts=count_states(study), n_finished=n_finished(study), n_trials=ctx.config.n_trials,
         best_value=None if best is None else best.value,
         best_params=None if best is None else dict(best.user_attrs.get(HPARAMS_ATTR, best.params)),
+        objective=ctx.config.objective,
     )
 
 

@@ -41,10 +41,10 @@ def run_single_trial(config: StudyConfig, hp: HParams) -> SingleTrialResult:
             returned, with the run closed as FAILED).
     """
     device = resolve_device(config.device)
-    tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout)
     data = load_data(config, device=device)
     check_batch_sizes(config, data, field="batch_size")
-    check_factory(config, data, widths=(hp.width,))  # before the run exists
+    check_factory(config, data, widths=(hp.width,))  # before any store is opened
+    tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout)
     entry = entry_run_id()
     name = (f"single-w{hp.width}-lr{hp.lr:g}-bs{hp.batch_size}-wd{hp.weight_decay:g}"
             f"-{hp.penalty_mode}")

@@ -102,7 +102,8 @@ class Tracker(ArtifactsMixin):
                                 f"{one_line(exc)}") from None
         # MLflow's "View run <URI>" links name the URI as given: a secret one is redacted
         # through a process-wide stdout redirection, never on a background thread.
-        self._secret_uri = redact(self.tracking_uri) != self.tracking_uri
+        shown = redact(self.tracking_uri)  # named as resolved from here on, not "default"
+        self._secret_uri = shown != self.tracking_uri
         if close_in_background and asynchronous and not self._secret_uri:
             self._closer = Closer()
         self._opened = False  # until then an outage is no study's to resume
@@ -214,11 +215,8 @@ class Tracker(ArtifactsMixin):
         first): asynchronously for a nested run this tracker created, as :meth:`log_metrics`.
         ``new_run``: the run was just created here and has none, so skip the look-up."""
         existing = {} if new_run else self._call(self.client.get_run, run_id).data.params
-        fresh = [
-            Param(k, redact(str(v))[:_PARAM_LIMIT])
-            for k, v in params.items()
-            if k not in existing and v is not None
-        ]
+        fresh = [Param(k, redact(str(v))[:_PARAM_LIMIT]) for k, v in params.items()
+                 if k not in existing and v is not None]
         timestamp = _now_ms()
         batch = [Metric(k, float(v), timestamp, 0) for k, v in (metrics or {}).items()]
         if run_id in self._nested:

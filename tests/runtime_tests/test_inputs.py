@@ -11,13 +11,23 @@ from tests.servers import stderr_lines
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_env")]
 
 
-@pytest.mark.parametrize(("flags", "error"), [
-    (["--dataset", "npz:/nonexistent.npz"], "error: `dataset` must name an existing .npz file"),
-    (["--batch-sizes", "100000"], "error: `batch_sizes` must be <= the"),
+RUN = ["run", "--n-trials", "1", "--epochs", "1", "--device", "cpu"]
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    ([*RUN, "--dataset", "npz:/nonexistent.npz"],
+     "error: `dataset` must name an existing .npz file"),
+    ([*RUN, "--batch-sizes", "100000"], "error: `batch_sizes` must be <= the"),
+    # The Optuna file's folder is checked before MLflow's file is created beside the command.
+    ([*RUN, "--storage", "sqlite:///missing/optuna.db"],
+     "error: `storage` could not be opened: sqlite:///missing/optuna.db: the folder "),
+    ([*RUN, "--storage", "journal:missing/optuna.journal"],
+     "error: `storage` could not be opened: journal:missing/optuna.journal: the folder "),
+    (["trial", "--epochs", "1", "--device", "cpu", "--batch-size", "100000"],
+     "error: `batch_size` must be <= the"),
 ])
-def test_a_bad_input_leaves_no_store_behind(flags, error, tmp_path):
-    proc = run_cli(["run", "--n-trials", "1", "--epochs", "1", "--device", "cpu", *flags],
-                   cwd=tmp_path, env=cli_env(), timeout=300)
+def test_a_bad_input_leaves_no_store_behind(argv, error, tmp_path):
+    proc = run_cli(argv, cwd=tmp_path, env=cli_env(), timeout=300)
 
     assert proc.returncode == 1, proc.stderr
     (line,) = stderr_lines(proc.stderr)

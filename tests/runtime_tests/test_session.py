@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import logging
 import math
+import signal
+import sys
 
 import optuna
 import pytest
@@ -14,6 +16,7 @@ from study._signals import Interrupts
 from study.config import StudyConfig
 from study.errors import StudyError
 from study.keys import CONFIG_ATTR, PARENT_RUN_ATTR
+from study.runtime import session
 from study.runtime._optuna_logs import optuna_quiet
 from study.runtime.lifecycle import load_study, prepare_study
 from study.runtime.session import run_session
@@ -145,6 +148,59 @@ def test_a_checkpoint_that_raises_before_the_first_trial_runs_none(storage_url, 
     assert runs_by_role(mlflow_client, "trial") == []
 
 
+@pytest.fixture
+def installed_interrupts():
+    """The command's real SIGINT/SIGTERM handlers, installed for one test, then taken out."""
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM),
+              sys.unraisablehook)
+    interrupts = Interrupts(KeyboardInterrupt)
+    interrupts.install()
+    yield interrupts
+    signal.signal(signal.SIGINT, before[0])
+    signal.signal(signal.SIGTERM, before[1])
+    sys.unraisablehook = before[2]
+
+
+def test_a_signal_while_the_stores_open_is_held_and_closes_the_parent_killed(
+        storage_url, tracking_uri, mlflow_client, installed_interrupts, monkeypatch):
+    opened = session.open_parent_run
+
+    def open_then_signal(*args, **kwargs):
+        found = opened(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C once the parent run exists
+        return found
+
+    monkeypatch.setattr(session, "open_parent_run", open_then_signal)
+    with pytest.raises(session.Interrupted,
+                       match=r"^interrupted; run the same command to resume$"):
+        run_session(small_config(storage_url, tracking_uri, n_trials=2),
+                    interrupts=installed_interrupts)
+
+    assert optuna.load_study(study_name="s", storage=storage_url).trials == []
+    assert [r.info.status for r in runs_by_role(mlflow_client, "parent")] == ["KILLED"]
+    assert runs_by_role(mlflow_client, "trial") == []
+
+
+def test_a_signal_while_the_data_loads_is_raised_at_once_and_creates_nothing(
+        tmp_path, installed_interrupts, monkeypatch):
+    from study.runtime import inputs
+
+    loaded = inputs.load_data
+
+    def signal_then_load(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        return loaded(*args, **kwargs)
+
+    monkeypatch.setattr(inputs, "load_data", signal_then_load)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        run_session(small_config(f"sqlite:///{tmp_path / 'o.db'}",
+                                 f"sqlite:///{tmp_path / 'm.db'}"),
+                    interrupts=installed_interrupts)
+
+    assert not isinstance(caught.value, session.Interrupted)  # no session to speak of
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_a_checkpoint_that_raises_after_a_trial_stops_with_that_trial_complete(
         storage_url, tracking_uri, mlflow_client):
     calls = []
@@ -152,7 +208,8 @@ def test_a_checkpoint_that_raises_after_a_trial_stops_with_that_trial_complete(
     class SecondCheckRaises(Interrupts):
         def check(self, *_):
             calls.append(1)
-            if len(calls) == 3:  # before any trial; entering trial 0; after trial 0
+            # Opening the session; before any trial; entering trial 0; after trial 0.
+            if len(calls) == 4:
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
