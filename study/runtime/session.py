@@ -123,7 +123,7 @@ def run_session(
     ctx = _open_session(config, given=dict(given or {}), data=data, worker=worker, out=out,
                         batch_field="batch_size" if queue else "batch_sizes",
                         interrupts=interrupts)
-    with _summarized(ctx, own=worker_stamp(), interrupts=interrupts):
+    with _summarized(ctx, own=worker_stamp()):
         if queue:
             existing = [t.user_attrs for t in ctx.study.get_trials(deepcopy=False)]
             for trial in missing(queue, existing):
@@ -155,7 +155,9 @@ def run_with_workers(
     out = out or sys.stderr
     ctx = _open_session(config, given=dict(given or {}), data=None, worker=False, out=out,
                         interrupts=interrupts)
-    with _summarized(ctx, interrupts=interrupts):
+    with _summarized(ctx):
+        if interrupts is not None:  # one held while the stores opened
+            interrupts.check()
         for _ in range(MAX_ROUNDS):
             codes = start_workers(ctx.config, devices, tracking_uri=ctx.tracker.tracking_uri,
                                   quiet=quiet)
@@ -168,18 +170,14 @@ def run_with_workers(
 
 
 @contextlib.contextmanager
-def _summarized(ctx: _Session, *, own: str | None = None,
-                interrupts: Interrupts | None = None) -> Iterator[None]:
+def _summarized(ctx: _Session, *, own: str | None = None) -> Iterator[None]:
     """Log the study summary however the session ends; close a parent run we own with the
     matching status (FINISHED, KILLED on Ctrl-C/SIGTERM, FAILED otherwise). Ctrl-C/SIGTERM
     comes out as :class:`Interrupted`, saying which trials it failed and queued again: those
-    of the process stamped ``own`` (a worker: not its neighbours'), else all; one held while
-    the session opened its stores (``interrupts``) is raised on entry."""
+    of the process stamped ``own`` (a worker: not its neighbours'), else all."""
     status = "FAILED"
     before = interrupted_trials(ctx.study, own)
     try:
-        if interrupts is not None:
-            interrupts.check()
         yield
         status = "FINISHED"
     except KeyboardInterrupt as exc:
@@ -341,6 +339,7 @@ def _optimize(
     counter: TrialCounter,
 ) -> None:
     checkpoint = interrupts.check if interrupts is not None else (lambda: None)
+    checkpoint()  # one held while the stores opened, or swallowed since: no trial starts
     done = counter(*FINISHED_STATES)
     if queue_only and not counter(TrialState.WAITING):
         print(f"study {study.study_name!r}: every designed trial has run; nothing to run.",
@@ -378,7 +377,6 @@ def _optimize(
                 study.stop()
             checkpoint()
 
-        checkpoint()
         deferred = interrupts.deferred() if interrupts is not None else contextlib.nullcontext()
         with optuna_quiet(), deferred:  # the progress lines say how each trial ended
             study.optimize(objective, timeout=config.timeout, catch=(TrialFailedError,),

@@ -3,7 +3,6 @@ measures: checked on the trials a real service run leaves in a tmp SQLite storag
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,22 +16,6 @@ WIDTHS = (4, 6)
 # What the service keeps of its own on a completed trial (beside the SPEC's nine).
 OWN = {"worker", "sampler_seed", "train_seed", "hparams", "final_val_loss",
        "final_val_accuracy", "curve"}
-
-
-@pytest.fixture(scope="module")
-def workspace() -> Iterator[Workspace]:
-    ws = Workspace()
-    yield ws
-    ws.close()
-
-
-@pytest.fixture(scope="module")
-def data() -> Any:
-    import torch
-
-    from study.training.data import load_dataset
-
-    return load_dataset("digits", seed=0, device=torch.device("cpu"))
 
 
 def _trials(ws: Workspace, data: Any, variant: str) -> list[Any]:

@@ -6,7 +6,7 @@ ratio."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,13 +16,6 @@ from bench.harness import Workspace, interleaved
 from bench.results import floor_figures
 
 WIDTHS = (4, 6)
-
-
-@pytest.fixture(scope="module")
-def workspace() -> Iterator[Workspace]:
-    ws = Workspace()
-    yield ws
-    ws.close()
 
 
 def _stores(ws: Workspace, tag: str, *, close: bool) -> tuple[Any, list[Any]]:

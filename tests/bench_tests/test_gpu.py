@@ -9,16 +9,9 @@ import pytest
 import torch
 
 from bench import gpu, results
-from bench.harness import QUICK, Workspace
+from bench.harness import QUICK
 from bench.images32 import images32
 from study.training.data import load_dataset
-
-
-@pytest.fixture(scope="module")
-def workspace():
-    ws = Workspace()
-    yield ws
-    ws.close()
 
 
 def test_the_image_task_is_seeded_balanced_and_learnable():

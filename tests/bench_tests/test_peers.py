@@ -5,7 +5,6 @@ costs by their clocks."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,22 +14,6 @@ from bench.harness import BATCH, LR, WEIGHT_DECAY, Workspace
 
 WIDTHS = (4, 6)
 EPOCHS = 2
-
-
-@pytest.fixture(scope="module")
-def workspace() -> Iterator[Workspace]:
-    ws = Workspace()
-    yield ws
-    ws.close()
-
-
-@pytest.fixture(scope="module")
-def data() -> Any:
-    import torch
-
-    from study.training.data import load_dataset
-
-    return load_dataset("digits", seed=0, device=torch.device("cpu"))
 
 
 def _run(name: str, ws: Workspace, data: Any) -> tuple[str, str, peers.Clock]:
