@@ -153,6 +153,7 @@ def paragraph(blocks: Mapping[str, Mapping[str, Any]], *, early_epochs: int,
               design: Mapping[str, Any]) -> str:
     """The verdict text: both questions, their thresholds, and the design note."""
     sentences = []
+    said: set[str] = set()  # the reasons given: a second question with the same one refers back
     one_size = [(blocks.get(q) or {}).get("verdict", {}).get("one_size") for q in ("init", "early")]
     if all(one_size):
         why = blocks["early"]["verdict"]["why"]
@@ -174,7 +175,9 @@ def paragraph(blocks: Mapping[str, Mapping[str, Any]], *, early_epochs: int,
         verdict = block.get("verdict") or {}
         why = str(verdict.get("why", ""))
         code = str(verdict.get("code", "inconclusive"))
-        sentences.append(f"{_CODE_WORDS.get(code, code).capitalize()}: {why}.")
+        words = _CODE_WORDS.get(code, code).capitalize()
+        sentences.append(f"{words}, for the same reason." if why in said else f"{words}: {why}.")
+        said.add(why)
         threshold = _threshold(block.get("threshold") or {}, question)
         if threshold:
             sentences.append(threshold)

@@ -245,6 +245,20 @@ def test_too_few_trials_read_the_same_on_both_lines():
         assert "[" not in line  # no interval from a regression without residual df
 
 
+def test_too_few_trials_give_their_advice_once_in_the_detail():
+    """Found by a new user: "run at least 3 more (...)" four times, in both lines and twice
+    in the paragraph under them."""
+    found = analyze(simulate(SCENARIOS[0], 3).head(5), study_name="s", early_epochs=1,
+                    compare_widths=(4, 32))
+    detail = found["verdict"]["detail"]
+    assert detail.count("run at least 3 more") == 1
+    assert "Inconclusive, for the same reason." in detail
+
+
+def test_different_reasons_are_each_given_in_the_detail(document):
+    assert "for the same reason" not in document["verdict"]["detail"]
+
+
 @pytest.mark.parametrize("n", [4, 12])  # below and above the 8 trials a verdict needs
 def test_a_study_of_one_size_says_the_size_question_is_not_asked_not_run_more(n):
     """Found by a first user: a gap experiment (one width) was told to "run at least 4 more"
