@@ -76,17 +76,22 @@ def _throughput_line(trials: list) -> str:
 
 def busy_time(trials: list) -> dt.timedelta:
     """The time during which some trial ran: the union of the trials' [start, end] spans,
-    gaps under :data:`IDLE_GAP` counted as busy."""
-    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials
-                   if t.datetime_start and t.datetime_complete)
-    total, start, end = dt.timedelta(0), None, None
-    for lo, hi in spans:
-        if end is not None and lo - end <= IDLE_GAP:
+    gaps under :data:`IDLE_GAP` counted as busy (a process's own work between its trials)
+    unless the trial after the gap is a process's that ran none before it (its ``worker``
+    stamp is new: a session ended and another started)."""
+    spans = sorted(((t.datetime_start, t.datetime_complete, t.user_attrs.get(WORKER_ATTR))
+                    for t in trials if t.datetime_start and t.datetime_complete),
+                   key=lambda span: span[:2])
+    total, start, end, seen = dt.timedelta(0), None, None, set()
+    for lo, hi, worker in spans:
+        known = worker is None or worker in seen or seen <= {None}  # unstamped: as before
+        if end is not None and (lo <= end or (lo - end <= IDLE_GAP and known)):
             end = max(end, hi)
+            seen.add(worker)
             continue
         if end is not None:
             total += end - start
-        start, end = lo, hi
+        start, end, seen = lo, hi, {worker}
     return total + (end - start if end is not None else dt.timedelta(0))
 
 
