@@ -68,9 +68,19 @@ def attr_writes(variant: str) -> Iterator[None]:
         objective.set_user_attrs = shipped
 
 
-def bench_attr_bound(ws: Workspace, data: Any, widths: Sequence[int], repeats: int
+def bench_attr_bound(ws: Workspace, data: Any, *, widths: Sequence[int], repeats: int
                      ) -> dict[str, Any]:
-    """The three variants, interleaved ``repeats`` times after a warm-up round."""
+    """The three variants, interleaved ``repeats`` times after a warm-up round.
+
+    Args:
+        ws: Where each study's fresh stores are made.
+        data: The training data (digits).
+        widths: One trial per width (the overhead figure's trials).
+        repeats: Timed rounds (at least 1).
+
+    Returns:
+        ``{"widths", "repeats", "variants": {name: {"fixed_ms", "wall", "times"}}}``.
+    """
     meters: dict[str, list[tuple[float, CostMeter]]] = {v: [] for v in VARIANTS}
 
     def variant(name: str) -> Callable[[], float]:
@@ -113,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds (default 9)")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, but got {args.repeats}")
     import torch
 
     from study.training.data import load_dataset
@@ -122,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.chdir(ws.root)  # MLflow puts artifacts under ./mlruns: keep them in the workspace
     try:
         data = load_dataset("digits", seed=0, device=torch.device("cpu"))
-        result = bench_attr_bound(ws, data, (8, 16, 32), args.repeats)
+        result = bench_attr_bound(ws, data, widths=(8, 16, 32), repeats=args.repeats)
     finally:
         os.chdir(cwd)
         ws.close()

@@ -176,7 +176,8 @@ def paragraph(blocks: Mapping[str, Mapping[str, Any]], *, early_epochs: int,
         why = str(verdict.get("why", ""))
         code = str(verdict.get("code", "inconclusive"))
         words = _CODE_WORDS.get(code, code).capitalize()
-        sentences.append(f"{words}, for the same reason." if why in said else f"{words}: {why}.")
+        sentences.append(f"{words}, for the same reason." if why and why in said
+                         else f"{words}: {why}.")
         said.add(why)
         threshold = _threshold(block.get("threshold") or {}, question)
         if threshold:

@@ -232,9 +232,10 @@ def check_store_folder(url: str) -> None:
         StorageError: It does not, or is not a folder.
     """
     path = _local_path(url)
-    if path is not None and not path.absolute().parent.is_dir():
-        raise StorageError(f"`storage` could not be opened: {redact(url)}: the folder "
-                           f"{path.absolute().parent} does not exist; create it first.")
+    folder = None if path is None else path.absolute().parent
+    if folder is not None and not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist; create it first"
+        raise StorageError(f"`storage` could not be opened: {redact(url)}: {folder} {why}.")
 
 
 def _known(storage: optuna.storages.BaseStorage) -> str:

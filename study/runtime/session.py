@@ -120,10 +120,10 @@ def run_session(
     """
     out = out or sys.stderr
     # A designed experiment (study explain) fixes one batch size, given as --batch-size.
-    ctx = _open_session(config, given=dict(given or {}), data=data, worker=worker, out=out,
-                        batch_field="batch_size" if queue else "batch_sizes",
-                        interrupts=interrupts)
-    with _summarized(ctx, own=worker_stamp()):
+    with contextlib.ExitStack() as summary:
+        ctx = _open_session(config, given=dict(given or {}), data=data, worker=worker, out=out,
+                            batch_field="batch_size" if queue else "batch_sizes",
+                            interrupts=interrupts, summary=summary, own=worker_stamp())
         if queue:
             existing = [t.user_attrs for t in ctx.study.get_trials(deepcopy=False)]
             for trial in missing(queue, existing):
@@ -153,9 +153,9 @@ def run_with_workers(
     devices = worker_devices(config.device, workers, trials_per_gpu)
     check_workers(config, len(devices))
     out = out or sys.stderr
-    ctx = _open_session(config, given=dict(given or {}), data=None, worker=False, out=out,
-                        interrupts=interrupts)
-    with _summarized(ctx):
+    with contextlib.ExitStack() as summary:
+        ctx = _open_session(config, given=dict(given or {}), data=None, worker=False, out=out,
+                            interrupts=interrupts, summary=summary)
         if interrupts is not None:  # one held while the stores opened
             interrupts.check()
         for _ in range(MAX_ROUNDS):
@@ -204,15 +204,17 @@ class _Session:
 
 
 def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorData | None,
-                  worker: bool, out: TextIO, batch_field: str = "batch_sizes",
-                  interrupts: Interrupts | None = None) -> _Session:
-    """Check every input, then open (or create) the study and its parent run, recovered.
+                  worker: bool, out: TextIO, summary: contextlib.ExitStack,
+                  batch_field: str = "batch_sizes", interrupts: Interrupts | None = None,
+                  own: str | None = None) -> _Session:
+    """Check every input, then open (or create) the study and its parent run, recovered, and
+    enter its :func:`_summarized` (``own``) on ``summary``.
 
     A new study's inputs are checked before any store is opened, so a bad one leaves no file
     behind; a resumed study's (its stored config names its data) right after its storage.
     Once the inputs are checked, Ctrl-C and SIGTERM are held (``interrupts``) until the
-    session's first check: a store is never left half-created (MLflow's first migration takes
-    seconds) and the parent run is closed KILLED."""
+    summary is entered (raised at the session's first check): a store is never left
+    half-created (MLflow's first migration takes seconds) and the parent run is closed KILLED."""
     device = resolve_device(config.device)
     prepared = None
     if worker or not missing_local_store(config.storage):
@@ -223,8 +225,10 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
         check_store_folder(config.storage)
     inputs = check_inputs(config, data, device=device, out=out, batch_field=batch_field)
     with interrupts.deferred() if interrupts is not None else contextlib.nullcontext():
-        return _open_stores(config, prepared, inputs, device=device, given=given,
-                            worker=worker, out=out)
+        ctx = _open_stores(config, prepared, inputs, device=device, given=given,
+                           worker=worker, out=out)
+        summary.enter_context(_summarized(ctx, own=own))
+    return ctx
 
 
 def _open_stores(config: StudyConfig, prepared: PreparedStudy | None,
@@ -377,6 +381,7 @@ def _optimize(
                 study.stop()
             checkpoint()
 
+        checkpoint()  # one swallowed while the objective was set up: no trial is created
         deferred = interrupts.deferred() if interrupts is not None else contextlib.nullcontext()
         with optuna_quiet(), deferred:  # the progress lines say how each trial ended
             study.optimize(objective, timeout=config.timeout, catch=(TrialFailedError,),

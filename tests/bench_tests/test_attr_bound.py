@@ -67,7 +67,7 @@ def test_packed_attrs_moves_only_the_keys_the_spec_does_not_name(attrs, expected
 
 
 def test_a_run_prints_every_variant_against_the_service(workspace, data):
-    result = attr_bound.bench_attr_bound(workspace, data, WIDTHS[:1], repeats=1)
+    result = attr_bound.bench_attr_bound(workspace, data, widths=WIDTHS[:1], repeats=1)
     printed = dict(line.split("=") for line in attr_bound.lines(result))
     for name in attr_bound.VARIANTS:
         assert float(printed[f"attr_bound_{name}_fixed_ms_per_trial"]) > 0

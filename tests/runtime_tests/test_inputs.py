@@ -20,9 +20,9 @@ RUN = ["run", "--n-trials", "1", "--epochs", "1", "--device", "cpu"]
     ([*RUN, "--batch-sizes", "100000"], "error: `batch_sizes` must be <= the"),
     # The Optuna file's folder is checked before MLflow's file is created beside the command.
     ([*RUN, "--storage", "sqlite:///missing/optuna.db"],
-     "error: `storage` could not be opened: sqlite:///missing/optuna.db: the folder "),
+     "error: `storage` could not be opened: sqlite:///missing/optuna.db: "),
     ([*RUN, "--storage", "journal:missing/optuna.journal"],
-     "error: `storage` could not be opened: journal:missing/optuna.journal: the folder "),
+     "error: `storage` could not be opened: journal:missing/optuna.journal: "),
     (["trial", "--epochs", "1", "--device", "cpu", "--batch-size", "100000"],
      "error: `batch_size` must be <= the"),
 ])

@@ -208,7 +208,8 @@ def test_a_checkpoint_that_raises_after_a_trial_stops_with_that_trial_complete(
     class SecondCheckRaises(Interrupts):
         def check(self, *_):
             calls.append(1)
-            if len(calls) == 3:  # before any trial; entering trial 0; after trial 0
+            # On entering _optimize; before any trial; entering trial 0; after trial 0.
+            if len(calls) == 4:
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

@@ -115,14 +115,18 @@ def test_a_quick_resume_leaves_out_the_gap_between_the_sessions(tmp_path, second
                                    f"({busy_minutes:.1f} min of running trials)")
 
 
-def test_overlapping_workers_count_their_union_once(tmp_path):
+@pytest.mark.parametrize(("third", "busy_minutes"), [
+    ("host:2:b", 4.5),  # the overlapping worker's next trial: its gap counts
+    ("host:3:c", 4.0),  # a process that ran nothing before: a new session, the gap left out
+])
+def test_overlapping_workers_count_their_union_once(tmp_path, third, busy_minutes):
     config = _study_with(tmp_path, [])
     study = optuna.load_study(study_name="s", storage=config.storage)
     _timed(study, 0, 2.0, worker="host:1:a")
     _timed(study, 1, 2.0, worker="host:2:b")  # runs beside the first: minutes 0 to 3 busy
-    _timed(study, 3.5, 1.0, worker="host:1:a")  # the first worker's next trial, a gap later
+    _timed(study, 3.5, 1.0, worker=third)  # half a minute after both
 
-    assert _throughput(config).endswith("(4.5 min of running trials)")
+    assert _throughput(config).endswith(f"({busy_minutes:.1f} min of running trials)")
 
 
 def test_the_trials_line_says_how_many_failures_were_interrupts(tmp_path):
