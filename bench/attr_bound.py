@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,10 +32,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.costmeter import SERVICE_CATEGORIES, CostMeter
+from bench.costmeter import CostMeter
 from bench.floor import SPEC_ATTRS
 from bench.harness import Workspace, interleaved, median
-from bench.overhead import decompose, prepare_service, run_service
+from bench.overhead import decompose, run_instrumented
 
 VARIANTS = ("service", "packed", "no_attrs")
 RECORD = "record"  # ``packed``: the key prefix of the one record per call
@@ -85,14 +84,9 @@ def bench_attr_bound(ws: Workspace, data: Any, *, widths: Sequence[int], repeats
 
     def variant(name: str) -> Callable[[], float]:
         def run() -> float:
-            config = prepare_service(ws, widths, "cpu", name)
-            gc.collect()
-            meter = CostMeter()
-            with attr_writes(name), meter.installed():
-                seconds = run_service(config, data)[0]
-            meter.require(SERVICE_CATEGORIES)
-            meters[name].append((seconds, meter))
-            return seconds
+            meters[name].append(run_instrumented(ws, data, widths=widths, device="cpu",
+                                                 tag=name, around=attr_writes(name)))
+            return meters[name][-1][0]
         return run
 
     times = interleaved({name: variant(name) for name in VARIANTS}, repeats)

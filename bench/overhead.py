@@ -8,6 +8,7 @@ results label them as predictions.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
 import math
@@ -143,6 +144,24 @@ def run_service(config: Any, data: Any) -> tuple[float, Any]:
     return seconds, result
 
 
+def run_instrumented(ws: Workspace, data: Any, *, widths: Sequence[int], device: Any,
+                     tag: str, around: contextlib.AbstractContextManager[Any] | None = None
+                     ) -> tuple[float, CostMeter]:
+    """One service study on fresh stores with every store call timed (``around``: entered
+    with the timers, e.g. a change to what the service writes); its seconds and its meter.
+
+    Raises:
+        RuntimeError: A category the service must see saw no call (see :class:`CostMeter`).
+    """
+    config = prepare_service(ws, widths, str(device), tag)
+    gc.collect()
+    meter = CostMeter()
+    with around or contextlib.nullcontext(), meter.installed():
+        seconds = run_service(config, data)[0]
+    meter.require(SERVICE_CATEGORIES)
+    return seconds, meter
+
+
 def bench_overhead(ws: Workspace, data: Any, plan: Plan, device: Any, *,
                    also: Mapping[str, Callable[[], float]] | None = None) -> dict[str, Any]:
     """The four variants, interleaved (with the variants ``also``, whose seconds join
@@ -159,14 +178,9 @@ def bench_overhead(ws: Workspace, data: Any, plan: Plan, device: Any, *,
     meters: list[tuple[float, CostMeter]] = []
 
     def instrumented() -> float:
-        config = prepare_service(ws, widths, str(device), "instrumented")
-        gc.collect()
-        meter = CostMeter()
-        with meter.installed():
-            seconds = run_service(config, data)[0]
-        meter.require(SERVICE_CATEGORIES)
-        meters.append((seconds, meter))
-        return seconds
+        meters.append(run_instrumented(ws, data, widths=widths, device=device,
+                                       tag="instrumented"))
+        return meters[-1][0]
 
     def trainer() -> float:
         start = time.perf_counter()

@@ -224,11 +224,16 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
         check_new_study_name(config.study_name)
         check_store_folder(config.storage)
     inputs = check_inputs(config, data, device=device, out=out, batch_field=batch_field)
-    with interrupts.deferred() if interrupts is not None else contextlib.nullcontext():
+    with _held(interrupts):
         ctx = _open_stores(config, prepared, inputs, device=device, given=given,
                            worker=worker, out=out)
         summary.enter_context(_summarized(ctx, own=own))
     return ctx
+
+
+def _held(interrupts: Interrupts | None) -> contextlib.AbstractContextManager[None]:
+    """Ctrl-C and SIGTERM latched, not raised, inside (nothing without ``interrupts``)."""
+    return interrupts.deferred() if interrupts is not None else contextlib.nullcontext()
 
 
 def _open_stores(config: StudyConfig, prepared: PreparedStudy | None,
@@ -382,8 +387,7 @@ def _optimize(
             checkpoint()
 
         checkpoint()  # one swallowed while the objective was set up: no trial is created
-        deferred = interrupts.deferred() if interrupts is not None else contextlib.nullcontext()
-        with optuna_quiet(), deferred:  # the progress lines say how each trial ended
+        with optuna_quiet(), _held(interrupts):  # the progress lines say how each trial ended
             study.optimize(objective, timeout=config.timeout, catch=(TrialFailedError,),
                            callbacks=[after_trial])
         tracker.wait_closed()  # before the last progress line: every trial run is closed
