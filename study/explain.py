@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from study._signals import Interrupts
     from study.runtime.session import SessionResult
 
-__all__ = ["EXPLAIN_EPOCHS", "GAP_EPOCHS", "QUESTIONS", "ExplainOutcome", "check_explain",
-           "check_gap", "explain_main", "explain_options", "explain_study", "gap_lines",
-           "gap_study"]
+__all__ = ["DEFAULT_N_WIDTHS", "EXPLAIN_EPOCHS", "GAP_EPOCHS", "QUESTIONS", "ExplainOutcome",
+           "check_explain", "check_gap", "check_grid", "explain_main", "explain_options",
+           "explain_study", "gap_lines", "gap_study"]
 
 QUESTIONS = ("size", "gap")
 # The question is about the start: the loss at initialization and over the first epoch. One
@@ -40,6 +40,9 @@ EXPLAIN_EPOCHS = 1
 # (0.1) and stayed open through epoch 6 under Keras's (0.01), whatever the optimizer or
 # dropout; the 16 trials of that cross trained in under a minute on 2 CPU cores.
 GAP_EPOCHS = 6
+# `study explain --n-widths`'s default: a grid of this size leaves the study's automatic name as
+# it was before the grid was part of it, so a study started then is still resumed by its command.
+DEFAULT_N_WIDTHS = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,9 +186,35 @@ def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,
                             design=design)
     if "study_name" not in given:
         config = config.replace(study_name=_name(config, f"{config.penalty_mode[0]}-lr{lr:g}-"
-                                                         f"wd{weight_decay:g}"))
+                                                         f"wd{weight_decay:g}", grid=grid))
+    check_grid(config, grid)
     return _run(config, given, design.trials(), output_dir=output_dir, report=report,
                 interrupts=interrupts)
+
+
+def check_grid(config: StudyConfig, grid: Sequence[int]) -> None:
+    """Refuse to resume a size experiment on another width grid (its trials would mix two
+    designs, and the budget of one would leave the other's cells queued forever); nothing is
+    opened when the study's store does not exist yet.
+
+    Raises:
+        ConfigError: The study named in ``config`` holds designed trials of widths off ``grid``.
+    """
+    from study.runtime.explain import CELL_ATTR
+    from study.runtime.lifecycle import missing_local_store, open_study_trials
+
+    if missing_local_store(config.storage):
+        return
+    try:
+        _, trials = open_study_trials(config)
+    except StudyError:
+        return  # no such study yet, or a store the session itself reports on
+    stored = sorted({int(t.params["width"]) for t in trials
+                     if CELL_ATTR in t.user_attrs and "width" in t.params})
+    if stored and not set(stored) <= set(grid):
+        fail("n_widths", len(grid), f"{len(stored)} for study {config.study_name!r}, whose "
+             f"trials have widths {', '.join(map(str, stored))} (this grid: "
+             f"{', '.join(map(str, grid))}); another grid needs another --study-name")
 
 
 def check_explain(config: StudyConfig, *, n_widths: int, replicates: int) -> tuple[int, ...]:
@@ -321,7 +350,11 @@ def _wrote(outcome: ExplainOutcome) -> str:
     return f"wrote {outcome.report_dir} (open {page}); {outcome.logged}"
 
 
-def _name(config: StudyConfig, stem: str) -> str:
-    """A name that is the same for the same experiment, so running it again resumes it."""
-    digest = hashlib.sha256(config.to_json().encode()).hexdigest()[:8]
+def _name(config: StudyConfig, stem: str, *, grid: Sequence[int] | None = None) -> str:
+    """A name that is the same for the same experiment, so running it again resumes it (a
+    width ``grid`` of another size than the default's names another study)."""
+    key = config.to_json()
+    if grid is not None and len(grid) != DEFAULT_N_WIDTHS:
+        key += f"|widths={','.join(map(str, grid))}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return f"explain-{stem}-{digest}"

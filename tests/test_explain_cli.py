@@ -117,6 +117,26 @@ def _bad_input(case: str, base: Path, template: Path):
     return tmp, tracking_uri, explain(tmp, tracking_uri, *BAD_INPUT[case][0])
 
 
+@slow
+def test_another_grid_on_the_same_study_is_refused_in_one_line(strong):
+    """A different --n-widths against an existing study would mix two designs (and strand the
+    queued cells of one): refused before anything runs, the study unchanged."""
+    tmp, tracking_uri, _ = strong
+    storage = f"sqlite:///{tmp / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    before = summary.n_trials
+
+    outcome = explain(tmp, tracking_uri, "--weight-decay", "1e-2", "--n-widths", "3",
+                      "--study-name", summary.study_name)
+
+    assert outcome.returncode == 1
+    assert outcome.stderr.strip().count("\n") == 0, outcome.stderr
+    assert (f"`n_widths` must be 4 for study {summary.study_name!r}, whose trials have widths "
+            f"2, 5, 13, 32 (this grid: 2, 8, 32)") in outcome.stderr
+    (after,) = optuna.get_all_study_summaries(storage)
+    assert after.n_trials == before
+
+
 @pytest.fixture(scope="module")
 def bad_outcomes(tmp_path_factory, mlflow_template_db):
     """Every bad input at once: each subprocess pays its start-up, which a second core can
@@ -202,6 +222,18 @@ def test_running_it_again_with_more_replicates_trains_only_the_new_ones(gap_runs
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert sorted(t.user_attrs["explain_cell"] for t in trials) == [
         "adam-bn0.01-do0-r0", "adam-bn0.01-do0-r1", "adam-bn0.1-do0-r0", "adam-bn0.1-do0-r1"]
+
+
+def test_the_size_question_is_tagged_not_asked_in_a_study_of_one_width(gap_runs):
+    """Scripts read the tags: one width cannot ask the size question, which is not the same as
+    an open one ("inconclusive": run more)."""
+    _, tracking_uri, _, _ = gap_runs
+    client = MlflowClient(tracking_uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("study").experiment_id],
+                                   "tags.`study.role` = 'parent'")
+    tags = parent.data.tags
+    assert tags["study.verdict.init"] == tags["study.verdict.early"] == "not-asked"
+    assert tags["mlflow.note.content"].splitlines()[1].startswith("Model size: not asked. ")
 
 
 def test_the_settings_of_a_replicate_start_from_the_same_weights(gap_runs):

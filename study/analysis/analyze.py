@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.analysis.answer import ADAPTIVE_SAMPLERS, design_note, headline, paragraph
+from study._text import as_sentence
+from study.analysis.answer import (
+    ADAPTIVE_SAMPLERS,
+    NOT_ASKED,
+    design_note,
+    headline,
+    paragraph,
+)
 from study.analysis.curves import effect_curve, size_curves
 from study.analysis.estimate import CI_LEVEL
 from study.analysis.gap_source import study_gap_block
@@ -126,7 +133,7 @@ def question_block(table: pd.DataFrame, question: str, *,
         if n >= MIN_TRIALS:
             verdict["why"] = why
         if n and usable["n_params"].nunique() == 1:  # more trials of one size cannot tell
-            verdict = {"code": "inconclusive", "one_size": True,
+            verdict = {"code": NOT_ASKED, "one_size": True,
                        "why": _one_size(usable.get("width", pd.Series(["?"])).iloc[0],
                                         usable["n_params"].iloc[0])}
         return {**block, "reference": {}, "models": {}, "decomposition": None,
@@ -174,6 +181,8 @@ def _verdict(blocks: Mapping[str, Any], *, early_epochs: int,
     top = "\n".join(lines[q] for q in QUESTIONS)
     detail = paragraph(blocks, early_epochs=early_epochs, design=design)
     asked = not all(blocks[q]["verdict"].get("one_size") for q in QUESTIONS)
+    if not asked:  # the one line printed in place of both (a size effect needs several)
+        top = f"Model size: not asked. {as_sentence(blocks['early']['verdict']['why'])}"
     return {"code": blocks["early"]["verdict"]["code"], "why": blocks["early"]["verdict"]["why"],
             "init_code": blocks["init"]["verdict"]["code"], "lines": lines, "headline": top,
             "detail": detail, "text": f"{top}\n\n{detail}", "size_asked": asked}

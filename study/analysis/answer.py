@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from study._text import interval_formatter
+from study._text import as_sentence, interval_formatter
 from study.analysis.verdict import MIN_TRIALS, SMALL_SHARE, number_text
 
-__all__ = ["ADAPTIVE_SAMPLERS", "design_note", "headline", "paragraph", "weight_decay_text",
-           "where_text"]
+__all__ = ["ADAPTIVE_SAMPLERS", "NOT_ASKED", "design_note", "headline", "paragraph",
+           "weight_decay_text", "where_text"]
 
 # Samplers that place trials where the objective is good, so the sample depends on outcomes.
 ADAPTIVE_SAMPLERS = {"tpe": "TPE", "gp": "Gaussian-process"}
@@ -26,7 +26,9 @@ _QUESTIONS = {
 # A shortfall of the trials under this (decades of parameters) is not worth a sentence.
 _NEGLIGIBLE_SHORTFALL = 0.1
 _LABELS = {"init": "At initialization", "early": "Over the first epoch"}
-_CODE_WORDS = {"no-increase": "no increase"}
+# A study of one model size: the size question has no answer to give, not an open one.
+NOT_ASKED = "not-asked"
+_CODE_WORDS = {"no-increase": "no increase", NOT_ASKED: "not asked"}
 
 
 def headline(block: Mapping[str, Any], *, early_epochs: int = 1) -> str:
@@ -43,7 +45,7 @@ def headline(block: Mapping[str, Any], *, early_epochs: int = 1) -> str:
 def _plain(block: Mapping[str, Any], code: str) -> str:
     decomposition = block.get("decomposition") or {}
     if (block.get("verdict") or {}).get("one_size"):
-        return f"Not asked: {block['verdict']['why']}."
+        return as_sentence(block["verdict"]["why"])
     if not decomposition.get("width_effect_total") or \
             int(block.get("n_trials_used") or 0) < MIN_TRIALS:
         return f"Cannot tell yet: {(block.get('verdict') or {}).get('why', 'no size effect')}."

@@ -1,7 +1,5 @@
-"""One session of a study: open both stores, run trials until the budget is met, summarize.
-
-This is the one way through (ARCHITECTURE.md): config -> data -> stores -> optimize -> summary.
-"""
+"""One session of a study: open both stores, run trials until the budget is met, summarize; the
+one way through (ARCHITECTURE.md): config -> data -> stores -> optimize -> summary."""
 
 from __future__ import annotations
 
@@ -355,9 +353,10 @@ def _optimize(
               file=out)
         return
     if done >= config.n_trials:
+        more = "" if queue_only else f" The budget counts the study's trials in all: " \
+            f"--n-trials {done + config.n_trials} would run {config.n_trials} more."
         print(f"study {study.study_name!r}: budget met ({finished_of(done, config.n_trials)}); "
-              f"nothing to run. The budget counts the study's trials in all: --n-trials "
-              f"{done + config.n_trials} would run {config.n_trials} more.", file=out)
+              f"nothing to run.{more}", file=out)
         return
     failures: list[str] = []
     start = (f"{done}/{config.n_trials} finished; running trials on {device} "

@@ -268,12 +268,15 @@ def test_a_study_of_one_size_says_the_size_question_is_not_asked_not_run_more(n)
         pd.concat([table[table["width"] == 8]] * 3).head(n).assign(number=range(n))
     found = analyze(table, study_name="s", early_epochs=1)
     assert found["verdict"]["size_asked"] is False
-    assert found["verdict"]["code"] == found["verdict"]["init_code"] == "inconclusive"
+    # A question the trials cannot ask is not an open one ("inconclusive" says run more).
+    assert found["verdict"]["code"] == found["verdict"]["init_code"] == "not-asked"
     assert found["init"]["verdict"]["one_size"] is True
-    for line in found["verdict"]["lines"].values():
-        assert line.endswith(": inconclusive. Not asked: every trial has one size (width 8, "
-                             "3,570 parameters): a size effect needs several (--width-min "
-                             "below --width-max).")
+    why = ("Every trial has one size (width 8, 3,570 parameters): a size effect needs several "
+           "(--width-min below --width-max).")
+    assert found["verdict"]["lines"] == {"init": f"At initialization: not asked. {why}",
+                                         "early": f"Over the first epoch: not asked. {why}"}
+    # What the terminal and the MLflow description print in place of both lines.
+    assert found["verdict"]["headline"] == f"Model size: not asked. {why}"
     assert "more" not in found["verdict"]["text"]
     assert found["verdict"]["detail"].startswith("The size question is not asked here")
 

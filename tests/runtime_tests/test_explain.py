@@ -7,6 +7,7 @@ import pytest
 
 from study.config import StudyConfig
 from study.errors import ConfigError
+from study.explain import DEFAULT_N_WIDTHS, _name
 from study.keys import TRAIN_SEED_ATTR
 from study.runtime.explain import CELL_ATTR, ExplainDesign, explain_config, missing, width_grid
 
@@ -66,3 +67,21 @@ def test_the_design_fixes_everything_but_size_and_mode():
     assert config.penalty_mode == ("l2-in-loss", "none")
     assert (config.width_min, config.width_max, config.n_trials) == (4, 16, 12)
     assert (config.pruner, config.sampler) == ("none", "random")
+
+
+@pytest.mark.parametrize(("n", "renamed"), [(DEFAULT_N_WIDTHS, False),
+                                            (DEFAULT_N_WIDTHS - 1, True),
+                                            (DEFAULT_N_WIDTHS + 1, True)])
+def test_a_grid_of_another_size_names_another_study(n, renamed):
+    """The automatic name: the default grid keeps the name it had before the grid was part of
+    it (a study started then is resumed), any other grid names a study of its own."""
+    config = StudyConfig(width_min=2, width_max=64)
+    grid = width_grid(2, 64, n)
+    assert (_name(config, "stem", grid=grid) != _name(config, "stem")) is renamed
+
+
+def test_the_commands_default_grid_is_the_one_that_keeps_the_names():
+    from study.cli import cli
+
+    (option,) = [p for p in cli.commands["explain"].params if p.name == "n_widths"]
+    assert option.default == DEFAULT_N_WIDTHS

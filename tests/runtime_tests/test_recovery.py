@@ -228,11 +228,15 @@ def test_a_signal_fails_and_requeues_the_running_trial_and_says_so_in_one_line(
         returncode = proc.wait(timeout=60)
 
     stderr = (tmp_path / "first.err").read_text()
-    assert returncode == code, stderr
+    trials = study_trials(storage, "t")
+    # Once seen on a loaded CI machine, not here: the shorter line. The stored trials (state,
+    # failure, worker stamp) say which of the summary's conditions was not met.
+    seen = stderr + "\n" + json.dumps([(t.number, t.state.name, t.user_attrs.get("failure"),
+                                        t.user_attrs.get("worker")) for t in trials])
+    assert returncode == code, seen
     assert "Traceback" not in stderr
     assert stderr_lines(stderr)[-1] == (f"interrupted: trial {running.number} failed and queued "
-                                        f"again; run the same command to resume"), stderr
-    trials = study_trials(storage, "t")
+                                        f"again; run the same command to resume"), seen
     stopped = trials[running.number]
     assert stopped.state == TrialState.FAIL and stopped.user_attrs["failure"] == "interrupted"
     (retry,) = _retries_of(trials, running.number)

@@ -233,6 +233,20 @@ def test_a_smaller_budget_on_resume_says_how_many_finished_and_the_budget(storag
     assert "2/1" not in out.getvalue()
 
 
+def test_a_design_whose_budget_is_met_suggests_no_n_trials(storage_url, tracking_uri):
+    """`study explain` runs a queue: its size comes from the design (--replicates, --n-widths),
+    and the command has no --n-trials to suggest."""
+    from study.runtime.explain import CELL_ATTR, QueuedTrial
+
+    run_session(small_config(storage_url, tracking_uri, n_trials=2))
+    out = io.StringIO()
+    run_session(small_config(storage_url, tracking_uri, n_trials=1), out=out,
+                queue=[QueuedTrial({"width": 8}, {CELL_ATTR: "w8-r0-none"})])
+
+    assert "budget met (2 finished, budget 1); nothing to run." in out.getvalue()
+    assert "--n-trials" not in out.getvalue()
+
+
 def test_pruned_trial_is_a_finished_run_tagged_pruned_and_study_continues(storage_url,
                                                                           tracking_uri,
                                                                           mlflow_client):
