@@ -91,7 +91,8 @@ def gap_block(trials: Iterable[GapTrial], *, level: float = 0.95,
 
     Returns:
         ``{"question", "n_trials", "early_epochs", "level", "threshold", "scope", "models",
-        "epochs", "early", "closes_at_epoch", "verdict", "notes"}`` and, when any trial has a group,
+        "epochs", "early", "closes_at_epoch", "closing", "closing_reading", "verdict", "notes"}``
+        and, when any trial has a group,
         ``"groups": {label: the same without "question"}`` (in order of first appearance).
     """
     if early_epochs < 1:
@@ -138,6 +139,7 @@ def _body(trials: Sequence[GapTrial], *, level: float, early_epochs: int,
     below = start is not None and start <= 0
     unsplit = sum(1 for row, kind in early
                   if kind["batchnorm"] and kind["dropout"] and not set(SPLIT) <= set(row))
+    read = reading(epochs, closes, state=state, below=below)
     return {
         "n_trials": used, "early_epochs": early_epochs, "level": level,
         "threshold": {"floor": GAP_FLOOR, "fraction": GAP_FRACTION},
@@ -147,8 +149,9 @@ def _body(trials: Sequence[GapTrial], *, level: float, early_epochs: int,
         "early": {"epochs": list(range(1, early_epochs + 1)), **early_entry},
         "closes_at_epoch": closes,
         "closing": state,
-        "verdict": verdict(early_entry, decision, window=window, level=level,
-                           closing=reading(epochs, closes, state=state, below=below),
+        # What the words, the table and the figure say: "closed" at epoch 1 is "no lag" there.
+        "closing_reading": read.kind,
+        "verdict": verdict(early_entry, decision, window=window, level=level, closing=read,
                            unsplit=unsplit, grouped=grouped),
         "notes": _notes(len(trials), used, inconsistent, epochs),
     }

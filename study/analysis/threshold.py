@@ -36,8 +36,10 @@ def threshold(model: SizeModel, *, studied: tuple[float, float] | None,
     range only: the fitted size x weight decay interaction says nothing beyond it. There, when
     no crossing lies inside, ``extrapolated`` gives where it would lie if the data part and
     ``||w||^2`` stayed as at the nearest edge (the penalty part then grows in proportion to the
-    weight decay), without an interval. At initialization weight decay changes nothing but the
-    penalty's factor, and with a fixed weight decay nothing else is known, so those look over
+    weight decay), without an interval; over the early window, a crossing found outside the
+    studied range (a fixed weight decay) is one too, and ``extrapolated`` repeats it. At
+    initialization weight decay changes nothing but the penalty's factor, and with a fixed
+    weight decay nothing else is known, so those look over
     all of :data:`SEARCH`.
 
     Args:
@@ -81,6 +83,8 @@ def threshold(model: SizeModel, *, studied: tuple[float, float] | None,
         block["estimate"] = _crossing(grid, est, int(up[0]))
         inside = studied[0] <= block["estimate"] <= studied[1]
         block["status"] = "inside" if inside else "outside"
+        if not inside and model.question != "init":  # at initialization it is exact
+            block["extrapolated"] = block["estimate"]
         return block
     where = "in the studied range" if search == studied else "at any weight decay"
     # Whether every weight decay's 95% interval excludes zero: "always" from estimates alone

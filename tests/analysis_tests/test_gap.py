@@ -409,6 +409,7 @@ def test_a_negative_gap_that_only_the_first_epoch_cannot_tell_claims_no_lag_that
                        has_batchnorm=False, has_dropout=False) for i, j in enumerate(JITTER)]
     block = gap_block(trials)
     assert block["closes_at_epoch"] == 2
+    assert (block["closing"], block["closing_reading"]) == ("closed", "no-lag-from")
     line = short_line(block)
     assert "opens" not in line and "closes" not in line
     assert line.endswith("; no lag from epoch 2 (before it the intervals cannot tell).")
@@ -423,6 +424,7 @@ def test_a_gap_within_the_threshold_at_every_epoch_is_no_lag_whatever_its_parts_
                        has_batchnorm=False, has_dropout=False) for i, j in enumerate(JITTER)]
     block = gap_block(trials)
     assert block["verdict"]["code"] == "none" and block["closing"] == "unclear"
+    assert block["closing_reading"] == "no-gap"
     assert gap_table_rows(block)[0]["closes at epoch"] == "no lag"
     grouped = {"groups": {"sgd": block, "adam": gap_block(_lags(0.5, 0.5, 0.5))}}
     assert ("validation is behind at no epoch in 1 of 2 (sgd), has not caught up by epoch 3 in 1 "
@@ -464,7 +466,8 @@ def test_validation_clearly_below_training_reads_as_no_lag_and_gives_no_grouping
 def test_one_trial_below_training_claims_no_later_lag_it_cannot_show():
     block = gap_block(study({"timing": -0.5, "mode": 0.0, "generalization": 0.0}, n=1,
                             bn=False, epochs=2))
-    assert block["closes_at_epoch"] is None and block["closing"] == "unclear"
+    assert block["closes_at_epoch"] is None
+    assert block["closing"] == block["closing_reading"] == "unclear"
     line = short_line(block)
     assert line.endswith("; whether validation lags at epoch 2 cannot be told.")
     assert "a lag opens later (" not in line
@@ -493,6 +496,7 @@ def _below_then_unsure() -> list[GapTrial]:
 def test_a_later_epoch_that_cannot_tell_is_named_not_hidden_behind_no_lag():
     block = gap_block(_below_then_unsure())
     assert block["closes_at_epoch"] == 1  # the rule: no later epoch *shows* a lag
+    assert (block["closing"], block["closing_reading"]) == ("closed", "no-lag")
     line = short_line(block)
     assert "no lag through" not in line
     assert line.endswith("; no lag shown, though epoch 3 cannot tell "
@@ -513,6 +517,9 @@ def test_a_negative_gap_whose_later_epochs_all_tell_says_no_lag_through_the_last
 
 def test_the_short_line_of_a_negative_gap_and_of_none():
     below = gap_block(study({"timing": -0.5, "mode": 0.0, "generalization": JITTER}, bn=False))
+    # The lag rule holds from epoch 1 ("closed"); validation was never behind: "no lag".
+    assert (below["closing"], below["closes_at_epoch"]) == ("closed", 1)
+    assert below["closing_reading"] == "no-gap"
     assert "Validation is below training by 0.50" in short_line(below)
     assert short_line(below).endswith("; no lag through epoch 1.")
     assert "closes" not in short_line(below)
@@ -555,6 +562,7 @@ def test_the_short_line_of_a_comparison_gives_each_settings_verdict():
 def test_a_lag_shown_above_the_threshold_at_the_last_epoch_is_open():
     block = gap_block(_lags(0.5, 0.3))
     assert (block["closes_at_epoch"], block["closing"]) == (None, "open")
+    assert block["closing_reading"] == "open"
 
 
 def test_a_lag_whose_interval_straddles_the_threshold_is_unclear_not_open():

@@ -119,6 +119,18 @@ def test_a_threshold_above_the_studied_range_is_extrapolated_not_invented():
     assert found["ci95"][0] is None or found["ci95"][0] >= 1e-5
 
 
+@pytest.mark.parametrize(("question", "extrapolated"), [("init", False), ("early", True)])
+def test_a_crossing_outside_a_fixed_weight_decay_is_extrapolated_over_the_early_window_only(
+        question, extrapolated):
+    """With one weight decay studied, a crossing elsewhere assumes the data part does not
+    change with it over the early window; at initialization nothing but the penalty does."""
+    table = truth_table(decays=(1e-5,))
+    found = threshold(model_of(table, question), studied=(1e-5, 1e-5), varied=False)
+    assert found["status"] == "outside"
+    assert (found["extrapolated"] == found["estimate"]) is extrapolated
+    assert (found["extrapolated"] is None) is not extrapolated
+
+
 def test_without_l2_in_loss_no_weight_decay_makes_the_loss_rise():
     model = model_of(truth_table(modes=("none",)), "early")
     found = threshold(model, studied=None, varied=False)
