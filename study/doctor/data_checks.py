@@ -312,6 +312,15 @@ def trainer_order(inputs: DoctorInputs, *, epoch: int = 1) -> np.ndarray:
     return order.cpu().numpy()
 
 
+def _stored_labels(inputs: DoctorInputs) -> np.ndarray:
+    """The training labels in the order of the user's file: a made split's rows put back in
+    it (the split itself is shuffled by the seed, which would hide a file sorted by class)."""
+    y = inputs.data.y_train.cpu().numpy()
+    origin = inputs.data.origin
+    rows = origin.train_rows if origin is not None else ()
+    return y[np.argsort(np.asarray(rows), kind="stable")] if len(rows) == len(y) else y
+
+
 def check_shuffling(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> CheckResult:
     """Measure how the trainer's first two epochs mix classes per batch; note the stored order.
 
@@ -322,7 +331,7 @@ def check_shuffling(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> C
     b = int(inputs.hparams.batch_size)
     epochs = [order_mixing(y[trainer_order(inputs, epoch=e)], b, seed=inputs.seed)
               for e in (1, 2)]
-    stored = order_mixing(y, b, seed=inputs.seed)
+    stored = order_mixing(_stored_labels(inputs), b, seed=inputs.seed)
     loader = min(epochs, key=lambda m: m["ratio"])
     status = max((m["status"] for m in epochs), key=("pass", "warn", "fail").index)
     grouped = stored["sorted"] or stored["status"] == "fail"

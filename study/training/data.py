@@ -46,6 +46,8 @@ class DataOrigin:
         non_finite_train: Positions in the training split of samples that held NaN or inf
             (kept as 0 when the loader was asked to keep them; refused otherwise).
         non_finite_val: The same for the validation split.
+        train_rows: Where each training sample lies in the user's file (a made split's rows
+            of ``X``, or of the folder's listing); empty for a split used as given.
     """
 
     given_split: bool
@@ -53,6 +55,7 @@ class DataOrigin:
     val_names: tuple[str, ...] = field(repr=False)
     non_finite_train: tuple[int, ...] = ()
     non_finite_val: tuple[int, ...] = ()
+    train_rows: tuple[int, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,7 +204,8 @@ def _origin(found: Arrays, train_rows: np.ndarray,
     return DataOrigin(given_split=given, train_names=tuple(train[i] for i in train_rows),
                       val_names=tuple(val[i] for i in val_rows),
                       non_finite_train=tuple(sorted(bad_train)),
-                      non_finite_val=tuple(sorted(bad_val)))
+                      non_finite_val=tuple(sorted(bad_val)),
+                      train_rows=() if given else tuple(int(i) for i in train_rows))
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:

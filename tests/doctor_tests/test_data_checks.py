@@ -197,7 +197,9 @@ def test_trainer_order_is_the_order_the_trainer_draws(clean_inputs):
 def test_stored_order_sorted_by_class_passes_with_a_note():
     data = digits()
     order = torch.argsort(data.y_train, stable=True)
-    inputs = _inputs(data, x_train=data.x_train[order], y_train=data.y_train[order])
+    # No origin: the tensors' order is the stored one (digits' would put its rows back).
+    inputs = _inputs(data, x_train=data.x_train[order], y_train=data.y_train[order],
+                     origin=None)
     result = check_shuffling(inputs, {})
     d = result.details
     assert result.status == "pass", result.evidence
@@ -205,6 +207,27 @@ def test_stored_order_sorted_by_class_passes_with_a_note():
     assert all(m["status"] == "pass" for m in d["epochs"])
     assert "sorted by class" in result.evidence and "own" in result.advice
     assert result.note  # shown like a warning's advice, though it passes
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_the_stored_order_of_an_x_y_file_is_the_files_not_the_made_splits(tmp_path, sort):
+    """Found by a first user: an ``X, y`` file sorted by class read as "mixed": the stored
+    order was taken after the seeded split had shuffled it."""
+    from sklearn.datasets import load_digits
+
+    from study.training import load_dataset
+
+    bunch = load_digits()
+    order = np.argsort(bunch.target, kind="stable") if sort else np.arange(len(bunch.target))
+    path = tmp_path / "file.npz"
+    np.savez(path, X=bunch.data.reshape(-1, 1, 8, 8)[order].astype(np.float32),
+             y=bunch.target[order])
+    data = load_dataset(f"npz:{path}", seed=0, device=torch.device("cpu"),
+                        keep_non_finite=True)
+    result = check_shuffling(_inputs(data), {})
+    assert result.details["stored"]["sorted"] is sort, result.evidence
+    assert ("stored order sorted by class" in result.evidence) is sort
+    assert all(m["status"] == "pass" for m in result.details["epochs"])
 
 
 def test_a_few_corrupted_training_images_do_not_fail_preprocessing():
