@@ -366,8 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupts = Interrupts(_Terminated)
     interrupts.install()
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="study",
-                 standalone_mode=False, obj=interrupts)
+        # Without standalone mode click returns an Exit's code (a command's own exit status).
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="study",
+                        standalone_mode=False, obj=interrupts)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -385,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudyError as exc:
         click.echo(f"error: {redact(str(exc))}", err=True)
         return 1
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def run_cli() -> None:

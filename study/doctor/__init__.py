@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from study.doctor.runner import run_checks
 
 __all__ = ["CHECKS", "CheckResult", "DoctorInputs", "DoctorOutcome", "run_checks", "run_doctor",
-           "table_text"]
+           "summary_text", "table_text"]
 
 _EXPORTS = {
     "CHECKS": "study.doctor.names",
@@ -29,6 +29,7 @@ _EXPORTS = {
     "DoctorOutcome": "study.doctor.command",
     "run_checks": "study.doctor.runner",
     "run_doctor": "study.doctor.command",
+    "summary_text": "study.doctor.output",
     "table_text": "study.doctor.output",
 }
 

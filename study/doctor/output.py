@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from study._text import as_sentence
 from study.doctor.base import CheckResult, worst
 from study.doctor.figures import CAPTIONS, check_figure
 from study.doctor.names import CHECKS
@@ -34,7 +35,7 @@ from study.report.blocks import (
 )
 from study.report.html import render_html
 
-__all__ = ["SCHEMA", "document", "suspects_file", "table_text", "write_outputs"]
+__all__ = ["SCHEMA", "document", "summary_text", "suspects_file", "table_text", "write_outputs"]
 
 SCHEMA = "study.doctor/1"
 # Suspects shown on the page; doctor.json keeps the check's whole list.
@@ -123,13 +124,25 @@ def _remove_stale(folder: Path, written: set[Path]) -> None:
                 stale.unlink(missing_ok=True)
 
 
-def _blocks(results: Sequence[CheckResult], inputs: Mapping[str, Any]) -> list[Any]:
-    status = worst(results)
+def summary_text(results: Sequence[CheckResult]) -> str:
+    """The verdict in words, first on the terminal and in the page: ``1 of 9 checks failed
+    (lr); 1 warned (batch-size)``, ``no check failed; 2 of 9 warned (...)``, ``all 9 checks
+    passed``."""
+    n = len(results)
+    of = f"of {n} check{'s' * (n != 1)}"
     failed = [r.name for r in results if r.status == "fail"]
     warned = [r.name for r in results if r.status == "warn"]
-    summary = (f"{len(failed)} check(s) failed ({', '.join(failed)})" if failed else
-               f"no check failed; {len(warned)} warned" + (f" ({', '.join(warned)})"
-                                                           if warned else ""))
+    if not failed and not warned:
+        return f"all {n} checks passed" if n > 1 else "the check passed"
+    warn = f"{len(warned)} {'' if failed else of + ' '}warned ({', '.join(warned)})"
+    if not failed:
+        return f"no check failed; {warn}"
+    return f"{len(failed)} {of} failed ({', '.join(failed)})" + (f"; {warn}" if warned else "")
+
+
+def _blocks(results: Sequence[CheckResult], inputs: Mapping[str, Any]) -> list[Any]:
+    status = worst(results)
+    summary = as_sentence(summary_text(results)).rstrip(".")
     passed = [r.name for r in results if r.status == "pass"]
     # The first screen: each problem with its evidence; the passes in one line.
     lines = [(r.name, r.status, r.evidence) for r in results if r.status != "pass"]

@@ -64,10 +64,13 @@ def test_clean_digits_pass_every_check_and_exit_0(clean_run):
     assert doc["status"] in ("pass", "warn")
 
 
-def test_table_lists_every_check_with_its_status(clean_run):
+def test_the_answer_comes_first_then_the_table_of_every_check(clean_run):
     _, _, result = clean_run
-    rows = [line.split()[:2] for line in result.stdout.splitlines()[2:]
-            if line and not line.startswith(" ") and not line.startswith("doctor:")]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("doctor: pass: all 9 checks passed") or \
+        lines[0].startswith("doctor: warn: no check failed; "), lines[0]
+    assert lines[-1].startswith("wrote ")
+    rows = [line.split()[:2] for line in lines[3:-1] if line and not line.startswith(" ")]
     assert [r[0] for r in rows] == list(CHECKS)
     assert all(r[1] in ("pass", "warn") for r in rows)
     # Progress went to stderr, one line per check.
@@ -109,6 +112,18 @@ def test_a_second_run_in_the_same_folder_keeps_and_logs_only_its_own_files(tmp_p
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "doctor/figures")}
     assert top == {"doctor/doctor.json", "doctor/doctor.html", "doctor/figures"}
     assert figures == {"doctor/figures/lr.png"}
+
+
+def test_a_failed_check_is_said_first_and_exits_1_without_an_error_line(tmp_path,
+                                                                        tracking_uri):
+    result = run_cli(["doctor", "--checks", "lr", "--lr", "3", "--output-dir",
+                      str(tmp_path / "out")], cwd=tmp_path, env=cli_env(tracking_uri),
+                     timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stdout.splitlines()[0] == "doctor: fail: 1 of 1 check failed (lr)"
+    assert "error" not in result.stderr  # a finding, not a failure of the command
+    doc = json.loads((tmp_path / "out" / "doctor.json").read_text())
+    assert doc["status"] == "fail"
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, tracking_uri):

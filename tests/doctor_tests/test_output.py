@@ -11,7 +11,7 @@ import pytest
 
 from study.doctor.base import CheckResult, worst
 from study.doctor.figures import build_figure
-from study.doctor.output import SCHEMA, document, table_text, write_outputs
+from study.doctor.output import SCHEMA, document, summary_text, table_text, write_outputs
 from study.doctor.runner import CHECKS, run_checks
 from study.report.figures import to_png
 
@@ -202,3 +202,16 @@ def test_a_batch_size_figure_without_estimates_is_not_drawn():
         "kind": "batch-size", "labels": ["init", "after 0 steps"], "b_simple": [None, None],
         "configured_batch_size": 64, "n_train": 100})
     assert build_figure(result) is None
+
+
+@pytest.mark.parametrize(("statuses", "said"), [
+    (("fail", "warn", "pass"), "1 of 3 checks failed (a); 1 warned (b)"),
+    (("fail", "fail", "pass"), "2 of 3 checks failed (a, b)"),
+    (("pass", "warn", "warn"), "no check failed; 2 of 3 checks warned (b, c)"),
+    (("pass", "pass", "pass"), "all 3 checks passed"),
+    (("pass",), "the check passed"),
+])
+def test_the_summary_names_the_failed_and_warned_checks(statuses, said):
+    results = [CheckResult(name, status, "evidence", "advice", "budget")
+               for name, status in zip("abc"[:len(statuses)], statuses, strict=True)]
+    assert summary_text(results) == said
