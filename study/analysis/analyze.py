@@ -160,10 +160,20 @@ def question_block(table: pd.DataFrame, question: str, *,
         "by_mode": {m: e.to_dict() for m in model.modes
                     if wd is not None and (e := model.effects(wd, m)) is not None},
         "threshold": found,
-        "verdict": decide(parts, n=n, tolerance=tolerance),
+        "verdict": _decided(parts, n=n, tolerance=tolerance,
+                            why_not=model.why_not(mode) if mode is not None else None),
         "curves": size_curves(model, usable),
         "effect_curve": effect_curve(model, _effect_span(found)) if studied else None,
     }
+
+
+def _decided(parts: dict[str, Any] | None, *, n: int, tolerance: float,
+             why_not: str | None) -> dict[str, Any]:
+    """:func:`decide`, saying which fit failed where no size effect could be estimated."""
+    verdict = decide(parts, n=n, tolerance=tolerance)
+    if parts is None and n >= MIN_TRIALS and why_not:
+        verdict["why"] = why_not
+    return verdict
 
 
 def _one_size(width: Any, n_params: Any) -> str:

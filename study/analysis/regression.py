@@ -105,6 +105,7 @@ class ModelFit:
         cov_type: ``CR2`` (clusters of trials sharing a seed), ``HC2`` or ``HC3`` (large n).
         usable: Whether the fit could be made.
         note: One line on why the fit is unusable, or on its clusters.
+        k: The design's coefficients (an unusable fit too: ``n <= k`` says more trials help).
         columns: The design's columns, in the order of ``params``.
         params: The coefficient vector.
         resid: The residuals.
@@ -127,6 +128,7 @@ class ModelFit:
     small: SmallSample | None = dataclasses.field(default=None, repr=False, compare=False)
     design: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
     keys: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    k: int = 0
 
     def combine(self, weights: Mapping[str, float] | Sequence[float]) -> Estimate:
         """The linear combination ``w . params`` with its robust standard error and df.
@@ -189,10 +191,10 @@ class ModelFit:
 
 
 def unusable(*, name: str, formula: str, n: int, note: str,
-             dropped: Iterable[str] = ()) -> ModelFit:
-    """A fit that could not be made, saying why."""
+             dropped: Iterable[str] = (), k: int = 0) -> ModelFit:
+    """A fit that could not be made, saying why (``k``: its coefficients, where known)."""
     return ModelFit(name=name, formula=formula, n=n, r2=None, coefficients={},
-                    dropped=tuple(dropped), usable=False, note=note)
+                    dropped=tuple(dropped), usable=False, note=note, k=k)
 
 
 def fit(
@@ -215,7 +217,7 @@ def fit(
     base = {"name": name, "formula": formula, "n": n, "dropped": tuple(dropped)}
     problem = _problem(response, design, X)
     if problem:
-        return unusable(**base, note=problem)
+        return unusable(**base, note=problem, k=k)
     params, *_ = np.linalg.lstsq(design, response, rcond=None)
     resid = response - design @ params
     groups = _groups(clusters, n)
@@ -237,7 +239,7 @@ def fit(
                            f"({len(np.unique(groups))} seeds)")
     else:
         fields.update(cov=_hc3(design, resid), df=float(n - k), cov_type="HC3")
-    model = ModelFit(**base, coefficients={}, **fields)
+    model = ModelFit(**base, coefficients={}, k=k, **fields)
     return dataclasses.replace(model, coefficients=_table(model))
 
 

@@ -135,6 +135,23 @@ class SizeModel:
         found = self.effects_at(np.array([weight_decay], dtype=float), mode)
         return None if found is None else Effects(*(part.at(0) for part in found))
 
+    def why_not(self, mode: str) -> str | None:
+        """Why :meth:`effects` in ``mode`` is ``None``: which regression could not be fitted
+        and why (too few trials for its coefficients, a singular design); ``None`` if it is
+        estimable."""
+        fits = [("data", self.data.get(mode))] + ([("penalty", self.penalty)] if mode == L2
+                                                  else [])
+        for part, found in fits:
+            if found is None:
+                return f"the {part} part's regression has no {mode} trials"
+            if found.usable:
+                continue
+            if 0 < found.n <= found.k:
+                return (f"the {part} part's regression has {found.k} coefficients and "
+                        f"{found.n} usable trials; run at least {found.k + 1 - found.n} more")
+            return f"the {part} part's regression cannot be fitted ({found.note})"
+        return None
+
     def effects_at(self, weight_decays: np.ndarray, mode: str
                    ) -> tuple[Estimates, Estimates, Estimates] | None:
         """``(total, data, penalty)`` at each of ``weight_decays`` in ``mode`` (``None``: not

@@ -294,3 +294,13 @@ def test_the_reference_batch_size_is_written_without_float_noise():
     found = analyze(table, study_name="s", early_epochs=1, compare_widths=(2, 64))
     assert found["reference"]["batch_size"] == 32.0
     assert '"batch_size": 32.0' in json.dumps(found["reference"])
+
+
+@pytest.mark.parametrize(("n", "short"), [(8, True), (9, False)])
+def test_a_regression_with_too_few_trials_for_its_coefficients_says_how_many_more(n, short):
+    """Found by a first user: "Cannot tell yet: no size effect could be estimated." after 8
+    trials, with neither a reason nor a count."""
+    found = analyze(_noise_free_trials().head(n), study_name="s", early_epochs=1)
+    why = found["verdict"]["why"]
+    assert ("has 8 coefficients and 8 usable trials; run at least 1 more" in why) is short
+    assert "no size effect could be estimated" not in found["verdict"]["lines"]["early"]
