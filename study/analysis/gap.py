@@ -72,12 +72,15 @@ class GapTrial:
         has_batchnorm: Whether the model has BatchNorm layers.
         has_dropout: Whether the model has dropout layers.
         group: The trial's setting (e.g. ``"adam, bn 0.01, dropout 0"``); ``None``: no group.
+        seed: Its training seed: trials sharing one are one sample of the intervals (see
+            :func:`~study.analysis.gap_stats.summarize`); ``None``: a sample of its own.
     """
 
     curve: Sequence[Mapping[str, Any]]
     has_batchnorm: bool
     has_dropout: bool
     group: str | None = None
+    seed: Any = None
 
 
 def gap_block(trials: Iterable[GapTrial], *, level: float = 0.95,
@@ -111,8 +114,8 @@ def gap_block(trials: Iterable[GapTrial], *, level: float = 0.95,
 def _body(trials: Sequence[GapTrial], *, level: float, early_epochs: int,
           grouped: bool) -> dict[str, Any]:
     """Everything of the block for one set of trials (module docs)."""
-    by_epoch: dict[int, list[tuple[dict[str, float], dict[str, bool]]]] = defaultdict(list)
-    early: list[tuple[dict[str, float], dict[str, bool]]] = []
+    by_epoch: dict[int, list[tuple[dict[str, float], dict[str, bool], Any]]] = defaultdict(list)
+    early: list[tuple[dict[str, float], dict[str, bool], Any]] = []
     used = inconsistent = with_batchnorm = with_dropout = 0
     for trial in trials:
         rows, bad = trial_epochs(trial.curve, has_batchnorm=trial.has_batchnorm,
@@ -125,19 +128,18 @@ def _body(trials: Sequence[GapTrial], *, level: float, early_epochs: int,
         with_batchnorm += kind["batchnorm"]
         with_dropout += kind["dropout"]
         for epoch, row in rows.items():
-            by_epoch[epoch].append((row, kind))
+            by_epoch[epoch].append((row, kind, trial.seed))
         window = [rows.get(e) for e in range(1, early_epochs + 1)]
         if all(row is not None for row in window):
-            early.append((_window_mean(window), kind))
-    epochs = [{"epoch": e, **summarize(*_unzip(by_epoch[e]), level=level)[0]}
-              for e in sorted(by_epoch)]
-    early_entry, decision = summarize(*_unzip(early), level=level)
+            early.append((_window_mean(window), kind, trial.seed))
+    epochs = [{"epoch": e, **_summarize(by_epoch[e], level=level)[0]} for e in sorted(by_epoch)]
+    early_entry, decision = _summarize(early, level=level)
     window = window_name(list(range(1, early_epochs + 1)))
     closes = closing_epoch(epochs)
     state = closing_state(epochs, closes)
     start = (early_entry.get("gap") or {}).get("estimate")
     below = start is not None and start <= 0
-    unsplit = sum(1 for row, kind in early
+    unsplit = sum(1 for row, kind, _ in early
                   if kind["batchnorm"] and kind["dropout"] and not set(SPLIT) <= set(row))
     read = reading(epochs, closes, state=state, below=below)
     return {
@@ -164,9 +166,11 @@ def _window_mean(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 
 
-def _unzip(pairs: Sequence[tuple[dict[str, float], dict[str, bool]]]
-           ) -> tuple[list[dict[str, float]], list[dict[str, bool]]]:
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+def _summarize(entries: Sequence[tuple[dict[str, float], dict[str, bool], Any]], *,
+               level: float) -> tuple[dict[str, Any], Any]:
+    """:func:`summarize` of ``(row, kind, seed)`` per trial."""
+    return summarize([e[0] for e in entries], [e[1] for e in entries], level=level,
+                     seeds=[e[2] for e in entries])
 
 
 def _notes(given: int, used: int, inconsistent: int,

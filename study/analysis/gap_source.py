@@ -51,8 +51,14 @@ def gap_trials(table: pd.DataFrame) -> list[GapTrial]:
     labels = [setting_label(row, with_momentum=with_momentum, with_bn=with_bn) for row in rows]
     grouped = 1 < len(set(labels)) <= MAX_GROUPS
     return [GapTrial(curve=row["gap_curve"], has_batchnorm=batchnorm, has_dropout=dropout,
-                     group=label if grouped else None)
+                     group=label if grouped else None, seed=_seed(row))
             for row, label, (batchnorm, dropout) in zip(rows, labels, kinds, strict=True)]
+
+
+def _seed(row: Any) -> Any:
+    """The trial's training seed (``None`` where it has none recorded: a sample of its own)."""
+    seed = row.get("train_seed")
+    return None if seed is None or (isinstance(seed, float) and math.isnan(seed)) else seed
 
 
 def _kinds(row: Any) -> tuple[bool, bool]:

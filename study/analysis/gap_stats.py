@@ -162,7 +162,8 @@ def _split(record: Mapping[str, Any], mode: float, has_batchnorm: bool,
 
 
 def summarize(rows: Sequence[Mapping[str, float]], kinds: Sequence[Mapping[str, bool]], *,
-              level: float) -> tuple[dict[str, Any], Decision]:
+              level: float, seeds: Sequence[Any] | None = None
+              ) -> tuple[dict[str, Any], Decision]:
     """The means with intervals of one epoch's (or window's) rows, and the carrier rule.
 
     Args:
@@ -170,6 +171,10 @@ def summarize(rows: Sequence[Mapping[str, float]], kinds: Sequence[Mapping[str, 
         kinds: Per trial, ``{"batchnorm": bool, "dropout": bool}``: a split part is reported
             only where some trial has that kind of layer.
         level: The intervals' confidence level.
+        seeds: Per trial, its training seed (``None``: its own): trials that share one (the
+            settings of a replicate, a penalty mode and its control) start from the same
+            weights and see the same batches, so they are one sample, averaged before the
+            intervals (``seeds`` in the entry when fewer than ``n``).
     """
     columns = {k: np.array([r[k] for r in rows], dtype=float)
                for k in ("train_data_loss", "val_loss", "gap", *PARTS, "lag")}
@@ -185,12 +190,31 @@ def summarize(rows: Sequence[Mapping[str, float]], kinds: Sequence[Mapping[str, 
             columns[k] = np.array([r[k] for r in rows], dtype=float)
         if present:
             parts = ["timing", *present, "generalization"]
+    columns, n_seeds = _seed_means(columns, seeds)
+    if n_seeds < len(rows):
+        entry["seeds"] = n_seeds
     entry.update({k: interval(columns[k], level=level) for k in (
         "train_data_loss", "val_loss", "gap", "timing", "mode", *SPLIT, "generalization",
         "lag") if k in columns})
     decision = decide(columns, parts, limit=limit, level=level)
     entry["carrier"] = decision.carrier
     return entry, decision
+
+
+def _seed_means(columns: dict[str, np.ndarray], seeds: Sequence[Any] | None
+                ) -> tuple[dict[str, np.ndarray], int]:
+    """Each column's mean per training seed (a trial without one is its own), in order of
+    first appearance, and how many seeds there are."""
+    n = len(next(iter(columns.values())))
+    if seeds is None:
+        return columns, n
+    keys = [("trial", i) if s is None else ("seed", s) for i, s in enumerate(seeds)]
+    order = {k: j for j, k in enumerate(dict.fromkeys(keys))}
+    if len(order) == n:
+        return columns, n
+    index = np.array([order[k] for k in keys])
+    counts = np.bincount(index)
+    return {k: np.bincount(index, weights=v) / counts for k, v in columns.items()}, len(order)
 
 
 def decide(columns: Mapping[str, np.ndarray], parts: Sequence[str], *, limit: float,

@@ -64,11 +64,17 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
     ``grouped``: the trials are one setting's (or a block split by setting), so "group them"
     is no advice."""
     ci = f"{level:.0%} CI"
-    status, n = decision.status, early.get("n", 0)
+    status, seeds = decision.status, early.get("seeds")
+    # Trials sharing a training seed are one sample of the intervals: say how many there are.
+    n = f"{early.get('n', 0)}" + (f" ({seeds} training seeds)" if seeds else "")
     if status == "no-trials":
         return _out("inconclusive", f"No trial logged the gap parts at {window}.", [_MORE])
     gap = early["gap"]
     ending = _closing(closing)
+    if status == "no-interval" and seeds == 1:
+        return _out("inconclusive", f"The {early['n']} trials that reached {window} share one "
+                    f"training seed: their gap is {_num(gap['estimate'])}, but one seed gives "
+                    f"no interval.", [_MORE])
     if status == "no-interval":
         return _out("inconclusive", f"Only one trial reached {window}: its gap is "
                     f"{_num(gap['estimate'])}, but one trial gives no interval.", [_MORE])

@@ -599,3 +599,15 @@ def test_an_unclear_last_epoch_after_validation_below_training_claims_no_lag_clo
         "Whether validation lags training at epoch 2 cannot be told: its interval straddles")
     assert _closing(Closing("unclear", last=2, below=False)).startswith(
         "Whether the lag has closed by epoch 2 cannot be told")
+
+
+def test_settings_of_one_seed_are_one_sample_of_the_pooled_block():
+    """Two settings of one replicate pooled: two trials, one training seed, no interval."""
+    trials = [GapTrial([record(1, 1.0, 0.5, 0.1, 0.0)], has_batchnorm=False, has_dropout=False,
+                       group=group, seed=7) for group in ("a", "b")]
+    pooled = gap_block(trials)
+    assert (pooled["early"]["n"], pooled["early"]["seeds"]) == (2, 1)
+    assert pooled["early"]["gap"]["ci95"] == [None, None]
+    assert pooled["verdict"]["text"].startswith("The 2 trials that reached epoch 1 share one "
+                                                "training seed: ")
+    assert "seeds" not in pooled["groups"]["a"]["early"]  # one trial per seed there
