@@ -113,8 +113,24 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
                     f"dropout logged no split, so whether BatchNorm or dropout is unknown.",
                     ["log gap/mode_batchnorm and gap/mode_dropout"])
     code = CARRIER_CODES[decision.carrier]
-    text = f"{side}; {_CARRIES[decision.carrier]} {part}: {_WHY[decision.carrier]}. {ending}"
+    text = (f"{side}; {_CARRIES[decision.carrier]} {part}{_beyond(early, decision.carrier)}: "
+            f"{_WHY[decision.carrier]}. {ending}")
     return _out(code, text, _tries(code, early, ci))
+
+
+def _beyond(early: Mapping[str, Any], carrier: str) -> str:
+    """Where the carrier is larger than the whole (positive) gap, the parts that take it
+    back (the parts add up to the gap: a carrier of 1.86 in a gap of 1.13 needs a word)."""
+    gap, own = early["gap"]["estimate"], early[carrier]["estimate"]
+    if not 0 < gap < own:
+        return ""
+    split = [k for k in ("mode_batchnorm", "mode_dropout") if k in early]
+    others = [k for k in ("timing", *(split or ["mode"]), "generalization")
+              if k != carrier and k in early and early[k]["estimate"] < 0]
+    if not others:
+        return ""
+    taken = ", ".join(f"{LABELS[k]} takes {_num(-early[k]['estimate'])}" for k in others)
+    return f", more than the whole gap ({taken} off it)"
 
 
 def _not_shown(early: Mapping[str, Any], decision: Decision, ci: str) -> str:

@@ -611,3 +611,15 @@ def test_settings_of_one_seed_are_one_sample_of_the_pooled_block():
     assert pooled["verdict"]["text"].startswith("The 2 trials that reached epoch 1 share one "
                                                 "training seed: ")
     assert "seeds" not in pooled["groups"]["a"]["early"]  # one trial per seed there
+
+
+def test_a_carrier_larger_than_the_gap_names_the_part_that_takes_it_back():
+    """Found by a first user: "validation is 1.13 above training; the BatchNorm statistics
+    carry 1.86" needs the negative timing part to add up."""
+    block = gap_block(study({"timing": -0.73, "mode": 1.86, "generalization": JITTER}))
+    assert block["verdict"]["code"] == "normalization-statistics"
+    assert ", more than the whole gap (epoch averaging takes 0.73 off it): " in \
+        block["verdict"]["text"]
+    within = gap_block(study({"timing": 0.1, "mode": 0.5, "generalization": JITTER}))
+    assert within["verdict"]["code"] == "normalization-statistics"
+    assert "more than the whole gap" not in within["verdict"]["text"]
