@@ -60,7 +60,9 @@ def _plain(block: Mapping[str, Any], code: str) -> str:
         rise = f"Bigger models {start} higher ({_bracket(t, fmt)} per decade{span})"
         if code == "penalty":
             carried = _share_text(share) or "most of it"
-            return f"{rise} and the L2 penalty carries {carried} ({data})."
+            # One parenthesis at a time: "98% of it (95% CI ...); data part ..."
+            joined = f"; {data}" if carried.endswith(")") else f" ({data})"
+            return f"{rise} and the L2 penalty carries {carried}{joined}."
         if code == "optimization":
             return (f"{rise} because they fit the data worse ({data}); the L2 penalty adds "
                     f"{fmt(p['estimate'])}.")

@@ -131,3 +131,15 @@ def test_a_reference_batch_size_between_the_trained_ones_is_called_so():
         {"reference": {"batch_size": 45.2548}, "n_trials_used": 8})
     assert "batch size 64, 8 trials" in where_text(
         {"reference": {"batch_size": 64.0}, "n_trials_used": 8})
+
+
+def test_a_penalty_line_opens_one_parenthesis_at_a_time():
+    """Found by a first user: "carries 98% of it (95% CI 92% to 106%) (data part ...)"."""
+    block = _block((0.2, 0.15, 0.25), data=(0.004, -0.01, 0.018), code="penalty")
+    with_ci = {**block, "decomposition": {**block["decomposition"], "penalty_share": {
+        "estimate": 0.98, "ci95": [0.92, 1.06]}}}
+    line = headline(with_ci)
+    assert "carries 98% of it (95% CI 92% to 106%); data part " in line
+    assert ") (" not in line
+    without = headline(block)  # no share: "most of it (data part ...)"
+    assert "carries most of it (data part " in without
