@@ -123,8 +123,12 @@ def doctor_gate(config: StudyConfig) -> None:
     click.echo(table_text(outcome.results), err=True)
     if outcome.status == "fail":
         failed = [r.name for r in outcome.results if r.status == "fail"]
+        # The flags that set the corner: the checks' advice names its values, not the flags.
+        corner = (f"--width-max {hp.width}, --lr-max {hp.lr:g}, batch size {hp.batch_size}, "
+                  f"--weight-decay-max {hp.weight_decay:g}")
         raise StudyError(f"doctor: {', '.join(failed)} failed on the search's most demanding "
-                         f"corner (see {folder / 'doctor.html'}); the study was not started")
+                         f"corner ({corner}; see {folder / 'doctor.html'}); the study was not "
+                         f"started")
 
 
 def _first(config: StudyConfig, field: str) -> Any:
