@@ -13,8 +13,9 @@ Every trial logs, at the end of each epoch, the exact decomposition
   only part that is overfitting.
 
 :func:`gap_block` averages each part over the trials that reached each epoch (pruned trials stop
-early, so a later epoch's mean describes the trials that got there; ``n`` says how many), with
-t intervals, and names the part that carries the gap (:mod:`study.analysis.gap_stats` holds the
+early, so a later epoch's mean describes the trials that got there; ``n`` says how many, and
+``seeds`` how many training seeds they share where fewer), with t intervals (clustered by
+seed), and names the part that carries the gap (:mod:`study.analysis.gap_stats` holds the
 definitions: the threshold, the carrier rule, the closing epoch).
 
 The verdict is about the *early* gap: each trial's parts averaged over its first
@@ -184,6 +185,10 @@ def _notes(given: int, used: int, inconsistent: int,
     if any(e["n"] == 1 for e in epochs):
         ones = [str(e["epoch"]) for e in epochs if e["n"] == 1]
         notes.append(f"one trial only at epoch {', '.join(ones)}: no interval there")
+    shared = [str(e["epoch"]) for e in epochs if e["n"] > 1 and e.get("seeds") == 1]
+    if shared:
+        notes.append(f"one training seed only at epoch {', '.join(shared)}: its trials are one "
+                     f"sample, no interval there")
     if len({e["n"] for e in epochs}) > 1:
         notes.append("later epochs hold only the trials that reached them (pruned trials stop "
                      "early): their means describe those trials")

@@ -58,7 +58,7 @@ def gap_trials(table: pd.DataFrame) -> list[GapTrial]:
 def _seed(row: Any) -> Any:
     """The trial's training seed (``None`` where it has none recorded: a sample of its own)."""
     seed = row.get("train_seed")
-    return None if seed is None or (isinstance(seed, float) and math.isnan(seed)) else seed
+    return None if seed is None or pd.isna(seed) else seed
 
 
 def _kinds(row: Any) -> tuple[bool, bool]:

@@ -2,7 +2,10 @@
 means across trials with t intervals, which part carries the gap, and when the lag closes.
 
 Definitions (every interval is the mean across the trials that reached the epoch, Student t on
-n - 1 degrees of freedom; trials are independent runs, so their parts are independent draws):
+n - 1 degrees of freedom, trials being independent runs; trials that share a training seed (a
+replicate's settings, a penalty mode and its control) start from the same weights and see the
+same batches, so they are clustered: the standard error is the cluster-robust one (CR1) on
+seeds - 1 degrees of freedom, which is the plain one when every seed is a trial's own):
 
 - *Threshold* of an epoch: ``max(GAP_FLOOR, GAP_FRACTION * |mean training data loss|)``.
 - A difference is *worth explaining* when its interval lies wholly beyond the threshold
@@ -92,13 +95,22 @@ def _t_crit(df: int, level: float) -> float:
     return float(stats.t.ppf(0.5 + level / 2, df))
 
 
-def interval(values: Sequence[float] | np.ndarray, *, level: float) -> dict[str, Any]:
-    """``{"estimate", "ci95"}``: the mean and its t interval; ``[None, None]`` for one value."""
+def interval(values: Sequence[float] | np.ndarray, *, level: float,
+             groups: np.ndarray | None = None) -> dict[str, Any]:
+    """``{"estimate", "ci95"}``: the mean and its t interval; ``[None, None]`` for one value
+    (or one cluster). ``groups``: each value's cluster (``0 .. G - 1``), or ``None``: every
+    value its own."""
     x = np.asarray(values, dtype=float)
     mean = float(np.mean(x))
-    if len(x) < 2:
+    clusters = len(x) if groups is None else int(groups.max()) + 1
+    if clusters < 2:
         return {"estimate": mean, "ci95": [None, None]}
-    half = _t_crit(len(x) - 1, level) * float(np.std(x, ddof=1)) / math.sqrt(len(x))
+    if groups is None:
+        se = float(np.std(x, ddof=1)) / math.sqrt(len(x))
+    else:  # CR1: the clusters' summed residuals; equal to the above for singleton clusters
+        sums = np.bincount(groups, weights=x - mean, minlength=clusters)
+        se = math.sqrt(clusters / (clusters - 1) * float(sums @ sums)) / len(x)
+    half = _t_crit(clusters - 1, level) * se
     return {"estimate": mean, "ci95": [mean - half, mean + half]}
 
 
@@ -171,10 +183,9 @@ def summarize(rows: Sequence[Mapping[str, float]], kinds: Sequence[Mapping[str, 
         kinds: Per trial, ``{"batchnorm": bool, "dropout": bool}``: a split part is reported
             only where some trial has that kind of layer.
         level: The intervals' confidence level.
-        seeds: Per trial, its training seed (``None``: its own): trials that share one (the
-            settings of a replicate, a penalty mode and its control) start from the same
-            weights and see the same batches, so they are one sample, averaged before the
-            intervals (``seeds`` in the entry when fewer than ``n``).
+        seeds: Per trial, its training seed (``None``: its own): trials that share one are a
+            cluster of the intervals (module docs; ``seeds`` in the entry when fewer than
+            ``n``).
     """
     columns = {k: np.array([r[k] for r in rows], dtype=float)
                for k in ("train_data_loss", "val_loss", "gap", *PARTS, "lag")}
@@ -190,38 +201,32 @@ def summarize(rows: Sequence[Mapping[str, float]], kinds: Sequence[Mapping[str, 
             columns[k] = np.array([r[k] for r in rows], dtype=float)
         if present:
             parts = ["timing", *present, "generalization"]
-    columns, n_seeds = _seed_means(columns, seeds)
-    if n_seeds < len(rows):
-        entry["seeds"] = n_seeds
-    entry.update({k: interval(columns[k], level=level) for k in (
+    groups = _seed_groups(seeds, len(rows))
+    if groups is not None:
+        entry["seeds"] = int(groups.max()) + 1
+    entry.update({k: interval(columns[k], level=level, groups=groups) for k in (
         "train_data_loss", "val_loss", "gap", "timing", "mode", *SPLIT, "generalization",
         "lag") if k in columns})
-    decision = decide(columns, parts, limit=limit, level=level)
+    decision = decide(columns, parts, limit=limit, level=level, groups=groups)
     entry["carrier"] = decision.carrier
     return entry, decision
 
 
-def _seed_means(columns: dict[str, np.ndarray], seeds: Sequence[Any] | None
-                ) -> tuple[dict[str, np.ndarray], int]:
-    """Each column's mean per training seed (a trial without one is its own), in order of
-    first appearance, and how many seeds there are."""
-    n = len(next(iter(columns.values())))
+def _seed_groups(seeds: Sequence[Any] | None, n: int) -> np.ndarray | None:
+    """Each trial's cluster (``0 ..``, in order of first appearance; a trial without a seed is
+    its own), or ``None`` when no two trials share a seed."""
     if seeds is None:
-        return columns, n
+        return None
     keys = [("trial", i) if s is None else ("seed", s) for i, s in enumerate(seeds)]
     order = {k: j for j, k in enumerate(dict.fromkeys(keys))}
-    if len(order) == n:
-        return columns, n
-    index = np.array([order[k] for k in keys])
-    counts = np.bincount(index)
-    return {k: np.bincount(index, weights=v) / counts for k, v in columns.items()}, len(order)
+    return None if len(order) == n else np.array([order[k] for k in keys])
 
 
 def decide(columns: Mapping[str, np.ndarray], parts: Sequence[str], *, limit: float,
-           level: float) -> Decision:
-    """The carrier rule (module docs) on per-trial columns."""
-    gap = interval(columns["gap"], level=level)
-    if len(columns["gap"]) < 2:
+           level: float, groups: np.ndarray | None = None) -> Decision:
+    """The carrier rule (module docs) on per-trial columns (``groups``: their clusters)."""
+    gap = interval(columns["gap"], level=level, groups=groups)
+    if gap["ci95"][0] is None:
         return Decision("no-interval")
     if negligible(gap, limit):
         return Decision("negligible")
@@ -229,9 +234,10 @@ def decide(columns: Mapping[str, np.ndarray], parts: Sequence[str], *, limit: fl
         return Decision("unclear")
     s = 1 if gap["estimate"] > 0 else -1
     leader = max(parts, key=lambda p: s * float(np.mean(columns[p])))
-    if interval(s * columns[leader], level=level)["ci95"][0] <= 0:
+    if interval(s * columns[leader], level=level, groups=groups)["ci95"][0] <= 0:
         return Decision("not-carried", leader=leader, direction=s)
-    differences = {other: interval(columns[leader] - columns[other], level=level)
+    differences = {other: interval(columns[leader] - columns[other], level=level,
+                                   groups=groups)
                    for other in parts if other != leader}
     if differences:
         rival = min(differences, key=lambda o: min(s * b for b in differences[o]["ci95"]))

@@ -9,6 +9,10 @@ from typing import Any
 from study._text import interval_formatter
 from study.analysis.gap_closing import NO_LAG, Closing, closing_of, table_cell
 from study.analysis.gap_stats import GAP_FLOOR, GAP_FRACTION, Decision
+from study.analysis.gap_words import LABELS, beyond
+from study.analysis.gap_words import bracket as _bracket
+from study.analysis.gap_words import est as _est
+from study.analysis.gap_words import num as _num
 
 __all__ = ["CARRIER_CODES", "CODES", "LABELS", "gap_table_rows", "short_line", "verdict"]
 
@@ -16,9 +20,6 @@ CODES = ("normalization-statistics", "dropout", "epoch-averaging", "overfitting"
          "inconclusive")
 CARRIER_CODES = {"mode_batchnorm": "normalization-statistics", "mode_dropout": "dropout",
                  "timing": "epoch-averaging", "generalization": "overfitting"}
-LABELS = {"timing": "epoch averaging", "mode": "the train/eval mode difference",
-          "mode_batchnorm": "BatchNorm statistics", "mode_dropout": "dropout",
-          "generalization": "generalization (overfitting)"}
 _CARRIES = {"timing": "epoch averaging carries", "mode_batchnorm": "the BatchNorm statistics carry",
             "mode_dropout": "dropout carries",
             "generalization": "generalization (overfitting) carries"}
@@ -66,7 +67,7 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
     ci = f"{level:.0%} CI"
     status, seeds = decision.status, early.get("seeds")
     # Trials sharing a training seed are one sample of the intervals: say how many there are.
-    n = f"{early.get('n', 0)}" + (f" ({seeds} training seeds)" if seeds else "")
+    n = f"{early.get('n', 0)} trials" + (f" ({seeds} training seeds)" if seeds else "")
     if status == "no-trials":
         return _out("inconclusive", f"No trial logged the gap parts at {window}.", [_MORE])
     gap = early["gap"]
@@ -90,9 +91,9 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
             return _out("inconclusive", f"At {window} validation does not lag training: the "
                         f"gap, {_est(gap, ci)}, is at most +{_num(early['threshold'])}; whether "
                         f"validation is below training by more than {limit[1:]} cannot be "
-                        f"told; {n} trials. {ending}", [_MORE])
+                        f"told; {n}. {ending}", [_MORE])
         return _out("inconclusive", f"At {window} the gap, {_est(gap, ci)}, may still be "
-                    f"negligible: its interval reaches into {limit}; {n} trials.", [_MORE])
+                    f"negligible: its interval reaches into {limit}; {n}.", [_MORE])
     fmt = interval_formatter([gap["estimate"], *gap["ci95"]], signed=False)
     bounds = f"({ci} {fmt(gap['ci95'][0])} to {fmt(gap['ci95'][1])})"
     side = f"At {window} validation is {fmt(abs(gap['estimate']))} above training {bounds}" \
@@ -113,24 +114,9 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
                     f"dropout logged no split, so whether BatchNorm or dropout is unknown.",
                     ["log gap/mode_batchnorm and gap/mode_dropout"])
     code = CARRIER_CODES[decision.carrier]
-    text = (f"{side}; {_CARRIES[decision.carrier]} {part}{_beyond(early, decision.carrier)}: "
+    text = (f"{side}; {_CARRIES[decision.carrier]} {part}{beyond(early, decision.carrier)}: "
             f"{_WHY[decision.carrier]}. {ending}")
     return _out(code, text, _tries(code, early, ci))
-
-
-def _beyond(early: Mapping[str, Any], carrier: str) -> str:
-    """Where the carrier is larger than the whole (positive) gap, the parts that take it
-    back (the parts add up to the gap: a carrier of 1.86 in a gap of 1.13 needs a word)."""
-    gap, own = early["gap"]["estimate"], early[carrier]["estimate"]
-    if not 0 < gap < own:
-        return ""
-    split = [k for k in ("mode_batchnorm", "mode_dropout") if k in early]
-    others = [k for k in ("timing", *(split or ["mode"]), "generalization")
-              if k != carrier and k in early and early[k]["estimate"] < 0]
-    if not others:
-        return ""
-    taken = ", ".join(f"{LABELS[k]} takes {_num(-early[k]['estimate'])}" for k in others)
-    return f", more than the whole gap ({taken} off it)"
 
 
 def _not_shown(early: Mapping[str, Any], decision: Decision, ci: str) -> str:
@@ -200,7 +186,7 @@ def short_line(block: Mapping[str, Any]) -> str:
     est = gap["estimate"]
     how = f"lags training by {_num(est)}" if est > 0 else f"is below training by {_num(-est)}"
     return (f"Gap: {code}. Validation {how} at {window}, carried by {LABELS[carrier]} "
-            f"({_bracket(early[carrier])}); {closing}.")
+            f"({_bracket(early[carrier])}){beyond(early, carrier)}; {closing}.")
 
 
 def closing_words(closing: Closing) -> str:
@@ -311,7 +297,8 @@ def _unsettled(early: Mapping[str, Any]) -> str:
     """Why an inconclusive early window is so, in a few words."""
     lo, hi = early["gap"]["ci95"]
     if lo is None:
-        return "one trial, no interval"
+        return "one training seed, no interval" if early.get("seeds") else \
+            "one trial, no interval"
     if early.get("carrier") == "mode":
         return "carried by the train/eval mode difference, BatchNorm or dropout unknown"
     if not (lo > early["threshold"] or hi < -early["threshold"]):
@@ -374,26 +361,3 @@ def _short(part: str) -> str:
 
 def _out(code: str, text: str, tries: list[str]) -> dict[str, Any]:
     return {"code": code, "text": text.strip(), "try": list(tries)}
-
-
-def _num(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.2g}" if 0 < abs(value) < 0.1 else f"{value:.2f}"
-
-
-def _est(value: Mapping[str, Any], ci: str) -> str:
-    lo, hi = value["ci95"]
-    if lo is None:
-        return f"{_num(value['estimate'])} (no interval)"
-    # One number of decimals per interval, as the size lines; signs only where negative (prose)
-    fmt = interval_formatter([value["estimate"], lo, hi], signed=False)
-    return f"{fmt(value['estimate'])} ({ci} {fmt(lo)} to {fmt(hi)})"
-
-
-def _bracket(value: Mapping[str, Any]) -> str:
-    lo, hi = value["ci95"]
-    if lo is None:
-        return f"{_num(value['estimate'])} [no interval]"
-    fmt = interval_formatter([value["estimate"], lo, hi])
-    return f"{fmt(value['estimate'])} [{fmt(lo)}, {fmt(hi)}]"

@@ -386,7 +386,8 @@ def test_the_short_line_names_the_gap_the_part_and_the_closing():
     line = short_line(block)
     assert re.fullmatch(r"Gap: normalization-statistics\. Validation lags training by 0\.40 "
                         r"at epoch 1, carried by BatchNorm statistics \(\+0\.50 \[\+0\.50, "
-                        r"\+0\.50\]\); not closed by epoch 1\.", line), line
+                        r"\+0\.50\]\), more than the whole gap \(epoch averaging takes 0\.10 "
+                        r"off it\); not closed by epoch 1\.", line), line
 
 
 def test_the_short_line_of_a_negative_gap_says_when_a_later_lag_closes():
@@ -623,3 +624,29 @@ def test_a_carrier_larger_than_the_gap_names_the_part_that_takes_it_back():
     within = gap_block(study({"timing": 0.1, "mode": 0.5, "generalization": JITTER}))
     assert within["verdict"]["code"] == "normalization-statistics"
     assert "more than the whole gap" not in within["verdict"]["text"]
+
+
+def test_unequal_clusters_keep_the_trial_mean_and_its_count():
+    """A seed that lost one of its settings: the estimate stays the mean of the trials shown
+    (n = 3), the interval is the clusters' (2 seeds)."""
+    gaps = {("a", 1): 1.0, ("b", 1): 0.2, ("a", 2): 1.0}
+    trials = [GapTrial([record(1, 1.0, gap, 0.0, 0.0)], has_batchnorm=False, has_dropout=False,
+                       group=group, seed=seed) for (group, seed), gap in gaps.items()]
+    early = gap_block(trials)["early"]
+    assert (early["n"], early["seeds"]) == (3, 2)
+    assert early["timing"]["estimate"] == pytest.approx((1.0 + 0.2 + 1.0) / 3)
+    assert early["timing"]["ci95"][0] is not None
+
+
+def test_trials_without_a_recorded_seed_are_each_their_own_sample():
+    """train_seed is a nullable integer column: a missing one is pandas' NA, never one
+    shared seed."""
+    import pandas as pd
+
+    from study.analysis.gap_source import gap_trials
+
+    curve = [{"epoch": 1, "loss": 1.0, "data_loss": 1.0, "penalty": 0.0, "val_loss": 1.5,
+              "gap_timing": 0.1, "gap_mode": 0.0, "gap_generalization": 0.4}]
+    table = pd.DataFrame({"state": ["COMPLETE"] * 3, "gap_curve": [curve] * 3,
+                          "train_seed": pd.array([None, None, 5], dtype="Int64")})
+    assert [t.seed for t in gap_trials(table)] == [None, None, 5]

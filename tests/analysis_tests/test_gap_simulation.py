@@ -205,15 +205,16 @@ def test_coverage_over_200_studies_per_scenario():
 
 
 def _paired_coverage(studies: int, *, clustered: bool) -> float:
-    """Coverage of the pooled block's part intervals where every seed trained twice, under two
+    """Coverage of the pooled block's part intervals where seeds trained twice, under two
     settings that change nothing its parts read (as BatchNorm's momentum leaves the train-mode
-    trajectory alone): the pairs are one sample each, whatever their count says."""
+    trajectory alone): a pair is one sample, whatever the count of trials says. Every third
+    seed lost its second setting (a failed trial): the clusters are of unequal sizes."""
     hits = []
     for index, scenario in enumerate(GAP_SCENARIOS):
         for seed in range(studies):
             trials, truth = simulate_gap(scenario, 10_000 * index + seed)
             paired = [dataclasses.replace(t, group=group, seed=i if clustered else None)
-                      for i, t in enumerate(trials) for group in ("a", "b")]
+                      for i, t in enumerate(trials) for group in ("a", "b")[:1 + (i % 3 > 0)]]
             for entry in gap_block(paired)["epochs"]:
                 for key in PARTS:
                     lo, hi = entry.get(key, {}).get("ci95", (None, None))
@@ -225,5 +226,6 @@ def _paired_coverage(studies: int, *, clustered: bool) -> float:
 def test_trials_that_share_a_seed_are_one_sample_of_the_pooled_intervals():
     """Found by a first user: the gap experiment's pooled intervals counted a replicate's
     settings as independent trials. Counted so here, the intervals cover far less than 95%."""
-    assert NOMINAL[0] <= _paired_coverage(20, clustered=True) <= NOMINAL[1]
-    assert _paired_coverage(20, clustered=False) < 0.85
+    # 20 studies per scenario (a fifth of the main check's): its wider band.
+    assert PER_PART[0] <= _paired_coverage(20, clustered=True) <= PER_PART[1]
+    assert _paired_coverage(20, clustered=False) < 0.88
