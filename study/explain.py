@@ -193,28 +193,39 @@ def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,
 
 
 def check_grid(config: StudyConfig, grid: Sequence[int]) -> None:
-    """Refuse to resume a size experiment on another width grid (its trials would mix two
-    designs, and the budget of one would leave the other's cells queued forever); nothing is
-    opened when the study's store does not exist yet.
+    """Refuse to resume a size experiment on another width grid of the same range (its trials
+    would mix two designs, and the budget of one would leave the other's cells queued
+    forever); a grid that holds every stored width extends the study. Another range is left
+    to the session's own check, which names ``width_min``/``width_max``.
 
     Raises:
         ConfigError: The study named in ``config`` holds designed trials of widths off ``grid``.
     """
+    stored = _stored_widths(config)
+    if not stored or set(stored) <= set(grid) or (stored[0], stored[-1]) != (grid[0], grid[-1]):
+        return
+    from study.runtime.parent import entry_run_id
+
+    named = "-P study_name=NAME" if entry_run_id() else "--study-name NAME"
+    fail("n_widths", len(grid), f"a grid that holds the widths of study {config.study_name!r} "
+         f"({', '.join(map(str, stored))}: --n-widths {len(stored)}), not "
+         f"{', '.join(map(str, grid))}; another grid is another study ({named})")
+
+
+def _stored_widths(config: StudyConfig) -> list[int] | None:
+    """The widths of the designed trials of the study named in ``config``; ``None`` where
+    there is no such study (nothing is created: a missing store file is not opened)."""
     from study.runtime.explain import CELL_ATTR
     from study.runtime.lifecycle import missing_local_store, open_study_trials
 
     if missing_local_store(config.storage):
-        return
+        return None
     try:
         _, trials = open_study_trials(config)
     except StudyError:
-        return  # no such study yet, or a store the session itself reports on
-    stored = sorted({int(t.params["width"]) for t in trials
-                     if CELL_ATTR in t.user_attrs and "width" in t.params})
-    if stored and not set(stored) <= set(grid):
-        fail("n_widths", len(grid), f"{len(stored)} for study {config.study_name!r}, whose "
-             f"trials have widths {', '.join(map(str, stored))} (this grid: "
-             f"{', '.join(map(str, grid))}); another grid needs another --study-name")
+        return None  # no such study yet, or a store the session itself reports on
+    return sorted({int(t.params["width"]) for t in trials
+                   if CELL_ATTR in t.user_attrs and "width" in t.params})
 
 
 def check_explain(config: StudyConfig, *, n_widths: int, replicates: int) -> tuple[int, ...]:

@@ -131,8 +131,9 @@ def test_another_grid_on_the_same_study_is_refused_in_one_line(strong):
 
     assert outcome.returncode == 1
     assert outcome.stderr.strip().count("\n") == 0, outcome.stderr
-    assert (f"`n_widths` must be 4 for study {summary.study_name!r}, whose trials have widths "
-            f"2, 5, 13, 32 (this grid: 2, 8, 32)") in outcome.stderr
+    assert (f"`n_widths` must be a grid that holds the widths of study "
+            f"{summary.study_name!r} (2, 5, 13, 32: --n-widths 4), not 2, 8, 32; another grid "
+            f"is another study (--study-name NAME), but got n_widths=3.") in outcome.stderr
     (after,) = optuna.get_all_study_summaries(storage)
     assert after.n_trials == before
 
