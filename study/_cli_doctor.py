@@ -112,7 +112,7 @@ def doctor_gate(config: StudyConfig) -> None:
         StudyError: A check failed (the table was printed).
     """
     from study._validation import folder_name
-    from study.doctor import run_doctor, table_text
+    from study.doctor import run_doctor, summary_text, table_text
     from study.training import HParams
 
     hp = HParams(width=config.width_max, lr=config.lr_max, batch_size=min(config.batch_sizes),
@@ -120,12 +120,13 @@ def doctor_gate(config: StudyConfig) -> None:
                  **{field: _first(config, field) for field in TRAINING_OPTIONS})
     folder = Path("reports") / folder_name(config.study_name) / "doctor"
     outcome = run_doctor(config, hp, output_dir=folder)
+    click.echo(f"doctor: {outcome.status}: {summary_text(outcome.results)}", err=True)
     click.echo(table_text(outcome.results), err=True)
     if outcome.status == "fail":
         failed = [r.name for r in outcome.results if r.status == "fail"]
         # The flags that set the corner: the checks' advice names its values, not the flags.
-        corner = (f"--width-max {hp.width}, --lr-max {hp.lr:g}, batch size {hp.batch_size}, "
-                  f"--weight-decay-max {hp.weight_decay:g}")
+        corner = (f"--width-max {hp.width}, --lr-max {hp.lr:g}, --batch-sizes' smallest "
+                  f"{hp.batch_size}, --weight-decay-max {hp.weight_decay:g}")
         raise StudyError(f"doctor: {', '.join(failed)} failed on the search's most demanding "
                          f"corner ({corner}; see {folder / 'doctor.html'}); the study was not "
                          f"started")

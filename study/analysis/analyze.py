@@ -185,7 +185,8 @@ def _one_size(width: Any, n_params: Any) -> str:
 def _verdict(blocks: Mapping[str, Any], *, early_epochs: int,
              design: Mapping[str, Any]) -> dict[str, Any]:
     """The verdict block: the early code (``code``, as in ``/1``) and the initialization code,
-    one line per question (``lines``; ``headline`` joins them), the detail paragraph, and
+    one line per question (``lines``; ``headline`` joins them, or, not asked, is the one line
+    ``Model size: not asked. ...``), the detail paragraph, and
     ``text`` = headline, a blank line, detail."""
     lines = {q: headline(blocks[q], early_epochs=early_epochs) for q in QUESTIONS}
     top = "\n".join(lines[q] for q in QUESTIONS)

@@ -89,7 +89,8 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
                  f"of {GAP_FLOOR} nats and {GAP_FRACTION:.0%} of the training loss)")
         if gap["ci95"][1] <= early["threshold"]:  # below training or level with it: no lag
             return _out("inconclusive", f"At {window} validation does not lag training: the "
-                        f"gap, {_est(gap, ci)}, is at most +{_num(early['threshold'])}; whether "
+                        f"gap, {_est(gap, ci)}, lies below +{_num(early['threshold'])}, the "
+                        f"smallest lag worth explaining; whether "
                         f"validation is below training by more than {limit[1:]} cannot be "
                         f"told; {n}. {ending}", [_MORE])
         return _out("inconclusive", f"At {window} the gap, {_est(gap, ci)}, may still be "

@@ -8,7 +8,8 @@ size and penalty mode. Every effect is a change per decade of parameters with it
 
 Rules, in order:
 
-1. ``inconclusive``: fewer than :data:`MIN_TRIALS` usable trials, or no usable fit.
+1. ``inconclusive``: fewer than :data:`MIN_TRIALS` usable trials, or no usable fit (a study of
+   one model size is ``not-asked`` instead, before these rules).
 2. ``no-increase``: every rise the total's interval allows is below the tolerance.
 3. ``inconclusive``: the total's interval holds 0 and reaches past the tolerance.
 4. The total rises. What carries it is judged by *shares of the rise*, not by an absolute bar
@@ -49,7 +50,8 @@ __all__ = [
     "trials_needed",
 ]
 
-CODES = ("penalty", "optimization", "both", "no-increase", "inconclusive")
+# "not-asked": every trial has one model size; no number of trials answers it (analyze.py).
+CODES = ("penalty", "optimization", "both", "no-increase", "inconclusive", "not-asked")
 # The early-window design has up to 7 coefficients; below 8 rows no residual df remain. The
 # default study runs 20.
 MIN_TRIALS = 8

@@ -108,11 +108,18 @@ def _caption(block: Mapping[str, Any]) -> str:
 
 
 def _table_intro(block: Mapping[str, Any]) -> str:
-    return (f"The mean over the trials that reached each epoch (n) with its {_level(block)} "
-            "interval, in nats; gap = timing + mode + generalization (mode = BatchNorm + "
-            "dropout where the models have both). The carrier is the part "
+    return (f"The mean over the trials that reached each epoch (n; trials that share a training "
+            f"seed are one sample of the interval, their seeds in brackets) with its "
+            f"{_level(block)} interval, in nats; gap = timing + mode + generalization (mode = "
+            "BatchNorm + dropout where the models have both). The carrier is the part "
             "shown to carry a gap worth explaining (— where the gap is negligible or no part "
             "is shown to carry it).")
+
+
+def _count(entry: Mapping[str, Any]) -> str:
+    """``4``, or ``4 (2 seeds)`` where trials share training seeds."""
+    seeds = entry.get("seeds")
+    return fmt_num(entry.get("n")) + (f" ({fmt_num(seeds)} seeds)" if seeds else "")
 
 
 def _epoch_table(block: Mapping[str, Any]) -> Table:
@@ -123,14 +130,14 @@ def _epoch_table(block: Mapping[str, Any]) -> Table:
     # figure): otherwise mode is the one layer they have.
     split = kinds if len(kinds) == len(_SPLIT) else []
     parts = ["gap", "timing", *(split or ["mode"]), "generalization"]
-    rows = [[fmt_num(e.get("epoch")), fmt_num(e.get("n")), *(_cell(e.get(p)) for p in parts),
+    rows = [[fmt_num(e.get("epoch")), _count(e), *(_cell(e.get(p)) for p in parts),
              _carrier(e.get("carrier"))] for e in epochs]
     early = block.get("early") if isinstance(block.get("early"), Mapping) else {}
     window = early.get("epochs") or []
     highlight: frozenset[int] = frozenset()
     if len(window) > 1:
         label = f"{fmt_num(window[0])}–{fmt_num(window[-1])} (mean)"
-        rows.insert(0, [label, fmt_num(early.get("n")), *(_cell(early.get(p)) for p in parts),
+        rows.insert(0, [label, _count(early), *(_cell(early.get(p)) for p in parts),
                         _carrier(early.get("carrier"))])
         highlight = frozenset({0})
     names = {**_PART_HEADERS, "mode": _mode_header(kinds)}

@@ -62,7 +62,7 @@ dl.kv dd { margin: 0; word-break: break-word; }
 .verdict .verdict-detail { font-size: 14px; color: #444; }
 .verdict-penalty { --accent: #c0392b; } .verdict-optimization { --accent: #2457a6; }
 .verdict-both { --accent: #7d3c98; } .verdict-no-increase { --accent: #1e8449; }
-.verdict-inconclusive { --accent: #7f8c8d; }
+.verdict-inconclusive { --accent: #7f8c8d; } .verdict-not-asked { --accent: #95a5a6; }
 .verdict-line.verdict-normalization-statistics { --accent: #b9652a; }
 .verdict-line.verdict-dropout { --accent: #6c5a9c; }
 .verdict-line.verdict-epoch-averaging { --accent: #2457a6; }

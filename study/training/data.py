@@ -46,8 +46,9 @@ class DataOrigin:
         non_finite_train: Positions in the training split of samples that held NaN or inf
             (kept as 0 when the loader was asked to keep them; refused otherwise).
         non_finite_val: The same for the validation split.
-        train_rows: Where each training sample lies in the user's file (a made split's rows
-            of ``X``, or of the folder's listing); empty for a split used as given.
+        train_rows: Where each training sample lies in the user's ``X`` (a made split of an
+            array file); empty for a split used as given and for image folders (listed class
+            by class, an order that says nothing of the user's).
     """
 
     given_split: bool
@@ -205,7 +206,9 @@ def _origin(found: Arrays, train_rows: np.ndarray,
                       val_names=tuple(val[i] for i in val_rows),
                       non_finite_train=tuple(sorted(bad_train)),
                       non_finite_val=tuple(sorted(bad_val)),
-                      train_rows=() if given else tuple(int(i) for i in train_rows))
+                      # Rows of the user's X: a folder's listing is by class by construction.
+                      train_rows=() if given or found.names is not None
+                      else tuple(int(i) for i in train_rows))
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:

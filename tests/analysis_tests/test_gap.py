@@ -582,7 +582,8 @@ def test_a_gap_that_may_be_negligible_but_is_not_above_training_says_it_does_not
     verdict = block["verdict"]
     assert verdict["code"] == "inconclusive"
     assert verdict["text"].startswith("At epoch 1 validation does not lag training: the gap, "
-                                      "-0.33 (95% CI -0.63 to -0.03), is at most +0.05;")
+                                      "-0.33 (95% CI -0.63 to -0.03), lies below +0.05, the "
+                                      "smallest lag worth explaining;")
     assert ("-0.33 [-0.63, -0.03] at epoch 1, so validation is not behind training by more "
             "than 0.05; whether it is below it by more cannot be told") in short_line(block)
     above = gap_block(study({"timing": spread(0.05, 0.3), "mode": 0.0, "generalization": 0.0},

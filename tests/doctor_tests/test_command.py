@@ -189,7 +189,7 @@ def test_run_with_doctor_stops_before_the_study_on_a_failed_check(tmp_path, trac
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: doctor: lr failed on the search's most demanding corner "
-                           "(--width-max 8, --lr-max 2, batch size ")
+                           "(--width-max 8, --lr-max 2, --batch-sizes' smallest ")
     assert last.endswith("the study was not started")
     assert (tmp_path / "reports" / "hot" / "doctor" / "doctor.json").is_file()
     assert optuna.get_all_study_names(storage) == []
