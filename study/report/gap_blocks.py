@@ -109,7 +109,7 @@ def _caption(block: Mapping[str, Any]) -> str:
 
 def _table_intro(block: Mapping[str, Any]) -> str:
     return (f"The mean over the trials that reached each epoch (n; trials that share a training "
-            f"seed are one sample of the interval, their seeds in brackets) with its "
+            f"seed are one sample of the interval: how many seeds beside n) with its "
             f"{_level(block)} interval, in nats; gap = timing + mode + generalization (mode = "
             "BatchNorm + dropout where the models have both). The carrier is the part "
             "shown to carry a gap worth explaining (— where the gap is negligible or no part "
