@@ -146,9 +146,10 @@ def _more_replicates(document: Mapping[str, Any], *, per_replicate: int,
         wanted = replicates + -(-(MIN_TRIALS - used) // per_replicate)
         return [f"more trials: the same command with {_replicates_flag(wanted)} runs "
                 f"{wanted * per_replicate} (a verdict needs {MIN_TRIALS} usable trials)."]
-    # An inconclusive question names the total that would decide it: the replicates for it.
-    needed = [int(n) for q in ("init", "early")
-              if (n := ((document.get(q) or {}).get("verdict") or {}).get("trials_needed"))]
+    # An inconclusive question names the total that would decide it: the replicates for it
+    # (the early window's verdict is the document's own; the initialization's is in "init").
+    verdicts = (document.get("verdict") or {}, (document.get("init") or {}).get("verdict") or {})
+    needed = [int(n) for verdict in verdicts if (n := verdict.get("trials_needed"))]
     if not needed or min(needed) <= used:
         return []
     wanted = -(-min(needed) // per_replicate)

@@ -355,9 +355,10 @@ def test_an_inconclusive_verdict_names_the_replicates_for_the_trials_it_asks():
     # Found by a first user: "about 17 more trials (25 in total) would decide" with no flag.
     from study.explain import _more_replicates
 
+    # The shape of analysis.json: the early window's verdict at the top, init's in its block.
     document = {"n_trials_used": 8, "init": {"verdict": {"code": "inconclusive",
                                                          "trials_needed": 25}},
-                "early": {"verdict": {"code": "inconclusive", "trials_needed": 40}}}
+                "verdict": {"code": "inconclusive", "trials_needed": 40}}
     assert _more_replicates(document, per_replicate=8, replicates=1) == [
         "more trials: the same command with --replicates 4 runs 32 (about 25 would decide, if "
         "the estimate holds)."]

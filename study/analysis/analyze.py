@@ -194,9 +194,13 @@ def _verdict(blocks: Mapping[str, Any], *, early_epochs: int,
     asked = not all(blocks[q]["verdict"].get("one_size") for q in QUESTIONS)
     if not asked:  # the one line printed in place of both (a size effect needs several)
         top = f"Model size: not asked. {as_sentence(blocks['early']['verdict']['why'])}"
-    return {"code": blocks["early"]["verdict"]["code"], "why": blocks["early"]["verdict"]["why"],
+    early = blocks["early"]["verdict"]
+    # The early window's count of trials that would decide it (the README's
+    # verdict.trials_needed; the initialization's stays in init.verdict).
+    needed = {"trials_needed": early["trials_needed"]} if "trials_needed" in early else {}
+    return {"code": early["code"], "why": early["why"],
             "init_code": blocks["init"]["verdict"]["code"], "lines": lines, "headline": top,
-            "detail": detail, "text": f"{top}\n\n{detail}", "size_asked": asked}
+            "detail": detail, "text": f"{top}\n\n{detail}", "size_asked": asked, **needed}
 
 
 def write_analysis(document: Mapping[str, Any], path: str | Path) -> Path:

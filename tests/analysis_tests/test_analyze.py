@@ -304,3 +304,21 @@ def test_a_regression_with_too_few_trials_for_its_coefficients_says_how_many_mor
     why = found["verdict"]["why"]
     assert ("has 8 coefficients and 8 usable trials; run at least 1 more" in why) is short
     assert "no size effect could be estimated" not in found["verdict"]["lines"]["early"]
+
+
+def test_an_open_early_window_keeps_its_count_of_trials_in_the_document_verdict():
+    """Found by a first user: explain never named the --replicates for "about 10 more trials
+    (34 in total)": the count was dropped from the document's verdict, where explain reads it."""
+    from study.explain import _more_replicates
+
+    table = _noise_free_trials()
+    noise = np.random.default_rng(3).normal(0, 0.2, len(table))
+    table["early_data_loss"] += noise
+    table["early_loss"] += noise
+    found = analyze(table, study_name="s", early_epochs=1)
+    verdict = found["verdict"]
+    assert verdict["code"] == "inconclusive"
+    assert f"({verdict['trials_needed']} in total)" in verdict["why"]
+    (line,) = _more_replicates(found, per_replicate=6, replicates=4)
+    assert line.startswith(f"more trials: the same command with --replicates "
+                           f"{-(-verdict['trials_needed'] // 6)} runs ")
