@@ -37,6 +37,9 @@ class Interrupts:
 
     def __init__(self, terminated: type[KeyboardInterrupt]) -> None:
         self.signum: int | None = None
+        # The trials an interrupt failed in this process: number -> queued again. The line the
+        # session ends with says what this process did, not what a read after it finds.
+        self.failed: dict[int, bool] = {}
         self._terminated = terminated
         self._deferred = False
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import optuna
 from optuna.trial import TrialState
 
@@ -25,19 +27,25 @@ def interrupted_trials(study: optuna.Study, own: str | None) -> set[int]:
         return set()
 
 
-def interrupt_summary(study: optuna.Study, before: set[int], own: str | None) -> str:
-    """``interrupted: trial 7 failed and queued again; run the same command to resume``."""
+def interrupt_summary(study: optuna.Study, before: set[int], own: str | None, *,
+                      known: Mapping[int, bool] | None = None) -> str:
+    """``interrupted: trial 7 failed and queued again; run the same command to resume``;
+    ``known``: the trials this process failed (number -> queued again), whatever a read of
+    the storage finds."""
     resume = "run the same command to resume"
-    failed = sorted(interrupted_trials(study, own) - before)
+    known = known or {}
+    failed = sorted((interrupted_trials(study, own) | set(known)) - before)
     if not failed:
         return f"interrupted; {resume}"
     try:
         retried = {t.user_attrs.get(RETRIED_FROM_ATTR) for t in study.get_trials(
             deepcopy=False, states=(TrialState.WAITING,))}
     except StudyError:
-        return f"interrupted: {_trials(failed)} failed; {resume}"
-    queued = [n for n in failed if n in retried]
-    spent = [n for n in failed if n not in retried]
+        if not set(failed) <= set(known):  # the storage went away: say what is known
+            return f"interrupted: {_trials(failed)} failed; {resume}"
+        retried = set()
+    queued = [n for n in failed if n in retried or known.get(n)]
+    spent = [n for n in failed if n not in queued]
     parts = [f"{_trials(queued)} failed and queued again"] if queued else []
     parts += [f"{_trials(spent)} failed (retried too often to queue again)"] if spent else []
     return f"interrupted: {', '.join(parts)}; {resume}"

@@ -163,11 +163,11 @@ def _keep_start(trial: optuna.Trial, n_params: int, init: InitReport, *,
                            **{k.replace("/", "_"): v for k, v in init.metrics().items()}})
 
 
-def _retry_running(trial: optuna.Trial, reason: str) -> None:
-    """Queue the running ``trial`` again (it is about to fail through no fault of its own)."""
+def _retry_running(trial: optuna.Trial, reason: str) -> bool:
+    """Queue the running ``trial`` again (it is about to fail through no fault of its own);
+    returns whether it was queued."""
     frozen = running_trial(trial.study, trial.number)
-    if frozen is not None:
-        retry_trial(trial.study, frozen, reason=reason)
+    return frozen is not None and retry_trial(trial.study, frozen, reason=reason)
 
 
 def diagnosis_tags(found: Diagnosis) -> dict[str, str]:
@@ -256,7 +256,7 @@ class Objective:
         except (KeyboardInterrupt, SystemExit):  # before training: nothing lost, queue it again
             with contextlib.suppress(StorageError):
                 trial.set_user_attr(FAILURE_ATTR, INTERRUPTED)
-                _retry_running(trial, INTERRUPTED)
+                self._stopped(trial, _retry_running(trial, INTERRUPTED))
             raise
         # The epochs so far, kept on the trial as its curve once it ends, however it ends
         # (written every epoch, the growing list would cost O(epochs^2) storage), with the
@@ -353,12 +353,17 @@ class Objective:
             raise TrialFailedError(reason) from None
         except BaseException:  # KeyboardInterrupt, SIGTERM, SystemExit: Optuna marks it FAIL
             set_user_attrs(trial, {**linked, FAILURE_ATTR: INTERRUPTED})
-            _retry_running(trial, INTERRUPTED)
+            self._stopped(trial, _retry_running(trial, INTERRUPTED))
             if not started:
                 self._log_sampled(run_id, hp, seed)
             end_trial_run(self.tracker, run_id, state="FAIL", failure=INTERRUPTED, interrupted=True)
             raise
         return value
+
+    def _stopped(self, trial: optuna.Trial, queued: bool) -> None:
+        """Record that an interrupt failed ``trial`` (and whether it was queued again)."""
+        if self.interrupts is not None:
+            self.interrupts.failed[trial.number] = queued
 
     def _log_sampled(self, run_id: str, hp: HParams, seed: int) -> None:
         """The params of a trial that failed before its model was built (no ``n_params``):

@@ -168,11 +168,12 @@ def run_with_workers(
 
 
 @contextlib.contextmanager
-def _summarized(ctx: _Session, *, own: str | None = None) -> Iterator[None]:
+def _summarized(ctx: _Session, *, own: str | None = None,
+                failed: Mapping[int, bool] | None = None) -> Iterator[None]:
     """Log the study summary however the session ends; close a parent run we own with the
     matching status (FINISHED, KILLED on Ctrl-C/SIGTERM, FAILED otherwise). Ctrl-C/SIGTERM
     comes out as :class:`Interrupted`, saying which trials it failed and queued again: those
-    of the process stamped ``own`` (a worker: not its neighbours'), else all."""
+    of the process stamped ``own`` (a worker: not its neighbours'), else all, and ``failed``."""
     status = "FAILED"
     before = interrupted_trials(ctx.study, own)
     try:
@@ -180,7 +181,7 @@ def _summarized(ctx: _Session, *, own: str | None = None) -> Iterator[None]:
         status = "FINISHED"
     except KeyboardInterrupt as exc:
         status = "KILLED"
-        raise Interrupted(interrupt_summary(ctx.study, before, own),
+        raise Interrupted(interrupt_summary(ctx.study, before, own, known=failed or {}),
                           signum=getattr(exc, "signum", None)) from exc
     finally:
         _summarize(ctx, status)
@@ -225,7 +226,7 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
     with _held(interrupts):
         ctx = _open_stores(config, prepared, inputs, device=device, given=given,
                            worker=worker, out=out)
-        summary.enter_context(_summarized(ctx, own=own))
+        summary.enter_context(_summarized(ctx, own=own, failed=interrupts and interrupts.failed))
     return ctx
 
 

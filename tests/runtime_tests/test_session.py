@@ -507,3 +507,18 @@ def test_a_relative_sqlite_storage_is_tagged_on_the_parent_as_the_report_shows_i
     run_session(small_config("sqlite:///optuna.db", tracking_uri, n_trials=1, epochs=1))
     (parent,) = runs_by_role(mlflow_client, "parent")
     assert parent.data.tags["study.storage"] == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
+
+
+@pytest.mark.parametrize(("known", "line"), [
+    ({0: True}, "interrupted: trial 0 failed and queued again; run the same command to resume"),
+    ({0: False}, "interrupted: trial 0 failed (retried too often to queue again); run the same "
+                 "command to resume"),
+    ({}, "interrupted; run the same command to resume"),
+])
+def test_the_interrupt_line_says_what_this_process_did_whatever_a_read_finds(known, line):
+    """Seen in CI: the trial was failed and queued, stamped by the process, yet the summary's
+    read of the storage found it not; the objective's own record now says it."""
+    from study.runtime._interrupted import interrupt_summary
+
+    empty = optuna.create_study()  # a read that finds no failed trial
+    assert interrupt_summary(empty, set(), None, known=known) == line
