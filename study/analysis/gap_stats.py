@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from study.analysis.regression import cr1
 from study.analysis.table import to_float
 
 __all__ = ["GAP_FLOOR", "GAP_FRACTION", "PARTS", "SPLIT", "Decision", "closing_epoch",
@@ -107,9 +108,8 @@ def interval(values: Sequence[float] | np.ndarray, *, level: float,
         return {"estimate": mean, "ci95": [None, None]}
     if groups is None:
         se = float(np.std(x, ddof=1)) / math.sqrt(len(x))
-    else:  # CR1: the clusters' summed residuals; equal to the above for singleton clusters
-        sums = np.bincount(groups, weights=x - mean, minlength=clusters)
-        se = math.sqrt(clusters / (clusters - 1) * float(sums @ sums)) / len(x)
+    else:  # the regressions' CR1 of an intercept-only fit: the above for singleton clusters
+        se = math.sqrt(float(cr1(np.ones((len(x), 1)), x - mean, groups)[0, 0]))
     half = _t_crit(clusters - 1, level) * se
     return {"estimate": mean, "ci95": [mean - half, mean + half]}
 

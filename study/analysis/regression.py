@@ -26,7 +26,7 @@ from scipy import stats
 from study.analysis.estimate import Estimate, Estimates
 from study.analysis.table import numeric
 
-__all__ = ["CONST", "SMALL_SAMPLE_ROWS", "ModelFit", "fit", "unusable",
+__all__ = ["CONST", "SMALL_SAMPLE_ROWS", "ModelFit", "cr1", "fit", "unusable",
            "varies"]
 
 CONST = "const"
@@ -233,7 +233,7 @@ def fit(
             fields["note"] = (f"trials that share a training seed are clustered "
                               f"({len(np.unique(groups))} seeds)")
     elif len(np.unique(groups)) < n:  # clusters stay clusters at any size
-        fields.update(cov=_cr1(design, resid, groups), df=float(len(np.unique(groups)) - 1),
+        fields.update(cov=cr1(design, resid, groups), df=float(len(np.unique(groups)) - 1),
                       cov_type="CR1",
                       note=f"trials that share a training seed are clustered "
                            f"({len(np.unique(groups))} seeds)")
@@ -263,7 +263,7 @@ def _hc3(design: np.ndarray, resid: np.ndarray) -> np.ndarray:
     return bread @ (design.T @ (design * weights[:, None])) @ bread
 
 
-def _cr1(design: np.ndarray, resid: np.ndarray, groups: np.ndarray) -> np.ndarray:
+def cr1(design: np.ndarray, resid: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Liang-Zeger with the usual small-sample factor G/(G-1) (n-1)/(n-k): above
     :data:`SMALL_SAMPLE_ROWS` rows CR2's n x n matrices are too large, and trials that share a
     seed must still count as one cluster."""

@@ -181,7 +181,7 @@ def _summarized(ctx: _Session, *, own: str | None = None,
         status = "FINISHED"
     except KeyboardInterrupt as exc:
         status = "KILLED"
-        raise Interrupted(interrupt_summary(ctx.study, before, own, known=failed or {}),
+        raise Interrupted(interrupt_summary(ctx.study, before, own, known=failed),
                           signum=getattr(exc, "signum", None)) from exc
     finally:
         _summarize(ctx, status)
