@@ -21,6 +21,7 @@ from study._validation import check_choice, check_fixed_hparams, fail, folder_na
 from study.config import TRAINING_OPTIONS, StudyConfig
 from study.errors import ConfigError, StudyError
 from study.runtime.explain import ExplainDesign, QueuedTrial, explain_config, width_grid
+from study.runtime.explain_resume import StoredExperiment, check_resume, stored_experiment
 from study.runtime.gap_design import GapDesign, check_replicates, gap_config
 
 if TYPE_CHECKING:
@@ -188,21 +189,21 @@ def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,
     if "study_name" not in given:
         config = config.replace(study_name=_name(config, f"{config.penalty_mode[0]}-lr{lr:g}-"
                                                          f"wd{weight_decay:g}", grid=grid))
-    check_grid(config, grid)
+    stored = _resumable(config, question="size")
+    check_grid(config, grid, stored.widths if stored else ())
     return _run(config, given, design.trials(), output_dir=output_dir, report=report,
                 interrupts=interrupts)
 
 
-def check_grid(config: StudyConfig, grid: Sequence[int]) -> None:
+def check_grid(config: StudyConfig, grid: Sequence[int], stored: Sequence[int]) -> None:
     """Refuse to resume a size experiment on another width grid of the same range (its trials
     would mix two designs, and the budget of one would leave the other's cells queued
-    forever); a grid that holds every stored width extends the study. Another range is left
-    to the session's own check, which names ``width_min``/``width_max``.
+    forever); a grid that holds every ``stored`` width (those of the study's designed trials)
+    extends the study. Another range is refused by :func:`check_resume`.
 
     Raises:
         ConfigError: The study named in ``config`` holds designed trials of widths off ``grid``.
     """
-    stored = _stored_widths(config)
     if not stored or set(stored) <= set(grid) or (stored[0], stored[-1]) != (grid[0], grid[-1]):
         return
     from study.runtime.parent import entry_run_id
@@ -213,20 +214,14 @@ def check_grid(config: StudyConfig, grid: Sequence[int]) -> None:
          f"{', '.join(map(str, grid))}; another grid is another study ({named})")
 
 
-def _stored_widths(config: StudyConfig) -> list[int] | None:
-    """The widths of the designed trials of the study named in ``config``; ``None`` where
-    there is no such study (nothing is created: a missing store file is not opened)."""
-    from study.runtime.explain import CELL_ATTR
-    from study.runtime.lifecycle import missing_local_store, open_study_trials
+def _resumable(config: StudyConfig, *, question: str) -> StoredExperiment | None:
+    """The study of the name as stored, once :func:`check_resume` found nothing that keeps
+    ``config`` from resuming it."""
+    from study.runtime.parent import entry_run_id
 
-    if missing_local_store(config.storage):
-        return None
-    try:
-        _, trials = open_study_trials(config)
-    except StudyError:
-        return None  # no such study yet, or a store the session itself reports on
-    return sorted({int(t.params["width"]) for t in trials
-                   if CELL_ATTR in t.user_attrs and "width" in t.params})
+    stored = stored_experiment(config)
+    check_resume(stored, config, question=question, mlflow_run=entry_run_id() is not None)
+    return stored
 
 
 def check_explain(config: StudyConfig, *, n_widths: int, replicates: int) -> tuple[int, ...]:
@@ -292,6 +287,7 @@ def gap_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float, batch
     if "study_name" not in given:
         config = config.replace(study_name=_name(config, f"gap-{'-'.join(design.optimizers)}"
                                                          f"-lr{lr:g}"))
+    _resumable(config, question="gap")
     return _run(config, given, design.trials(), output_dir=output_dir, report=report,
                 interrupts=interrupts)
 

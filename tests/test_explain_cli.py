@@ -138,6 +138,29 @@ def test_another_grid_on_the_same_study_is_refused_in_one_line(strong):
     assert after.n_trials == before
 
 
+@slow
+def test_another_lr_on_the_same_study_is_refused_naming_the_flag_to_pass(strong):
+    """The study was made with --lr 1e-5: another --lr is refused in explain's own words (not
+    the field lr_min it fills), with the flag that resumes it; nothing is created."""
+    tmp, tracking_uri, _ = strong
+    storage = f"sqlite:///{tmp / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    client = MlflowClient(tracking_uri)
+    runs = len(client.search_runs([client.get_experiment_by_name("study").experiment_id]))
+
+    outcome = explain(tmp, tracking_uri, "--weight-decay", "1e-2", "--lr", "1e-4",
+                      "--study-name", summary.study_name)
+
+    assert outcome.returncode == 1
+    assert outcome.stderr.strip() == (
+        f"error: `lr` conflicts with study {summary.study_name!r}: it was created with "
+        f"--lr 1e-05, but got --lr 0.0001; pass --lr 1e-05 to resume it, or a new "
+        f"--study-name NAME.")
+    (after,) = optuna.get_all_study_summaries(storage)
+    assert after.n_trials == summary.n_trials
+    assert len(client.search_runs([client.get_experiment_by_name("study").experiment_id])) == runs
+
+
 @pytest.fixture(scope="module")
 def bad_outcomes(tmp_path_factory, mlflow_template_db):
     """Every bad input at once: each subprocess pays its start-up, which a second core can
