@@ -19,7 +19,12 @@ stalled                >= 2 epochs, not loss-rising, and ``(first - last) / firs
                        (2 %)
 penalty-dominated      last epoch: ``penalty > 0`` and ``penalty > data_loss``
 generalization-gap     last epoch: ``val_loss > GAP_FACTOR`` (1.5) x ``data_loss`` and
-                       ``val_loss - data_loss > GAP_MARGIN`` (0.1)
+                       ``val_loss - data_loss > GAP_MARGIN`` (0.1); where the gap's parts were
+                       measured, the same rule also holds against the eval-mode loss of training
+                       samples, ``val_loss - gap_generalization`` (the part that is overfitting)
+mode-gap               the first rule holds but, with the parts measured, the second does not:
+                       the gap is the switch to eval mode (BatchNorm's running statistics,
+                       dropout) and the epoch mean, not overfitting
 slow-validation        >= 2 epochs; over the first ``max(1, n // 3)`` epochs the mean val loss
                        exceeds ``LAG_FACTOR`` (2) x the mean data loss and it by ``GAP_MARGIN``;
                        and the last epoch has no generalization-gap (the lag closed)
@@ -28,7 +33,8 @@ slow-validation        >= 2 epochs; over the first ``max(1, n // 3)`` epochs the
 Combination: ``diverged`` excludes every other code (after a blow-up the figures describe the
 blow-up, not the learning dynamics); ``loss-rising`` excludes ``stalled`` (a rising loss points to
 a too-high learning rate, a stall to a too-low one); ``slow-validation`` and
-``generalization-gap`` exclude each other by definition. The other codes combine freely.
+``generalization-gap`` (or ``mode-gap``) exclude each other by definition, as do
+``generalization-gap`` and ``mode-gap``. The other codes combine freely.
 
 A blow-up inside the first epoch (Adam at lr=5 on digits: first-epoch mean loss ~10-20, then
 falling) is invisible without ``n_classes``: the first epoch then is the reference. Pass it.
@@ -54,10 +60,13 @@ __all__ = [
 ]
 
 CODES = ("diverged", "loss-rising", "stalled", "penalty-dominated", "generalization-gap",
-         "slow-validation")
+         "mode-gap", "slow-validation")
 # The row layout of a sequence row (the trial attr "curve").
 FIELDS = CURVE_FIELDS
 _LOSS_FIELDS = FIELDS[:4]
+# The gap's parts a row may carry beyond FIELDS (where measured: see mode-gap).
+_PARTS = ("gap_mode", "gap_generalization", "gap_timing")
+_GENERALIZATION = "gap_generalization"
 
 def curve_record(history: Sequence[Any]) -> list[dict[str, float]]:
     """The trial attr "curve": one labelled entry per epoch (``epoch`` and :data:`FIELDS`), so
@@ -173,6 +182,10 @@ def _row(row: Any, epoch: int) -> dict[str, float]:
             out[name] = math.nan if value is None else float(value)
         except (TypeError, ValueError):
             fail(f"curve[{epoch - 1}].{name}", value, "a number")
+    for name in _PARTS:  # measured parts of the gap: see mode-gap
+        part = row.get(name) if isinstance(row, Mapping) else getattr(row, name, None)
+        if isinstance(part, int | float) and math.isfinite(part):
+            out[name] = float(part)
     return out
 
 
@@ -239,7 +252,8 @@ def _has_gap(val: float, data: float, factor: float) -> bool:
     return val > factor * data and val - data > GAP_MARGIN
 
 
-def _generalization_gap(rows: list[dict[str, float]]) -> str | None:
+def _final_gap(rows: list[dict[str, float]]) -> str | None:
+    """The last epoch's validation loss against its data loss, where it is a gap."""
     last = rows[-1]
     if _has_gap(last["val_loss"], last["data_loss"], GAP_FACTOR):
         return (f"val loss {_g(last['val_loss'])} is {_times(last['val_loss'], last['data_loss'])}"
@@ -247,8 +261,37 @@ def _generalization_gap(rows: list[dict[str, float]]) -> str | None:
     return None
 
 
+def _seen(rows: list[dict[str, float]]) -> float | None:
+    """The last epoch's eval-mode loss of training samples (``None``: parts not measured)."""
+    last = rows[-1]
+    part = last.get(_GENERALIZATION)
+    return None if part is None else last["val_loss"] - part
+
+
+def _generalization_gap(rows: list[dict[str, float]]) -> str | None:
+    gap, seen = _final_gap(rows), _seen(rows)
+    if gap is None or seen is None:
+        return gap
+    val = rows[-1]["val_loss"]
+    if not _has_gap(val, seen, GAP_FACTOR):
+        return None  # mode-gap
+    return f"{gap}, and {_times(val, seen)} the eval-mode loss {_g(seen)} of training samples"
+
+
+def _mode_gap(rows: list[dict[str, float]]) -> str | None:
+    gap, seen = _final_gap(rows), _seen(rows)
+    if gap is None or seen is None or _has_gap(rows[-1]["val_loss"], seen, GAP_FACTOR):
+        return None
+    parts = ", ".join(f"{name.removeprefix('gap_')} {rows[-1][name]:+.3g}" for name in _PARTS
+                      if name in rows[-1])
+    return (f"{gap}, but only {_times(rows[-1]['val_loss'], seen)} the eval-mode loss "
+            f"{_g(seen)} of the same model on training samples, under the "
+            f"{GAP_FACTOR:g}x that marks overfitting: the gap is mostly the switch to eval mode "
+            f"and the epoch mean (parts: {parts})")
+
+
 def _slow_validation(rows: list[dict[str, float]]) -> str | None:
-    if len(rows) < 2 or _generalization_gap(rows):
+    if len(rows) < 2 or _final_gap(rows):
         return None
     k = max(1, len(rows) // 3)
     val = sum(r["val_loss"] for r in rows[:k]) / k
@@ -266,5 +309,6 @@ _CHECKS = {
     "stalled": _stalled,
     "penalty-dominated": _penalty_dominated,
     "generalization-gap": _generalization_gap,
+    "mode-gap": _mode_gap,
     "slow-validation": _slow_validation,
 }

@@ -220,6 +220,53 @@ def test_a_lag_that_does_not_close_is_a_generalization_gap_not_slow_validation()
     assert _codes(curve) == ("generalization-gap",)
 
 
+def _parted(data: float, val: float, *, generalization: float,
+            mode: float | None = None) -> dict[str, float]:
+    """An epoch with the gap's parts measured: ``val - data`` = timing + mode + generalization
+    (the mode part takes what the others leave unless given)."""
+    mode = val - data - generalization if mode is None else mode
+    return {**_row(data, val=val), "gap_generalization": generalization, "gap_mode": mode,
+            "gap_timing": val - data - generalization - mode}
+
+
+@pytest.mark.parametrize(("generalization", "codes"), [(0.31, ("generalization-gap",)),
+                                                       (0.29, ("mode-gap",))])
+def test_with_the_parts_measured_the_gap_is_overfitting_only_against_seen_samples(
+        generalization, codes):
+    # val 0.9 is 2.25x the data loss 0.4 either way; against the eval-mode loss of training
+    # samples (0.9 - generalization) it is 1.53x (0.59) or 1.48x (0.61)
+    curve = [_row(1.0), _row(0.6), _parted(0.4, 0.9, generalization=generalization)]
+    assert _codes(curve) == codes
+
+
+def test_the_generalization_gap_needs_its_margin_against_seen_samples_too():
+    # 2x the eval-mode loss 0.09 of training samples, but only 0.09 nats above it
+    curve = [_row(1.0), _row(0.3), _parted(0.05, 0.18, generalization=0.09)]
+    assert _codes(curve) == ("mode-gap",)
+
+
+def test_a_mode_gap_names_the_eval_mode_loss_and_the_parts():
+    curve = [_row(1.0), _row(0.6), _parted(0.4, 2.0, generalization=0.05, mode=1.7)]
+    result = diagnose(curve)
+    assert result.codes == ("mode-gap",)
+    assert ("mode-gap: val loss 2 is 5.00x the data loss 0.4 at epoch 3, but only 1.03x the "
+            "eval-mode loss 1.95 of the same model on training samples") in result.detail
+    assert "(parts: mode +1.7, generalization +0.05, timing -0.15)" in result.detail
+
+
+def test_a_generalization_gap_with_the_parts_names_the_seen_samples_loss():
+    result = diagnose([_row(1.0), _row(0.6), _parted(0.4, 2.0, generalization=1.5)])
+    assert result.codes == ("generalization-gap",)
+    assert ("val loss 2 is 5.00x the data loss 0.4 at epoch 3, and 4.00x the eval-mode loss "
+            "0.5 of training samples") in result.detail
+
+
+def test_a_lag_that_stays_in_eval_mode_is_a_mode_gap_not_slow_validation():
+    curve = [_parted(1.0, 2.5, generalization=0.0), _row(0.6, val=1.5),
+             _parted(0.4, 1.2, generalization=0.02)]
+    assert _codes(curve) == ("mode-gap",)
+
+
 def test_validation_below_training_early_is_healthy():
     # end-of-epoch eval vs an epoch-mean training loss: validation often starts BELOW training
     assert _codes([_row(2.0, val=1.2), _row(1.0, val=0.8), _row(0.6, val=0.6)]) == ()
@@ -328,6 +375,33 @@ def test_real_lr_5_blows_up_inside_the_first_epoch_and_is_diverged_given_n_class
     assert result.codes == ("diverged",)
     assert "exceeds 3x chance ln(10)" in result.detail
     assert "diverged" not in diagnose(rows).codes  # the documented blind spot without n_classes
+
+
+def _vgg(data: TensorData, *, bn_momentum: float = 0.1, epochs: int = 2):
+    hp = HParams(width=8, lr=3e-3, batch_size=64, weight_decay=0.0, penalty_mode="none",
+                 bn_momentum=bn_momentum)
+    return Trainer(hp, data, model_name="vgg", epochs=epochs, seed=0).fit()
+
+
+def test_real_keras_batchnorm_momentum_gives_a_mode_gap_not_overfitting(digits):
+    # Measured (seed 0, 1 thread): data 0.26, val 2.29 at epoch 2; mode +2.18, generalization
+    # +0.001: BatchNorm's running statistics lag under Keras's momentum (0.99 = PyTorch's 0.01).
+    history = _vgg(digits, bn_momentum=0.01)
+    assert history[-1].gap_mode > 1.0 > 0.1 > abs(history[-1].gap_generalization)
+    assert diagnose(history).codes == ("mode-gap",)
+    assert diagnose(curve_record(history)).codes == ("mode-gap",)  # the stored curve too
+    # the same gap without its parts reads as overfitting: what the parts are for
+    assert diagnose(curve_rows(curve_record(history))).codes == ("generalization-gap",)
+    assert diagnose(_vgg(digits, bn_momentum=0.1)).codes == ()  # PyTorch's momentum: no gap
+
+
+def test_real_memorizing_forty_samples_gives_a_generalization_gap(digits):
+    # Measured (seed 0, 1 thread): data 0.23, val 1.27 after 15 epochs; generalization +1.06
+    few = dataclasses.replace(digits, x_train=digits.x_train[:40], y_train=digits.y_train[:40])
+    hp = HParams(width=16, lr=1e-2, batch_size=16, weight_decay=0.0, penalty_mode="none")
+    history = Trainer(hp, few, epochs=15, seed=0).fit()
+    assert history[-1].gap_generalization > 0.5
+    assert diagnose(history).codes == ("generalization-gap",)
 
 
 def test_the_stored_curve_is_labelled_and_reads_back_as_rows():
