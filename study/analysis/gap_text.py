@@ -242,7 +242,8 @@ def _by_setting(groups: Mapping[str, Mapping[str, Any]]) -> str:
 
 def _largest(groups: Mapping[str, Mapping[str, Any]]) -> str:
     """`` Largest: BatchNorm statistics +1.86 [+1.34, +2.37] at epoch 1 (adam, bn 0.01,
-    dropout 0); try a higher BatchNorm momentum ... (each setting's advice: the report).``,
+    dropout 0); try a higher BatchNorm momentum ... (each setting's advice: its section of the
+    report).``,
     from the setting whose carrier part is largest; empty when no setting has a carrier."""
     carried = [(label, g) for label, g in groups.items()
                if (g.get("early") or {}).get("carrier") in CARRIER_CODES]
@@ -250,7 +251,7 @@ def _largest(groups: Mapping[str, Mapping[str, Any]]) -> str:
         return ""
     label, group = max(carried, key=lambda lg: abs(_carried(lg[1]["early"])["estimate"]))
     early, code = group["early"], (group.get("verdict") or {}).get("code")
-    advice = f"; try {TRY[code][0]} (each setting's advice: the report)" \
+    advice = f"; try {TRY[code][0]} (each setting's advice: its section of the report)" \
         if code in _FIXABLE else ""
     return (f" Largest: {LABELS[early['carrier']]} {_bracket(_carried(early))} at "
             f"{_window(group)} ({label}){advice}.")

@@ -441,7 +441,7 @@ def test_the_line_of_settings_names_the_largest_carrier_and_its_advice_where_the
                          "(bn 0.01); try a higher BatchNorm momentum in PyTorch's convention "
                          "(its default is 0.1; Keras's 0.99 is 0.01 there): the running "
                          "statistics then follow the moving weights in fewer steps (each "
-                         "setting's advice: the report)."), line
+                         "setting's advice: its section of the report)."), line
     averaging = {"groups": {"a": gap_block(_lags(0.5, 0.5, 0.5)), "b": gap_block(_lags(0.3))}}
     assert "; try" not in short_line(averaging)  # nothing to fix: no advice in the line
 
