@@ -3,11 +3,14 @@ never by the message text (a run id may contain "503"; a path may contain "refus
 
 from __future__ import annotations
 
+import socket
+
 from mlflow.exceptions import MlflowException, RestException
 
 from study.errors import exception_chain
+from study.redact import one_line
 
-__all__ = ["is_transient"]
+__all__ = ["is_transient", "reason", "unresolvable_host"]
 
 # MLflow error codes that mean "the server is there but cannot answer now".
 _TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED",
@@ -51,3 +54,25 @@ def is_transient(exc: BaseException) -> bool:
     server_said = isinstance(exc, RestException) or (exc.__cause__ is None
                                                      and exc.__context__ is None)
     return exc.error_code == "INTERNAL_ERROR" and server_said
+
+
+def unresolvable_host(exc: BaseException) -> str | None:
+    """Why the tracking server's host name does not resolve, where that is what ``exc`` says
+    (the resolver knows no such name, not a resolver that is down: that one is transient);
+    ``None`` otherwise."""
+    chain = exception_chain(exc)
+    permanent = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA")
+                 if hasattr(socket, name)}
+    if not any(isinstance(err, socket.gaierror) and err.errno in permanent for err in chain):
+        return None
+    import urllib3.exceptions
+
+    named = [err for err in chain if isinstance(err, urllib3.exceptions.NameResolutionError)]
+    return one_line(named[0] if named else chain[-1]).split(": ", 1)[-1]
+
+
+def reason(exc: BaseException) -> str:
+    """The innermost cause of ``exc`` in one line (``[Errno 111] Connection refused``, not the
+    URL-laden wrapper MLflow and requests put around it, cut before the cause)."""
+    chain = exception_chain(exc)
+    return one_line(chain[-1]) if len(chain) > 1 else one_line(exc)[:160]

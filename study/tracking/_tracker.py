@@ -37,7 +37,7 @@ from study.errors import TrackingError
 from study.redact import one_line, redact
 from study.tracking._artifacts import ArtifactsMixin
 from study.tracking._closer import Closer
-from study.tracking._errors import is_transient
+from study.tracking._errors import is_transient, reason, unresolvable_host
 from study.tracking.filters import tag_equals, tags_match
 
 __all__ = ["BUFFERING_ENV", "CREATE_KEY_TAG", "PARENT_RUN_TAG", "Tracker"]
@@ -364,13 +364,17 @@ class Tracker(ArtifactsMixin):
             except Exception as exc:  # MlflowException, requests and driver errors
                 if not is_transient(exc):
                     raise TrackingError(f"MLflow {_name(fn)} failed: {one_line(exc)}") from None
+                host = None if self._opened else unresolvable_host(exc)
+                if host:  # a typo in a URI never used yet: waiting would not fix it
+                    raise TrackingError(f"its host name does not resolve ({host}); check the "
+                                        f"URI (--tracking-uri or MLFLOW_TRACKING_URI).") from None
                 if time.monotonic() + delay > deadline:
                     resumes = ": the study resumes" if self._opened else ""
                     raise TrackingError(
                         f"MLflow tracking store {redact(self.tracking_uri)} unreachable for "
                         f"{self.retry_seconds:g} s ({one_line(exc)}); stopping. Run the same "
                         f"command again when it is back{resumes}.") from None
-                print(f"warning: MLflow {_name(fn)} failed ({one_line(exc)[:160]}); "
+                print(f"warning: MLflow {_name(fn)} failed ({reason(exc)}); "
                       f"retrying in {delay:g} s", file=sys.stderr, flush=True)
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)

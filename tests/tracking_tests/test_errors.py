@@ -20,7 +20,7 @@ from mlflow.protos.databricks_pb2 import (
 
 from study.errors import TrackingError
 from study.tracking import Tracker
-from study.tracking._errors import is_transient
+from study.tracking._errors import is_transient, reason, unresolvable_host
 
 
 def _wrapped(inner: BaseException) -> MlflowException:
@@ -109,3 +109,58 @@ def test_a_store_never_opened_does_not_promise_that_the_study_resumes(monkeypatc
     message = str(caught.value)
     assert message.startswith("`tracking_uri` could not be opened: ")
     assert message.endswith("Run the same command again when it is back.")
+
+
+def _resolver_says_no_such_name() -> bool:
+    """Whether this machine's resolver answers "no such name" for a name that cannot exist
+    (RFC 2606's .invalid); a machine without a reachable resolver answers "try again"."""
+    try:
+        socket.getaddrinfo("no-such-host.invalid", 80)
+    except socket.gaierror as exc:
+        return exc.errno in {getattr(socket, n, None) for n in ("EAI_NONAME", "EAI_NODATA")}
+    return False
+
+
+def _raised(fn) -> BaseException:
+    try:
+        fn()
+    except BaseException as exc:  # the real exception is the test's input
+        return exc
+    raise AssertionError("nothing raised")
+
+
+@pytest.mark.skipif(not _resolver_says_no_such_name(), reason="no resolver answers here")
+def test_a_host_name_that_does_not_resolve_is_refused_at_once_not_retried(monkeypatch, capsys):
+    """Found by a user: a typo in --tracking-uri waited out --tracking-timeout (120 s by
+    default) behind warnings that cut the reason off."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(TrackingError, match=(
+            r"^`tracking_uri` could not be opened: http://no-such-host.invalid:5000: its host "
+            r"name does not resolve \(Failed to resolve 'no-such-host.invalid' \(.*\)\); "
+            r"check the URI \(--tracking-uri or MLFLOW_TRACKING_URI\)\.$")):
+        Tracker("http://no-such-host.invalid:5000", retry_seconds=300)
+    assert "retrying" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not _resolver_says_no_such_name(), reason="no resolver answers here")
+def test_only_a_name_the_resolver_does_not_know_is_unresolvable():
+    lookup = _raised(lambda: socket.getaddrinfo("no-such-host.invalid", 80))
+    assert unresolvable_host(_wrapped(lookup)) is not None
+    down = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    assert unresolvable_host(_wrapped(down)) is None  # a resolver down: transient, retried
+    assert is_transient(_wrapped(requests.exceptions.ConnectionError(str(down))))
+    assert unresolvable_host(_wrapped(ConnectionRefusedError(111, "refused"))) is None
+
+
+def test_a_retry_warning_names_the_innermost_cause(capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(TrackingError):
+        Tracker(f"http://127.0.0.1:{_closed_port()}", retry_seconds=1.5)
+    (warning, *_) = capsys.readouterr().err.splitlines()
+    assert warning == ("warning: MLflow search_experiments failed ([Errno 111] Connection "
+                       "refused); retrying in 1 s")
+
+
+def test_the_reason_of_an_error_without_a_cause_is_its_own_first_line():
+    assert reason(MlflowException("x" * 300 + "\nmore")) == "x" * 160
+    assert reason(_wrapped(TimeoutError("timed out"))) == "timed out"
