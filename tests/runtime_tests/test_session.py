@@ -181,6 +181,33 @@ def test_a_signal_while_the_stores_open_is_held_and_closes_the_parent_killed(
     assert runs_by_role(mlflow_client, "trial") == []
 
 
+def test_a_signal_while_the_stores_open_for_workers_starts_no_worker(
+        tmp_path, tracking_uri, mlflow_client, installed_interrupts, monkeypatch):
+    """run_with_workers: the signal held while the stores opened is raised before any worker
+    process starts (none would hear it: they start after the command's handlers ran)."""
+    from study.runtime import workers
+
+    started = []
+    monkeypatch.setattr(workers, "start_workers", lambda *a, **k: started.append(a) or [0])
+    opened = session.open_parent_run
+
+    def open_then_signal(*args, **kwargs):
+        found = opened(*args, **kwargs)
+        signal.raise_signal(signal.SIGTERM)  # as Kubernetes or Slurm stop a job
+        return found
+
+    monkeypatch.setattr(session, "open_parent_run", open_then_signal)
+    storage = f"journal:{tmp_path / 'journal.log'}"
+    with pytest.raises(session.Interrupted,
+                       match=r"^interrupted; run the same command to resume$"):
+        session.run_with_workers(small_config(storage, tracking_uri, n_trials=2), 2,
+                                 interrupts=installed_interrupts)
+
+    assert started == []
+    assert optuna.load_study(study_name="s", storage=create_storage(storage)).trials == []
+    assert [r.info.status for r in runs_by_role(mlflow_client, "parent")] == ["KILLED"]
+
+
 def test_a_signal_while_the_data_loads_is_raised_at_once_and_creates_nothing(
         tmp_path, installed_interrupts, monkeypatch):
     from study.runtime import inputs
