@@ -27,7 +27,8 @@ mode-gap               the first rule holds but, with the parts measured, the se
                        dropout) and the epoch mean, not overfitting
 slow-validation        >= 2 epochs; over the first ``max(1, n // 3)`` epochs the mean val loss
                        exceeds ``LAG_FACTOR`` (2) x the mean data loss and it by ``GAP_MARGIN``;
-                       and the last epoch has no generalization-gap (the lag closed)
+                       and the last epoch has no generalization-gap or mode-gap (the lag
+                       closed)
 =====================  ===========================================================================
 
 Combination: ``diverged`` excludes every other code (after a blow-up the figures describe the
@@ -67,6 +68,7 @@ _LOSS_FIELDS = FIELDS[:4]
 # The gap's parts a row may carry beyond FIELDS (where measured: see mode-gap).
 _PARTS = ("gap_mode", "gap_generalization", "gap_timing")
 _GENERALIZATION = "gap_generalization"
+
 
 def curve_record(history: Sequence[Any]) -> list[dict[str, float]]:
     """The trial attr "curve": one labelled entry per epoch (``epoch`` and :data:`FIELDS`), so
