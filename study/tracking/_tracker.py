@@ -37,7 +37,8 @@ from study.errors import TrackingError
 from study.redact import one_line, redact
 from study.tracking._artifacts import ArtifactsMixin
 from study.tracking._closer import Closer
-from study.tracking._errors import is_transient, reason, unresolvable_host
+from study.tracking._local import check_local_folder
+from study.tracking._retry import with_retries
 from study.tracking.filters import tag_equals, tags_match
 
 __all__ = ["BUFFERING_ENV", "CREATE_KEY_TAG", "PARENT_RUN_TAG", "Tracker"]
@@ -50,7 +51,6 @@ CREATE_KEY_TAG = "study.create_key"
 BUFFERING_ENV = "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"
 # MLflow caps a param value at 6000 characters; config values are far below it.
 _PARAM_LIMIT = 6000
-_FIRST_DELAY, _MAX_DELAY = 1.0, 30.0
 # A batch handed to MLflow this long ago has been written or has failed (its queue writes each
 # second): checked when the run's next batch is handed over.
 _SETTLED_SECONDS = 2.0
@@ -95,6 +95,7 @@ class Tracker(ArtifactsMixin):
         self._queue_lock = threading.Lock()
         shown = redact(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "default"))
         try:
+            check_local_folder(tracking_uri)
             self.client = MlflowClient(tracking_uri)
             self.tracking_uri = self.client.tracking_uri
         except Exception as exc:  # MlflowException for unsupported schemes, driver errors
@@ -356,29 +357,8 @@ class Tracker(ArtifactsMixin):
             self.client.set_terminated(run_id, status=status)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + self.retry_seconds
-        delay = _FIRST_DELAY
-        while True:
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:  # MlflowException, requests and driver errors
-                if not is_transient(exc):
-                    raise TrackingError(f"MLflow {_name(fn)} failed: {one_line(exc)}") from None
-                host = None if self._opened else unresolvable_host(exc)
-                if host:  # a typo in a URI never used yet: waiting would not fix it
-                    raise TrackingError(f"its host name does not resolve ({host}); check the "
-                                        f"URI (--tracking-uri or MLFLOW_TRACKING_URI).") from None
-                if time.monotonic() + delay > deadline:
-                    resumes = ": the study resumes" if self._opened else ""
-                    raise TrackingError(
-                        f"MLflow tracking store {redact(self.tracking_uri)} unreachable for "
-                        f"{self.retry_seconds:g} s ({one_line(exc)}); stopping. Run the same "
-                        f"command again when it is back{resumes}.") from None
-                print(f"warning: MLflow {_name(fn)} failed ({reason(exc)}); "
-                      f"retrying in {delay:g} s", file=sys.stderr, flush=True)
-                time.sleep(delay)
-                delay = min(delay * 2, _MAX_DELAY)
-
+        return with_retries(fn, *args, uri=self.tracking_uri, seconds=self.retry_seconds,
+                            opened=self._opened, **kwargs)
 
 def _failed(operation: Any) -> bool:
     """Whether an asynchronous write (MLflow's ``RunOperations``, already finished) failed."""
@@ -387,11 +367,6 @@ def _failed(operation: Any) -> bool:
     except MlflowException:
         return True
     return False
-
-
-def _name(fn: Any) -> str:
-    """The MLflow call ``fn`` stands for, as error messages name it (``set_terminated``)."""
-    return getattr(fn, "__name__", "call").lstrip("_")
 
 
 def _tags_and_metrics(tags: Mapping[str, Any], metrics: Mapping[str, float] | None,

@@ -25,6 +25,12 @@ RUN = ["run", "--n-trials", "1", "--epochs", "1", "--device", "cpu"]
      "error: `storage` could not be opened: journal:missing/optuna.journal: "),
     (["trial", "--epochs", "1", "--device", "cpu", "--batch-size", "100000"],
      "error: `batch_size` must be <= the"),
+    # MLflow would make the folders: a typo would log the study to a database nobody opens.
+    ([*RUN, "--tracking-uri", "sqlite:///missing/mlflow.db"],
+     "error: `tracking_uri` could not be opened: sqlite:///missing/mlflow.db: "),
+    (["trial", "--epochs", "1", "--device", "cpu", "--tracking-uri",
+      "sqlite:///missing/mlflow.db"],
+     "error: `tracking_uri` could not be opened: sqlite:///missing/mlflow.db: "),
 ])
 def test_a_bad_input_leaves_no_store_behind(argv, error, tmp_path):
     proc = run_cli(argv, cwd=tmp_path, env=cli_env(), timeout=300)

@@ -98,7 +98,7 @@ def test_a_refused_connection_is_retried_then_unreachable(capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # our retries, not requests'
     with pytest.raises(TrackingError, match=r"unreachable for 1.5 s .*Connection refused"):
         Tracker(f"http://127.0.0.1:{_closed_port()}", retry_seconds=1.5)
-    assert "retrying in 1 s" in capsys.readouterr().err
+    assert "retrying for up to 1.5 s" in capsys.readouterr().err
 
 
 def test_a_store_never_opened_does_not_promise_that_the_study_resumes(monkeypatch):
@@ -152,13 +152,20 @@ def test_only_a_name_the_resolver_does_not_know_is_unresolvable():
     assert unresolvable_host(_wrapped(ConnectionRefusedError(111, "refused"))) is None
 
 
-def test_a_retry_warning_names_the_innermost_cause(capsys, monkeypatch):
+def test_a_store_that_never_answered_says_how_long_it_waits_and_why_once(capsys, monkeypatch):
+    """Found by a user: a wrong port waited two minutes behind warnings that said neither how
+    long nor that the URI may be wrong (and cut the reason off)."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    port = _closed_port()
     with pytest.raises(TrackingError):
-        Tracker(f"http://127.0.0.1:{_closed_port()}", retry_seconds=1.5)
-    (warning, *_) = capsys.readouterr().err.splitlines()
-    assert warning == ("warning: MLflow search_experiments failed ([Errno 111] Connection "
-                       "refused); retrying in 1 s")
+        Tracker(f"http://127.0.0.1:{port}", retry_seconds=3.5)
+    first, *later = capsys.readouterr().err.splitlines()
+    assert first == (f"warning: MLflow tracking store http://127.0.0.1:{port} does not answer "
+                     f"([Errno 111] Connection refused); retrying for up to 3.5 s "
+                     f"(--tracking-timeout), as for a server still starting; a wrong URI is "
+                     f"not fixed by waiting (Ctrl-C stops).")
+    assert later == ["warning: MLflow search_experiments failed ([Errno 111] Connection "
+                     "refused); retrying in 2 s"]
 
 
 def test_the_reason_of_an_error_without_a_cause_is_its_own_first_line():

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from study.errors import TrackingError
 from study.tracking import Tracker, tag_equals
-from study.tracking import _tracker as tracker_module
+from study.tracking import _retry as retry_module
 from study.tracking._tracker import BUFFERING_ENV, CREATE_KEY_TAG
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -237,7 +237,7 @@ def test_a_password_in_the_tracking_uri_is_never_printed(server, capsys, monkeyp
 def test_a_batch_lost_while_the_server_was_down_is_written_before_the_close(
         server, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # our retries, not requests'
-    monkeypatch.setattr(tracker_module, "_MAX_DELAY", 2.0)  # retry often: the test is shorter
+    monkeypatch.setattr(retry_module, "MAX_DELAY", 2.0)  # retry often: the test is shorter
     tracker = Tracker(server.uri, retry_seconds=120)
     run_id = _trial_run(tracker, tracker.experiment_id("outage"))
     server.stop()

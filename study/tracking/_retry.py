@@ -1,0 +1,61 @@
+"""The tracker's retry loop: transient failures retried with exponential backoff, a permanent
+one (or a host name nobody knows, on a store not opened yet) reported at once."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from study.errors import TrackingError
+from study.redact import one_line, redact
+from study.tracking._errors import is_transient, reason, unresolvable_host
+
+__all__ = ["FIRST_DELAY", "MAX_DELAY", "with_retries"]
+
+FIRST_DELAY, MAX_DELAY = 1.0, 30.0
+
+
+def with_retries(fn: Callable[..., Any], *args: Any, uri: str, seconds: float, opened: bool,
+                 **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, retried on transient failures for up to ``seconds``.
+
+    Args:
+        fn: An MLflow call (named in messages by its ``__name__``).
+        uri: The tracking URI (shown redacted).
+        seconds: How long to keep retrying.
+        opened: Whether the store answered once already (an outage of a study that resumes);
+            before that, the first warning says how long it waits and why it may be the URI.
+
+    Raises:
+        TrackingError: A permanent failure, or a transient one that outlasted ``seconds``.
+    """
+    deadline = time.monotonic() + seconds
+    delay, name = FIRST_DELAY, getattr(fn, "__name__", "call").lstrip("_")
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # MlflowException, requests and driver errors
+            if not is_transient(exc):
+                raise TrackingError(f"MLflow {name} failed: {one_line(exc)}") from None
+            host = None if opened else unresolvable_host(exc)
+            if host:  # a typo in a URI never used yet: waiting would not fix it
+                raise TrackingError(f"its host name does not resolve ({host}); check the URI "
+                                    f"(--tracking-uri or MLFLOW_TRACKING_URI).") from None
+            if time.monotonic() + delay > deadline:
+                resumes = ": the study resumes" if opened else ""
+                raise TrackingError(
+                    f"MLflow tracking store {redact(uri)} unreachable for {seconds:g} s "
+                    f"({one_line(exc)}); stopping. Run the same command again when it is "
+                    f"back{resumes}.") from None
+            if not opened and delay == FIRST_DELAY:
+                print(f"warning: MLflow tracking store {redact(uri)} does not answer "
+                      f"({reason(exc)}); retrying for up to {seconds:g} s "
+                      f"(--tracking-timeout), as for a server still starting; a wrong URI is "
+                      f"not fixed by waiting (Ctrl-C stops).", file=sys.stderr, flush=True)
+            else:
+                print(f"warning: MLflow {name} failed ({reason(exc)}); retrying in "
+                      f"{delay:g} s", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_DELAY)
