@@ -68,6 +68,7 @@ _LOSS_FIELDS = FIELDS[:4]
 # The gap's parts a row may carry beyond FIELDS (where measured: see mode-gap).
 _PARTS = ("gap_mode", "gap_generalization", "gap_timing")
 _GENERALIZATION = "gap_generalization"
+_CARRIERS = (("gap_mode", "the switch to eval mode"), ("gap_timing", "the epoch mean"))
 
 
 def curve_record(history: Sequence[Any]) -> list[dict[str, float]]:
@@ -284,12 +285,15 @@ def _mode_gap(rows: list[dict[str, float]]) -> str | None:
     gap, seen = _final_gap(rows), _seen(rows)
     if gap is None or seen is None or _has_gap(rows[-1]["val_loss"], seen, GAP_FACTOR):
         return None
-    parts = ", ".join(f"{name.removeprefix('gap_')} {rows[-1][name]:+.3g}" for name in _PARTS
-                      if name in rows[-1])
-    return (f"{gap}, but only {_times(rows[-1]['val_loss'], seen)} the eval-mode loss "
+    last = rows[-1]
+    parts = ", ".join(f"{name.removeprefix('gap_')} {last[name]:+.3g}" for name in _PARTS
+                      if name in last)
+    # The parts that widen the gap (one at least: without them it would be generalization's).
+    carriers = " and ".join(words for name, words in _CARRIERS if last.get(name, 0.0) > 0)
+    return (f"{gap}, but only {_times(last['val_loss'], seen)} the eval-mode loss "
             f"{_g(seen)} of the same model on training samples, under the "
-            f"{GAP_FACTOR:g}x that marks overfitting: the gap is mostly the switch to eval mode "
-            f"and the epoch mean (parts: {parts})")
+            f"{GAP_FACTOR:g}x that marks overfitting: the gap is mostly {carriers or 'its other parts'} "
+            f"(parts: {parts})")
 
 
 def _slow_validation(rows: list[dict[str, float]]) -> str | None:

@@ -251,7 +251,17 @@ def test_a_mode_gap_names_the_eval_mode_loss_and_the_parts():
     assert result.codes == ("mode-gap",)
     assert ("mode-gap: val loss 2 is 5.00x the data loss 0.4 at epoch 3, but only 1.03x the "
             "eval-mode loss 1.95 of the same model on training samples") in result.detail
-    assert "(parts: mode +1.7, generalization +0.05, timing -0.15)" in result.detail
+    assert result.detail.endswith("the gap is mostly the switch to eval mode (parts: mode +1.7, "
+                                  "generalization +0.05, timing -0.15).")
+
+
+def test_a_mode_gap_names_only_the_parts_that_widen_it():
+    """Found by a user: 'the switch to eval mode and the epoch mean' with a negative timing."""
+    both = diagnose([_row(1.0), _parted(0.4, 2.0, generalization=0.05, mode=1.0)]).detail
+    assert "mostly the switch to eval mode and the epoch mean (parts: mode +1, " in both
+    timing = diagnose([_row(1.0), _parted(0.4, 2.0, generalization=0.05, mode=-0.1)]).detail
+    assert "mostly the epoch mean (parts: mode -0.1, generalization +0.05, timing +1.65)" \
+        in timing
 
 
 def test_a_generalization_gap_with_the_parts_names_the_seen_samples_loss():
