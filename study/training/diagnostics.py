@@ -292,8 +292,8 @@ def _mode_gap(rows: list[dict[str, float]]) -> str | None:
     carriers = " and ".join(words for name, words in _CARRIERS if last.get(name, 0.0) > 0)
     return (f"{gap}, but only {_times(last['val_loss'], seen)} the eval-mode loss "
             f"{_g(seen)} of the same model on training samples, under the "
-            f"{GAP_FACTOR:g}x that marks overfitting: the gap is mostly {carriers or 'its other parts'} "
-            f"(parts: {parts})")
+            f"{GAP_FACTOR:g}x that marks overfitting: the gap is mostly "
+            f"{carriers or 'its other parts'} (parts: {parts})")
 
 
 def _slow_validation(rows: list[dict[str, float]]) -> str | None:
