@@ -96,6 +96,8 @@ def busy_time(trials: list) -> dt.timedelta:
 
 
 def _duration(hours: float) -> str:
+    if hours * 60 < 1:  # tiny trials: "0.0 min" read as no time at all
+        return f"{hours * 3600:.1f} s"
     return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"
 
 

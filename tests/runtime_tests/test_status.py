@@ -129,6 +129,15 @@ def test_overlapping_workers_count_their_union_once(tmp_path, third, busy_minute
     assert _throughput(config).endswith(f"({busy_minutes:.1f} min of running trials)")
 
 
+@pytest.mark.parametrize(("minutes", "shown"), [(59 / 60, "59.0 s"), (61 / 60, "1.0 min"),
+                                              (61.0, "1.0 h")])
+def test_the_running_time_is_shown_in_a_unit_that_is_not_zero(tmp_path, minutes, shown):
+    """Found by a new user: six trials of a quarter second each read '0.0 min'."""
+    config = _study_with(tmp_path, [])
+    _timed(optuna.load_study(study_name="s", storage=config.storage), 0, minutes)
+    assert _throughput(config).endswith(f"({shown} of running trials)")
+
+
 def test_the_trials_line_says_how_many_failures_were_interrupts(tmp_path):
     config = _study_with(tmp_path, [])
     study = optuna.load_study(study_name="s", storage=config.storage)
