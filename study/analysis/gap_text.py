@@ -87,6 +87,10 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
     if status == "unclear":
         limit = (f"±{_num(early['threshold'])}, the smallest gap worth explaining (the larger "
                  f"of {GAP_FLOOR} nats and {GAP_FRACTION:.0%} of the training loss)")
+        if gap["ci95"][1] < 0:  # the whole interval below training: no lag at all
+            return _out("inconclusive", f"At {window} validation does not lag training: it "
+                        f"is below it, the gap {_est(gap, ci)}; whether by more than "
+                        f"{limit[1:]} cannot be told; {n}. {ending}", [_MORE])
         if gap["ci95"][1] <= early["threshold"]:  # below training or level with it: no lag
             return _out("inconclusive", f"At {window} validation does not lag training: the "
                         f"gap, {_est(gap, ci)}, lies below +{_num(early['threshold'])}, the "
@@ -304,10 +308,13 @@ def _unsettled(early: Mapping[str, Any]) -> str:
     if early.get("carrier") == "mode":
         return "carried by the train/eval mode difference, BatchNorm or dropout unknown"
     if not (lo > early["threshold"] or hi < -early["threshold"]):
+        worth = f"{_num(early['threshold'])}, the smallest gap worth explaining"
+        if hi < 0:
+            return (f"so validation is below training, not behind it; whether by more than "
+                    f"{worth}, cannot be told")
         if hi <= early["threshold"]:
-            return (f"so validation is not behind training by more than "
-                    f"{_num(early['threshold'])}; whether it is below it by more cannot be "
-                    f"told")
+            return (f"so validation is not behind training by more than {worth}; whether it "
+                    f"is below it by more cannot be told")
         return (f"its interval reaches into ±{_num(early['threshold'])}, the smallest gap "
                 f"worth explaining")
     return "no part shown to carry it"

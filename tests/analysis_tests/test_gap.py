@@ -581,11 +581,20 @@ def test_a_gap_that_may_be_negligible_but_is_not_above_training_says_it_does_not
                              "generalization": 0.0}, bn=False, epochs=2))
     verdict = block["verdict"]
     assert verdict["code"] == "inconclusive"
-    assert verdict["text"].startswith("At epoch 1 validation does not lag training: the gap, "
-                                      "-0.33 (95% CI -0.63 to -0.03), lies below +0.05, the "
-                                      "smallest lag worth explaining;")
-    assert ("-0.33 [-0.63, -0.03] at epoch 1, so validation is not behind training by more "
-            "than 0.05; whether it is below it by more cannot be told") in short_line(block)
+    assert verdict["text"].startswith("At epoch 1 validation does not lag training: it is "
+                                      "below it, the gap -0.33 (95% CI -0.63 to -0.03); "
+                                      "whether by more than 0.05, the smallest gap worth "
+                                      "explaining")
+    assert ("-0.33 [-0.63, -0.03] at epoch 1, so validation is below training, not behind "
+            "it; whether by more than 0.05, the smallest gap worth explaining, cannot be told"
+            ) in short_line(block)
+    level = gap_block(study({"timing": spread(-0.06, 0.08), "mode": 0.0, "generalization": 0.0},
+                            bn=False, epochs=2))  # an interval from below training to level
+    assert level["early"]["gap"]["ci95"][0] < 0 < level["early"]["gap"]["ci95"][1] <= 0.05
+    assert level["verdict"]["text"].startswith("At epoch 1 validation does not lag training: "
+                                               "the gap, ")
+    assert ("so validation is not behind training by more than 0.05, the smallest gap worth "
+            "explaining; whether it is below it by more cannot be told") in short_line(level)
     above = gap_block(study({"timing": spread(0.05, 0.3), "mode": 0.0, "generalization": 0.0},
                             bn=False))
     assert above["verdict"]["text"].startswith("At epoch 1 the gap, ")
