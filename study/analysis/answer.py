@@ -132,13 +132,16 @@ def _would(found: Mapping[str, Any], verb: str) -> str:
     """The threshold weight decay in the question's line, qualified as the paragraph's
     threshold sentence qualifies it (``verb`` ``start``: the initialization question)."""
     status, estimate = found.get("status"), found.get("estimate")
+    # With its interval: a bare estimate read as settled beside an unsettled effect.
+    ci = _ci_text(found.get("ci95"))
     if estimate and status == "inside":
-        return f" They would {verb} higher above weight decay {weight_decay_text(estimate)}."
+        return (f" They would {verb} higher above weight decay {weight_decay_text(estimate)} "
+                f"({ci}).")
     if estimate and status == "outside":
         # At initialization only the penalty's factor depends on the weight decay: exact.
         how = "exact at initialization" if verb == "start" else "extrapolated"
         return (f" They would {verb} higher above weight decay {weight_decay_text(estimate)} "
-                f"(outside the weight decays studied; {how}).")
+                f"({ci}; outside the weight decays studied; {how}).")
     extrapolated = found.get("extrapolated")
     if status == "never" and extrapolated:
         studied = (found.get("studied_range") or [None, None])[1]

@@ -71,12 +71,15 @@ def test_the_paragraph_names_the_verdict_in_words():
 def test_an_unsettled_size_effect_still_names_the_threshold_weight_decay():
     block = {**_block((-0.017, -0.059, 0.025), data=(-0.022, -0.064, 0.02),
                       code="inconclusive"),
-             "threshold": {"status": "inside", "estimate": 7.7e-4}}
+             "threshold": {"status": "inside", "estimate": 7.7e-4, "ci95": [None, 2.1e-3]}}
     line = headline(block)
     assert line.startswith("At initialization: inconclusive. Cannot tell yet whether bigger "
                            "models start higher: -0.0170 [-0.0590, +0.0250] per decade holds "
                            "both a fall and a rise.")
-    assert line.endswith(" They would start higher above weight decay 7.7e-04.")
+    # With its interval, as the paragraph gives it (found by a new user: a bare threshold
+    # read as settled after "inconclusive").
+    assert line.endswith(" They would start higher above weight decay 7.7e-04 (95% CI up to "
+                         "2.1e-03).")
 
 
 def _gap() -> dict:
@@ -109,11 +112,12 @@ def test_the_line_qualifies_a_threshold_as_the_paragraph_does():
     outside = {"status": "outside", "estimate": 2.2e-3, "ci95": [1e-3, 4e-3],
                "studied_range": [1e-5, 1e-4]}
     init = headline({**base, "threshold": outside})
-    assert init.endswith("They would start higher above weight decay 2.2e-03 (outside the "
-                         "weight decays studied; exact at initialization).")
+    assert init.endswith("They would start higher above weight decay 2.2e-03 (95% CI 1.0e-03 "
+                         "to 4.0e-03; outside the weight decays studied; exact at "
+                         "initialization).")
     early = headline({**base, "question": "early", "threshold": outside})
-    assert early.endswith("They would be higher above weight decay 2.2e-03 (outside the "
-                          "weight decays studied; extrapolated).")
+    assert early.endswith("They would be higher above weight decay 2.2e-03 (95% CI 1.0e-03 to "
+                          "4.0e-03; outside the weight decays studied; extrapolated).")
     never = {"status": "never", "estimate": None, "extrapolated": 2e-2,
              "studied_range": [1e-5, 1e-3]}
     line = headline({**base, "question": "early", "threshold": never})
