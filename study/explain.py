@@ -21,7 +21,12 @@ from study._validation import check_choice, check_fixed_hparams, fail, folder_na
 from study.config import TRAINING_OPTIONS, StudyConfig
 from study.errors import ConfigError, StudyError
 from study.runtime.explain import ExplainDesign, QueuedTrial, explain_config, width_grid
-from study.runtime.explain_resume import StoredExperiment, check_resume, stored_experiment
+from study.runtime.explain_resume import (
+    StoredExperiment,
+    check_resume,
+    spelling,
+    stored_experiment,
+)
 from study.runtime.gap_design import GapDesign, check_replicates, gap_config
 
 if TYPE_CHECKING:
@@ -131,9 +136,14 @@ def _more_gap_replicates(document: Mapping[str, Any], replicates: int) -> list[s
 
 def _replicates_flag(n: int) -> str:
     """``--replicates N``, or ``-P replicates=N`` under ``mlflow run`` (the MLproject's)."""
+    return _spell("replicates", str(n))
+
+
+def _spell(field: str, value: str) -> str:
+    """``field`` and ``value`` as this command's line writes them (see :func:`spelling`)."""
     from study.runtime.parent import entry_run_id
 
-    return f"-P replicates={n}" if entry_run_id() else f"--replicates {n}"
+    return spelling(entry_run_id() is not None)(field, value)
 
 
 def _more_replicates(document: Mapping[str, Any], *, per_replicate: int,
@@ -206,12 +216,10 @@ def check_grid(config: StudyConfig, grid: Sequence[int], stored: Sequence[int]) 
     """
     if not stored or set(stored) <= set(grid) or (stored[0], stored[-1]) != (grid[0], grid[-1]):
         return
-    from study.runtime.parent import entry_run_id
-
-    named = "-P study_name=NAME" if entry_run_id() else "--study-name NAME"
     fail("n_widths", len(grid), f"a grid that holds the widths of study {config.study_name!r} "
-         f"({', '.join(map(str, stored))}: --n-widths {len(stored)}), not "
-         f"{', '.join(map(str, grid))}; another grid is another study ({named})")
+         f"({', '.join(map(str, stored))}: {_spell('n_widths', str(len(stored)))}), not "
+         f"{', '.join(map(str, grid))}; another grid is another study "
+         f"({_spell('study_name', 'NAME')})")
 
 
 def _resumable(config: StudyConfig, *, question: str) -> StoredExperiment | None:

@@ -16,7 +16,7 @@ from study.config import StudyConfig, config_from_stored
 from study.errors import ConfigError, StudyError
 from study.keys import CONFIG_ATTR
 
-__all__ = ["StoredExperiment", "check_resume", "stored_experiment"]
+__all__ = ["StoredExperiment", "check_resume", "spelling", "stored_experiment"]
 
 # Config fields filled from one flag of `study explain` (the others are spelled as themselves).
 _FLAG = {"lr_min": "lr", "lr_max": "lr", "weight_decay_min": "weight_decay",
@@ -68,7 +68,7 @@ def check_resume(stored: StoredExperiment | None, config: StudyConfig, *, questi
     if stored is None or stored.config is None:
         return
     was, name = stored.config, config.study_name
-    spell = _spelling(mlflow_run)
+    spell = spelling(mlflow_run)
     new = spell("study_name", "NAME")
     if not _designed(was):
         raise ConfigError(f"`study_name` must name a study of `study explain` or a new one, but "
@@ -83,10 +83,15 @@ def check_resume(stored: StoredExperiment | None, config: StudyConfig, *, questi
         if getattr(was, key) != getattr(config, key):
             flag = "width_max" if key == "width_min" and question == "gap" else \
                 _FLAG.get(key, key)
-            before, now = (spell(flag, _value(key, c, question)) for c in (was, config))
-            raise ConfigError(f"`{flag}` conflicts with study {name!r}: it was created with "
-                              f"{before}, but got {now}; pass {before} to resume it, or a "
-                              f"new {new}.")
+            before, now = (_value(key, c, question) for c in (was, config))
+            created = f"with {spell(flag, before)}" if before is not None else \
+                f"without {spell(flag, None)}"
+            resume = f"pass {spell(flag, before)}" if before is not None else \
+                f"leave out {spell(flag, None)}"
+            got = spell(flag, now) if now is not None else f"no {spell(flag, None)}"
+            raise ConfigError(f"`{flag}` conflicts with study {name!r}: it was created "
+                              f"{created}, but got {got}; {resume} to resume it, or a new "
+                              f"{new}.")
 
 
 def _designed(config: StudyConfig) -> bool:
@@ -108,14 +113,15 @@ def _value(key: str, config: StudyConfig, question: str) -> str | None:
         return None
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return repr(value) if isinstance(value, float) else str(value)  # reads back as itself
 
 
-def _spelling(mlflow_run: bool) -> Callable[[str, str | None], str]:
-    """How a flag and its value are written on this command's line."""
+def spelling(mlflow_run: bool) -> Callable[[str, str | None], str]:
+    """How a flag and its value are written on this command's line (``--lr 0.001``, or
+    ``-P lr=0.001`` under ``mlflow run``); the value ``None``: the flag alone."""
     def spell(field: str, value: str | None) -> str:
         if mlflow_run:
-            return f"-P {field}={value if value is not None else ''}"
+            return f"-P {field}" if value is None else f"-P {field}={value}"
         flag = "--" + field.replace("_", "-")
-        return f"{flag} {value}" if value is not None else f"no {flag}"
+        return flag if value is None else f"{flag} {value}"
     return spell

@@ -214,7 +214,10 @@ def _local_path(url: str) -> Path | None:
     from sqlalchemy.engine import make_url
 
     database = make_url(url).database
-    return Path(database) if database and database != ":memory:" else None
+    # In memory, or an SQLite URI filename (?uri=true) that SQLite itself parses: not checked.
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
 
 
 def missing_local_store(url: str) -> bool:

@@ -90,10 +90,14 @@ def parent_elsewhere(study_name: str, run_id: str, where: str | None, here: str)
 
 
 def check_parent_store(attrs: Mapping[str, Any], *, study_name: str,
-                       tracking_uri: str | None) -> None:
+                       tracking_uri: str | None) -> bool:
     """Before the tracking store is opened: refuse a local SQLite store that does not exist
     when the study recorded its parent run in another one (opening it would create an empty
     ``mlflow.db`` and find no parent run there). ``tracking_uri`` ``None``: MLflow's own.
+
+    Returns:
+        Whether ``tracking_uri`` is the store the study recorded (a failure to reach it is an
+        outage, not a typo: see ``Tracker(known=...)``).
 
     Raises:
         TrackingError: The line of :func:`parent_elsewhere`.
@@ -105,6 +109,7 @@ def check_parent_store(attrs: Mapping[str, Any], *, study_name: str,
     if run_id and tracking_uri.startswith("sqlite:") and missing_local_store(tracking_uri) \
             and _elsewhere(where, tracking_uri):
         raise TrackingError(parent_elsewhere(study_name, run_id, where, tracking_uri))
+    return bool(run_id) and where == shown_storage(tracking_uri)
 
 
 def _elsewhere(where: str | None, tracking_uri: str) -> bool:

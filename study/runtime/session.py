@@ -239,12 +239,12 @@ def _open_stores(config: StudyConfig, prepared: PreparedStudy | None,
                  inputs: CheckedInputs, *, device: Any, given: dict[str, Any], worker: bool,
                  out: TextIO) -> _Session:
     """The tracker, the study and its parent run, recovered (see :func:`_open_session`)."""
-    if prepared is not None and prepared.study_id is not None:
-        check_parent_store(prepared.storage.get_study_user_attrs(prepared.study_id),
-                           study_name=config.study_name, tracking_uri=config.tracking_uri)
+    known = prepared is not None and prepared.study_id is not None and check_parent_store(
+        prepared.storage.get_study_user_attrs(prepared.study_id),
+        study_name=config.study_name, tracking_uri=config.tracking_uri)
     # Trial runs close in the background: the next trial's sampling reads Optuna, not MLflow.
     tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout,
-                      close_in_background=True)
+                      close_in_background=True, known=known)
     entry = entry_run_id()
     if entry and "experiment" not in given and not worker and not (prepared and prepared.stored):
         entry_run = tracker.get_run(entry)

@@ -25,8 +25,8 @@ def check_local_folder(tracking_uri: str | None) -> None:
     from sqlalchemy.engine import make_url
 
     database = make_url(uri).database
-    if not database or database == ":memory:":
-        return
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return  # in memory, or an SQLite URI filename (?uri=true) that SQLite itself parses
     folder = Path(database).absolute().parent
     if not folder.is_dir():
         why = "is not a folder" if folder.exists() else "does not exist; create it first"

@@ -18,15 +18,18 @@ FIRST_DELAY, MAX_DELAY = 1.0, 30.0
 
 
 def with_retries(fn: Callable[..., Any], *args: Any, uri: str, seconds: float, opened: bool,
-                 **kwargs: Any) -> Any:
+                 known: bool, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)``, retried on transient failures for up to ``seconds``.
 
     Args:
         fn: An MLflow call (named in messages by its ``__name__``).
         uri: The tracking URI (shown redacted).
         seconds: How long to keep retrying.
-        opened: Whether the store answered once already (an outage of a study that resumes);
-            before that, the first warning says how long it waits and why it may be the URI.
+        opened: Whether the store answered this tracker once already (an outage of a study
+            that resumes).
+        known: Whether the URI is known to reach the store (``opened``, or a study recorded
+            its parent run there); before that, a host name that does not resolve is refused
+            at once and the first warning says how long it waits and that it may be the URI.
 
     Raises:
         TrackingError: A permanent failure, or a transient one that outlasted ``seconds``.
@@ -39,7 +42,7 @@ def with_retries(fn: Callable[..., Any], *args: Any, uri: str, seconds: float, o
         except Exception as exc:  # MlflowException, requests and driver errors
             if not is_transient(exc):
                 raise TrackingError(f"MLflow {name} failed: {one_line(exc)}") from None
-            host = None if opened else unresolvable_host(exc)
+            host = None if known else unresolvable_host(exc)
             if host:  # a typo in a URI never used yet: waiting would not fix it
                 raise TrackingError(f"its host name does not resolve ({host}); check the URI "
                                     f"(--tracking-uri or MLFLOW_TRACKING_URI).") from None
@@ -49,8 +52,8 @@ def with_retries(fn: Callable[..., Any], *args: Any, uri: str, seconds: float, o
                     f"MLflow tracking store {redact(uri)} unreachable for {seconds:g} s "
                     f"({one_line(exc)}); stopping. Run the same command again when it is "
                     f"back{resumes}.") from None
-            if not opened and delay == FIRST_DELAY:
-                print(f"warning: MLflow tracking store {redact(uri)} does not answer "
+            if not known and delay == FIRST_DELAY:
+                print(f"warning: MLflow tracking store {redact(uri)} is not available "
                       f"({reason(exc)}); retrying for up to {seconds:g} s "
                       f"(--tracking-timeout), as for a server still starting; a wrong URI is "
                       f"not fixed by waiting (Ctrl-C stops).", file=sys.stderr, flush=True)

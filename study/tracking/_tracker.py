@@ -78,14 +78,19 @@ class Tracker(ArtifactsMixin):
             on a background thread, in order, so the next trial need not wait; an error is
             raised at the next create or close, or by :meth:`wait_closed`, which a session
             calls before it ends.
+        known: The URI reached this store before (a study recorded its parent run there):
+            a failure of the first call is an outage, not a typo (no fast refusal of a host
+            name that does not resolve).
 
     Raises:
         TrackingError: The tracking store cannot be reached.
     """
 
     def __init__(self, tracking_uri: str | None = None, *, retry_seconds: float = 120.0,
-                 asynchronous: bool = True, close_in_background: bool = False) -> None:
+                 asynchronous: bool = True, close_in_background: bool = False,
+                 known: bool = False) -> None:
         self.retry_seconds = retry_seconds
+        self._known = known
         self.asynchronous = asynchronous
         self._closer: Closer | None = None
         self._nested: set[str] = set()  # open runs created here under a parent: asynchronous
@@ -358,7 +363,8 @@ class Tracker(ArtifactsMixin):
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return with_retries(fn, *args, uri=self.tracking_uri, seconds=self.retry_seconds,
-                            opened=self._opened, **kwargs)
+                            opened=self._opened, known=self._opened or self._known, **kwargs)
+
 
 def _failed(operation: Any) -> bool:
     """Whether an asynchronous write (MLflow's ``RunOperations``, already finished) failed."""

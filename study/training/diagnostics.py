@@ -23,8 +23,8 @@ generalization-gap     last epoch: ``val_loss > GAP_FACTOR`` (1.5) x ``data_loss
                        measured, the same rule also holds against the eval-mode loss of training
                        samples, ``val_loss - gap_generalization`` (the part that is overfitting)
 mode-gap               the first rule holds but, with the parts measured, the second does not:
-                       the gap is the switch to eval mode (BatchNorm's running statistics,
-                       dropout) and the epoch mean, not overfitting
+                       the gap is mostly the switch to eval mode (BatchNorm's running
+                       statistics, dropout) and the epoch mean, not mainly overfitting
 slow-validation        >= 2 epochs; over the first ``max(1, n // 3)`` epochs the mean val loss
                        exceeds ``LAG_FACTOR`` (2) x the mean data loss and it by ``GAP_MARGIN``;
                        and the last epoch has no generalization-gap or mode-gap (the lag
@@ -47,6 +47,7 @@ An empty curve (a trial pruned or failed before its first epoch) yields an empty
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -187,7 +188,8 @@ def _row(row: Any, epoch: int) -> dict[str, float]:
             fail(f"curve[{epoch - 1}].{name}", value, "a number")
     for name in _PARTS:  # measured parts of the gap: see mode-gap
         part = row.get(name) if isinstance(row, Mapping) else getattr(row, name, None)
-        if isinstance(part, int | float) and math.isfinite(part):
+        if isinstance(part, numbers.Real) and not isinstance(part, bool) \
+                and math.isfinite(part):
             out[name] = float(part)
     return out
 
@@ -289,11 +291,13 @@ def _mode_gap(rows: list[dict[str, float]]) -> str | None:
     parts = ", ".join(f"{name.removeprefix('gap_')} {last[name]:+.3g}" for name in _PARTS
                       if name in last)
     # The parts that widen the gap (one at least: without them it would be generalization's).
-    carriers = " and ".join(words for name, words in _CARRIERS if last.get(name, 0.0) > 0)
+    widen = [(words, last[name]) for name, words in _CARRIERS if last.get(name, 0.0) > 0]
+    carriers = " and ".join(words for words, _ in widen) or "its other parts"
+    share = "the gap is mostly" if sum(v for _, v in widen) > last[_GENERALIZATION] else \
+        "the rest of the gap is"
     return (f"{gap}, but only {_times(last['val_loss'], seen)} the eval-mode loss "
             f"{_g(seen)} of the same model on training samples, under the "
-            f"{GAP_FACTOR:g}x that marks overfitting: the gap is mostly "
-            f"{carriers or 'its other parts'} (parts: {parts})")
+            f"{GAP_FACTOR:g}x that marks overfitting: {share} {carriers} (parts: {parts})")
 
 
 def _slow_validation(rows: list[dict[str, float]]) -> str | None:

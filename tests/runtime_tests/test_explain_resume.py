@@ -130,3 +130,25 @@ def test_the_stored_study_is_read_from_the_storage_without_creating_one(tmp_path
     found = stored_experiment(config)
     assert found.widths == (4, 10, 32)
     assert found.config == config
+
+
+def test_an_unset_value_is_said_as_without_the_flag():
+    with pytest.raises(ConfigError, match=r"^`depth` conflicts with study 'e': it was created "
+                       r"without --depth, but got --depth 3; leave out --depth to resume it, "
+                       r"or a new --study-name NAME\.$"):
+        check_resume(stored(size_config(model="resnet")), size_config(model="resnet", depth=3),
+                     question="size")
+    with pytest.raises(ConfigError, match=r"created with --depth 3, but got no --depth; pass "
+                       r"--depth 3 to resume it"):
+        check_resume(stored(size_config(model="resnet", depth=3)), size_config(model="resnet"),
+                     question="size")
+
+
+def test_a_value_is_written_so_that_passing_it_resumes():
+    """Found in review: six significant digits showed two different lrs as one, and passing
+    the advised value did not resume."""
+    was, now = size_config(lr=0.00012345678), size_config(lr=0.000123456789)
+    with pytest.raises(ConfigError) as caught:
+        check_resume(stored(was), now, question="size")
+    advised = float(str(caught.value).split("; pass --lr ")[1].split()[0])
+    check_resume(stored(was), size_config(lr=advised), question="size")

@@ -64,4 +64,5 @@ def test_the_early_check_leaves_other_stores_to_the_parent_lookup(stores, case):
     attrs = {} if case == "no parent yet" else study.user_attrs
     uri = {"existing file": other, "the recorded store": home,
            "no parent yet": f"sqlite:///{tmp_path / 'new.db'}"}[case]
-    check_parent_store(attrs, study_name="s", tracking_uri=uri)  # no error
+    known = check_parent_store(attrs, study_name="s", tracking_uri=uri)  # no error
+    assert known is (case == "the recorded store")  # a failure there is an outage, no typo

@@ -138,8 +138,19 @@ def test_a_host_name_that_does_not_resolve_is_refused_at_once_not_retried(monkey
             r"^`tracking_uri` could not be opened: http://no-such-host.invalid:5000: its host "
             r"name does not resolve \(Failed to resolve 'no-such-host.invalid' \(.*\)\); "
             r"check the URI \(--tracking-uri or MLFLOW_TRACKING_URI\)\.$")):
-        Tracker("http://no-such-host.invalid:5000", retry_seconds=300)
+        Tracker("http://no-such-host.invalid:5000", retry_seconds=20)  # a regression: 20 s
     assert "retrying" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not _resolver_says_no_such_name(), reason="no resolver answers here")
+def test_a_store_known_to_the_study_is_waited_for_whatever_the_resolver_says(monkeypatch,
+                                                                            capsys):
+    """A worker given the URI the study recorded: a name that stops resolving (a DNS outage)
+    is an outage like a refused connection, not a typo."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(TrackingError, match=r"unreachable for 1.5 s"):
+        Tracker("http://no-such-host.invalid:5000", retry_seconds=1.5, known=True)
+    assert "retrying in 1 s" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not _resolver_says_no_such_name(), reason="no resolver answers here")
@@ -160,7 +171,7 @@ def test_a_store_that_never_answered_says_how_long_it_waits_and_why_once(capsys,
     with pytest.raises(TrackingError):
         Tracker(f"http://127.0.0.1:{port}", retry_seconds=3.5)
     first, *later = capsys.readouterr().err.splitlines()
-    assert first == (f"warning: MLflow tracking store http://127.0.0.1:{port} does not answer "
+    assert first == (f"warning: MLflow tracking store http://127.0.0.1:{port} is not available "
                      f"([Errno 111] Connection refused); retrying for up to 3.5 s "
                      f"(--tracking-timeout), as for a server still starting; a wrong URI is "
                      f"not fixed by waiting (Ctrl-C stops).")

@@ -32,3 +32,14 @@ def test_the_default_store_is_checked_like_a_given_one(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'typo' / 'm.db'}")
     with pytest.raises(TrackingError, match=r"typo does not exist; create it first\.$"):
         Tracker()
+
+
+@pytest.mark.parametrize("uri", ["sqlite://", "sqlite:///:memory:",
+                                 "sqlite:///file:{tmp}/m.db?uri=true"])
+def test_stores_without_a_plain_file_path_are_not_checked(tmp_path, uri):
+    Tracker(uri.format(tmp=tmp_path), retry_seconds=0)  # no error
+
+
+def test_a_query_string_does_not_hide_a_missing_folder(tmp_path):
+    with pytest.raises(TrackingError, match=r"typo does not exist"):
+        Tracker(f"sqlite:///{tmp_path / 'typo' / 'm.db'}?timeout=5")

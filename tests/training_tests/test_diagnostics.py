@@ -264,6 +264,25 @@ def test_a_mode_gap_names_only_the_parts_that_widen_it():
         in timing
 
 
+def test_a_mode_gap_whose_generalization_part_is_the_largest_does_not_say_mostly():
+    """Found in review: 'mostly the switch to eval mode' beside a generalization part of 58%."""
+    curve = [_row(1.0), _parted(0.4, 0.9, generalization=0.29, mode=0.11)]
+    detail = diagnose(curve).detail
+    assert "overfitting: the rest of the gap is the switch to eval mode and the epoch mean " \
+        "(parts: mode +0.11, generalization +0.29, timing +0.1)" in detail
+    assert "mostly" not in detail
+
+
+def test_parts_of_any_real_number_type_count_and_non_finite_ones_do_not():
+    import numpy as np
+
+    numpy_parts = {**_parted(0.4, 2.0, generalization=0.05, mode=1.7),
+                   "gap_generalization": np.float32(0.05)}
+    assert _codes([_row(1.0), numpy_parts]) == ("mode-gap",)
+    unmeasured = {**_parted(0.4, 2.0, generalization=0.05), "gap_generalization": math.nan}
+    assert _codes([_row(1.0), unmeasured]) == ("generalization-gap",)  # the rule without parts
+
+
 def test_a_generalization_gap_with_the_parts_names_the_seen_samples_loss():
     result = diagnose([_row(1.0), _row(0.6), _parted(0.4, 2.0, generalization=1.5)])
     assert result.codes == ("generalization-gap",)
