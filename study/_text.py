@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
-__all__ = ["finished_of", "interval_formatter", "settings_of"]
+__all__ = ["finished_of", "flag_text", "interval_formatter", "settings_of"]
+
+
+def flag_text(field: str, value: object = None, *, mlflow_run: bool | None = None) -> str:
+    """A setting as the user's command line writes it: ``--n-trials 8``, or ``-P n_trials=8``
+    under ``mlflow run`` (the MLproject's parameters); ``value`` ``None``: the flag alone.
+
+    Args:
+        field: The setting's name (``n_trials``).
+        value: Its value, written as ``str`` writes it.
+        mlflow_run: Whether to spell it for ``mlflow run``; ``None``: whether ``mlflow run``
+            launched this process (it sets ``MLFLOW_RUN_ID``).
+    """
+    if mlflow_run is None:
+        mlflow_run = bool(os.environ.get("MLFLOW_RUN_ID"))
+    if mlflow_run:
+        return f"-P {field}" if value is None else f"-P {field}={value}"
+    flag = "--" + field.replace("_", "-")
+    return flag if value is None else f"{flag} {value}"
 
 
 def finished_of(done: int, budget: int) -> str:

@@ -16,17 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study._choices import search_spec
-from study._text import shell_path
+from study._text import flag_text, shell_path
 from study._validation import check_choice, check_fixed_hparams, fail, folder_name
 from study.config import TRAINING_OPTIONS, StudyConfig
 from study.errors import ConfigError, StudyError
 from study.runtime.explain import ExplainDesign, QueuedTrial, explain_config, width_grid
-from study.runtime.explain_resume import (
-    StoredExperiment,
-    check_resume,
-    spelling,
-    stored_experiment,
-)
+from study.runtime.explain_resume import StoredExperiment, check_resume, stored_experiment
 from study.runtime.gap_design import GapDesign, check_replicates, gap_config
 
 if TYPE_CHECKING:
@@ -136,14 +131,7 @@ def _more_gap_replicates(document: Mapping[str, Any], replicates: int) -> list[s
 
 def _replicates_flag(n: int) -> str:
     """``--replicates N``, or ``-P replicates=N`` under ``mlflow run`` (the MLproject's)."""
-    return _spell("replicates", str(n))
-
-
-def _spell(field: str, value: str) -> str:
-    """``field`` and ``value`` as this command's line writes them (see :func:`spelling`)."""
-    from study.runtime.parent import entry_run_id
-
-    return spelling(entry_run_id() is not None)(field, value)
+    return flag_text("replicates", n)
 
 
 def _more_replicates(document: Mapping[str, Any], *, per_replicate: int,
@@ -217,9 +205,9 @@ def check_grid(config: StudyConfig, grid: Sequence[int], stored: Sequence[int]) 
     if not stored or set(stored) <= set(grid) or (stored[0], stored[-1]) != (grid[0], grid[-1]):
         return
     fail("n_widths", len(grid), f"a grid that holds the widths of study {config.study_name!r} "
-         f"({', '.join(map(str, stored))}: {_spell('n_widths', str(len(stored)))}), not "
+         f"({', '.join(map(str, stored))}: {flag_text('n_widths', len(stored))}), not "
          f"{', '.join(map(str, grid))}; another grid is another study "
-         f"({_spell('study_name', 'NAME')})")
+         f"({flag_text('study_name', 'NAME')})")
 
 
 def _resumable(config: StudyConfig, *, question: str) -> StoredExperiment | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from study._text import finished_of, settings_of
+import pytest
+
+from study._text import finished_of, flag_text, settings_of
 
 
 def test_finished_of_reads_as_a_fraction_up_to_the_budget():
@@ -52,3 +54,19 @@ def test_replicates_whose_narrowest_intervals_straddle_a_power_of_ten_print_alik
     wide = [0.01, -0.0113, 0.0313]
     assert interval_formatter(wide, significant=3)(0.01) == interval_formatter(wide)(0.01) \
         == "+0.010"
+
+
+@pytest.mark.parametrize(("mlflow_run", "value", "expected"), [
+    (False, 8, "--n-trials 8"), (True, 8, "-P n_trials=8"),
+    (False, None, "--n-trials"), (True, None, "-P n_trials"),
+])
+def test_a_flag_is_written_as_the_users_command_line_takes_it(mlflow_run, value, expected):
+    assert flag_text("n_trials", value, mlflow_run=mlflow_run) == expected
+
+
+def test_a_flag_under_mlflow_run_is_its_parameter(monkeypatch):
+    """Found by a new user: the budget line under `mlflow run` advised `--n-trials 8`."""
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    assert flag_text("n_trials", 8) == "--n-trials 8"
+    monkeypatch.setenv("MLFLOW_RUN_ID", "0" * 32)  # what `mlflow run` sets for its entry point
+    assert flag_text("n_trials", 8) == "-P n_trials=8"

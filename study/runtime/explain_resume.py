@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from study._text import flag_text
 from study.config import StudyConfig, config_from_stored
 from study.errors import ConfigError, StudyError
 from study.keys import CONFIG_ATTR
 
-__all__ = ["StoredExperiment", "check_resume", "spelling", "stored_experiment"]
+__all__ = ["StoredExperiment", "check_resume", "stored_experiment"]
 
 # Config fields filled from one flag of `study explain` (the others are spelled as themselves).
 _FLAG = {"lr_min": "lr", "lr_max": "lr", "weight_decay_min": "weight_decay",
@@ -68,7 +69,7 @@ def check_resume(stored: StoredExperiment | None, config: StudyConfig, *, questi
     if stored is None or stored.config is None:
         return
     was, name = stored.config, config.study_name
-    spell = spelling(mlflow_run)
+    spell = _spelling(mlflow_run)
     new = spell("study_name", "NAME")
     if not _designed(was):
         raise ConfigError(f"`study_name` must name a study of `study explain` or a new one, but "
@@ -116,12 +117,6 @@ def _value(key: str, config: StudyConfig, question: str) -> str | None:
     return repr(value) if isinstance(value, float) else str(value)  # reads back as itself
 
 
-def spelling(mlflow_run: bool) -> Callable[[str, str | None], str]:
-    """How a flag and its value are written on this command's line (``--lr 0.001``, or
-    ``-P lr=0.001`` under ``mlflow run``); the value ``None``: the flag alone."""
-    def spell(field: str, value: str | None) -> str:
-        if mlflow_run:
-            return f"-P {field}" if value is None else f"-P {field}={value}"
-        flag = "--" + field.replace("_", "-")
-        return flag if value is None else f"{flag} {value}"
-    return spell
+def _spelling(mlflow_run: bool) -> Callable[[str, str | None], str]:
+    """How a flag and its value are written on this command's line (:func:`flag_text`)."""
+    return lambda field, value: flag_text(field, value, mlflow_run=mlflow_run)

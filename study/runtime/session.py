@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from study._text import finished_of
+from study._text import finished_of, flag_text
 from study._validation import check_new_study_name
 from study.config import StudyConfig
 from study.errors import StudyError, TrackingError, TrialFailedError
@@ -355,7 +355,7 @@ def _optimize(
         return
     if done >= config.n_trials:
         more = "" if queue_only else f" The budget counts the study's trials in all: " \
-            f"--n-trials {done + config.n_trials} would run {config.n_trials} more."
+            f"{flag_text('n_trials', done + config.n_trials)} would run {config.n_trials} more."
         print(f"study {study.study_name!r}: budget met ({finished_of(done, config.n_trials)}); "
               f"nothing to run.{more}", file=out)
         return
