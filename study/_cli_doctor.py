@@ -30,7 +30,10 @@ _NOT_FIXED = (*SEARCH_FIELDS, "n_trials", "timeout", "sampler", "pruner", "heart
 _ONE = {**{name: f"{what} ({one})." for name, (what, one) in TRAINING_FLAGS.items()},
         "seed": "Seed of the data split and the training.",
         # No study here: the run (trial's, or doctor's) is the command's own.
-        "experiment": "MLflow experiment of the command's run."}
+        "experiment": "MLflow experiment of the command's run.",
+        "epochs": "Training epochs.",
+        "objective": "No Optuna study here: kept as the run's param, as a study's trial would "
+                     "(val_loss, val_error or early_loss)."}
 
 
 def fixed_options(fn: Callable | None = None, *,
@@ -77,8 +80,9 @@ def fixed_config(options: dict[str, Any], *, command: str) -> tuple[StudyConfig,
 @fixed_options(exclude=("epochs", "early_epochs", "objective", "compile"))
 @click.option("--output-dir", type=click.Path(file_okay=False), default="reports/doctor",
               show_default=True, help="Where doctor.json, doctor.html and figures/ go.")
-@click.option("--checks", default=",".join(CHECKS), show_default=True,
-              help="The checks to run, comma-separated.")
+@click.option("--checks", default=",".join(CHECKS),
+              help=f"The checks to run, comma-separated.  [default: all {len(CHECKS)}: "
+                   f"{', '.join(CHECKS)}]")
 def doctor_command(output_dir: str, checks: str, **options: Any) -> None:
     """Why is my training loss rising? Run the checklist on this data and model; exit 1 when a
     check fails."""

@@ -265,6 +265,19 @@ def test_one_configuration_commands_describe_one_value_not_a_search(command):
     assert "Seed of the data split and the training. [default: 0]" in text
     assert "study's runs" not in text  # no study: the experiment holds the command's run
     assert "MLflow experiment of the command's run. [default: study]" in text
+    assert "Optuna minimizes" not in text and "per trial" not in text  # found by a new user
+
+
+def test_doctor_help_lists_every_check_by_its_whole_name():
+    """Found by a new user: the default list wrapped inside names ("lab els")."""
+    from click.testing import CliRunner
+
+    from study.cli import cli
+    from study.doctor import CHECKS
+
+    output = CliRunner().invoke(cli, ["doctor", "--help"]).output
+    words = {w.strip(",]") for w in output.split()}
+    assert set(CHECKS) <= words
 
 
 def test_status_of_missing_database_is_one_line_and_creates_nothing(tmp_path, tracking_uri):
