@@ -54,6 +54,9 @@ TRAINING_DEFAULTS = {"optimizer": "adam", "momentum": 0.9, "dropout": 0.0, "bn_m
 # The per-epoch figures of the gap question kept from a trial's curve (``gap_curve``).
 _GAP_KEYS = ("epoch", "data_loss", "val_loss", "gap_timing", "gap_mode", "gap_generalization",
              "gap_mode_batchnorm", "gap_mode_dropout")
+# The MLflow metric of each key of a gap record but the epoch (its step).
+_GAP_METRICS = {"data_loss": "train/data_loss", "val_loss": "val/loss",
+                **{k: f"gap/{k.removeprefix('gap_')}" for k in _GAP_KEYS[3:]}}
 EARLY_COLUMNS = ("early_loss", "early_data_loss", "early_penalty")
 INIT_COLUMNS = ("init_loss", "init_data_loss", "init_penalty")
 # Pruned trials count only with early values: the pruners never stop a trial inside the window.
@@ -178,10 +181,11 @@ def trial_table_from_mlflow(
     """The trial table rebuilt from the trial runs of an MLflow experiment.
 
     ``state`` comes from the tag ``study.state`` (``optuna.trial_state`` in studies of earlier
-    versions; else from the run status), ``curve``
-    is ``None``. ``value`` is derived as Optuna holds it (COMPLETE: from the ``final/*``
-    metrics; PRUNED: from the last epoch's ``val/*`` metrics, the last reported value) when the
-    parent run records the study's ``objective`` param, else ``None``.
+    versions; else from the run status), ``curve`` is ``None``, ``gap_curve`` is read from the
+    per-epoch metric histories of the runs that logged the gap's parts. ``value`` is derived
+    as Optuna holds it (COMPLETE: from the ``final/*`` metrics; PRUNED: from the last epoch's
+    ``val/*`` metrics, the last reported value) when the parent run records the study's
+    ``objective`` param, else ``None``.
 
     Args:
         client: An :class:`mlflow.MlflowClient` on the tracking store.
@@ -203,7 +207,7 @@ def trial_table_from_mlflow(
     runs = _all_runs(client, experiment_id, " and ".join(filters))
     objectives = _parent_objectives(client, runs)
     rows = sorted(
-        (_run_row(run, objectives) for run in runs),
+        ({**_run_row(run, objectives), "gap_curve": _gap_history(client, run)} for run in runs),
         key=lambda row: (row["number"] is None, row["number"] or 0),
     )
     return _frame({name: [row[name] for row in rows] for name in TABLE_COLUMNS})
@@ -301,6 +305,22 @@ def _all_runs(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
             return runs
 
 
+def _gap_history(client: Any, run: Any) -> list[dict[str, Any]] | None:
+    """A trial run's per-epoch records of the gap question (as :func:`gap_records` keeps them
+    from a curve), read back from its metric histories (step = epoch); ``None`` when it logged
+    no gap parts (a run of an earlier version)."""
+    logged = run.data.metrics
+    if "gap/timing" not in logged:
+        return None
+    epochs: dict[int, dict[str, Any]] = {}
+    for name, key in _GAP_METRICS.items():
+        if key in logged:
+            for metric in client.get_metric_history(run.info.run_id, key):
+                epochs.setdefault(int(metric.step), {"epoch": int(metric.step)})[name] = \
+                    float(metric.value)
+    return [epochs[e] for e in sorted(epochs) if "gap_timing" in epochs[e]] or None
+
+
 def _parent_objectives(client: Any, runs: list[Any]) -> dict[str, str | None]:
     """``{parent run id: objective param}`` for the parents of ``runs`` (usually one)."""
     objectives: dict[str, str | None] = {}
@@ -344,7 +364,7 @@ def _run_row(run: Any, objectives: Mapping[str, str | None]) -> dict[str, Any]:
         "train_seed": params.get("train_seed"),
         "mlflow_run_id": run.info.run_id,
         "curve": None,
-        "gap_curve": None,  # per-epoch histories are not read from MLflow
+        "gap_curve": None,  # read from the metric histories (_gap_history)
         "value": None,
         **{name: params.get(name, default) for name, default in TRAINING_DEFAULTS.items()},
     }

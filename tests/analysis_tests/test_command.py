@@ -93,6 +93,10 @@ def test_analysis_from_mlflow_alone_matches_optuna(studies, capsys):
     assert from_mlflow["n_trials_used"] == from_optuna["n_trials_used"]
     assert from_mlflow["decomposition"]["width_effect_total"]["estimate"] == pytest.approx(
         from_optuna["decomposition"]["width_effect_total"]["estimate"], rel=1e-9)
+    # The gap question too, from the runs' per-epoch metric histories (found by a new user:
+    # the fallback dropped it without a word).
+    assert from_optuna["gap"] is not None
+    assert from_mlflow["gap"] == from_optuna["gap"]
 
 
 def test_unknown_study_in_both_stores_is_one_storage_error(studies):
