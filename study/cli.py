@@ -197,9 +197,10 @@ def analyze_command(output_dir: str | None, compare_widths: str | None,
                                            compare_widths=widths)
     click.echo(answer_text(document["verdict"], document.get("gap")))
     click.echo(f"wrote {path}; {logged}")
-    if (path.parent / "report.json").exists():  # written by an earlier `study report`
-        click.echo(f"note: the report in {path.parent} is from an earlier analysis; `study "
-                   f"report` with the same flags brings it up to date.", err=True)
+    from study.report.command import earlier_report_note
+
+    if note := earlier_report_note(path.parent, logged.run_id):  # an earlier `study report`
+        click.echo(note, err=True)
 
 
 @cli.command("report", short_help="Write the HTML, Markdown, JSON and CSV report; log it.")

@@ -4,6 +4,7 @@ HTML, Markdown, JSON and CSV, logged to the study's parent run."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from study.report.writers import write_report
 from study.storages import shown_storage
 from study.tracking import Tracker
 
-__all__ = ["report_study"]
+__all__ = ["earlier_report_note", "report_study"]
 
 
 def report_study(
@@ -82,3 +83,25 @@ def _landscape_figure(data: StudyData) -> dict[str, tuple[str, str, bytes]]:
         f"probed with several seeds shows its mean and 95% interval.",
         sharpness_figure(rows),
     )}
+
+
+def earlier_report_note(folder: Path, parent_run_id: str | None) -> str | None:
+    """The note after ``study analyze`` wrote into ``folder`` where ``study report`` wrote
+    before: that report is of an earlier analysis, or of another study of the same name (one
+    in another storage, whose parent run is another: the folder is named after the study).
+    ``None`` where ``folder`` holds no report."""
+    path = folder / "report.json"
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text()).get("meta") or {}
+    except (OSError, ValueError, AttributeError):
+        meta = {}
+    other = meta.get("parent_run_id")
+    if parent_run_id and other and other != parent_run_id:
+        return (f"note: the report in {folder} is of another study named "
+                f"{meta.get('study_name')!r} (parent run {other}, storage "
+                f"{meta.get('storage')}); `study report` with the same flags replaces it, "
+                f"--output-dir keeps both.")
+    return (f"note: the report in {folder} is from an earlier analysis; `study report` with "
+            f"the same flags brings it up to date.")

@@ -190,6 +190,23 @@ def test_analyze_beside_an_earlier_report_says_the_report_is_out_of_date(studies
            f"with the same flags brings it up to date." in capsys.readouterr().err
 
 
+def test_analyze_beside_another_studys_report_names_that_study(studies, capsys):
+    """Found by a new user: a study of the same name in another storage analyzed into the same
+    folder read only "the report is from an earlier analysis"."""
+    from study.cli import main
+
+    tmp, configs, results = studies
+    report_study(configs["l2-in-loss"], output_dir=tmp / "a-other", evaluators=["fanova"],
+                 seed=0, n_bootstrap=2)
+    config = configs["none"]
+    capsys.readouterr()
+    assert main(["analyze", "--study-name", config.study_name, "--storage", config.storage,
+                 "--tracking-uri", config.tracking_uri, "--output-dir", str(tmp / "a-other")]) == 0
+    assert (f"note: the report in {tmp / 'a-other'} is of another study named 'p-l2-in-loss' "
+            f"(parent run {results['l2-in-loss'].parent_run_id}, storage ") \
+        in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def spread(tmp_path_factory, mlflow_template_db):
     """Digits, l2-in-loss, lr 1e-5, widths 2-64, weight decays spread over 1e-5..3e-2."""
