@@ -67,10 +67,12 @@ def cli() -> None:
 
 def _print_result(result: Any, *, who: str = "study") -> None:
     counts = result.counts
+    # As `study status` says it: an interrupted trial failed through no fault of its own.
+    stopped = f" ({result.interrupted} interrupted)" if result.interrupted else ""
     click.echo(
         f"{who} {result.study_name!r}: {finished_of(result.n_finished, result.n_trials)} "
-        f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed); "
-        f"parent run {result.parent_run_id}"
+        f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} "
+        f"failed{stopped}); parent run {result.parent_run_id}"
     )
     if result.best_value is not None:
         click.echo(f"best {result.objective} {result.best_value:.6g} with "

@@ -16,7 +16,7 @@ from study._text import finished_of, flag_text
 from study._validation import check_new_study_name
 from study.config import StudyConfig
 from study.errors import StudyError, TrackingError, TrialFailedError
-from study.keys import BUDGET_ATTR, FAILURE_ATTR, HPARAMS_ATTR
+from study.keys import BUDGET_ATTR, FAILURE_ATTR
 from study.redact import redact
 from study.runtime._interrupted import interrupt_summary, interrupted_trials
 from study.runtime._optuna_logs import optuna_quiet
@@ -27,7 +27,6 @@ from study.runtime.lifecycle import (
     PreparedStudy,
     TrialCounter,
     check_store_folder,
-    count_states,
     load_study,
     missing_local_store,
     n_finished,
@@ -36,7 +35,6 @@ from study.runtime.lifecycle import (
 from study.runtime.objective import EpochHook, Objective
 from study.runtime.parent import (
     adopt_orphaned_parent,
-    best_trial,
     check_parent_store,
     entry_run_id,
     open_parent_run,
@@ -51,6 +49,7 @@ from study.runtime.recovery import (
     worker_salt,
     worker_stamp,
 )
+from study.runtime.result import SessionResult, session_result
 from study.tracking import Tracker
 from study.training import TensorData, resolve_device
 
@@ -75,20 +74,6 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(summary)
         self.summary = summary
         self.signum = signum
-
-
-@dataclasses.dataclass(frozen=True)
-class SessionResult:
-    """What one session did and where the study stands."""
-
-    study_name: str
-    parent_run_id: str
-    counts: dict[str, int]
-    n_finished: int
-    n_trials: int
-    best_value: float | None
-    best_params: dict[str, Any] | None
-    objective: str = "val_loss"  # what best_value is (the study's metric)
 
 
 def run_session(
@@ -285,15 +270,7 @@ def _load(prepared: PreparedStudy, *, worker: bool) -> tuple[optuna.Study, dict[
 
 
 def _result(ctx: _Session) -> SessionResult:
-    study = ctx.study
-    best = best_trial(study)
-    return SessionResult(
-        study_name=study.study_name, parent_run_id=ctx.parent_run_id,
-        counts=count_states(study), n_finished=n_finished(study), n_trials=ctx.config.n_trials,
-        best_value=None if best is None else best.value,
-        best_params=None if best is None else dict(best.user_attrs.get(HPARAMS_ATTR, best.params)),
-        objective=ctx.config.objective,
-    )
+    return session_result(ctx.study, ctx.config, parent_run_id=ctx.parent_run_id)
 
 
 def _recover(study: optuna.Study, handler: StaleTrialHandler, tracker: Tracker,
