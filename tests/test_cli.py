@@ -307,6 +307,24 @@ def test_analyze_of_a_missing_study_and_store_is_one_error_line_no_warning(comma
     assert not list(tmp_path.iterdir())
 
 
+def test_status_without_storage_names_the_study_stores_in_the_folder(tmp_path, tracking_uri):
+    """Found by a new user: `study status` after a study on a journal file said only that
+    the default sqlite:///optuna.db does not exist."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.create_study(study_name="cnn-width", storage=JournalStorage(
+        JournalFileBackend(str(tmp_path / "optuna.journal"))))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    outcome = _run(["status"], tmp_path, "", tracking_uri)
+    assert outcome.returncode == 1
+    assert _stderr_lines(outcome) == [
+        "error: `storage` must point to an existing study database, but got "
+        "storage='sqlite:///optuna.db', which does not exist; here: journal:optuna.journal "
+        "(pass one as --storage)."]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing created
+
+
 def test_status_of_missing_study_is_one_line(tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.create_study(study_name="other", storage=storage)

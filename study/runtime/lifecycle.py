@@ -129,7 +129,7 @@ def prepare_study(
     if not create and missing_local_store(config.storage):
         raise StorageError(
             f"`storage` must point to an existing study database, but got "
-            f"storage={redact(config.storage)!r}, which does not exist."
+            f"storage={redact(config.storage)!r}, which does not exist{_stores_here()}."
         )
     handler = StaleTrialHandler()
     storage = create_storage(config.storage, heartbeat_interval=config.heartbeat_interval,
@@ -239,6 +239,15 @@ def check_store_folder(url: str) -> None:
     if folder is not None and not folder.is_dir():
         why = "is not a folder" if folder.exists() else "does not exist; create it first"
         raise StorageError(f"`storage` could not be opened: {redact(url)}: {folder} {why}.")
+
+
+def _stores_here() -> str:
+    """``; here: journal:optuna.journal`` when the working folder holds study stores by the
+    usual names (a forgotten --storage), else nothing."""
+    here = Path.cwd()
+    found = [f"journal:{p.name}" for p in sorted(here.glob("*.journal"))] + \
+        [f"sqlite:///{p.name}" for p in sorted(here.glob("*.db")) if p.name != "mlflow.db"]
+    return f"; here: {', '.join(found[:3])} (pass one as --storage)" if found else ""
 
 
 def _known(storage: optuna.storages.BaseStorage) -> str:
