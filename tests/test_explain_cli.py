@@ -236,6 +236,29 @@ def test_the_gap_table_has_one_row_per_setting(gap_runs):
         assert after[1:-1] == ([more] if open_ else [])
 
 
+@slow
+def test_a_gap_study_resumed_with_another_width_or_question_is_refused_by_its_flags(gap_runs):
+    tmp, tracking_uri, _, _ = gap_runs
+    storage = f"sqlite:///{tmp / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    name = summary.study_name
+    wider = run_cli(["explain", "--storage", storage, *GAP, "--width-max", "4", "--study-name",
+                     name], cwd=tmp, env=cli_env(tracking_uri), timeout=300)
+    size = run_cli(["explain", "--storage", storage, "--width-min", "2", "--width-max", "32",
+                    "--study-name", name, "--device", "cpu"],
+                   cwd=tmp, env=cli_env(tracking_uri), timeout=300)
+
+    assert (wider.returncode, size.returncode) == (1, 1)
+    assert wider.stderr.strip() == (
+        f"error: `width_max` conflicts with study {name!r}: it was created with --width-max 2, "
+        f"but got --width-max 4; pass --width-max 2 to resume it, or a new --study-name NAME.")
+    assert size.stderr.strip() == (
+        f"error: `question` conflicts with study {name!r}: it is a gap experiment, but got "
+        f"question='size'; pass --question gap to resume it, or a new --study-name NAME.")
+    (after,) = optuna.get_all_study_summaries(storage)
+    assert after.n_trials == summary.n_trials
+
+
 def test_running_it_again_with_more_replicates_trains_only_the_new_ones(gap_runs):
     tmp, _, _, second = gap_runs
     assert "2/4 finished; running trials" in second.stderr

@@ -250,10 +250,3 @@ def test_the_gap_question_is_answered_from_every_trials_parts(studies):
         .data.tags
     assert tags["study.verdict.gap"] == gap["verdict"]["code"]
     assert tags["mlflow.note.content"].split("\n")[2] == short_line(gap)  # the third line
-
-
-def test_a_table_read_from_mlflow_has_no_gap_block(studies):
-    tmp, configs, _ = studies
-    only_mlflow = configs["none"].replace(storage=f"sqlite:///{tmp / 'absent.db'}")
-    document, _, _ = analyze_study(only_mlflow, output_dir=tmp / "a-gap-mlf")
-    assert document["gap"] is None

@@ -235,6 +235,14 @@ def test_mlflow_table_has_no_curves(mlflow_setup) -> None:
     assert from_mlflow["curve"].isna().all()
 
 
+def test_mlflow_table_has_no_gap_curves_where_the_runs_logged_no_gap_parts(mlflow_setup):
+    """Runs of an earlier version: no per-epoch gap/* metrics, so no gap question to answer
+    (a study's runs that logged them: test_command's twin of the Optuna analysis)."""
+    client, experiment_id, parent_id, _ = mlflow_setup
+    from_mlflow = trial_table_from_mlflow(client, experiment_id, parent_run_id=parent_id)
+    assert from_mlflow["gap_curve"].isna().all()
+
+
 def test_mlflow_table_without_parent_has_every_trial_run(mlflow_setup) -> None:
     client, experiment_id, _, _ = mlflow_setup
     assert len(trial_table_from_mlflow(client, experiment_id)) == 6
