@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -114,7 +115,7 @@ def run_session(
         _optimize(ctx.study, ctx.config, ctx.data, ctx.tracker, experiment_id=ctx.experiment_id,
                   parent_run_id=ctx.parent_run_id, device=str(ctx.device), out=out, hooks=hooks,
                   queue_only=bool(queue), sampler=ctx.sampler, interrupts=interrupts,
-                  counter=ctx.counter)
+                  counter=ctx.counter, worker=worker)
     return _result(ctx)
 
 
@@ -321,7 +322,7 @@ def _optimize(
     experiment_id: str, parent_run_id: str, device: str, out: TextIO,
     hooks: Sequence[EpochHook] = (), queue_only: bool = False,
     sampler: Mapping[str, Any] | None = None, interrupts: Interrupts | None = None,
-    counter: TrialCounter,
+    counter: TrialCounter, worker: bool = False,
 ) -> None:
     checkpoint = interrupts.check if interrupts is not None else (lambda: None)
     checkpoint()  # one held while the stores opened, or swallowed since: no trial starts
@@ -337,8 +338,10 @@ def _optimize(
               f"nothing to run.{more}", file=out)
         return
     failures: list[str] = []
+    # Workers side by side print the same line: which process says it tells them apart.
+    who = f"worker pid {os.getpid()}, " if worker else ""
     start = (f"{done}/{config.n_trials} finished; running trials on {device} "
-             f"(storage {redact(config.storage)}, {config.epochs} epoch(s) each)")
+             f"({who}storage {redact(config.storage)}, {config.epochs} epoch(s) each)")
     with Progress(total=config.n_trials, initial=done, out=out, label=study.study_name,
                   start=start) as progress:
         objective = Objective(

@@ -549,3 +549,17 @@ def test_the_interrupt_line_says_what_this_process_did_whatever_a_read_finds(kno
 
     empty = optuna.create_study()  # a read that finds no failed trial
     assert interrupt_summary(empty, set(), None, known=known) == line
+
+
+def test_a_worker_says_which_process_it_is_and_a_study_run_does_not(storage_url, tracking_uri):
+    """Found by a new user: `--workers 2` printed the same start line twice."""
+    import os
+
+    run, worker = io.StringIO(), io.StringIO()
+    run_session(small_config(storage_url, tracking_uri, n_trials=1, epochs=1), out=run)
+    run_session(small_config(storage_url, tracking_uri, n_trials=2, epochs=1), worker=True,
+                given={"n_trials": 2}, out=worker)
+    assert run.getvalue().splitlines()[0].startswith(
+        "[s] 0/1 finished; running trials on cpu (storage ")
+    assert worker.getvalue().splitlines()[0].startswith(
+        f"[s] 1/2 finished; running trials on cpu (worker pid {os.getpid()}, storage ")
