@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import optuna
@@ -211,7 +211,7 @@ def _open_session(config: StudyConfig, *, given: dict[str, Any], data: TensorDat
     inputs = check_inputs(config, data, device=device, out=out, batch_field=batch_field)
     with _held(interrupts):
         ctx = _open_stores(config, prepared, inputs, device=device, given=given,
-                           worker=worker, out=out)
+                           worker=worker, out=out, pause=interrupts and interrupts.check)
         summary.enter_context(_summarized(ctx, own=own, failed=interrupts and interrupts.failed))
     return ctx
 
@@ -223,14 +223,15 @@ def _held(interrupts: Interrupts | None) -> contextlib.AbstractContextManager[No
 
 def _open_stores(config: StudyConfig, prepared: PreparedStudy | None,
                  inputs: CheckedInputs, *, device: Any, given: dict[str, Any], worker: bool,
-                 out: TextIO) -> _Session:
-    """The tracker, the study and its parent run, recovered (see :func:`_open_session`)."""
+                 out: TextIO, pause: Callable[[], None] | None = None) -> _Session:
+    """The tracker, the study and its parent run, recovered (see :func:`_open_session`);
+    ``pause``: the interrupt check, while the tracking store's opening waits (Tracker)."""
     known = prepared is not None and prepared.study_id is not None and check_parent_store(
         prepared.storage.get_study_user_attrs(prepared.study_id),
         study_name=config.study_name, tracking_uri=config.tracking_uri)
     # Trial runs close in the background: the next trial's sampling reads Optuna, not MLflow.
     tracker = Tracker(config.tracking_uri, retry_seconds=config.tracking_timeout,
-                      close_in_background=True, known=known)
+                      close_in_background=True, known=known, pause=pause)
     entry = entry_run_id()
     if entry and "experiment" not in given and not worker and not (prepared and prepared.stored):
         entry_run = tracker.get_run(entry)

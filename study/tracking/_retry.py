@@ -4,6 +4,7 @@ one (or a host name nobody knows, on a store not opened yet) reported at once.""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ FIRST_DELAY, MAX_DELAY = 1.0, 30.0
 
 
 def with_retries(fn: Callable[..., Any], *args: Any, uri: str, seconds: float, opened: bool,
-                 known: bool, **kwargs: Any) -> Any:
+                 known: bool, pause: Callable[[], None] | None = None, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)``, retried on transient failures for up to ``seconds``.
 
     Args:
@@ -30,6 +31,8 @@ def with_retries(fn: Callable[..., Any], *args: Any, uri: str, seconds: float, o
         known: Whether the URI is known to reach the store (``opened``, or a study recorded
             its parent run there); before that, a host name that does not resolve is refused
             at once and the first warning says how long it waits and that it may be the URI.
+        pause: Called while waiting between tries, on the main thread (the command's
+            interrupt check: a Ctrl-C held while the stores open stops the wait).
 
     Raises:
         TrackingError: A permanent failure, or a transient one that outlasted ``seconds``.
@@ -60,5 +63,18 @@ def with_retries(fn: Callable[..., Any], *args: Any, uri: str, seconds: float, o
             else:
                 print(f"warning: MLflow {name} failed ({reason(exc)}); retrying in "
                       f"{delay:g} s", file=sys.stderr, flush=True)
-            time.sleep(delay)
+            _wait(delay, pause)
             delay = min(delay * 2, MAX_DELAY)
+
+
+def _wait(seconds: float, pause: Callable[[], None] | None) -> None:
+    """Sleep ``seconds``, calling ``pause`` every fifth of a second on the main thread (a
+    signal latched meanwhile is raised here, between two tries, where nothing is half
+    written)."""
+    if pause is None or threading.current_thread() is not threading.main_thread():
+        time.sleep(seconds)
+        return
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        pause()
+        time.sleep(min(left, 0.2))

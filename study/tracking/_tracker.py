@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlflow import MlflowClient
@@ -81,6 +81,9 @@ class Tracker(ArtifactsMixin):
         known: The URI reached this store before (a study recorded its parent run there):
             a failure of the first call is an outage, not a typo (no fast refusal of a host
             name that does not resolve).
+        pause: Called while a retry of the store's opening waits (see ``with_retries``): the
+            command's interrupt check, so that a Ctrl-C held while the stores open stops a
+            wait for a store that does not answer; before anything of a study is made there.
 
     Raises:
         TrackingError: The tracking store cannot be reached.
@@ -88,9 +91,9 @@ class Tracker(ArtifactsMixin):
 
     def __init__(self, tracking_uri: str | None = None, *, retry_seconds: float = 120.0,
                  asynchronous: bool = True, close_in_background: bool = False,
-                 known: bool = False) -> None:
+                 known: bool = False, pause: Callable[[], None] | None = None) -> None:
         self.retry_seconds = retry_seconds
-        self._known = known
+        self._known, self._pause = known, pause  # the opening's only: see `pause`
         self.asynchronous = asynchronous
         self._closer: Closer | None = None
         self._nested: set[str] = set()  # open runs created here under a parent: asynchronous
@@ -117,7 +120,7 @@ class Tracker(ArtifactsMixin):
             self._call(self.client.search_experiments, max_results=1)
         except TrackingError as exc:
             raise TrackingError(f"`tracking_uri` could not be opened: {shown}: {exc}") from None
-        self._opened = True
+        self._opened, self._pause = True, None
 
     # -- experiments and runs -----------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
@@ -363,7 +366,8 @@ class Tracker(ArtifactsMixin):
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return with_retries(fn, *args, uri=self.tracking_uri, seconds=self.retry_seconds,
-                            opened=self._opened, known=self._opened or self._known, **kwargs)
+                            opened=self._opened, known=self._opened or self._known,
+                            pause=self._pause, **kwargs)
 
 
 def _failed(operation: Any) -> bool:

@@ -563,3 +563,26 @@ def test_a_worker_says_which_process_it_is_and_a_study_run_does_not(storage_url,
         "[s] 0/1 finished; running trials on cpu (storage ")
     assert worker.getvalue().splitlines()[0].startswith(
         f"[s] 1/2 finished; running trials on cpu (worker pid {os.getpid()}, storage ")
+
+
+def test_a_signal_while_the_tracking_store_does_not_answer_stops_the_wait(
+        tmp_path, installed_interrupts, monkeypatch, capsys):
+    """Ctrl-C is held while the stores open, and the warning says Ctrl-C stops the wait for a
+    store that does not answer: it does, before anything of the study is made."""
+    import os
+    import socket
+    import threading
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed on exit: connecting is refused
+    config = small_config(f"sqlite:///{tmp_path / 'o.db'}", f"http://127.0.0.1:{port}",
+                          tracking_timeout=60)
+    threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt) as caught:
+        run_session(config, interrupts=installed_interrupts)
+
+    assert not isinstance(caught.value, session.Interrupted)  # no session to speak of
+    assert "unreachable" not in capsys.readouterr().err  # the wait did not run out
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
