@@ -42,6 +42,7 @@ def study_status(config: StudyConfig) -> str:
     except ValueError:
         lines.append("best: none yet")
     lines.append(_running_line(trials))
+    lines.append(_diagnoses_line(trials))
     if stored:
         lines.append(f"objective: {stored.get('objective')} | model {stored.get('model')} on "
                      f"{stored.get('dataset')} | {stored.get('epochs')} "
@@ -99,6 +100,19 @@ def _duration(hours: float) -> str:
     if hours * 60 < 1:  # tiny trials: "0.0 min" read as no time at all
         return f"{hours * 3600:.1f} s"
     return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"
+
+
+def _diagnoses_line(trials: list) -> str:
+    """``diagnoses: 3 mode-gap, 1 penalty-dominated (of 20 trials; each trial's: study
+    report)``: the codes the trials' curves were given when they ended, most common first."""
+    codes: dict[str, int] = {}
+    for trial in trials:
+        for code in filter(None, str(trial.user_attrs.get("diagnosis") or "").split(",")):
+            codes[code] = codes.get(code, 0) + 1
+    if not codes:
+        return "diagnoses: none"
+    said = ", ".join(f"{n} {code}" for code, n in sorted(codes.items(), key=lambda c: -c[1]))
+    return f"diagnoses: {said} (of {len(trials)} trials; which, and why: study report)"
 
 
 def _running_line(trials: list) -> str:

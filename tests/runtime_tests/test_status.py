@@ -153,3 +153,25 @@ def test_the_trials_line_of_failures_without_interrupts_is_unchanged(tmp_path):
     config = _study_with(tmp_path, [TrialState.FAIL])
     (line,) = [x for x in study_status(config).splitlines() if x.startswith("trials:")]
     assert "1 fail," in line and "interrupted" not in line
+
+
+def _diagnoses(config: StudyConfig) -> str:
+    (line,) = [x for x in study_status(config).splitlines() if x.startswith("diagnoses:")]
+    return line
+
+
+def test_the_diagnoses_are_counted_by_code_most_common_first(tmp_path):
+    """Found by a new user: `study status` said nothing of the trials' diagnoses."""
+    config = _study_with(tmp_path, [])
+    study = optuna.load_study(study_name="s", storage=config.storage)
+    for codes in ("penalty-dominated,mode-gap", "mode-gap", None, "mode-gap,slow-validation"):
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE, value=1.0,
+            user_attrs={"diagnosis": codes} if codes else {}))
+    assert _diagnoses(config) == ("diagnoses: 3 mode-gap, 1 penalty-dominated, "
+                                  "1 slow-validation (of 4 trials; which, and why: "
+                                  "study report)")
+
+
+def test_a_study_of_healthy_trials_says_none(tmp_path):
+    assert _diagnoses(_study_with(tmp_path, [TrialState.COMPLETE])) == "diagnoses: none"
