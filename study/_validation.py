@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from study.errors import ConfigError, DataError, StudyError
@@ -102,3 +103,23 @@ def check_dataset_path(spec: str) -> None:
         root = Path(spec[len("imagefolder:"):]).expanduser()
         if not root.is_dir():
             raise not_a_folder(root)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; ``None`` in memory or for an SQLite URI filename
+    (``?uri=true``), which SQLite itself parses."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def folder_problem(path: Path | None) -> str | None:
+    """Why a store file cannot be made at ``path`` (``FOLDER does not exist; create it
+    first`` or ``FOLDER is not a folder``); ``None`` when its folder is there (or no path)."""
+    folder = None if path is None else path.absolute().parent
+    if folder is None or folder.is_dir():
+        return None
+    return f"{folder} {'is not a folder' if folder.exists() else 'does not exist; create it first'}"

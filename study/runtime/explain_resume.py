@@ -10,7 +10,7 @@ that does not work: dropping ``--lr`` asks for explain's default, not the stored
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
 
 from study._text import flag_text
 from study.config import StudyConfig, config_from_stored
@@ -69,7 +69,7 @@ def check_resume(stored: StoredExperiment | None, config: StudyConfig, *, questi
     if stored is None or stored.config is None:
         return
     was, name = stored.config, config.study_name
-    spell = _spelling(mlflow_run)
+    spell = functools.partial(flag_text, mlflow_run=mlflow_run)
     new = spell("study_name", "NAME")
     if not _designed(was):
         raise ConfigError(f"`study_name` must name a study of `study explain` or a new one, but "
@@ -117,6 +117,3 @@ def _value(key: str, config: StudyConfig, question: str) -> str | None:
     return repr(value) if isinstance(value, float) else str(value)  # reads back as itself
 
 
-def _spelling(mlflow_run: bool) -> Callable[[str, str | None], str]:
-    """How a flag and its value are written on this command's line (:func:`flag_text`)."""
-    return lambda field, value: flag_text(field, value, mlflow_run=mlflow_run)

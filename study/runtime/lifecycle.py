@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from study._validation import check_new_study_name
+from study._validation import check_new_study_name, folder_problem, sqlite_file
 from study.config import StudyConfig, check_no_conflict, config_from_stored
 from study.errors import ConfigError, StorageError
 from study.keys import CONFIG_ATTR
@@ -209,15 +209,7 @@ def _local_path(url: str) -> Path | None:
     kind = storage_kind(url)
     if kind == "journal":
         return Path(url[len(JOURNAL_PREFIX):])
-    if kind != "sqlite":
-        return None
-    from sqlalchemy.engine import make_url
-
-    database = make_url(url).database
-    # In memory, or an SQLite URI filename (?uri=true) that SQLite itself parses: not checked.
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database)
+    return sqlite_file(url) if kind == "sqlite" else None
 
 
 def missing_local_store(url: str) -> bool:
@@ -234,11 +226,9 @@ def check_store_folder(url: str) -> None:
     Raises:
         StorageError: It does not, or is not a folder.
     """
-    path = _local_path(url)
-    folder = None if path is None else path.absolute().parent
-    if folder is not None and not folder.is_dir():
-        why = "is not a folder" if folder.exists() else "does not exist; create it first"
-        raise StorageError(f"`storage` could not be opened: {redact(url)}: {folder} {why}.")
+    problem = folder_problem(_local_path(url))
+    if problem:
+        raise StorageError(f"`storage` could not be opened: {redact(url)}: {problem}.")
 
 
 def _stores_here() -> str:

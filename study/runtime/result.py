@@ -6,10 +6,10 @@ import dataclasses
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from study.config import StudyConfig
-from study.keys import FAILURE_ATTR, HPARAMS_ATTR, INTERRUPTED
+from study.keys import HPARAMS_ATTR
+from study.runtime._interrupted import interrupted_trials
 from study.runtime.lifecycle import count_states, n_finished
 from study.runtime.parent import best_trial
 
@@ -36,12 +36,11 @@ def session_result(study: optuna.Study, config: StudyConfig, *,
                    parent_run_id: str) -> SessionResult:
     """The result of a session of ``study`` (``config``: its settings, this session's budget)."""
     best = best_trial(study)
-    trials = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     return SessionResult(
         study_name=study.study_name, parent_run_id=parent_run_id,
         counts=count_states(study), n_finished=n_finished(study), n_trials=config.n_trials,
         best_value=None if best is None else best.value,
         best_params=None if best is None else dict(best.user_attrs.get(HPARAMS_ATTR, best.params)),
         objective=config.objective,
-        interrupted=sum(t.user_attrs.get(FAILURE_ATTR) == INTERRUPTED for t in trials),
+        interrupted=len(interrupted_trials(study, None)),
     )

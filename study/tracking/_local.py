@@ -5,7 +5,7 @@ Optuna storage of the same typo is refused (:func:`study.runtime.lifecycle.check
 
 from __future__ import annotations
 
-from pathlib import Path
+from study._validation import folder_problem, sqlite_file
 
 __all__ = ["check_local_folder"]
 
@@ -20,14 +20,6 @@ def check_local_folder(tracking_uri: str | None) -> None:
     import mlflow
 
     uri = tracking_uri or mlflow.get_tracking_uri()
-    if not uri.startswith("sqlite:"):
-        return
-    from sqlalchemy.engine import make_url
-
-    database = make_url(uri).database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return  # in memory, or an SQLite URI filename (?uri=true) that SQLite itself parses
-    folder = Path(database).absolute().parent
-    if not folder.is_dir():
-        why = "is not a folder" if folder.exists() else "does not exist; create it first"
-        raise FileNotFoundError(f"{folder} {why}.")
+    problem = folder_problem(sqlite_file(uri)) if uri.startswith("sqlite:") else None
+    if problem:
+        raise FileNotFoundError(f"{problem}.")
