@@ -307,3 +307,63 @@ def log_lines(peers: dict[str, Any]) -> list[str]:
             lines.append(f"  {name}: {ratio:.3f}x{fixed}, "
                          f"{s['logged'][name]['metric_rows']} metric rows")
     return lines
+
+
+# What each variant's store holds per trial, by construction (the table's last column).
+LOGS = {
+    "service": "params, the decomposed curves (total, data, penalty, weight norm, the gap's "
+               "parts) every epoch, the loss at initialization, summaries, weights",
+    "mlflowcb": "params and the final value",
+    "docs": "params, training and validation loss every epoch, the best value on the parent",
+    "docs_async": "the same as the docs recipe",
+}
+_NAMES = {"service": "service", "mlflowcb": "Optuna + `MLflowCallback`",
+          "docs": "MLflow docs recipe", "docs_async": "MLflow docs recipe, asynchronous"}
+
+
+def _row(s: dict[str, Any], name: str, service: dict[str, float]) -> list[str]:
+    cost = s.get("costs", {}).get(name)
+    fixed, epoch = (f"{cost['per_trial_fixed'] * 1000:.1f}", f"{cost['per_epoch'] * 1000:.2f}") \
+        if cost else (f"{service['per_trial_fixed'] * 1000:.1f} (section 1)",
+                      f"{service['per_epoch'] * 1000:.2f} (section 1)")
+    return [_NAMES[name], f"{s['ratio'][name]:.3f}", fixed, epoch,
+            str(s["logged"][name]["metric_rows"]), LOGS[name]]
+
+
+def _target_setting(p: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The setting the target is read at: the long one (about 2 s per trial) when measured."""
+    name = "long" if "long" in p["settings"] else next(iter(p["settings"]))
+    return name, p["settings"][name]
+
+
+def summary_row(doc: dict[str, Any]) -> list[str]:
+    """The summary table's row: the service's ratio against the docs recipe's."""
+    name, s = _target_setting(doc["peers"])
+    ratio, docs = s["ratio"]["service"], s["ratio"]["docs"]
+    sfx = "" if name == "short" else f"_{name}"
+    at_2s = name == "long"
+    return [f"`peer_service_ratio{sfx}`", f"{ratio:.3f}",
+            f"<= docs recipe ({docs:.3f})" if at_2s else "none at this setting",
+            ("yes" if ratio <= docs else "**no**") if at_2s else "-",
+            f"{s['epochs']} epochs, {s['bare_per_trial']:.2f} s of training per trial; "
+            f"MLflowCallback {s['ratio']['mlflowcb']:.3f}, docs recipe asynchronous "
+            f"{s['ratio']['docs_async']:.3f} (section 1d)"]
+
+
+def section(doc: dict[str, Any]) -> dict[str, str]:
+    """The fields of the template's ``peers`` section: a table per setting."""
+    from bench.sections import table
+
+    p, service = doc["peers"], doc["overhead"]["decomposition"]
+    parts = []
+    for setting, s in p["settings"].items():
+        rows = [_row(s, name, service) for name in ("service", *p["peers"])]
+        verdict = "no worse than" if s["ratio"]["service"] <= s["ratio"]["docs"] else "above"
+        parts.append(
+            f"**{setting}**: {s['epochs']} epochs, {s['bare_per_trial']:.2f} s of bare training "
+            f"per trial, {s['repeats']} interleaved repeats; the service's ratio is {verdict} "
+            f"the docs recipe's.\n\n"
+            + table(["variant", "ratio to bare", "fixed ms per trial", "ms per epoch",
+                     "metric rows", "what it logs"], rows))
+    return {"peers_seconds": f"{p['seconds']:.0f}", "peers_dataset": p["dataset"],
+            "peers_tables": "\n\n".join(parts)}

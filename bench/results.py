@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import default_study, gap_cost, gpu, sections, store_calls
+from bench import default_study, gap_cost, gpu, peers, sections, store_calls
 from bench.harness import REPO
 
 DEFAULT_JSON = REPO / "bench" / "results.json"
@@ -132,6 +132,8 @@ def figures(doc: dict[str, Any]) -> list[tuple[str, float]]:
         pairs += gpu_figures(doc["gpu"])
     if doc.get("default_study"):
         pairs.append(("overhead_ratio_default", doc["default_study"]["ratio"]))
+    if doc.get("peers"):
+        pairs += peers.figures(doc["peers"])
     pairs += [
         ("bench_seconds", doc["run"]["bench_seconds"]),
         ("overhead_ratio", o["ratio"]),
@@ -164,7 +166,7 @@ def render(doc: dict[str, Any], json_name: str = "bench/results.json") -> str:
         "coverage": sections.coverage,
         "real_replicates": sections.real_replicates,
         "default_study": default_study.section, "gpu": gpu.section,
-        "store_calls": store_calls.section,
+        "store_calls": store_calls.section, "peers": peers.section,
     }
     out = []
     for name, template in parts.items():

@@ -227,18 +227,6 @@ def _overhead_and_floor(ws: Workspace, data: Any, plan: Plan, device: Any,
         " ms with the runs' close)")
 
 
-def with_peers(pairs: list[tuple[str, float]], doc: dict[str, Any]
-               ) -> list[tuple[str, float]]:
-    """``pairs`` with the peers' figures (:mod:`bench.peers`) before the closing
-    ``bench_seconds`` and ``overhead_ratio``."""
-    from bench.peers import figures as peer_figures
-
-    if not doc.get("peers"):
-        return pairs
-    at = next((i for i, (name, _) in enumerate(pairs) if name == "bench_seconds"), len(pairs))
-    return [*pairs[:at], *peer_figures(doc["peers"]), *pairs[at:]]
-
-
 def run(args: argparse.Namespace, command: str) -> int:
     plan = SMOKE if args.smoke else QUICK if args.quick else FULL
     md_path, json_path = _outputs(args)
@@ -278,7 +266,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         bench_seconds=time.perf_counter() - started, load_end=load_average(),
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     doc["machine"] = machine_info(device)
-    pairs = with_peers(results.figures(doc), doc)
+    pairs = results.figures(doc)
     if json_path is not None:
         results.save(doc, json_path)
         log(f"wrote {json_path}")

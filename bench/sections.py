@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.floor import floor_note
 from bench.overhead import predicted_ratio, trial_seconds_for
+from bench.peers import summary_row
 
 PREDICTION = "prediction (not measured)"
 NOT_MEASURED = "not measured"
@@ -26,7 +27,6 @@ PREDICTED_TRIALS = (("5 s", 5.0, 3), ("30 s", 30.0, 10), ("1 min", 60.0, 30),
 _COMPARE = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 
 
-# -- helpers ----------------------------------------------------------------------------------
 def med(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
@@ -89,6 +89,7 @@ def _summary_rows(doc: dict[str, Any]) -> list[list[str]]:
                      "SPEC's contract (supported APIs, no training: `bench/floor.py`); "
                      f"{f['per_trial_median_with_close'] * 1000:.1f} ms with the run's close; "
                      f"`fixed_over_floor` {d['per_trial_fixed'] / floor:.2f}"])
+    rows += [summary_row(doc)] if doc.get("peers") else []
     if doc.get("default_study"):
         ds = doc["default_study"]
         rows.append(["`overhead_ratio_default`", f"{ds['ratio']:.3f}", "none", "-",

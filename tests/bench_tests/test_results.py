@@ -140,6 +140,39 @@ def test_each_store_call_lands_in_its_row_with_its_saving() -> None:
     assert "15 calls each" in md and "$" not in md
 
 
+def _peer_setting(epochs: int, service: float, docs: float) -> dict[str, Any]:
+    names = ("service", "mlflowcb", "docs", "docs_async")
+    return {"epochs": epochs, "repeats": 2, "bare_per_trial": 0.1 * epochs,
+            "ratio": dict(zip(names, (service, 1.02, docs, 1.04), strict=True)),
+            "logged": {n: {"metric_rows": rows} for n, rows in zip(names, (634, 3, 121, 121),
+                                                                  strict=True)},
+            "costs": {n: {"per_trial_fixed": fixed, "per_epoch": epoch, "session_fixed": 0.05}
+                      for n, fixed, epoch in (("mlflowcb", 0.0607, 0.0), ("docs", 0.0331, 0.0102),
+                                              ("docs_async", 0.0395, 0.0013))}}
+
+
+def test_the_peers_land_in_their_section_and_the_summary() -> None:
+    doc = quick_doc()
+    md = results.render(doc)
+    assert "## 1d. Against peers\n\nNot measured in this run." in md
+    assert "peer_" not in md
+    doc["peers"] = {"peers": ["mlflowcb", "docs", "docs_async"], "dataset": "digits",
+                    "seconds": 465.0, "settings": {"short": _peer_setting(3, 1.59, 1.26),
+                                                   "long": _peer_setting(20, 1.10, 1.11)}}
+    md = results.render(doc)
+    # The target is read at the long setting (about 2 s per trial): met there.
+    assert row(md, "`peer_service_ratio_long`")[1:4] == ["1.100", "<= docs recipe (1.110)", "yes"]
+    peers = md[md.index("## 1d."):]
+    assert row(peers, "MLflow docs recipe")[1:5] == ["1.260", "33.1", "10.20", "121"]
+    assert row(peers, "service")[1:5] == ["1.590", "6.0 (section 1)", "6.00 (section 1)", "634"]
+    assert "service's ratio is above the docs recipe's" in md  # the short setting
+    assert "service's ratio is no worse than the docs recipe's" in md  # the long one
+    names = [p.split("=")[0] for p in results.pair_lines(doc)]
+    assert names[:len(FIGURES) - 2] == FIGURES[:-2]  # the peers come before the closing two
+    assert names[-2:] == FIGURES[-2:]
+    assert "peer_docs_ratio_long" in names and "$" not in md
+
+
 def test_a_busy_machine_is_flagged() -> None:
     doc = quick_doc()
     assert "machine was busy" not in results.render(doc)
