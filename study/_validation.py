@@ -123,3 +123,19 @@ def folder_problem(path: Path | None) -> str | None:
     if folder is None or folder.is_dir():
         return None
     return f"{folder} {'is not a folder' if folder.exists() else 'does not exist; create it first'}"
+
+
+def check_url_userinfo(field: str, url: str, shown: str) -> None:
+    """Refuse a database URL whose password (or user name) holds a raw ``@``: SQLAlchemy reads
+    the host from the part after its first ``@``, so the connection fails, and its errors
+    would name the password's second half as that host. ``shown``: ``url`` redacted.
+
+    Raises:
+        ConfigError: Saying to percent-encode it.
+    """
+    from sqlalchemy.engine import make_url
+
+    host = make_url(url).host
+    if host and "@" in host:
+        fail(field, shown, "a URL whose user name and password write '@' as %40 "
+                           "(percent-encoded)")

@@ -22,6 +22,7 @@ from study._config_file import read_settings_file
 from study._validation import check_choice, check_positive, check_range, fail
 from study.errors import ConfigError
 from study.storages import check_storage_url
+from study.tracking import check_tracking_uri
 from study.training.specs import (
     INITS,
     OPTIMIZERS,
@@ -32,16 +33,8 @@ from study.training.specs import (
     check_optimizer_mode,
 )
 
-__all__ = [
-    "DEVICES",
-    "OBJECTIVES",
-    "PRUNERS",
-    "SAMPLERS",
-    "TRAINING_OPTIONS",
-    "StudyConfig",
-    "load_config_file",
-    "resolve_config",
-]
+__all__ = ["DEVICES", "OBJECTIVES", "PRUNERS", "SAMPLERS", "TRAINING_OPTIONS", "StudyConfig",
+           "load_config_file", "resolve_config"]
 
 OBJECTIVES = ("val_loss", "val_error", "early_loss")
 # The training options a trial may search beside its hyperparameters (HParams fields).
@@ -154,6 +147,7 @@ class StudyConfig:
         if not self.study_name.strip():
             fail("study_name", self.study_name, "a non-empty name")
         check_storage_url(self.storage)
+        check_tracking_uri(self.tracking_uri)
         if not self.experiment.strip():
             fail("experiment", self.experiment, "a non-empty name")
         check_dataset_spec(self.dataset)

@@ -6,8 +6,10 @@ import re
 
 __all__ = ["one_line", "redact", "redact_url"]
 
-# scheme://user:password@host -> scheme://user:***@host; also inside longer messages.
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*):(?P<pw>[^@\s/]+)@")
+# scheme://user:password@host -> scheme://user:***@host; also inside longer messages. The
+# password runs to the last "@" of its word: SQLAlchemy (and so Optuna and MLflow) reads a raw
+# "/" as part of it, and a raw "@" in it must not leave its second half shown.
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*):(?P<pw>\S*)@")
 _QUERY_SECRET = re.compile(r"(?i)(?P<key>[?&](?:password|passwd|pwd|token)=)(?P<value>[^&\s]+)")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from study._validation import fail
+from study._validation import check_url_userinfo, fail
 from study.errors import StorageError
 from study.redact import one_line, redact
 
@@ -74,6 +74,7 @@ def check_storage_url(url: str) -> None:
         fail("storage", url, _ALLOWED + " (an in-memory SQLite database would lose the study)")
     if backend != "sqlite" and not parsed.host:
         fail("storage", redact(url), _ALLOWED)
+    check_url_userinfo("storage", url, redact(url))
 
 
 def create_storage(

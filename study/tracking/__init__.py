@@ -9,6 +9,7 @@ from study._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from study.tracking._tracker import Tracker
+    from study.tracking._uri import check_tracking_uri
     from study.tracking.filters import tag_equals, tags_match
     from study.tracking.runs import (
         OWNER_TAG,
@@ -27,6 +28,7 @@ __all__ = [
     "STATE_TAG",
     "TRIAL_STATUS",
     "Tracker",
+    "check_tracking_uri",
     "claim_parent_run",
     "end_trial_run",
     "find_parent_run",
@@ -39,6 +41,7 @@ __all__ = [
 
 _EXPORTS = {
     "Tracker": "study.tracking._tracker",
+    "check_tracking_uri": "study.tracking._uri",
     "OWNER_TAG": "study.tracking.runs",
     "STATE_TAG": "study.tracking.runs",
     "tag_equals": "study.tracking.filters",

@@ -10,7 +10,7 @@ from mlflow.exceptions import MlflowException, RestException
 from study.errors import exception_chain
 from study.redact import one_line
 
-__all__ = ["is_transient", "reason", "unresolvable_host"]
+__all__ = ["is_transient", "reason", "tls_problem", "unresolvable_host"]
 
 # MLflow error codes that mean "the server is there but cannot answer now".
 _TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED",
@@ -69,6 +69,18 @@ def unresolvable_host(exc: BaseException) -> str | None:
 
     named = [err for err in chain if isinstance(err, urllib3.exceptions.NameResolutionError)]
     return one_line(named[0] if named else chain[-1]).split(": ", 1)[-1]
+
+
+def tls_problem(exc: BaseException) -> str | None:
+    """Why the TLS handshake failed, where that is what ``exc`` says (``https://`` to a plain
+    HTTP server, a certificate the client does not trust): a setting, not an outage;
+    ``None`` otherwise."""
+    import ssl
+
+    chain = exception_chain(exc)
+    if not any(isinstance(err, ssl.SSLError) for err in chain):
+        return None
+    return reason(exc)
 
 
 def reason(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from study.errors import TrackingError
 from study.redact import one_line, redact
-from study.tracking._errors import is_transient, reason, unresolvable_host
+from study.tracking._errors import is_transient, reason, tls_problem, unresolvable_host
 
 __all__ = ["FIRST_DELAY", "MAX_DELAY", "with_retries"]
 
@@ -45,26 +45,52 @@ def with_retries(fn: Callable[..., Any], *args: Any, uri: str, seconds: float, o
         except Exception as exc:  # MlflowException, requests and driver errors
             if not is_transient(exc):
                 raise TrackingError(f"MLflow {name} failed: {one_line(exc)}") from None
-            host = None if known else unresolvable_host(exc)
-            if host:  # a typo in a URI never used yet: waiting would not fix it
-                raise TrackingError(f"its host name does not resolve ({host}); check the URI "
-                                    f"(--tracking-uri or MLFLOW_TRACKING_URI).") from None
+            _refuse_a_setting(exc, known)
             if time.monotonic() + delay > deadline:
-                resumes = ": the study resumes" if opened else ""
-                raise TrackingError(
-                    f"MLflow tracking store {redact(uri)} unreachable for {seconds:g} s "
-                    f"({one_line(exc)}); stopping. Run the same command again when it is "
-                    f"back{resumes}.") from None
-            if not known and delay == FIRST_DELAY:
+                raise TrackingError(_given_up(exc, uri, seconds, opened=opened, known=known)
+                                    ) from None
+            if not opened and delay == FIRST_DELAY:
+                typo = "" if known else (", as for a server still starting; a wrong URI is "
+                                         "not fixed by waiting")
                 print(f"warning: MLflow tracking store {redact(uri)} is not available "
                       f"({reason(exc)}); retrying for up to {seconds:g} s "
-                      f"(--tracking-timeout), as for a server still starting; a wrong URI is "
-                      f"not fixed by waiting (Ctrl-C stops).", file=sys.stderr, flush=True)
+                      f"(--tracking-timeout){typo} (Ctrl-C stops).", file=sys.stderr,
+                      flush=True)
             else:
                 print(f"warning: MLflow {name} failed ({reason(exc)}); retrying in "
                       f"{delay:g} s", file=sys.stderr, flush=True)
             _wait(delay, pause)
             delay = min(delay * 2, MAX_DELAY)
+
+
+def _refuse_a_setting(exc: BaseException, known: bool) -> None:
+    """Raise at once for what waiting cannot fix in a URI never used yet: a host name the
+    resolver does not know, a TLS handshake that fails."""
+    if known:
+        return
+    host = unresolvable_host(exc)
+    if host:
+        raise TrackingError(f"its host name does not resolve ({host}); check the URI "
+                            f"(--tracking-uri or MLFLOW_TRACKING_URI).") from None
+    tls = tls_problem(exc)
+    if tls:
+        raise TrackingError(f"its TLS handshake failed ({tls}); check the URI's scheme "
+                            f"(http:// or https://) and the server's certificate.") from None
+
+
+def _given_up(exc: BaseException, uri: str, seconds: float, *, opened: bool,
+              known: bool) -> str:
+    """The message of a store that stayed unreachable: a store never reached names the cause
+    alone and says what to check."""
+    if opened:
+        return (f"MLflow tracking store {redact(uri)} unreachable for {seconds:g} s "
+                f"({one_line(exc)}); stopping. Run the same command again when it is back: "
+                f"the study resumes.")
+    then = ("Run the same command again when it is back." if known else
+            "Check the URI (--tracking-uri or MLFLOW_TRACKING_URI) and that its server runs, "
+            "then run the same command again.")
+    return (f"MLflow tracking store {redact(uri)} unreachable for {seconds:g} s "
+            f"({reason(exc)}); stopping. {then}")
 
 
 def _wait(seconds: float, pause: Callable[[], None] | None) -> None:

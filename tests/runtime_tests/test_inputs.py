@@ -31,6 +31,19 @@ RUN = ["run", "--n-trials", "1", "--epochs", "1", "--device", "cpu"]
     (["trial", "--epochs", "1", "--device", "cpu", "--tracking-uri",
       "sqlite:///missing/mlflow.db"],
      "error: `tracking_uri` could not be opened: sqlite:///missing/mlflow.db: "),
+    # Found by users: MLflow answered these with a paragraph on its file store or its model
+    # registry; a raw '@' in a password made psycopg name the password's second half as a host.
+    ([*RUN, "--tracking-uri", "127.0.0.1:5077"],
+     "error: `tracking_uri` must be http(s)://HOST:PORT, sqlite:///FILE or a database URL "
+     "(postgresql://...), but got tracking_uri='127.0.0.1:5077' (did you mean "
+     "http://127.0.0.1:5077?)."),
+    ([*RUN, "--tracking-uri", "./mlruns"],
+     "error: `tracking_uri` must be http(s)://HOST:PORT, sqlite:///FILE or a database URL "
+     "(postgresql://...), but got tracking_uri='./mlruns' (a folder of MLflow's file store, "
+     "which is not supported: a local store is sqlite:///mlflow.db)."),
+    ([*RUN, "--storage", "postgresql://u:pa@ss@127.0.0.1:5432/db"],
+     "error: `storage` must be a URL whose user name and password write '@' as %40 "
+     "(percent-encoded), but got storage='postgresql://u:***@127.0.0.1:5432/db'."),
 ])
 def test_a_bad_input_leaves_no_store_behind(argv, error, tmp_path):
     proc = run_cli(argv, cwd=tmp_path, env=cli_env(), timeout=300)

@@ -232,3 +232,23 @@ def test_create_storage_postgresql_unreachable_fails_fast_without_password():
     assert time.monotonic() - start < 15
     assert "secret" not in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    # SQLAlchemy reads a raw '/' as part of the password (found by a user: shown in the clear).
+    ("postgresql://u:Pa/ssSECRET@h:5432/db", "postgresql://u:***@h:5432/db"),
+    # A raw '@': nothing of the password is left, whatever the parser makes of it.
+    ("postgresql://u:Pa@ssSECRET@h:5432/db", "postgresql://u:***@h:5432/db"),
+    ("error: could not open 'postgresql://u:a/b@c@h/db': timeout",
+     "error: could not open 'postgresql://u:***@h/db': timeout"),
+])
+def test_redact_hides_a_password_with_raw_separators(url, expected):
+    assert redact(url) == expected
+    assert "SECRET" not in redact(url)
+
+
+def test_a_raw_at_sign_in_the_password_is_refused_with_the_password_hidden():
+    with pytest.raises(ConfigError, match=r"write '@' as %40 .*storage='postgresql://u:\*\*\*@h/db'"):
+        check_storage_url("postgresql://u:pa@ss@h/db")
+    check_storage_url("postgresql://u:pa%40ss@h/db")  # percent-encoded: the password is pa@ss
+    check_storage_url("postgresql://u:pa/ss@h/db")  # SQLAlchemy reads '/' as the password's

@@ -108,7 +108,11 @@ def test_a_store_never_opened_does_not_promise_that_the_study_resumes(monkeypatc
         Tracker(f"http://127.0.0.1:{_closed_port()}", retry_seconds=0.2)
     message = str(caught.value)
     assert message.startswith("`tracking_uri` could not be opened: ")
-    assert message.endswith("Run the same command again when it is back.")
+    assert message.endswith("Check the URI (--tracking-uri or MLFLOW_TRACKING_URI) and that "
+                            "its server runs, then run the same command again.")
+    # The cause alone, not the URL-laden wrapper of requests (found by a user: 400 characters).
+    assert "unreachable for 0.2 s ([Errno 111] Connection refused); stopping." in message
+    assert "HTTPConnectionPool" not in message
 
 
 def _resolver_says_no_such_name() -> bool:
@@ -148,9 +152,13 @@ def test_a_store_known_to_the_study_is_waited_for_whatever_the_resolver_says(mon
     """A worker given the URI the study recorded: a name that stops resolving (a DNS outage)
     is an outage like a refused connection, not a typo."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    with pytest.raises(TrackingError, match=r"unreachable for 1.5 s"):
+    with pytest.raises(TrackingError, match=r"unreachable for 1.5 s .*Run the same command "
+                                             r"again when it is back\.$"):
         Tracker("http://no-such-host.invalid:5000", retry_seconds=1.5, known=True)
-    assert "retrying in 1 s" in capsys.readouterr().err
+    first = capsys.readouterr().err.splitlines()[0]
+    # How long it waits, as for any store not reached yet; no word of a wrong URI (the study
+    # recorded this one).
+    assert first.endswith("retrying for up to 1.5 s (--tracking-timeout) (Ctrl-C stops).")
 
 
 @pytest.mark.skipif(not _resolver_says_no_such_name(), reason="no resolver answers here")
@@ -182,3 +190,37 @@ def test_a_store_that_never_answered_says_how_long_it_waits_and_why_once(capsys,
 def test_the_reason_of_an_error_without_a_cause_is_its_own_first_line():
     assert reason(MlflowException("x" * 300 + "\nmore")) == "x" * 160
     assert reason(_wrapped(TimeoutError("timed out"))) == "timed out"
+
+
+@pytest.fixture
+def plain_http_port():
+    """A plain HTTP server on 127.0.0.1 (no TLS), serving in a thread."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_to_a_plain_http_server_is_refused_at_once_not_retried(plain_http_port, capsys,
+                                                                      monkeypatch):
+    """Found by a user: https:// to an http server waited out --tracking-timeout, then said to
+    run the same command again when the server is back."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(TrackingError, match=(
+            r"^`tracking_uri` could not be opened: https://127.0.0.1:\d+: its TLS handshake "
+            r"failed \(.*\); check the URI's scheme \(http:// or https://\) and the server's "
+            r"certificate\.$")):
+        Tracker(f"https://127.0.0.1:{plain_http_port}", retry_seconds=20)  # a regression: 20 s
+    assert "retrying" not in capsys.readouterr().err
+
+
+def test_a_tls_failure_of_a_store_the_study_recorded_is_waited_for(plain_http_port,
+                                                                   monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(TrackingError, match=r"unreachable for 1 s"):
+        Tracker(f"https://127.0.0.1:{plain_http_port}", retry_seconds=1, known=True)
