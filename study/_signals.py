@@ -24,7 +24,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Interrupts"]
+__all__ = ["Interrupts", "ignored"]
 
 
 class Interrupts:
@@ -91,3 +91,20 @@ class Interrupts:
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise self._terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored inside (main thread; elsewhere nothing changes), the handlers
+    before put back on exit: for a short clean-up after the command has ended, which a second
+    signal would otherwise break with a traceback (``mlflow run`` sends SIGTERM to a command
+    that already ended on Ctrl-C, and waits for it)."""
+    try:
+        saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        saved = {}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)

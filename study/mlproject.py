@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from study.analysis.span import parse_compare_widths
+from study._signals import ignored
 from study.cli import main
 from study.config import StudyConfig, coerce_values
 from study.errors import ConfigError
@@ -67,18 +67,18 @@ def mlproject_main(command: str, argv: Sequence[str], *, keep: Sequence[str] = (
 
 
 def _discard_unclaimed_entry() -> None:
+    """Hand the run ``mlflow run`` opened to the process that deletes it once MLflow has
+    closed it, if nothing of a study was written to it (it reads the run itself)."""
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
         return
-    from mlflow import MlflowClient
+    from study.tracking.entry import discard_later
 
-    from study.tracking.entry import discard_later, is_unclaimed_entry
-
-    # Cleanup must never replace the error the user was just shown (the store may be the
-    # very thing that failed): any failure here leaves the FAILED run as MLflow would.
-    with contextlib.suppress(Exception):
-        if is_unclaimed_entry(MlflowClient().get_run(run_id)):
-            discard_later(run_id)
+    # The command has ended: a second signal (`mlflow run` sends SIGTERM to a command that
+    # ended on Ctrl-C) must not break this with a traceback and leave the run behind; and a
+    # failure here must never replace the error the user was just shown.
+    with ignored(), contextlib.suppress(OSError):
+        discard_later(run_id)
 
 
 _REPORT_FLAGS = ("--evaluators", "--importance-seed", "--n-bootstrap")
@@ -116,6 +116,8 @@ def main_pipeline(argv: Sequence[str]) -> int:
     Study flags go to ``run``; the store flags to all three; the importance flags to ``report``.
     Stops at the first step that fails and returns its exit code.
     """
+    from study.analysis.span import parse_compare_widths  # the statistics: not on every start
+
     analysis = _pairs(argv, _ANALYSIS_FLAGS)
     try:  # checked before the study runs: a bad value costs no trials
         parse_compare_widths(dict(zip(analysis[::2], analysis[1::2], strict=True)).get(

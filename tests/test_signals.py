@@ -109,3 +109,16 @@ def test_live_raises_a_latched_signal_on_entry_and_defers_again_after(interrupts
 def test_a_signal_inside_live_within_deferred_raises_at_once(interrupts):
     with interrupts.deferred(), interrupts.live(), pytest.raises(KeyboardInterrupt):
         signal.raise_signal(signal.SIGINT)
+
+
+def test_signals_inside_ignored_are_dropped_and_the_handlers_come_back(interrupts):
+    """Found by a user: `mlflow run` sends SIGTERM to a command that ended on Ctrl-C; it
+    arrived during the clean-up of its run (importing MLflow) and printed a traceback."""
+    from study._signals import ignored
+
+    with ignored():
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)
+    assert interrupts.signum is None  # neither reached the handlers
+    with pytest.raises(_Terminated):
+        signal.raise_signal(signal.SIGTERM)

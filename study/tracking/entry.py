@@ -4,7 +4,9 @@ making it part of a study (bad input: nothing may be left behind).
 MLflow creates that run before our command starts and marks it FAILED only after the command
 has exited, so the command cannot delete it itself (MLflow would then fail on a deleted run).
 It hands the run to a short-lived detached process instead, which waits for MLflow to close it
-and then deletes it (MLflow's delete: the run leaves every experiment's list).
+and then deletes it if nothing of a study was written to it (MLflow's delete: the run leaves
+every experiment's list). The command itself does not read the run: it may have ended while
+importing MLflow (a Ctrl-C there leaves MLflow half-imported, unusable in that process).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
+from typing import TYPE_CHECKING
 
 from study.tracking.runs import ROLE_TAG
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = ["PROJECT_ENTRY_TAG", "discard_later", "discard_when_closed", "is_unclaimed_entry"]
 
@@ -36,8 +39,9 @@ def is_unclaimed_entry(run: object) -> bool:
 
 
 def discard_later(run_id: str) -> None:
-    """Start the detached process that deletes ``run_id`` once MLflow has closed it (the
-    tracking URI is taken from the environment, as ``mlflow run`` set it)."""
+    """Start the detached process that deletes ``run_id`` once MLflow has closed it, if it is
+    still an unclaimed entry run then (the tracking URI is taken from the environment, as
+    ``mlflow run`` set it)."""
     subprocess.Popen(
         [sys.executable, "-m", "study.tracking.entry", run_id],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -62,6 +66,9 @@ def discard_when_closed(client: MlflowClient, run_id: str, *, wait_seconds: floa
 
 
 if __name__ == "__main__":
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
     try:
         discard_when_closed(MlflowClient(), sys.argv[1])
     except MlflowException:
