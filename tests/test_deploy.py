@@ -61,8 +61,26 @@ def test_the_tracking_server_is_a_deployment_and_a_service_on_port_5000():
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["port"] == 5000
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert "mlflow server" in " ".join(container["args"])
+    assert container["command"] == ["mlflow", "server"]
     assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "study-stores"
+
+
+def test_the_tracking_servers_database_url_is_on_no_command_line():
+    """Found by a user: a shell's "$MLFLOW_BACKEND_STORE_URI" put the password on the server's
+    command line (`ps` on the node); `mlflow server` reads the variable itself."""
+    (deployment,) = _kind("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    argv = [*container["command"], *container.get("args", [])]
+    assert not any("MLFLOW_BACKEND_STORE_URI" in a or "backend-store-uri" in a for a in argv)
+    assert container["env"][0]["name"] == "MLFLOW_BACKEND_STORE_URI"
+    assert "--host" in argv and "--allowed-hosts" in argv
+
+
+def test_the_tracking_server_is_recreated_not_rolled_over_its_volume():
+    (deployment,) = _kind("Deployment")
+    (claim,) = _kind("PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
 
 
 def test_every_volume_the_manifests_mount_is_claimed_by_them():
