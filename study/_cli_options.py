@@ -7,7 +7,8 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "importance_options",
     "landscape_options",
     "output_folder",
+    "quiet_libraries",
     "report_options",
     "resolve",
     "store_options",
@@ -157,6 +159,8 @@ def resolve(options: dict[str, Any]) -> tuple[StudyConfig, dict[str, Any]]:
     config_file = options.pop("config_file", None)
     explicit = {k: v for k, v in options.items() if v is not None}
     config, given = resolve_config(explicit=explicit, config_file=config_file)
+    for name in _from_environment(explicit):  # an ambient default: a new study's, no conflict
+        given.pop(name, None)
     check_dataset_path(config.dataset)
     keras_like = [v for v in config.bn_momentum if ":" not in v and float(v) > KERAS_LIKE]
     if keras_like and "bn_momentum" in given:
@@ -165,6 +169,15 @@ def resolve(options: dict[str, Any]) -> tuple[StudyConfig, dict[str, Any]]:
                    f"{1 - float(keras_like[0]):.0%} of the running statistics); Keras's "
                    f"momentum=0.99 is `--bn-momentum keras` (0.01).", err=True)
     return config, given
+
+
+def _from_environment(names: Iterable[str]) -> list[str]:
+    """The study-defining ``names`` whose value came from an environment variable
+    (``MLFLOW_EXPERIMENT_NAME`` set for a whole cluster, not for this study)."""
+    context = click.get_current_context(silent=True)
+    study = set(StudyConfig.field_names("study"))
+    return [name for name in names if context is not None and name in study
+            and context.get_parameter_source(name) is click.core.ParameterSource.ENVIRONMENT]
 
 
 def store_options(fn: Callable) -> Callable:
@@ -256,3 +269,15 @@ def landscape_options(fn: Callable) -> Callable:
     return fn
 
 REPORT_OPTIONS = ("evaluators", "importance_seed", "n_bootstrap")
+
+
+def quiet_libraries() -> None:
+    """Our own progress lines replace Optuna's per-trial INFO logs and experimental notices.
+
+    Called by each command once its inputs are checked, not at start-up: importing Optuna
+    takes about a second that ``--help`` and a bad flag should not wait for.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

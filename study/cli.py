@@ -7,9 +7,9 @@ with exit code 1; click's usage errors become one line with exit code 2.
 from __future__ import annotations
 
 import io
+import os
 import signal
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -26,6 +26,7 @@ from study._cli_options import (
     importance_options,
     landscape_options,
     output_folder,
+    quiet_libraries,
     report_options,
     resolve,
     store_options,
@@ -35,6 +36,7 @@ from study._text import finished_of, settings_of, shell_path
 from study._validation import check_positive
 from study.config import StudyConfig, resolve_config
 from study.errors import StudyError
+from study.keys import LOCAL_WORKER_ENV
 from study.redact import redact
 
 __all__ = ["cli", "main", "run_cli"]
@@ -113,7 +115,7 @@ def run_command(workers: int, trials_per_gpu: int | None, doctor: bool, quiet: b
     check_workers(config, workers)
     if trials_per_gpu is not None:
         check_positive("trials_per_gpu", trials_per_gpu)
-    _quiet_libraries()
+    quiet_libraries()
     if doctor:
         doctor_gate(config)
     from study.runtime import run_session, run_with_workers
@@ -133,7 +135,7 @@ def run_command(workers: int, trials_per_gpu: int | None, doctor: bool, quiet: b
 def worker_command(quiet: bool, **options: Any) -> None:
     """Join an existing study (same --storage) and run trials until its budget is met."""
     config, given = resolve(options)
-    _quiet_libraries()
+    quiet_libraries()
     from study.runtime import run_session
 
     _print_result(run_session(config, given=given, worker=True, out=_progress(quiet),
@@ -146,7 +148,7 @@ def worker_command(quiet: bool, **options: Any) -> None:
 def trial_command(**options: Any) -> None:
     """Train one fixed configuration and log it as one MLflow run."""
     config, hp = fixed_config(options, command="trial")
-    _quiet_libraries()
+    quiet_libraries()
     from study.runtime import run_single_trial
 
     result = run_single_trial(config, hp)
@@ -175,7 +177,7 @@ cli.add_command(doctor_command)
 def status_command(study_name: str, storage: str) -> None:
     """Trials by state, the best trial, trials per hour and live workers."""
     config, _ = resolve_config(explicit={"study_name": study_name, "storage": storage})
-    _quiet_libraries()
+    quiet_libraries()
     from study.runtime.status import study_status
 
     click.echo(study_status(config))
@@ -192,7 +194,7 @@ def analyze_command(output_dir: str | None, compare_widths: str | None,
     from study.analysis.span import parse_compare_widths
 
     widths = parse_compare_widths(compare_widths)
-    _quiet_libraries()
+    quiet_libraries()
     from study.analysis.command import analyze_study, answer_text
 
     document, path, logged = analyze_study(config, output_dir=output_folder(config, output_dir),
@@ -218,7 +220,7 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
 
     widths = parse_compare_widths(compare_widths)
     out = output_folder(config, output_dir)
-    _quiet_libraries()
+    quiet_libraries()
     from study.analysis.command import answer_text
     from study.report.command import report_study
 
@@ -267,7 +269,7 @@ def explain_command(question: str, lr: float, batch_size: int, weight_decay: flo
     for line in explain_main(
             question, config, given, n_widths=n_widths, replicates=replicates, report=report,
             fixed={"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay},
-            output_dir=output_dir, before_run=_quiet_libraries, interrupts=_interrupts()):
+            output_dir=output_dir, before_run=quiet_libraries, interrupts=_interrupts()):
         click.echo(line)
 
 
@@ -289,7 +291,7 @@ def landscape_command(output_dir: str | None, trials: str, where: str | None,
         check_probe(trials=trials, where=where, dim=dim, radius=radius, n_points=n_points,
                     n_directions=directions, seed=seed, normalization=normalization)
     folder = output_folder(config, output_dir) / "landscape"
-    _quiet_libraries()
+    quiet_libraries()
     from study.landscape.command import probe_between, probe_trials
 
     if between is not None:
@@ -332,8 +334,10 @@ class _Terminated(KeyboardInterrupt):
 
 def _interrupted(interrupt: BaseException) -> int:
     """Say in one line what an interrupt did (the session's summary where it gives one:
-    which trials failed and were queued again, how to resume); exit 128 + the signal."""
-    click.echo(getattr(interrupt, "summary", None) or "interrupted", err=True)
+    which trials failed and were queued again, how to resume); exit 128 + the signal. A
+    worker of ``study run --workers`` leaves the line to that process (one for all)."""
+    if not os.environ.get(LOCAL_WORKER_ENV):
+        click.echo(getattr(interrupt, "summary", None) or "interrupted", err=True)
     return 128 + int(getattr(interrupt, "signum", None) or signal.SIGINT)
 
 
@@ -349,18 +353,6 @@ def _checked() -> tuple[Any, ...]:
     :mod:`study._signals`)."""
     interrupts = click.get_current_context().obj
     return (interrupts.check,) if isinstance(interrupts, Interrupts) else ()
-
-
-def _quiet_libraries() -> None:
-    """Our own progress lines replace Optuna's per-trial INFO logs and experimental notices.
-
-    Called by each command once its inputs are checked, not at start-up: importing Optuna
-    takes about a second that ``--help`` and a bad flag should not wait for.
-    """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

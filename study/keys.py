@@ -16,6 +16,7 @@ __all__ = [
     "HPARAMS_ATTR",
     "INTERRUPTED",
     "LANDSCAPE_ATTR_PREFIX",
+    "LOCAL_WORKER_ENV",
     "MODEL_SHA_ATTR",
     "MODEL_SHA_TAG",
     "PARENT_RUN_ATTR",
@@ -61,3 +62,6 @@ MODEL_SHA_TAG = "study.model_sha256"
 # -- MLflow artifacts --------------------------------------------------------------------------
 WEIGHTS_ARTIFACT = "weights/final.pt"
 """Final weights of every finished trial (a ``state_dict``, loaded with ``weights_only``)."""
+# In the environment of the workers `study run --workers` starts: that process's pid (it says
+# for all of them how a signal ended the study).
+LOCAL_WORKER_ENV = "STUDY_WORKER_OF"

@@ -398,6 +398,29 @@ def test_resume_with_conflicting_flag_is_one_line_naming_both_values(created_stu
     assert "Traceback" not in outcome.output
 
 
+def test_an_experiment_from_the_environment_does_not_stop_a_resume(created_study):
+    """Found by a user: a cluster-wide MLFLOW_EXPERIMENT_NAME stopped every worker with
+    "conflicts ...; drop the flag", naming a flag nobody gave."""
+    assert created_study.returncode == 0, created_study.output
+    proc = run_cli(["run", "--storage", created_study.storage, "--n-trials", "1"],
+                   cwd=created_study.cwd,
+                   env={**cli_env(created_study.tracking_uri), "MLFLOW_EXPERIMENT_NAME": "other"})
+    assert proc.returncode == 0, proc.stderr
+    assert ("note: study 'cnn-width' keeps the settings it was created with: "
+            "experiment='study' (MLFLOW_EXPERIMENT_NAME='other' applies to new studies).") \
+        in proc.stderr.splitlines()
+    assert "budget met" in proc.stderr + proc.stdout
+
+
+def test_an_experiment_flag_that_differs_is_still_refused(created_study):
+    assert created_study.returncode == 0, created_study.output
+    outcome = _run(["run", "--storage", created_study.storage, "--n-trials", "1",
+                    "--experiment", "other"], created_study.cwd, created_study.storage,
+                   created_study.tracking_uri)
+    assert outcome.returncode == 1
+    assert "`experiment` conflicts with study 'cnn-width'" in outcome.stderr
+
+
 def test_resume_without_conflict_succeeds(resumed_study):
     assert resumed_study.returncode == 0, resumed_study.output
     assert "2/2 finished" in resumed_study.stdout

@@ -4,6 +4,8 @@ and budget; open it for reading; count its trials."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -147,6 +149,9 @@ def prepare_study(
     if stored is not None:
         resumed = config_from_stored(stored, config)
         check_no_conflict(resumed, given or {}, study_name=config.study_name)
+        note = kept_settings_note(resumed, given or {}, environ=os.environ)
+        if note:
+            print(note, file=sys.stderr, flush=True)
         config = resumed
     elif study_id is not None and storage.get_all_trials(study_id, deepcopy=False):
         raise ConfigError(
@@ -155,6 +160,34 @@ def prepare_study(
         )
     return PreparedStudy(storage=storage, config=config, study_id=study_id,
                          stored=stored is not None, stale_handler=handler)
+
+
+def kept_settings_note(stored: StudyConfig, given: Mapping[str, Any], *,
+                       environ: Mapping[str, str]) -> str | None:
+    """The line saying which stored settings a resumed study keeps where this command could
+    seem to ask for others: an environment variable's value (it applies to new studies), and,
+    under ``mlflow run``, the settings left at their MLproject defaults (a ``-P`` equal to the
+    default cannot be told from one not given). ``None`` when there is nothing to say."""
+    kept = {}
+    for field in dataclasses.fields(StudyConfig):
+        name, value = field.name, getattr(stored, field.name)
+        if name in given or field.metadata.get("scope") != "study":
+            continue
+        env = field.metadata.get("envvar")
+        if env and environ.get(env, value) != value:
+            kept[name] = f"{name}={value!r} ({env}={environ[env]!r} applies to new studies)"
+        elif "MLFLOW_RUN_ID" in environ and value != field.default:
+            kept[name] = f"{name}={_flag_value(value)}"
+    if not kept:
+        return None
+    why = (" (-P values equal to the MLproject defaults count as not given)"
+           if "MLFLOW_RUN_ID" in environ else "")
+    return (f"note: study {stored.study_name!r} keeps the settings it was created with: "
+            f"{', '.join(kept.values())}{why}.")
+
+
+def _flag_value(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def load_study(prepared: PreparedStudy, *, salt: int = 0) -> LoadedStudy:

@@ -142,12 +142,15 @@ def run_with_workers(
                             interrupts=interrupts, summary=summary)
         if interrupts is not None:  # one held while the stores opened
             interrupts.check()
-        for _ in range(MAX_ROUNDS):
+        idle = _nothing_to_run(ctx.study, ctx.config, ctx.counter)
+        if idle:  # said once, without starting workers that would each say it
+            print(idle, file=out)
+        for _ in range(0 if idle else MAX_ROUNDS):
             codes = start_workers(ctx.config, devices, tracking_uri=ctx.tracker.tracking_uri,
                                   quiet=quiet)
             if n_finished(ctx.study) >= ctx.config.n_trials or all(codes):
                 break
-        if all(codes) and n_finished(ctx.study) < ctx.config.n_trials:
+        if not idle and all(codes) and n_finished(ctx.study) < ctx.config.n_trials:
             raise StudyError(f"all {len(devices)} workers failed (exit codes {codes}); "
                              f"see above.")
     return _result(ctx)
@@ -318,6 +321,21 @@ def _completed(ctx: _Session) -> bool:
         not ctx.counter(TrialState.RUNNING, TrialState.WAITING)
 
 
+def _nothing_to_run(study: optuna.Study, config: StudyConfig, counter: TrialCounter, *,
+                    queue_only: bool = False) -> str | None:
+    """The line of a session with nothing to run (the budget met; a design's queue drained),
+    else ``None``."""
+    done = counter(*FINISHED_STATES)
+    if queue_only and not counter(TrialState.WAITING):
+        return f"study {study.study_name!r}: every designed trial has run; nothing to run."
+    if done < config.n_trials:
+        return None
+    more = "" if queue_only else f" The budget counts the study's trials in all: " \
+        f"{flag_text('n_trials', done + config.n_trials)} would run {config.n_trials} more."
+    return (f"study {study.study_name!r}: budget met ({finished_of(done, config.n_trials)}); "
+            f"nothing to run.{more}")
+
+
 def _optimize(
     study: optuna.Study, config: StudyConfig, data: TensorData, tracker: Tracker, *,
     experiment_id: str, parent_run_id: str, device: str, out: TextIO,
@@ -327,17 +345,11 @@ def _optimize(
 ) -> None:
     checkpoint = interrupts.check if interrupts is not None else (lambda: None)
     checkpoint()  # one held while the stores opened, or swallowed since: no trial starts
+    idle = _nothing_to_run(study, config, counter, queue_only=queue_only)
+    if idle:
+        print(idle, file=out)
+        return
     done = counter(*FINISHED_STATES)
-    if queue_only and not counter(TrialState.WAITING):
-        print(f"study {study.study_name!r}: every designed trial has run; nothing to run.",
-              file=out)
-        return
-    if done >= config.n_trials:
-        more = "" if queue_only else f" The budget counts the study's trials in all: " \
-            f"{flag_text('n_trials', done + config.n_trials)} would run {config.n_trials} more."
-        print(f"study {study.study_name!r}: budget met ({finished_of(done, config.n_trials)}); "
-              f"nothing to run.{more}", file=out)
-        return
     failures: list[str] = []
     # Workers side by side print the same line: which process says it tells them apart.
     who = f"worker pid {os.getpid()}, " if worker else ""

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from study.config import StudyConfig
 from study.errors import ConfigError
+from study.keys import LOCAL_WORKER_ENV
 from study.storages import storage_kind
 
 __all__ = [
@@ -99,11 +100,13 @@ def worker_command(config: StudyConfig, device: str, *, quiet: bool = False) -> 
 def worker_env(config: StudyConfig, devices: Sequence[str], *,
                tracking_uri: str) -> dict[str, str]:
     """The environment of the local workers: this one, with the storage and tracking URLs
-    (``STUDY_STORAGE``, ``MLFLOW_TRACKING_URI``), no inherited ``mlflow run`` run, and CPU
-    threads split between CPU workers."""
+    (``STUDY_STORAGE``, ``MLFLOW_TRACKING_URI``), no inherited ``mlflow run`` run, CPU
+    threads split between CPU workers, and :data:`LOCAL_WORKER_ENV` (a worker stopped by a
+    signal leaves the one line saying so to this process, which speaks for all of them)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     env["STUDY_STORAGE"] = config.storage
     env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env[LOCAL_WORKER_ENV] = str(os.getpid())
     if not any(d.startswith("cuda") for d in devices) and "OMP_NUM_THREADS" not in env:
         # CPU workers share the cores: oversubscribed intra-op threads would slow all of them.
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))

@@ -248,6 +248,32 @@ def test_a_signal_fails_and_requeues_the_running_trial_and_says_so_in_one_line(
     assert parent.info.status == "KILLED"
 
 
+def test_a_sigterm_to_local_workers_is_told_in_one_line(server, new_postgres_database,
+                                                        tmp_path):
+    """Found by a user: `study run --workers 2` answered SIGTERM with three lines (each
+    worker's, then its own); the README says one."""
+    storage = postgres_url(new_postgres_database())
+    args = ["run", "--storage", storage, "--study-name", "w", "--tracking-uri", server.uri,
+            "--experiment", "workers-stopped", "--n-trials", "4", "--epochs", "300",
+            "--width-min", "8", "--width-max", "8", "--batch-sizes", "64", "--device", "cpu",
+            "--pruner", "none", "--workers", "2"]
+
+    with study_process(args, tmp_path) as proc:
+        poll_trials(storage, "w", lambda ts: len([t for t in ts if t.state == TrialState.RUNNING
+                                                  and "mlflow_run_id" in t.user_attrs]) == 2,
+                    proc=proc, timeout=180, what="two RUNNING trials linked to their runs")
+        proc.send_signal(signal.SIGTERM)
+        returncode = proc.wait(timeout=120)
+
+    stderr = (tmp_path / "first.err").read_text()
+    assert returncode == 143, stderr
+    assert "Traceback" not in stderr
+    told = [line for line in stderr_lines(stderr) if line.startswith("interrupted")]
+    assert told == [stderr_lines(stderr)[-1]], stderr
+    assert told[0].startswith("interrupted: trials ") and told[0].endswith(
+        "failed and queued again; run the same command to resume"), told
+
+
 def _interrupt_once_at_attr(monkeypatch, key: str) -> list[int]:
     """Raise KeyboardInterrupt the first time a trial sets user attr ``key`` (through the real
     ``optuna.Trial.set_user_attr`` otherwise); returns the numbers of the trials it hit."""

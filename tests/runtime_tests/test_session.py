@@ -586,3 +586,22 @@ def test_a_signal_while_the_tracking_store_does_not_answer_stops_the_wait(
     assert not isinstance(caught.value, session.Interrupted)  # no session to speak of
     assert "unreachable" not in capsys.readouterr().err  # the wait did not run out
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_workers_on_a_study_whose_budget_is_met_start_no_process(tmp_path, tracking_uri,
+                                                                 capsys):
+    """Found by a user: `--workers 2` on a finished study started two workers (17 s) that
+    each printed the same "budget met" line."""
+    config = small_config(f"journal:{tmp_path / 'study.journal'}", tracking_uri, n_trials=1,
+                          epochs=1)
+    run_session(config, out=io.StringIO())
+    capsys.readouterr()
+    out = io.StringIO()
+
+    result = session.run_with_workers(config, 2, out=out)
+
+    assert result.n_finished == 1
+    assert [line for line in out.getvalue().splitlines() if "budget met" in line] == [
+        "study 's': budget met (1/1 finished); nothing to run. The budget counts the study's "
+        "trials in all: --n-trials 2 would run 1 more."]
+    assert "worker pid" not in capsys.readouterr().err  # no worker started
