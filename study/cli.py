@@ -203,7 +203,7 @@ def analyze_command(output_dir: str | None, compare_widths: str | None,
     click.echo(f"wrote {path}; {logged}")
     from study.report.command import earlier_report_note
 
-    if note := earlier_report_note(path.parent, logged.run_id):  # an earlier `study report`
+    if note := earlier_report_note(path.parent, logged.run_id, document):  # `study report`'s
         click.echo(note, err=True)
 
 

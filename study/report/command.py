@@ -16,7 +16,7 @@ from study.analysis.sources import StudyData, trials_from_table
 from study.config import StudyConfig
 from study.landscape import sharpness_figure
 from study.redact import redact
-from study.report._format import TRIAL_COLUMNS
+from study.report._format import TRIAL_COLUMNS, jsonable
 from study.report.writers import write_report
 from study.storages import shown_storage
 from study.tracking import Tracker
@@ -85,19 +85,25 @@ def _landscape_figure(data: StudyData) -> dict[str, tuple[str, str, bytes]]:
     )}
 
 
-def earlier_report_note(folder: Path, parent_run_id: str | None) -> str | None:
-    """The note after ``study analyze`` wrote into ``folder`` where ``study report`` wrote
-    before: that report is of an earlier analysis, or of another study of the same name (one
-    in another storage, whose parent run is another: the folder is named after the study).
-    ``None`` where ``folder`` holds no report."""
+def earlier_report_note(folder: Path, parent_run_id: str | None,
+                        analysis: dict[str, Any] | None = None) -> str | None:
+    """The note after ``study analyze`` wrote ``analysis`` into ``folder`` where ``study
+    report`` wrote before: that report is of an earlier analysis, or of another study of the
+    same name (one in another storage, whose parent run is another: the folder is named after
+    the study). ``None`` where ``folder`` holds no report, or one of this very analysis."""
     path = folder / "report.json"
     if not path.exists():
         return None
     try:
-        meta = json.loads(path.read_text()).get("meta") or {}
+        report = json.loads(path.read_text())
+        meta = report.get("meta") or {}
     except (OSError, ValueError, AttributeError):
-        meta = {}
+        report, meta = {}, {}
     other = meta.get("parent_run_id")
+    same_study = not (parent_run_id and other and other != parent_run_id)
+    if same_study and analysis is not None and report.get("analysis") == json.loads(
+            json.dumps(jsonable(analysis))):
+        return None  # the report already shows this analysis
     if parent_run_id and other and other != parent_run_id:
         return (f"note: the report in {folder} is of another study named "
                 f"{meta.get('study_name')!r} (parent run {other}, storage "

@@ -190,6 +190,21 @@ def test_analyze_beside_an_earlier_report_says_the_report_is_out_of_date(studies
            f"with the same flags brings it up to date." in capsys.readouterr().err
 
 
+def test_analyze_beside_a_report_of_the_same_analysis_says_nothing(studies, capsys):
+    """Found by a new user: `make run` (analyze, then report) and an unchanged `study analyze`
+    after `study report` said the report was out of date."""
+    from study.cli import main
+
+    tmp, configs, _ = studies
+    config = configs["none"]
+    report_study(config, output_dir=tmp / "a-same", evaluators=["fanova"], seed=0,
+                 n_bootstrap=2)
+    capsys.readouterr()
+    assert main(["analyze", "--study-name", config.study_name, "--storage", config.storage,
+                 "--tracking-uri", config.tracking_uri, "--output-dir", str(tmp / "a-same")]) == 0
+    assert "note: the report" not in capsys.readouterr().err
+
+
 def test_analyze_beside_another_studys_report_names_that_study(studies, capsys):
     """Found by a new user: a study of the same name in another storage analyzed into the same
     folder read only "the report is from an earlier analysis"."""
