@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from study._text import interval_formatter
-from study.analysis.answer import where_text
+from study.analysis.answer import weight_decay_text, where_text
 from study.report._format import MISSING, effect, fmt_ci, fmt_num, fmt_p, text
 from study.report.blocks import Code, FigureRef, Heading, Para, Table
 
@@ -170,18 +170,18 @@ def _threshold_text(found: Any) -> str:
     status, estimate = found.get("status"), found.get("estimate")
     lo, hi = found.get("ci95") or (None, None)
     basis = text(found.get("basis"))
+    wd = weight_decay_text  # as the verdict writes weight decays: 1.0e-04, not 0.0001
     if estimate is not None:
-        bounds = (f"{fmt_num(lo, 2)} to {fmt_num(hi, 2)}" if lo and hi else
-                  f"up to {fmt_num(hi, 2)}" if hi else
-                  f"from {fmt_num(lo, 2)} up" if lo else "unbounded")
+        bounds = (f"{wd(lo)} to {wd(hi)}" if lo and hi else f"up to {wd(hi)}" if hi else
+                  f"from {wd(lo)} up" if lo else "unbounded")
         where = "inside" if status == "inside" else "outside"
         return (f"Threshold weight decay (the total turns positive above it): "
-                f"{fmt_num(estimate, 2)}, 95% CI {bounds}; {where} the studied range. "
+                f"{wd(estimate)}, 95% CI {bounds}; {where} the studied range. "
                 f"Basis: {basis}.")
     extra = ""
     if found.get("extrapolated"):
         extra = (f" Extrapolated (data part and ||w||² as at the edge): "
-                 f"{fmt_num(found['extrapolated'], 2)}.")
+                 f"about {wd(found['extrapolated'])}.")
     return f"Threshold weight decay: none found ({text(found.get('reason'))}).{extra}"
 
 
