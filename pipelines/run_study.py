@@ -2,7 +2,7 @@
 
 import sys
 
-from study.mlproject import mlproject_main
+from study.mlproject import study_pipeline
 
 if __name__ == "__main__":
-    sys.exit(mlproject_main("run", sys.argv[1:]))
+    sys.exit(study_pipeline(sys.argv[1:]))

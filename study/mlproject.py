@@ -22,7 +22,7 @@ from study.config import StudyConfig, coerce_values
 from study.errors import ConfigError
 from study.redact import redact
 
-__all__ = ["mlproject_main", "strip_defaults", "ui_hint"]
+__all__ = ["mlproject_main", "next_step", "strip_defaults", "study_pipeline", "ui_hint"]
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(StudyConfig)}
 
@@ -141,6 +141,29 @@ def main_pipeline(argv: Sequence[str]) -> int:
         parent, experiment = _study_parent(os.environ)
         print(ui_hint(os.environ, parent_run_id=parent, experiment=experiment), flush=True)
     return code
+
+
+def study_pipeline(argv: Sequence[str]) -> int:
+    """The ``study`` entry point: ``study run``, then, once it succeeded, what to run next and
+    where to see the study (as ``main`` ends with)."""
+    code = mlproject_main("run", argv)
+    if code == 0:
+        print(next_step(argv), flush=True)
+        parent, experiment = _study_parent(os.environ)
+        print(ui_hint(os.environ, parent_run_id=parent, experiment=experiment), flush=True)
+    return code
+
+
+def next_step(argv: Sequence[str]) -> str:
+    """The ``mlflow run`` command that answers the study ``argv`` ran: its ``report`` entry
+    point with the study's name and storage (where they are not the defaults)."""
+    store = _pairs(argv, ("--study-name", "--storage"))
+    params = [f"-P {flag[2:].replace('-', '_')}={shlex.quote(value)}"
+              for flag, value in zip(store[::2], store[1::2], strict=True)
+              if value != str(_DEFAULTS[flag[2:].replace("-", "_")])]
+    command = " ".join(["mlflow run . -e report --env-manager local", *params])
+    return (f"next: {redact(command)} writes the answer and the report (-e analyze: the "
+            f"answer alone)")
 
 
 def _study_parent(environ: Mapping[str, str]) -> tuple[str | None, str | None]:

@@ -49,6 +49,9 @@ def test_mlflow_run_study_then_resume(tmp_path, tracking_uri):
     first = mlflow_run("study", {"n_trials": "3", "epochs": "2", "storage": storage},
                        cwd=tmp_path, tracking_uri=tracking_uri)
     assert first.returncode == 0, first.stderr[-3000:]
+    # What to run next and where to look, as `-e main` ends (found by a new user).
+    assert "next: mlflow run . -e report --env-manager local" in first.stdout
+    assert "the study in the MLflow UI" in first.stdout
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("e2e")
     runs = client.search_runs([experiment.experiment_id])

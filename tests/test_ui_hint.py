@@ -57,3 +57,17 @@ def test_an_experiment_known_by_its_id_only_is_named():
                      "MLFLOW_RUN_ID": "r"}, parent_run_id="r", experiment="study").splitlines()
     assert lines[0] == "the study in the MLflow UI (experiment study, parent run r):"
     assert lines[-1].endswith("/#/experiments/1/runs?workflowType=machine_learning")
+
+
+def test_the_study_entry_point_names_the_command_that_answers_it():
+    """Found by a new user: `mlflow run . -e study` ended without saying what to run next."""
+    from study.mlproject import next_step
+
+    defaults = ["--study-name", "cnn-width", "--storage", "sqlite:///optuna.db", "--epochs", "3"]
+    assert next_step(defaults) == ("next: mlflow run . -e report --env-manager local writes "
+                                   "the answer and the report (-e analyze: the answer alone)")
+    named = ["--study-name", "my study", "--storage", "postgresql://u:secret@h/optuna"]
+    line = next_step(named)
+    assert "-P 'study_name=my study'" not in line  # quoted as a whole -P value
+    assert "-P study_name='my study'" in line
+    assert "-P storage=postgresql://u:***@h/optuna" in line and "secret" not in line
