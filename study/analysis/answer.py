@@ -273,7 +273,9 @@ def _threshold(block: Mapping[str, Any], question: str) -> str | None:
         where = ("within the studied" if status == "inside" else "outside the studied")
         if studied[0] == studied[1]:
             where = "beside the study's fixed"
-        text = (f"Bigger models start higher once the weight decay exceeds "
+        # "start" is the initialization's word; over the early window they are higher.
+        rise = "start higher" if question == "init" else "are higher"
+        text = (f"Bigger models {rise} once the weight decay exceeds "
                 f"{weight_decay_text(block['estimate'])} ({_ci_text(block['ci95'])}), "
                 f"{where} {span}")
         if question == "init":

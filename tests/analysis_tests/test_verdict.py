@@ -162,6 +162,14 @@ def test_the_strong_penalty_study_says_penalty_and_where_it_begins(strong):
     assert "start higher once the weight decay exceeds" in strong["verdict"]["text"]
 
 
+def test_the_early_windows_threshold_is_not_said_of_the_start(strong):
+    """Found by a new user: the first epoch's threshold read "Bigger models start higher"."""
+    detail = strong["verdict"]["detail"]  # the paragraph: initialization, then the window
+    init, early = detail.split("Over the first", 1)
+    assert "Bigger models start higher once" in init
+    assert "Bigger models are higher once" in early and "start higher once" not in early
+
+
 @pytest.mark.parametrize(("sampler", "named"), [("tpe", True), ("gp", True), ("random", False),
                                                 ("qmc", False)])
 def test_an_adaptive_sampler_is_named_with_what_to_run_instead(sampler, named):
