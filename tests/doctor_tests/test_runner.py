@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,3 +79,35 @@ def test_labels_not_learned_draw_real_against_shuffled_accuracy(rolled):
     assert ax.get_xlabel() == "epoch of the short training"
     assert ax.get_ylabel() == "validation accuracy" and ax.get_ylim() == (0, 1)
     assert "labels-signal" in CAPTIONS
+
+
+@pytest.fixture(scope="module")
+def all_shuffled(tmp_path_factory) -> dict[str, CheckResult]:
+    """lr, overfit-one-batch and labels on digits with every label permuted (before the split,
+    as a user's file), for a user's slow model (small_net, width 8) at Adam's default 1e-3."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    path = tmp_path_factory.mktemp("shuffled") / "shuffled_all.npz"
+    np.savez(path, X=bunch.images.astype(np.float32),
+             y=np.random.default_rng(0).permutation(bunch.target))
+    inputs = DoctorInputs(load_dataset(f"npz:{path}", seed=0),
+                          dataclasses.replace(DEFAULT_HP, width=8), seed=0,
+                          model="tests/doctor_tests/models.py:small_net")
+    return {r.name: r for r in run_checks(inputs, checks=("lr", "overfit-one-batch", "labels"))}
+
+
+def test_fully_shuffled_labels_fail_the_labels_check_not_the_model(all_shuffled):
+    """Found by a user: the range test found no descent on random labels, overfit-one-batch
+    fell back to lr 1e-3 and failed ("the model ... is broken") while its loss still fell
+    steadily, and that failure turned the labels' failure into "not conclusive"."""
+    results = all_shuffled
+    assert results["lr"].details["suggested_lr"] is None  # the fallback to lr 1e-3
+    assert results["overfit-one-batch"].status == "warn", results["overfit-one-batch"].evidence
+    assert results["labels"].status == "fail", results["labels"].evidence
+    assert results["labels"].evidence.startswith("val accuracy ")
+    assert results["labels"].advice.startswith("the model learns real labels no better than "
+                                               "shuffled ones: check that x and y are aligned")
+    assert results["overfit-one-batch"].advice.startswith(
+        "first fix what the labels check found, which can cause this reading by itself; then "
+        "the model memorizes the batch, slowly")
