@@ -226,8 +226,7 @@ def check_duplicates(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> 
         status = "fail"
     else:
         status = "warn" if twins or conflicts else "pass"
-    todo = [*(["remove the validation samples found in training (validation then measures "
-               "memorization)"] if twins else []),
+    todo = [*([_leak_advice(inputs.given_split)] if twins else []),
             *(["resolve the conflicting labels of identical training samples"]
               if conflicts else [])]
     advice = ("; ".join(todo) + " (every one in duplicates_suspects.csv)" if todo else
@@ -235,6 +234,18 @@ def check_duplicates(inputs: DoctorInputs, found: Mapping[str, CheckResult]) -> 
     return CheckResult("duplicates", status, evidence, advice, "no training", details=details,
                        listing=_duplicate_rows(twins, conflicts, (y, d.y_val.cpu().numpy()),
                                                (names_t, names_v)))
+
+
+def _leak_advice(given_split: bool) -> str:
+    """What to do about validation samples found in training: the user's own split is theirs
+    to fix; a split the study made from ``X`` puts a row repeated in ``X`` on both sides by
+    chance, so only deduplicating ``X`` helps (the study would split it the same way again)."""
+    if given_split:
+        return ("remove the validation samples found in training (validation then measures "
+                "memorization)")
+    return ("deduplicate X, keeping one copy of each repeated sample: the split is the study's, "
+            "made from X, so copies in X fall on both sides (validation then measures "
+            "memorization)")
 
 
 def _duplicate_rows(twins: list[tuple[int, list[int]]], conflicts: list[list[int]],

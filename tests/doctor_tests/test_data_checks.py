@@ -158,6 +158,34 @@ def test_clean_splits_list_no_copies():
     assert result.status == "pass" and result.listing == []
 
 
+@pytest.mark.parametrize("given", [False, True])
+def test_validation_copies_advice_depends_on_whose_split_it_is(tmp_path, given):
+    """Found by a user: ``X, y`` with repeated rows, split by the study, was told to "remove the
+    validation samples found in training", a split that is not theirs; only their own split
+    keeps that advice."""
+    from sklearn.datasets import load_digits
+
+    from study.training import load_dataset
+
+    bunch = load_digits()
+    x = bunch.data.reshape(-1, 1, 8, 8).astype(np.float32)
+    path = tmp_path / "file.npz"
+    if given:  # the user's split, 200 of whose validation samples are training ones
+        np.savez(path, x_train=x[:1400], y_train=bunch.target[:1400],
+                 x_val=np.concatenate([x[:200], x[1400:1600]]),
+                 y_val=np.concatenate([bunch.target[:200], bunch.target[1400:1600]]))
+    else:  # every sample twice in X: the study's split puts most copies on both sides
+        np.savez(path, X=np.concatenate([x, x]), y=np.concatenate([bunch.target] * 2))
+    inputs = _inputs(load_dataset(f"npz:{path}", seed=0, device=torch.device("cpu")))
+    result = check_duplicates(inputs, {})
+    assert inputs.given_split is given
+    assert result.status == "fail", result.evidence
+    assert result.details["val_in_train_fraction"] > LEAK_FAIL
+    expected = "remove the validation samples found in training" if given else (
+        "deduplicate X, keeping one copy of each repeated sample: the split is the study's")
+    assert result.advice.startswith(expected), result.advice
+
+
 def test_same_label_copies_inside_training_are_counted_not_judged():
     result = check_duplicates(_with_copies(n_same_pairs=4), {})
     assert result.status == "pass", result.evidence
