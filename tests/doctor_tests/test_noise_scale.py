@@ -10,7 +10,13 @@ import torch
 
 from study.doctor.base import DoctorInputs
 from study.doctor.lr_range import ShortTraining, check_lr
-from study.doctor.noise_scale import FACTOR, TRAIN_EPOCHS, check_batch_size, noise_scale
+from study.doctor.noise_scale import (
+    FACTOR,
+    MAX_BATCH_FRACTION,
+    TRAIN_EPOCHS,
+    check_batch_size,
+    noise_scale,
+)
 from tests.doctor_tests.conftest import DEFAULT_HP
 
 SMALL_NET = "tests/doctor_tests/models.py:small_net"
@@ -62,3 +68,33 @@ def test_estimate_leaves_the_model_alone(clean_inputs):
     assert all(torch.equal(a, b) for a, b in zip(buffers, run.model.buffers(), strict=True))
     assert all(torch.equal(a, b) for a, b in zip(weights, run.model.parameters(), strict=True))
     assert all(p.grad is None for p in run.model.parameters())
+
+
+def _first(digits_data, n: int, batch_size: int) -> DoctorInputs:
+    """The first ``n`` training samples of digits at ``batch_size``."""
+    data = dataclasses.replace(digits_data, x_train=digits_data.x_train[:n],
+                               y_train=digits_data.y_train[:n], origin=None)
+    return DoctorInputs(data, dataclasses.replace(DEFAULT_HP, batch_size=batch_size), seed=0)
+
+
+def test_a_tiny_batch_is_advised_no_more_than_an_eighth_of_the_split(digits_data):
+    """Found by a user: on 800 samples the check advised "a batch nearer 328" (2 steps an
+    epoch); on 240 samples B_simple exceeds an eighth of them (30) several times over."""
+    result = check_batch_size(_first(digits_data, 240, 2), {})
+    largest = int(240 * MAX_BATCH_FRACTION)
+    assert result.status == "warn", result.evidence
+    assert result.details["b_simple"] > largest
+    assert result.advice.startswith(f"noisy steps: a batch nearer {largest} (with the lr "
+                                    "scaled up)")
+    assert result.advice.endswith("not larger: a batch above an eighth of the training split "
+                                  "leaves fewer than 8 steps an epoch and little of SGD's noise")
+
+
+def test_a_batch_within_a_decade_of_the_largest_advised_one_passes(digits_data):
+    """B_simple above 10x the batch warned even where the batch it pointed to was most of the
+    split; the largest advised batch (an eighth) is what the batch is held against."""
+    result = check_batch_size(_first(digits_data, 400, 6), {})
+    assert result.details["b_simple"] > FACTOR * 6  # the old rule warned here
+    assert result.status == "pass", result.evidence
+    assert result.evidence.endswith("; no batch above 50 is advised (an eighth of the 400 "
+                                    "training samples)")
