@@ -108,11 +108,13 @@ def from_loader(spec: str, *, keep_non_finite: bool = False) -> Arrays:
 
 def _given_split(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
                  y_val: np.ndarray, *, keep_non_finite: bool) -> Arrays:
+    # The shapes as given: check_x adds the channel axis of an (N, H, W) array.
+    given, val_shape = tuple(x_train.shape[1:]), tuple(x_val.shape)
     x_train, bad_train = check_x(x_train, keep_non_finite=keep_non_finite, name="x_train")
     x_val, bad_val = check_x(x_val, keep_non_finite=keep_non_finite, name="x_val")
     if x_train.shape[1:] != x_val.shape[1:]:
-        raise DataError(f"`x_val` must have the sample shape of `x_train` {x_train.shape[1:]}, "
-                        f"but got x_val.shape={x_val.shape}.")
+        raise DataError(f"`x_val` must have the sample shape of `x_train`, {given}, but got "
+                        f"sample shape {val_shape[1:]} (x_val.shape={val_shape}).")
     y_train = check_y(y_train, n=len(x_train), name="y_train", x_name="x_train",
                       min_per_class=1)
     y_val = check_y(y_val, n=len(x_val), name="y_val", x_name="x_val",
@@ -187,14 +189,16 @@ def check_y(y: np.ndarray, *, n: int, name: str = "y", x_name: str = "X",
         if bad.size:
             raise DataError(
                 f"`{name}` must hold integer class labels, but got {bad.size} non-integer "
-                f"values (e.g. {bad[0]!r})."
+                f"values (e.g. {bad[0].item()})."
             )
     y = y.astype(np.int64)
     labels, counts = np.unique(y, return_counts=True)
     if n_classes is not None:
         if labels[0] < 0 or labels[-1] >= n_classes:
+            got = (f"only label {labels[0]}" if len(labels) == 1
+                   else f"labels {labels[0]}..{labels[-1]}")
             raise DataError(f"`{name}` must hold labels in 0..{n_classes - 1} (the classes of "
-                            f"y_train), but got labels {labels[0]}..{labels[-1]}.")
+                            f"y_train), but got {got}.")
         return y
     if labels[0] != 0 or labels[-1] != len(labels) - 1 or len(labels) < 2:
         shown = ", ".join(str(v) for v in labels[:10]) + (", ..." if len(labels) > 10 else "")

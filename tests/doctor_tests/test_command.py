@@ -139,6 +139,36 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, tracking_uri):
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
+def _bad_file(kind: str) -> dict[str, np.ndarray]:
+    """Arrays of 4 classes of 16x16 images with one fault each (found by a user)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 1, 16, 16)).astype(np.float32), np.arange(40) % 4
+    if kind == "float-label":
+        return {"X": x, "y": np.where(np.arange(40) == 5, 3.5, y).astype(np.float64)}
+    if kind == "one-val-label":
+        return {"x_train": x, "y_train": y, "x_val": x[:8], "y_val": np.full(8, 7)}
+    return {"x_train": x, "y_train": y, "x_val": x[:8, :, :8, :8], "y_val": y[:8]}
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("float-label", "`y` must hold integer class labels, but got 1 non-integer values (e.g. "
+                    "3.5)."),
+    ("one-val-label", "`y_val` must hold labels in 0..3 (the classes of y_train), but got only "
+                      "label 7."),
+    ("val-shape", "`x_val` must have the sample shape of `x_train`, (1, 16, 16), but got "
+                  "sample shape (1, 8, 8) (x_val.shape=(8, 1, 8, 8))."),
+])
+def test_bad_arrays_are_named_in_plain_numbers(tmp_path, tracking_uri, kind, message):
+    """Found by a user: ``np.float64(3.5)``, ``labels 7..7``, and a sample shape set against
+    a whole array's shape."""
+    np.savez(tmp_path / "bad.npz", **_bad_file(kind))
+    result = run_cli(["doctor", "--dataset", f"npz:{tmp_path / 'bad.npz'}",
+                      "--output-dir", str(tmp_path / "out")], cwd=tmp_path,
+                     env=cli_env(tracking_uri))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {message}"]
+
+
 def test_an_unknown_check_is_a_usage_error(tmp_path):
     result = run_cli(["doctor", "--checks", "lr,vibes"], cwd=tmp_path, env=cli_env())
     assert result.returncode == 2
