@@ -1,5 +1,5 @@
 """The numbers and part names the gap's words share (:mod:`study.analysis.gap_text`): a value,
-its interval in prose or brackets, and what takes a carrier larger than the gap back."""
+its interval in prose or brackets, and the other parts beside a carrier larger than the gap."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from study._text import interval_formatter
 
-__all__ = ["LABELS", "beyond", "bracket", "est", "num"]
+__all__ = ["LABELS", "beyond", "bracket", "est", "num", "signed"]
 
 LABELS = {"timing": "epoch averaging", "mode": "the train/eval mode difference",
           "mode_batchnorm": "BatchNorm statistics", "mode_dropout": "dropout",
@@ -16,20 +16,25 @@ LABELS = {"timing": "epoch averaging", "mode": "the train/eval mode difference",
 
 
 def beyond(early: Mapping[str, Any], carrier: str) -> str:
-    """Where the carrier is larger than the whole gap (either sign), the parts of the other
-    sign that take it back (the parts add up to the gap: a carrier of 1.86 in a gap of 1.13
-    needs a word)."""
+    """Where the carrier is larger than the whole gap (either sign), the other parts, signed,
+    that bring it back to the gap (the parts add up to it: a carrier of 1.86 in a gap of 1.13
+    needs a word): ``, more than the whole gap (the rest: epoch averaging -0.73)``."""
     gap, own = early["gap"]["estimate"], early[carrier]["estimate"]
     s = 1 if gap > 0 else -1
     if not 0 < s * gap < s * own:
         return ""
     split = [k for k in ("mode_batchnorm", "mode_dropout") if k in early]
     others = [k for k in ("timing", *(split or ["mode"]), "generalization")
-              if k != carrier and k in early and s * early[k]["estimate"] < 0]
+              if k != carrier and k in early]
     if not others:
         return ""
-    taken = ", ".join(f"{LABELS[k]} takes {num(abs(early[k]['estimate']))}" for k in others)
-    return f", more than the whole gap ({taken} off it)"
+    rest = ", ".join(f"{LABELS[k]} {signed(early[k]['estimate'])}" for k in others)
+    return f", more than the whole gap (the rest: {rest})"
+
+
+def signed(value: float) -> str:
+    """:func:`num` with its sign: ``+0.061``, ``-0.73`` (``0.00`` for 0)."""
+    return num(value) if value == 0 else ("+" if value > 0 else "-") + num(abs(value))
 
 
 def num(value: float | None) -> str:

@@ -386,8 +386,9 @@ def test_the_short_line_names_the_gap_the_part_and_the_closing():
     line = short_line(block)
     assert re.fullmatch(r"Gap: normalization-statistics\. Validation lags training by 0\.40 "
                         r"at epoch 1, carried by BatchNorm statistics \(\+0\.50 \[\+0\.50, "
-                        r"\+0\.50\]\), more than the whole gap \(epoch averaging takes 0\.10 "
-                        r"off it\); not closed by epoch 1\.", line), line
+                        r"\+0\.50\]\), more than the whole gap \(the rest: epoch averaging -0\.10, "
+                        r"generalization \(overfitting\) 0\.00\); not closed by epoch 1\.",
+                        line), line
 
 
 def test_the_short_line_of_a_negative_gap_says_when_a_later_lag_closes():
@@ -624,16 +625,29 @@ def test_settings_of_one_seed_are_one_sample_of_the_pooled_block():
     assert "seeds" not in pooled["groups"]["a"]["early"]  # one trial per seed there
 
 
-def test_a_carrier_larger_than_the_gap_names_the_part_that_takes_it_back():
+def test_a_carrier_larger_than_the_gap_names_the_rest_of_the_parts_signed():
     """Found by a first user: "validation is 1.13 above training; the BatchNorm statistics
-    carry 1.86" needs the negative timing part to add up."""
+    carry 1.86" needs the negative timing part to add up; a later one read "BatchNorm
+    statistics takes 0.061 off it" of a part of +0.061: the rest is given with its signs."""
     block = gap_block(study({"timing": -0.73, "mode": 1.86, "generalization": JITTER}))
     assert block["verdict"]["code"] == "normalization-statistics"
-    assert ", more than the whole gap (epoch averaging takes 0.73 off it): " in \
-        block["verdict"]["text"]
+    assert (", more than the whole gap (the rest: epoch averaging -0.73, generalization "
+            "(overfitting) 0.00): ") in block["verdict"]["text"]
     within = gap_block(study({"timing": 0.1, "mode": 0.5, "generalization": JITTER}))
     assert within["verdict"]["code"] == "normalization-statistics"
     assert "more than the whole gap" not in within["verdict"]["text"]
+
+
+def test_a_negative_carrier_larger_than_the_gap_gives_the_positive_rest_with_plus_signs():
+    """The user's line: validation below training by 0.41, epoch averaging -0.50, BatchNorm
+    +0.061 and generalization +0.032."""
+    block = gap_block(study({"timing": [-0.51, -0.50, -0.49], "mode": 0.061,
+                             "generalization": 0.032}))
+    line = short_line(block)
+    assert block["verdict"]["code"] == "epoch-averaging"
+    assert ("more than the whole gap (the rest: BatchNorm statistics +0.061, generalization "
+            "(overfitting) +0.032)") in line, line
+    assert "off it" not in line and "takes" not in line
 
 
 def test_unequal_clusters_keep_the_trial_mean_and_its_count():
