@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +60,9 @@ def gap_line(analysis: Mapping[str, Any]) -> tuple[str, str, str] | None:
     label, _, rest = line.partition(": ")
     if not rest:
         return "Gap", code, line
+    groups = block.get("groups") if isinstance(block.get("groups"), Mapping) else {}
+    if len(groups) > 1:
+        return label, *_settings_badge(groups, rest)
     # The badge shows the code: drop short_line's own leading "code. ".
     rest = rest.removeprefix(f"{code}. ").rstrip(".")
     return label, code, _sentence(rest) + "."
@@ -89,6 +93,19 @@ def gap_blocks(analysis: Mapping[str, Any]) -> list[Any]:
 
 
 # -- internals --------------------------------------------------------------------------------
+def _settings_badge(groups: Mapping[str, Any], rest: str) -> tuple[str, str]:
+    """``(badge, sentence)`` of the line of settings: the settings' one code where they all
+    have it (``In all 2 settings (...)`` follows, not the code again), else ``mixed`` and the
+    codes by setting; never the pooled trials' code, which answers none of them."""
+    codes = {text((g.get("verdict") or {}).get("code")) or "inconclusive"
+             for g in groups.values() if isinstance(g, Mapping)}
+    if len(codes) != 1:
+        return "mixed", _sentence(rest).rstrip(".") + "."
+    (code,) = codes
+    rest = re.sub(rf"^{re.escape(code)} in (\d+) of \1 ", r"in all \1 settings ", rest)
+    return code, _sentence(rest).rstrip(".") + "."
+
+
 def _caption(block: Mapping[str, Any]) -> str:
     level = _level(block)
     groups = block.get("groups") if isinstance(block.get("groups"), Mapping) else {}

@@ -94,6 +94,29 @@ def test_the_gap_line_follows_the_two_size_lines(v2, keras):
     assert f"{keras['early']['gap']['estimate']:.2f}" in sentence
 
 
+def test_the_line_of_settings_that_agree_shows_their_code_once(v2):
+    """Found by a user: '**Gap by setting: `normalization-statistics`** Normalization-statistics
+    in 2 of 2' said the code twice."""
+    agree = make_gap_block(groups=("keras batchnorm", "keras batchnorm and dropout"), seed=2)
+    assert {g["verdict"]["code"] for g in agree["groups"].values()} == \
+        {"normalization-statistics"}
+    label, code, sentence = _verdict(_blocks(_v3(v2, agree))).lines[2]
+    assert (label, code) == ("Gap by setting", "normalization-statistics")
+    assert sentence.startswith("In all 2 settings (adam, keras batchnorm; adam, keras "
+                               "batchnorm and dropout); ")
+    assert "normalization-statistics" not in sentence.lower()
+
+
+def test_the_badge_of_settings_that_differ_is_mixed_never_the_pooled_code(v2, grouped):
+    """A first run showed the pooled trials' `none` beside 'Inconclusive in 4 of 4': pooled,
+    the settings' trials answer none of them."""
+    codes = {g["verdict"]["code"] for g in grouped["groups"].values()}
+    assert len(codes) > 1 and grouped["verdict"]["code"] not in codes
+    label, code, sentence = _verdict(_blocks(_v3(v2, grouped))).lines[2]
+    assert (label, code) == ("Gap by setting", "mixed")
+    assert sentence == as_sentence(short_line(grouped).removeprefix("Gap by setting: "))
+
+
 def test_one_model_size_puts_the_gap_first_in_the_box_and_the_page(v2, keras):
     """A gap experiment trains one width: its size lines say "not asked", the gap answers."""
     one_size = _v3(v2, keras)
