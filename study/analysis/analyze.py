@@ -177,9 +177,11 @@ def _decided(parts: dict[str, Any] | None, *, n: int, tolerance: float,
 
 
 def _one_size(width: Any, n_params: Any) -> str:
-    """Why a study of one model size has no size effect, and what gives it one."""
+    """Why a study of one model size has no size effect, and what asks it (a gap experiment
+    trains one width, --width-max, whatever its --width-min: that flag does not help there)."""
     return (f"every trial has one size (width {width}, {int(n_params):,} parameters): a size "
-            f"effect needs several (--width-min below --width-max)")
+            f"effect needs several widths; ask it with study explain --question size, or study "
+            f"run with --width-min below --width-max")
 
 
 def _verdict(blocks: Mapping[str, Any], *, early_epochs: int,

@@ -262,7 +262,8 @@ def test_different_reasons_are_each_given_in_the_detail(document):
 @pytest.mark.parametrize("n", [4, 12])  # below and above the 8 trials a verdict needs
 def test_a_study_of_one_size_says_the_size_question_is_not_asked_not_run_more(n):
     """Found by a first user: a gap experiment (one width) was told to "run at least 4 more"
-    trials, which can never give a size effect."""
+    trials, which can never give a size effect; a later one, run with --width-min 4, was told
+    to set "--width-min below --width-max", which the gap experiment ignores."""
     table = _noise_free_trials()
     table = table[table["width"] == 8].head(n) if n <= 4 else \
         pd.concat([table[table["width"] == 8]] * 3).head(n).assign(number=range(n))
@@ -272,7 +273,8 @@ def test_a_study_of_one_size_says_the_size_question_is_not_asked_not_run_more(n)
     assert found["verdict"]["code"] == found["verdict"]["init_code"] == "not-asked"
     assert found["init"]["verdict"]["one_size"] is True
     why = ("Every trial has one size (width 8, 3,570 parameters): a size effect needs several "
-           "(--width-min below --width-max).")
+           "widths; ask it with study explain --question size, or study run with --width-min "
+           "below --width-max.")
     assert found["verdict"]["lines"] == {"init": f"At initialization: not asked. {why}",
                                          "early": f"Over the first epoch: not asked. {why}"}
     # What the terminal and the MLflow description print in place of both lines.
