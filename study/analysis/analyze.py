@@ -99,6 +99,8 @@ def analyze(table: pd.DataFrame, *, study_name: str, early_epochs: int,
         **{k: early[k] for k in ("by_weight_decay", "by_mode", "threshold", "reference",
                                  "curves", "effect_curve")},
         "init": blocks["init"],
+        # The gap's verdict keeps its own window, epoch 1 (study.analysis.gap), not
+        # --early-epochs; the report's "early window" line names both where they differ.
         "gap": study_gap_block(table),
         "design": design,
         "n_trials_total": len(table),

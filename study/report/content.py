@@ -35,7 +35,7 @@ from study.report.blocks import (
     Table,
     Verdict,
 )
-from study.report.gap_blocks import gap_blocks, gap_line
+from study.report.gap_blocks import gap_blocks, gap_line, gap_of, has_trials
 
 __all__ = [
     "MAX_TABLE_ROWS",
@@ -137,7 +137,7 @@ def _meta_blocks(meta: Mapping[str, Any], analysis: Mapping[str, Any],
         ("Generated", text(meta.get("generated_at")) or MISSING),
         ("Trials", f"{total} ({count_text})" if counts else fmt_num(len(table))),
         ("Used by the analysis", f"{fmt_num(used)} trials; early window = "
-                                 f"{_window(window)}"),
+                                 f"{_window(window)}{_gap_window(analysis, window)}"),
     ]
     return [KeyValues(items)]
 
@@ -308,6 +308,18 @@ def _window(epochs: Any) -> str:
     if is_missing(number):
         return MISSING
     return "first epoch" if number == 1 else f"first {fmt_num(number)} epochs"
+
+
+def _gap_window(analysis: Mapping[str, Any], window: Any) -> str:
+    """`` (the size questions; the gap's verdict: epoch 1)`` where the gap's verdict averaged
+    over another window than ``--early-epochs`` (it keeps its own, epoch 1: the epoch users
+    ask about), so the line claims no window the gap did not use."""
+    gap = gap_of(analysis)
+    own = as_float((gap or {}).get("early_epochs"))
+    if not has_trials(gap) or is_missing(own) or own == as_float(window):
+        return ""
+    epochs = "epoch 1" if own == 1 else f"epochs 1-{fmt_num(own)}"
+    return f" (the size questions; the gap's verdict: {epochs})"
 
 
 def _rank(value: Any, order: Sequence[str]) -> int:

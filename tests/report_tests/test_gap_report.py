@@ -153,6 +153,23 @@ def test_no_gap_line_when_no_trial_logged_the_parts(v2):
     assert len(_verdict(_blocks(_v3(v2, gap_block([])))).lines) == 2
 
 
+def _used_line(analysis: dict[str, Any]) -> str:
+    from study.report.blocks import KeyValues
+
+    items = next(b for b in _blocks(analysis) if isinstance(b, KeyValues)).items
+    return str(dict(items)["Used by the analysis"])
+
+
+def test_the_early_window_line_says_the_gap_kept_its_own_window(v2, keras):
+    """Found by a user: report.md said "early window = first 10 epochs" (--early-epochs 10)
+    while the gap's verdict was of epoch 1 (``gap.early_epochs`` 1)."""
+    document = {**_v3(v2, keras), "early_epochs": 10}
+    assert keras["early_epochs"] == 1
+    assert _used_line(document).endswith(
+        "early window = first 10 epochs (the size questions; the gap's verdict: epoch 1)")
+    assert _used_line(_v3(v2, keras)).endswith("early window = first epoch")
+
+
 # -- a document without the gap renders as before ---------------------------------------------
 def test_a_v2_document_has_no_gap_section(v2):
     blocks = _blocks(v2)
