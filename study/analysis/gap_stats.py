@@ -20,10 +20,11 @@ seeds - 1 degrees of freedom, which is the plain one when every seed is a trial'
   multiple-comparison correction. The parts compared are timing, generalization and mode, or
   mode's BatchNorm and dropout parts in its place when every trial has them.
 - The *lag* is timing + mode (all of the gap but overfitting). It *closes* at the first epoch
-  where its interval lies at or below the threshold (validation has caught up; a lag below
-  zero is validation ahead of the reported training loss, no lag) and at no later epoch wholly
-  above it (a later epoch of few trials may be unclear without reopening it); ``None`` when no
-  such epoch was reached.
+  from which its interval lies at or below the threshold at every epoch through the last
+  (validation has caught up and stays so; a lag below zero is validation ahead of the reported
+  training loss, no lag); ``None`` when there is no such epoch. An epoch whose interval
+  straddles the threshold, or that has none (one trial or one seed), cannot tell, so no claim
+  "from epoch N on" reaches past it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from study.analysis.regression import cr1
 from study.analysis.table import to_float
 
 __all__ = ["GAP_FLOOR", "GAP_FRACTION", "PARTS", "SPLIT", "Decision", "closing_epoch",
-           "closing_state", "decide", "first_undecided", "interval", "negligible", "summarize",
+           "closing_state", "decide", "interval", "negligible", "summarize",
            "threshold", "trial_epochs", "worth_explaining"]
 
 PARTS = ("timing", "mode", "generalization")
@@ -250,14 +251,13 @@ def decide(columns: Mapping[str, np.ndarray], parts: Sequence[str], *, limit: fl
 def closing_epoch(epochs: Sequence[Mapping[str, Any]]) -> int | None:
     """The first epoch from which validation has caught up: the lag (timing + mode) is at most
     the threshold (its interval's upper end; a negative lag, validation below the reported
-    training loss, is no lag) and shown above it at no later epoch."""
-    for i, entry in enumerate(epochs):
-        if "lag" not in entry or not caught_up(entry["lag"], entry["threshold"]):
-            continue
-        if not any("lag" in later and lags(later["lag"], later["threshold"])
-                   for later in epochs[i + 1:]):
-            return int(entry["epoch"])
-    return None
+    training loss, is no lag) there and at every later epoch."""
+    closes = None
+    for entry in reversed([e for e in epochs if "lag" in e]):
+        if not caught_up(entry["lag"], entry["threshold"]):
+            break
+        closes = int(entry["epoch"])
+    return closes
 
 
 def closing_state(epochs: Sequence[Mapping[str, Any]], closes_at: int | None) -> str:
@@ -267,16 +267,6 @@ def closing_state(epochs: Sequence[Mapping[str, Any]], closes_at: int | None) ->
         return "closed"
     last = next((e for e in reversed(epochs) if "lag" in e), None)
     return "open" if last is not None and lags(last["lag"], last["threshold"]) else "unclear"
-
-
-def first_undecided(epochs: Sequence[Mapping[str, Any]],
-                    closes_at: int | None) -> Mapping[str, Any] | None:
-    """The first epoch after ``closes_at`` whose lag is not shown at or below the threshold
-    (its interval straddles it): the closing holds only as far as the intervals tell."""
-    if closes_at is None:
-        return None
-    return next((e for e in epochs if e["epoch"] > closes_at and "lag" in e
-                 and not caught_up(e["lag"], e["threshold"])), None)
 
 
 def caught_up(value: Mapping[str, Any], limit: float) -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from study._text import interval_formatter
-from study.analysis.gap_closing import NO_LAG, Closing, closing_of, table_cell
+from study.analysis.gap_closing import Closing, closing_of, closing_words, why_unclear
 from study.analysis.gap_stats import GAP_FLOOR, GAP_FRACTION, Decision
 from study.analysis.gap_words import LABELS, beyond
 from study.analysis.gap_words import bracket as _bracket
@@ -194,54 +194,24 @@ def short_line(block: Mapping[str, Any]) -> str:
             f"({_bracket(early[carrier])}){beyond(early, carrier)}; {closing}.")
 
 
-def closing_words(closing: Closing) -> str:
-    """The closing in a few words: ``closes at epoch 2``, ``no lag through epoch 6``,
-    ``no lag from epoch 2`` or ``not closed by epoch 6`` (``a lag opens later (...)`` after a
-    validation loss below training), each with the later epoch that cannot tell."""
-    kind, last = closing.kind, closing.last
-    if kind == "no-epochs":
-        return "no epochs"
-    said = {"no-gap": f"no lag through epoch {last}",
-            "no-lag": "no lag shown" if closing.undecided else f"no lag through epoch {last}",
-            "no-lag-from": f"no lag from epoch {closing.epoch} (before it the intervals cannot "
-                           f"tell)",
-            "closed": f"closes at epoch {closing.epoch}",
-            "open": f"not closed by epoch {last}",
-            "unclear": f"unclear at epoch {last}"}[kind]
-    if closing.below and kind == "unclear":  # no lag is shown: do not claim one
-        said = f"whether validation lags at epoch {last} cannot be told"
-    elif closing.below and kind in ("closed", "open"):
-        said = f"a lag opens later ({said})"
-    if closing.undecided is not None:
-        said = f"{said}, though {_cannot_tell(closing.undecided)}"
-    return said
-
-
 def _by_setting(groups: Mapping[str, Mapping[str, Any]]) -> str:
     """``Gap by setting: normalization-statistics in 4 of 8 (adam, bn 0.01, ...; ...), none
-    in 4 of 8 (...); validation catches up by epoch 6 in 2 of 8 (...).`` (at most three
-    settings named each time)."""
+    in 4 of 8 (...); lag closes at epoch 3 in 2 of 8 (...), lag not closed by epoch 6 in 6
+    (...).`` (at most three settings named each time)."""
     by_code: dict[str, list[str]] = {}
     for label, group in groups.items():
         code = (group.get("verdict") or {}).get("code", "inconclusive")
         by_code.setdefault(str(code), []).append(str(label))
     parts = [f"{code} in {len(labels)} of {len(groups)} ({_named(labels)})"
              for code, labels in sorted(by_code.items(), key=lambda kv: -len(kv[1]))]
-    states: dict[str, list[str]] = {"closed": [], "none": [], "open": [], "unclear": []}
+    # The closings in the words of the table and the figure's titles, settings that share
+    # them together.
+    closings: dict[str, list[str]] = {}
     for label, group in groups.items():
-        kind = closing_of(group).kind
-        states["none" if kind in NO_LAG else kind if kind in states else "unclear"].append(
-            str(label))
-    last = max((_last_epoch(group) or 0 for group in groups.values()), default=0)
-    words = {"closed": f"catches up by epoch {last}", "none": "is behind at no epoch",
-             "open": f"has not caught up by epoch {last}",
-             "unclear": f"may or may not lag at epoch {last} (the intervals cannot tell)"}
-    said: list[str] = []
-    for key, labels in states.items():
-        if labels:
-            said.append(f"{words[key]} in {len(labels)}{f' of {len(groups)}' * (not said)} "
-                        f"({_named(labels)})")
-    return f"Gap by setting: {', '.join(parts)}; validation {', '.join(said)}.{_largest(groups)}"
+        closings.setdefault(closing_words(closing_of(group)), []).append(str(label))
+    said = [f"{words} in {len(labels)}{f' of {len(groups)}' * (i == 0)} ({_named(labels)})"
+            for i, (words, labels) in enumerate(closings.items())]
+    return f"Gap by setting: {', '.join(parts)}; {', '.join(said)}.{_largest(groups)}"
 
 
 def _largest(groups: Mapping[str, Mapping[str, Any]]) -> str:
@@ -293,7 +263,7 @@ def gap_table_rows(block: Mapping[str, Any], *, max_epochs: int = 5) -> list[dic
                     for k in epochs})
         row.update({f"{_short(k)} ({_window(group)})": _bracket(early[k]) if k in early else "—"
                     for k in parts})
-        row["closes at epoch"] = table_cell(closing_of(group))
+        row["lag"] = closing_words(closing_of(group))
         row["verdict"] = (group.get("verdict") or {}).get("code", "inconclusive")
         rows.append(row)
     return rows
@@ -329,39 +299,28 @@ def _window(block: Mapping[str, Any]) -> str:
     return window_name(list(range(1, int(block.get("early_epochs") or 1) + 1)))
 
 
-def _last_epoch(block: Mapping[str, Any]) -> int | None:
-    return max((e["epoch"] for e in block.get("epochs") or []), default=None)
-
-
 def _closing(closing: Closing) -> str:
-    """The verdict's closing sentence (:func:`closing_words` in a sentence)."""
-    kind, last, undecided = closing.kind, closing.last, closing.undecided
-    caveat = f", though {_cannot_tell(undecided)}" if undecided is not None else ""
+    """The verdict's closing sentence (:func:`closing_words`, and why where it cannot tell)."""
+    kind, last = closing.kind, closing.last
     if kind == "no-epochs":
         return ""
     if kind == "no-gap":
         return f"Validation is behind training at no epoch through {last}."
     if kind == "no-lag":
-        return f"No later epoch shows a lag{caveat}." if undecided is not None else \
-            f"No lag opens through epoch {last}."
+        return f"No lag through epoch {last}: no epoch shows one."
     if kind == "no-lag-from":
-        return (f"No lag from epoch {closing.epoch} on (before it the intervals cannot "
-                f"tell){caveat}.")
+        return (f"No lag from epoch {closing.epoch} (through epoch {last}; before it the "
+                f"intervals cannot tell).")
     if kind == "closed":
         said = "A lag opens later and closes" if closing.below else "The lag closes"
-        return f"{said} at epoch {closing.epoch}{caveat}."
+        return f"{said} at epoch {closing.epoch} (at most the threshold through epoch {last})."
     if kind == "unclear":
         what = f"validation lags training at epoch {last}" if closing.below else \
             f"the lag has closed by epoch {last}"
-        return (f"Whether {what} cannot be told: its interval straddles the threshold (more "
-                f"trials would tell).")
-    return f"The lag has not closed by epoch {last}."
-
-
-def _cannot_tell(entry: Mapping[str, Any]) -> str:
-    """``epoch 3 cannot tell (lag 0.10 [-0.19, 0.40], 10 trials)``."""
-    return (f"epoch {entry['epoch']} cannot tell (lag {_bracket(entry['lag'])}, "
-            f"{entry.get('n', '?')} trials)")
+        return (f"Lag unclear at epoch {last}: whether {what} cannot be told "
+                f"({why_unclear(closing)}; more trials would tell).")
+    said = "A lag opens later and has" if closing.below else "The lag has"
+    return f"{said} not closed by epoch {last}."
 
 
 def _short(part: str) -> str:

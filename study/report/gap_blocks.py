@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from study.analysis.gap_closing import closing_of
+from study.analysis.gap_closing import closing_of, closing_words, why_unclear
 from study.analysis.gap_text import LABELS, gap_table_rows, short_line
 from study.report._format import MISSING, as_float, effect, fmt_num, text
 from study.report.blocks import Bullets, Details, FigureRef, Heading, Para, Table
@@ -163,37 +163,34 @@ def _epoch_table(block: Mapping[str, Any]) -> Table:
 
 
 def _closing_text(block: Mapping[str, Any]) -> str:
-    """When the lag closes (:func:`~study.analysis.gap_stats.closing_epoch`), in words."""
+    """When the lag closes (:func:`~study.analysis.gap_stats.closing_epoch`), in words that
+    begin with the table's and the figure's (:func:`~study.analysis.gap_closing.closing_words`).
+    """
     threshold = block.get("threshold") if isinstance(block.get("threshold"), Mapping) else {}
     floor, fraction = as_float(threshold.get("floor")), as_float(threshold.get("fraction"))
     limit = (f"{fmt_num(floor)} nats or {fraction:.0%} of the training loss, whichever is "
              "larger" if math.isfinite(floor) and math.isfinite(fraction) else "the threshold")
-    rule = f"at most {limit}, and no later epoch shows it above that"
-    lag = "The lag (timing + mode: all of the gap but overfitting)"
+    rule = f"at most {limit} there and at every later epoch"
+    lag = "the lag (timing + mode: all of the gap but overfitting)"
     closing = closing_of(block)
+    words = _sentence(closing_words(closing))
     if closing.kind == "no-gap":
-        return (f"Validation is behind training at no epoch: through epoch {closing.last} the "
-                f"gap (validation minus training) is at most {limit}, so no lag opens to "
-                f"close.")
-    if closing.kind in ("no-lag", "no-lag-from", "closed"):
-        below = closing.kind != "closed"  # validation below training: no lag opened
-        undecided = closing.undecided
-        later = (f" Epoch {undecided['epoch']} cannot tell whether it opens"
-                 f"{'' if below else ' again'}: its interval straddles the threshold (more "
-                 f"trials would tell)." if undecided else "")
-        since = f"from epoch {closing.epoch or 1} it is"
-        said = f"{lag} is shown at no epoch: {since}" if below else \
-            f"{lag} closes at epoch {closing.epoch}: there it is"
+        return (f"{words}: through epoch {closing.last} the gap (validation minus training) is "
+                f"at most {limit}, so no lag opens to close.")
+    if closing.kind in ("no-lag", "no-lag-from"):
         before = (" Before it the intervals straddle the threshold."
                   if closing.kind == "no-lag-from" else "")
-        return f"{said} {rule}.{before}{later}"
-    last = closing.last if closing.last is not None else float("nan")
+        return (f"{words}: {lag} is shown at no epoch, and from epoch {closing.epoch or 1} "
+                f"through {closing.last} it is at most {limit}.{before}")
+    if closing.kind == "closed":
+        return f"{words}: there {lag} is {rule} (through epoch {closing.last})."
     if closing.kind == "unclear":
-        return (f"Whether {lag[0].lower()}{lag[1:]} has closed by epoch {fmt_num(last)}, the "
-                f"last any trial reached, cannot be told: its interval straddles the threshold "
-                f"(it closes where it is {rule}); more trials would tell.")
-    return (f"{lag} has not closed by epoch {fmt_num(last)}, the last any trial reached (it "
-            f"closes where it is {rule}).")
+        what = "validation lags training there" if closing.below else f"{lag} has closed"
+        return (f"{words}, the last any trial reached: whether {what} cannot be told "
+                f"({why_unclear(closing)}; {lag} closes where it is {rule}); more trials "
+                "would tell.")
+    return (f"{words}, the last any trial reached: there {lag} is shown above the threshold "
+            f"(it closes where it is {rule}).")
 
 
 def _notes(block: Mapping[str, Any]) -> list[Any]:
@@ -234,14 +231,14 @@ def _group_blocks(block: Mapping[str, Any], groups: Mapping[str, Any]) -> list[A
         rows = []
     if rows:
         # What a reader looks for first leads: the verdict before the numbers behind it.
-        first = [h for h in ("setting", "trials", "verdict", "closes at epoch") if h in rows[0]]
+        first = [h for h in ("setting", "trials", "verdict", "lag") if h in rows[0]]
         headers = [*first, *(h for h in rows[0] if h not in first)]
         out += [Para([f"Each setting's trials on their own: the verdict, the gap at the first "
                       f"epochs and the verdict window's parts, with {_level(block)} "
                       "intervals."]),
                 Table(headers, [[text(row.get(h)) or MISSING for h in headers] for row in rows],
                       numeric=frozenset(i for i, h in enumerate(headers)
-                                        if h not in ("setting", "verdict")))]
+                                        if h not in ("setting", "verdict", "lag")))]
     out.append(Para([f"Each setting's own verdict, what to try and epochs follow. "
                      f"{_table_intro(block)}"]))
     for label, group in groups.items():

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from study.analysis.gap_closing import closing_of
+from study.analysis.gap_closing import closing_of, closing_words
 from study.report.figures import message_figure, to_png
 from study.report.gap_blocks import MAX_PANELS
 
@@ -168,17 +168,14 @@ def _dwarfed(losses: Mapping[str, list[float]], gap_values: np.ndarray) -> bool:
 
 
 def _title(label: str | None, panel: Mapping[str, Any], *, off_scale: bool = False) -> str:
+    """``normalization-statistics (4 trials; lag closes at epoch 3)``; a setting's panel:
+    ``adam, bn 0.01: normalization-statistics (4 trials)`` over ``lag closes at epoch 3``
+    (two lines that fit a panel's width)."""
     code = (panel.get("verdict") or {}).get("code", "inconclusive")
-    closing = closing_of(panel)
-    when = {"closed": f"lag closes at epoch {closing.epoch}",
-            "no-lag-from": f"no lag from epoch {closing.epoch}", "unclear": "lag unclear",
-            "open": "lag not closed", "no-epochs": "no epochs"}.get(closing.kind, "no lag shown")
-    undecided = closing.undecided
-    if undecided is not None:  # as the verdict says it: the closing holds only so far
-        when = f"{when}; epoch {undecided['epoch']} cannot tell"
-    head = f"{label}\n" if label else ""
+    when = closing_words(closing_of(panel))  # the words of the table and the one-line summaries
     n = panel.get("n_trials", 0)
     if off_scale:  # the losses' level, where the lines were left out
         last = panel["epochs"][-1]
         when = f"{when}; losses about {last['train_data_loss']['estimate']:.2g}, off scale"
-    return f"{head}{code} ({n} trial{'s' * (n != 1)}; {when})"
+    trials = f"{n} trial{'s' * (n != 1)}"
+    return f"{label}: {code} ({trials})\n{when}" if label else f"{code} ({trials}; {when})"

@@ -333,13 +333,27 @@ def test_a_lag_that_never_closes_is_none():
     assert "not closed by epoch 2" in short_line(block)
 
 
-def test_an_uncertain_later_epoch_does_not_reopen_the_lag():
+def test_an_uncertain_last_epoch_leaves_the_closing_unclear_not_closed_earlier():
+    """Found by a user: "no lag from epoch 2" beside a lag whose interval at epoch 4 straddled
+    the threshold (+0.076 [+0.053, +0.099] against 0.058): a closing "from epoch N on" must
+    hold at every later epoch."""
     trials = _lags(0.5, 0.0)
     trials += [GapTrial([record(1, 1.0, 0.5, 0.0, 0.0), record(2, 1.0, 0.0, 0.0, 0.0),
                          record(3, 1.0, lag, 0.0, 0.0)], False, False) for lag in (-0.3, 0.3)]
     block = gap_block(trials)
     assert block["epochs"][2]["n"] == 2
-    assert block["closes_at_epoch"] == 2
+    assert (block["closes_at_epoch"], block["closing"]) == (None, "unclear")
+    assert gap_table_rows(block)[0]["lag"] == "lag unclear at epoch 3"
+    assert short_line(block).endswith("; lag unclear at epoch 3.")
+
+
+def test_an_uncertain_middle_epoch_moves_the_closing_past_it():
+    trials = _lags(0.5, 0.0, 0.0)
+    trials += [GapTrial([record(1, 1.0, 0.5, 0.0, 0.0), record(2, 1.0, lag, 0.0, 0.0),
+                         record(3, 1.0, 0.0, 0.0, 0.0)], False, False) for lag in (-0.3, 0.3)]
+    block = gap_block(trials)
+    assert block["closes_at_epoch"] == 3
+    assert "closes at epoch 3" in short_line(block)
 
 
 # -- the early window ----------------------------------------------------------------------------
@@ -387,7 +401,7 @@ def test_the_short_line_names_the_gap_the_part_and_the_closing():
     assert re.fullmatch(r"Gap: normalization-statistics\. Validation lags training by 0\.40 "
                         r"at epoch 1, carried by BatchNorm statistics \(\+0\.50 \[\+0\.50, "
                         r"\+0\.50\]\), more than the whole gap \(the rest: epoch averaging -0\.10, "
-                        r"generalization \(overfitting\) 0\.00\); not closed by epoch 1\.",
+                        r"generalization \(overfitting\) 0\.00\); lag not closed by epoch 1\.",
                         line), line
 
 
@@ -398,9 +412,9 @@ def test_the_short_line_of_a_negative_gap_says_when_a_later_lag_closes():
     assert short_line(below).endswith("; no lag through epoch 3.")
     later = gap_block(_lags(-0.5, 0.5, 0.0))  # a lag opens at epoch 2 and closes at 3
     assert later["closes_at_epoch"] == 3
-    assert short_line(later).endswith("; a lag opens later (closes at epoch 3).")
+    assert short_line(later).endswith("; a lag opens later, closes at epoch 3.")
     still = gap_block(_lags(-0.5, 0.5, 0.5))
-    assert short_line(still).endswith("; a lag opens later (not closed by epoch 3).")
+    assert short_line(still).endswith("; a lag opens later, not closed by epoch 3.")
 
 
 def test_a_negative_gap_that_only_the_first_epoch_cannot_tell_claims_no_lag_that_opens():
@@ -414,8 +428,8 @@ def test_a_negative_gap_that_only_the_first_epoch_cannot_tell_claims_no_lag_that
     assert (block["closing"], block["closing_reading"]) == ("closed", "no-lag-from")
     line = short_line(block)
     assert "opens" not in line and "closes" not in line
-    assert line.endswith("; no lag from epoch 2 (before it the intervals cannot tell).")
-    assert gap_table_rows(block)[0]["closes at epoch"] == "no lag from 2"
+    assert line.endswith("; no lag from epoch 2.")
+    assert gap_table_rows(block)[0]["lag"] == "no lag from epoch 2"
 
 
 def test_a_gap_within_the_threshold_at_every_epoch_is_no_lag_whatever_its_parts_say():
@@ -427,10 +441,10 @@ def test_a_gap_within_the_threshold_at_every_epoch_is_no_lag_whatever_its_parts_
     block = gap_block(trials)
     assert block["verdict"]["code"] == "none" and block["closing"] == "unclear"
     assert block["closing_reading"] == "no-gap"
-    assert gap_table_rows(block)[0]["closes at epoch"] == "no lag"
+    assert gap_table_rows(block)[0]["lag"] == "no lag through epoch 3"
     grouped = {"groups": {"sgd": block, "adam": gap_block(_lags(0.5, 0.5, 0.5))}}
-    assert ("validation is behind at no epoch in 1 of 2 (sgd), has not caught up by epoch 3 in 1 "
-            "(adam).") in short_line(grouped)
+    assert ("; no lag through epoch 3 in 1 of 2 (sgd), lag not closed by epoch 3 in 1 (adam).") \
+        in short_line(grouped)
 
 
 def test_the_line_of_settings_names_the_largest_carrier_and_its_advice_where_there_is_one():
@@ -471,7 +485,7 @@ def test_one_trial_below_training_claims_no_later_lag_it_cannot_show():
     assert block["closes_at_epoch"] is None
     assert block["closing"] == block["closing_reading"] == "unclear"
     line = short_line(block)
-    assert line.endswith("; whether validation lags at epoch 2 cannot be told.")
+    assert line.endswith("; lag unclear at epoch 2.")
     assert "a lag opens later (" not in line
 
 
@@ -495,18 +509,24 @@ def _below_then_unsure() -> list[GapTrial]:
             for i, j in enumerate(JITTER)]
 
 
-def test_a_later_epoch_that_cannot_tell_is_named_not_hidden_behind_no_lag():
+def test_a_later_epoch_that_cannot_tell_is_unclear_in_every_text_not_no_lag():
+    """Found by a user: "No lag from epoch 3 on ..., though epoch 4 cannot tell" contradicted
+    itself, and the table said "no lag" and the line of settings "behind at no epoch"."""
     block = gap_block(_below_then_unsure())
-    assert block["closes_at_epoch"] == 1  # the rule: no later epoch *shows* a lag
-    assert (block["closing"], block["closing_reading"]) == ("closed", "no-lag")
+    assert (block["closes_at_epoch"], block["closing"]) == (None, "unclear")
+    assert block["closing_reading"] == "unclear"
     line = short_line(block)
-    assert "no lag through" not in line
-    assert line.endswith("; no lag shown, though epoch 3 cannot tell "
-                         "(lag +0.10 [-0.20, +0.40], 3 trials).")
+    assert line.endswith("; lag unclear at epoch 3.")
+    assert gap_table_rows(block)[0]["lag"] == "lag unclear at epoch 3"
     text = block["verdict"]["text"]
-    assert text.endswith("No later epoch shows a lag, though epoch 3 cannot tell "
-                         "(lag +0.10 [-0.20, +0.40], 3 trials).")
-    assert "closes at epoch 1" not in text
+    assert text.endswith("Lag unclear at epoch 3: whether validation lags training at epoch 3 "
+                         "cannot be told (lag +0.10 [-0.20, +0.40] against a threshold of 0.05, "
+                         "3 trials: its interval straddles it; more trials would tell).")
+    grouped = short_line({"groups": {"a": block, "b": gap_block(_lags(0.5, 0.5, 0.5))}})
+    assert "lag unclear at epoch 3 in 1 of 2 (a)" in grouped
+    for said in (line, text, grouped):
+        assert "no lag" not in said.lower() and "behind at no epoch" not in said
+        assert "though" not in said
 
 
 def test_a_negative_gap_whose_later_epochs_all_tell_says_no_lag_through_the_last():
@@ -534,7 +554,7 @@ def test_table_rows_one_per_group_with_the_same_columns():
     assert [r["setting"] for r in rows] == ["adam, bn 0.01", "sgd, dropout 0.5"]
     assert len({tuple(r) for r in rows}) == 1
     assert rows[0]["verdict"] == "normalization-statistics" and rows[1]["trials"] == "3"
-    assert {"gap epoch 1", "gap epoch 2", "timing (epoch 1)", "closes at epoch"} <= set(rows[0])
+    assert {"gap epoch 1", "gap epoch 2", "timing (epoch 1)", "lag"} <= set(rows[0])
 
 
 def test_table_rows_without_groups_are_one_row_for_all_trials():
@@ -555,10 +575,9 @@ def test_the_short_line_of_a_comparison_gives_each_settings_verdict():
              "verdict": {"code": "inconclusive"}}
     assert short_line(block) == (
         "Gap by setting: normalization-statistics in 2 of 3 (adam, bn 0.01, dropout 0; sgd, bn "
-        "0.01, dropout 0), none in 1 of 3 (adam, bn 0.1, dropout 0); validation catches up by "
-        "epoch 2 in 1 of 3 (adam, bn 0.1, dropout 0), has not caught up by epoch 2 in 1 (adam, "
-        "bn 0.01, dropout 0), may or may not lag at epoch 2 (the intervals cannot tell) in 1 "
-        "(sgd, bn 0.01, dropout 0).")
+        "0.01, dropout 0), none in 1 of 3 (adam, bn 0.1, dropout 0); lag not closed by epoch 2 "
+        "in 1 of 3 (adam, bn 0.01, dropout 0), lag closes at epoch 1 in 1 (adam, bn 0.1, "
+        "dropout 0), lag unclear at epoch 2 in 1 (sgd, bn 0.01, dropout 0).")
 
 
 def test_a_lag_shown_above_the_threshold_at_the_last_epoch_is_open():
@@ -608,9 +627,9 @@ def test_an_unclear_last_epoch_after_validation_below_training_claims_no_lag_clo
     from study.analysis.gap_text import _closing
 
     assert _closing(Closing("unclear", last=2, below=True)).startswith(
-        "Whether validation lags training at epoch 2 cannot be told: its interval straddles")
+        "Lag unclear at epoch 2: whether validation lags training at epoch 2 cannot be told")
     assert _closing(Closing("unclear", last=2, below=False)).startswith(
-        "Whether the lag has closed by epoch 2 cannot be told")
+        "Lag unclear at epoch 2: whether the lag has closed by epoch 2 cannot be told")
 
 
 def test_settings_of_one_seed_are_one_sample_of_the_pooled_block():

@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from study.analysis import analyze_study
+from study.analysis.gap_stats import caught_up
 from study.config import StudyConfig
 from study.runtime.session import run_session
 
@@ -52,7 +53,10 @@ def test_keras_momentum_lags_because_of_the_batchnorm_statistics(studies):
 
 def test_pytorch_momentum_catches_up_once_the_statistics_settle(studies):
     _, gap = studies["pytorch"]
-    assert gap["closes_at_epoch"] is not None and gap["closes_at_epoch"] <= EPOCHS
+    # Caught up at an epoch, and not shown open at the last (3 trials at epoch 3 may straddle
+    # a threshold of 0.02 nats: "lag unclear at epoch 3" then, not a closing epoch).
+    assert any(caught_up(e["lag"], e["threshold"]) for e in gap["epochs"])
+    assert gap["closing"] != "open"
     assert gap["epochs"][-1]["carrier"] != "mode_batchnorm"
     keras_mode = studies["keras"][1]["epochs"][-1]["mode"]["ci95"][0]
     assert gap["epochs"][-1]["mode"]["ci95"][1] < keras_mode

@@ -130,8 +130,7 @@ def test_one_panel_per_group_titled_by_its_setting():
     visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]  # not right axes
     assert len(visible) == 3
     for ax, (label, group) in zip(visible, block["groups"].items(), strict=True):
-        assert ax.get_title().startswith(label + "\n")
-        assert group["verdict"]["code"] in ax.get_title()
+        assert ax.get_title().startswith(f"{label}: {group['verdict']['code']} (16 trials)\n")
         heights = [p.get_height() for p in _bars(ax)[PART_LABELS["timing"]]]
         assert np.allclose(heights, _estimates(group, "timing"))
 
@@ -176,26 +175,31 @@ def test_the_png_is_a_png(keras):
     assert gap_figure(keras).startswith(b"\x89PNG")
 
 
-def test_a_title_names_a_later_epoch_that_cannot_tell_as_the_verdict_does():
+def test_a_title_says_unclear_where_a_later_epoch_cannot_tell_as_the_table_does():
+    """Found by a user: titles read "no lag shown; epoch 3 cannot tell" beside a table's "no
+    lag": a last epoch that cannot tell is "lag unclear at epoch 3" in both."""
+    from study.analysis.gap_text import gap_table_rows
     from tests.analysis_tests.test_gap import _below_then_unsure
 
     block = gap_block(_below_then_unsure())
     ax = build_gap_figure(block).axes[0]
-    assert ax.get_title().endswith("; no lag shown; epoch 3 cannot tell)")
-    assert "closes at epoch 1" not in ax.get_title()
+    assert ax.get_title().endswith("; lag unclear at epoch 3)")
+    assert gap_table_rows(block)[0]["lag"] == "lag unclear at epoch 3"
+    assert "no lag" not in ax.get_title()
     _, labels = ax.get_legend_handles_labels()
     assert not any("closes" in label for label in labels)  # no closing line is drawn either
 
 
-def test_the_reports_closing_text_names_the_epoch_that_cannot_tell():
+def test_the_reports_closing_text_says_why_the_last_epoch_cannot_tell():
     from study.report.gap_blocks import _closing_text
     from tests.analysis_tests.test_gap import _below_then_unsure
 
     text = _closing_text(gap_block(_below_then_unsure()))
-    assert text.startswith("The lag (timing + mode: all of the gap but overfitting) is shown at no "
-                           "epoch: from epoch 1 it is at most")
-    assert text.endswith("Epoch 3 cannot tell whether it opens: its interval straddles the "
-                         "threshold (more trials would tell).")
+    assert text.startswith("Lag unclear at epoch 3, the last any trial reached: whether "
+                           "validation lags training there cannot be told (lag +0.10 [-0.20, "
+                           "+0.40] against a threshold of 0.05, 3 trials: its interval "
+                           "straddles it; ")
+    assert "no lag" not in text.lower()
 
 
 def test_losses_that_would_flatten_a_small_gap_are_left_out_and_named_in_the_title():
