@@ -23,8 +23,11 @@ The verdict is about the *early* gap: each trial's parts averaged over its first
 training after the first epoch"), over the trials that reached all of them. Codes:
 ``normalization-statistics`` (BatchNorm's part of mode carries it; a model with BatchNorm and
 no dropout has all of mode there), ``dropout``, ``epoch-averaging`` (timing), ``overfitting``
-(generalization), ``none`` (the early gap is negligible) and ``inconclusive`` (one trial, an
-interval too wide to tell, or a gap that no part is shown to carry).
+(generalization), ``none`` (no lag worth explaining: the early gap's interval lies at or below
+the threshold, validation level with training or below it, by how much the intervals may not
+tell; or a gap shown below training that no part is shown to put there) and ``inconclusive``
+(one trial, an interval reaching above the threshold too wide to tell, or a gap above training
+that no part is shown to carry).
 
 The intervals are about the study's own data split: the validation set and the training subset
 are the same for every trial, so a different split would move the parts by its own sampling

@@ -87,16 +87,17 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
     if status == "unclear":
         limit = (f"±{_num(early['threshold'])}, the smallest gap worth explaining (the larger "
                  f"of {GAP_FLOOR} nats and {GAP_FRACTION:.0%} of the training loss)")
+        # Validation not behind training by a lag worth explaining: the question's answer is
+        # "it does not lag" (none), whatever more trials would tell of how far below it is.
         if gap["ci95"][1] < 0:  # the whole interval below training: no lag at all
-            return _out("inconclusive", f"At {window} validation does not lag training: it "
-                        f"is below it, the gap {_est(gap, ci)}; whether by more than "
-                        f"{limit[1:]} cannot be told; {n}. {ending}", [_MORE])
+            return _out("none", f"At {window} validation does not lag training: it is below "
+                        f"it, the gap {_est(gap, ci)}; whether by more than {limit[1:]} "
+                        f"cannot be told; {n}. {ending}", TRY["none"])
         if gap["ci95"][1] <= early["threshold"]:  # below training or level with it: no lag
-            return _out("inconclusive", f"At {window} validation does not lag training: the "
-                        f"gap, {_est(gap, ci)}, lies below +{_num(early['threshold'])}, the "
-                        f"smallest lag worth explaining; whether "
-                        f"validation is below training by more than {limit[1:]} cannot be "
-                        f"told; {n}. {ending}", [_MORE])
+            return _out("none", f"At {window} validation does not lag training: the gap, "
+                        f"{_est(gap, ci)}, lies below +{_num(early['threshold'])}, the "
+                        f"smallest lag worth explaining; whether validation is below training "
+                        f"by more than {limit[1:]} cannot be told; {n}. {ending}", TRY["none"])
         return _out("inconclusive", f"At {window} the gap, {_est(gap, ci)}, may still be "
                     f"negligible: its interval reaches into {limit}; {n}.", [_MORE])
     fmt = interval_formatter([gap["estimate"], *gap["ci95"]], signed=False)
@@ -105,9 +106,11 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
         if gap["estimate"] > 0 else \
         f"At {window} validation does not lag training: it is below it, the gap " \
         f"{fmt(gap['estimate'])} {bounds}"
+    if status == "not-carried" and gap["estimate"] < 0:  # shown below training: no lag
+        return _out("none", f"{side}; no part is shown to put it there: "
+                    f"{_not_shown(early, decision, ci)}. {ending}", TRY["none"])
     if status == "not-carried":
-        which = "but no part is shown to carry it" if gap["estimate"] > 0 else \
-            "no part is shown to put it there"
+        which = "but no part is shown to carry it"
         tries = [_MORE] if grouped else \
             [_MORE, "group the trials by setting: pooled settings mix their gaps"]
         return _out("inconclusive", f"{side}; {which}: {_not_shown(early, decision, ci)}. "
@@ -181,6 +184,9 @@ def short_line(block: Mapping[str, Any]) -> str:
     gap = early.get("gap")
     if gap is None:
         return f"Gap: {code}. No trial logged it at {window}."
+    if code == "none" and gap["ci95"][0] is not None and gap["ci95"][0] < -early["threshold"]:
+        return (f"Gap: none. Validation does not lag training at {window} ({_bracket(gap)}, "
+                f"below +{_num(early['threshold'])}); {closing}.")
     if code == "none":
         return (f"Gap: none. Nothing worth explaining at {window} ({_bracket(gap)}, within "
                 f"±{_num(early['threshold'])}).")
@@ -278,13 +284,7 @@ def _unsettled(early: Mapping[str, Any]) -> str:
     if early.get("carrier") == "mode":
         return "carried by the train/eval mode difference, BatchNorm or dropout unknown"
     if not (lo > early["threshold"] or hi < -early["threshold"]):
-        worth = f"{_num(early['threshold'])}, the smallest gap worth explaining"
-        if hi < 0:
-            return (f"so validation is below training, not behind it; whether by more than "
-                    f"{worth}, cannot be told")
-        if hi <= early["threshold"]:
-            return (f"so validation is not behind training by more than {worth}; whether it "
-                    f"is below it by more cannot be told")
+        # (an interval at or below +threshold is verdict none: validation does not lag)
         return (f"its interval reaches into ±{_num(early['threshold'])}, the smallest gap "
                 f"worth explaining")
     return "no part shown to carry it"

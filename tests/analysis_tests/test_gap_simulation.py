@@ -19,6 +19,7 @@ from scipy import stats
 
 from study.analysis.gap import gap_block
 from study.analysis.gap_simulation import GAP_SCENARIOS, simulate_gap
+from study.analysis.gap_stats import threshold
 
 PARTS = ("gap", "timing", "mode", "mode_batchnorm", "mode_dropout", "generalization", "lag")
 LOSSES = ("train_data_loss", "val_loss")
@@ -270,3 +271,29 @@ def test_a_lag_truly_within_the_threshold_from_epoch_two_is_found_closed():
     found = [gap_block(_growing_lag_study(rng, [0.3, 0.0, 0.0, 0.0], spread=0.02))[
         "closes_at_epoch"] for _ in range(200)]
     assert float(np.mean([f is not None and 2 <= f <= 3 for f in found])) >= 0.9
+
+
+# --- validation below training: "why does it lag?" is answered "it does not" -------------------
+def test_none_is_said_only_where_validation_truly_lags_by_no_more_than_the_threshold(outcomes):
+    """``none`` now also answers a gap shown below the threshold but not within it (validation
+    below training, by how much the intervals cannot tell): the truth must have no lag worth
+    explaining there."""
+    said = []
+    for scenario in SCENARIO:
+        for (found, _), (_, truth) in zip(outcomes[(scenario, "code")],
+                                          outcomes[(scenario, "studies")], strict=True):
+            if found == "none":
+                said.append(truth.epochs["gap"][0] <= threshold(truth.epochs["train_data_loss"][0]))
+    assert len(said) >= 100 and all(said)
+
+
+def test_validation_truly_a_little_below_training_is_none_not_inconclusive():
+    """Found by a user: -0.050 [-0.080, -0.020] at epoch 1 was "inconclusive", which invites
+    more trials for a question whose answer is already "validation does not lag". Truth here:
+    the gap is -0.06 (threshold 0.05), near the threshold from below."""
+    rng = np.random.default_rng(13)
+    codes = [gap_block(_growing_lag_study(rng, [-0.06, -0.06]))["verdict"]["code"]
+             for _ in range(200)]
+    assert codes.count("none") / len(codes) >= 0.5, codes
+    assert set(codes) <= {"none", "epoch-averaging", "inconclusive"}
+    assert codes.count("inconclusive") / len(codes) <= 0.05
