@@ -27,7 +27,9 @@ no dropout has all of mode there), ``dropout``, ``epoch-averaging`` (timing), ``
 the threshold, validation level with training or below it, by how much the intervals may not
 tell; or a gap shown below training that no part is shown to put there) and ``inconclusive``
 (one trial, an interval reaching above the threshold too wide to tell, or a gap above training
-that no part is shown to carry).
+that no part is shown to carry). The code is the window's: where the window has nothing to
+explain (``none``) but the lag is shown open at the last epoch, the verdict's words say so, with
+the advice of the part that carries the gap there.
 
 The intervals are about the study's own data split: the validation set and the training subset
 are the same for every trial, so a different split would move the parts by its own sampling

@@ -80,24 +80,25 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
         return _out("inconclusive", f"Only one trial reached {window}: its gap is "
                     f"{_num(gap['estimate'])}, but one trial gives no interval.", [_MORE])
     if status == "negligible":
-        return _out("none", f"At {window} validation and training agree: the gap, "
-                    f"{_est(gap, ci)}, lies within ±{_num(early['threshold'])} (the larger of "
-                    f"{GAP_FLOOR} nats and {GAP_FRACTION:.0%} of the training loss).",
-                    TRY["none"])
+        return _none(f"At {window} validation and training agree: the gap, "
+                     f"{_est(gap, ci)}, lies within ±{_num(early['threshold'])} (the larger of "
+                     f"{GAP_FLOOR} nats and {GAP_FRACTION:.0%} of the training loss).",
+                     window, closing)
     if status == "unclear":
         limit = (f"±{_num(early['threshold'])}, the smallest gap worth explaining (the larger "
                  f"of {GAP_FLOOR} nats and {GAP_FRACTION:.0%} of the training loss)")
         # Validation not behind training by a lag worth explaining: the question's answer is
         # "it does not lag" (none), whatever more trials would tell of how far below it is.
         if gap["ci95"][1] < 0:  # the whole interval below training: no lag at all
-            return _out("none", f"At {window} validation does not lag training: it is below "
-                        f"it, the gap {_est(gap, ci)}; whether by more than {limit[1:]} "
-                        f"cannot be told; {n}. {ending}", TRY["none"])
+            return _none(f"At {window} validation does not lag training: it is below "
+                         f"it, the gap {_est(gap, ci)}; whether by more than {limit[1:]} "
+                         f"cannot be told; {n}. {ending}", window, closing)
         if gap["ci95"][1] <= early["threshold"]:  # below training or level with it: no lag
-            return _out("none", f"At {window} validation does not lag training: the gap, "
-                        f"{_est(gap, ci)}, lies below +{_num(early['threshold'])}, the "
-                        f"smallest lag worth explaining; whether validation is below training "
-                        f"by more than {limit[1:]} cannot be told; {n}. {ending}", TRY["none"])
+            return _none(f"At {window} validation does not lag training: the gap, "
+                         f"{_est(gap, ci)}, lies below +{_num(early['threshold'])}, the "
+                         f"smallest lag worth explaining; whether validation is below training "
+                         f"by more than {limit[1:]} cannot be told; {n}. {ending}", window,
+                         closing)
         return _out("inconclusive", f"At {window} the gap, {_est(gap, ci)}, may still be "
                     f"negligible: its interval reaches into {limit}; {n}.", [_MORE])
     fmt = interval_formatter([gap["estimate"], *gap["ci95"]], signed=False)
@@ -107,8 +108,8 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
         f"At {window} validation does not lag training: it is below it, the gap " \
         f"{fmt(gap['estimate'])} {bounds}"
     if status == "not-carried" and gap["estimate"] < 0:  # shown below training: no lag
-        return _out("none", f"{side}; no part is shown to put it there: "
-                    f"{_not_shown(early, decision, ci)}. {ending}", TRY["none"])
+        return _none(f"{side}; no part is shown to put it there: "
+                     f"{_not_shown(early, decision, ci)}. {ending}", window, closing)
     if status == "not-carried":
         which = "but no part is shown to carry it"
         tries = [_MORE] if grouped else \
@@ -125,6 +126,23 @@ def verdict(early: Mapping[str, Any], decision: Decision, *, window: str, level:
     text = (f"{side}; {_CARRIES[decision.carrier]} {part}{beyond(early, decision.carrier)}: "
             f"{_WHY[decision.carrier]}. {ending}")
     return _out(code, text, _tries(code, early, ci))
+
+
+def _none(text: str, window: str, closing: Closing) -> dict[str, Any]:
+    """Verdict ``none`` (nothing to explain in the window), and, where a lag is shown open at
+    the last epoch, that it opens after the window, with its part's advice: the verdict is
+    the window's, the question is the whole lag's."""
+    entry = closing.at_last or {}
+    if closing.kind != "open" or "lag" not in entry:
+        return _out("none", text, TRY["none"])
+    carrier = entry.get("carrier")
+    carried = f", carried by {LABELS[carrier]} ({_bracket(entry[carrier])})" \
+        if carrier in LABELS and carrier in entry else ""
+    later = (f" But a lag opens after {window}: at epoch {closing.last} it is "
+             f"{_bracket(entry['lag'])}, above the threshold {_num(entry['threshold'])}"
+             f"{carried}.")
+    code = CARRIER_CODES.get(carrier or "")
+    return _out("none", text + later, list(TRY[code]) if code in _FIXABLE else [])
 
 
 def _not_shown(early: Mapping[str, Any], decision: Decision, ci: str) -> str:
@@ -189,7 +207,7 @@ def short_line(block: Mapping[str, Any]) -> str:
                 f"below +{_num(early['threshold'])}); {closing}.")
     if code == "none":
         return (f"Gap: none. Nothing worth explaining at {window} ({_bracket(gap)}, within "
-                f"±{_num(early['threshold'])}).")
+                f"±{_num(early['threshold'])}){_opens_later(block, closing)}.")
     carrier = early.get("carrier")
     if code == "inconclusive" or carrier is None:
         return (f"Gap: {code}. Validation minus training loss: {_bracket(gap)} at {window}, "
@@ -198,6 +216,19 @@ def short_line(block: Mapping[str, Any]) -> str:
     how = f"lags training by {_num(est)}" if est > 0 else f"is below training by {_num(-est)}"
     return (f"Gap: {code}. Validation {how} at {window}, carried by {LABELS[carrier]} "
             f"({_bracket(early[carrier])}){beyond(early, carrier)}; {closing}.")
+
+
+def _opens_later(block: Mapping[str, Any], closing: str) -> str:
+    """``; a lag opens after it: lag not closed by epoch 4, carried by BatchNorm statistics
+    there`` after a window with nothing to explain; empty unless the lag is open at the end."""
+    found = closing_of(block)
+    if found.kind != "open":
+        return ""
+    carrier = (found.at_last or {}).get("carrier")
+    carried = f", carried by {LABELS[carrier]} there" if carrier in LABELS else ""
+    said = closing if closing.startswith("a lag opens later") else \
+        f"a lag opens after it: {closing}"
+    return f"; {said}{carried}"
 
 
 def _by_setting(groups: Mapping[str, Mapping[str, Any]]) -> str:

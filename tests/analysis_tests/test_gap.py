@@ -693,3 +693,35 @@ def test_trials_without_a_recorded_seed_are_each_their_own_sample():
     table = pd.DataFrame({"state": ["COMPLETE"] * 3, "gap_curve": [curve] * 3,
                           "train_seed": pd.array([None, None, 5], dtype="Int64")})
     assert [t.seed for t in gap_trials(table)] == [None, None, 5]
+
+
+def _level_then_lagging(data_loss: float = 1.0) -> list[GapTrial]:
+    """The user's setting (adam, bn 0.01, dropout 0): the gap about 0 at epoch 1, then a lag
+    of 0.13 (BatchNorm +0.19, timing -0.06) at epochs 2-4, against a threshold of 0.05."""
+    return [GapTrial([record(1, data_loss, -0.186, 0.2 + j, 0.0),
+                      *(record(e, data_loss, -0.06, 0.19 + j, 0.0) for e in (2, 3, 4))],
+                     has_batchnorm=True, has_dropout=False) for j in JITTER]
+
+
+def test_none_at_epoch_1_with_a_lag_open_later_says_so_and_gives_its_parts_advice():
+    """Found by a user: verdict none, nothing to try, beside "has not caught up by epoch 4"
+    (lag +0.129 [+0.121, +0.138] against 0.052, BatchNorm +0.192). The code stays the
+    window's (epoch 1 has nothing to explain); the words and the advice are the lag's."""
+    block = gap_block(_level_then_lagging())
+    verdict = block["verdict"]
+    assert verdict["code"] == "none" and block["closing"] == "open"
+    assert verdict["text"].endswith("But a lag opens after epoch 1: at epoch 4 it is +0.13 "
+                                    "[+0.11, +0.15], above the threshold 0.05, carried by "
+                                    "BatchNorm statistics (+0.19 [+0.17, +0.21]).")
+    assert verdict["try"][0].startswith("a higher BatchNorm momentum")
+    assert short_line(block).endswith("; a lag opens after it: lag not closed by epoch 4, "
+                                      "carried by BatchNorm statistics there.")
+
+
+def test_none_with_a_lag_that_closes_later_gives_no_advice():
+    trials = [GapTrial([record(1, 1.0, -0.2, 0.2 + j, 0.0), record(2, 1.0, -0.06, 0.19 + j, 0.0),
+                        record(3, 1.0, 0.0, j, 0.0)], has_batchnorm=True, has_dropout=False)
+              for j in JITTER]
+    block = gap_block(trials)
+    assert block["verdict"]["code"] == "none" and block["verdict"]["try"] == []
+    assert "opens after" not in block["verdict"]["text"] + short_line(block)
