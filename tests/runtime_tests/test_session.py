@@ -495,13 +495,15 @@ def test_a_session_run_in_another_experiment_is_said_once(
     monkeypatch.setenv("MLFLOW_RUN_ID", same.info.run_id)
     capsys.readouterr()
     run_session(small_config(storage_url, tracking_uri, n_trials=1))
-    assert "note:" not in capsys.readouterr().err
+    assert "note: this `mlflow run` run" not in capsys.readouterr().err
 
     other = mlflow_client.create_run("0")  # what `mlflow run` without an experiment opens
     monkeypatch.setenv("MLFLOW_RUN_ID", other.info.run_id)
     run_session(small_config(storage_url, tracking_uri, n_trials=1))
 
-    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    # (The settings the study keeps have a note of their own: test_kept_settings.py.)
+    notes = [line for line in capsys.readouterr().err.splitlines()
+             if line.startswith("note: this `mlflow run`")]
     assert notes == ["note: this `mlflow run` run is in experiment 'Default', study 's' and its "
                      "runs in 'exp' (the run's tags link it to them; `mlflow run "
                      "--experiment-name exp` keeps them together)."]
