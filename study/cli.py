@@ -195,16 +195,25 @@ def analyze_command(output_dir: str | None, compare_widths: str | None,
 
     widths = parse_compare_widths(compare_widths)
     quiet_libraries()
-    from study.analysis.command import analyze_study, answer_text
+    from study.analysis.command import analyze_study
 
     document, path, logged = analyze_study(config, output_dir=output_folder(config, output_dir),
                                            compare_widths=widths)
-    click.echo(answer_text(document["verdict"], document.get("gap")))
+    _echo_answer(document, config.study_name)
     click.echo(f"wrote {path}; {logged}")
     from study.report.command import earlier_report_note
 
     if note := earlier_report_note(path.parent, logged.run_id, document):  # `study report`'s
         click.echo(note, err=True)
+
+
+def _echo_answer(document: dict[str, Any], study_name: str) -> None:
+    """The answer, then the command that runs the trials that would decide it, if any."""
+    from study.analysis.command import answer_text, more_trials_line
+
+    click.echo(answer_text(document["verdict"], document.get("gap")))
+    if line := more_trials_line(document, study_name=study_name):
+        click.echo(line)
 
 
 @cli.command("report", short_help="Write the HTML, Markdown, JSON and CSV report; log it.")
@@ -221,14 +230,13 @@ def report_command(output_dir: str | None, evaluators: str, importance_seed: int
     widths = parse_compare_widths(compare_widths)
     out = output_folder(config, output_dir)
     quiet_libraries()
-    from study.analysis.command import answer_text
     from study.report.command import report_study
 
     document, files, logged = report_study(
         config, output_dir=out, evaluators=names, seed=importance_seed, n_bootstrap=n_bootstrap,
         compare_widths=widths,
     )
-    click.echo(answer_text(document["verdict"], document.get("gap")))
+    _echo_answer(document, config.study_name)
     click.echo(f"wrote {len(files)} files to {out} (open {shell_path(out / 'report.html')}); "
                f"{logged}")
 

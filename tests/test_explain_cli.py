@@ -76,6 +76,7 @@ def test_the_verdict_is_on_the_parent_run_and_in_the_report(strong):
     assert parent.data.tags["study.verdict"] == "penalty"
     (report,) = (tmp / "reports").iterdir()
     document = json.loads((report / "analysis.json").read_text())
+    assert document["design"]["explain"] is True  # its advice is in replicates, not study run
     verdict, _, where = parent.data.tags["mlflow.note.content"].partition("\n\nReport: ")
     assert verdict.split("\n")[2] == short_line(document["gap"])  # the third line
     assert all(paragraph in outcome.stdout for paragraph in verdict.split("\n\n"))

@@ -4,12 +4,14 @@ to the study's parent run."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from study._text import as_sentence
+from study._text import as_sentence, flag_text
 from study.analysis.analyze import analyze, write_analysis
 from study.analysis.gap_text import short_line
 from study.analysis.sources import StudyData, early_epochs, load_study_data
@@ -88,7 +90,40 @@ def analyzed_study(config: StudyConfig, *, compare_widths: tuple[int, int] | Non
     document = analyze(data.table, study_name=data.study_name,
                        early_epochs=early_epochs(data), sampler=data.settings.get("sampler"),
                        compare_widths=widths, compare_source=source)
+    document["design"]["explain"] = _is_explain(data)
     return tracker, data, document
+
+
+def _is_explain(data: StudyData) -> bool | None:
+    """Whether the study is a ``study explain`` design (its trials carry their cell); ``None``
+    when read from MLflow, which keeps no such mark."""
+    from study.runtime.explain import CELL_ATTR
+
+    if data.trials is None:
+        return None
+    return any(CELL_ATTR in t.user_attrs for t in data.trials)
+
+
+def more_trials_line(document: Mapping[str, Any], *, study_name: str) -> str | None:
+    """For a searched study (``study run``) whose size question an interval cannot decide yet,
+    the command that runs the trials its verdict says would decide it; ``None`` otherwise (a
+    ``study explain`` design gives its own, in replicates)."""
+    if (document.get("design") or {}).get("explain") is not False:
+        return None
+    verdicts = (document.get("verdict") or {}, (document.get("init") or {}).get("verdict") or {})
+    needed = [int(n) for verdict in verdicts if (n := verdict.get("trials_needed"))]
+    used = int(document.get("n_trials_used") or 0)
+    if not needed or min(needed) <= used:
+        return None
+    states = document.get("n_trials_by_state") or {}
+    finished = int(states.get("COMPLETE", 0)) + int(states.get("PRUNED", 0))
+    budget = finished + min(needed) - used
+    under_mlflow = bool(os.environ.get("MLFLOW_RUN_ID"))
+    command = " ".join(["mlflow run . -e study" if under_mlflow else "study run",
+                        flag_text("study_name", shlex.quote(study_name)),
+                        flag_text("n_trials", budget)])
+    return (f"more trials: {command} (with the same store flags) runs {budget - finished} more "
+            f"(about {min(needed)} usable trials would decide, if the estimate holds).")
 
 
 def configured_widths(settings: Mapping[str, Any]) -> tuple[int, int] | None:

@@ -254,6 +254,7 @@ def test_the_gap_question_is_answered_from_every_trials_parts(studies):
     tmp, configs, results = studies
     document, _, _ = analyze_study(configs["none"], output_dir=tmp / "a-gap")
 
+    assert document["design"]["explain"] is False  # a searched study: `study run` adds trials
     gap = document["gap"]
     assert gap["n_trials"] == 10 and [e["epoch"] for e in gap["epochs"]] == [1]
     (epoch,) = gap["epochs"]
