@@ -16,7 +16,7 @@ _ALLOWED = "http(s)://HOST:PORT, sqlite:///FILE or a database URL (postgresql://
 # MLflow's tracking schemes this service opens (its file store is not one of them).
 _SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks",
             "databricks-uc", "uc")
-_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+_SERVERS = ("postgresql", "mysql", "mssql")  # database URLs with a host (and a password)
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)(?::|$)")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+:\d+(?:/\S*)?$")
 
@@ -33,8 +33,9 @@ def check_tracking_uri(uri: str | None) -> None:
     shown = redact(uri)
     match = _SCHEME.match(uri)
     scheme = match["scheme"].lower() if match else ""
-    if scheme.partition("+")[0] in _SCHEMES:
-        if scheme.partition("+")[0] in _DATABASES and scheme != "sqlite":
+    base = scheme.partition("+")[0]
+    if base in _SCHEMES:
+        if base in _SERVERS:
             check_url_userinfo("tracking_uri", uri, shown)
         return
     if _HOST_PORT.match(uri):
