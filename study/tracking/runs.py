@@ -75,8 +75,11 @@ def tag_session(tracker: Tracker, run_id: str, *, study_name: str, parent_run_id
             f"on its parent run {parent_run_id}. The params here are this `mlflow run`'s, "
             f"MLproject defaults included: a resumed study keeps the settings it was created "
             f"with.")
+    # Named after the study (MLflow gave it a random name, which the UI lists as if it were an
+    # unrelated run).
     tracker.set_tags(run_id, {ROLE_TAG: "session", NAME_TAG: study_name,
-                              PARENT_TAG: parent_run_id, "mlflow.note.content": note})
+                              PARENT_TAG: parent_run_id, "mlflow.note.content": note,
+                              "mlflow.runName": f"{study_name}-session"})
 
 
 def find_parent_run(tracker: Tracker, experiment_name: str, study_name: str) -> Any | None:

@@ -475,6 +475,7 @@ def test_entry_point_run_becomes_parent_then_later_ones_are_sessions(
     assert parent.data.tags["study.role"] == "parent"
     assert parent.info.run_name == "s"
     assert session.data.tags["study.role"] == "session"
+    assert session.info.run_name == "s-session"  # not MLflow's random name (found by a user)
     assert session.data.tags["study.parent_run_id"] == entry
     assert session.data.metrics["study/n_complete"] == 2
     # Its params are MLflow's own record of the entry point: the UI says where the study's are.
