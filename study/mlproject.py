@@ -138,8 +138,7 @@ def main_pipeline(argv: Sequence[str]) -> int:
         return code
     code = main(["report", *store, *analysis, *_pairs(argv, _REPORT_FLAGS)])
     if code == 0:
-        parent, experiment = _study_parent(os.environ)
-        print(ui_hint(os.environ, parent_run_id=parent, experiment=experiment), flush=True)
+        _print_ui_hint()
     return code
 
 
@@ -149,9 +148,13 @@ def study_pipeline(argv: Sequence[str]) -> int:
     code = mlproject_main("run", argv)
     if code == 0:
         print(next_step(argv), flush=True)
-        parent, experiment = _study_parent(os.environ)
-        print(ui_hint(os.environ, parent_run_id=parent, experiment=experiment), flush=True)
+        _print_ui_hint()
     return code
+
+
+def _print_ui_hint() -> None:
+    parent, experiment = _study_parent(os.environ)
+    print(ui_hint(os.environ, parent_run_id=parent, experiment=experiment), flush=True)
 
 
 def next_step(argv: Sequence[str]) -> str:
