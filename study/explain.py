@@ -138,6 +138,7 @@ def _more_replicates(document: Mapping[str, Any], *, per_replicate: int,
                      replicates: int) -> list[str]:
     """The flag that gives a design too small for a verdict its trials ("run at least 2
     more" alone does not say how, in a design of fixed size)."""
+    from study.analysis.command import deciding_trials
     from study.analysis.verdict import MIN_TRIALS
 
     used = int(document.get("n_trials_used") or 0)
@@ -145,16 +146,13 @@ def _more_replicates(document: Mapping[str, Any], *, per_replicate: int,
         wanted = replicates + -(-(MIN_TRIALS - used) // per_replicate)
         return [f"more trials: the same command with {_replicates_flag(wanted)} runs "
                 f"{wanted * per_replicate} (a verdict needs {MIN_TRIALS} usable trials)."]
-    # An inconclusive question names the total that would decide it: the replicates for it
-    # (the early window's verdict is the document's own; the initialization's is in "init").
-    verdicts = (document.get("verdict") or {}, (document.get("init") or {}).get("verdict") or {})
-    needed = [int(n) for verdict in verdicts if (n := verdict.get("trials_needed"))]
-    if not needed or min(needed) <= used:
+    # An inconclusive question names the total that would decide it: the replicates for it.
+    needed = deciding_trials(document)
+    if needed is None:
         return []
-    wanted = -(-min(needed) // per_replicate)
+    wanted = -(-needed // per_replicate)
     return [f"more trials: the same command with {_replicates_flag(wanted)} runs "
-            f"{wanted * per_replicate} (about {min(needed)} would decide, if the estimate "
-            f"holds)."]
+            f"{wanted * per_replicate} (about {needed} would decide, if the estimate holds)."]
 
 
 def explain_study(config: StudyConfig, given: Mapping[str, Any], *, lr: float,

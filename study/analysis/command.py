@@ -104,26 +104,33 @@ def _is_explain(data: StudyData) -> bool | None:
     return any(CELL_ATTR in t.user_attrs for t in data.trials)
 
 
+def deciding_trials(document: Mapping[str, Any]) -> int | None:
+    """The usable trials that would decide the size question an interval cannot decide yet
+    (the smaller of the early window's, the document's own verdict, and the initialization's,
+    in ``init``), where more than the study has; else ``None``."""
+    verdicts = (document.get("verdict") or {}, (document.get("init") or {}).get("verdict") or {})
+    needed = [int(n) for verdict in verdicts if (n := verdict.get("trials_needed"))]
+    if not needed or min(needed) <= int(document.get("n_trials_used") or 0):
+        return None
+    return min(needed)
+
+
 def more_trials_line(document: Mapping[str, Any], *, study_name: str) -> str | None:
     """For a searched study (``study run``) whose size question an interval cannot decide yet,
     the command that runs the trials its verdict says would decide it; ``None`` otherwise (a
     ``study explain`` design gives its own, in replicates)."""
-    if (document.get("design") or {}).get("explain") is not False:
-        return None
-    verdicts = (document.get("verdict") or {}, (document.get("init") or {}).get("verdict") or {})
-    needed = [int(n) for verdict in verdicts if (n := verdict.get("trials_needed"))]
-    used = int(document.get("n_trials_used") or 0)
-    if not needed or min(needed) <= used:
+    needed = deciding_trials(document)
+    if (document.get("design") or {}).get("explain") is not False or needed is None:
         return None
     states = document.get("n_trials_by_state") or {}
     finished = int(states.get("COMPLETE", 0)) + int(states.get("PRUNED", 0))
-    budget = finished + min(needed) - used
+    budget = finished + needed - int(document.get("n_trials_used") or 0)
     under_mlflow = bool(os.environ.get("MLFLOW_RUN_ID"))
     command = " ".join(["mlflow run . -e study" if under_mlflow else "study run",
                         flag_text("study_name", shlex.quote(study_name)),
                         flag_text("n_trials", budget)])
     return (f"more trials: {command} (with the same store flags) runs {budget - finished} more "
-            f"(about {min(needed)} usable trials would decide, if the estimate holds).")
+            f"(about {needed} usable trials would decide, if the estimate holds).")
 
 
 def configured_widths(settings: Mapping[str, Any]) -> tuple[int, int] | None:

@@ -198,7 +198,8 @@ def short_line(block: Mapping[str, Any]) -> str:
     code = (block.get("verdict") or {}).get("code", "inconclusive")
     early = block.get("early") or {}
     window = _window(block)
-    closing = closing_words(closing_of(block))
+    found = closing_of(block)
+    closing = closing_words(found)
     gap = early.get("gap")
     if gap is None:
         return f"Gap: {code}. No trial logged it at {window}."
@@ -207,7 +208,7 @@ def short_line(block: Mapping[str, Any]) -> str:
                 f"below +{_num(early['threshold'])}); {closing}.")
     if code == "none":
         return (f"Gap: none. Nothing worth explaining at {window} ({_bracket(gap)}, within "
-                f"±{_num(early['threshold'])}){_opens_later(block, closing)}.")
+                f"±{_num(early['threshold'])}){_opens_later(found, closing)}.")
     carrier = early.get("carrier")
     if code == "inconclusive" or carrier is None:
         return (f"Gap: {code}. Validation minus training loss: {_bracket(gap)} at {window}, "
@@ -218,10 +219,10 @@ def short_line(block: Mapping[str, Any]) -> str:
             f"({_bracket(early[carrier])}){beyond(early, carrier)}; {closing}.")
 
 
-def _opens_later(block: Mapping[str, Any], closing: str) -> str:
+def _opens_later(found: Closing, closing: str) -> str:
     """``; a lag opens after it: lag not closed by epoch 4, carried by BatchNorm statistics
-    there`` after a window with nothing to explain; empty unless the lag is open at the end."""
-    found = closing_of(block)
+    there`` after a window with nothing to explain (``closing``: ``found`` in words); empty
+    unless the lag is open at the end."""
     if found.kind != "open":
         return ""
     carrier = (found.at_last or {}).get("carrier")

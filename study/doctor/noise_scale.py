@@ -161,14 +161,14 @@ def _verdict(bs: int, n: int, init: float | None, trained: float | None,
     largest = max(2, math.floor(n * MAX_BATCH_FRACTION))
     evidence = (f"batch size {bs}; B_simple at init {shown}, after {steps} steps "
                 f"{trained:.3g} (decides)")
-    capped = trained > largest
+    capped, advised = trained > largest, min(target, largest)
     limit = (f"; no batch above {largest} is advised (an eighth of the {n} training samples)"
              if capped else "")
-    if bs < min(target, largest) / FACTOR:
+    if bs < advised / FACTOR:
         why = ("; not larger: a batch above an eighth of the training split leaves fewer than "
                "8 steps an epoch and little of SGD's noise" if capped else "")
         return ("warn", f"{evidence} > {FACTOR:g}x the batch{limit}",
-                f"noisy steps: a batch nearer {min(target, largest):.0f} (with the lr scaled "
+                f"noisy steps: a batch nearer {advised:.0f} (with the lr scaled "
                 f"up) would train in fewer steps{why}")
     if bs > FACTOR * target:
         return ("warn", evidence + f" < batch / {FACTOR:g}",

@@ -168,7 +168,7 @@ def kept_settings_note(stored: StudyConfig, given: Mapping[str, Any], *,
     seem to ask for others: an environment variable's value (it applies to new studies), and,
     under ``mlflow run``, the settings left at their MLproject defaults (a ``-P`` equal to the
     default cannot be told from one not given). ``None`` when there is nothing to say."""
-    kept = {}
+    kept, flat = {}, stored.to_params()
     for field in dataclasses.fields(StudyConfig):
         name, value = field.name, getattr(stored, field.name)
         if name in given or field.metadata.get("scope") != "study":
@@ -177,17 +177,13 @@ def kept_settings_note(stored: StudyConfig, given: Mapping[str, Any], *,
         if env and environ.get(env, value) != value:
             kept[name] = f"{name}={value!r} ({env}={environ[env]!r} applies to new studies)"
         elif "MLFLOW_RUN_ID" in environ and value != field.default:
-            kept[name] = f"{name}={_flag_value(value)}"
+            kept[name] = f"{name}={flat.get(name, value)}"
     if not kept:
         return None
     why = (" (-P values equal to the MLproject defaults count as not given)"
            if "MLFLOW_RUN_ID" in environ else "")
     return (f"note: study {stored.study_name!r} keeps the settings it was created with: "
             f"{', '.join(kept.values())}{why}.")
-
-
-def _flag_value(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def load_study(prepared: PreparedStudy, *, salt: int = 0) -> LoadedStudy:
